@@ -1,0 +1,129 @@
+//! Attach: gives a job the merged layers of all its upstream jobs.
+//!
+//! Steps (numbered as in docs/architecture.md):
+//! 1. load the run's graph and find the job's ancestors;
+//! 2. list their layers, in topological order and persist order;
+//! 3. fetch and validate every manifest;
+//! 4. merge them into one tree, failing on conflicts (`plan`), before any
+//!    file is written or chunk read;
+//! 5. write the tree (`write`).
+//!
+//! A job never sees its own layers, a sibling's or a descendant's: only the
+//! layers of jobs it transitively requires.
+
+pub mod plan;
+pub mod write;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::id::{JobName, ManifestId, RunName};
+use crate::manifest::{manifest_key, Manifest, Totals};
+use crate::store::Store;
+use plan::{merge, Layer, Plan, Target};
+pub use write::WriteStats;
+
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    pub run: RunName,
+    pub job: JobName,
+    pub at: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSummary {
+    pub job: JobName,
+    pub layer: String,
+    pub manifest: ManifestId,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachReport {
+    pub run: RunName,
+    pub job: JobName,
+    /// The layers applied, in order.
+    pub layers: Vec<LayerSummary>,
+    /// The merged tree.
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub bytes: u64,
+    #[serde(flatten)]
+    pub write: WriteStats,
+    pub seconds: f64,
+}
+
+/// Plans the attach of `job`'s workspace: steps 1 to 4, no file touched.
+pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
+    let (record, me) = store.run_job(run, job)?;
+    let graph = &record.graph;
+    let mut refs = Vec::new();
+    for &j in graph.topo_order() {
+        if graph.is_ancestor(j, me) {
+            let name = &graph.jobs()[j].name;
+            for l in store.layers(run, name)? {
+                refs.push((j, l));
+            }
+        }
+    }
+    let layers = refs
+        .into_par_iter()
+        .map(|(j, l)| {
+            let bytes = store.backend.get(&manifest_key(&l.record.manifest))?;
+            Ok(Layer {
+                job: l.job,
+                job_index: j,
+                key: l.key,
+                manifest: Arc::new(Manifest::decode(&l.record.manifest, &bytes)?),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    merge(graph, layers)
+}
+
+pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
+    let started = Instant::now();
+    let plan = plan(store, &req.run, &req.job)?;
+    let write = write::execute(store, &plan, &req.at)?;
+    let mut report = AttachReport {
+        run: req.run.clone(),
+        job: req.job.clone(),
+        layers: plan
+            .layers
+            .iter()
+            .map(|l| LayerSummary {
+                job: l.job.clone(),
+                layer: l.key.clone(),
+                manifest: ManifestId::of(&l.manifest.encode().1),
+                totals: l.manifest.totals(),
+            })
+            .collect(),
+        files: 0,
+        dirs: 0,
+        symlinks: 0,
+        hardlinks: 0,
+        bytes: 0,
+        write,
+        seconds: 0.0,
+    };
+    for e in &plan.entries {
+        match &e.target {
+            Target::Dir => report.dirs += 1,
+            Target::File { size, .. } => {
+                report.files += 1;
+                report.bytes += size;
+            }
+            Target::Symlink { .. } => report.symlinks += 1,
+            Target::Hardlink { .. } => report.hardlinks += 1,
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,327 @@
+//! Planning an attach: merging the layers a job sees into one tree, and
+//! finding conflicts, from the manifests alone (before any file is written
+//! or any chunk read).
+//!
+//! The rules (docs/architecture.md, "Attach rules"):
+//! - layers apply in the graph's topological order, a job's own layers in
+//!   persist order; a later entry replaces an earlier one at the same path,
+//!   and a non-directory replaces everything below it;
+//! - two jobs that are not ancestor and descendant of each other and that
+//!   wrote the same path conflict, unless both wrote identical content (same
+//!   type, same bytes and permission bits, or same link target; directories
+//!   never conflict with each other). A file in one and a directory in the
+//!   other always conflict.
+//!
+//! Since the topological order is fixed and every pair of unrelated writers
+//! is checked, the result never depends on scheduling or finish order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::id::JobName;
+use crate::manifest::{ChunkRef, Entry, EntryKind, Manifest, Mtime, RelPath};
+
+/// One layer to apply, in apply order.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub job: JobName,
+    /// The job's index in the graph.
+    pub job_index: usize,
+    pub key: String,
+    pub manifest: Arc<Manifest>,
+}
+
+/// What to create at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Dir,
+    File { size: u64, chunks: Vec<ChunkRef> },
+    Symlink { target: Vec<u8> },
+    /// A hardlink to the file planned at `target`.
+    Hardlink { target: RelPath },
+}
+
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub path: RelPath,
+    pub mode: u32,
+    pub mtime: Mtime,
+    pub target: Target,
+    /// Index into the plan's layers of the layer this entry comes from.
+    pub layer: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub layers: Vec<Layer>,
+    /// Sorted by path, so every directory comes before what it holds.
+    pub entries: Vec<Planned>,
+}
+
+/// What an entry holds, for deciding whether two writes are identical.
+#[derive(PartialEq)]
+enum Content<'a> {
+    Dir,
+    File(u32, &'a [ChunkRef]),
+    Symlink(&'a [u8]),
+}
+
+impl Content<'_> {
+    fn describe(&self) -> &'static str {
+        match self {
+            Content::Dir => "a directory",
+            Content::File(..) => "a file",
+            Content::Symlink(_) => "a symlink",
+        }
+    }
+}
+
+/// The file a hardlink entry names (validated manifests guarantee it).
+fn link_target<'m>(manifest: &'m Manifest, target: &RelPath) -> &'m Entry {
+    manifest.get(target).expect("validated: hardlink targets exist")
+}
+
+fn content<'a>(manifest: &'a Manifest, e: &'a Entry) -> Content<'a> {
+    match &e.kind {
+        EntryKind::Dir => Content::Dir,
+        EntryKind::File { chunks, .. } => Content::File(e.mode, chunks),
+        EntryKind::Symlink { target } => Content::Symlink(target),
+        EntryKind::Hardlink { target } => {
+            let t = link_target(manifest, target);
+            match &t.kind {
+                EntryKind::File { chunks, .. } => Content::File(t.mode, chunks),
+                _ => unreachable!("validated: hardlinks point at files"),
+            }
+        }
+    }
+}
+
+/// Merges `layers` (already in apply order) into one tree.
+pub fn merge(graph: &Graph, layers: Vec<Layer>) -> Result<Plan> {
+    // Every write of every path, in apply order.
+    let mut writes: HashMap<&RelPath, Vec<(usize, &Entry)>> = HashMap::new();
+    for (li, layer) in layers.iter().enumerate() {
+        for e in &layer.manifest.entries {
+            writes.entry(&e.path).or_default().push((li, e));
+        }
+    }
+    check_conflicts(graph, &layers, &writes)?;
+
+    // Keyed by path bytes: the same order as `RelPath`, and range-queryable.
+    let mut tree: BTreeMap<&[u8], (usize, &Entry)> = BTreeMap::new();
+    for (li, layer) in layers.iter().enumerate() {
+        for e in &layer.manifest.entries {
+            let key = e.path.as_bytes();
+            // Only a directory can have entries below it (each layer is a
+            // complete tree), so only replacing one needs the range scan.
+            let replaces_dir = tree.get(key).is_some_and(|(_, old)| old.is_dir());
+            if replaces_dir && !e.is_dir() {
+                remove_below(&mut tree, key);
+            }
+            tree.insert(key, (li, e));
+        }
+    }
+
+    let entries = tree
+        .iter()
+        .map(|(_, &(li, e))| {
+            let manifest = &layers[li].manifest;
+            let target = match &e.kind {
+                EntryKind::Dir => Target::Dir,
+                EntryKind::File { size, chunks } => Target::File {
+                    size: *size,
+                    chunks: chunks.clone(),
+                },
+                EntryKind::Symlink { target } => Target::Symlink {
+                    target: target.clone(),
+                },
+                EntryKind::Hardlink { target } => {
+                    let t = link_target(manifest, target);
+                    let same_file_planned = tree
+                        .get(target.as_bytes())
+                        .is_some_and(|&(tl, te)| tl == li && std::ptr::eq(te, t));
+                    match &t.kind {
+                        // The linked-to file survives: keep them one inode.
+                        _ if same_file_planned => Target::Hardlink {
+                            target: target.clone(),
+                        },
+                        // A later layer replaced it: this name keeps the
+                        // content it had in its own layer.
+                        EntryKind::File { size, chunks } => Target::File {
+                            size: *size,
+                            chunks: chunks.clone(),
+                        },
+                        _ => unreachable!("validated: hardlinks point at files"),
+                    }
+                }
+            };
+            Planned {
+                path: e.path.clone(),
+                mode: e.mode,
+                mtime: e.mtime,
+                target,
+                layer: li,
+            }
+        })
+        .collect();
+    Ok(Plan { layers, entries })
+}
+
+/// Checks every pair of writes of a path by different, unrelated jobs.
+fn check_conflicts(
+    graph: &Graph,
+    layers: &[Layer],
+    writes: &HashMap<&RelPath, Vec<(usize, &Entry)>>,
+) -> Result<()> {
+    // Sorted, so the conflict reported is always the same one.
+    let mut contested: Vec<_> = writes
+        .iter()
+        .filter(|(_, w)| w.iter().any(|(li, _)| layers[*li].job_index != layers[w[0].0].job_index))
+        .collect();
+    contested.sort_by_key(|(p, _)| **p);
+    for (path, w) in contested {
+        for (i, &(la, ea)) in w.iter().enumerate() {
+            for &(lb, eb) in &w[i + 1..] {
+                let (ja, jb) = (layers[la].job_index, layers[lb].job_index);
+                if ja == jb || graph.is_ancestor(ja, jb) || graph.is_ancestor(jb, ja) {
+                    continue;
+                }
+                let ca = content(&layers[la].manifest, ea);
+                let cb = content(&layers[lb].manifest, eb);
+                if ca != cb {
+                    let detail = if ca.describe() == cb.describe() {
+                        format!("{} with different content", ca.describe())
+                    } else {
+                        format!("{} in {}, {} in {}", ca.describe(), layers[la].job, cb.describe(), layers[lb].job)
+                    };
+                    return Err(Error::Conflict {
+                        path: path.to_string(),
+                        first: layers[la].job.clone(),
+                        second: layers[lb].job.clone(),
+                        detail,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes every entry strictly below `dir`: the keys in `[dir/, dir0)`.
+fn remove_below(tree: &mut BTreeMap<&[u8], (usize, &Entry)>, dir: &[u8]) {
+    let lo = [dir, b"/"].concat();
+    let hi = [dir, &[b'/' + 1]].concat();
+    let doomed: Vec<&[u8]> = tree
+        .range::<[u8], _>((Bound::Included(&lo[..]), Bound::Excluded(&hi[..])))
+        .map(|(k, _)| *k)
+        .collect();
+    for k in doomed {
+        tree.remove(k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ChunkId;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes().to_vec()).unwrap()
+    }
+
+    fn file(path: &str, content: &str) -> Entry {
+        Entry {
+            path: p(path),
+            mode: 0o644,
+            mtime: Mtime::default(),
+            kind: EntryKind::File {
+                size: content.len() as u64,
+                chunks: vec![ChunkRef {
+                    id: ChunkId::of(content.as_bytes()),
+                    len: content.len() as u32,
+                }],
+            },
+        }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: p(path),
+            mode: 0o755,
+            mtime: Mtime::default(),
+            kind: EntryKind::Dir,
+        }
+    }
+
+    fn layer(g: &Graph, job: &str, entries: Vec<Entry>) -> Layer {
+        let job = JobName::new(job).unwrap();
+        let mut m = Manifest { entries };
+        m.sort();
+        m.validate("test").unwrap();
+        Layer {
+            job_index: g.index_of(&job).unwrap(),
+            job,
+            key: String::new(),
+            manifest: Arc::new(m),
+        }
+    }
+
+    fn files(plan: &Plan) -> Vec<String> {
+        plan.entries
+            .iter()
+            .map(|e| format!("{}@{}", e.path, plan.layers[e.layer].job))
+            .collect()
+    }
+
+    #[test]
+    fn descendant_overrides_and_files_replace_directories() {
+        let g = Graph::from_specs(&["a", "b:a", "c:b"]).unwrap();
+        let plan = merge(
+            &g,
+            vec![
+                layer(&g, "a", vec![dir("x"), file("x/y", "1"), file("k", "a")]),
+                layer(&g, "b", vec![file("x", "now a file"), file("k", "b")]),
+                layer(&g, "c", vec![dir("z")]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(files(&plan), ["k@b", "x@b", "z@c"]);
+    }
+
+    #[test]
+    fn unrelated_jobs_conflict_unless_identical() {
+        let g = Graph::from_specs(&["a", "b", "c:a,b"]).unwrap();
+        let same = merge(
+            &g,
+            vec![
+                layer(&g, "a", vec![dir("d"), file("d/f", "same")]),
+                layer(&g, "b", vec![dir("d"), file("d/f", "same")]),
+            ],
+        );
+        assert!(same.is_ok());
+        let e = merge(
+            &g,
+            vec![
+                layer(&g, "a", vec![dir("d"), file("d/f", "one")]),
+                layer(&g, "b", vec![dir("d"), file("d/f", "two")]),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(&e, Error::Conflict { path, .. } if path == "d/f"), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("jobs a and b"), "{msg}");
+        let e = merge(
+            &g,
+            vec![
+                layer(&g, "a", vec![file("x", "file")]),
+                layer(&g, "b", vec![dir("x"), file("x/y", "1")]),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a file in a, a directory in b"), "{e}");
+    }
+}

@@ -1,0 +1,417 @@
+//! Executing an attach plan: making the target directory hold the planned
+//! tree while reading as little as possible from the store.
+//!
+//! Order: directories (parents first), then regular files in parallel, then
+//! symlinks and hardlinks, then directory modes and mtimes deepest first (so
+//! read-only directories can still be filled). Every file is written under
+//! a temporary name in its final directory and renamed into place complete,
+//! so a failed attach never leaves a half-written file under a final name,
+//! and an existing symlink at a final name is replaced, never written
+//! through. A file already at the target with the same content is left
+//! alone; one with other content lends the chunks it shares (desync's
+//! "seed"). Chunks come from the store pack by pack, each pack's needed
+//! ranges read in one request, and are checked against their ids.
+//!
+//! Knows nothing about graphs or conflicts: the plan is already final.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use filetime::FileTime;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::plan::{Plan, Planned, Target};
+use crate::backend::unique_tmp_name;
+use crate::chunking::chunk_stream;
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, PackId};
+use crate::index::pack_key;
+use crate::manifest::Mtime;
+use crate::pack::{decode_blob, BlobEntry};
+use crate::store::Store;
+
+/// Reads within a pack closer than this are merged into one request.
+const COALESCE_GAP: u64 = 256 << 10;
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct WriteStats {
+    /// Regular files written (new or changed).
+    pub files_written: u64,
+    /// Regular files already at the target with the right content.
+    pub files_in_place: u64,
+    /// Distinct chunks read from the store, and the stored bytes read.
+    pub chunks_from_store: u64,
+    pub bytes_from_store: u64,
+    /// Chunks copied from the old version of a file at the target.
+    pub chunks_from_target: u64,
+    /// Bytes of file content written.
+    pub bytes_written: u64,
+}
+
+/// A regular file being written.
+struct FileJob<'p> {
+    entry: &'p Planned,
+    dest: PathBuf,
+    tmp: PathBuf,
+    size: u64,
+    /// Chunk placements still to write; the file is renamed at zero.
+    remaining: AtomicUsize,
+    /// Whether the temporary file exists (so cleanup knows to remove it).
+    created: Mutex<bool>,
+    /// Chunks the file's old version at `dest` can provide: id -> offset.
+    seeds: HashMap<ChunkId, u64>,
+}
+
+pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
+    let at = prepare_target(at)?;
+    let dest = |e: &Planned| at.join(e.path.to_path());
+
+    for e in plan.entries.iter().filter(|e| e.target == Target::Dir) {
+        ensure_dir(&dest(e))?;
+    }
+
+    // Decide, for every regular file, whether it is already in place.
+    let stats = Stats::default();
+    let chunker = store.config.chunker;
+    let candidates: Vec<Option<FileJob>> = plan
+        .entries
+        .par_iter()
+        .filter(|e| matches!(e.target, Target::File { .. }))
+        .map(|e| classify(e, dest(e), chunker))
+        .collect::<Result<_>>()?;
+    let jobs: Vec<FileJob> = candidates.into_iter().flatten().collect();
+    stats.files_in_place.store(
+        plan.entries
+            .iter()
+            .filter(|e| matches!(e.target, Target::File { .. }))
+            .count() as u64
+            - jobs.len() as u64,
+        Relaxed,
+    );
+
+    let result = write_files(store, &jobs, &stats);
+    if result.is_err() {
+        for job in &jobs {
+            if *job.created.lock().expect("poisoned") && job.remaining.load(Relaxed) > 0 {
+                let _ = fs::remove_file(&job.tmp);
+            }
+        }
+    }
+    result?;
+
+    for e in &plan.entries {
+        match &e.target {
+            Target::Symlink { target } => place_symlink(&dest(e), target, e.mtime)?,
+            Target::Hardlink { target } => place_hardlink(&at.join(target.to_path()), &dest(e))?,
+            _ => {}
+        }
+    }
+    let mut dirs: Vec<&Planned> = plan.entries.iter().filter(|e| e.target == Target::Dir).collect();
+    dirs.sort_by_key(|e| std::cmp::Reverse(e.path.depth()));
+    for e in dirs {
+        let d = dest(e);
+        fs::set_permissions(&d, fs::Permissions::from_mode(e.mode)).ctx("set mode of", &d)?;
+        filetime::set_file_mtime(&d, to_filetime(e.mtime)).ctx("set mtime of", &d)?;
+    }
+    Ok(stats.snapshot())
+}
+
+#[derive(Default)]
+struct Stats {
+    files_written: AtomicU64,
+    files_in_place: AtomicU64,
+    chunks_from_store: AtomicU64,
+    bytes_from_store: AtomicU64,
+    chunks_from_target: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> WriteStats {
+        WriteStats {
+            files_written: self.files_written.load(Relaxed),
+            files_in_place: self.files_in_place.load(Relaxed),
+            chunks_from_store: self.chunks_from_store.load(Relaxed),
+            bytes_from_store: self.bytes_from_store.load(Relaxed),
+            chunks_from_target: self.chunks_from_target.load(Relaxed),
+            bytes_written: self.bytes_written.load(Relaxed),
+        }
+    }
+}
+
+/// The attach directory, created if missing; a regular file there is an
+/// error. The user named it, so a symlink to a directory is followed here,
+/// and nowhere below.
+fn prepare_target(at: &Path) -> Result<PathBuf> {
+    match fs::metadata(at) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(Error::NotADirectory { path: at.into() }),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            fs::create_dir_all(at).ctx("create directory", at)?;
+        }
+        Err(e) => return Err(Error::io("stat", at, e)),
+    }
+    fs::canonicalize(at).ctx("resolve", at)
+}
+
+/// Makes `path` a real, writable directory, replacing a file or symlink.
+fn ensure_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            if m.permissions().mode() & 0o700 != 0o700 {
+                let mode = m.permissions().mode() | 0o700;
+                fs::set_permissions(path, fs::Permissions::from_mode(mode)).ctx("make writable", path)?;
+            }
+            return Ok(());
+        }
+        Ok(_) => fs::remove_file(path).ctx("replace", path)?,
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("stat", path, e)),
+    }
+    fs::create_dir(path).ctx("create directory", path)
+}
+
+/// Removes whatever is at `path` if it is a directory, so a rename can
+/// replace it (rename replaces files and symlinks by itself).
+fn clear_dir_at(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).ctx("replace directory", path),
+        _ => Ok(()),
+    }
+}
+
+/// `None` if the file at `dest` already has the planned content (its mode
+/// and mtime are fixed here); otherwise the job of writing it.
+fn classify(e: &Planned, dest: PathBuf, chunker: crate::chunking::ChunkerParams) -> Result<Option<FileJob<'_>>> {
+    let Target::File { size, chunks } = &e.target else {
+        unreachable!("only files are classified")
+    };
+    let mut seeds = HashMap::new();
+    match fs::symlink_metadata(&dest) {
+        Ok(m) if m.is_file() => {
+            let mut ids = Vec::new();
+            let mut offset = 0u64;
+            let file = File::open(&dest).ctx("read", &dest)?;
+            chunk_stream(file, m.len(), chunker, &|err| Error::io("read", &dest, err), &mut |id, b| {
+                ids.push(id);
+                seeds.entry(id).or_insert(offset);
+                offset += b.len() as u64;
+                Ok(())
+            })?;
+            if offset == *size && ids.iter().eq(chunks.iter().map(|c| &c.id)) {
+                if m.permissions().mode() & 0o7777 != e.mode {
+                    fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode)).ctx("set mode of", &dest)?;
+                }
+                filetime::set_file_mtime(&dest, to_filetime(e.mtime)).ctx("set mtime of", &dest)?;
+                return Ok(None);
+            }
+        }
+        Ok(m) if m.is_dir() => fs::remove_dir_all(&dest).ctx("replace directory", &dest)?,
+        _ => {}
+    }
+    let dir = dest.parent().expect("planned paths have a parent");
+    Ok(Some(FileJob {
+        tmp: dir.join(unique_tmp_name(".strata-tmp-")),
+        dest,
+        size: *size,
+        remaining: AtomicUsize::new(chunks.len()),
+        created: Mutex::new(false),
+        seeds,
+        entry: e,
+    }))
+}
+
+fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
+    // Which placements come from the old file, and which from the store.
+    let mut from_store: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
+    let mut seeded: Vec<(usize, Vec<(ChunkId, u64, u64, u32)>)> = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let Target::File { chunks, .. } = &job.entry.target else {
+            unreachable!()
+        };
+        let mut offset = 0u64;
+        let mut mine = Vec::new();
+        for c in chunks {
+            match job.seeds.get(&c.id) {
+                Some(&src) => mine.push((c.id, src, offset, c.len)),
+                None => from_store.entry(c.id).or_default().push((j, offset)),
+            }
+            offset += c.len as u64;
+        }
+        if !mine.is_empty() {
+            seeded.push((j, mine));
+        }
+    }
+
+    // Empty files have no chunk to trigger their completion.
+    jobs.par_iter()
+        .filter(|j| j.size == 0)
+        .try_for_each(|j| j.complete(stats))?;
+
+    seeded.par_iter().try_for_each(|(j, placements)| {
+        let job = &jobs[*j];
+        let old = File::open(&job.dest).ctx("read", &job.dest)?;
+        for &(id, src, dst, len) in placements {
+            let mut buf = vec![0u8; len as usize];
+            old.read_exact_at(&mut buf, src).ctx("read", &job.dest)?;
+            if ChunkId::of(&buf) != id {
+                return Err(Error::Changed {
+                    detail: format!("{} changed while being attached over", job.dest.display()),
+                });
+            }
+            stats.chunks_from_target.fetch_add(1, Relaxed);
+            job.write(dst, &buf, stats)?;
+        }
+        Ok(())
+    })?;
+
+    // Group the store's chunks by pack, in offset order.
+    let mut packs: BTreeMap<PackId, Vec<BlobEntry>> = BTreeMap::new();
+    for id in from_store.keys() {
+        let (j, _) = from_store[id][0];
+        let loc = store.index.get(id)?.ok_or_else(|| Error::MissingChunk {
+            chunk: *id,
+            path: jobs[j].entry.path.to_string(),
+        })?;
+        packs.entry(loc.pack).or_default().push(loc.blob);
+    }
+    packs.par_iter().try_for_each(|(pack, blobs)| {
+        let mut blobs = blobs.clone();
+        blobs.sort_by_key(|b| b.offset);
+        let key = pack_key(pack);
+        let spans = coalesce(&blobs);
+        let ranges: Vec<Range<u64>> = spans.iter().map(|(r, _)| r.clone()).collect();
+        let data = store.backend.get_ranges(&key, &ranges)?;
+        for ((range, members), bytes) in spans.iter().zip(&data) {
+            stats.bytes_from_store.fetch_add(bytes.len() as u64, Relaxed);
+            for b in &blobs[members.clone()] {
+                let start = (b.offset as u64 - range.start) as usize;
+                let raw = decode_blob(b, &bytes[start..start + b.stored_len as usize], &key)?;
+                stats.chunks_from_store.fetch_add(1, Relaxed);
+                for &(j, offset) in &from_store[&b.chunk] {
+                    jobs[j].write(offset, &raw, stats)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Groups offset-sorted blobs into read ranges: (range, blob indices).
+fn coalesce(blobs: &[BlobEntry]) -> Vec<(Range<u64>, Range<usize>)> {
+    let mut spans: Vec<(Range<u64>, Range<usize>)> = Vec::new();
+    for (i, b) in blobs.iter().enumerate() {
+        let (start, end) = (b.offset as u64, b.offset as u64 + b.stored_len as u64);
+        match spans.last_mut() {
+            Some((r, m)) if start <= r.end + COALESCE_GAP => {
+                r.end = r.end.max(end);
+                m.end = i + 1;
+            }
+            _ => spans.push((start..end, i..i + 1)),
+        }
+    }
+    spans
+}
+
+impl FileJob<'_> {
+    /// Writes one chunk placement; the last one completes the file.
+    fn write(&self, offset: u64, bytes: &[u8], stats: &Stats) -> Result<()> {
+        let single = self.size == bytes.len() as u64;
+        {
+            let mut created = self.created.lock().expect("poisoned");
+            if !*created {
+                let f = create_tmp(&self.tmp)?;
+                if !single {
+                    f.set_len(self.size).ctx("write", &self.tmp)?;
+                }
+                *created = true;
+                if single {
+                    drop(created);
+                    f.write_all_at(bytes, 0).ctx("write", &self.tmp)?;
+                    stats.bytes_written.fetch_add(bytes.len() as u64, Relaxed);
+                    self.remaining.fetch_sub(1, Relaxed);
+                    return self.finish(f, stats);
+                }
+            }
+        }
+        let f = OpenOptions::new().write(true).open(&self.tmp).ctx("write", &self.tmp)?;
+        f.write_all_at(bytes, offset).ctx("write", &self.tmp)?;
+        stats.bytes_written.fetch_add(bytes.len() as u64, Relaxed);
+        if self.remaining.fetch_sub(1, Relaxed) == 1 {
+            self.finish(f, stats)?;
+        }
+        Ok(())
+    }
+
+    /// An empty file: create and complete it.
+    fn complete(&self, stats: &Stats) -> Result<()> {
+        let f = create_tmp(&self.tmp)?;
+        *self.created.lock().expect("poisoned") = true;
+        self.finish(f, stats)
+    }
+
+    fn finish(&self, f: File, stats: &Stats) -> Result<()> {
+        f.set_permissions(fs::Permissions::from_mode(self.entry.mode))
+            .ctx("set mode of", &self.tmp)?;
+        filetime::set_file_handle_times(&f, None, Some(to_filetime(self.entry.mtime)))
+            .ctx("set mtime of", &self.tmp)?;
+        drop(f);
+        fs::rename(&self.tmp, &self.dest).ctx("rename into", &self.dest)?;
+        stats.files_written.fetch_add(1, Relaxed);
+        Ok(())
+    }
+}
+
+fn create_tmp(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .ctx("create", path)
+}
+
+fn place_symlink(dest: &Path, target: &[u8], mtime: Mtime) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = Path::new(std::ffi::OsStr::from_bytes(target));
+    let in_place = fs::read_link(dest).is_ok_and(|t| t == target);
+    if !in_place {
+        clear_dir_at(dest)?;
+        let tmp = dest.with_file_name(unique_tmp_name(".strata-tmp-"));
+        std::os::unix::fs::symlink(target, &tmp).ctx("create symlink", &tmp)?;
+        if let Err(e) = fs::rename(&tmp, dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("rename into", dest, e));
+        }
+    }
+    filetime::set_symlink_file_times(dest, to_filetime(mtime), to_filetime(mtime))
+        .ctx("set mtime of", dest)
+}
+
+fn place_hardlink(original: &Path, dest: &Path) -> Result<()> {
+    let orig = fs::symlink_metadata(original).ctx("stat", original)?;
+    if let Ok(m) = fs::symlink_metadata(dest) {
+        if m.dev() == orig.dev() && m.ino() == orig.ino() {
+            return Ok(());
+        }
+    }
+    clear_dir_at(dest)?;
+    let tmp = dest.with_file_name(unique_tmp_name(".strata-tmp-"));
+    fs::hard_link(original, &tmp).ctx("create hardlink", &tmp)?;
+    if let Err(e) = fs::rename(&tmp, dest) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("rename into", dest, e));
+    }
+    Ok(())
+}
+
+fn to_filetime(m: Mtime) -> FileTime {
+    FileTime::from_unix_time(m.secs, m.nanos)
+}

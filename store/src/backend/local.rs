@@ -1,0 +1,213 @@
+//! The embedded default backend: objects are files under a directory.
+//!
+//! `put` writes a temporary file, fsyncs it, renames it into place and
+//! fsyncs the directory, so an object is either absent or complete and
+//! durable, even across a crash.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Backend;
+use crate::error::{Error, IoContext, Result};
+
+/// Objects stored as files below `root`; temporary files go to `tmp`, which
+/// must be on the same file system so that rename is atomic.
+#[derive(Debug)]
+pub struct LocalDir {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name for a temporary file that no other thread or process uses.
+pub(crate) fn unique_tmp_name(prefix: &str) -> String {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// fsync a directory so that renames into it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("sync directory", dir)
+}
+
+impl LocalDir {
+    pub fn new(root: impl Into<PathBuf>, tmp: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let tmp = tmp.into();
+        fs::create_dir_all(&root).ctx("create directory", &root)?;
+        fs::create_dir_all(&tmp).ctx("create directory", &tmp)?;
+        Ok(Self { root, tmp })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        let valid = !key.is_empty()
+            && key.split('/').all(|c| {
+                !c.is_empty()
+                    && c != "."
+                    && c != ".."
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+        if !valid {
+            return Err(Error::corrupt(
+                format!("object key {key:?}"),
+                "not a valid key",
+            ));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn write_tmp(&self, data: &[u8]) -> Result<PathBuf> {
+        let tmp = self.tmp.join(unique_tmp_name("put-"));
+        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+        let res = f
+            .write_all(data)
+            .and_then(|_| f.sync_all())
+            .ctx("write", &tmp);
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res.map(|_| tmp)
+    }
+}
+
+impl Backend for LocalDir {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(key)?;
+        let dir = path.parent().expect("keys have a parent");
+        let tmp = self.write_tmp(data)?;
+        let moved = fs::create_dir_all(dir)
+            .ctx("create directory", dir)
+            .and_then(|_| fs::rename(&tmp, &path).ctx("rename into", &path));
+        if moved.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        moved?;
+        sync_dir(dir)
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path(key)?;
+        fs::read(&path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::NotFound { key: key.into() },
+            _ => Error::io("read", &path, e),
+        })
+    }
+
+    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        let path = self.path(key)?;
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::NotFound { key: key.into() },
+            _ => Error::io("open", &path, e),
+        })?;
+        ranges
+            .iter()
+            .map(|r| {
+                let mut buf = vec![0u8; (r.end - r.start) as usize];
+                file.read_exact_at(&mut buf, r.start).map_err(|e| {
+                    if e.kind() == ErrorKind::UnexpectedEof {
+                        Error::corrupt(
+                            format!("object {key}"),
+                            format!("shorter than the range {}..{}", r.start, r.end),
+                        )
+                    } else {
+                        Error::io("read", &path, e)
+                    }
+                })?;
+                Ok(buf)
+            })
+            .collect()
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        let path = self.path(key)?;
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", &path, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        // Walk only the directory that holds the prefix, then filter.
+        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let start = self.root.join(dir_part);
+        let mut keys = Vec::new();
+        if !start.exists() {
+            return Ok(keys);
+        }
+        for entry in walkdir::WalkDir::new(&start).min_depth(1) {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(&start).to_path_buf();
+                Error::io("list", path, e.into())
+            })?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(&self.root)
+                .expect("walk stays below root");
+            let Some(key) = rel.to_str() else { continue };
+            if key.starts_with(prefix) {
+                keys.push(key.to_string());
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalDir::new(dir.path().join("o"), dir.path().join("t")).unwrap();
+        b.put("a/b/c", b"hello").unwrap();
+        b.put("a/b/d", b"world").unwrap();
+        b.put("a/x", b"!").unwrap();
+        assert_eq!(b.get("a/b/c").unwrap(), b"hello");
+        assert_eq!(b.list("a/b/").unwrap(), vec!["a/b/c", "a/b/d"]);
+        assert_eq!(b.list("a/").unwrap().len(), 3);
+        assert_eq!(
+            b.get_ranges("a/b/d", &[1..3, 0..1]).unwrap(),
+            vec![b"or".to_vec(), b"w".to_vec()]
+        );
+        assert!(matches!(
+            b.get_ranges("a/b/d", &[3..9]),
+            Err(Error::Corrupt { .. })
+        ));
+        b.delete("a/b/c").unwrap();
+        b.delete("a/b/c").unwrap();
+        assert!(matches!(b.get("a/b/c"), Err(Error::NotFound { .. })));
+        assert!(b.put("../escape", b"x").is_err());
+        assert!(fs::read_dir(dir.path().join("t")).unwrap().next().is_none());
+    }
+}

@@ -1,0 +1,47 @@
+//! Where a store's durable objects live: a small key/value contract that a
+//! local directory, an HTTP server and an S3 bucket can all meet.
+//!
+//! Keys are `/`-separated ASCII paths (`packs/3f/3fa1…`, `runs/R/graph`). The
+//! contract deliberately has no compare-and-swap: object stores do not agree
+//! on conditional writes, so callers name objects by content, or so that only
+//! one writer ever uses a key, and a repeated `put` is always harmless.
+//! This module knows nothing about packs, manifests or runs.
+
+mod local;
+
+pub use local::LocalDir;
+pub(crate) use local::unique_tmp_name;
+
+use std::fmt::Debug;
+use std::ops::Range;
+
+use crate::error::Result;
+
+/// A store's object storage.
+pub trait Backend: Send + Sync + Debug {
+    /// Stores `data` under `key`. Atomic: a reader sees the whole object or
+    /// none. Durable when it returns. Overwrites an existing object, which is
+    /// harmless because keys are content-addressed or single-writer.
+    fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+
+    /// The whole object. A missing key is `Error::NotFound`.
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+
+    /// Bytes `range` of the object, in order. A missing key is
+    /// `Error::NotFound`; a range past the end is `Error::Corrupt` (the caller
+    /// believed the object longer than it is).
+    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>>;
+
+    /// Whether `key` exists.
+    fn exists(&self, key: &str) -> Result<bool>;
+
+    /// All keys that start with `prefix`, sorted. Safe to call while others
+    /// write: it may or may not include objects put during the call.
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Removes `key`; removing a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// Where the objects are, for messages (`/srv/strata`, `s3://b/p`).
+    fn location(&self) -> String;
+}

@@ -1,0 +1,67 @@
+//! The store's configuration object (`config`, JSON): the format version and
+//! the parameters that decide chunk ids and so must never change for a
+//! store's life (chunk sizes), plus tunables that may (pack size, zstd level).
+//!
+//! Written once when the store is created; every process reads it on open.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunking::ChunkerParams;
+use crate::error::{Error, Result};
+
+/// The store format this build writes and the newest it reads.
+pub const STORE_FORMAT: u32 = 1;
+
+/// The backend key of the configuration object.
+pub const CONFIG_KEY: &str = "config";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    /// Store format version; see docs/format.md.
+    pub format: u32,
+    /// A random id, so caches kept for one store are never used for another.
+    pub store_id: String,
+    pub chunker: ChunkerParams,
+    /// Packs are closed once they reach this many bytes.
+    pub pack_target_bytes: u32,
+    /// zstd level for chunk compression.
+    pub zstd_level: i32,
+}
+
+impl StoreConfig {
+    pub fn new(store_id: String) -> Self {
+        Self {
+            format: STORE_FORMAT,
+            store_id,
+            chunker: ChunkerParams::DEFAULT,
+            pack_target_bytes: 4 << 20,
+            zstd_level: 3,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = serde_json::to_vec_pretty(self).expect("config serializes");
+        s.push(b'\n');
+        s
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let config: StoreConfig = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt("store config", e.to_string()))?;
+        if config.format == 0 || config.format > STORE_FORMAT {
+            return Err(Error::UnsupportedVersion {
+                object: "store config".into(),
+                found: config.format,
+                supported: STORE_FORMAT,
+            });
+        }
+        config.chunker.validate()?;
+        if !(1 << 16..=1 << 30).contains(&config.pack_target_bytes) {
+            return Err(Error::corrupt(
+                "store config",
+                format!("pack_target_bytes {} out of range", config.pack_target_bytes),
+            ));
+        }
+        Ok(config)
+    }
+}

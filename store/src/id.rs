@@ -1,0 +1,228 @@
+//! Identifiers: content ids (`ChunkId`, `PackId`, `IndexId`, `ManifestId`) and
+//! validated names (`RunName`, `JobName`).
+//!
+//! Content ids are BLAKE3-256 hashes shown as lowercase hex. Names are the
+//! user's words and become parts of object keys, so they are validated here,
+//! once, and never passed around as bare strings. This module knows nothing
+//! about where ids are stored.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+macro_rules! content_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub [u8; 32]);
+
+        impl $name {
+            /// The id of `bytes`: their BLAKE3 hash.
+            pub fn of(bytes: &[u8]) -> Self {
+                Self(*blake3::hash(bytes).as_bytes())
+            }
+
+            /// Lowercase hex, 64 characters.
+            pub fn to_hex(&self) -> String {
+                to_hex(&self.0)
+            }
+
+            /// The first 8 hex characters, for messages.
+            pub fn short(&self) -> String {
+                to_hex(&self.0[..4])
+            }
+        }
+
+        impl From<blake3::Hash> for $name {
+            fn from(h: blake3::Hash) -> Self {
+                Self(*h.as_bytes())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                from_hex(s).map(Self).ok_or_else(|| Error::InvalidId {
+                    what: $what,
+                    value: s.to_string(),
+                })
+            }
+        }
+    };
+}
+
+content_id!(
+    /// BLAKE3 of a chunk's uncompressed bytes.
+    ChunkId,
+    "chunk id"
+);
+content_id!(
+    /// BLAKE3 of a whole pack file.
+    PackId,
+    "pack id"
+);
+content_id!(
+    /// BLAKE3 of an encoded index object.
+    IndexId,
+    "index id"
+);
+content_id!(
+    /// BLAKE3 of an encoded manifest.
+    ManifestId,
+    "manifest id"
+);
+
+fn to_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn from_hex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        if pair.iter().any(|c| c.is_ascii_uppercase()) {
+            return None;
+        }
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// The longest run or job name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates `s` as a name: 1 to 128 characters of `A-Z a-z 0-9 . _ -`,
+            /// not starting with `.` (names become parts of object keys).
+            pub fn new(s: &str) -> Result<Self> {
+                validate_name(s).map_err(|reason| Error::InvalidName {
+                    what: $what,
+                    value: s.to_string(),
+                    reason,
+                })?;
+                Ok(Self(s.to_string()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self> {
+                Self::new(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                Self::new(s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The name of a workflow run, unique within a store.
+    RunName,
+    "run name"
+);
+name_type!(
+    /// The name of a job within a run's graph.
+    JobName,
+    "job name"
+);
+
+fn validate_name(s: &str) -> std::result::Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("it is empty");
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err("it is longer than 128 characters");
+    }
+    if s.starts_with('.') {
+        return Err("it starts with '.'");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("only letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let id = ChunkId::of(b"hello");
+        assert_eq!(id.to_hex().parse::<ChunkId>().unwrap(), id);
+        assert!("zz".parse::<ChunkId>().is_err());
+        assert!(id.to_hex().to_uppercase().parse::<ChunkId>().is_err());
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(JobName::new("compile-code_2.x").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", "..", &"x".repeat(129)] {
+            let err = JobName::new(bad).unwrap_err().to_string();
+            assert!(err.contains("job name"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The chunk index: which pack holds each chunk, and where in it.
+//!
+//! The durable truth is the immutable index objects (`index/<id>`), one per
+//! persist, each listing the blobs of the packs that persist wrote (and every
+//! pack's trailer repeats its own list). The `sled` trees here are a local,
+//! rebuildable cache of them: `chunks` maps a chunk id to its location and
+//! `loaded` records which index objects have been merged in, so `sync` only
+//! reads new ones. This module knows nothing about files or manifests.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, IndexId, PackId};
+use crate::pack::{BlobEntry, Compression};
+
+pub const INDEX_MAGIC: &[u8; 8] = b"STRAINDX";
+pub const INDEX_VERSION: u32 = 1;
+
+pub fn pack_key(id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{hex}", &hex[..2])
+}
+
+pub fn index_key(id: &IndexId) -> String {
+    format!("index/{}", id.to_hex())
+}
+
+/// An index object: the blobs of some packs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexObject {
+    pub packs: Vec<IndexedPack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedPack {
+    pub pack: PackId,
+    pub blobs: Vec<BlobEntry>,
+}
+
+impl IndexObject {
+    pub fn encode(&self) -> (IndexId, Vec<u8>) {
+        let bytes = codec::encode(INDEX_MAGIC, INDEX_VERSION, self);
+        (IndexId::of(&bytes), bytes)
+    }
+
+    pub fn decode(id: &IndexId, bytes: &[u8]) -> Result<Self> {
+        let object = index_key(id);
+        if IndexId::of(bytes) != *id {
+            return Err(Error::corrupt(object, "content does not match its id"));
+        }
+        codec::decode(INDEX_MAGIC, INDEX_VERSION, &object, bytes)
+    }
+}
+
+/// Where a chunk is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub blob: BlobEntry,
+}
+
+const LOCATION_LEN: usize = 32 + 4 + 4 + 4 + 1;
+
+impl Location {
+    fn to_bytes(self) -> [u8; LOCATION_LEN] {
+        let mut b = [0u8; LOCATION_LEN];
+        b[..32].copy_from_slice(&self.pack.0);
+        b[32..36].copy_from_slice(&self.blob.offset.to_le_bytes());
+        b[36..40].copy_from_slice(&self.blob.stored_len.to_le_bytes());
+        b[40..44].copy_from_slice(&self.blob.raw_len.to_le_bytes());
+        b[44] = self.blob.compression as u8;
+        b
+    }
+
+    fn from_bytes(chunk: ChunkId, b: &[u8]) -> Result<Self> {
+        let bad = || Error::Meta(format!("bad index entry for chunk {chunk}"));
+        if b.len() != LOCATION_LEN {
+            return Err(bad());
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let compression = match b[44] {
+            0 => Compression::Raw,
+            1 => Compression::Zstd,
+            _ => return Err(bad()),
+        };
+        Ok(Location {
+            pack: PackId(b[..32].try_into().expect("32 bytes")),
+            blob: BlobEntry {
+                chunk,
+                offset: u32_at(32),
+                stored_len: u32_at(36),
+                raw_len: u32_at(40),
+                compression,
+            },
+        })
+    }
+}
+
+/// The local chunk index over a store's index objects.
+#[derive(Debug, Clone)]
+pub struct ChunkIndex {
+    chunks: sled::Tree,
+    loaded: sled::Tree,
+}
+
+impl ChunkIndex {
+    pub fn open(db: &sled::Db) -> Result<Self> {
+        Ok(Self {
+            chunks: db.open_tree("chunks")?,
+            loaded: db.open_tree("loaded-indexes")?,
+        })
+    }
+
+    pub fn get(&self, id: &ChunkId) -> Result<Option<Location>> {
+        match self.chunks.get(id.0)? {
+            Some(v) => Location::from_bytes(*id, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> Result<bool> {
+        Ok(self.chunks.contains_key(id.0)?)
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Merges an index object into the cache. A chunk already indexed keeps
+    /// its first location: any copy is as good as another.
+    pub fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for p in &object.packs {
+            for blob in &p.blobs {
+                if !self.chunks.contains_key(blob.chunk.0)? {
+                    let loc = Location {
+                        pack: p.pack,
+                        blob: *blob,
+                    };
+                    batch.insert(&blob.chunk.0[..], &loc.to_bytes()[..]);
+                }
+            }
+        }
+        self.chunks.apply_batch(batch)?;
+        self.loaded.insert(id.0, &[])?;
+        Ok(())
+    }
+
+    /// Reads the index objects this cache has not seen yet; returns how many.
+    pub fn sync(&self, backend: &dyn Backend) -> Result<usize> {
+        let mut added = 0;
+        for key in backend.list("index/")? {
+            let Some(hex) = key.strip_prefix("index/") else {
+                continue;
+            };
+            let id: IndexId = hex.parse()?;
+            if self.loaded.contains_key(id.0)? {
+                continue;
+            }
+            let object = IndexObject::decode(&id, &backend.get(&key)?)?;
+            self.add(&id, &object)?;
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    /// Forgets everything, so the next `sync` rebuilds from the store.
+    pub fn clear(&self) -> Result<()> {
+        self.chunks.clear()?;
+        self.loaded.clear()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_round_trip_and_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let idx = ChunkIndex::open(&db).unwrap();
+        let backend =
+            crate::backend::LocalDir::new(dir.path().join("o"), dir.path().join("t")).unwrap();
+        let blob = BlobEntry {
+            chunk: ChunkId::of(b"x"),
+            offset: 12,
+            stored_len: 9,
+            raw_len: 1,
+            compression: Compression::Zstd,
+        };
+        let obj = IndexObject {
+            packs: vec![IndexedPack {
+                pack: PackId::of(b"p"),
+                blobs: vec![blob],
+            }],
+        };
+        let (id, bytes) = obj.encode();
+        backend.put(&index_key(&id), &bytes).unwrap();
+        assert_eq!(idx.sync(&backend).unwrap(), 1);
+        assert_eq!(idx.sync(&backend).unwrap(), 0);
+        let loc = idx.get(&blob.chunk).unwrap().unwrap();
+        assert_eq!(loc.blob, blob);
+        assert_eq!(loc.pack, PackId::of(b"p"));
+        idx.clear().unwrap();
+        assert!(idx.get(&blob.chunk).unwrap().is_none());
+        assert_eq!(idx.sync(&backend).unwrap(), 1);
+        let mut bad = bytes.clone();
+        bad[20] ^= 1;
+        assert!(IndexObject::decode(&id, &bad).is_err());
+    }
+}

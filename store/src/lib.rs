@@ -1,0 +1,39 @@
+//! strata's store: everything behind the `strata` command.
+//!
+//! The parts, each in one module (docs/architecture.md draws them):
+//! - `chunking`: FastCDC boundaries and chunk ids;
+//! - `pack`: the pack file format and blob compression;
+//! - `index`: index objects and the local chunk -> pack index;
+//! - `manifest`: a layer's tree and its validation;
+//! - `graph`: workflow graphs;
+//! - `refs`: run records and layer refs;
+//! - `backend`: where objects live;
+//! - `store`: a store opened for use;
+//! - `scan` and `persist`: disk -> layer;
+//! - `attach`: layers -> disk;
+//! - `stats`: what a store holds;
+//! - `synth`: generated `node_modules`-like trees (demo, tests, benchmark);
+//! - `demo`: the README's first command.
+
+pub mod attach;
+pub mod backend;
+pub mod chunking;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod graph;
+pub mod id;
+pub mod index;
+pub mod manifest;
+pub mod pack;
+pub mod persist;
+pub mod refs;
+pub mod scan;
+pub mod store;
+
+pub use attach::{attach, AttachReport, AttachRequest};
+pub use error::{Error, Result};
+pub use graph::Graph;
+pub use id::{ChunkId, JobName, ManifestId, RunName};
+pub use persist::{persist, PersistReport, PersistRequest};
+pub use store::{Observer, Quiet, Store};

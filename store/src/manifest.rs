@@ -1,0 +1,335 @@
+//! Manifests: what one layer holds. A manifest lists every path of the layer
+//! (files with their chunk lists, directories including empty ones, symlinks,
+//! hardlinks) with modes and mtimes, sorted by path bytes, and is named by
+//! the BLAKE3 of its encoding.
+//!
+//! A manifest is untrusted input at attach (a store is shared by many jobs),
+//! so `decode` validates everything attach relies on: safe relative paths,
+//! strict order, every parent present as a directory, hardlinks pointing at
+//! files of the same manifest, sizes that add up. This module knows nothing
+//! about how a manifest is built from disk or written back to it.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, ManifestId};
+use crate::pack::MAX_CHUNK_LEN;
+
+pub const MANIFEST_MAGIC: &[u8; 8] = b"STRAMANI";
+pub const MANIFEST_VERSION: u32 = 1;
+/// Longest path accepted, in bytes (Linux's PATH_MAX).
+pub const MAX_PATH_LEN: usize = 4096;
+/// Longest path component accepted, in bytes (Linux's NAME_MAX).
+pub const MAX_COMPONENT_LEN: usize = 255;
+
+pub fn manifest_key(id: &ManifestId) -> String {
+    let hex = id.to_hex();
+    format!("manifests/{}/{hex}", &hex[..2])
+}
+
+/// A path inside a layer: relative, `/`-separated, no empty, `.` or `..`
+/// components, no NUL. Kept as bytes, because file names need not be UTF-8.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<u8>", into = "Vec<u8>")]
+pub struct RelPath(Vec<u8>);
+
+impl RelPath {
+    pub fn new(bytes: Vec<u8>) -> std::result::Result<Self, &'static str> {
+        if bytes.is_empty() {
+            return Err("empty path");
+        }
+        if bytes.len() > MAX_PATH_LEN {
+            return Err("path longer than 4096 bytes");
+        }
+        if bytes[0] == b'/' {
+            return Err("absolute path");
+        }
+        if bytes.contains(&0) {
+            return Err("NUL byte in path");
+        }
+        for c in bytes.split(|b| *b == b'/') {
+            match c {
+                b"" => return Err("empty path component"),
+                b"." => return Err("'.' component"),
+                b".." => return Err("'..' component"),
+                c if c.len() > MAX_COMPONENT_LEN => return Err("component longer than 255 bytes"),
+                _ => {}
+            }
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The parent path, or `None` at the top level.
+    pub fn parent(&self) -> Option<RelPath> {
+        let i = self.0.iter().rposition(|b| *b == b'/')?;
+        Some(RelPath(self.0[..i].to_vec()))
+    }
+
+    /// As a relative OS path.
+    pub fn to_path(&self) -> &std::path::Path {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::Path::new(std::ffi::OsStr::from_bytes(&self.0))
+    }
+
+    /// The number of components: directories deeper in the tree have more.
+    pub fn depth(&self) -> usize {
+        self.0.iter().filter(|b| **b == b'/').count() + 1
+    }
+}
+
+impl TryFrom<Vec<u8>> for RelPath {
+    type Error = String;
+    fn try_from(v: Vec<u8>) -> std::result::Result<Self, String> {
+        RelPath::new(v).map_err(str::to_string)
+    }
+}
+
+impl From<RelPath> for Vec<u8> {
+    fn from(p: RelPath) -> Vec<u8> {
+        p.0
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Mtime {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    Dir,
+    File { size: u64, chunks: Vec<ChunkRef> },
+    /// The link's target exactly as written; never followed.
+    Symlink { target: Vec<u8> },
+    /// Another name for the `File` entry at `target` in the same manifest.
+    Hardlink { target: RelPath },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: RelPath,
+    /// Permission bits (`0o7777` at most); the type is in `kind`.
+    pub mode: u32,
+    pub mtime: Mtime,
+    pub kind: EntryKind,
+}
+
+impl Entry {
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, EntryKind::Dir)
+    }
+}
+
+/// Totals over a manifest, for reports and `ls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    /// Bytes of regular files' content (each hardlinked file counted once).
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub entries: Vec<Entry>,
+}
+
+impl Manifest {
+    /// Sorts the entries; call before `encode` when building.
+    pub fn sort(&mut self) {
+        self.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+
+    pub fn encode(&self) -> (ManifestId, Vec<u8>) {
+        let bytes = codec::encode(MANIFEST_MAGIC, MANIFEST_VERSION, self);
+        (ManifestId::of(&bytes), bytes)
+    }
+
+    /// Decodes and validates a stored manifest, checking it against `id`.
+    pub fn decode(id: &ManifestId, bytes: &[u8]) -> Result<Self> {
+        let object = manifest_key(id);
+        if ManifestId::of(bytes) != *id {
+            return Err(Error::corrupt(&object, "content does not match its id"));
+        }
+        let m: Manifest = codec::decode(MANIFEST_MAGIC, MANIFEST_VERSION, &object, bytes)?;
+        m.validate(&object)?;
+        Ok(m)
+    }
+
+    /// Checks the invariants attach relies on (see the module comment).
+    pub fn validate(&self, object: &str) -> Result<()> {
+        let unsafe_path = |p: &RelPath, reason: &'static str| Error::UnsafePath {
+            path: p.to_string(),
+            object: object.to_string(),
+            reason,
+        };
+        let mut dirs: HashSet<&RelPath> = HashSet::new();
+        let mut files: HashSet<&RelPath> = HashSet::new();
+        let mut prev: Option<&RelPath> = None;
+        for e in &self.entries {
+            if prev.is_some_and(|p| p >= &e.path) {
+                return Err(unsafe_path(&e.path, "entries not sorted or duplicated"));
+            }
+            prev = Some(&e.path);
+            if let Some(parent) = e.path.parent() {
+                if !dirs.contains(&parent) {
+                    return Err(unsafe_path(&e.path, "its parent is not a directory of the layer"));
+                }
+            }
+            if e.mode > 0o7777 {
+                return Err(unsafe_path(&e.path, "invalid mode"));
+            }
+            match &e.kind {
+                EntryKind::Dir => {
+                    dirs.insert(&e.path);
+                }
+                EntryKind::File { size, chunks } => {
+                    let mut sum: u64 = 0;
+                    for c in chunks {
+                        if c.len == 0 || c.len > MAX_CHUNK_LEN {
+                            return Err(unsafe_path(&e.path, "chunk length out of range"));
+                        }
+                        sum += c.len as u64;
+                    }
+                    if sum != *size {
+                        return Err(unsafe_path(&e.path, "size does not match its chunks"));
+                    }
+                    files.insert(&e.path);
+                }
+                EntryKind::Symlink { target } => {
+                    if target.is_empty() || target.contains(&0) || target.len() > MAX_PATH_LEN {
+                        return Err(unsafe_path(&e.path, "invalid symlink target"));
+                    }
+                }
+                EntryKind::Hardlink { target } => {
+                    if !files.contains(target) {
+                        return Err(unsafe_path(&e.path, "hardlink to no earlier file of the layer"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for e in &self.entries {
+            match &e.kind {
+                EntryKind::Dir => t.dirs += 1,
+                EntryKind::File { size, .. } => {
+                    t.files += 1;
+                    t.bytes += size;
+                }
+                EntryKind::Symlink { .. } => t.symlinks += 1,
+                EntryKind::Hardlink { .. } => t.hardlinks += 1,
+            }
+        }
+        t
+    }
+
+    /// The entry at `path`, by binary search.
+    pub fn get(&self, path: &RelPath) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.path.cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes().to_vec()).unwrap()
+    }
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: p(path),
+            mode: 0o755,
+            mtime: Mtime::default(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn rel_paths_reject_escapes() {
+        for bad in ["", "/abs", "a//b", "./a", "a/..", "a/./b", "a\0b", "a/"] {
+            assert!(RelPath::new(bad.as_bytes().to_vec()).is_err(), "{bad:?}");
+        }
+        assert!(RelPath::new("x".repeat(256).into_bytes()).is_err());
+        assert_eq!(p("a/b/c").parent(), Some(p("a/b")));
+        assert_eq!(p("a").parent(), None);
+        assert!(RelPath::new("ünï cödé/..x".as_bytes().to_vec()).is_ok());
+    }
+
+    #[test]
+    fn decode_validates() {
+        let id = ChunkId::of(b"hi");
+        let file = EntryKind::File {
+            size: 2,
+            chunks: vec![ChunkRef { id, len: 2 }],
+        };
+        let mut m = Manifest {
+            entries: vec![
+                entry("d", EntryKind::Dir),
+                entry("d/f", file.clone()),
+                entry("d/g", EntryKind::Hardlink { target: p("d/f") }),
+            ],
+        };
+        let (mid, bytes) = m.encode();
+        assert_eq!(Manifest::decode(&mid, &bytes).unwrap(), m);
+        assert_eq!(m.totals().files, 1);
+
+        let bad_cases = [
+            vec![entry("d/f", file.clone())],
+            vec![entry("d", EntryKind::Dir), entry("d", EntryKind::Dir)],
+            vec![entry("f", file.clone()), entry("f/x", file.clone())],
+            vec![entry("g", EntryKind::Hardlink { target: p("f") })],
+            vec![entry(
+                "f",
+                EntryKind::File {
+                    size: 3,
+                    chunks: vec![ChunkRef { id, len: 2 }],
+                },
+            )],
+            vec![entry("s", EntryKind::Symlink { target: vec![] })],
+        ];
+        for entries in bad_cases {
+            m.entries = entries;
+            let (mid, bytes) = m.encode();
+            assert!(Manifest::decode(&mid, &bytes).is_err(), "{m:?}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Persist: turns paths on disk into a new layer of a job.
+//!
+//! Steps (docs/architecture.md numbers them the same way):
+//! 1. check the run and job exist;
+//! 2. scan the paths (`scan`);
+//! 3. read, chunk and hash files in parallel; a chunk the index lacks is
+//!    compressed and appended to the open pack, which is written (and
+//!    fsynced) whenever it reaches the target size;
+//! 4. write the last pack, then one index object listing the new packs;
+//! 5. write the manifest;
+//! 6. write the layer ref: only now does the layer become visible.
+//!
+//! A crash before step 6 leaves unreferenced packs (reclaimed by gc, never
+//! seen by attach). This module knows nothing about attach.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::chunking::chunk_stream;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, JobName, ManifestId, RunName};
+use crate::index::{index_key, pack_key, IndexObject, IndexedPack};
+use crate::manifest::{manifest_key, ChunkRef, Entry, EntryKind, Manifest, Totals};
+use crate::pack::{encode_blob, PackBuilder};
+use crate::refs::LayerRecord;
+use crate::scan::{scan, ScanKind};
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct PersistRequest {
+    pub run: RunName,
+    pub job: JobName,
+    /// Paths are resolved against this directory and must lie inside it.
+    pub root: PathBuf,
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PersistReport {
+    pub run: RunName,
+    pub job: JobName,
+    pub layer: String,
+    pub manifest: ManifestId,
+    pub totals: Totals,
+    /// Chunks referenced by the layer (with repeats within it).
+    pub chunks: u64,
+    /// Chunks the store did not have, and their uncompressed bytes.
+    pub chunks_new: u64,
+    pub bytes_new: u64,
+    /// Bytes of file content found already in the store.
+    pub bytes_reused: u64,
+    /// Bytes written to the store: packs, index and manifest.
+    pub bytes_written: u64,
+    pub packs_written: u64,
+    pub seconds: f64,
+}
+
+pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
+    let started = Instant::now();
+    store.run_job(&req.run, &req.job)?;
+    let scanned = scan(&req.root, &req.paths)?;
+
+    let sink = ChunkSink::new(store);
+    let contents: Vec<Option<(u64, Vec<ChunkRef>)>> = scanned
+        .par_iter()
+        .map(|s| match s.kind {
+            ScanKind::File { size } => sink.add_file(&s.abs, size).map(Some),
+            _ => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+    let (packs, mut bytes_written) = sink.finish()?;
+
+    let packs_written = packs.len() as u64;
+    if !packs.is_empty() {
+        let object = IndexObject { packs };
+        let (id, bytes) = object.encode();
+        store.backend.put(&index_key(&id), &bytes)?;
+        store.index.add(&id, &object)?;
+        bytes_written += bytes.len() as u64;
+    }
+
+    let mut chunks = 0;
+    let entries = scanned
+        .into_iter()
+        .zip(contents)
+        .map(|(s, content)| {
+            let kind = match (s.kind, content) {
+                (ScanKind::Dir, _) => EntryKind::Dir,
+                (ScanKind::File { .. }, Some((size, refs))) => {
+                    chunks += refs.len() as u64;
+                    EntryKind::File { size, chunks: refs }
+                }
+                (ScanKind::Symlink { target }, _) => EntryKind::Symlink { target },
+                (ScanKind::Hardlink { target }, _) => EntryKind::Hardlink { target },
+                (ScanKind::File { .. }, None) => unreachable!("files always have content"),
+            };
+            Entry {
+                path: s.rel,
+                mode: s.mode,
+                mtime: s.mtime,
+                kind,
+            }
+        })
+        .collect();
+    let manifest = Manifest { entries };
+    let totals = manifest.totals();
+    let (manifest_id, bytes) = manifest.encode();
+    let key = manifest_key(&manifest_id);
+    if !store.backend.exists(&key)? {
+        store.backend.put(&key, &bytes)?;
+        bytes_written += bytes.len() as u64;
+    }
+
+    let record = LayerRecord {
+        manifest: manifest_id,
+        created: (store.clock)(),
+        totals,
+    };
+    let layer = store
+        .catalog
+        .add_layer(store.backend(), &req.run, &req.job, &record)?;
+    store.flush()?;
+    let bytes_new = sink.bytes_new.load(Relaxed);
+    Ok(PersistReport {
+        run: req.run.clone(),
+        job: req.job.clone(),
+        layer: layer.key,
+        manifest: manifest_id,
+        totals,
+        chunks,
+        chunks_new: sink.chunks_new.load(Relaxed),
+        bytes_new,
+        bytes_reused: totals.bytes.saturating_sub(bytes_new),
+        bytes_written,
+        packs_written,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+thread_local! {
+    /// One zstd context per thread, reused for every chunk.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Receives chunks from the parallel readers and keeps the new ones.
+struct ChunkSink<'a> {
+    store: &'a Store,
+    /// Chunks already added by this persist (another file had them).
+    added: Mutex<HashSet<ChunkId>>,
+    open: Mutex<PackBuilder>,
+    written: Mutex<Vec<IndexedPack>>,
+    pack_bytes: AtomicU64,
+    chunks_new: AtomicU64,
+    bytes_new: AtomicU64,
+}
+
+impl<'a> ChunkSink<'a> {
+    fn new(store: &'a Store) -> Self {
+        Self {
+            store,
+            added: Mutex::new(HashSet::new()),
+            open: Mutex::new(PackBuilder::new()),
+            written: Mutex::new(Vec::new()),
+            pack_bytes: AtomicU64::new(0),
+            chunks_new: AtomicU64::new(0),
+            bytes_new: AtomicU64::new(0),
+        }
+    }
+
+    /// Chunks one file; returns its size as read and its chunk list.
+    fn add_file(&self, path: &std::path::Path, size_hint: u64) -> Result<(u64, Vec<ChunkRef>)> {
+        let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
+        let mut refs = Vec::with_capacity(1);
+        let mut size = 0u64;
+        chunk_stream(
+            file,
+            size_hint,
+            self.store.config.chunker,
+            &|e| Error::io("read", path, e),
+            &mut |id, bytes| {
+                self.add_chunk(id, bytes)?;
+                size += bytes.len() as u64;
+                refs.push(ChunkRef {
+                    id,
+                    len: bytes.len() as u32,
+                });
+                Ok(())
+            },
+        )?;
+        Ok((size, refs))
+    }
+
+    fn add_chunk(&self, id: ChunkId, raw: &[u8]) -> Result<()> {
+        if self.store.index.contains(&id)? || !self.added.lock().expect("poisoned").insert(id) {
+            return Ok(());
+        }
+        let level = self.store.config.zstd_level;
+        let (compression, blob) = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|(l, _)| *l != level) {
+                *c = Some((level, zstd::bulk::Compressor::new(level).expect("valid zstd level")));
+            }
+            encode_blob(&mut c.as_mut().expect("set above").1, raw)
+        });
+        self.chunks_new.fetch_add(1, Relaxed);
+        self.bytes_new.fetch_add(raw.len() as u64, Relaxed);
+        let full = {
+            let mut open = self.open.lock().expect("poisoned");
+            open.push(id, raw.len() as u32, compression, &blob);
+            if open.len() >= self.store.config.pack_target_bytes as usize {
+                Some(std::mem::take(&mut *open))
+            } else {
+                None
+            }
+        };
+        // Hashing and writing a full pack happens outside the lock, so the
+        // other threads keep chunking meanwhile.
+        match full {
+            Some(pack) => self.write_pack(pack),
+            None => Ok(()),
+        }
+    }
+
+    fn write_pack(&self, pack: PackBuilder) -> Result<()> {
+        let (id, bytes, blobs) = pack.finish();
+        self.store.backend.put(&pack_key(&id), &bytes)?;
+        self.pack_bytes.fetch_add(bytes.len() as u64, Relaxed);
+        self.written
+            .lock()
+            .expect("poisoned")
+            .push(IndexedPack { pack: id, blobs });
+        Ok(())
+    }
+
+    /// Writes the last pack; returns every pack written and their bytes.
+    fn finish(&self) -> Result<(Vec<IndexedPack>, u64)> {
+        let last = std::mem::take(&mut *self.open.lock().expect("poisoned"));
+        if !last.is_empty() {
+            self.write_pack(last)?;
+        }
+        let mut packs = std::mem::take(&mut *self.written.lock().expect("poisoned"));
+        packs.sort_by_key(|p| p.pack);
+        Ok((packs, self.pack_bytes.load(Relaxed)))
+    }
+}

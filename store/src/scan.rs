@@ -1,0 +1,223 @@
+//! Reading a tree from disk for persist: resolves the user's paths under the
+//! root, walks them without following symlinks, and returns every entry with
+//! its path inside the layer and its metadata.
+//!
+//! Owns the rules for what may be persisted (paths inside the root, which
+//! file types) and the detection of hardlinks. Knows nothing about chunks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{Mtime, RelPath};
+
+/// What one on-disk entry becomes in the layer.
+#[derive(Debug, Clone)]
+pub enum ScanKind {
+    Dir,
+    File { size: u64 },
+    Symlink { target: Vec<u8> },
+    /// A second name of the file at `target` (same device and inode).
+    Hardlink { target: RelPath },
+}
+
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub rel: RelPath,
+    pub abs: PathBuf,
+    pub mode: u32,
+    pub mtime: Mtime,
+    pub kind: ScanKind,
+}
+
+/// Resolves `paths` (relative to `root`, or absolute inside it) and walks
+/// them. The result is sorted by path, with every parent directory between
+/// the root and each path included, and overlapping paths merged.
+pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Vec<Scanned>> {
+    let root_abs = fs::canonicalize(root).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::PathNotFound { path: root.into() },
+        _ => Error::io("resolve", root, e),
+    })?;
+    if !root_abs.is_dir() {
+        return Err(Error::NotADirectory { path: root.into() });
+    }
+    let mut found: BTreeMap<RelPath, (PathBuf, Metadata)> = BTreeMap::new();
+    for given in paths {
+        let rel = relative_to_root(&root_abs, root, given)?;
+        let abs = root_abs.join(&rel);
+        // The walk must stay inside the root: the path's parent, with every
+        // symlink resolved, has to lie under the root too.
+        if let Some(parent) = abs.parent().filter(|_| !rel.as_os_str().is_empty()) {
+            let real = fs::canonicalize(parent).map_err(|_| Error::PathNotFound { path: given.clone() })?;
+            if !real.starts_with(&root_abs) {
+                return Err(Error::PathOutsideRoot {
+                    path: given.clone(),
+                    root: root.into(),
+                });
+            }
+        }
+        let meta = fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::PathNotFound { path: given.clone() },
+            _ => Error::io("stat", &abs, e),
+        })?;
+        // The directories between the root and the path.
+        let mut ancestor = PathBuf::new();
+        let comps: Vec<_> = rel.components().collect();
+        for c in comps.iter().take(comps.len().saturating_sub(1)) {
+            ancestor.push(c);
+            let a = root_abs.join(&ancestor);
+            let m = fs::symlink_metadata(&a).ctx("stat", &a)?;
+            found.insert(rel_path(&ancestor, &a)?, (a, m));
+        }
+        if rel.as_os_str().is_empty() {
+            // The root itself: its contents, not the root, form the layer.
+        } else {
+            found.insert(rel_path(&rel, &abs)?, (abs.clone(), meta.clone()));
+        }
+        if meta.is_dir() {
+            for entry in walkdir::WalkDir::new(&abs).min_depth(1).follow_links(false) {
+                let entry = entry.map_err(|e| {
+                    let p = e.path().unwrap_or(&abs).to_path_buf();
+                    Error::io("read directory", p, e.into())
+                })?;
+                let m = entry.metadata().map_err(|e| {
+                    Error::io("stat", entry.path(), e.into())
+                })?;
+                let r = entry.path().strip_prefix(&root_abs).expect("walk stays under root");
+                found.insert(rel_path(r, entry.path())?, (entry.path().to_path_buf(), m));
+            }
+        }
+    }
+    let mut first_of_inode: HashMap<(u64, u64), RelPath> = HashMap::new();
+    found
+        .into_iter()
+        .map(|(rel, (abs, meta))| {
+            let ft = meta.file_type();
+            let kind = if ft.is_dir() {
+                ScanKind::Dir
+            } else if ft.is_symlink() {
+                let t = fs::read_link(&abs).ctx("read link", &abs)?;
+                ScanKind::Symlink {
+                    target: t.as_os_str().as_bytes().to_vec(),
+                }
+            } else if ft.is_file() {
+                if meta.nlink() > 1 {
+                    match first_of_inode.get(&(meta.dev(), meta.ino())) {
+                        Some(first) => ScanKind::Hardlink {
+                            target: first.clone(),
+                        },
+                        None => {
+                            first_of_inode.insert((meta.dev(), meta.ino()), rel.clone());
+                            ScanKind::File { size: meta.len() }
+                        }
+                    }
+                } else {
+                    ScanKind::File { size: meta.len() }
+                }
+            } else {
+                return Err(Error::UnsupportedFileType {
+                    path: abs,
+                    kind: special_kind(&meta),
+                });
+            };
+            Ok(Scanned {
+                rel,
+                abs,
+                mode: meta.permissions().mode() & 0o7777,
+                mtime: Mtime {
+                    secs: meta.mtime(),
+                    nanos: meta.mtime_nsec() as u32,
+                },
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// `given` as a path relative to the root, resolved lexically: `..` may not
+/// climb out of the root.
+fn relative_to_root(root_abs: &Path, root: &Path, given: &Path) -> Result<PathBuf> {
+    let outside = || Error::PathOutsideRoot {
+        path: given.into(),
+        root: root.into(),
+    };
+    let joined = if given.is_absolute() {
+        let g = given.strip_prefix(root_abs).or_else(|_| {
+            let root_given = std::path::absolute(root).map_err(|_| outside())?;
+            given.strip_prefix(&root_given).map_err(|_| outside())
+        })?;
+        g.to_path_buf()
+    } else {
+        given.to_path_buf()
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(outside());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(outside()),
+        }
+    }
+    Ok(out)
+}
+
+fn rel_path(rel: &Path, abs: &Path) -> Result<RelPath> {
+    RelPath::new(rel.as_os_str().as_bytes().to_vec()).map_err(|reason| Error::UnsafePath {
+        path: abs.display().to_string(),
+        object: "the tree being persisted".into(),
+        reason,
+    })
+}
+
+fn special_kind(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if ft.is_socket() {
+        "socket"
+    } else if ft.is_fifo() {
+        "named pipe"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_exist_and_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/f"), b"x").unwrap();
+        fs::write(dir.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("up")).unwrap();
+
+        let got = scan(&root, &[PathBuf::from("a/b/f")]).unwrap();
+        let names: Vec<String> = got.iter().map(|s| s.rel.to_string()).collect();
+        assert_eq!(names, ["a", "a/b", "a/b/f"]);
+
+        let all = scan(&root, &[PathBuf::from(".")]).unwrap();
+        assert_eq!(all.len(), 4, "{all:?}"); // a, a/b, a/b/f, up (a link)
+
+        for (p, outside) in [("missing", false), ("../secret", true), ("up/secret", true)] {
+            let e = scan(&root, &[PathBuf::from(p)]).unwrap_err();
+            let expect_outside = matches!(e, Error::PathOutsideRoot { .. });
+            assert_eq!(expect_outside, outside, "{p}: {e}");
+            assert!(e.to_string().contains(p), "{e}");
+        }
+        assert!(scan(&root, &[dir.path().join("secret")]).is_err());
+        assert!(scan(&root, &[root.join("a")]).is_ok());
+    }
+}
