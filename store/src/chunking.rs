@@ -71,7 +71,11 @@ pub fn chunk_stream<R: Read>(
     on_read_error: &dyn Fn(std::io::Error) -> Error,
     each: &mut dyn FnMut(ChunkId, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    let (min, avg, max) = (params.min as usize, params.avg as usize, params.max as usize);
+    let (min, avg, max) = (
+        params.min as usize,
+        params.avg as usize,
+        params.max as usize,
+    );
     if size_hint <= IN_MEMORY_LIMIT {
         let mut data = Vec::with_capacity(size_hint as usize);
         reader.read_to_end(&mut data).map_err(on_read_error)?;
@@ -79,7 +83,14 @@ pub fn chunk_stream<R: Read>(
             return chunk_slice(&data, params, each);
         }
         // The input grew past the limit while we read it: stream the rest.
-        return stream(std::io::Cursor::new(data).chain(reader), min, avg, max, on_read_error, each);
+        return stream(
+            std::io::Cursor::new(data).chain(reader),
+            min,
+            avg,
+            max,
+            on_read_error,
+            each,
+        );
     }
     stream(reader, min, avg, max, on_read_error, each)
 }

@@ -59,7 +59,10 @@ impl StoreConfig {
         if !(1 << 16..=1 << 30).contains(&config.pack_target_bytes) {
             return Err(Error::corrupt(
                 "store config",
-                format!("pack_target_bytes {} out of range", config.pack_target_bytes),
+                format!(
+                    "pack_target_bytes {} out of range",
+                    config.pack_target_bytes
+                ),
             ));
         }
         Ok(config)

@@ -139,7 +139,13 @@ impl Graph {
                 .filter(|(_, v)| v.is_mapping())
                 .filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), v)))
                 .collect();
-            let names = || named.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+            let names = || {
+                named
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             let chosen = match workflow {
                 Some(w) => named
                     .iter()
@@ -172,7 +178,7 @@ impl Graph {
             return Graph::new(specs);
         }
         Err(bad(
-            "expected a `workflows:` section or a `jobs:` mapping".into(),
+            "expected a `workflows:` section or a `jobs:` mapping".into()
         ))
     }
 
@@ -247,7 +253,9 @@ fn circleci_jobs(workflow: &str, wf: &Value) -> Result<Vec<JobSpec>> {
             }),
             Value::Mapping(m) if m.len() == 1 => {
                 let (k, params) = m.iter().next().expect("one entry");
-                let job = k.as_str().ok_or_else(|| bad("a job name is not a string".into()))?;
+                let job = k
+                    .as_str()
+                    .ok_or_else(|| bad("a job name is not a string".into()))?;
                 let name = params.get("name").and_then(Value::as_str).unwrap_or(job);
                 let requires = match params.get("requires") {
                     Some(r) => string_list(r, name)?,
@@ -258,7 +266,9 @@ fn circleci_jobs(workflow: &str, wf: &Value) -> Result<Vec<JobSpec>> {
                     requires,
                 })
             }
-            _ => Err(bad("each job entry must be a name or a one-key mapping".into())),
+            _ => Err(bad(
+                "each job entry must be a name or a one-key mapping".into()
+            )),
         })
         .collect()
 }
@@ -334,7 +344,9 @@ mod tests {
     use super::*;
 
     fn names(g: &Graph, idx: impl IntoIterator<Item = usize>) -> Vec<String> {
-        idx.into_iter().map(|i| g.jobs()[i].name.to_string()).collect()
+        idx.into_iter()
+            .map(|i| g.jobs()[i].name.to_string())
+            .collect()
     }
 
     #[test]
@@ -349,7 +361,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             names(&g, g.topo_order().iter().copied()),
-            ["compile-assets", "compile-code", "test", "code-coverage", "deploy"]
+            [
+                "compile-assets",
+                "compile-code",
+                "test",
+                "code-coverage",
+                "deploy"
+            ]
         );
         let deploy = g.index_of(&JobName::new("deploy").unwrap()).unwrap();
         assert_eq!(g.ancestors(deploy).len(), 4);
@@ -389,7 +407,10 @@ workflows:
         let plain = "jobs:\n  a: []\n  b: [a]\n";
         assert_eq!(Graph::from_yaml(plain, None).unwrap().jobs().len(), 2);
         let two = "workflows:\n  x: {jobs: [a]}\n  y: {jobs: [b]}\n";
-        assert!(Graph::from_yaml(two, None).unwrap_err().to_string().contains("--workflow"));
+        assert!(Graph::from_yaml(two, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--workflow"));
         assert_eq!(Graph::from_yaml(two, Some("y")).unwrap().job_list(), "b");
     }
 }

@@ -20,6 +20,7 @@ pub mod backend;
 pub mod chunking;
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod graph;
 pub mod id;
@@ -29,7 +30,9 @@ pub mod pack;
 pub mod persist;
 pub mod refs;
 pub mod scan;
+pub mod stats;
 pub mod store;
+pub mod synth;
 
 pub use attach::{attach, AttachReport, AttachRequest};
 pub use error::{Error, Result};

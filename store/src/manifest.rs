@@ -126,11 +126,18 @@ pub struct ChunkRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
     Dir,
-    File { size: u64, chunks: Vec<ChunkRef> },
+    File {
+        size: u64,
+        chunks: Vec<ChunkRef>,
+    },
     /// The link's target exactly as written; never followed.
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// Another name for the `File` entry at `target` in the same manifest.
-    Hardlink { target: RelPath },
+    Hardlink {
+        target: RelPath,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,7 +210,10 @@ impl Manifest {
             prev = Some(&e.path);
             if let Some(parent) = e.path.parent() {
                 if !dirs.contains(&parent) {
-                    return Err(unsafe_path(&e.path, "its parent is not a directory of the layer"));
+                    return Err(unsafe_path(
+                        &e.path,
+                        "its parent is not a directory of the layer",
+                    ));
                 }
             }
             if e.mode > 0o7777 {
@@ -233,7 +243,10 @@ impl Manifest {
                 }
                 EntryKind::Hardlink { target } => {
                     if !files.contains(target) {
-                        return Err(unsafe_path(&e.path, "hardlink to no earlier file of the layer"));
+                        return Err(unsafe_path(
+                            &e.path,
+                            "hardlink to no earlier file of the layer",
+                        ));
                     }
                 }
             }

@@ -158,8 +158,12 @@ pub fn read_trailer(pack: &[u8], object: &str) -> Result<Vec<BlobEntry>> {
         .checked_sub(FOOTER_LEN + tlen)
         .filter(|e| *e >= codec::HEADER_LEN)
         .ok_or_else(|| Error::corrupt(object, "trailer length out of range"))?;
-    let entries: Vec<BlobEntry> =
-        codec::decode(TRAILER_MAGIC, PACK_VERSION, object, &pack[blob_end..n - FOOTER_LEN])?;
+    let entries: Vec<BlobEntry> = codec::decode(
+        TRAILER_MAGIC,
+        PACK_VERSION,
+        object,
+        &pack[blob_end..n - FOOTER_LEN],
+    )?;
     for e in &entries {
         let end = e.offset as u64 + e.stored_len as u64;
         if (e.offset as usize) < codec::HEADER_LEN || end > blob_end as u64 {

@@ -207,7 +207,10 @@ impl<'a> ChunkSink<'a> {
         let (compression, blob) = COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
             if c.as_ref().is_none_or(|(l, _)| *l != level) {
-                *c = Some((level, zstd::bulk::Compressor::new(level).expect("valid zstd level")));
+                *c = Some((
+                    level,
+                    zstd::bulk::Compressor::new(level).expect("valid zstd level"),
+                ));
             }
             encode_blob(&mut c.as_mut().expect("set above").1, raw)
         });

@@ -131,7 +131,12 @@ impl Catalog {
     }
 
     /// The layers of `job` in `run`, in the order they were persisted.
-    pub fn layers(&self, backend: &dyn Backend, run: &RunName, job: &JobName) -> Result<Vec<LayerRef>> {
+    pub fn layers(
+        &self,
+        backend: &dyn Backend,
+        run: &RunName,
+        job: &JobName,
+    ) -> Result<Vec<LayerRef>> {
         let mut out = Vec::new();
         for key in backend.list(&layer_prefix(run, job))? {
             let name = key.rsplit('/').next().unwrap_or_default();
@@ -147,7 +152,12 @@ impl Catalog {
                     b
                 }
             };
-            let record = codec::decode(LAYER_MAGIC, LAYER_VERSION, &format!("layer ref {key}"), &bytes)?;
+            let record = codec::decode(
+                LAYER_MAGIC,
+                LAYER_VERSION,
+                &format!("layer ref {key}"),
+                &bytes,
+            )?;
             out.push(LayerRef {
                 job: job.clone(),
                 key,

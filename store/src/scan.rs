@@ -18,10 +18,16 @@ use crate::manifest::{Mtime, RelPath};
 #[derive(Debug, Clone)]
 pub enum ScanKind {
     Dir,
-    File { size: u64 },
-    Symlink { target: Vec<u8> },
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// A second name of the file at `target` (same device and inode).
-    Hardlink { target: RelPath },
+    Hardlink {
+        target: RelPath,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +57,9 @@ pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Vec<Scanned>> {
         // The walk must stay inside the root: the path's parent, with every
         // symlink resolved, has to lie under the root too.
         if let Some(parent) = abs.parent().filter(|_| !rel.as_os_str().is_empty()) {
-            let real = fs::canonicalize(parent).map_err(|_| Error::PathNotFound { path: given.clone() })?;
+            let real = fs::canonicalize(parent).map_err(|_| Error::PathNotFound {
+                path: given.clone(),
+            })?;
             if !real.starts_with(&root_abs) {
                 return Err(Error::PathOutsideRoot {
                     path: given.clone(),
@@ -60,7 +68,9 @@ pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Vec<Scanned>> {
             }
         }
         let meta = fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::PathNotFound { path: given.clone() },
+            std::io::ErrorKind::NotFound => Error::PathNotFound {
+                path: given.clone(),
+            },
             _ => Error::io("stat", &abs, e),
         })?;
         // The directories between the root and the path.
@@ -83,10 +93,13 @@ pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Vec<Scanned>> {
                     let p = e.path().unwrap_or(&abs).to_path_buf();
                     Error::io("read directory", p, e.into())
                 })?;
-                let m = entry.metadata().map_err(|e| {
-                    Error::io("stat", entry.path(), e.into())
-                })?;
-                let r = entry.path().strip_prefix(&root_abs).expect("walk stays under root");
+                let m = entry
+                    .metadata()
+                    .map_err(|e| Error::io("stat", entry.path(), e.into()))?;
+                let r = entry
+                    .path()
+                    .strip_prefix(&root_abs)
+                    .expect("walk stays under root");
                 found.insert(rel_path(r, entry.path())?, (entry.path().to_path_buf(), m));
             }
         }

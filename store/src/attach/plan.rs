@@ -38,10 +38,17 @@ pub struct Layer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Dir,
-    File { size: u64, chunks: Vec<ChunkRef> },
-    Symlink { target: Vec<u8> },
+    File {
+        size: u64,
+        chunks: Vec<ChunkRef>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// A hardlink to the file planned at `target`.
-    Hardlink { target: RelPath },
+    Hardlink {
+        target: RelPath,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +88,9 @@ impl Content<'_> {
 
 /// The file a hardlink entry names (validated manifests guarantee it).
 fn link_target<'m>(manifest: &'m Manifest, target: &RelPath) -> &'m Entry {
-    manifest.get(target).expect("validated: hardlink targets exist")
+    manifest
+        .get(target)
+        .expect("validated: hardlink targets exist")
 }
 
 fn content<'a>(manifest: &'a Manifest, e: &'a Entry) -> Content<'a> {
@@ -179,7 +188,10 @@ fn check_conflicts(
     // Sorted, so the conflict reported is always the same one.
     let mut contested: Vec<_> = writes
         .iter()
-        .filter(|(_, w)| w.iter().any(|(li, _)| layers[*li].job_index != layers[w[0].0].job_index))
+        .filter(|(_, w)| {
+            w.iter()
+                .any(|(li, _)| layers[*li].job_index != layers[w[0].0].job_index)
+        })
         .collect();
     contested.sort_by_key(|(p, _)| **p);
     for (path, w) in contested {
@@ -195,7 +207,13 @@ fn check_conflicts(
                     let detail = if ca.describe() == cb.describe() {
                         format!("{} with different content", ca.describe())
                     } else {
-                        format!("{} in {}, {} in {}", ca.describe(), layers[la].job, cb.describe(), layers[lb].job)
+                        format!(
+                            "{} in {}, {} in {}",
+                            ca.describe(),
+                            layers[la].job,
+                            cb.describe(),
+                            layers[lb].job
+                        )
                     };
                     return Err(Error::Conflict {
                         path: path.to_string(),
@@ -310,7 +328,10 @@ mod tests {
             ],
         )
         .unwrap_err();
-        assert!(matches!(&e, Error::Conflict { path, .. } if path == "d/f"), "{e}");
+        assert!(
+            matches!(&e, Error::Conflict { path, .. } if path == "d/f"),
+            "{e}"
+        );
         let msg = e.to_string();
         assert!(msg.contains("jobs a and b"), "{msg}");
         let e = merge(

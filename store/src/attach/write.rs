@@ -113,7 +113,11 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
             _ => {}
         }
     }
-    let mut dirs: Vec<&Planned> = plan.entries.iter().filter(|e| e.target == Target::Dir).collect();
+    let mut dirs: Vec<&Planned> = plan
+        .entries
+        .iter()
+        .filter(|e| e.target == Target::Dir)
+        .collect();
     dirs.sort_by_key(|e| std::cmp::Reverse(e.path.depth()));
     for e in dirs {
         let d = dest(e);
@@ -167,7 +171,8 @@ fn ensure_dir(path: &Path) -> Result<()> {
         Ok(m) if m.is_dir() => {
             if m.permissions().mode() & 0o700 != 0o700 {
                 let mode = m.permissions().mode() | 0o700;
-                fs::set_permissions(path, fs::Permissions::from_mode(mode)).ctx("make writable", path)?;
+                fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                    .ctx("make writable", path)?;
             }
             return Ok(());
         }
@@ -189,7 +194,11 @@ fn clear_dir_at(path: &Path) -> Result<()> {
 
 /// `None` if the file at `dest` already has the planned content (its mode
 /// and mtime are fixed here); otherwise the job of writing it.
-fn classify(e: &Planned, dest: PathBuf, chunker: crate::chunking::ChunkerParams) -> Result<Option<FileJob<'_>>> {
+fn classify(
+    e: &Planned,
+    dest: PathBuf,
+    chunker: crate::chunking::ChunkerParams,
+) -> Result<Option<FileJob<'_>>> {
     let Target::File { size, chunks } = &e.target else {
         unreachable!("only files are classified")
     };
@@ -199,15 +208,22 @@ fn classify(e: &Planned, dest: PathBuf, chunker: crate::chunking::ChunkerParams)
             let mut ids = Vec::new();
             let mut offset = 0u64;
             let file = File::open(&dest).ctx("read", &dest)?;
-            chunk_stream(file, m.len(), chunker, &|err| Error::io("read", &dest, err), &mut |id, b| {
-                ids.push(id);
-                seeds.entry(id).or_insert(offset);
-                offset += b.len() as u64;
-                Ok(())
-            })?;
+            chunk_stream(
+                file,
+                m.len(),
+                chunker,
+                &|err| Error::io("read", &dest, err),
+                &mut |id, b| {
+                    ids.push(id);
+                    seeds.entry(id).or_insert(offset);
+                    offset += b.len() as u64;
+                    Ok(())
+                },
+            )?;
             if offset == *size && ids.iter().eq(chunks.iter().map(|c| &c.id)) {
                 if m.permissions().mode() & 0o7777 != e.mode {
-                    fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode)).ctx("set mode of", &dest)?;
+                    fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))
+                        .ctx("set mode of", &dest)?;
                 }
                 filetime::set_file_mtime(&dest, to_filetime(e.mtime)).ctx("set mtime of", &dest)?;
                 return Ok(None);
@@ -290,7 +306,9 @@ fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
         let ranges: Vec<Range<u64>> = spans.iter().map(|(r, _)| r.clone()).collect();
         let data = store.backend.get_ranges(&key, &ranges)?;
         for ((range, members), bytes) in spans.iter().zip(&data) {
-            stats.bytes_from_store.fetch_add(bytes.len() as u64, Relaxed);
+            stats
+                .bytes_from_store
+                .fetch_add(bytes.len() as u64, Relaxed);
             for b in &blobs[members.clone()] {
                 let start = (b.offset as u64 - range.start) as usize;
                 let raw = decode_blob(b, &bytes[start..start + b.stored_len as usize], &key)?;
@@ -341,7 +359,10 @@ impl FileJob<'_> {
                 }
             }
         }
-        let f = OpenOptions::new().write(true).open(&self.tmp).ctx("write", &self.tmp)?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&self.tmp)
+            .ctx("write", &self.tmp)?;
         f.write_all_at(bytes, offset).ctx("write", &self.tmp)?;
         stats.bytes_written.fetch_add(bytes.len() as u64, Relaxed);
         if self.remaining.fetch_sub(1, Relaxed) == 1 {

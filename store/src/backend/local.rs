@@ -54,8 +54,7 @@ impl LocalDir {
         let valid = !key.is_empty()
             && key.split('/').all(|c| {
                 !c.is_empty()
-                    && c != "."
-                    && c != ".."
+                    && !c.starts_with('.')
                     && c.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             });
@@ -128,6 +127,15 @@ impl Backend for LocalDir {
                 Ok(buf)
             })
             .collect()
+    }
+
+    fn size(&self, key: &str) -> Result<u64> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound { key: key.into() }),
+            Err(e) => Err(Error::io("stat", &path, e)),
+        }
     }
 
     fn exists(&self, key: &str) -> Result<bool> {

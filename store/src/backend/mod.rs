@@ -9,8 +9,8 @@
 
 mod local;
 
-pub use local::LocalDir;
 pub(crate) use local::unique_tmp_name;
+pub use local::LocalDir;
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -31,6 +31,9 @@ pub trait Backend: Send + Sync + Debug {
     /// `Error::NotFound`; a range past the end is `Error::Corrupt` (the caller
     /// believed the object longer than it is).
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>>;
+
+    /// The object's size in bytes. A missing key is `Error::NotFound`.
+    fn size(&self, key: &str) -> Result<u64>;
 
     /// Whether `key` exists.
     fn exists(&self, key: &str) -> Result<bool>;

@@ -1,0 +1,218 @@
+//! Everything the command prints: one summary line per command for people,
+//! or JSON with `--json`.
+
+use std::path::Path;
+
+use serde::Serialize;
+use strata_store::attach::AttachReport;
+use strata_store::demo::{DemoReport, Step};
+use strata_store::persist::PersistReport;
+use strata_store::stats::{RunListing, StoreStats};
+use strata_store::{Graph, Observer, RunName};
+
+/// Draws the library's progress events on stderr.
+pub struct Printer;
+
+impl Observer for Printer {
+    fn waiting_for_lock(&self, store: &Path) {
+        eprintln!(
+            "strata: waiting for another strata process to release the store {}",
+            store.display()
+        );
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("reports serialize")
+    );
+}
+
+/// 34037 -> "34,037".
+pub fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in binary units with one decimal: "391.2 MiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        100.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+pub fn run_created(json: bool, run: &RunName, graph: &Graph, created: bool) {
+    if json {
+        print_json(&serde_json::json!({ "run": run, "created": created, "jobs": graph.jobs() }));
+    } else if created {
+        println!("created run {run} with jobs {}", graph.job_list());
+    } else {
+        println!("run {run} already exists with the same jobs");
+    }
+}
+
+pub fn persist_line(r: &PersistReport) -> String {
+    format!(
+        "persisted {} files ({}) in {:.1} s: {} new, {:.1}% reused",
+        count(r.totals.files),
+        bytes(r.totals.bytes),
+        r.seconds,
+        bytes(r.bytes_new),
+        percent(r.bytes_reused, r.totals.bytes)
+    )
+}
+
+pub fn persisted(json: bool, r: &PersistReport) {
+    if json {
+        print_json(r);
+    } else {
+        println!("{}", persist_line(r));
+    }
+}
+
+pub fn attach_line(r: &AttachReport) -> String {
+    let mut jobs: Vec<&str> = r.layers.iter().map(|l| l.job.as_str()).collect();
+    jobs.dedup();
+    let from = if jobs.is_empty() {
+        "no upstream layers".to_string()
+    } else {
+        format!(
+            "{} layer{} ({})",
+            r.layers.len(),
+            if r.layers.len() == 1 { "" } else { "s" },
+            jobs.join(", ")
+        )
+    };
+    format!(
+        "attached {} files ({}) from {from} in {:.1} s: {} read from the store, {} files already in place",
+        count(r.files),
+        bytes(r.bytes),
+        r.seconds,
+        bytes(r.write.bytes_from_store),
+        count(r.write.files_in_place)
+    )
+}
+
+pub fn attached(json: bool, r: &AttachReport) {
+    if json {
+        print_json(r);
+    } else {
+        println!("{}", attach_line(r));
+    }
+}
+
+pub fn runs(json: bool, runs: &[RunName]) {
+    if json {
+        print_json(&runs);
+    } else if runs.is_empty() {
+        println!("no runs");
+    } else {
+        for r in runs {
+            println!("{r}");
+        }
+    }
+}
+
+pub fn run_listing(json: bool, l: &RunListing) {
+    if json {
+        return print_json(l);
+    }
+    println!("run {}", l.run);
+    for j in &l.jobs {
+        let requires: Vec<&str> = j.requires.iter().map(|r| r.as_str()).collect();
+        let req = if requires.is_empty() {
+            String::new()
+        } else {
+            format!(" (requires {})", requires.join(", "))
+        };
+        println!("  job {}{req}: {} layers", j.job, j.layers.len());
+        for layer in &j.layers {
+            println!(
+                "    layer {} manifest {}: {} files, {}",
+                layer.seq,
+                &layer.manifest[..12],
+                count(layer.files),
+                bytes(layer.bytes)
+            );
+        }
+    }
+}
+
+pub fn store_stats(json: bool, s: &StoreStats) {
+    if json {
+        return print_json(s);
+    }
+    println!(
+        "{}: {} runs, {} layers, {} manifests, {} chunks in {} packs; {} of files stored in {} ({:.1}x)",
+        s.location,
+        count(s.runs),
+        count(s.layers),
+        count(s.manifests),
+        count(s.chunks),
+        count(s.packs),
+        bytes(s.logical_bytes),
+        bytes(s.stored_bytes),
+        s.dedup_ratio
+    );
+}
+
+pub fn demo(json: bool, d: &DemoReport, kept: bool) {
+    if json {
+        let steps: Vec<serde_json::Value> = d
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::RunCreated { run, jobs } => {
+                    serde_json::json!({"run_created": run, "jobs": jobs})
+                }
+                Step::Persisted(r) => serde_json::json!({ "persisted": r }),
+                Step::Attached(r) => serde_json::json!({ "attached": r }),
+                Step::Origin { job, path, from } => {
+                    serde_json::json!({"origin": {"job": job, "path": path, "from": from}})
+                }
+            })
+            .collect();
+        return print_json(&serde_json::json!({ "store": d.store, "steps": steps }));
+    }
+    for s in &d.steps {
+        match s {
+            Step::RunCreated { run, jobs } => println!("\nrun {run}: jobs {jobs}"),
+            Step::Persisted(r) => println!("  {:<14} {}", r.job.as_str(), persist_line(r)),
+            Step::Attached(r) => println!("  {:<14} {}", r.job.as_str(), attach_line(r)),
+            Step::Origin { job, path, from } => {
+                println!("  {:<14} sees {path} from {from}", job.as_str())
+            }
+        }
+    }
+    if kept {
+        println!(
+            "\nstore and job directories kept in {}",
+            d.store.parent().unwrap_or(&d.store).display()
+        );
+    }
+}
