@@ -1,1 +1,575 @@
+//! End-to-end scenarios: each test drives the built `strata` binary the way
+//! a CI job would, on a store in a temporary directory.
 
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+struct World {
+    dir: TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// A job's own machine: a working directory nobody else writes.
+    fn machine(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join("machines").join(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn strata(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--store")
+            .arg(self.store())
+            .args(args)
+            .env_remove("STRATA_STORE")
+            .env_remove("STRATA_RUN")
+            .env_remove("STRATA_JOB")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs strata and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.strata(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs strata, asserts it fails with `code`; returns stderr.
+    fn fails(&self, code: i32, args: &[&str]) -> String {
+        let out = self.strata(args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "strata {args:?}: {err}");
+        err
+    }
+
+    fn persist(&self, run: &str, job: &str, paths: &[&str]) -> serde_json::Value {
+        let root = self.machine(&format!("{run}-{job}"));
+        let mut args = vec!["--json", "persist", "--run", run, "--job", job, "--root"];
+        let root_s = root.to_str().unwrap().to_string();
+        args.push(&root_s);
+        args.extend_from_slice(paths);
+        serde_json::from_str(&self.ok(&args)).unwrap()
+    }
+
+    fn attach(&self, run: &str, job: &str) -> PathBuf {
+        let at = self.machine(&format!("{run}-{job}"));
+        self.ok(&[
+            "attach",
+            "--run",
+            run,
+            "--job",
+            job,
+            "--at",
+            at.to_str().unwrap(),
+        ]);
+        at
+    }
+
+    fn write(&self, run: &str, job: &str, rel: &str, text: &str) {
+        let p = self.machine(&format!("{run}-{job}")).join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    /// Every file under the store with its content, to check nothing changed.
+    fn store_snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out: Vec<_> = walkdir::WalkDir::new(self.store())
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .filter(|e| !e.path().components().any(|c| c.as_os_str() == ".local"))
+            .map(|e| (e.path().to_path_buf(), fs::read(e.path()).unwrap()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap()
+}
+
+const SEEDS: &[&str] = &[
+    "--job",
+    "compile-assets",
+    "--job",
+    "compile-code",
+    "--job",
+    "test:compile-assets,compile-code",
+    "--job",
+    "code-coverage:compile-code",
+    "--job",
+    "deploy:test,code-coverage",
+];
+
+fn create(w: &World, run: &str, jobs: &[&str]) {
+    let mut args = vec!["run", "create", run];
+    args.extend_from_slice(jobs);
+    w.ok(&args);
+}
+
+// A deploy job sees the code.jar that test rebuilt, not compile-code's.
+#[test]
+fn deploy_sees_the_descendants_file() {
+    let w = World::new();
+    create(&w, "r", SEEDS);
+    w.write("r", "compile-code", "build/code.jar", "compiled");
+    w.write("r", "compile-code", "build/lib.so", "lib");
+    w.persist("r", "compile-code", &["build"]);
+    w.write("r", "compile-assets", "assets/a.css", "css");
+    w.persist("r", "compile-assets", &["assets"]);
+    let t = w.attach("r", "test");
+    assert_eq!(read(&t.join("build/code.jar")), "compiled");
+    w.write("r", "test", "build/code.jar", "tested");
+    w.persist("r", "test", &["build/code.jar"]);
+    w.write("r", "code-coverage", "coverage/lcov", "cov");
+    w.persist("r", "code-coverage", &["coverage"]);
+    let d = w.attach("r", "deploy");
+    assert_eq!(read(&d.join("build/code.jar")), "tested");
+    assert_eq!(read(&d.join("build/lib.so")), "lib");
+    assert_eq!(read(&d.join("assets/a.css")), "css");
+    assert_eq!(read(&d.join("coverage/lcov")), "cov");
+}
+
+// Two jobs that do not require each other write one path: attach names both.
+#[test]
+fn concurrent_jobs_writing_one_path_conflict() {
+    let w = World::new();
+    create(
+        &w,
+        "r",
+        &[
+            "--job",
+            "left",
+            "--job",
+            "right",
+            "--job",
+            "join:left,right",
+        ],
+    );
+    w.write("r", "left", "out/app.js", "left version");
+    w.write("r", "right", "out/app.js", "right version");
+    w.persist("r", "left", &["out"]);
+    w.persist("r", "right", &["out"]);
+    let at = w.machine("join-target");
+    let err = w.fails(
+        3,
+        &[
+            "attach",
+            "--run",
+            "r",
+            "--job",
+            "join",
+            "--at",
+            at.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("out/app.js"), "{err}");
+    assert!(err.contains("left") && err.contains("right"), "{err}");
+    assert!(
+        fs::read_dir(&at).unwrap().next().is_none(),
+        "nothing written on conflict"
+    );
+}
+
+// Identical content from two unrelated jobs is not ambiguous: allowed.
+#[test]
+fn identical_content_from_unrelated_jobs_is_allowed() {
+    let w = World::new();
+    create(
+        &w,
+        "r",
+        &[
+            "--job",
+            "left",
+            "--job",
+            "right",
+            "--job",
+            "join:left,right",
+        ],
+    );
+    w.write("r", "left", "out/same.txt", "same");
+    w.write("r", "right", "out/same.txt", "same");
+    w.persist("r", "left", &["out"]);
+    w.persist("r", "right", &["out"]);
+    assert_eq!(read(&w.attach("r", "join").join("out/same.txt")), "same");
+}
+
+// A path that is a file in one job and a directory in another fails too.
+#[test]
+fn file_directory_clash_conflicts() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a", "--job", "b", "--job", "c:a,b"]);
+    w.write("r", "a", "dist", "a file");
+    w.write("r", "b", "dist/index.js", "in a dir");
+    w.persist("r", "a", &["dist"]);
+    w.persist("r", "b", &["dist"]);
+    let at = w.machine("c-target");
+    let err = w.fails(
+        3,
+        &[
+            "attach",
+            "--run",
+            "r",
+            "--job",
+            "c",
+            "--at",
+            at.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("dist") && err.contains("a file") && err.contains("a directory"),
+        "{err}"
+    );
+}
+
+// Two per-architecture pipelines in one run never see each other's files.
+#[test]
+fn isolated_pipelines_never_mix() {
+    let w = World::new();
+    create(
+        &w,
+        "r",
+        &[
+            "--job",
+            "build-amd64",
+            "--job",
+            "test-amd64:build-amd64",
+            "--job",
+            "build-arm64",
+            "--job",
+            "test-arm64:build-arm64",
+        ],
+    );
+    w.write("r", "build-amd64", "bin/app", "amd64 binary");
+    w.write("r", "build-arm64", "bin/app", "arm64 binary");
+    w.write("r", "build-arm64", "bin/arm-only", "arm");
+    w.persist("r", "build-amd64", &["bin"]);
+    w.persist("r", "build-arm64", &["bin"]);
+    let amd = w.attach("r", "test-amd64");
+    let arm = w.attach("r", "test-arm64");
+    assert_eq!(read(&amd.join("bin/app")), "amd64 binary");
+    assert!(!amd.join("bin/arm-only").exists());
+    assert_eq!(read(&arm.join("bin/app")), "arm64 binary");
+}
+
+// A job sees only its ancestors: never its own layer, a sibling's or a descendant's.
+#[test]
+fn jobs_see_only_their_ancestors() {
+    let w = World::new();
+    create(
+        &w,
+        "r",
+        &[
+            "--job", "root", "--job", "a:root", "--job", "b:root", "--job", "leaf:a",
+        ],
+    );
+    for job in ["root", "a", "b", "leaf"] {
+        w.write("r", job, &format!("{job}.txt"), job);
+        w.persist("r", job, &[&format!("{job}.txt")]);
+    }
+    let fresh = |job: &str| {
+        let at = w.machine(&format!("view-{job}"));
+        w.ok(&[
+            "attach",
+            "--run",
+            "r",
+            "--job",
+            job,
+            "--at",
+            at.to_str().unwrap(),
+        ]);
+        let mut names: Vec<String> = fs::read_dir(&at)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(fresh("root"), Vec::<String>::new());
+    assert_eq!(fresh("a"), ["root.txt"]);
+    assert_eq!(fresh("b"), ["root.txt"]);
+    assert_eq!(fresh("leaf"), ["a.txt", "root.txt"]);
+}
+
+// Several persists of one job apply in the order they were made.
+#[test]
+fn a_jobs_persists_are_ordered_layers() {
+    let w = World::new();
+    create(&w, "r", &["--job", "build", "--job", "use:build"]);
+    w.write("r", "build", "out/v", "first");
+    w.write("r", "build", "out/only-first", "1");
+    w.persist("r", "build", &["out"]);
+    fs::remove_file(w.machine("r-build").join("out/only-first")).unwrap();
+    w.write("r", "build", "out/v", "second");
+    w.persist("r", "build", &["out/v"]);
+    let at = w.attach("r", "use");
+    assert_eq!(read(&at.join("out/v")), "second");
+    assert_eq!(read(&at.join("out/only-first")), "1");
+    let ls = w.ok(&["ls", "--run", "r", "--job", "build"]);
+    assert!(ls.contains("2 layers"), "{ls}");
+}
+
+// A CircleCI config's workflows section defines the graph.
+#[test]
+fn graph_from_circleci_yaml() {
+    let w = World::new();
+    let cfg = w.dir.path().join("config.yml");
+    fs::write(
+        &cfg,
+        "version: 2.1\nworkflows:\n  main:\n    jobs:\n      - build\n      - test:\n          requires: [build]\n",
+    )
+    .unwrap();
+    w.ok(&["run", "create", "r", "--graph", cfg.to_str().unwrap()]);
+    w.write("r", "build", "a.txt", "built");
+    w.persist("r", "build", &["a.txt"]);
+    assert_eq!(read(&w.attach("r", "test").join("a.txt")), "built");
+    let ls: serde_json::Value =
+        serde_json::from_str(&w.ok(&["--json", "ls", "--run", "r"])).unwrap();
+    assert_eq!(ls["jobs"][1]["requires"][0], "build");
+}
+
+// Bad input: each a clear error naming the fault, a non-zero exit, the store unchanged.
+#[test]
+fn bad_input_fails_clearly_and_changes_nothing() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a", "--job", "b:a"]);
+    w.write("r", "a", "x.txt", "x");
+    w.persist("r", "a", &["x.txt"]);
+    let before = w.store_snapshot();
+    let root = w.machine("r-a");
+    let root = root.to_str().unwrap();
+
+    let e = w.fails(
+        1,
+        &[
+            "persist",
+            "--run",
+            "r",
+            "--job",
+            "a",
+            "--root",
+            root,
+            "missing.txt",
+        ],
+    );
+    assert!(
+        e.contains("missing.txt") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = w.fails(
+        1,
+        &[
+            "persist",
+            "--run",
+            "r",
+            "--job",
+            "a",
+            "--root",
+            root,
+            "../outside",
+        ],
+    );
+    assert!(e.contains("outside the root"), "{e}");
+    let e = w.fails(
+        1,
+        &[
+            "persist", "--run", "nope", "--job", "a", "--root", root, "x.txt",
+        ],
+    );
+    assert!(e.contains("run nope does not exist"), "{e}");
+    let e = w.fails(
+        1,
+        &[
+            "persist", "--run", "r", "--job", "ghost", "--root", root, "x.txt",
+        ],
+    );
+    assert!(e.contains("no job ghost") && e.contains("a, b"), "{e}");
+    let e = w.fails(1, &["attach", "--run", "r", "--job", "ghost"]);
+    assert!(e.contains("no job ghost"), "{e}");
+    let e = w.fails(
+        1,
+        &[
+            "run", "create", "cyc", "--job", "a:c", "--job", "b:a", "--job", "c:b",
+        ],
+    );
+    assert!(e.contains("cycle") && e.contains("a -> c -> b -> a"), "{e}");
+    let e = w.fails(1, &["run", "create", "dup", "--job", "a", "--job", "a"]);
+    assert!(e.contains("job a is listed twice"), "{e}");
+    let e = w.fails(1, &["run", "create", "unk", "--job", "a:zzz"]);
+    assert!(e.contains("requires zzz"), "{e}");
+    let e = w.fails(1, &["run", "create", "r", "--job", "other"]);
+    assert!(e.contains("already exists"), "{e}");
+    let e = w.fails(2, &["run", "create", "bad/name", "--job", "a"]);
+    assert!(e.contains("invalid run name"), "{e}");
+    let file = w.dir.path().join("a-file");
+    fs::write(&file, "not a dir").unwrap();
+    let e = w.fails(
+        1,
+        &[
+            "attach",
+            "--run",
+            "r",
+            "--job",
+            "b",
+            "--at",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(e.contains("a-file") && e.contains("not a directory"), "{e}");
+    assert_eq!(read(&file), "not a dir");
+    w.fails(2, &["persist", "--run", "r"]);
+
+    assert_eq!(
+        before,
+        w.store_snapshot(),
+        "failed commands changed the store"
+    );
+    // Creating the same run again with the same graph is a harmless no-op.
+    w.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+}
+
+// Attaching over existing files overwrites them, keeps unrelated files, and
+// replaces a symlink rather than writing through it.
+#[test]
+fn attach_over_existing_content() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a", "--job", "b:a"]);
+    w.write("r", "a", "dir/file", "from store");
+    w.write("r", "a", "dir/link-target", "from store too");
+    w.persist("r", "a", &["dir"]);
+    let at = w.machine("target");
+    fs::create_dir_all(at.join("dir")).unwrap();
+    fs::write(at.join("dir/file"), "stale").unwrap();
+    fs::write(at.join("dir/unrelated"), "mine").unwrap();
+    let outside = w.dir.path().join("outside.txt");
+    fs::write(&outside, "precious").unwrap();
+    symlink(&outside, at.join("dir/link-target")).unwrap();
+    w.ok(&[
+        "attach",
+        "--run",
+        "r",
+        "--job",
+        "b",
+        "--at",
+        at.to_str().unwrap(),
+    ]);
+    assert_eq!(read(&at.join("dir/file")), "from store");
+    assert_eq!(read(&at.join("dir/unrelated")), "mine");
+    assert_eq!(read(&outside), "precious");
+    assert!(!fs::symlink_metadata(at.join("dir/link-target"))
+        .unwrap()
+        .is_symlink());
+    assert_eq!(read(&at.join("dir/link-target")), "from store too");
+}
+
+// Persisting the same tree twice writes almost nothing; trees sharing 90%
+// of their files share those chunks.
+#[test]
+fn dedup_across_persists() {
+    let w = World::new();
+    create(&w, "r", &["--job", "one", "--job", "two", "--job", "three"]);
+    let m = w.machine("r-one");
+    strata_store::synth::generate(&m, 300, 7).unwrap();
+    let first = w.persist("r", "one", &["node_modules"]);
+    let again = w.persist("r", "one", &["node_modules"]);
+    let logical = first["totals"]["bytes"].as_u64().unwrap();
+    assert!(first["bytes_written"].as_u64().unwrap() > logical / 10);
+    assert!(
+        (again["bytes_written"].as_u64().unwrap() as f64) < logical as f64 * 0.01,
+        "{again}"
+    );
+    assert_eq!(again["chunks_new"], 0);
+
+    // Tree two: 90% of tree one's files, plus new ones.
+    let two = w.machine("r-two");
+    let files: Vec<PathBuf> = walkdir::WalkDir::new(m.join("node_modules"))
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    let keep = files.len() * 9 / 10;
+    for f in &files[..keep] {
+        let dest = two.join(f.strip_prefix(&m).unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(f, dest).unwrap();
+    }
+    strata_store::synth::generate(&two.join("extra"), 30, 99).unwrap();
+    let shared_bytes: u64 = files[..keep]
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    let r = w.persist("r", "two", &["node_modules", "extra"]);
+    assert!(r["bytes_reused"].as_u64().unwrap() >= shared_bytes, "{r}");
+}
+
+// `strata demo` runs the sample workflow and shows reuse on the second run.
+#[test]
+fn demo_runs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["demo", "--files", "200"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        s.contains("deploy         sees build/code.jar from test"),
+        "{s}"
+    );
+    assert!(s.contains("run demo-run-2"), "{s}");
+}
+
+// Modes survive, and a read-only directory is made read-only last.
+#[test]
+fn modes_and_read_only_directories() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a", "--job", "b:a"]);
+    let m = w.machine("r-a");
+    fs::create_dir_all(m.join("ro")).unwrap();
+    fs::write(m.join("ro/tool"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(m.join("ro/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(m.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    w.persist("r", "a", &["ro"]);
+    let at = w.attach("r", "b");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&at.join("ro")), 0o555);
+    assert_eq!(mode(&at.join("ro/tool")), 0o755);
+    // Attaching again over the read-only tree works too.
+    w.ok(&[
+        "attach",
+        "--run",
+        "r",
+        "--job",
+        "b",
+        "--at",
+        at.to_str().unwrap(),
+    ]);
+    for p in [m.join("ro"), at.join("ro")] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}

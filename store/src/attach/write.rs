@@ -244,10 +244,18 @@ fn classify(
     }))
 }
 
+/// A chunk copied from a file's old version at `from` to `to` in the new.
+struct SeedCopy {
+    id: ChunkId,
+    from: u64,
+    to: u64,
+    len: u32,
+}
+
 fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
     // Which placements come from the old file, and which from the store.
     let mut from_store: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
-    let mut seeded: Vec<(usize, Vec<(ChunkId, u64, u64, u32)>)> = Vec::new();
+    let mut seeded: Vec<(usize, Vec<SeedCopy>)> = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
         let Target::File { chunks, .. } = &job.entry.target else {
             unreachable!()
@@ -256,7 +264,12 @@ fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
         let mut mine = Vec::new();
         for c in chunks {
             match job.seeds.get(&c.id) {
-                Some(&src) => mine.push((c.id, src, offset, c.len)),
+                Some(&from) => mine.push(SeedCopy {
+                    id: c.id,
+                    from,
+                    to: offset,
+                    len: c.len,
+                }),
                 None => from_store.entry(c.id).or_default().push((j, offset)),
             }
             offset += c.len as u64;
@@ -274,16 +287,16 @@ fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
     seeded.par_iter().try_for_each(|(j, placements)| {
         let job = &jobs[*j];
         let old = File::open(&job.dest).ctx("read", &job.dest)?;
-        for &(id, src, dst, len) in placements {
-            let mut buf = vec![0u8; len as usize];
-            old.read_exact_at(&mut buf, src).ctx("read", &job.dest)?;
-            if ChunkId::of(&buf) != id {
+        for c in placements {
+            let mut buf = vec![0u8; c.len as usize];
+            old.read_exact_at(&mut buf, c.from).ctx("read", &job.dest)?;
+            if ChunkId::of(&buf) != c.id {
                 return Err(Error::Changed {
                     detail: format!("{} changed while being attached over", job.dest.display()),
                 });
             }
             stats.chunks_from_target.fetch_add(1, Relaxed);
-            job.write(dst, &buf, stats)?;
+            job.write(c.to, &buf, stats)?;
         }
         Ok(())
     })?;

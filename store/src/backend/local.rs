@@ -209,7 +209,7 @@ mod tests {
             vec![b"or".to_vec(), b"w".to_vec()]
         );
         assert!(matches!(
-            b.get_ranges("a/b/d", &[3..9]),
+            b.get_ranges("a/b/d", &[3..9, 0..1]),
             Err(Error::Corrupt { .. })
         ));
         b.delete("a/b/c").unwrap();
