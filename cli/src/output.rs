@@ -76,10 +76,15 @@ pub fn run_created(json: bool, run: &RunName, graph: &Graph, created: bool) {
     }
 }
 
+/// "1 file", "2 files".
+pub fn plural(n: u64, word: &str) -> String {
+    format!("{} {word}{}", count(n), if n == 1 { "" } else { "s" })
+}
+
 pub fn persist_line(r: &PersistReport) -> String {
     format!(
-        "persisted {} files ({}) in {:.1} s: {} new, {:.1}% reused",
-        count(r.totals.files),
+        "persisted {} ({}) in {:.1} s: {} new, {:.1}% reused",
+        plural(r.totals.files, "file"),
         bytes(r.totals.bytes),
         r.seconds,
         bytes(r.bytes_new),
@@ -102,19 +107,18 @@ pub fn attach_line(r: &AttachReport) -> String {
         "no upstream layers".to_string()
     } else {
         format!(
-            "{} layer{} ({})",
-            r.layers.len(),
-            if r.layers.len() == 1 { "" } else { "s" },
+            "{} ({})",
+            plural(r.layers.len() as u64, "layer"),
             jobs.join(", ")
         )
     };
     format!(
-        "attached {} files ({}) from {from} in {:.1} s: {} read from the store, {} files already in place",
-        count(r.files),
+        "attached {} ({}) from {from} in {:.1} s: {} read from the store, {} already in place",
+        plural(r.files, "file"),
         bytes(r.bytes),
         r.seconds,
         bytes(r.write.bytes_from_store),
-        count(r.write.files_in_place)
+        plural(r.write.files_in_place, "file")
     )
 }
 
