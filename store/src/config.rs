@@ -24,6 +24,9 @@ pub struct StoreConfig {
     pub chunker: ChunkerParams,
     /// Packs are closed once they reach this many bytes.
     pub pack_target_bytes: u32,
+    /// Frames (runs of chunks compressed together) are closed once they
+    /// hold this many uncompressed bytes.
+    pub frame_target_bytes: u32,
     /// zstd level for chunk compression.
     pub zstd_level: i32,
 }
@@ -35,6 +38,7 @@ impl StoreConfig {
             store_id,
             chunker: ChunkerParams::DEFAULT,
             pack_target_bytes: 4 << 20,
+            frame_target_bytes: 1 << 20,
             zstd_level: 3,
         }
     }
@@ -62,6 +66,15 @@ impl StoreConfig {
                 format!(
                     "pack_target_bytes {} out of range",
                     config.pack_target_bytes
+                ),
+            ));
+        }
+        if !(1 << 12..=16 << 20).contains(&config.frame_target_bytes) {
+            return Err(Error::corrupt(
+                "store config",
+                format!(
+                    "frame_target_bytes {} out of range",
+                    config.frame_target_bytes
                 ),
             ));
         }

@@ -1,7 +1,7 @@
 //! The chunk index: which pack holds each chunk, and where in it.
 //!
 //! The durable truth is the immutable index objects (`index/<id>`), one per
-//! persist, each listing the blobs of the packs that persist wrote (and every
+//! persist, each listing the frames and chunks of the packs that persist wrote (and every
 //! pack's trailer repeats its own list). The `sled` trees here are a local,
 //! rebuildable cache of them: `chunks` maps a chunk id to its location and
 //! `loaded` records which index objects have been merged in, so `sync` only
@@ -13,7 +13,7 @@ use crate::backend::Backend;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
-use crate::pack::{BlobEntry, Compression};
+use crate::pack::{check_frames, Compression, FrameChunk, FrameEntry, FrameRef};
 
 pub const INDEX_MAGIC: &[u8; 8] = b"STRAINDX";
 pub const INDEX_VERSION: u32 = 1;
@@ -27,7 +27,7 @@ pub fn index_key(id: &IndexId) -> String {
     format!("index/{}", id.to_hex())
 }
 
-/// An index object: the blobs of some packs.
+/// An index object: the frames and chunks of some packs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexObject {
     pub packs: Vec<IndexedPack>,
@@ -36,7 +36,7 @@ pub struct IndexObject {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedPack {
     pub pack: PackId,
-    pub blobs: Vec<BlobEntry>,
+    pub frames: Vec<FrameEntry>,
 }
 
 impl IndexObject {
@@ -50,32 +50,39 @@ impl IndexObject {
         if IndexId::of(bytes) != *id {
             return Err(Error::corrupt(object, "content does not match its id"));
         }
-        codec::decode(INDEX_MAGIC, INDEX_VERSION, &object, bytes)
+        let obj: IndexObject = codec::decode(INDEX_MAGIC, INDEX_VERSION, &object, bytes)?;
+        for p in &obj.packs {
+            check_frames(&p.frames, u32::MAX as u64, &object)?;
+        }
+        Ok(obj)
     }
 }
 
-/// Where a chunk is stored.
+/// Where a chunk is stored: its pack, its frame there, its place inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
     pub pack: PackId,
-    pub blob: BlobEntry,
+    pub frame: FrameRef,
+    pub chunk: FrameChunk,
 }
 
-const LOCATION_LEN: usize = 32 + 4 + 4 + 4 + 1;
+const LOCATION_LEN: usize = 32 + 4 + 4 + 4 + 1 + 4 + 4;
 
 impl Location {
     fn to_bytes(self) -> [u8; LOCATION_LEN] {
         let mut b = [0u8; LOCATION_LEN];
         b[..32].copy_from_slice(&self.pack.0);
-        b[32..36].copy_from_slice(&self.blob.offset.to_le_bytes());
-        b[36..40].copy_from_slice(&self.blob.stored_len.to_le_bytes());
-        b[40..44].copy_from_slice(&self.blob.raw_len.to_le_bytes());
-        b[44] = self.blob.compression as u8;
+        b[32..36].copy_from_slice(&self.frame.offset.to_le_bytes());
+        b[36..40].copy_from_slice(&self.frame.stored_len.to_le_bytes());
+        b[40..44].copy_from_slice(&self.frame.raw_len.to_le_bytes());
+        b[44] = self.frame.compression as u8;
+        b[45..49].copy_from_slice(&self.chunk.offset.to_le_bytes());
+        b[49..53].copy_from_slice(&self.chunk.len.to_le_bytes());
         b
     }
 
-    fn from_bytes(chunk: ChunkId, b: &[u8]) -> Result<Self> {
-        let bad = || Error::Meta(format!("bad index entry for chunk {chunk}"));
+    fn from_bytes(id: ChunkId, b: &[u8]) -> Result<Self> {
+        let bad = || Error::Meta(format!("bad index entry for chunk {id}"));
         if b.len() != LOCATION_LEN {
             return Err(bad());
         }
@@ -87,12 +94,16 @@ impl Location {
         };
         Ok(Location {
             pack: PackId(b[..32].try_into().expect("32 bytes")),
-            blob: BlobEntry {
-                chunk,
+            frame: FrameRef {
                 offset: u32_at(32),
                 stored_len: u32_at(36),
                 raw_len: u32_at(40),
                 compression,
+            },
+            chunk: FrameChunk {
+                id,
+                offset: u32_at(45),
+                len: u32_at(49),
             },
         })
     }
@@ -137,13 +148,16 @@ impl ChunkIndex {
     pub fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()> {
         let mut batch = sled::Batch::default();
         for p in &object.packs {
-            for blob in &p.blobs {
-                if !self.chunks.contains_key(blob.chunk.0)? {
-                    let loc = Location {
-                        pack: p.pack,
-                        blob: *blob,
-                    };
-                    batch.insert(&blob.chunk.0[..], &loc.to_bytes()[..]);
+            for f in &p.frames {
+                for c in &f.chunks {
+                    if !self.chunks.contains_key(c.id.0)? {
+                        let loc = Location {
+                            pack: p.pack,
+                            frame: f.frame_ref(),
+                            chunk: *c,
+                        };
+                        batch.insert(&c.id.0[..], &loc.to_bytes()[..]);
+                    }
                 }
             }
         }
@@ -189,28 +203,33 @@ mod tests {
         let idx = ChunkIndex::open(&db).unwrap();
         let backend =
             crate::backend::LocalDir::new(dir.path().join("o"), dir.path().join("t")).unwrap();
-        let blob = BlobEntry {
-            chunk: ChunkId::of(b"x"),
+        let chunk = FrameChunk {
+            id: ChunkId::of(b"x"),
+            offset: 3,
+            len: 1,
+        };
+        let frame = FrameEntry {
             offset: 12,
             stored_len: 9,
-            raw_len: 1,
+            raw_len: 4,
             compression: Compression::Zstd,
+            chunks: vec![chunk],
         };
         let obj = IndexObject {
             packs: vec![IndexedPack {
                 pack: PackId::of(b"p"),
-                blobs: vec![blob],
+                frames: vec![frame.clone()],
             }],
         };
         let (id, bytes) = obj.encode();
         backend.put(&index_key(&id), &bytes).unwrap();
         assert_eq!(idx.sync(&backend).unwrap(), 1);
         assert_eq!(idx.sync(&backend).unwrap(), 0);
-        let loc = idx.get(&blob.chunk).unwrap().unwrap();
-        assert_eq!(loc.blob, blob);
+        let loc = idx.get(&chunk.id).unwrap().unwrap();
+        assert_eq!((loc.frame, loc.chunk), (frame.frame_ref(), chunk));
         assert_eq!(loc.pack, PackId::of(b"p"));
         idx.clear().unwrap();
-        assert!(idx.get(&blob.chunk).unwrap().is_none());
+        assert!(idx.get(&chunk.id).unwrap().is_none());
         assert_eq!(idx.sync(&backend).unwrap(), 1);
         let mut bad = bytes.clone();
         bad[20] ^= 1;

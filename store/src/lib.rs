@@ -2,7 +2,7 @@
 //!
 //! The parts, each in one module (docs/architecture.md draws them):
 //! - `chunking`: FastCDC boundaries and chunk ids;
-//! - `pack`: the pack file format and blob compression;
+//! - `pack`: the pack file format and frame compression;
 //! - `index`: index objects and the local chunk -> pack index;
 //! - `manifest`: a layer's tree and its validation;
 //! - `graph`: workflow graphs;

@@ -1,12 +1,16 @@
-//! Pack files: many compressed chunks appended into one immutable object of
-//! a few MiB, because one object per chunk is slow on disk and costly on
-//! object stores.
+//! Pack files: immutable objects of a few MiB holding many chunks, because
+//! one object per chunk is slow on disk and costly on object stores.
 //!
-//! A pack is `header | blob* | trailer | footer`; the trailer lists every
-//! blob, so the index can always be rebuilt from the packs alone. A pack is
-//! named by the BLAKE3 of its bytes. This module owns the pack encoding and
-//! blob (de)compression; it knows nothing about which chunks a store already
-//! has or where packs are kept.
+//! Chunks are compressed in *frames*: a frame is a run of chunks (about
+//! 1 MiB, from neighbouring files of one persist) compressed as one zstd
+//! frame, so the small files that make up most of a `node_modules` compress
+//! with their neighbours' context, as in a tarball, instead of alone. A
+//! pack is `header | frame* | trailer | footer`; the trailer lists every
+//! frame and the chunks inside it, so the index can always be rebuilt from
+//! the packs alone. A pack is named by the BLAKE3 of its bytes.
+//!
+//! This module owns the pack encoding and frame (de)compression; it knows
+//! nothing about which chunks a store already has or where packs are kept.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,78 +26,176 @@ const FOOTER_LEN: usize = 12;
 const FOOTER_MAGIC: &[u8; 8] = b"STRAPEND";
 /// No chunk is larger than FastCDC's maximum; anything claiming more is corrupt.
 pub const MAX_CHUNK_LEN: u32 = 16 << 20;
+/// A frame never decodes to more than this (a frame is closed once it
+/// reaches its target, so it holds at most target + one chunk).
+pub const MAX_FRAME_RAW: u32 = 64 << 20;
 
-/// How a blob's bytes encode its chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How a frame's bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum Compression {
-    /// Stored as is (compression would not have shrunk it).
+    /// As is (compression would not have shrunk it).
     Raw = 0,
     /// One zstd frame.
     Zstd = 1,
 }
 
-/// One blob of a pack, as listed in its trailer and in index objects.
+/// A chunk's place inside its frame's decoded bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobEntry {
-    pub chunk: ChunkId,
-    /// Byte offset of the blob within the pack.
+pub struct FrameChunk {
+    pub id: ChunkId,
     pub offset: u32,
-    /// Length of the blob as stored.
+    pub len: u32,
+}
+
+/// One frame of a pack, as listed in its trailer and in index objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameEntry {
+    /// Byte offset of the frame within the pack.
+    pub offset: u32,
+    /// Length of the frame as stored.
     pub stored_len: u32,
-    /// Length of the chunk once decoded.
+    /// Length of the frame once decoded.
+    pub raw_len: u32,
+    pub compression: Compression,
+    pub chunks: Vec<FrameChunk>,
+}
+
+/// The frame part of a chunk's location: enough to fetch and decode it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameRef {
+    pub offset: u32,
+    pub stored_len: u32,
     pub raw_len: u32,
     pub compression: Compression,
 }
 
-/// Compresses `raw` with `compressor`, keeping it raw when that would not
-/// make it smaller.
-pub fn encode_blob(
-    compressor: &mut zstd::bulk::Compressor<'_>,
-    raw: &[u8],
-) -> (Compression, Vec<u8>) {
-    match compressor.compress(raw) {
-        Ok(z) if z.len() < raw.len() => (Compression::Zstd, z),
-        _ => (Compression::Raw, raw.to_vec()),
+impl FrameEntry {
+    pub fn frame_ref(&self) -> FrameRef {
+        FrameRef {
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+            compression: self.compression,
+        }
     }
 }
 
-/// Decodes one blob and checks it against its chunk id; `object` names the
-/// pack in errors.
-pub fn decode_blob(entry: &BlobEntry, stored: &[u8], object: &str) -> Result<Vec<u8>> {
-    let bad = |detail: String| Error::CorruptChunk {
-        chunk: entry.chunk,
-        object: object.to_string(),
-        detail,
+/// Decodes a frame's stored bytes; `object` names the pack in errors. The
+/// chunks inside are checked against their ids by `chunk_of`.
+pub fn decode_frame(frame: &FrameRef, stored: &[u8], object: &str) -> Result<Vec<u8>> {
+    let bad = |detail: String| {
+        Error::corrupt(
+            object.to_string(),
+            format!("frame at offset {}: {detail}", frame.offset),
+        )
     };
-    if stored.len() != entry.stored_len as usize {
+    if stored.len() != frame.stored_len as usize {
         return Err(bad(format!(
             "stored length {} but the index says {}",
             stored.len(),
-            entry.stored_len
+            frame.stored_len
         )));
     }
-    if entry.raw_len > MAX_CHUNK_LEN {
-        return Err(bad(format!("claims {} bytes", entry.raw_len)));
+    if frame.raw_len > MAX_FRAME_RAW {
+        return Err(bad(format!("claims {} bytes", frame.raw_len)));
     }
-    let raw = match entry.compression {
+    let raw = match frame.compression {
         Compression::Raw => stored.to_vec(),
         // Decoding into a buffer of the claimed size caps what a hostile
-        // blob can make us allocate.
-        Compression::Zstd => zstd::bulk::decompress(stored, entry.raw_len as usize)
+        // frame can make us allocate.
+        Compression::Zstd => zstd::bulk::decompress(stored, frame.raw_len as usize)
             .map_err(|e| bad(format!("zstd: {e}")))?,
     };
-    if raw.len() != entry.raw_len as usize || ChunkId::of(&raw) != entry.chunk {
-        return Err(bad("content does not match its id".into()));
+    if raw.len() != frame.raw_len as usize {
+        return Err(bad(format!(
+            "decodes to {} bytes, not {}",
+            raw.len(),
+            frame.raw_len
+        )));
     }
     Ok(raw)
+}
+
+/// The bytes of chunk `c` in a decoded frame, checked against its id.
+pub fn chunk_of<'a>(raw: &'a [u8], c: &FrameChunk, object: &str) -> Result<&'a [u8]> {
+    let end = c.offset as u64 + c.len as u64;
+    let bytes = raw
+        .get(c.offset as usize..end as usize)
+        .filter(|_| end <= raw.len() as u64)
+        .ok_or_else(|| Error::CorruptChunk {
+            chunk: c.id,
+            object: object.to_string(),
+            detail: "lies outside its frame".into(),
+        })?;
+    if ChunkId::of(bytes) != c.id {
+        return Err(Error::CorruptChunk {
+            chunk: c.id,
+            object: object.to_string(),
+            detail: "content does not match its id".into(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Chunks gathered for one frame, not yet compressed.
+#[derive(Debug, Default)]
+pub struct FrameBuilder {
+    raw: Vec<u8>,
+    chunks: Vec<FrameChunk>,
+}
+
+/// A compressed frame, ready to go into a pack.
+#[derive(Debug)]
+pub struct SealedFrame {
+    pub bytes: Vec<u8>,
+    pub raw_len: u32,
+    pub compression: Compression,
+    pub chunks: Vec<FrameChunk>,
+}
+
+impl FrameBuilder {
+    pub fn push(&mut self, id: ChunkId, bytes: &[u8]) {
+        self.chunks.push(FrameChunk {
+            id,
+            offset: self.raw.len() as u32,
+            len: bytes.len() as u32,
+        });
+        self.raw.extend_from_slice(bytes);
+    }
+
+    pub fn raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Compresses the gathered chunks (kept raw if that is not smaller) and
+    /// empties the builder.
+    pub fn seal(&mut self, compressor: &mut zstd::bulk::Compressor<'_>) -> SealedFrame {
+        let chunks = std::mem::take(&mut self.chunks);
+        let raw_len = self.raw.len() as u32;
+        let (compression, bytes) = match compressor.compress(&self.raw) {
+            Ok(z) if z.len() < self.raw.len() => (Compression::Zstd, z),
+            _ => (Compression::Raw, self.raw.clone()),
+        };
+        self.raw.clear();
+        SealedFrame {
+            bytes,
+            raw_len,
+            compression,
+            chunks,
+        }
+    }
 }
 
 /// A pack being filled in memory.
 #[derive(Debug)]
 pub struct PackBuilder {
     bytes: Vec<u8>,
-    entries: Vec<BlobEntry>,
+    frames: Vec<FrameEntry>,
 }
 
 impl Default for PackBuilder {
@@ -104,12 +206,12 @@ impl Default for PackBuilder {
 
 impl PackBuilder {
     pub fn new() -> Self {
-        let mut bytes = Vec::with_capacity(4 << 20);
+        let mut bytes = Vec::new();
         bytes.extend_from_slice(PACK_MAGIC);
         bytes.extend_from_slice(&PACK_VERSION.to_le_bytes());
         Self {
             bytes,
-            entries: Vec::new(),
+            frames: Vec::new(),
         }
     }
 
@@ -118,34 +220,60 @@ impl PackBuilder {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.frames.is_empty()
     }
 
-    pub fn push(&mut self, chunk: ChunkId, raw_len: u32, compression: Compression, blob: &[u8]) {
-        self.entries.push(BlobEntry {
-            chunk,
+    pub fn push(&mut self, frame: SealedFrame) {
+        self.frames.push(FrameEntry {
             offset: self.bytes.len() as u32,
-            stored_len: blob.len() as u32,
-            raw_len,
-            compression,
+            stored_len: frame.bytes.len() as u32,
+            raw_len: frame.raw_len,
+            compression: frame.compression,
+            chunks: frame.chunks,
         });
-        self.bytes.extend_from_slice(blob);
+        self.bytes.extend_from_slice(&frame.bytes);
     }
 
-    /// Appends the trailer and footer; returns the pack's id, bytes and entries.
-    pub fn finish(mut self) -> (PackId, Vec<u8>, Vec<BlobEntry>) {
-        let trailer = codec::encode(TRAILER_MAGIC, PACK_VERSION, &self.entries);
+    /// Appends the trailer and footer; returns the pack's id, bytes and frames.
+    pub fn finish(mut self) -> (PackId, Vec<u8>, Vec<FrameEntry>) {
+        let trailer = codec::encode(TRAILER_MAGIC, PACK_VERSION, &self.frames);
         self.bytes.extend_from_slice(&trailer);
         self.bytes
             .extend_from_slice(&(trailer.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(FOOTER_MAGIC);
-        (PackId::of(&self.bytes), self.bytes, self.entries)
+        (PackId::of(&self.bytes), self.bytes, self.frames)
     }
 }
 
-/// Reads a whole pack's trailer: the list of its blobs. Used to rebuild the
-/// index and by `verify`; checks every entry lies inside the blob area.
-pub fn read_trailer(pack: &[u8], object: &str) -> Result<Vec<BlobEntry>> {
+/// Checks that frames lie inside a pack's frame area (`12..end`) and chunks
+/// inside their frames. Used on trailers and on index objects.
+pub fn check_frames(frames: &[FrameEntry], end: u64, object: &str) -> Result<()> {
+    for f in frames {
+        let stop = f.offset as u64 + f.stored_len as u64;
+        if (f.offset as usize) < codec::HEADER_LEN || stop > end || f.raw_len > MAX_FRAME_RAW {
+            return Err(Error::corrupt(
+                object,
+                format!("frame at offset {} lies outside the pack", f.offset),
+            ));
+        }
+        for c in &f.chunks {
+            if c.len == 0
+                || c.len > MAX_CHUNK_LEN
+                || c.offset as u64 + c.len as u64 > f.raw_len as u64
+            {
+                return Err(Error::corrupt(
+                    object,
+                    format!("chunk {} lies outside its frame", c.id.short()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a whole pack's trailer: the list of its frames. Used to rebuild
+/// the index and by `verify`.
+pub fn read_trailer(pack: &[u8], object: &str) -> Result<Vec<FrameEntry>> {
     let n = pack.len();
     if n < codec::HEADER_LEN + FOOTER_LEN || &pack[..8] != PACK_MAGIC {
         return Err(Error::corrupt(object, "not a pack"));
@@ -154,26 +282,18 @@ pub fn read_trailer(pack: &[u8], object: &str) -> Result<Vec<BlobEntry>> {
         return Err(Error::corrupt(object, "no pack footer (truncated?)"));
     }
     let tlen = u32::from_le_bytes(pack[n - 12..n - 8].try_into().expect("4 bytes")) as usize;
-    let blob_end = n
+    let frames_end = n
         .checked_sub(FOOTER_LEN + tlen)
         .filter(|e| *e >= codec::HEADER_LEN)
         .ok_or_else(|| Error::corrupt(object, "trailer length out of range"))?;
-    let entries: Vec<BlobEntry> = codec::decode(
+    let frames: Vec<FrameEntry> = codec::decode(
         TRAILER_MAGIC,
         PACK_VERSION,
         object,
-        &pack[blob_end..n - FOOTER_LEN],
+        &pack[frames_end..n - FOOTER_LEN],
     )?;
-    for e in &entries {
-        let end = e.offset as u64 + e.stored_len as u64;
-        if (e.offset as usize) < codec::HEADER_LEN || end > blob_end as u64 {
-            return Err(Error::corrupt(
-                object,
-                format!("blob {} lies outside the pack", e.chunk.short()),
-            ));
-        }
-    }
-    Ok(entries)
+    check_frames(&frames, frames_end as u64, object)?;
+    Ok(frames)
 }
 
 #[cfg(test)]
@@ -183,26 +303,36 @@ mod tests {
     #[test]
     fn build_read_decode() {
         let mut c = zstd::bulk::Compressor::new(3).unwrap();
-        let mut b = PackBuilder::new();
         let text = b"hello hello hello hello hello hello hello".repeat(10);
         let noise: Vec<u8> = (0..300u32).map(|i| (i * 7919 % 251) as u8).collect();
-        for raw in [&text[..], &noise[..], b""] {
-            let (comp, blob) = encode_blob(&mut c, raw);
-            b.push(ChunkId::of(raw), raw.len() as u32, comp, &blob);
-        }
-        let (id, bytes, entries) = b.finish();
+        let mut pack = PackBuilder::new();
+        let mut fb = FrameBuilder::default();
+        fb.push(ChunkId::of(&text), &text);
+        fb.push(ChunkId::of(&noise), &noise);
+        pack.push(fb.seal(&mut c));
+        assert!(fb.is_empty());
+        fb.push(ChunkId::of(&noise[..7]), &noise[..7]);
+        pack.push(fb.seal(&mut c));
+        let (id, bytes, frames) = pack.finish();
         assert_eq!(id, PackId::of(&bytes));
-        assert_eq!(entries[0].compression, Compression::Zstd);
-        assert_eq!(read_trailer(&bytes, "p").unwrap(), entries);
-        for (e, raw) in entries.iter().zip([&text[..], &noise[..], b""]) {
-            let s = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
-            assert_eq!(decode_blob(e, s, "p").unwrap(), raw);
-        }
-        // A flipped byte inside a blob is caught by the id check.
-        let e = entries[0];
-        let mut s = bytes[e.offset as usize..(e.offset + e.stored_len) as usize].to_vec();
-        s[3] ^= 1;
-        assert!(decode_blob(&e, &s, "p").is_err());
+        assert_eq!(frames[0].compression, Compression::Zstd);
+        assert_eq!(frames[1].compression, Compression::Raw);
+        assert_eq!(read_trailer(&bytes, "p").unwrap(), frames);
+        let f = &frames[0];
+        let stored = &bytes[f.offset as usize..(f.offset + f.stored_len) as usize];
+        let raw = decode_frame(&f.frame_ref(), stored, "p").unwrap();
+        assert_eq!(chunk_of(&raw, &f.chunks[0], "p").unwrap(), &text[..]);
+        assert_eq!(chunk_of(&raw, &f.chunks[1], "p").unwrap(), &noise[..]);
+        // A flipped byte is caught: by zstd, or by the chunk's id.
+        let mut bad = stored.to_vec();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        let caught = decode_frame(&f.frame_ref(), &bad, "p").and_then(|raw| {
+            f.chunks
+                .iter()
+                .try_for_each(|c| chunk_of(&raw, c, "p").map(|_| ()))
+        });
+        assert!(caught.is_err());
         assert!(read_trailer(&bytes[..bytes.len() - 1], "p").is_err());
     }
 }

@@ -3,9 +3,10 @@
 //! Steps (docs/architecture.md numbers them the same way):
 //! 1. check the run and job exist;
 //! 2. scan the paths (`scan`);
-//! 3. read, chunk and hash files in parallel; a chunk the index lacks is
-//!    compressed and appended to the open pack, which is written (and
-//!    fsynced) whenever it reaches the target size;
+//! 3. read, chunk and hash files in parallel, in contiguous batches of
+//!    neighbouring files; a chunk the index lacks joins the batch's open
+//!    frame, which is compressed once it holds about 1 MiB and appended to
+//!    the open pack, which is written (and fsynced) at about 4 MiB;
 //! 4. write the last pack, then one index object listing the new packs;
 //! 5. write the manifest;
 //! 6. write the layer ref: only now does the layer become visible.
@@ -29,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, JobName, ManifestId, RunName};
 use crate::index::{index_key, pack_key, IndexObject, IndexedPack};
 use crate::manifest::{manifest_key, ChunkRef, Entry, EntryKind, Manifest, Totals};
-use crate::pack::{encode_blob, PackBuilder};
+use crate::pack::{FrameBuilder, PackBuilder};
 use crate::refs::LayerRecord;
 use crate::scan::{scan, ScanKind};
 use crate::store::Store;
@@ -69,13 +70,11 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     let scanned = scan(&req.root, &req.paths)?;
 
     let sink = ChunkSink::new(store);
-    let contents: Vec<Option<(u64, Vec<ChunkRef>)>> = scanned
-        .par_iter()
-        .map(|s| match s.kind {
-            ScanKind::File { size } => sink.add_file(&s.abs, size).map(Some),
-            _ => Ok(None),
-        })
+    let batches: Vec<Vec<Option<FileContent>>> = batches(&scanned)
+        .into_par_iter()
+        .map(|range| sink.add_batch(&scanned[range]))
         .collect::<Result<_>>()?;
+    let contents: Vec<Option<FileContent>> = batches.into_iter().flatten().collect();
     let (packs, mut bytes_written) = sink.finish()?;
 
     let packs_written = packs.len() as u64;
@@ -94,9 +93,12 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
         .map(|(s, content)| {
             let kind = match (s.kind, content) {
                 (ScanKind::Dir, _) => EntryKind::Dir,
-                (ScanKind::File { .. }, Some((size, refs))) => {
-                    chunks += refs.len() as u64;
-                    EntryKind::File { size, chunks: refs }
+                (ScanKind::File { .. }, Some(c)) => {
+                    chunks += c.chunks.len() as u64;
+                    EntryKind::File {
+                        size: c.size,
+                        chunks: c.chunks,
+                    }
                 }
                 (ScanKind::Symlink { target }, _) => EntryKind::Symlink { target },
                 (ScanKind::Hardlink { target }, _) => EntryKind::Hardlink { target },
@@ -145,10 +147,41 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     })
 }
 
+/// A file as read: its size and chunks.
+struct FileContent {
+    size: u64,
+    chunks: Vec<ChunkRef>,
+}
+
 thread_local! {
-    /// One zstd context per thread, reused for every chunk.
+    /// One zstd context per thread, reused for every frame.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { RefCell::new(None) };
+}
+
+/// A batch closes once its files hold this many bytes, or this many files.
+const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_FILES: usize = 1024;
+
+/// Splits the scanned entries into contiguous ranges of similar work, so
+/// each range is chunked by one thread and its new chunks share frames.
+fn batches(scanned: &[crate::scan::Scanned]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes, mut files) = (0, 0u64, 0usize);
+    for (i, s) in scanned.iter().enumerate() {
+        if let ScanKind::File { size } = s.kind {
+            bytes += size;
+            files += 1;
+        }
+        if bytes >= BATCH_BYTES || files >= BATCH_FILES {
+            out.push(start..i + 1);
+            (start, bytes, files) = (i + 1, 0, 0);
+        }
+    }
+    if start < scanned.len() {
+        out.push(start..scanned.len());
+    }
+    out
 }
 
 /// Receives chunks from the parallel readers and keeps the new ones.
@@ -176,8 +209,31 @@ impl<'a> ChunkSink<'a> {
         }
     }
 
+    /// Chunks a batch of entries (files get their size as read and chunk
+    /// list; other entries `None`), gathering new chunks into frames.
+    fn add_batch(&self, entries: &[crate::scan::Scanned]) -> Result<Vec<Option<FileContent>>> {
+        let mut frame = FrameBuilder::default();
+        let mut out = Vec::with_capacity(entries.len());
+        for s in entries {
+            let ScanKind::File { size } = s.kind else {
+                out.push(None);
+                continue;
+            };
+            out.push(Some(self.add_file(&s.abs, size, &mut frame)?));
+        }
+        if !frame.is_empty() {
+            self.seal(&mut frame)?;
+        }
+        Ok(out)
+    }
+
     /// Chunks one file; returns its size as read and its chunk list.
-    fn add_file(&self, path: &std::path::Path, size_hint: u64) -> Result<(u64, Vec<ChunkRef>)> {
+    fn add_file(
+        &self,
+        path: &std::path::Path,
+        size_hint: u64,
+        frame: &mut FrameBuilder,
+    ) -> Result<FileContent> {
         let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
         let mut refs = Vec::with_capacity(1);
         let mut size = 0u64;
@@ -187,24 +243,35 @@ impl<'a> ChunkSink<'a> {
             self.store.config.chunker,
             &|e| Error::io("read", path, e),
             &mut |id, bytes| {
-                self.add_chunk(id, bytes)?;
                 size += bytes.len() as u64;
                 refs.push(ChunkRef {
                     id,
                     len: bytes.len() as u32,
                 });
+                if self.is_new(&id)? {
+                    self.chunks_new.fetch_add(1, Relaxed);
+                    self.bytes_new.fetch_add(bytes.len() as u64, Relaxed);
+                    frame.push(id, bytes);
+                    if frame.raw_len() >= self.store.config.frame_target_bytes as usize {
+                        self.seal(frame)?;
+                    }
+                }
                 Ok(())
             },
         )?;
-        Ok((size, refs))
+        Ok(FileContent { size, chunks: refs })
     }
 
-    fn add_chunk(&self, id: ChunkId, raw: &[u8]) -> Result<()> {
-        if self.store.index.contains(&id)? || !self.added.lock().expect("poisoned").insert(id) {
-            return Ok(());
-        }
+    /// Whether the store lacks `id` and no other file of this persist has
+    /// claimed it yet.
+    fn is_new(&self, id: &ChunkId) -> Result<bool> {
+        Ok(!self.store.index.contains(id)? && self.added.lock().expect("poisoned").insert(*id))
+    }
+
+    /// Compresses the frame and appends it to the open pack.
+    fn seal(&self, frame: &mut FrameBuilder) -> Result<()> {
         let level = self.store.config.zstd_level;
-        let (compression, blob) = COMPRESSOR.with(|c| {
+        let sealed = COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
             if c.as_ref().is_none_or(|(l, _)| *l != level) {
                 *c = Some((
@@ -212,13 +279,11 @@ impl<'a> ChunkSink<'a> {
                     zstd::bulk::Compressor::new(level).expect("valid zstd level"),
                 ));
             }
-            encode_blob(&mut c.as_mut().expect("set above").1, raw)
+            frame.seal(&mut c.as_mut().expect("set above").1)
         });
-        self.chunks_new.fetch_add(1, Relaxed);
-        self.bytes_new.fetch_add(raw.len() as u64, Relaxed);
         let full = {
             let mut open = self.open.lock().expect("poisoned");
-            open.push(id, raw.len() as u32, compression, &blob);
+            open.push(sealed);
             if open.len() >= self.store.config.pack_target_bytes as usize {
                 Some(std::mem::take(&mut *open))
             } else {
@@ -234,13 +299,13 @@ impl<'a> ChunkSink<'a> {
     }
 
     fn write_pack(&self, pack: PackBuilder) -> Result<()> {
-        let (id, bytes, blobs) = pack.finish();
+        let (id, bytes, frames) = pack.finish();
         self.store.backend.put(&pack_key(&id), &bytes)?;
         self.pack_bytes.fetch_add(bytes.len() as u64, Relaxed);
         self.written
             .lock()
             .expect("poisoned")
-            .push(IndexedPack { pack: id, blobs });
+            .push(IndexedPack { pack: id, frames });
         Ok(())
     }
 

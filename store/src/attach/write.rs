@@ -34,11 +34,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, PackId};
 use crate::index::pack_key;
 use crate::manifest::Mtime;
-use crate::pack::{decode_blob, BlobEntry};
+use crate::pack::{chunk_of, decode_frame, FrameChunk, FrameRef};
 use crate::store::Store;
 
 /// Reads within a pack closer than this are merged into one request.
-const COALESCE_GAP: u64 = 256 << 10;
+const COALESCE_GAP: u64 = 64 << 10;
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct WriteStats {
@@ -301,33 +301,41 @@ fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
         Ok(())
     })?;
 
-    // Group the store's chunks by pack, in offset order.
-    let mut packs: BTreeMap<PackId, Vec<BlobEntry>> = BTreeMap::new();
+    // Group the store's chunks by pack and frame (frames in offset order).
+    let mut packs: BTreeMap<PackId, BTreeMap<FrameRef, Vec<FrameChunk>>> = BTreeMap::new();
     for id in from_store.keys() {
         let (j, _) = from_store[id][0];
         let loc = store.index.get(id)?.ok_or_else(|| Error::MissingChunk {
             chunk: *id,
             path: jobs[j].entry.path.to_string(),
         })?;
-        packs.entry(loc.pack).or_default().push(loc.blob);
+        packs
+            .entry(loc.pack)
+            .or_default()
+            .entry(loc.frame)
+            .or_default()
+            .push(loc.chunk);
     }
-    packs.par_iter().try_for_each(|(pack, blobs)| {
-        let mut blobs = blobs.clone();
-        blobs.sort_by_key(|b| b.offset);
+    packs.par_iter().try_for_each(|(pack, frames)| {
         let key = pack_key(pack);
-        let spans = coalesce(&blobs);
+        let frames: Vec<(&FrameRef, &Vec<FrameChunk>)> = frames.iter().collect();
+        let spans = coalesce(&frames);
         let ranges: Vec<Range<u64>> = spans.iter().map(|(r, _)| r.clone()).collect();
         let data = store.backend.get_ranges(&key, &ranges)?;
         for ((range, members), bytes) in spans.iter().zip(&data) {
             stats
                 .bytes_from_store
                 .fetch_add(bytes.len() as u64, Relaxed);
-            for b in &blobs[members.clone()] {
-                let start = (b.offset as u64 - range.start) as usize;
-                let raw = decode_blob(b, &bytes[start..start + b.stored_len as usize], &key)?;
-                stats.chunks_from_store.fetch_add(1, Relaxed);
-                for &(j, offset) in &from_store[&b.chunk] {
-                    jobs[j].write(offset, &raw, stats)?;
+            for (frame, chunks) in &frames[members.clone()] {
+                let start = (frame.offset as u64 - range.start) as usize;
+                let stored = &bytes[start..start + frame.stored_len as usize];
+                let raw = decode_frame(frame, stored, &key)?;
+                for c in chunks.iter() {
+                    let chunk = chunk_of(&raw, c, &key)?;
+                    stats.chunks_from_store.fetch_add(1, Relaxed);
+                    for &(j, offset) in &from_store[&c.id] {
+                        jobs[j].write(offset, chunk, stats)?;
+                    }
                 }
             }
         }
@@ -335,11 +343,11 @@ fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
     })
 }
 
-/// Groups offset-sorted blobs into read ranges: (range, blob indices).
-fn coalesce(blobs: &[BlobEntry]) -> Vec<(Range<u64>, Range<usize>)> {
+/// Groups offset-sorted frames into read ranges: (range, frame indices).
+fn coalesce<T>(frames: &[(&FrameRef, T)]) -> Vec<(Range<u64>, Range<usize>)> {
     let mut spans: Vec<(Range<u64>, Range<usize>)> = Vec::new();
-    for (i, b) in blobs.iter().enumerate() {
-        let (start, end) = (b.offset as u64, b.offset as u64 + b.stored_len as u64);
+    for (i, (f, _)) in frames.iter().enumerate() {
+        let (start, end) = (f.offset as u64, f.offset as u64 + f.stored_len as u64);
         match spans.last_mut() {
             Some((r, m)) if start <= r.end + COALESCE_GAP => {
                 r.end = r.end.max(end);
