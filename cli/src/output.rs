@@ -117,7 +117,7 @@ pub fn attach_line(r: &AttachReport) -> String {
         plural(r.files, "file"),
         bytes(r.bytes),
         r.seconds,
-        bytes(r.write.bytes_from_store),
+        bytes(r.write.bytes_from_store + r.manifest_bytes_from_store),
         plural(r.write.files_in_place, "file")
     )
 }

@@ -34,6 +34,14 @@ impl ChunkerParams {
         max: 256 << 10,
     };
 
+    /// The sizes manifests are cut with: small, so that a changed entry
+    /// makes only a little of the next run's manifest new.
+    pub const METADATA: Self = Self {
+        min: 512,
+        avg: 2 << 10,
+        max: 8 << 10,
+    };
+
     /// Checks the bounds FastCDC accepts, so a hand-edited config fails
     /// clearly instead of panicking in the chunker.
     pub fn validate(&self) -> Result<()> {

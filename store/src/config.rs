@@ -22,6 +22,8 @@ pub struct StoreConfig {
     /// A random id, so caches kept for one store are never used for another.
     pub store_id: String,
     pub chunker: ChunkerParams,
+    /// How manifests' encodings are cut into chunks.
+    pub manifest_chunker: ChunkerParams,
     /// Packs are closed once they reach this many bytes.
     pub pack_target_bytes: u32,
     /// Frames (runs of chunks compressed together) are closed once they
@@ -37,6 +39,7 @@ impl StoreConfig {
             format: STORE_FORMAT,
             store_id,
             chunker: ChunkerParams::DEFAULT,
+            manifest_chunker: ChunkerParams::METADATA,
             pack_target_bytes: 4 << 20,
             frame_target_bytes: 1 << 20,
             zstd_level: 3,
@@ -60,6 +63,7 @@ impl StoreConfig {
             });
         }
         config.chunker.validate()?;
+        config.manifest_chunker.validate()?;
         if !(1 << 16..=1 << 30).contains(&config.pack_target_bytes) {
             return Err(Error::corrupt(
                 "store config",

@@ -22,6 +22,7 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fetch;
 pub mod graph;
 pub mod id;
 pub mod index;

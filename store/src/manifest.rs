@@ -3,6 +3,12 @@
 //! hardlinks) with modes and mtimes, sorted by path bytes, and is named by
 //! the BLAKE3 of its encoding.
 //!
+//! The encoding is columnar (front-coded paths, then types and contents,
+//! then modes, then mtimes) so that a next run's manifest differs from the
+//! last one only where files changed, plus the mtimes. The store cuts the
+//! encoding into chunks like file content, so unchanged stretches of a
+//! manifest are stored once; `ManifestRoot` lists those chunks.
+//!
 //! A manifest is untrusted input at attach (a store is shared by many jobs),
 //! so `decode` validates everything attach relies on: safe relative paths,
 //! strict order, every parent present as a directory, hardlinks pointing at
@@ -21,6 +27,10 @@ use crate::pack::MAX_CHUNK_LEN;
 
 pub const MANIFEST_MAGIC: &[u8; 8] = b"STRAMANI";
 pub const MANIFEST_VERSION: u32 = 1;
+const ROOT_MAGIC: &[u8; 8] = b"STRAMROT";
+const ROOT_VERSION: u32 = 1;
+/// The most bytes a manifest's encoding may claim (a root is untrusted).
+pub const MAX_MANIFEST_LEN: u64 = 4 << 30;
 /// Longest path accepted, in bytes (Linux's PATH_MAX).
 pub const MAX_PATH_LEN: usize = 4096;
 /// Longest path component accepted, in bytes (Linux's NAME_MAX).
@@ -166,9 +176,51 @@ pub struct Totals {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
     pub entries: Vec<Entry>,
+}
+
+/// The stored form of a manifest: one column per field, so that what
+/// changes between runs (mtimes) does not disturb what does not.
+#[derive(Serialize, Deserialize)]
+struct Columns {
+    /// Front-coded paths: bytes shared with the previous path, then the rest.
+    paths: Vec<(u32, Vec<u8>)>,
+    kinds: Vec<EntryKind>,
+    modes: Vec<u32>,
+    /// Seconds as the difference from the previous entry's, and nanoseconds.
+    mtimes: Vec<(i64, u32)>,
+}
+
+/// The object at `manifests/<id>`: the chunks that hold the manifest's
+/// encoding, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRoot {
+    pub len: u64,
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl ManifestRoot {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(ROOT_MAGIC, ROOT_VERSION, self)
+    }
+
+    pub fn decode(id: &ManifestId, bytes: &[u8]) -> Result<Self> {
+        let object = manifest_key(id);
+        let root: ManifestRoot = codec::decode(ROOT_MAGIC, ROOT_VERSION, &object, bytes)?;
+        let sum: u64 = root.chunks.iter().map(|c| c.len as u64).sum();
+        if sum != root.len
+            || root.len > MAX_MANIFEST_LEN
+            || root
+                .chunks
+                .iter()
+                .any(|c| c.len == 0 || c.len > MAX_CHUNK_LEN)
+        {
+            return Err(Error::corrupt(object, "chunk lengths do not add up"));
+        }
+        Ok(root)
+    }
 }
 
 impl Manifest {
@@ -178,7 +230,26 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> (ManifestId, Vec<u8>) {
-        let bytes = codec::encode(MANIFEST_MAGIC, MANIFEST_VERSION, self);
+        let mut cols = Columns {
+            paths: Vec::with_capacity(self.entries.len()),
+            kinds: Vec::with_capacity(self.entries.len()),
+            modes: Vec::with_capacity(self.entries.len()),
+            mtimes: Vec::with_capacity(self.entries.len()),
+        };
+        let mut prev: &[u8] = b"";
+        let mut prev_secs = 0i64;
+        for e in &self.entries {
+            let p = e.path.as_bytes();
+            let shared = p.iter().zip(prev).take_while(|(a, b)| a == b).count();
+            cols.paths.push((shared as u32, p[shared..].to_vec()));
+            prev = p;
+            cols.kinds.push(e.kind.clone());
+            cols.modes.push(e.mode);
+            cols.mtimes
+                .push((e.mtime.secs.wrapping_sub(prev_secs), e.mtime.nanos));
+            prev_secs = e.mtime.secs;
+        }
+        let bytes = codec::encode(MANIFEST_MAGIC, MANIFEST_VERSION, &cols);
         (ManifestId::of(&bytes), bytes)
     }
 
@@ -188,7 +259,44 @@ impl Manifest {
         if ManifestId::of(bytes) != *id {
             return Err(Error::corrupt(&object, "content does not match its id"));
         }
-        let m: Manifest = codec::decode(MANIFEST_MAGIC, MANIFEST_VERSION, &object, bytes)?;
+        let cols: Columns = codec::decode(MANIFEST_MAGIC, MANIFEST_VERSION, &object, bytes)?;
+        let n = cols.paths.len();
+        if cols.kinds.len() != n || cols.modes.len() != n || cols.mtimes.len() != n {
+            return Err(Error::corrupt(&object, "columns of different lengths"));
+        }
+        let mut entries = Vec::with_capacity(n);
+        let mut prev: Vec<u8> = Vec::new();
+        let mut secs = 0i64;
+        for (((shared, rest), kind), (mode, (dsecs, nanos))) in cols
+            .paths
+            .into_iter()
+            .zip(cols.kinds)
+            .zip(cols.modes.into_iter().zip(cols.mtimes))
+        {
+            let shared = shared as usize;
+            if shared > prev.len() {
+                return Err(Error::corrupt(
+                    &object,
+                    "path shares more than its predecessor has",
+                ));
+            }
+            let mut p = prev[..shared].to_vec();
+            p.extend_from_slice(&rest);
+            let path = RelPath::new(p.clone()).map_err(|reason| Error::UnsafePath {
+                path: String::from_utf8_lossy(&p).into_owned(),
+                object: object.clone(),
+                reason,
+            })?;
+            prev = p;
+            secs = secs.wrapping_add(dsecs);
+            entries.push(Entry {
+                path,
+                mode,
+                mtime: Mtime { secs, nanos },
+                kind,
+            });
+        }
+        let m = Manifest { entries };
         m.validate(&object)?;
         Ok(m)
     }
@@ -294,6 +402,54 @@ mod tests {
             mtime: Mtime::default(),
             kind,
         }
+    }
+
+    /// A next run's manifest that differs in one file and in every mtime
+    /// still shares most of its chunks with the last one.
+    #[test]
+    fn next_manifest_shares_most_chunks() {
+        use crate::chunking::{chunk_slice, ChunkerParams};
+        let build = |changed: &str, mtime: i64| {
+            let mut m = Manifest::default();
+            m.entries.push(entry("node_modules", EntryKind::Dir));
+            for i in 0..4000 {
+                let content = if i == 2000 {
+                    changed.to_string()
+                } else {
+                    format!("c{i}")
+                };
+                let mut e = entry(
+                    &format!("node_modules/f{i:05}.js"),
+                    EntryKind::File {
+                        size: 1,
+                        chunks: vec![ChunkRef {
+                            id: ChunkId::of(content.as_bytes()),
+                            len: 1,
+                        }],
+                    },
+                );
+                e.mtime = Mtime {
+                    secs: mtime,
+                    nanos: 0,
+                };
+                m.entries.push(e);
+            }
+            m
+        };
+        let cut = |m: &Manifest| {
+            let mut ids = vec![];
+            chunk_slice(&m.encode().1, ChunkerParams::METADATA, &mut |id, _| {
+                ids.push(id);
+                Ok(())
+            })
+            .unwrap();
+            ids
+        };
+        let (a, b) = (cut(&build("old", 100)), cut(&build("new", 200)));
+        let old: HashSet<_> = a.iter().collect();
+        let fresh = b.iter().filter(|id| !old.contains(id)).count();
+        assert!(b.len() > 20);
+        assert!(fresh * 5 < b.len(), "{fresh} of {} chunks new", b.len());
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!    neighbouring files; a chunk the index lacks joins the batch's open
 //!    frame, which is compressed once it holds about 1 MiB and appended to
 //!    the open pack, which is written (and fsynced) at about 4 MiB;
-//! 4. write the last pack, then one index object listing the new packs;
-//! 5. write the manifest;
+//! 4. encode the manifest and store its encoding as chunks too (in frames
+//!    of their own);
+//! 5. write the last pack, then one index object listing the new packs,
+//!    then the manifest's root object (the list of its chunks);
 //! 6. write the layer ref: only now does the layer become visible.
 //!
 //! A crash before step 6 leaves unreferenced packs (reclaimed by gc, never
@@ -25,11 +27,11 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::chunking::chunk_stream;
+use crate::chunking::{chunk_slice, chunk_stream};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, JobName, ManifestId, RunName};
 use crate::index::{index_key, pack_key, IndexObject, IndexedPack};
-use crate::manifest::{manifest_key, ChunkRef, Entry, EntryKind, Manifest, Totals};
+use crate::manifest::{manifest_key, ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Totals};
 use crate::pack::{FrameBuilder, PackBuilder};
 use crate::refs::LayerRecord;
 use crate::scan::{scan, ScanKind};
@@ -75,16 +77,6 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
         .map(|range| sink.add_batch(&scanned[range]))
         .collect::<Result<_>>()?;
     let contents: Vec<Option<FileContent>> = batches.into_iter().flatten().collect();
-    let (packs, mut bytes_written) = sink.finish()?;
-
-    let packs_written = packs.len() as u64;
-    if !packs.is_empty() {
-        let object = IndexObject { packs };
-        let (id, bytes) = object.encode();
-        store.backend.put(&index_key(&id), &bytes)?;
-        store.index.add(&id, &object)?;
-        bytes_written += bytes.len() as u64;
-    }
 
     let mut chunks = 0;
     let entries = scanned
@@ -114,9 +106,23 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
         .collect();
     let manifest = Manifest { entries };
     let totals = manifest.totals();
-    let (manifest_id, bytes) = manifest.encode();
+    let (manifest_id, body) = manifest.encode();
+    // The manifest's encoding is stored as chunks, like file content, so
+    // what it shares with earlier manifests is not stored again.
+    let root = sink.add_manifest(&body)?;
+
+    let (packs, mut bytes_written) = sink.finish()?;
+    let packs_written = packs.len() as u64;
+    if !packs.is_empty() {
+        let object = IndexObject { packs };
+        let (id, bytes) = object.encode();
+        store.backend.put(&index_key(&id), &bytes)?;
+        store.index.add(&id, &object)?;
+        bytes_written += bytes.len() as u64;
+    }
     let key = manifest_key(&manifest_id);
     if !store.backend.exists(&key)? {
+        let bytes = root.encode();
         store.backend.put(&key, &bytes)?;
         bytes_written += bytes.len() as u64;
     }
@@ -260,6 +266,34 @@ impl<'a> ChunkSink<'a> {
             },
         )?;
         Ok(FileContent { size, chunks: refs })
+    }
+
+    /// Stores a manifest's encoding as chunks in frames of their own (so
+    /// reading a manifest reads no file content); returns its root.
+    fn add_manifest(&self, body: &[u8]) -> Result<ManifestRoot> {
+        let mut frame = FrameBuilder::default();
+        let mut chunks = Vec::new();
+        chunk_slice(
+            body,
+            self.store.config.manifest_chunker,
+            &mut |id, bytes| {
+                chunks.push(ChunkRef {
+                    id,
+                    len: bytes.len() as u32,
+                });
+                if self.is_new(&id)? {
+                    frame.push(id, bytes);
+                }
+                Ok(())
+            },
+        )?;
+        if !frame.is_empty() {
+            self.seal(&mut frame)?;
+        }
+        Ok(ManifestRoot {
+            len: body.len() as u64,
+            chunks,
+        })
     }
 
     /// Whether the store lacks `id` and no other file of this persist has

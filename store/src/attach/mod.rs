@@ -15,6 +15,7 @@ pub mod plan;
 pub mod write;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,8 +23,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::fetch::load_manifest;
 use crate::id::{JobName, ManifestId, RunName};
-use crate::manifest::{manifest_key, Manifest, Totals};
+use crate::manifest::Totals;
 use crate::store::Store;
 use plan::{merge, Layer, Plan, Target};
 pub use write::WriteStats;
@@ -55,6 +57,8 @@ pub struct AttachReport {
     pub symlinks: u64,
     pub hardlinks: u64,
     pub bytes: u64,
+    /// Bytes of manifests read from the store (file content is in `write`).
+    pub manifest_bytes_from_store: u64,
     #[serde(flatten)]
     pub write: WriteStats,
     pub seconds: f64,
@@ -73,19 +77,24 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
             }
         }
     }
+    let manifest_bytes = AtomicU64::new(0);
     let layers = refs
         .into_par_iter()
         .map(|(j, l)| {
-            let bytes = store.backend.get(&manifest_key(&l.record.manifest))?;
+            let (manifest, read) = load_manifest(store, &l.record.manifest)?;
+            manifest_bytes.fetch_add(read, Relaxed);
             Ok(Layer {
+                manifest: Arc::new(manifest),
+                manifest_id: l.record.manifest,
                 job: l.job,
                 job_index: j,
                 key: l.key,
-                manifest: Arc::new(Manifest::decode(&l.record.manifest, &bytes)?),
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    merge(graph, layers)
+    let mut plan = merge(graph, layers)?;
+    plan.manifest_bytes = manifest_bytes.into_inner();
+    Ok(plan)
 }
 
 pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
@@ -101,7 +110,7 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
             .map(|l| LayerSummary {
                 job: l.job.clone(),
                 layer: l.key.clone(),
-                manifest: ManifestId::of(&l.manifest.encode().1),
+                manifest: l.manifest_id,
                 totals: l.manifest.totals(),
             })
             .collect(),
@@ -110,6 +119,7 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
         symlinks: 0,
         hardlinks: 0,
         bytes: 0,
+        manifest_bytes_from_store: plan.manifest_bytes,
         write,
         seconds: 0.0,
     };

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::id::JobName;
+use crate::id::{JobName, ManifestId};
 use crate::manifest::{ChunkRef, Entry, EntryKind, Manifest, Mtime, RelPath};
 
 /// One layer to apply, in apply order.
@@ -31,6 +31,7 @@ pub struct Layer {
     /// The job's index in the graph.
     pub job_index: usize,
     pub key: String,
+    pub manifest_id: ManifestId,
     pub manifest: Arc<Manifest>,
 }
 
@@ -66,6 +67,8 @@ pub struct Plan {
     pub layers: Vec<Layer>,
     /// Sorted by path, so every directory comes before what it holds.
     pub entries: Vec<Planned>,
+    /// Bytes read from the store to load the manifests.
+    pub manifest_bytes: u64,
 }
 
 /// What an entry holds, for deciding whether two writes are identical.
@@ -176,7 +179,11 @@ pub fn merge(graph: &Graph, layers: Vec<Layer>) -> Result<Plan> {
             }
         })
         .collect();
-    Ok(Plan { layers, entries })
+    Ok(Plan {
+        layers,
+        entries,
+        manifest_bytes: 0,
+    })
 }
 
 /// Checks every pair of writes of a path by different, unrelated jobs.
@@ -283,6 +290,7 @@ mod tests {
             job_index: g.index_of(&job).unwrap(),
             job,
             key: String::new(),
+            manifest_id: m.encode().0,
             manifest: Arc::new(m),
         }
     }

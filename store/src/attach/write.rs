@@ -14,10 +14,9 @@
 //!
 //! Knows nothing about graphs or conflicts: the plan is already final.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
-use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -31,14 +30,10 @@ use super::plan::{Plan, Planned, Target};
 use crate::backend::unique_tmp_name;
 use crate::chunking::chunk_stream;
 use crate::error::{Error, IoContext, Result};
-use crate::id::{ChunkId, PackId};
-use crate::index::pack_key;
+use crate::fetch::fetch_chunks;
+use crate::id::ChunkId;
 use crate::manifest::Mtime;
-use crate::pack::{chunk_of, decode_frame, FrameChunk, FrameRef};
 use crate::store::Store;
-
-/// Reads within a pack closer than this are merged into one request.
-const COALESCE_GAP: u64 = 64 << 10;
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct WriteStats {
@@ -301,62 +296,23 @@ fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
         Ok(())
     })?;
 
-    // Group the store's chunks by pack and frame (frames in offset order).
-    let mut packs: BTreeMap<PackId, BTreeMap<FrameRef, Vec<FrameChunk>>> = BTreeMap::new();
-    for id in from_store.keys() {
-        let (j, _) = from_store[id][0];
-        let loc = store.index.get(id)?.ok_or_else(|| Error::MissingChunk {
-            chunk: *id,
-            path: jobs[j].entry.path.to_string(),
-        })?;
-        packs
-            .entry(loc.pack)
-            .or_default()
-            .entry(loc.frame)
-            .or_default()
-            .push(loc.chunk);
-    }
-    packs.par_iter().try_for_each(|(pack, frames)| {
-        let key = pack_key(pack);
-        let frames: Vec<(&FrameRef, &Vec<FrameChunk>)> = frames.iter().collect();
-        let spans = coalesce(&frames);
-        let ranges: Vec<Range<u64>> = spans.iter().map(|(r, _)| r.clone()).collect();
-        let data = store.backend.get_ranges(&key, &ranges)?;
-        for ((range, members), bytes) in spans.iter().zip(&data) {
-            stats
-                .bytes_from_store
-                .fetch_add(bytes.len() as u64, Relaxed);
-            for (frame, chunks) in &frames[members.clone()] {
-                let start = (frame.offset as u64 - range.start) as usize;
-                let stored = &bytes[start..start + frame.stored_len as usize];
-                let raw = decode_frame(frame, stored, &key)?;
-                for c in chunks.iter() {
-                    let chunk = chunk_of(&raw, c, &key)?;
-                    stats.chunks_from_store.fetch_add(1, Relaxed);
-                    for &(j, offset) in &from_store[&c.id] {
-                        jobs[j].write(offset, chunk, stats)?;
-                    }
-                }
+    let fetched = fetch_chunks(
+        store,
+        from_store.keys().copied(),
+        &|id| Error::MissingChunk {
+            chunk: id,
+            path: jobs[from_store[&id][0].0].entry.path.to_string(),
+        },
+        &|id, bytes| {
+            for &(j, offset) in &from_store[&id] {
+                jobs[j].write(offset, bytes, stats)?;
             }
-        }
-        Ok(())
-    })
-}
-
-/// Groups offset-sorted frames into read ranges: (range, frame indices).
-fn coalesce<T>(frames: &[(&FrameRef, T)]) -> Vec<(Range<u64>, Range<usize>)> {
-    let mut spans: Vec<(Range<u64>, Range<usize>)> = Vec::new();
-    for (i, (f, _)) in frames.iter().enumerate() {
-        let (start, end) = (f.offset as u64, f.offset as u64 + f.stored_len as u64);
-        match spans.last_mut() {
-            Some((r, m)) if start <= r.end + COALESCE_GAP => {
-                r.end = r.end.max(end);
-                m.end = i + 1;
-            }
-            _ => spans.push((start..end, i..i + 1)),
-        }
-    }
-    spans
+            Ok(())
+        },
+    )?;
+    stats.chunks_from_store.fetch_add(fetched.chunks, Relaxed);
+    stats.bytes_from_store.fetch_add(fetched.bytes, Relaxed);
+    Ok(())
 }
 
 impl FileJob<'_> {
