@@ -144,9 +144,10 @@ impl ChunkIndex {
     }
 
     /// Merges an index object into the cache. A chunk already indexed keeps
-    /// its first location: any copy is as good as another.
+    /// its first location: any copy is as good as another. The object is
+    /// marked loaded only after all its entries, so an interrupted merge is
+    /// simply redone by the next `sync`.
     pub fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()> {
-        let mut batch = sled::Batch::default();
         for p in &object.packs {
             for f in &p.frames {
                 for c in &f.chunks {
@@ -156,12 +157,11 @@ impl ChunkIndex {
                             frame: f.frame_ref(),
                             chunk: *c,
                         };
-                        batch.insert(&c.id.0[..], &loc.to_bytes()[..]);
+                        self.chunks.insert(c.id.0, &loc.to_bytes()[..])?;
                     }
                 }
             }
         }
-        self.chunks.apply_batch(batch)?;
         self.loaded.insert(id.0, &[])?;
         Ok(())
     }

@@ -11,6 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Mtime, RelPath};
 
@@ -88,19 +90,8 @@ pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Vec<Scanned>> {
             found.insert(rel_path(&rel, &abs)?, (abs.clone(), meta.clone()));
         }
         if meta.is_dir() {
-            for entry in walkdir::WalkDir::new(&abs).min_depth(1).follow_links(false) {
-                let entry = entry.map_err(|e| {
-                    let p = e.path().unwrap_or(&abs).to_path_buf();
-                    Error::io("read directory", p, e.into())
-                })?;
-                let m = entry
-                    .metadata()
-                    .map_err(|e| Error::io("stat", entry.path(), e.into()))?;
-                let r = entry
-                    .path()
-                    .strip_prefix(&root_abs)
-                    .expect("walk stays under root");
-                found.insert(rel_path(r, entry.path())?, (entry.path().to_path_buf(), m));
+            for (r, a, m) in walk(&root_abs, &abs)? {
+                found.insert(r, (a, m));
             }
         }
     }
@@ -148,6 +139,41 @@ pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Vec<Scanned>> {
             })
         })
         .collect()
+}
+
+/// Everything below `dir`, walked without following symlinks; the
+/// subtrees of its children are walked in parallel (a `node_modules` has
+/// hundreds of them), which hides much of the cost of `lstat`.
+fn walk(root_abs: &Path, dir: &Path) -> Result<Vec<(RelPath, PathBuf, Metadata)>> {
+    let children: Vec<PathBuf> = fs::read_dir(dir)
+        .ctx("read directory", dir)?
+        .map(|e| e.map(|e| e.path()).ctx("read directory", dir))
+        .collect::<Result<_>>()?;
+    let parts: Vec<Vec<(RelPath, PathBuf, Metadata)>> = children
+        .par_iter()
+        .map(|child| {
+            let mut out = Vec::new();
+            let walker = walkdir::WalkDir::new(child)
+                .follow_links(false)
+                .follow_root_links(false);
+            for entry in walker {
+                let entry = entry.map_err(|e| {
+                    let p = e.path().unwrap_or(child).to_path_buf();
+                    Error::io("read directory", p, e.into())
+                })?;
+                let m = entry
+                    .metadata()
+                    .map_err(|e| Error::io("stat", entry.path(), e.into()))?;
+                let r = entry
+                    .path()
+                    .strip_prefix(root_abs)
+                    .expect("walk stays under root");
+                out.push((rel_path(r, entry.path())?, entry.into_path(), m));
+            }
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// `given` as a path relative to the root, resolved lexically: `..` may not

@@ -188,7 +188,7 @@ fn open_meta(path: &Path) -> Result<sled::Db> {
     let config = || {
         sled::Config::new()
             .path(path)
-            .cache_capacity(64 << 20)
+            .cache_capacity(8 << 20)
             .flush_every_ms(None)
     };
     match config().open() {
