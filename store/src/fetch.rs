@@ -20,9 +20,6 @@ use crate::manifest::{manifest_key, Manifest, ManifestRoot};
 use crate::pack::{chunk_of, decode_frame, FrameChunk, FrameRef};
 use crate::store::Store;
 
-/// Reads within a pack closer than this are merged into one request.
-const COALESCE_GAP: u64 = 64 << 10;
-
 /// What a fetch read.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Fetched {
@@ -59,7 +56,7 @@ pub fn fetch_chunks(
     packs.par_iter().try_for_each(|(pack, frames)| {
         let key = pack_key(pack);
         let frames: Vec<(&FrameRef, &Vec<FrameChunk>)> = frames.iter().collect();
-        let spans = coalesce(&frames);
+        let spans = coalesce(&frames, store.backend.coalesce_gap());
         let ranges: Vec<Range<u64>> = spans.iter().map(|(r, _)| r.clone()).collect();
         let data = store.backend.get_ranges(&key, &ranges)?;
         for ((range, members), bytes) in spans.iter().zip(&data) {
@@ -115,12 +112,12 @@ pub fn load_manifest(store: &Store, id: &ManifestId) -> Result<(Manifest, u64)> 
 }
 
 /// Groups offset-sorted frames into read ranges: (range, frame indices).
-fn coalesce<T>(frames: &[(&FrameRef, T)]) -> Vec<(Range<u64>, Range<usize>)> {
+fn coalesce<T>(frames: &[(&FrameRef, T)], gap: u64) -> Vec<(Range<u64>, Range<usize>)> {
     let mut spans: Vec<(Range<u64>, Range<usize>)> = Vec::new();
     for (i, (f, _)) in frames.iter().enumerate() {
         let (start, end) = (f.offset as u64, f.offset as u64 + f.stored_len as u64);
         match spans.last_mut() {
-            Some((r, m)) if start <= r.end + COALESCE_GAP => {
+            Some((r, m)) if start <= r.end + gap => {
                 r.end = r.end.max(end);
                 m.end = i + 1;
             }
@@ -144,10 +141,13 @@ mod tests {
             compression: Compression::Raw,
         };
         let (a, b, c) = (f(12, 100), f(112, 50), f(1 << 20, 10));
-        let spans = coalesce(&[(&a, ()), (&b, ()), (&c, ())]);
+        let frames = [(&a, ()), (&b, ()), (&c, ())];
+        let spans = coalesce(&frames, 64 << 10);
         assert_eq!(
             spans,
             vec![(12..162, 0..2), ((1 << 20)..(1 << 20) + 10, 2..3)]
         );
+        // Adjacent frames are one read even with no gap allowed.
+        assert_eq!(coalesce(&frames, 0).len(), 2);
     }
 }

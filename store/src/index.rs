@@ -143,25 +143,28 @@ impl ChunkIndex {
         self.chunks.is_empty()
     }
 
-    /// Merges an index object into the cache. A chunk already indexed keeps
-    /// its first location: any copy is as good as another. The object is
-    /// marked loaded only after all its entries, so an interrupted merge is
-    /// simply redone by the next `sync`.
+    /// Merges an index object into the cache (from several threads: sled
+    /// takes concurrent writers). A chunk listed twice keeps whichever
+    /// location is written last: any copy is as good as another. The object
+    /// is marked loaded only after all its entries, so an interrupted merge
+    /// is simply redone by the next `sync`.
     pub fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()> {
-        for p in &object.packs {
-            for f in &p.frames {
+        use rayon::prelude::*;
+        object
+            .packs
+            .par_iter()
+            .flat_map_iter(|p| p.frames.iter().map(move |f| (p.pack, f)))
+            .try_for_each(|(pack, f)| {
                 for c in &f.chunks {
-                    if !self.chunks.contains_key(c.id.0)? {
-                        let loc = Location {
-                            pack: p.pack,
-                            frame: f.frame_ref(),
-                            chunk: *c,
-                        };
-                        self.chunks.insert(c.id.0, &loc.to_bytes()[..])?;
-                    }
+                    let loc = Location {
+                        pack,
+                        frame: f.frame_ref(),
+                        chunk: *c,
+                    };
+                    self.chunks.insert(c.id.0, &loc.to_bytes()[..])?;
                 }
-            }
-        }
+                Ok::<(), Error>(())
+            })?;
         self.loaded.insert(id.0, &[])?;
         Ok(())
     }

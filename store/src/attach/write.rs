@@ -75,23 +75,33 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
     // Decide, for every regular file, whether it is already in place.
     let stats = Stats::default();
     let chunker = store.config.chunker;
-    let candidates: Vec<Option<FileJob>> = plan
+    let candidates: Vec<Classified> = plan
         .entries
         .par_iter()
         .filter(|e| matches!(e.target, Target::File { .. }))
         .map(|e| classify(e, dest(e), chunker))
         .collect::<Result<_>>()?;
-    let jobs: Vec<FileJob> = candidates.into_iter().flatten().collect();
-    stats.files_in_place.store(
-        plan.entries
-            .iter()
-            .filter(|e| matches!(e.target, Target::File { .. }))
-            .count() as u64
-            - jobs.len() as u64,
-        Relaxed,
-    );
+    // Files already in place stay as they are for the whole attach, so any
+    // of their chunks can seed the files that must be written.
+    let mut seeds: HashMap<ChunkId, (PathBuf, u64)> = HashMap::new();
+    let mut jobs = Vec::new();
+    for c in candidates {
+        match c {
+            Classified::InPlace(e) => {
+                stats.files_in_place.fetch_add(1, Relaxed);
+                if let Target::File { chunks, .. } = &e.target {
+                    let mut offset = 0;
+                    for c in chunks {
+                        seeds.entry(c.id).or_insert_with(|| (dest(e), offset));
+                        offset += c.len as u64;
+                    }
+                }
+            }
+            Classified::Write(job) => jobs.push(job),
+        }
+    }
 
-    let result = write_files(store, &jobs, &stats);
+    let result = write_files(store, &jobs, &seeds, &stats);
     if result.is_err() {
         for job in &jobs {
             if *job.created.lock().expect("poisoned") && job.remaining.load(Relaxed) > 0 {
@@ -187,13 +197,18 @@ fn clear_dir_at(path: &Path) -> Result<()> {
     }
 }
 
-/// `None` if the file at `dest` already has the planned content (its mode
-/// and mtime are fixed here); otherwise the job of writing it.
+enum Classified<'p> {
+    /// The file at the target already has the planned content (its mode
+    /// and mtime were fixed).
+    InPlace(&'p Planned),
+    Write(FileJob<'p>),
+}
+
 fn classify(
     e: &Planned,
     dest: PathBuf,
     chunker: crate::chunking::ChunkerParams,
-) -> Result<Option<FileJob<'_>>> {
+) -> Result<Classified<'_>> {
     let Target::File { size, chunks } = &e.target else {
         unreachable!("only files are classified")
     };
@@ -221,14 +236,14 @@ fn classify(
                         .ctx("set mode of", &dest)?;
                 }
                 filetime::set_file_mtime(&dest, to_filetime(e.mtime)).ctx("set mtime of", &dest)?;
-                return Ok(None);
+                return Ok(Classified::InPlace(e));
             }
         }
         Ok(m) if m.is_dir() => fs::remove_dir_all(&dest).ctx("replace directory", &dest)?,
         _ => {}
     }
     let dir = dest.parent().expect("planned paths have a parent");
-    Ok(Some(FileJob {
+    Ok(Classified::Write(FileJob {
         tmp: dir.join(unique_tmp_name(".strata-tmp-")),
         dest,
         size: *size,
@@ -239,16 +254,23 @@ fn classify(
     }))
 }
 
-/// A chunk copied from a file's old version at `from` to `to` in the new.
-struct SeedCopy {
+/// A chunk copied from a file already at the target (the file's own old
+/// version when `source` is `None`) at `from` to `to` in the new file.
+struct SeedCopy<'a> {
     id: ChunkId,
+    source: Option<&'a Path>,
     from: u64,
     to: u64,
     len: u32,
 }
 
-fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
-    // Which placements come from the old file, and which from the store.
+fn write_files(
+    store: &Store,
+    jobs: &[FileJob],
+    in_place: &HashMap<ChunkId, (PathBuf, u64)>,
+    stats: &Stats,
+) -> Result<()> {
+    // Which placements come from files at the target, and which from the store.
     let mut from_store: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
     let mut seeded: Vec<(usize, Vec<SeedCopy>)> = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
@@ -258,9 +280,15 @@ fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
         let mut offset = 0u64;
         let mut mine = Vec::new();
         for c in chunks {
-            match job.seeds.get(&c.id) {
-                Some(&from) => mine.push(SeedCopy {
+            let seed = match (job.seeds.get(&c.id), in_place.get(&c.id)) {
+                (Some(&from), _) => Some((None, from)),
+                (None, Some((path, from))) => Some((Some(path.as_path()), *from)),
+                (None, None) => None,
+            };
+            match seed {
+                Some((source, from)) => mine.push(SeedCopy {
                     id: c.id,
+                    source,
                     from,
                     to: offset,
                     len: c.len,
@@ -279,15 +307,19 @@ fn write_files(store: &Store, jobs: &[FileJob], stats: &Stats) -> Result<()> {
         .filter(|j| j.size == 0)
         .try_for_each(|j| j.complete(stats))?;
 
+    // A file's old version is read only by its own job, before that job
+    // renames the new one over it; files in place are never rewritten.
     seeded.par_iter().try_for_each(|(j, placements)| {
         let job = &jobs[*j];
-        let old = File::open(&job.dest).ctx("read", &job.dest)?;
         for c in placements {
+            let source = c.source.unwrap_or(&job.dest);
             let mut buf = vec![0u8; c.len as usize];
-            old.read_exact_at(&mut buf, c.from).ctx("read", &job.dest)?;
+            File::open(source)
+                .and_then(|f| f.read_exact_at(&mut buf, c.from))
+                .ctx("read", source)?;
             if ChunkId::of(&buf) != c.id {
                 return Err(Error::Changed {
-                    detail: format!("{} changed while being attached over", job.dest.display()),
+                    detail: format!("{} changed while being attached over", source.display()),
                 });
             }
             stats.chunks_from_target.fetch_add(1, Relaxed);

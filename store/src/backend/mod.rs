@@ -47,4 +47,11 @@ pub trait Backend: Send + Sync + Debug {
 
     /// Where the objects are, for messages (`/srv/strata`, `s3://b/p`).
     fn location(&self) -> String;
+
+    /// Two ranges of one object closer than this are read as one request.
+    /// Zero where a request costs little (a local disk); more where each
+    /// request pays a round trip (HTTP, S3), so fewer, larger reads win.
+    fn coalesce_gap(&self) -> u64 {
+        0
+    }
 }

@@ -1,0 +1,304 @@
+//! `strata-bench`: strata against one tarball per job (`tar | gzip`,
+//! `tar | zstd`), restic, borg and casync, on the same trees in the same
+//! run. docs/benchmarks.md explains every scenario and number.
+
+mod corpus;
+mod measure;
+mod report;
+mod tools;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use report::{Record, Results, Scenario};
+use tools::{Borg, Casync, Restic, Strata, Tarball, Tool};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata-bench",
+    about = "Benchmark strata against tarballs, restic, borg and casync"
+)]
+struct Args {
+    /// The tree the first run persists (with --next).
+    #[arg(long, requires = "next", conflicts_with_all = ["corpus", "synthetic"])]
+    base: Option<PathBuf>,
+    /// The tree the next run persists (with --base).
+    #[arg(long, requires = "base")]
+    next: Option<PathBuf>,
+    /// A checked-in corpus under bench/corpora (nextjs, pydata).
+    #[arg(long, conflicts_with = "synthetic")]
+    corpus: Option<String>,
+    /// A generated node_modules-like tree of this many files.
+    #[arg(long, value_name = "FILES")]
+    synthetic: Option<u64>,
+    /// Measured runs per scenario (after one warm-up run).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Skip the warm-up run.
+    #[arg(long)]
+    no_warmup: bool,
+    /// Skip scenario 5 (ten successive runs with churn).
+    #[arg(long)]
+    no_ten_runs: bool,
+    /// Only these tools (comma-separated); default every one installed.
+    #[arg(long, value_delimiter = ',')]
+    tools: Vec<String>,
+    /// Where materialized corpora are kept.
+    #[arg(long, default_value_os_t = default_cache())]
+    cache: PathBuf,
+    /// Scratch space for repositories and attached trees (removed after).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// The strata binary (default: next to this one).
+    #[arg(long)]
+    strata: Option<PathBuf>,
+    /// Print JSON instead of the markdown report.
+    #[arg(long)]
+    json: bool,
+    /// Write an SVG chart of time and bytes per scenario and tool here.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Also save the results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
+    /// Measure nothing: print the report (and --svg) of saved results.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "corpus", "synthetic"])]
+    render: Option<PathBuf>,
+}
+
+fn default_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("strata-bench")
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("strata-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(saved) = &args.render {
+        let text = std::fs::read_to_string(saved)
+            .with_context(|| format!("reading {}", saved.display()))?;
+        let results: Results =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", saved.display()))?;
+        return output(&args, &results);
+    }
+    let corpora = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora");
+    let corpus = match (&args.base, &args.next, &args.corpus, args.synthetic) {
+        (Some(b), Some(n), _, _) => corpus::from_dirs(b, n)?,
+        (_, _, Some(name), _) => corpus::materialize(&corpora, name, &args.cache)?,
+        (_, _, _, Some(files)) => corpus::synthetic(files, &args.cache)?,
+        _ => bail!("give --base and --next, --corpus NAME, or --synthetic FILES"),
+    };
+    let strata_bin = match &args.strata {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for the strata binary")?
+            .join("strata"),
+    };
+    if !strata_bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p strata-cli` or pass --strata",
+            strata_bin.display()
+        );
+    }
+
+    let mut all: Vec<Box<dyn Tool>> = vec![
+        Box::new(Strata { bin: strata_bin }),
+        Box::new(Tarball {
+            name: "tar|zstd",
+            compress: "zstd -3 -T0 -q",
+            decompress: "zstd -dc",
+            ext: "zst",
+        }),
+        Box::new(Tarball {
+            name: "tar|gzip",
+            compress: "gzip -6",
+            decompress: "gzip -dc",
+            ext: "gz",
+        }),
+    ];
+    for (program, tool) in [
+        ("restic", Box::new(Restic) as Box<dyn Tool>),
+        ("borg", Box::new(Borg)),
+        ("casync", Box::new(Casync)),
+    ] {
+        if tools::available(program) {
+            all.push(tool);
+        } else {
+            eprintln!("strata-bench: {program} is not installed; leaving it out");
+        }
+    }
+    let tools: Vec<Box<dyn Tool>> = if args.tools.is_empty() {
+        all
+    } else {
+        for t in &args.tools {
+            if !all.iter().any(|x| x.name() == t) {
+                bail!("unknown or missing tool {t:?}");
+            }
+        }
+        all.into_iter()
+            .filter(|t| args.tools.iter().any(|n| n == t.name()))
+            .collect()
+    };
+
+    let work = match &args.work {
+        Some(w) => w.clone(),
+        None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work)?;
+    // Read both trees once so every tool starts from a warm page cache.
+    for tree in [&corpus.base, &corpus.next] {
+        measure::run("tar -cf - . | cat > /dev/null", tree, &[])?;
+    }
+    let result = bench(&args, &corpus, &tools, &work);
+    eprintln!("strata-bench: removing {}", work.display());
+    let _ = std::fs::remove_dir_all(&work);
+    let results = result?;
+    if let Some(path) = &args.save {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+    }
+    output(&args, &results)
+}
+
+fn output(args: &Args, results: &Results) -> Result<()> {
+    if let Some(svg) = &args.svg {
+        report::svg(results, svg)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(results)?);
+    } else {
+        print!("{}", report::markdown(results));
+    }
+    Ok(())
+}
+
+fn bench(
+    args: &Args,
+    corpus: &corpus::Corpus,
+    tools: &[Box<dyn Tool>],
+    work: &Path,
+) -> Result<Results> {
+    let mut results = Results::new(corpus, args.runs);
+    let mut reads = Vec::new();
+    let warmups = usize::from(!args.no_warmup);
+    for r in 0..warmups + args.runs {
+        let measured = r >= warmups;
+        let label = if measured {
+            format!("run {}", r - warmups + 1)
+        } else {
+            "warm-up".into()
+        };
+        eprintln!("strata-bench: {label} of {}", args.runs);
+        let dir = |t: &dyn Tool, what: &str| {
+            work.join(format!("r{r}/{}/{what}", t.name().replace('|', "-")))
+        };
+        let mut record = |s: Scenario, t: &dyn Tool, rec: Record| {
+            if measured {
+                results.add(s, t.name(), rec);
+            }
+        };
+        // Interleaved: each step runs for every tool before the next step.
+        for t in tools {
+            t.init(&dir(t.as_ref(), "repo"))?;
+        }
+        for t in tools {
+            let repo = dir(t.as_ref(), "repo");
+            let step = t.persist(&repo, &corpus.base, 1)?;
+            record(
+                Scenario::PersistFirst,
+                t.as_ref(),
+                Record::new(step, Some(t.repo_bytes(&repo))),
+            );
+        }
+        for t in tools {
+            let repo = dir(t.as_ref(), "repo");
+            let before = t.repo_bytes(&repo);
+            let step = t.persist(&repo, &corpus.next, 2)?;
+            let growth = t.repo_bytes(&repo) - before;
+            record(
+                Scenario::PersistNext,
+                t.as_ref(),
+                Record::new(step, Some(growth)),
+            );
+        }
+        // The reference for scenario 2: one full read of the next tree.
+        let (sample, _) = measure::run("tar -cf - . | cat > /dev/null", &corpus.next, &[])?;
+        if measured {
+            reads.push(Record::new(
+                tools::Step {
+                    sample,
+                    network_bytes: None,
+                    content_bytes: None,
+                },
+                None,
+            ));
+        }
+        for t in tools {
+            let step = t.attach(&dir(t.as_ref(), "repo"), 1, &dir(t.as_ref(), "fresh"))?;
+            record(Scenario::AttachFresh, t.as_ref(), Record::new(step, None));
+        }
+        for t in tools {
+            let target = if t.reuses_target() {
+                dir(t.as_ref(), "fresh")
+            } else {
+                dir(t.as_ref(), "next")
+            };
+            let step = t.attach(&dir(t.as_ref(), "repo"), 2, &target)?;
+            record(Scenario::AttachWarm, t.as_ref(), Record::new(step, None));
+        }
+    }
+    for rec in reads {
+        results.add(Scenario::PersistNext, "read tree", rec);
+    }
+    if !args.no_ten_runs {
+        eprintln!("strata-bench: ten successive runs with churn");
+        ten_runs(corpus, tools, work, &mut results)?;
+    }
+    Ok(results)
+}
+
+/// Scenario 5: persist base, next, then eight more runs that each change 1%
+/// of the next tree's files; report each repository's size at the end.
+fn ten_runs(
+    corpus: &corpus::Corpus,
+    tools: &[Box<dyn Tool>],
+    work: &Path,
+    results: &mut Results,
+) -> Result<()> {
+    let name = corpus.next.file_name().context("tree has no name")?;
+    let tree = work.join("ten/tree").join(name);
+    std::fs::create_dir_all(tree.parent().expect("has parent"))?;
+    measure::run(
+        &format!("cp -a '{}' '{}'", corpus.next.display(), tree.display()),
+        work,
+        &[],
+    )?;
+    let repo = |t: &dyn Tool| work.join(format!("ten/{}", t.name().replace('|', "-")));
+    for t in tools {
+        t.init(&repo(t.as_ref()))?;
+        t.persist(&repo(t.as_ref()), &corpus.base, 1)?;
+        t.persist(&repo(t.as_ref()), &corpus.next, 2)?;
+    }
+    for n in 3..=10 {
+        strata_store::synth::mutate(&tree, 0.01, n as u64)?;
+        for t in tools {
+            t.persist(&repo(t.as_ref()), &tree, n)?;
+        }
+    }
+    for t in tools {
+        let size = t.repo_bytes(&repo(t.as_ref()));
+        results.add(Scenario::TenRuns, t.name(), Record::size_only(size));
+    }
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! The tools compared: strata and what CI users run today. Each persists a
+//! tree as run `n` into its own repository and attaches (restores) run `n`
+//! into a directory, as a measured command.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::measure::{run, tree_bytes, Sample};
+
+/// A measured step: the sample and the bytes that would cross the network
+/// (`None` where the tool gives no honest way to count them).
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub sample: Sample,
+    pub network_bytes: Option<u64>,
+    /// Of `network_bytes`, those that were file content (strata's attach
+    /// also reads manifests).
+    pub content_bytes: Option<u64>,
+}
+
+pub trait Tool {
+    fn name(&self) -> &'static str;
+    /// Creates an empty repository in `repo` (untimed).
+    fn init(&self, repo: &Path) -> Result<()>;
+    /// Persists the directory `tree` as run `n` (timed).
+    fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step>;
+    /// Attaches run `n` into `target`, which may hold an earlier run's tree
+    /// (timed). The tree appears as `target/<name of the persisted dir>`.
+    fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step>;
+    /// Whether attach makes use of what `target` already holds; tools
+    /// that do not are given a fresh directory for the warm scenario.
+    fn reuses_target(&self) -> bool {
+        false
+    }
+    /// The repository's size in bytes.
+    fn repo_bytes(&self, repo: &Path) -> u64 {
+        tree_bytes(repo, &[])
+    }
+}
+
+fn split(tree: &Path) -> Result<(PathBuf, String)> {
+    let parent = tree.parent().context("tree has no parent")?.to_path_buf();
+    let name = tree
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("tree name is not UTF-8")?
+        .to_string();
+    Ok((parent, name))
+}
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// strata on its embedded (local directory) store.
+pub struct Strata {
+    pub bin: PathBuf,
+}
+
+impl Strata {
+    fn json(out: &str) -> Result<serde_json::Value> {
+        serde_json::from_str(out).context("parsing strata --json output")
+    }
+}
+
+impl Tool for Strata {
+    fn name(&self) -> &'static str {
+        "strata"
+    }
+
+    fn init(&self, repo: &Path) -> Result<()> {
+        std::fs::create_dir_all(repo)?;
+        Ok(())
+    }
+
+    fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step> {
+        let (parent, name) = split(tree)?;
+        let b = q(&self.bin);
+        run(
+            &format!("{b} --store {} run create r{n} --job a --job b:a", q(repo)),
+            &parent,
+            &[],
+        )?;
+        let (sample, out) = run(
+            &format!(
+                "{b} --store {} --json persist --run r{n} --job a --root . '{name}'",
+                q(repo)
+            ),
+            &parent,
+            &[],
+        )?;
+        let v = Self::json(&out)?;
+        Ok(Step {
+            sample,
+            network_bytes: v["bytes_written"].as_u64(),
+            content_bytes: None,
+        })
+    }
+
+    fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
+        let (sample, out) = run(
+            &format!(
+                "{} --store {} --json attach --run r{n} --job b --at {}",
+                q(&self.bin),
+                q(repo),
+                q(target)
+            ),
+            repo,
+            &[],
+        )?;
+        let v = Self::json(&out)?;
+        let content = v["bytes_from_store"].as_u64().unwrap_or(0);
+        let read = content + v["manifest_bytes_from_store"].as_u64().unwrap_or(0);
+        Ok(Step {
+            sample,
+            network_bytes: Some(read),
+            content_bytes: Some(content),
+        })
+    }
+
+    fn reuses_target(&self) -> bool {
+        true
+    }
+
+    /// The store's objects; `.local` (the sled cache, rebuildable) and
+    /// `.tmp` are not the store.
+    fn repo_bytes(&self, repo: &Path) -> u64 {
+        tree_bytes(repo, &[".local", ".tmp"])
+    }
+}
+
+/// One compressed tarball per run: CircleCI workspaces (`gzip -6`) and the
+/// GitHub Actions cache (`zstd -3 -T0`).
+pub struct Tarball {
+    pub name: &'static str,
+    pub compress: &'static str,
+    pub decompress: &'static str,
+    pub ext: &'static str,
+}
+
+impl Tarball {
+    fn archive(&self, repo: &Path, n: usize) -> PathBuf {
+        repo.join(format!("run-{n}.tar.{}", self.ext))
+    }
+}
+
+impl Tool for Tarball {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn init(&self, repo: &Path) -> Result<()> {
+        std::fs::create_dir_all(repo)?;
+        Ok(())
+    }
+
+    fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step> {
+        let (parent, name) = split(tree)?;
+        let out = self.archive(repo, n);
+        let (sample, _) = run(
+            &format!("tar -cf - '{name}' | {} > {}", self.compress, q(&out)),
+            &parent,
+            &[],
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: Some(std::fs::metadata(&out)?.len()),
+            content_bytes: None,
+        })
+    }
+
+    fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
+        std::fs::create_dir_all(target)?;
+        let archive = self.archive(repo, n);
+        let (sample, _) = run(
+            &format!("{} < {} | tar -xf -", self.decompress, q(&archive)),
+            target,
+            &[],
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: Some(std::fs::metadata(&archive)?.len()),
+            content_bytes: None,
+        })
+    }
+}
+
+pub struct Restic;
+
+const RESTIC_ENV: &[(&str, &str)] = &[
+    ("RESTIC_PASSWORD", "bench"),
+    ("RESTIC_CACHE_DIR", "/tmp/strata-bench-restic-cache"),
+];
+
+impl Tool for Restic {
+    fn name(&self) -> &'static str {
+        "restic"
+    }
+
+    fn init(&self, repo: &Path) -> Result<()> {
+        std::fs::create_dir_all(repo.parent().context("repo has no parent")?)?;
+        run(
+            &format!("restic init -q --repository-version 2 --repo {}", q(repo)),
+            Path::new("/"),
+            RESTIC_ENV,
+        )?;
+        Ok(())
+    }
+
+    fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step> {
+        let (parent, name) = split(tree)?;
+        let before = self.repo_bytes(repo);
+        let (sample, _) = run(
+            &format!(
+                "restic -r {} backup -q --no-cache --host bench --tag run-{n} '{name}'",
+                q(repo)
+            ),
+            &parent,
+            RESTIC_ENV,
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: Some(self.repo_bytes(repo) - before),
+            content_bytes: None,
+        })
+    }
+
+    fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
+        let (sample, _) = run(
+            &format!(
+                "restic -r {} restore -q --no-cache latest --tag run-{n} --target {}",
+                q(repo),
+                q(target)
+            ),
+            Path::new("/"),
+            RESTIC_ENV,
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: None,
+            content_bytes: None,
+        })
+    }
+}
+
+pub struct Borg;
+
+const BORG_ENV: &[(&str, &str)] = &[
+    ("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes"),
+    ("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes"),
+    ("BORG_CACHE_DIR", "/tmp/strata-bench-borg-cache"),
+];
+
+impl Tool for Borg {
+    fn name(&self) -> &'static str {
+        "borg"
+    }
+
+    fn init(&self, repo: &Path) -> Result<()> {
+        std::fs::create_dir_all(repo.parent().context("repo has no parent")?)?;
+        run(
+            &format!("borg init -e none {}", q(repo)),
+            Path::new("/"),
+            BORG_ENV,
+        )?;
+        Ok(())
+    }
+
+    fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step> {
+        let (parent, name) = split(tree)?;
+        let before = self.repo_bytes(repo);
+        let (sample, _) = run(
+            &format!(
+                "borg create --compression zstd,3 {}::run-{n} '{name}'",
+                q(repo)
+            ),
+            &parent,
+            BORG_ENV,
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: Some(self.repo_bytes(repo) - before),
+            content_bytes: None,
+        })
+    }
+
+    fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
+        std::fs::create_dir_all(target)?;
+        let (sample, _) = run(
+            &format!("borg extract {}::run-{n}", q(repo)),
+            target,
+            BORG_ENV,
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: None,
+            content_bytes: None,
+        })
+    }
+}
+
+pub struct Casync;
+
+impl Tool for Casync {
+    fn name(&self) -> &'static str {
+        "casync"
+    }
+
+    fn init(&self, repo: &Path) -> Result<()> {
+        std::fs::create_dir_all(repo)?;
+        Ok(())
+    }
+
+    fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step> {
+        let before = self.repo_bytes(repo);
+        let (sample, _) = run(
+            &format!(
+                "casync make --compression=zstd --store={} {} {}",
+                q(&repo.join("store")),
+                q(&repo.join(format!("run-{n}.caidx"))),
+                q(tree)
+            ),
+            repo,
+            &[],
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: Some(self.repo_bytes(repo) - before),
+            content_bytes: None,
+        })
+    }
+
+    fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
+        std::fs::create_dir_all(target)?;
+        let index = repo.join(format!("run-{n}.caidx"));
+        let (sample, _) = run(
+            &format!(
+                "casync extract --store={} {} {}",
+                q(&repo.join("store")),
+                q(&index),
+                q(&target.join("tree"))
+            ),
+            repo,
+            &[],
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: None,
+            content_bytes: None,
+        })
+    }
+
+    /// casync can seed from what the output directory holds, but on these
+    /// trees its seeding fails ("Failed to run synchronizer: Stale file
+    /// handle", casync 2); it gets a fresh directory like the tarballs.
+    fn reuses_target(&self) -> bool {
+        false
+    }
+}
+
+/// Whether `program` is on the PATH.
+pub fn available(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
