@@ -608,7 +608,7 @@ pub fn svg(r: &Results, path: &Path) -> Result<()> {
     let panels: [(&DrawingArea<SVGBackend, _>, &str, Vec<Scenario>, Value); 2] = [
         (
             &left,
-            "median wall time (s)",
+            "median wall time (s, log scale)",
             vec![
                 Scenario::PersistFirst,
                 Scenario::PersistNext,
@@ -619,7 +619,7 @@ pub fn svg(r: &Results, path: &Path) -> Result<()> {
         ),
         (
             &right,
-            "bytes (MB): stored (1, 2, 5) or read (3, 4)",
+            "MB stored (1, 2, 5) or read (3, 4), log scale",
             Scenario::ALL.to_vec(),
             Box::new(|s, t| match s {
                 Scenario::AttachFresh | Scenario::AttachWarm => r.network(s, t).map(|b| b / 1e6),
@@ -628,18 +628,22 @@ pub fn svg(r: &Results, path: &Path) -> Result<()> {
         ),
     ];
     for (area, title, scenarios, value) in panels {
-        let max = scenarios
+        // Log scale: the tools differ by orders of magnitude (a tarball per
+        // run against a next run's few MB), and bars start at `floor`.
+        let values: Vec<f64> = scenarios
             .iter()
             .flat_map(|&s| tools.iter().filter_map(|t| value(s, t)).collect::<Vec<_>>())
-            .fold(0.0f64, f64::max)
-            .max(1e-9);
+            .filter(|v| *v > 0.0)
+            .collect();
+        let max = values.iter().copied().fold(1e-6f64, f64::max);
+        let floor = values.iter().copied().fold(max, f64::min) / 2.0;
         let n = scenarios.len();
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d(0.0..n as f64, 0.0..max * 1.1)
+            .build_cartesian_2d(0.0..n as f64, (floor..max * 2.0).log_scale())
             .map_err(|e| anyhow!("{e:?}"))?;
         let labels: Vec<&str> = scenarios.iter().map(|s| s.short()).collect();
         chart
@@ -666,7 +670,7 @@ pub fn svg(r: &Results, path: &Path) -> Result<()> {
                     let v = value(s, tool)?;
                     let x0 = si as f64 + 0.1 + ti as f64 * width;
                     Some(Rectangle::new(
-                        [(x0, 0.0), (x0 + width * 0.9, v)],
+                        [(x0, floor), (x0 + width * 0.9, v.max(floor))],
                         color.filled(),
                     ))
                 })
@@ -683,7 +687,7 @@ pub fn svg(r: &Results, path: &Path) -> Result<()> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .draw()
             .map_err(|e| anyhow!("{e:?}"))?;
     }
