@@ -34,7 +34,7 @@ use crate::index::{index_key, pack_key, IndexObject, IndexedPack};
 use crate::manifest::{manifest_key, ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Totals};
 use crate::pack::{FrameBuilder, PackBuilder};
 use crate::refs::LayerRecord;
-use crate::scan::{scan, ScanKind};
+use crate::scan::{scan, ScanKind, Scanned, Tree};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -69,17 +69,18 @@ pub struct PersistReport {
 pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     let started = Instant::now();
     store.run_job(&req.run, &req.job)?;
-    let scanned = scan(&req.root, &req.paths)?;
+    let tree = scan(&req.root, &req.paths)?;
 
     let sink = ChunkSink::new(store);
-    let batches: Vec<Vec<Option<FileContent>>> = batches(&scanned)
+    let batches: Vec<Vec<Option<FileContent>>> = batches(&tree.entries)
         .into_par_iter()
-        .map(|range| sink.add_batch(&scanned[range]))
+        .map(|range| sink.add_batch(&tree, &tree.entries[range]))
         .collect::<Result<_>>()?;
     let contents: Vec<Option<FileContent>> = batches.into_iter().flatten().collect();
 
     let mut chunks = 0;
-    let entries = scanned
+    let entries = tree
+        .entries
         .into_iter()
         .zip(contents)
         .map(|(s, content)| {
@@ -171,7 +172,7 @@ const BATCH_FILES: usize = 1024;
 
 /// Splits the scanned entries into contiguous ranges of similar work, so
 /// each range is chunked by one thread and its new chunks share frames.
-fn batches(scanned: &[crate::scan::Scanned]) -> Vec<std::ops::Range<usize>> {
+fn batches(scanned: &[Scanned]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut bytes, mut files) = (0, 0u64, 0usize);
     for (i, s) in scanned.iter().enumerate() {
@@ -217,7 +218,7 @@ impl<'a> ChunkSink<'a> {
 
     /// Chunks a batch of entries (files get their size as read and chunk
     /// list; other entries `None`), gathering new chunks into frames.
-    fn add_batch(&self, entries: &[crate::scan::Scanned]) -> Result<Vec<Option<FileContent>>> {
+    fn add_batch(&self, tree: &Tree, entries: &[Scanned]) -> Result<Vec<Option<FileContent>>> {
         let mut frame = FrameBuilder::default();
         let mut out = Vec::with_capacity(entries.len());
         for s in entries {
@@ -225,7 +226,7 @@ impl<'a> ChunkSink<'a> {
                 out.push(None);
                 continue;
             };
-            out.push(Some(self.add_file(&s.abs, size, &mut frame)?));
+            out.push(Some(self.add_file(&tree.abs(s), size, &mut frame)?));
         }
         if !frame.is_empty() {
             self.seal(&mut frame)?;

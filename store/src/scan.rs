@@ -35,16 +35,75 @@ pub enum ScanKind {
 #[derive(Debug, Clone)]
 pub struct Scanned {
     pub rel: RelPath,
-    pub abs: PathBuf,
     pub mode: u32,
     pub mtime: Mtime,
     pub kind: ScanKind,
 }
 
+/// A scanned tree: entries sorted by path, relative to `root`.
+#[derive(Debug)]
+pub struct Tree {
+    /// The root, with symlinks resolved.
+    pub root: PathBuf,
+    pub entries: Vec<Scanned>,
+}
+
+impl Tree {
+    /// Where an entry is on disk.
+    pub fn abs(&self, s: &Scanned) -> PathBuf {
+        self.root.join(s.rel.to_path())
+    }
+}
+
+/// What the walk keeps of an entry's metadata: a few words, since a large
+/// tree has a million of them.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    kind: StatKind,
+    mode: u32,
+    mtime: Mtime,
+    size: u64,
+    /// Device and inode, for files with more than one link.
+    inode: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StatKind {
+    Dir,
+    File,
+    Symlink,
+    Special(&'static str),
+}
+
+impl From<&Metadata> for Stat {
+    fn from(m: &Metadata) -> Self {
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            StatKind::Dir
+        } else if ft.is_symlink() {
+            StatKind::Symlink
+        } else if ft.is_file() {
+            StatKind::File
+        } else {
+            StatKind::Special(special_kind(m))
+        };
+        Stat {
+            kind,
+            mode: m.permissions().mode() & 0o7777,
+            mtime: Mtime {
+                secs: m.mtime(),
+                nanos: m.mtime_nsec() as u32,
+            },
+            size: m.len(),
+            inode: (ft.is_file() && m.nlink() > 1).then(|| (m.dev(), m.ino())),
+        }
+    }
+}
+
 /// Resolves `paths` (relative to `root`, or absolute inside it) and walks
 /// them. The result is sorted by path, with every parent directory between
 /// the root and each path included, and overlapping paths merged.
-pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Vec<Scanned>> {
+pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Tree> {
     let root_abs = fs::canonicalize(root).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::PathNotFound { path: root.into() },
         _ => Error::io("resolve", root, e),
@@ -52,7 +111,7 @@ pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Vec<Scanned>> {
     if !root_abs.is_dir() {
         return Err(Error::NotADirectory { path: root.into() });
     }
-    let mut found: BTreeMap<RelPath, (PathBuf, Metadata)> = BTreeMap::new();
+    let mut found: BTreeMap<RelPath, Stat> = BTreeMap::new();
     for given in paths {
         let rel = relative_to_root(&root_abs, root, given)?;
         let abs = root_abs.join(&rel);
@@ -82,74 +141,72 @@ pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Vec<Scanned>> {
             ancestor.push(c);
             let a = root_abs.join(&ancestor);
             let m = fs::symlink_metadata(&a).ctx("stat", &a)?;
-            found.insert(rel_path(&ancestor, &a)?, (a, m));
+            found.insert(rel_path(&ancestor, &a)?, Stat::from(&m));
         }
         if rel.as_os_str().is_empty() {
             // The root itself: its contents, not the root, form the layer.
         } else {
-            found.insert(rel_path(&rel, &abs)?, (abs.clone(), meta.clone()));
+            found.insert(rel_path(&rel, &abs)?, Stat::from(&meta));
         }
         if meta.is_dir() {
-            for (r, a, m) in walk(&root_abs, &abs)? {
-                found.insert(r, (a, m));
-            }
+            found.extend(walk(&root_abs, &abs)?);
         }
     }
     let mut first_of_inode: HashMap<(u64, u64), RelPath> = HashMap::new();
-    found
+    let entries = found
         .into_iter()
-        .map(|(rel, (abs, meta))| {
-            let ft = meta.file_type();
-            let kind = if ft.is_dir() {
-                ScanKind::Dir
-            } else if ft.is_symlink() {
-                let t = fs::read_link(&abs).ctx("read link", &abs)?;
-                ScanKind::Symlink {
-                    target: t.as_os_str().as_bytes().to_vec(),
+        .map(|(rel, st)| {
+            let kind = match st.kind {
+                StatKind::Dir => ScanKind::Dir,
+                StatKind::Symlink => {
+                    let abs = root_abs.join(rel.to_path());
+                    let t = fs::read_link(&abs).ctx("read link", &abs)?;
+                    ScanKind::Symlink {
+                        target: t.as_os_str().as_bytes().to_vec(),
+                    }
                 }
-            } else if ft.is_file() {
-                if meta.nlink() > 1 {
-                    match first_of_inode.get(&(meta.dev(), meta.ino())) {
+                StatKind::File => match st.inode {
+                    Some(inode) => match first_of_inode.get(&inode) {
                         Some(first) => ScanKind::Hardlink {
                             target: first.clone(),
                         },
                         None => {
-                            first_of_inode.insert((meta.dev(), meta.ino()), rel.clone());
-                            ScanKind::File { size: meta.len() }
+                            first_of_inode.insert(inode, rel.clone());
+                            ScanKind::File { size: st.size }
                         }
-                    }
-                } else {
-                    ScanKind::File { size: meta.len() }
+                    },
+                    None => ScanKind::File { size: st.size },
+                },
+                StatKind::Special(kind) => {
+                    return Err(Error::UnsupportedFileType {
+                        path: root_abs.join(rel.to_path()),
+                        kind,
+                    })
                 }
-            } else {
-                return Err(Error::UnsupportedFileType {
-                    path: abs,
-                    kind: special_kind(&meta),
-                });
             };
             Ok(Scanned {
                 rel,
-                abs,
-                mode: meta.permissions().mode() & 0o7777,
-                mtime: Mtime {
-                    secs: meta.mtime(),
-                    nanos: meta.mtime_nsec() as u32,
-                },
+                mode: st.mode,
+                mtime: st.mtime,
                 kind,
             })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(Tree {
+        root: root_abs,
+        entries,
+    })
 }
 
 /// Everything below `dir`, walked without following symlinks; the
 /// subtrees of its children are walked in parallel (a `node_modules` has
 /// hundreds of them), which hides much of the cost of `lstat`.
-fn walk(root_abs: &Path, dir: &Path) -> Result<Vec<(RelPath, PathBuf, Metadata)>> {
+fn walk(root_abs: &Path, dir: &Path) -> Result<Vec<(RelPath, Stat)>> {
     let children: Vec<PathBuf> = fs::read_dir(dir)
         .ctx("read directory", dir)?
         .map(|e| e.map(|e| e.path()).ctx("read directory", dir))
         .collect::<Result<_>>()?;
-    let parts: Vec<Vec<(RelPath, PathBuf, Metadata)>> = children
+    let parts: Vec<Vec<(RelPath, Stat)>> = children
         .par_iter()
         .map(|child| {
             let mut out = Vec::new();
@@ -168,7 +225,7 @@ fn walk(root_abs: &Path, dir: &Path) -> Result<Vec<(RelPath, PathBuf, Metadata)>
                     .path()
                     .strip_prefix(root_abs)
                     .expect("walk stays under root");
-                out.push((rel_path(r, entry.path())?, entry.into_path(), m));
+                out.push((rel_path(r, entry.path())?, Stat::from(&m)));
             }
             Ok(out)
         })
@@ -244,10 +301,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), root.join("up")).unwrap();
 
         let got = scan(&root, &[PathBuf::from("a/b/f")]).unwrap();
-        let names: Vec<String> = got.iter().map(|s| s.rel.to_string()).collect();
+        let names: Vec<String> = got.entries.iter().map(|s| s.rel.to_string()).collect();
         assert_eq!(names, ["a", "a/b", "a/b/f"]);
 
-        let all = scan(&root, &[PathBuf::from(".")]).unwrap();
+        let all = scan(&root, &[PathBuf::from(".")]).unwrap().entries;
         assert_eq!(all.len(), 4, "{all:?}"); // a, a/b, a/b/f, up (a link)
 
         for (p, outside) in [("missing", false), ("../secret", true), ("up/secret", true)] {
