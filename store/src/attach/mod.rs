@@ -25,9 +25,10 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::fetch::load_manifest;
 use crate::id::{JobName, ManifestId, RunName};
+use crate::manifest::EntryKind;
 use crate::manifest::Totals;
 use crate::store::Store;
-use plan::{merge, Layer, Plan, Target};
+use plan::{merge, Layer, Plan};
 pub use write::WriteStats;
 
 #[derive(Debug, Clone)]
@@ -125,13 +126,13 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     };
     for e in &plan.entries {
         match &e.target {
-            Target::Dir => report.dirs += 1,
-            Target::File { size, .. } => {
+            EntryKind::Dir => report.dirs += 1,
+            EntryKind::File { size, .. } => {
                 report.files += 1;
                 report.bytes += size;
             }
-            Target::Symlink { .. } => report.symlinks += 1,
-            Target::Hardlink { .. } => report.hardlinks += 1,
+            EntryKind::Symlink { .. } => report.symlinks += 1,
+            EntryKind::Hardlink { .. } => report.hardlinks += 1,
         }
     }
     report.seconds = started.elapsed().as_secs_f64();

@@ -35,29 +35,14 @@ pub struct Layer {
     pub manifest: Arc<Manifest>,
 }
 
-/// What to create at a path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Dir,
-    File {
-        size: u64,
-        chunks: Vec<ChunkRef>,
-    },
-    Symlink {
-        target: Vec<u8>,
-    },
-    /// A hardlink to the file planned at `target`.
-    Hardlink {
-        target: RelPath,
-    },
-}
-
 #[derive(Debug, Clone)]
 pub struct Planned {
     pub path: RelPath,
     pub mode: u32,
     pub mtime: Mtime,
-    pub target: Target,
+    /// What to create: a hardlink here names a file of the plan, whose
+    /// path is planned too.
+    pub target: EntryKind,
     /// Index into the plan's layers of the layer this entry comes from.
     pub layer: usize,
 }
@@ -142,33 +127,21 @@ pub fn merge(graph: &Graph, layers: Vec<Layer>) -> Result<Plan> {
         .map(|(_, &(li, e))| {
             let manifest = &layers[li].manifest;
             let target = match &e.kind {
-                EntryKind::Dir => Target::Dir,
-                EntryKind::File { size, chunks } => Target::File {
-                    size: *size,
-                    chunks: chunks.clone(),
-                },
-                EntryKind::Symlink { target } => Target::Symlink {
-                    target: target.clone(),
-                },
                 EntryKind::Hardlink { target } => {
                     let t = link_target(manifest, target);
                     let same_file_planned = tree
                         .get(target.as_bytes())
                         .is_some_and(|&(tl, te)| tl == li && std::ptr::eq(te, t));
-                    match &t.kind {
+                    if same_file_planned {
                         // The linked-to file survives: keep them one inode.
-                        _ if same_file_planned => Target::Hardlink {
-                            target: target.clone(),
-                        },
+                        e.kind.clone()
+                    } else {
                         // A later layer replaced it: this name keeps the
                         // content it had in its own layer.
-                        EntryKind::File { size, chunks } => Target::File {
-                            size: *size,
-                            chunks: chunks.clone(),
-                        },
-                        _ => unreachable!("validated: hardlinks point at files"),
+                        t.kind.clone()
                     }
                 }
+                kind => kind.clone(),
             };
             Planned {
                 path: e.path.clone(),
@@ -315,6 +288,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(files(&plan), ["k@b", "x@b", "z@c"]);
+    }
+
+    #[test]
+    fn hardlinks_survive_or_keep_their_content() {
+        let g = Graph::from_specs(&["a", "b:a"]).unwrap();
+        let link = |path: &str, to: &str| Entry {
+            path: p(path),
+            mode: 0o644,
+            mtime: Mtime::default(),
+            kind: EntryKind::Hardlink { target: p(to) },
+        };
+        let a = layer(
+            &g,
+            "a",
+            vec![
+                file("f", "shared"),
+                link("g", "f"),
+                file("h", "x"),
+                link("i", "h"),
+            ],
+        );
+        let b = layer(&g, "b", vec![file("f", "replaced")]);
+        let plan = merge(&g, vec![a, b]).unwrap();
+        let kind = |name: &str| {
+            plan.entries
+                .iter()
+                .find(|e| e.path == p(name))
+                .unwrap()
+                .target
+                .clone()
+        };
+        // f was replaced by b, so g keeps a's content as a file of its own.
+        assert_eq!(kind("g"), file("g", "shared").kind);
+        assert_eq!(kind("f"), file("f", "replaced").kind);
+        // h survives, so i stays a link to it.
+        assert_eq!(kind("i"), EntryKind::Hardlink { target: p("h") });
     }
 
     #[test]

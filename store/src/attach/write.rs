@@ -26,12 +26,13 @@ use filetime::FileTime;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::plan::{Plan, Planned, Target};
+use super::plan::{Plan, Planned};
 use crate::backend::unique_tmp_name;
 use crate::chunking::chunk_stream;
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::fetch_chunks;
 use crate::id::ChunkId;
+use crate::manifest::EntryKind;
 use crate::manifest::Mtime;
 use crate::store::Store;
 
@@ -68,7 +69,7 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
     let at = prepare_target(at)?;
     let dest = |e: &Planned| at.join(e.path.to_path());
 
-    for e in plan.entries.iter().filter(|e| e.target == Target::Dir) {
+    for e in plan.entries.iter().filter(|e| e.target == EntryKind::Dir) {
         ensure_dir(&dest(e))?;
     }
 
@@ -78,7 +79,7 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
     let candidates: Vec<Classified> = plan
         .entries
         .par_iter()
-        .filter(|e| matches!(e.target, Target::File { .. }))
+        .filter(|e| matches!(e.target, EntryKind::File { .. }))
         .map(|e| classify(e, dest(e), chunker))
         .collect::<Result<_>>()?;
     // Files already in place stay as they are for the whole attach, so any
@@ -89,7 +90,7 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
         match c {
             Classified::InPlace(e) => {
                 stats.files_in_place.fetch_add(1, Relaxed);
-                if let Target::File { chunks, .. } = &e.target {
+                if let EntryKind::File { chunks, .. } = &e.target {
                     let mut offset = 0;
                     for c in chunks {
                         seeds.entry(c.id).or_insert_with(|| (dest(e), offset));
@@ -113,15 +114,15 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
 
     for e in &plan.entries {
         match &e.target {
-            Target::Symlink { target } => place_symlink(&dest(e), target, e.mtime)?,
-            Target::Hardlink { target } => place_hardlink(&at.join(target.to_path()), &dest(e))?,
+            EntryKind::Symlink { target } => place_symlink(&dest(e), target, e.mtime)?,
+            EntryKind::Hardlink { target } => place_hardlink(&at.join(target.to_path()), &dest(e))?,
             _ => {}
         }
     }
     let mut dirs: Vec<&Planned> = plan
         .entries
         .iter()
-        .filter(|e| e.target == Target::Dir)
+        .filter(|e| e.target == EntryKind::Dir)
         .collect();
     dirs.sort_by_key(|e| std::cmp::Reverse(e.path.depth()));
     for e in dirs {
@@ -209,7 +210,7 @@ fn classify(
     dest: PathBuf,
     chunker: crate::chunking::ChunkerParams,
 ) -> Result<Classified<'_>> {
-    let Target::File { size, chunks } = &e.target else {
+    let EntryKind::File { size, chunks } = &e.target else {
         unreachable!("only files are classified")
     };
     let mut seeds = HashMap::new();
@@ -274,7 +275,7 @@ fn write_files(
     let mut from_store: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
     let mut seeded: Vec<(usize, Vec<SeedCopy>)> = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
-        let Target::File { chunks, .. } = &job.entry.target else {
+        let EntryKind::File { chunks, .. } = &job.entry.target else {
             unreachable!()
         };
         let mut offset = 0u64;
