@@ -19,7 +19,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize,
+    Ordering::{AcqRel, Relaxed},
+};
 use std::sync::Mutex;
 
 use filetime::FileTime;
@@ -375,7 +378,9 @@ impl FileJob<'_> {
             .ctx("write", &self.tmp)?;
         f.write_all_at(bytes, offset).ctx("write", &self.tmp)?;
         stats.bytes_written.fetch_add(bytes.len() as u64, Relaxed);
-        if self.remaining.fetch_sub(1, Relaxed) == 1 {
+        // AcqRel: the thread that writes the last placement must see every
+        // other placement's write as done before it renames the file.
+        if self.remaining.fetch_sub(1, AcqRel) == 1 {
             self.finish(f, stats)?;
         }
         Ok(())
