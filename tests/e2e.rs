@@ -573,3 +573,36 @@ fn modes_and_read_only_directories() {
         fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+// verify is clean on a healthy store, and names the pack and the affected
+// run and job when a byte of a pack goes bad.
+#[test]
+fn verify_finds_a_corrupt_pack() {
+    let w = World::new();
+    create(&w, "r", &["--job", "build", "--job", "use:build"]);
+    strata_store::synth::generate(&w.machine("r-build"), 50, 3).unwrap();
+    w.persist("r", "build", &["node_modules"]);
+    let ok = w.ok(&["verify", "--read-data"]);
+    assert!(ok.contains("no problems"), "{ok}");
+
+    let pack = walkdir::WalkDir::new(w.store().join("packs"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_type().is_file())
+        .unwrap()
+        .into_path();
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0x10;
+    fs::write(&pack, bytes).unwrap();
+    // Without --read-data only sizes are checked; with it, the flip shows.
+    w.ok(&["verify"]);
+    let out = w.strata(&["verify", "--read-data"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stdout.contains(name) && stdout.contains("r/build"),
+        "{stdout}"
+    );
+}

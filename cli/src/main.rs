@@ -49,6 +49,8 @@ enum Command {
     Ls(LsArgs),
     /// Show what the store holds.
     Stats,
+    /// Check the store's objects; exit 1 if anything is wrong.
+    Verify(VerifyArgs),
     /// Run a sample workflow twice in a temporary store.
     Demo(DemoArgs),
 }
@@ -124,6 +126,13 @@ struct LsArgs {
     /// Only this job.
     #[arg(long, requires = "run")]
     job: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// Also read every pack, decompress and re-hash every chunk.
+    #[arg(long)]
+    read_data: bool,
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +232,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stats => {
             let store = open(&cli)?;
             output::store_stats(json, &stats::store_stats(&store)?);
+        }
+        Command::Verify(a) => {
+            let store = open(&cli)?;
+            let report = strata_store::verify::verify(&store, a.read_data)?;
+            output::verified(json, &report);
+            if !report.problems.is_empty() {
+                anyhow::bail!("the store has {} problem(s)", report.problems.len());
+            }
         }
         Command::Demo(a) => {
             let scratch = std::env::temp_dir().join(format!("strata-demo-{}", std::process::id()));

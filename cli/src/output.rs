@@ -8,6 +8,7 @@ use strata_store::attach::AttachReport;
 use strata_store::demo::{DemoReport, Step};
 use strata_store::persist::PersistReport;
 use strata_store::stats::{RunListing, StoreStats};
+use strata_store::verify::VerifyReport;
 use strata_store::{Graph, Observer, RunName};
 
 /// Draws the library's progress events on stderr.
@@ -182,6 +183,38 @@ pub fn store_stats(json: bool, s: &StoreStats) {
         bytes(s.logical_bytes),
         bytes(s.stored_bytes),
         s.dedup_ratio
+    );
+}
+
+pub fn verified(json: bool, r: &VerifyReport) {
+    if json {
+        return print_json(r);
+    }
+    for p in &r.problems {
+        let affects = if p.affects.is_empty() {
+            String::new()
+        } else {
+            format!(" (affects {})", p.affects.join(", "))
+        };
+        println!("problem: {}: {}{affects}", p.object, p.detail);
+    }
+    println!(
+        "verified {} index objects, {} packs{}, {} chunks, {} runs, {}: {}",
+        count(r.index_objects),
+        count(r.packs),
+        if r.bytes_read > 0 {
+            format!(" ({} read)", bytes(r.bytes_read))
+        } else {
+            String::new()
+        },
+        count(r.chunks),
+        count(r.runs),
+        plural(r.layers, "layer"),
+        if r.problems.is_empty() {
+            "no problems".to_string()
+        } else {
+            plural(r.problems.len() as u64, "problem")
+        }
     );
 }
 

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ManifestId, PackId};
-use crate::index::pack_key;
+use crate::index::{pack_key, Location};
 use crate::manifest::{manifest_key, Manifest, ManifestRoot};
 use crate::pack::{chunk_of, decode_frame, FrameChunk, FrameRef};
 use crate::store::Store;
@@ -37,13 +37,28 @@ pub fn fetch_chunks(
     missing: &(dyn Fn(ChunkId) -> Error + Sync),
     each: &(dyn Fn(ChunkId, &[u8]) -> Result<()> + Sync),
 ) -> Result<Fetched> {
+    fetch_located(store, &|id| store.index.get(id), wanted, missing, each)
+}
+
+/// Finds where a chunk is stored: the local index, or (for `verify`) a map
+/// built from the index objects themselves.
+pub type Locate<'a> = dyn Fn(&ChunkId) -> Result<Option<Location>> + Sync + 'a;
+
+/// `fetch_chunks` with chunk locations from `locate`.
+pub fn fetch_located(
+    store: &Store,
+    locate: &Locate<'_>,
+    wanted: impl IntoIterator<Item = ChunkId>,
+    missing: &(dyn Fn(ChunkId) -> Error + Sync),
+    each: &(dyn Fn(ChunkId, &[u8]) -> Result<()> + Sync),
+) -> Result<Fetched> {
     let mut packs: BTreeMap<PackId, BTreeMap<FrameRef, Vec<FrameChunk>>> = BTreeMap::new();
     let mut seen = HashSet::new();
     for id in wanted {
         if !seen.insert(id) {
             continue;
         }
-        let loc = store.index.get(&id)?.ok_or_else(|| missing(id))?;
+        let loc = locate(&id)?.ok_or_else(|| missing(id))?;
         packs
             .entry(loc.pack)
             .or_default()
@@ -82,6 +97,15 @@ pub fn fetch_chunks(
 /// Loads a manifest: its root object, then the chunks of its encoding.
 /// Returns it with the bytes read.
 pub fn load_manifest(store: &Store, id: &ManifestId) -> Result<(Manifest, u64)> {
+    load_manifest_located(store, &|c| store.index.get(c), id)
+}
+
+/// `load_manifest` with chunk locations from `locate`.
+pub fn load_manifest_located(
+    store: &Store,
+    locate: &Locate<'_>,
+    id: &ManifestId,
+) -> Result<(Manifest, u64)> {
     let key = manifest_key(id);
     let root_bytes = store.backend.get(&key)?;
     let root = ManifestRoot::decode(id, &root_bytes)?;
@@ -92,8 +116,9 @@ pub fn load_manifest(store: &Store, id: &ManifestId) -> Result<(Manifest, u64)> 
         at += c.len as usize;
     }
     let body = Mutex::new(vec![0u8; root.len as usize]);
-    let fetched = fetch_chunks(
+    let fetched = fetch_located(
         store,
+        locate,
         root.chunks.iter().map(|c| c.id),
         &|chunk| Error::MissingChunk {
             chunk,

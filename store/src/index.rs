@@ -170,19 +170,26 @@ impl ChunkIndex {
     }
 
     /// Reads the index objects this cache has not seen yet; returns how many.
+    /// A corrupt index object is skipped (and stays unloaded), so one bad
+    /// object costs the chunks it lists, not the whole store; `verify`
+    /// reports it.
     pub fn sync(&self, backend: &dyn Backend) -> Result<usize> {
         let mut added = 0;
         for key in backend.list("index/")? {
-            let Some(hex) = key.strip_prefix("index/") else {
+            let Some(Ok(id)) = key.strip_prefix("index/").map(str::parse::<IndexId>) else {
                 continue;
             };
-            let id: IndexId = hex.parse()?;
             if self.loaded.contains_key(id.0)? {
                 continue;
             }
-            let object = IndexObject::decode(&id, &backend.get(&key)?)?;
-            self.add(&id, &object)?;
-            added += 1;
+            match IndexObject::decode(&id, &backend.get(&key)?) {
+                Ok(object) => {
+                    self.add(&id, &object)?;
+                    added += 1;
+                }
+                Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => continue,
+                Err(e) => return Err(e),
+            }
         }
         Ok(added)
     }

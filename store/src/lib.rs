@@ -13,6 +13,7 @@
 //! - `attach`: layers -> disk;
 //! - `stats`: what a store holds;
 //! - `synth`: generated `node_modules`-like trees (demo, tests, benchmark);
+//! - `verify`: checking the durable objects;
 //! - `demo`: the README's first command.
 
 pub mod attach;
@@ -34,6 +35,7 @@ pub mod scan;
 pub mod stats;
 pub mod store;
 pub mod synth;
+pub mod verify;
 
 pub use attach::{attach, AttachReport, AttachRequest};
 pub use error::{Error, Result};

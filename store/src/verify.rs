@@ -1,0 +1,259 @@
+//! `strata verify`: checks the store's durable objects themselves, not the
+//! local cache: every index object decodes and names packs that exist and
+//! are long enough; every run record, layer ref and manifest decodes; every
+//! chunk a manifest names is indexed. With `read_data`, every pack is read
+//! whole, checked against its name (BLAKE3), its trailer against the index,
+//! and every frame decoded and every chunk re-hashed.
+//!
+//! Each problem names the object at fault and the runs and jobs whose
+//! layers it affects. Knows nothing about attach or persist.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::fetch::load_manifest_located;
+use crate::id::{ChunkId, IndexId, PackId};
+use crate::index::{pack_key, IndexObject, Location};
+use crate::manifest::{manifest_key, EntryKind};
+use crate::pack::{chunk_of, decode_frame, read_trailer, FrameEntry};
+use crate::store::Store;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The object at fault (`packs/ab/ab12…`, `index/…`, `runs/R/…`).
+    pub object: String,
+    pub detail: String,
+    /// `run/job` of every layer that needs the object.
+    pub affects: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub index_objects: u64,
+    pub packs: u64,
+    pub chunks: u64,
+    pub runs: u64,
+    pub layers: u64,
+    /// Bytes of packs read and re-hashed (with `read_data`).
+    pub bytes_read: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// What a problem concerns, to work out which layers it affects.
+enum Concern {
+    Nothing,
+    Layer(String),
+    Pack(PackId),
+    Chunk(ChunkId),
+}
+
+pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
+    let b = store.backend();
+    let mut report = VerifyReport::default();
+    let mut found: Vec<(String, String, Concern)> = Vec::new();
+
+    // 1. Index objects: where every chunk is, from the objects themselves.
+    let mut locs: HashMap<ChunkId, Location> = HashMap::new();
+    let mut indexed: HashMap<PackId, Vec<FrameEntry>> = HashMap::new();
+    for key in b.list("index/")? {
+        report.index_objects += 1;
+        let decoded = key
+            .strip_prefix("index/")
+            .unwrap_or_default()
+            .parse::<IndexId>()
+            .and_then(|id| IndexObject::decode(&id, &b.get(&key)?));
+        match decoded {
+            Ok(obj) => {
+                for p in obj.packs {
+                    for f in &p.frames {
+                        for c in &f.chunks {
+                            locs.entry(c.id).or_insert(Location {
+                                pack: p.pack,
+                                frame: f.frame_ref(),
+                                chunk: *c,
+                            });
+                        }
+                    }
+                    indexed.entry(p.pack).or_insert(p.frames);
+                }
+            }
+            Err(e) => found.push((key, e.to_string(), Concern::Nothing)),
+        }
+    }
+    report.chunks = locs.len() as u64;
+
+    // 2. Packs: present, long enough, and (read_data) intact.
+    let mut present: HashSet<PackId> = HashSet::new();
+    for key in b.list("packs/")? {
+        report.packs += 1;
+        let Some(id) = key
+            .rsplit('/')
+            .next()
+            .and_then(|h| h.parse::<PackId>().ok())
+        else {
+            found.push((key, "not a pack name".into(), Concern::Nothing));
+            continue;
+        };
+        present.insert(id);
+        let size = b.size(&key)?;
+        if let Some(frames) = indexed.get(&id) {
+            if let Some(f) = frames
+                .iter()
+                .find(|f| f.offset as u64 + f.stored_len as u64 > size)
+            {
+                let detail = format!(
+                    "{size} bytes, but the index places a frame at {}..{}",
+                    f.offset,
+                    f.offset + f.stored_len
+                );
+                found.push((key.clone(), detail, Concern::Pack(id)));
+                continue;
+            }
+        }
+        if read_data {
+            let bytes = b.get(&key)?;
+            report.bytes_read += bytes.len() as u64;
+            if let Some(problem) = check_pack(&key, &id, &bytes, indexed.get(&id)) {
+                found.push((key, problem.0, problem.1));
+            }
+        }
+    }
+    let mut missing_packs: Vec<&PackId> =
+        indexed.keys().filter(|p| !present.contains(*p)).collect();
+    missing_packs.sort();
+    for p in missing_packs {
+        found.push((
+            pack_key(p),
+            "listed by the index but missing".into(),
+            Concern::Pack(*p),
+        ));
+    }
+
+    // 3. Runs, layers and manifests, read afresh from the backend.
+    store.catalog.clear()?;
+    let mut users: HashMap<ChunkId, BTreeSet<usize>> = HashMap::new();
+    let mut layer_names: Vec<String> = Vec::new();
+    let locate = |c: &ChunkId| Ok(locs.get(c).copied());
+    for run in store.run_names()? {
+        report.runs += 1;
+        let record = match store.run(&run) {
+            Ok(r) => r,
+            Err(e) => {
+                found.push((crate::refs::run_key(&run), e.to_string(), Concern::Nothing));
+                continue;
+            }
+        };
+        for spec in record.graph.jobs() {
+            let name = format!("{run}/{}", spec.name);
+            let layers = match store.layers(&run, &spec.name) {
+                Ok(l) => l,
+                Err(e) => {
+                    found.push((
+                        format!("runs/{run}/layers/{}/", spec.name),
+                        e.to_string(),
+                        Concern::Layer(name),
+                    ));
+                    continue;
+                }
+            };
+            for l in layers {
+                report.layers += 1;
+                let li = layer_names.len();
+                layer_names.push(name.clone());
+                match load_manifest_located(store, &locate, &l.record.manifest) {
+                    Ok((m, _)) => {
+                        for e in &m.entries {
+                            if let EntryKind::File { chunks, .. } = &e.kind {
+                                for c in chunks {
+                                    users.entry(c.id).or_default().insert(li);
+                                    if !locs.contains_key(&c.id) {
+                                        let detail = format!(
+                                            "chunk {} of {} is not in the store",
+                                            c.id, e.path
+                                        );
+                                        found.push((
+                                            manifest_key(&l.record.manifest),
+                                            detail,
+                                            Concern::Chunk(c.id),
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => found.push((
+                        manifest_key(&l.record.manifest),
+                        e.to_string(),
+                        Concern::Layer(name.clone()),
+                    )),
+                }
+            }
+        }
+    }
+
+    // 4. Which layers each problem affects.
+    for (object, detail, concern) in found {
+        let mut affects: BTreeSet<String> = BTreeSet::new();
+        let mut add_chunk = |c: &ChunkId| {
+            for &li in users.get(c).into_iter().flatten() {
+                affects.insert(layer_names[li].clone());
+            }
+        };
+        match concern {
+            Concern::Nothing => {}
+            Concern::Layer(name) => {
+                affects.insert(name);
+            }
+            Concern::Chunk(c) => add_chunk(&c),
+            Concern::Pack(p) => {
+                for (c, l) in &locs {
+                    if l.pack == p {
+                        add_chunk(c);
+                    }
+                }
+            }
+        }
+        report.problems.push(Problem {
+            object,
+            detail,
+            affects: affects.into_iter().collect(),
+        });
+    }
+    Ok(report)
+}
+
+/// Checks a whole pack: its name, its trailer against the index, every
+/// frame and chunk. Returns the first problem found.
+fn check_pack(
+    key: &str,
+    id: &PackId,
+    bytes: &[u8],
+    indexed: Option<&Vec<FrameEntry>>,
+) -> Option<(String, Concern)> {
+    let pack = Concern::Pack(*id);
+    if PackId::of(bytes) != *id {
+        return Some(("content does not match its name (BLAKE3)".into(), pack));
+    }
+    let frames = match read_trailer(bytes, key) {
+        Ok(f) => f,
+        Err(e) => return Some((e.to_string(), pack)),
+    };
+    if indexed.is_some_and(|i| *i != frames) {
+        return Some(("its trailer and the index disagree".into(), pack));
+    }
+    for f in &frames {
+        let stored = &bytes[f.offset as usize..(f.offset + f.stored_len) as usize];
+        let raw = match decode_frame(&f.frame_ref(), stored, key) {
+            Ok(r) => r,
+            Err(e) => return Some((e.to_string(), pack)),
+        };
+        for c in &f.chunks {
+            if let Err(e) = chunk_of(&raw, c, key) {
+                return Some((e.to_string(), Concern::Chunk(c.id)));
+            }
+        }
+    }
+    None
+}
