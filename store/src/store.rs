@@ -86,7 +86,13 @@ impl Store {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
-        let backend: Arc<dyn Backend> = Arc::new(LocalDir::new(root, root.join(".tmp"))?);
+        // Holding the lock, no other process is writing: temporary files
+        // left in .tmp are from one that died mid-write.
+        let tmp = root.join(".tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).ctx("clean", &tmp)?;
+        }
+        let backend: Arc<dyn Backend> = Arc::new(LocalDir::new(root, tmp)?);
         let config = match backend.get(CONFIG_KEY) {
             Ok(bytes) => StoreConfig::decode(&bytes)?,
             Err(Error::NotFound { .. }) => {
