@@ -118,6 +118,13 @@ impl Store {
         })
     }
 
+    /// Wraps the backend in an adapter of the same trait (fault injection
+    /// in tests; caching, limits and the like): wrap, don't flag.
+    pub fn wrap_backend(mut self, wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>) -> Self {
+        self.backend = wrap(self.backend);
+        self
+    }
+
     /// Replaces the clock (tests, and later retention).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -134,6 +141,11 @@ impl Store {
 
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
+    }
+
+    /// The backend, shared (for wrapping it).
+    pub fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
     }
 
     /// Creates a run with its job graph (idempotent for the same graph).

@@ -1,0 +1,260 @@
+//! Crash safety, exhaustively: a backend that fails its Nth `put` (before
+//! writing, after a partial write, or after the object landed but before
+//! the caller heard) for every N of a persist. After each failure the store
+//! is as it was or holds the complete new layer, verifies clean, and a
+//! repeated persist succeeds.
+
+use std::fmt;
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use strata_store::attach::{attach, AttachRequest};
+use strata_store::backend::Backend;
+use strata_store::persist::{persist, PersistRequest};
+use strata_store::{Error, Graph, JobName, Quiet, RunName, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    /// Nothing written.
+    BeforeWrite,
+    /// A temporary file half written (what a crash mid-write leaves).
+    PartialWrite,
+    /// The object is in place, but the caller gets an error (a crash
+    /// between the rename and the reply).
+    AfterRename,
+}
+
+struct Faulty {
+    inner: Arc<dyn Backend>,
+    tmp: PathBuf,
+    fail_at: usize,
+    stage: Stage,
+    puts: AtomicUsize,
+}
+
+impl fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({}, {:?})", self.fail_at, self.stage)
+    }
+}
+
+fn injected() -> Error {
+    Error::io("put", "injected", std::io::Error::other("injected fault"))
+}
+
+impl Backend for Faulty {
+    fn put(&self, key: &str, data: &[u8]) -> strata_store::Result<()> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) != self.fail_at {
+            return self.inner.put(key, data);
+        }
+        match self.stage {
+            Stage::BeforeWrite => Err(injected()),
+            Stage::PartialWrite => {
+                fs::create_dir_all(&self.tmp).unwrap();
+                fs::write(self.tmp.join("put-crashed"), &data[..data.len() / 2]).unwrap();
+                Err(injected())
+            }
+            Stage::AfterRename => {
+                self.inner.put(key, data)?;
+                Err(injected())
+            }
+        }
+    }
+    fn get(&self, key: &str) -> strata_store::Result<Vec<u8>> {
+        self.inner.get(key)
+    }
+    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> strata_store::Result<Vec<Vec<u8>>> {
+        self.inner.get_ranges(key, ranges)
+    }
+    fn size(&self, key: &str) -> strata_store::Result<u64> {
+        self.inner.size(key)
+    }
+    fn exists(&self, key: &str) -> strata_store::Result<bool> {
+        self.inner.exists(key)
+    }
+    fn list(&self, prefix: &str) -> strata_store::Result<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> strata_store::Result<()> {
+        self.inner.delete(key)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+fn files(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for f in files(from) {
+        let dest = to.join(f.strip_prefix(from).unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&f, dest).unwrap();
+    }
+}
+
+/// The attached tree's files and contents, relative to `root`.
+fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files(root)
+        .into_iter()
+        .map(|f| {
+            (
+                f.strip_prefix(root).unwrap().to_path_buf(),
+                fs::read(&f).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn job(name: &str) -> JobName {
+    JobName::new(name).unwrap()
+}
+
+#[test]
+fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (dir.path().join("v1"), dir.path().join("v2"));
+    strata_store::synth::generate(&v1, 120, 1).unwrap();
+    // The next run: a fifth of v1's files changed, and a new tree's worth
+    // of new content, enough for many packs.
+    copy_tree(&v1, &v2);
+    strata_store::synth::mutate(&v2.join("node_modules"), 0.2, 5).unwrap();
+    strata_store::synth::generate(&v2.join("node_modules/extra"), 200, 2).unwrap();
+    let run = RunName::new("r").unwrap();
+    let request = |root: &Path| PersistRequest {
+        run: run.clone(),
+        job: job("a"),
+        root: root.to_path_buf(),
+        paths: vec![PathBuf::from("node_modules")],
+    };
+    let attached = |store: &Store, at: &Path| {
+        attach(
+            store,
+            &AttachRequest {
+                run: run.clone(),
+                job: job("b"),
+                at: at.to_path_buf(),
+            },
+        )
+        .unwrap();
+        snapshot(&at.join("node_modules"))
+    };
+
+    // The template: a store holding v1 as the job's first layer, with
+    // small packs and frames so a persist writes many packs.
+    let template = dir.path().join("template");
+    drop(Store::open(&template, &Quiet).unwrap());
+    let config = fs::read_to_string(template.join("config")).unwrap();
+    let small = config
+        .replace(
+            "\"pack_target_bytes\": 4194304",
+            "\"pack_target_bytes\": 65536",
+        )
+        .replace(
+            "\"frame_target_bytes\": 1048576",
+            "\"frame_target_bytes\": 16384",
+        );
+    assert_ne!(small, config);
+    fs::write(template.join("config"), small).unwrap();
+    {
+        let store = Store::open(&template, &Quiet).unwrap();
+        store
+            .create_run(&run, Graph::from_specs(&["a", "b:a"]).unwrap())
+            .unwrap();
+        persist(&store, &request(&v1)).unwrap();
+    }
+    let (old, new) = (
+        snapshot(&v1.join("node_modules")),
+        snapshot(&v2.join("node_modules")),
+    );
+
+    // How many puts a persist of v2 makes.
+    let counted = dir.path().join("counted");
+    copy_tree(&template, &counted);
+    let puts = {
+        let store = Store::open(&counted, &Quiet).unwrap();
+        let probe = Arc::new(Faulty {
+            inner: store.backend_arc(),
+            tmp: counted.join(".tmp"),
+            fail_at: usize::MAX,
+            stage: Stage::BeforeWrite,
+            puts: AtomicUsize::new(0),
+        });
+        let store = store.wrap_backend(|_| probe.clone());
+        persist(&store, &request(&v2)).unwrap();
+        probe.puts.load(Ordering::SeqCst)
+    };
+    println!(
+        "a persist of v2 makes {puts} puts: {} fault trials",
+        3 * puts
+    );
+    assert!(
+        puts >= 8,
+        "a persist should write several packs here: {puts} puts"
+    );
+
+    let mut trials = 0;
+    for stage in [Stage::BeforeWrite, Stage::PartialWrite, Stage::AfterRename] {
+        for n in 0..puts {
+            trials += 1;
+            let store_dir = dir.path().join(format!("s-{stage:?}-{n}"));
+            copy_tree(&template, &store_dir);
+            {
+                let store = Store::open(&store_dir, &Quiet).unwrap();
+                let tmp = store_dir.join(".tmp");
+                let store = store.wrap_backend(|inner| {
+                    Arc::new(Faulty {
+                        inner,
+                        tmp,
+                        fail_at: n,
+                        stage,
+                        puts: AtomicUsize::new(0),
+                    })
+                });
+                assert!(
+                    persist(&store, &request(&v2)).is_err(),
+                    "{stage:?} at put {n} went unnoticed"
+                );
+            }
+            // "Restart": a new process opens the store.
+            let store = Store::open(&store_dir, &Quiet).unwrap();
+            let report = strata_store::verify::verify(&store, true).unwrap();
+            assert!(
+                report.problems.is_empty(),
+                "{stage:?} at put {n}: {:?}",
+                report.problems
+            );
+            let got = attached(&store, &dir.path().join(format!("at-{stage:?}-{n}")));
+            assert!(
+                got == old || got == new,
+                "{stage:?} at put {n}: a partial layer is visible"
+            );
+            // Only the last put (the layer ref) can make the new layer visible.
+            if got == new {
+                assert!(
+                    stage == Stage::AfterRename && n == puts - 1,
+                    "{stage:?} at put {n}"
+                );
+            }
+            // And persisting again succeeds and gives the new tree.
+            persist(&store, &request(&v2)).unwrap();
+            assert_eq!(
+                attached(&store, &dir.path().join(format!("again-{stage:?}-{n}"))),
+                new
+            );
+        }
+    }
+    assert_eq!(trials, 3 * puts);
+}
