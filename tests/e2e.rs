@@ -606,3 +606,105 @@ fn verify_finds_a_corrupt_pack() {
         "{stdout}"
     );
 }
+
+// A hostile upstream job makes `x` a symlink to a directory outside the
+// workspace; a later job writes `x/file`. Attach replaces the link with a
+// real directory and never writes outside --at. Where two unrelated jobs
+// do this, it is a conflict (a symlink against a directory).
+#[test]
+fn symlink_escapes_across_layers_are_defeated() {
+    let w = World::new();
+    let outside = w.dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    create(
+        &w,
+        "r",
+        &[
+            "--job",
+            "evil",
+            "--job",
+            "later:evil",
+            "--job",
+            "other",
+            "--job",
+            "sink:later",
+            "--job",
+            "both:evil,other",
+        ],
+    );
+    symlink(&outside, w.machine("r-evil").join("x")).unwrap();
+    w.persist("r", "evil", &["x"]);
+    w.write("r", "later", "x/file", "inside");
+    w.persist("r", "later", &["x"]);
+    w.write("r", "other", "x/file", "other");
+    w.persist("r", "other", &["x"]);
+
+    let at = w.attach("r", "sink");
+    assert!(!fs::symlink_metadata(at.join("x")).unwrap().is_symlink());
+    assert_eq!(read(&at.join("x/file")), "inside");
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "wrote outside the workspace"
+    );
+
+    let target = w.machine("both-target");
+    let e = w.fails(
+        3,
+        &[
+            "attach",
+            "--run",
+            "r",
+            "--job",
+            "both",
+            "--at",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        e.contains("x") && e.contains("a symlink") && e.contains("a directory"),
+        "{e}"
+    );
+    assert!(fs::read_dir(&outside).unwrap().next().is_none());
+}
+
+// The attach directory already holds a symlink where the workspace has a
+// directory: the link is replaced, and nothing is written through it.
+#[test]
+fn a_symlink_in_the_target_is_replaced_not_followed() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a", "--job", "b:a"]);
+    w.write("r", "a", "dist/app.js", "app");
+    w.persist("r", "a", &["dist"]);
+    let outside = w.dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let at = w.machine("target");
+    symlink(&outside, at.join("dist")).unwrap();
+    w.ok(&[
+        "attach",
+        "--run",
+        "r",
+        "--job",
+        "b",
+        "--at",
+        at.to_str().unwrap(),
+    ]);
+    assert!(fs::symlink_metadata(at.join("dist")).unwrap().is_dir());
+    assert_eq!(read(&at.join("dist/app.js")), "app");
+    assert!(fs::read_dir(&outside).unwrap().next().is_none());
+}
+
+// Names that differ only in case, and a 255-byte name, survive the round trip.
+#[test]
+fn case_only_and_long_names() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a", "--job", "b:a"]);
+    let long = "n".repeat(255);
+    w.write("r", "a", "d/README", "upper");
+    w.write("r", "a", "d/readme", "lower");
+    w.write("r", "a", &format!("d/{long}"), "long");
+    w.persist("r", "a", &["d"]);
+    let at = w.attach("r", "b");
+    assert_eq!(read(&at.join("d/README")), "upper");
+    assert_eq!(read(&at.join("d/readme")), "lower");
+    assert_eq!(read(&at.join(format!("d/{long}"))), "long");
+}

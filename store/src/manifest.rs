@@ -404,6 +404,24 @@ mod tests {
         }
     }
 
+    /// Hostile bytes: a valid encoding with a path patched to an escape,
+    /// an absolute path or a NUL is refused at decode, naming the path.
+    #[test]
+    fn patched_escapes_are_refused() {
+        let m = Manifest {
+            entries: vec![entry("qq", EntryKind::Dir)],
+        };
+        let (_, bytes) = m.encode();
+        let at = bytes.windows(2).position(|w| w == b"qq").unwrap();
+        for evil in [&b".."[..], b"/q", b"q\0", b"q/"] {
+            let mut b = bytes.clone();
+            b[at..at + 2].copy_from_slice(evil);
+            let id = ManifestId::of(&b);
+            let e = Manifest::decode(&id, &b).unwrap_err();
+            assert!(matches!(e, Error::UnsafePath { .. }), "{evil:?}: {e}");
+        }
+    }
+
     /// A next run's manifest that differs in one file and in every mtime
     /// still shares most of its chunks with the last one.
     #[test]
