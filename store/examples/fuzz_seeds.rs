@@ -1,0 +1,96 @@
+//! Writes valid objects for the fuzz targets to start from:
+//! `cargo run -p strata-store --example fuzz_seeds -- fuzz/seeds`.
+//! Without them a fuzzer spends its time rediscovering the magic numbers.
+
+use std::fs;
+use std::path::Path;
+
+use strata_store::id::ChunkId;
+use strata_store::index::{IndexObject, IndexedPack};
+use strata_store::manifest::{ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Mtime, RelPath};
+use strata_store::pack::{FrameBuilder, PackBuilder};
+
+fn path(s: &str) -> RelPath {
+    RelPath::new(s.as_bytes().to_vec()).unwrap()
+}
+
+fn main() {
+    let out = std::env::args().nth(1).expect("usage: fuzz_seeds DIR");
+    let out = Path::new(&out);
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let d = out.join(target);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(name), bytes).unwrap();
+    };
+    let chunk = ChunkRef {
+        id: ChunkId::of(b"hello"),
+        len: 5,
+    };
+    let entry = |p: &str, kind: EntryKind| Entry {
+        path: path(p),
+        mode: 0o755,
+        mtime: Mtime {
+            secs: 1_700_000_000,
+            nanos: 5,
+        },
+        kind,
+    };
+    let m = Manifest {
+        entries: vec![
+            entry("d", EntryKind::Dir),
+            entry(
+                "d/f",
+                EntryKind::File {
+                    size: 5,
+                    chunks: vec![chunk],
+                },
+            ),
+            entry(
+                "d/g",
+                EntryKind::Hardlink {
+                    target: path("d/f"),
+                },
+            ),
+            entry(
+                "d/l",
+                EntryKind::Symlink {
+                    target: b"../x".to_vec(),
+                },
+            ),
+        ],
+    };
+    let (_, body) = m.encode();
+    write("manifest_decode", "manifest", &body);
+    write(
+        "manifest_decode",
+        "root",
+        &ManifestRoot {
+            len: 5,
+            chunks: vec![chunk],
+        }
+        .encode(),
+    );
+
+    let mut c = zstd::bulk::Compressor::new(3).unwrap();
+    let mut frame = FrameBuilder::default();
+    frame.push(ChunkId::of(b"hello"), b"hello");
+    frame.push(ChunkId::of(b"world world world"), b"world world world");
+    let mut pack = PackBuilder::new();
+    pack.push(frame.seal(&mut c));
+    let (pack_id, pack_bytes, frames) = pack.finish();
+    write("pack_trailer", "pack", &pack_bytes);
+    let (_, index) = IndexObject {
+        packs: vec![IndexedPack {
+            pack: pack_id,
+            frames,
+        }],
+    }
+    .encode();
+    write("index_decode", "index", &index);
+    for (i, p) in ["node_modules/a/b.js", "ünï/日本", "a b/c", "x"]
+        .iter()
+        .enumerate()
+    {
+        write("path_validation", &format!("path{i}"), p.as_bytes());
+    }
+}
