@@ -2,6 +2,7 @@
 //! random instants, and many strata processes sharing one store.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -49,19 +50,22 @@ fn same_tree(a: &Path, b: &Path) {
     }
 }
 
-/// Number of kill trials; STRATA_CRASH_TRIALS raises it for the long run.
-fn trials() -> u64 {
-    std::env::var("STRATA_CRASH_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50)
-}
-
 // A CI runner dies in the middle of `strata persist`, at a random instant,
 // again and again: the store always verifies clean, never shows a partial
 // layer, and the next persist succeeds and attaches to the right tree.
 #[test]
 fn persist_killed_at_random_instants() {
+    kill_trials(50);
+}
+
+// The same, 500 times (`cargo test -- --ignored`).
+#[test]
+#[ignore]
+fn persist_killed_at_random_instants_long() {
+    kill_trials(500);
+}
+
+fn kill_trials(trials: u64) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     strata_store::synth::generate(&src, 400, 21).unwrap();
@@ -69,7 +73,7 @@ fn persist_killed_at_random_instants() {
     ok(strata(&store).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
     let mut rng = strata_store::synth::Rng::new(7);
     let mut killed = 0;
-    for i in 0..trials() {
+    for i in 0..trials {
         let mut child = strata(&store)
             .args(["persist", "--run", "r", "--job", "a", "--root"])
             .arg(&src)
@@ -170,4 +174,185 @@ fn eight_processes_share_one_store() {
     }
     let out = ok(strata(&store).args(["verify", "--read-data"]));
     assert!(out.contains("no problems"), "{out}");
+}
+
+/// Runs `script` as root-only setup; false (and a message) where this
+/// machine does not allow it, so the test is skipped rather than failed.
+fn privileged(what: &str, cmd: &mut Command) -> bool {
+    match cmd.output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipped: cannot {what}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot {what}: {e}");
+            false
+        }
+    }
+}
+
+/// Unmounts the tmpfs when the test ends, pass or fail.
+struct Mount(PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+// The store's disk fills up in the middle of a persist: the error says "no
+// space left" and names the store, and the store still verifies clean.
+#[test]
+fn disk_full_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    fs::create_dir_all(&store).unwrap();
+    let mounted = privileged(
+        "mount a 3 MiB tmpfs",
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(&store),
+    );
+    if !mounted {
+        return;
+    }
+    let _unmount = Mount(store.clone());
+    ok(strata(&store).args(["run", "create", "r", "--job", "a"]));
+    // Incompressible content, four times what the disk holds.
+    let src = dir.path().join("src/data");
+    fs::create_dir_all(&src).unwrap();
+    let mut rng = strata_store::synth::Rng::new(1);
+    for i in 0..12 {
+        let bytes: Vec<u8> = (0..1 << 20).map(|_| rng.next_u64() as u8).collect();
+        fs::write(src.join(format!("blob{i}")), bytes).unwrap();
+    }
+    let out = strata(&store)
+        .args(["persist", "--run", "r", "--job", "a", "--root"])
+        .arg(dir.path().join("src"))
+        .arg("data")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no space left") && stderr.contains(store.to_str().unwrap()),
+        "{stderr}"
+    );
+    let verified = strata(&store)
+        .args(["verify", "--read-data"])
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let listed = ok(strata(&store).args(["ls", "--run", "r"]));
+    assert!(listed.contains("job a: 0 layers"), "{listed}");
+}
+
+/// `strata` run as the unprivileged user `nobody`.
+fn as_nobody(store: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        env!("CARGO_BIN_EXE_strata"),
+        "--store",
+    ])
+    .arg(store);
+    c.env_remove("STRATA_STORE")
+        .env_remove("STRATA_RUN")
+        .env_remove("STRATA_JOB");
+    c
+}
+
+// A CI job runs as an ordinary user: attach keeps modes, makes read-only
+// directories read-only last, chowns nothing; persisting an unreadable file
+// fails naming it.
+#[test]
+fn an_unprivileged_user_persists_and_attaches() {
+    let base = PathBuf::from(format!("/tmp/strata-nobody-{}", std::process::id()));
+    fs::create_dir_all(&base).unwrap();
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o777)).unwrap();
+    let cleanup = Cleanup(base.clone());
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .output();
+    if !matches!(probe, Ok(ref o) if o.status.success()) {
+        eprintln!("skipped: cannot run as nobody here");
+        return;
+    }
+    let src = base.join("src");
+    fs::create_dir_all(src.join("out/ro")).unwrap();
+    fs::write(src.join("out/ro/tool"), "#!/bin/sh\n").unwrap();
+    fs::write(src.join("out/secret-ok"), "mine").unwrap();
+    fs::set_permissions(src.join("out/ro/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(src.join("out/secret-ok"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(src.join("out/ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    // Everything belongs to nobody, as on a CI runner.
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let store = base.join("store");
+    ok(as_nobody(&store).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    ok(as_nobody(&store)
+        .args(["persist", "--run", "r", "--job", "a", "--root"])
+        .arg(&src)
+        .arg("out"));
+    let at = base.join("at");
+    ok(as_nobody(&store)
+        .args(["attach", "--run", "r", "--job", "b", "--at"])
+        .arg(&at));
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&at.join("out/ro")), 0o555);
+    assert_eq!(mode(&at.join("out/ro/tool")), 0o755);
+    assert_eq!(mode(&at.join("out/secret-ok")), 0o600);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(at.join("out/ro/tool")).unwrap().uid(), 65534);
+    // Attaching again over the read-only directory works too.
+    ok(as_nobody(&store)
+        .args(["attach", "--run", "r", "--job", "b", "--at"])
+        .arg(&at));
+
+    fs::write(src.join("out/locked"), "no").unwrap();
+    fs::set_permissions(src.join("out/locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    Command::new("chown")
+        .args(["65534:65534"])
+        .arg(src.join("out/locked"))
+        .status()
+        .unwrap();
+    let out = as_nobody(&store)
+        .args(["persist", "--run", "r", "--job", "a", "--root"])
+        .arg(&src)
+        .arg("out")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("out/locked") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    drop(cleanup);
+}
+
+/// Removes a directory tree (made writable first) when the test ends.
+struct Cleanup(PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("chmod")
+            .args(["-R", "u+rwx"])
+            .arg(&self.0)
+            .status();
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
