@@ -356,3 +356,50 @@ impl Drop for Cleanup {
         let _ = fs::remove_dir_all(&self.0);
     }
 }
+
+// The runner's disk cannot hold the workspace (or a hostile manifest claims
+// a file bigger than any disk): attach refuses before writing anything.
+#[test]
+fn attach_refuses_what_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok(strata(&store).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    let src = dir.path().join("src/data");
+    fs::create_dir_all(&src).unwrap();
+    let mut rng = strata_store::synth::Rng::new(3);
+    for i in 0..3 {
+        let bytes: Vec<u8> = (0..1 << 20).map(|_| rng.next_u64() as u8).collect();
+        fs::write(src.join(format!("blob{i}")), bytes).unwrap();
+    }
+    ok(strata(&store)
+        .args(["persist", "--run", "r", "--job", "a", "--root"])
+        .arg(dir.path().join("src"))
+        .arg("data"));
+    let at = dir.path().join("at");
+    fs::create_dir_all(&at).unwrap();
+    let mounted = privileged(
+        "mount a 1 MiB tmpfs",
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&at),
+    );
+    if !mounted {
+        return;
+    }
+    let _unmount = Mount(at.clone());
+    let out = strata(&store)
+        .args(["attach", "--run", "r", "--job", "b", "--at"])
+        .arg(&at)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("attaching needs 3145728 bytes") && stderr.contains("no file was written"),
+        "{stderr}"
+    );
+    assert!(
+        fs::read_dir(at.join("data")).unwrap().next().is_none(),
+        "files were written"
+    );
+}

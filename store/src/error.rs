@@ -31,6 +31,16 @@ pub enum Error {
     #[error("local metadata index: {0} (it can be deleted and rebuilt from the store)")]
     Meta(String),
 
+    #[error(
+        "attaching needs {needed} bytes but {} has {free} free; no file was written",
+        path.display()
+    )]
+    NoRoom {
+        path: PathBuf,
+        needed: u64,
+        free: u64,
+    },
+
     #[error("object {key} not found in the store")]
     NotFound { key: String },
 

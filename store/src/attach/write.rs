@@ -105,6 +105,7 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
         }
     }
 
+    check_space(&at, &jobs)?;
     let result = write_files(store, &jobs, &seeds, &stats);
     if result.is_err() {
         for job in &jobs {
@@ -157,6 +158,24 @@ impl Stats {
             bytes_written: self.bytes_written.load(Relaxed),
         }
     }
+}
+
+/// Refuses, before writing anything, an attach whose files cannot fit on
+/// the target's file system: a full disk would fail it halfway anyway, and
+/// a hostile manifest can claim any size (one chunk listed a million times).
+fn check_space(at: &Path, jobs: &[FileJob]) -> Result<()> {
+    let needed: u64 = jobs.iter().map(|j| j.size).fold(0u64, u64::saturating_add);
+    let stat =
+        rustix::fs::statvfs(at).map_err(|e| Error::io("check free space on", at, e.into()))?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if needed > free {
+        return Err(Error::NoRoom {
+            path: at.to_path_buf(),
+            needed,
+            free,
+        });
+    }
+    Ok(())
 }
 
 /// The attach directory, created if missing; a regular file there is an
