@@ -79,7 +79,13 @@ pub fn fetch_located(
             for (frame, wanted) in &frames[members.clone()] {
                 let start = (frame.offset as u64 - range.start) as usize;
                 let stored = &bytes[start..start + frame.stored_len as usize];
-                let raw = decode_frame(frame, stored, &key)?;
+                // A frame that does not decode is reported against the
+                // first chunk wanted from it, so errors always name one.
+                let raw = decode_frame(frame, stored, &key).map_err(|e| Error::CorruptChunk {
+                    chunk: wanted[0].id,
+                    object: key.clone(),
+                    detail: e.to_string(),
+                })?;
                 for c in wanted.iter() {
                     each(c.id, chunk_of(&raw, c, &key)?)?;
                     chunks.fetch_add(1, Relaxed);
