@@ -2,34 +2,15 @@
 //! `verify --read-data` reports every one, and an attach on a fresh runner
 //! either fails or writes exactly the right files, never a wrong one.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
-use strata_store::attach::{attach, AttachRequest};
-use strata_store::persist::{persist, PersistRequest};
+use std::fs;
+
+use common::{attach_b, copy_tree, files, persist_a};
 use strata_store::synth::Rng;
-use strata_store::{Error, Graph, JobName, Quiet, RunName, Store};
+use strata_store::{Error, Quiet, Store};
 
 const FLIPS: u64 = 120;
-
-fn files(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect();
-    v.sort();
-    v
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for f in files(from) {
-        let dest = to.join(f.strip_prefix(from).unwrap());
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(&f, dest).unwrap();
-    }
-}
 
 #[test]
 fn every_flip_is_detected_and_nothing_wrong_is_written() {
@@ -37,25 +18,14 @@ fn every_flip_is_detected_and_nothing_wrong_is_written() {
     let src = dir.path().join("src");
     strata_store::synth::generate(&src, 40, 9).unwrap();
     let template = dir.path().join("template");
-    let run = RunName::new("r").unwrap();
-    {
-        let store = Store::open(&template, &Quiet).unwrap();
-        store
-            .create_run(&run, Graph::from_specs(&["a", "b:a"]).unwrap())
-            .unwrap();
-        persist(
-            &store,
-            &PersistRequest {
-                run: run.clone(),
-                job: JobName::new("a").unwrap(),
-                root: src.clone(),
-                paths: vec![PathBuf::from("node_modules")],
-            },
-        )
-        .unwrap();
-    }
+    persist_a(
+        &Store::open(&template, &Quiet).unwrap(),
+        &src,
+        &["node_modules"],
+    )
+    .unwrap();
     // The objects a flip may hit, and their sizes.
-    let targets: Vec<PathBuf> = ["packs", "index", "manifests"]
+    let targets: Vec<std::path::PathBuf> = ["packs", "index", "manifests"]
         .iter()
         .flat_map(|d| files(&template.join(d)))
         .map(|p| p.strip_prefix(&template).unwrap().to_path_buf())
@@ -86,14 +56,7 @@ fn every_flip_is_detected_and_nothing_wrong_is_written() {
         detected += 1;
 
         let target = dir.path().join(format!("at{i}"));
-        let result = attach(
-            &store,
-            &AttachRequest {
-                run: run.clone(),
-                job: JobName::new("b").unwrap(),
-                at: target.clone(),
-            },
-        );
+        let result = attach_b(&store, &target);
         if let Err(e) = result {
             attach_failed += 1;
             // The error names the object at fault: the chunk and its pack, the

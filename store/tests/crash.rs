@@ -4,6 +4,8 @@
 //! is as it was or holds the complete new layer, verifies clean, and a
 //! repeated persist succeeds.
 
+mod common;
+
 use std::fmt;
 use std::fs;
 use std::ops::Range;
@@ -11,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use strata_store::attach::{attach, AttachRequest};
+use common::{attach_b, copy_tree, persist_a, snapshot};
 use strata_store::backend::Backend;
-use strata_store::persist::{persist, PersistRequest};
-use strata_store::{Error, Graph, JobName, Quiet, RunName, Store};
+use strata_store::{Error, Quiet, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stage {
@@ -86,42 +87,6 @@ impl Backend for Faulty {
     }
 }
 
-fn files(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect();
-    v.sort();
-    v
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for f in files(from) {
-        let dest = to.join(f.strip_prefix(from).unwrap());
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(&f, dest).unwrap();
-    }
-}
-
-/// The attached tree's files and contents, relative to `root`.
-fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    files(root)
-        .into_iter()
-        .map(|f| {
-            (
-                f.strip_prefix(root).unwrap().to_path_buf(),
-                fs::read(&f).unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn job(name: &str) -> JobName {
-    JobName::new(name).unwrap()
-}
-
 #[test]
 fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,23 +97,9 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
     copy_tree(&v1, &v2);
     strata_store::synth::mutate(&v2.join("node_modules"), 0.2, 5).unwrap();
     strata_store::synth::generate(&v2.join("node_modules/extra"), 200, 2).unwrap();
-    let run = RunName::new("r").unwrap();
-    let request = |root: &Path| PersistRequest {
-        run: run.clone(),
-        job: job("a"),
-        root: root.to_path_buf(),
-        paths: vec![PathBuf::from("node_modules")],
-    };
+    let persist_v = |store: &Store, root: &Path| persist_a(store, root, &["node_modules"]);
     let attached = |store: &Store, at: &Path| {
-        attach(
-            store,
-            &AttachRequest {
-                run: run.clone(),
-                job: job("b"),
-                at: at.to_path_buf(),
-            },
-        )
-        .unwrap();
+        attach_b(store, at).unwrap();
         snapshot(&at.join("node_modules"))
     };
 
@@ -168,13 +119,7 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
         );
     assert_ne!(small, config);
     fs::write(template.join("config"), small).unwrap();
-    {
-        let store = Store::open(&template, &Quiet).unwrap();
-        store
-            .create_run(&run, Graph::from_specs(&["a", "b:a"]).unwrap())
-            .unwrap();
-        persist(&store, &request(&v1)).unwrap();
-    }
+    persist_v(&Store::open(&template, &Quiet).unwrap(), &v1).unwrap();
     let (old, new) = (
         snapshot(&v1.join("node_modules")),
         snapshot(&v2.join("node_modules")),
@@ -193,7 +138,7 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
             puts: AtomicUsize::new(0),
         });
         let store = store.wrap_backend(|_| probe.clone());
-        persist(&store, &request(&v2)).unwrap();
+        persist_v(&store, &v2).unwrap();
         probe.puts.load(Ordering::SeqCst)
     };
     println!(
@@ -224,7 +169,7 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
                     })
                 });
                 assert!(
-                    persist(&store, &request(&v2)).is_err(),
+                    persist_v(&store, &v2).is_err(),
                     "{stage:?} at put {n} went unnoticed"
                 );
             }
@@ -249,7 +194,7 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
                 );
             }
             // And persisting again succeeds and gives the new tree.
-            persist(&store, &request(&v2)).unwrap();
+            persist_v(&store, &v2).unwrap();
             assert_eq!(
                 attached(&store, &dir.path().join(format!("again-{stage:?}-{n}"))),
                 new

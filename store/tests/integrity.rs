@@ -1,54 +1,28 @@
 //! A store whose bytes went bad fails loudly and leaves the target clean;
 //! a store whose local metadata is lost rebuilds it from the objects.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use strata_store::attach::{attach, AttachRequest};
-use strata_store::persist::{persist, PersistRequest};
-use strata_store::{Error, Graph, JobName, Quiet, RunName, Store};
+use common::{attach_b, files, persist_a};
+use strata_store::{Error, Quiet, Store};
 
-fn setup(dir: &Path) -> (PathBuf, RunName) {
+fn setup(dir: &Path) -> PathBuf {
     let src = dir.join("src");
     strata_store::synth::generate(&src, 60, 5).unwrap();
-    let store = Store::open(&dir.join("store"), &Quiet).unwrap();
-    let run = RunName::new("r").unwrap();
-    store
-        .create_run(&run, Graph::from_specs(&["a", "b:a"]).unwrap())
-        .unwrap();
-    persist(
-        &store,
-        &PersistRequest {
-            run: run.clone(),
-            job: JobName::new("a").unwrap(),
-            root: src.clone(),
-            paths: vec![PathBuf::from("node_modules")],
-        },
+    persist_a(
+        &Store::open(&dir.join("store"), &Quiet).unwrap(),
+        &src,
+        &["node_modules"],
     )
     .unwrap();
-    (src, run)
+    src
 }
 
-fn attach_to(dir: &Path, run: &RunName, at: &Path) -> strata_store::Result<()> {
-    let store = Store::open(&dir.join("store"), &Quiet)?;
-    attach(
-        &store,
-        &AttachRequest {
-            run: run.clone(),
-            job: JobName::new("b").unwrap(),
-            at: at.to_path_buf(),
-        },
-    )
-    .map(|_| ())
-}
-
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_type().is_dir())
-        .map(|e| e.into_path())
-        .collect()
+fn attach_to(dir: &Path, at: &Path) -> strata_store::Result<()> {
+    attach_b(&Store::open(&dir.join("store"), &Quiet)?, at).map(|_| ())
 }
 
 // A flipped byte in a pack: attach names the chunk and the pack, and leaves
@@ -56,22 +30,22 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
 #[test]
 fn corrupt_pack_fails_attach_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, run) = setup(dir.path());
-    let packs = files_under(&dir.path().join("store/packs"));
+    let src = setup(dir.path());
+    let packs = files(&dir.path().join("store/packs"));
     let pack = &packs[0];
     let mut bytes = fs::read(pack).unwrap();
     bytes[100] ^= 0x40;
     fs::write(pack, &bytes).unwrap();
 
     let at = dir.path().join("at");
-    let err = attach_to(dir.path(), &run, &at).unwrap_err();
+    let err = attach_to(dir.path(), &at).unwrap_err();
     assert!(
         matches!(err, Error::CorruptChunk { .. } | Error::Corrupt { .. }),
         "{err}"
     );
     let name = pack.file_name().unwrap().to_str().unwrap();
     assert!(err.to_string().contains(name), "{err}");
-    for f in files_under(&at) {
+    for f in files(&at) {
         let name = f.file_name().unwrap().to_str().unwrap();
         assert!(!name.starts_with(".strata-tmp"), "left {f:?}");
         let rel = f.strip_prefix(&at).unwrap();
@@ -87,25 +61,16 @@ fn corrupt_pack_fails_attach_cleanly() {
 #[test]
 fn local_metadata_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, run) = setup(dir.path());
+    let src = setup(dir.path());
     fs::remove_dir_all(dir.path().join("store/.local")).unwrap();
     let at = dir.path().join("at");
-    attach_to(dir.path(), &run, &at).unwrap();
-    for f in files_under(&src.join("node_modules")) {
+    attach_to(dir.path(), &at).unwrap();
+    for f in files(&src.join("node_modules")) {
         let rel = f.strip_prefix(&src).unwrap();
         assert_eq!(fs::read(&f).unwrap(), fs::read(at.join(rel)).unwrap());
     }
     // And a second persist of the same tree finds every chunk again.
     let store = Store::open(&dir.path().join("store"), &Quiet).unwrap();
-    let again = persist(
-        &store,
-        &PersistRequest {
-            run,
-            job: JobName::new("a").unwrap(),
-            root: src,
-            paths: vec![PathBuf::from("node_modules")],
-        },
-    )
-    .unwrap();
+    let again = persist_a(&store, &src, &["node_modules"]).unwrap();
     assert_eq!(again.chunks_new, 0);
 }

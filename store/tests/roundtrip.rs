@@ -2,16 +2,17 @@
 //! byte-identical, with the same types, modes, mtimes, symlink targets and
 //! hardlink groups.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use common::{attach_b, persist_a};
 use filetime::FileTime;
 use proptest::prelude::*;
-use strata_store::attach::{attach, AttachRequest};
-use strata_store::persist::{persist, PersistRequest};
-use strata_store::{Graph, JobName, Quiet, RunName, Store};
+use strata_store::{Quiet, Store};
 
 /// Everything about a tree that attach must reproduce, keyed by path.
 #[derive(Debug, PartialEq)]
@@ -83,30 +84,9 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// Persists `root`'s contents as job `a` and attaches them as job `b`.
 fn round_trip(root: &Path, work: &Path) -> PathBuf {
     let store = Store::open(&work.join("store"), &Quiet).unwrap();
-    let run = RunName::new("r").unwrap();
-    store
-        .create_run(&run, Graph::from_specs(&["a", "b:a"]).unwrap())
-        .unwrap();
-    persist(
-        &store,
-        &PersistRequest {
-            run: run.clone(),
-            job: JobName::new("a").unwrap(),
-            root: root.to_path_buf(),
-            paths: vec![PathBuf::from(".")],
-        },
-    )
-    .unwrap();
+    persist_a(&store, root, &["."]).unwrap();
     let at = work.join("attached");
-    attach(
-        &store,
-        &AttachRequest {
-            run,
-            job: JobName::new("b").unwrap(),
-            at: at.clone(),
-        },
-    )
-    .unwrap();
+    attach_b(&store, &at).unwrap();
     at
 }
 

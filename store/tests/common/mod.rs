@@ -1,0 +1,80 @@
+//! What the store's integration tests share: a run `r` where job `b`
+//! requires job `a`, persisting as `a` and attaching as `b`, and file
+//! listings to compare trees.
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use strata_store::attach::{attach, AttachReport, AttachRequest};
+use strata_store::persist::{persist, PersistReport, PersistRequest};
+use strata_store::{Graph, JobName, Result, RunName, Store};
+
+pub fn job(name: &str) -> JobName {
+    JobName::new(name).unwrap()
+}
+
+pub fn run() -> RunName {
+    RunName::new("r").unwrap()
+}
+
+/// Creates run `r` (jobs `a`, `b:a`; again is a no-op) and persists
+/// `paths` under `root` as a layer of job `a`.
+pub fn persist_a(store: &Store, root: &Path, paths: &[&str]) -> Result<PersistReport> {
+    store.create_run(&run(), Graph::from_specs(&["a", "b:a"]).unwrap())?;
+    persist(
+        store,
+        &PersistRequest {
+            run: run(),
+            job: job("a"),
+            root: root.to_path_buf(),
+            paths: paths.iter().map(PathBuf::from).collect(),
+        },
+    )
+}
+
+/// Attaches job `b`'s workspace (job `a`'s layers) into `at`.
+pub fn attach_b(store: &Store, at: &Path) -> Result<AttachReport> {
+    attach(
+        store,
+        &AttachRequest {
+            run: run(),
+            job: job("b"),
+            at: at.to_path_buf(),
+        },
+    )
+}
+
+/// Every regular file under `root`, sorted.
+pub fn files(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Copies the regular files under `from` to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for f in files(from) {
+        let dest = to.join(f.strip_prefix(from).unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&f, dest).unwrap();
+    }
+}
+
+/// The files under `root` with their contents, by relative path.
+pub fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files(root)
+        .into_iter()
+        .map(|f| {
+            (
+                f.strip_prefix(root).unwrap().to_path_buf(),
+                fs::read(&f).unwrap(),
+            )
+        })
+        .collect()
+}
