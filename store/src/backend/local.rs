@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Backend;
+use super::{validate_key, Backend};
 use crate::error::{Error, IoContext, Result};
 
 /// Objects stored as files below `root`; temporary files go to `tmp`, which
@@ -51,19 +51,7 @@ impl LocalDir {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        let valid = !key.is_empty()
-            && key.split('/').all(|c| {
-                !c.is_empty()
-                    && !c.starts_with('.')
-                    && c.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            });
-        if !valid {
-            return Err(Error::corrupt(
-                format!("object key {key:?}"),
-                "not a valid key",
-            ));
-        }
+        validate_key(key)?;
         Ok(self.root.join(key))
     }
 
@@ -187,35 +175,5 @@ impl Backend for LocalDir {
 
     fn location(&self) -> String {
         self.root.display().to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn put_get_list_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalDir::new(dir.path().join("o"), dir.path().join("t")).unwrap();
-        b.put("a/b/c", b"hello").unwrap();
-        b.put("a/b/d", b"world").unwrap();
-        b.put("a/x", b"!").unwrap();
-        assert_eq!(b.get("a/b/c").unwrap(), b"hello");
-        assert_eq!(b.list("a/b/").unwrap(), vec!["a/b/c", "a/b/d"]);
-        assert_eq!(b.list("a/").unwrap().len(), 3);
-        assert_eq!(
-            b.get_ranges("a/b/d", &[1..3, 0..1]).unwrap(),
-            vec![b"or".to_vec(), b"w".to_vec()]
-        );
-        assert!(matches!(
-            b.get_ranges("a/b/d", &[3..9, 0..1]),
-            Err(Error::Corrupt { .. })
-        ));
-        b.delete("a/b/c").unwrap();
-        b.delete("a/b/c").unwrap();
-        assert!(matches!(b.get("a/b/c"), Err(Error::NotFound { .. })));
-        assert!(b.put("../escape", b"x").is_err());
-        assert!(fs::read_dir(dir.path().join("t")).unwrap().next().is_none());
     }
 }

@@ -7,15 +7,39 @@
 //! one writer ever uses a key, and a repeated `put` is always harmless.
 //! This module knows nothing about packs, manifests or runs.
 
+pub mod conformance;
 mod local;
+mod memory;
 
 pub(crate) use local::unique_tmp_name;
 pub use local::LocalDir;
+pub use memory::Memory;
 
 use std::fmt::Debug;
 use std::ops::Range;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Checks an object key: `/`-separated components of `A-Z a-z 0-9 . _ -`,
+/// none empty or starting with `.` (so keys can never climb out of a
+/// directory, nor collide with a local store's `.local` and `.tmp`).
+pub fn validate_key(key: &str) -> Result<()> {
+    let valid = !key.is_empty()
+        && key.split('/').all(|c| {
+            !c.is_empty()
+                && !c.starts_with('.')
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::corrupt(
+            format!("object key {key:?}"),
+            "not a valid key",
+        ))
+    }
+}
 
 /// A store's object storage.
 pub trait Backend: Send + Sync + Debug {
