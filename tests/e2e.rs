@@ -72,6 +72,12 @@ impl World {
 
     fn attach(&self, run: &str, job: &str) -> PathBuf {
         let at = self.machine(&format!("{run}-{job}"));
+        self.attach_into(run, job, &at);
+        at
+    }
+
+    /// Attaches `job`'s workspace into `at`, asserting success.
+    fn attach_into(&self, run: &str, job: &str, at: &Path) -> String {
         self.ok(&[
             "attach",
             "--run",
@@ -80,8 +86,23 @@ impl World {
             job,
             "--at",
             at.to_str().unwrap(),
-        ]);
-        at
+        ])
+    }
+
+    /// Attaches into `at`, asserting exit code `code`; returns stderr.
+    fn attach_fails(&self, code: i32, run: &str, job: &str, at: &Path) -> String {
+        self.fails(
+            code,
+            &[
+                "attach",
+                "--run",
+                run,
+                "--job",
+                job,
+                "--at",
+                at.to_str().unwrap(),
+            ],
+        )
     }
 
     fn write(&self, run: &str, job: &str, rel: &str, text: &str) {
@@ -171,18 +192,7 @@ fn concurrent_jobs_writing_one_path_conflict() {
     w.persist("r", "left", &["out"]);
     w.persist("r", "right", &["out"]);
     let at = w.machine("join-target");
-    let err = w.fails(
-        3,
-        &[
-            "attach",
-            "--run",
-            "r",
-            "--job",
-            "join",
-            "--at",
-            at.to_str().unwrap(),
-        ],
-    );
+    let err = w.attach_fails(3, "r", "join", &at);
     assert!(err.contains("out/app.js"), "{err}");
     assert!(err.contains("left") && err.contains("right"), "{err}");
     assert!(
@@ -224,18 +234,7 @@ fn file_directory_clash_conflicts() {
     w.persist("r", "a", &["dist"]);
     w.persist("r", "b", &["dist"]);
     let at = w.machine("c-target");
-    let err = w.fails(
-        3,
-        &[
-            "attach",
-            "--run",
-            "r",
-            "--job",
-            "c",
-            "--at",
-            at.to_str().unwrap(),
-        ],
-    );
+    let err = w.attach_fails(3, "r", "c", &at);
     assert!(
         err.contains("dist") && err.contains("a file") && err.contains("a directory"),
         "{err}"
@@ -289,15 +288,7 @@ fn jobs_see_only_their_ancestors() {
     }
     let fresh = |job: &str| {
         let at = w.machine(&format!("view-{job}"));
-        w.ok(&[
-            "attach",
-            "--run",
-            "r",
-            "--job",
-            job,
-            "--at",
-            at.to_str().unwrap(),
-        ]);
+        w.attach_into("r", job, &at);
         let mut names: Vec<String> = fs::read_dir(&at)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -423,18 +414,7 @@ fn bad_input_fails_clearly_and_changes_nothing() {
     assert!(e.contains("invalid run name"), "{e}");
     let file = w.dir.path().join("a-file");
     fs::write(&file, "not a dir").unwrap();
-    let e = w.fails(
-        1,
-        &[
-            "attach",
-            "--run",
-            "r",
-            "--job",
-            "b",
-            "--at",
-            file.to_str().unwrap(),
-        ],
-    );
+    let e = w.attach_fails(1, "r", "b", &file);
     assert!(e.contains("a-file") && e.contains("not a directory"), "{e}");
     assert_eq!(read(&file), "not a dir");
     w.fails(2, &["persist", "--run", "r"]);
@@ -464,15 +444,7 @@ fn attach_over_existing_content() {
     let outside = w.dir.path().join("outside.txt");
     fs::write(&outside, "precious").unwrap();
     symlink(&outside, at.join("dir/link-target")).unwrap();
-    w.ok(&[
-        "attach",
-        "--run",
-        "r",
-        "--job",
-        "b",
-        "--at",
-        at.to_str().unwrap(),
-    ]);
+    w.attach_into("r", "b", &at);
     assert_eq!(read(&at.join("dir/file")), "from store");
     assert_eq!(read(&at.join("dir/unrelated")), "mine");
     assert_eq!(read(&outside), "precious");
@@ -560,15 +532,7 @@ fn modes_and_read_only_directories() {
     assert_eq!(mode(&at.join("ro")), 0o555);
     assert_eq!(mode(&at.join("ro/tool")), 0o755);
     // Attaching again over the read-only tree works too.
-    w.ok(&[
-        "attach",
-        "--run",
-        "r",
-        "--job",
-        "b",
-        "--at",
-        at.to_str().unwrap(),
-    ]);
+    w.attach_into("r", "b", &at);
     for p in [m.join("ro"), at.join("ro")] {
         fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -648,18 +612,7 @@ fn symlink_escapes_across_layers_are_defeated() {
     );
 
     let target = w.machine("both-target");
-    let e = w.fails(
-        3,
-        &[
-            "attach",
-            "--run",
-            "r",
-            "--job",
-            "both",
-            "--at",
-            target.to_str().unwrap(),
-        ],
-    );
+    let e = w.attach_fails(3, "r", "both", &target);
     assert!(
         e.contains("x") && e.contains("a symlink") && e.contains("a directory"),
         "{e}"
@@ -679,15 +632,7 @@ fn a_symlink_in_the_target_is_replaced_not_followed() {
     fs::create_dir_all(&outside).unwrap();
     let at = w.machine("target");
     symlink(&outside, at.join("dist")).unwrap();
-    w.ok(&[
-        "attach",
-        "--run",
-        "r",
-        "--job",
-        "b",
-        "--at",
-        at.to_str().unwrap(),
-    ]);
+    w.attach_into("r", "b", &at);
     assert!(fs::symlink_metadata(at.join("dist")).unwrap().is_dir());
     assert_eq!(read(&at.join("dist/app.js")), "app");
     assert!(fs::read_dir(&outside).unwrap().next().is_none());

@@ -186,6 +186,34 @@ impl Tool for Tarball {
     }
 }
 
+/// Runs a backup command and counts what the repository gained as the
+/// bytes that would cross the network.
+fn backup(
+    tool: &dyn Tool,
+    repo: &Path,
+    script: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> Result<Step> {
+    let before = tool.repo_bytes(repo);
+    let (sample, _) = run(script, dir, env)?;
+    Ok(Step {
+        sample,
+        network_bytes: Some(tool.repo_bytes(repo) - before),
+        content_bytes: None,
+    })
+}
+
+/// Runs a restore command; what it reads is not counted.
+fn restore(script: &str, dir: &Path, env: &[(&str, &str)]) -> Result<Step> {
+    let (sample, _) = run(script, dir, env)?;
+    Ok(Step {
+        sample,
+        network_bytes: None,
+        content_bytes: None,
+    })
+}
+
 pub struct Restic;
 
 const RESTIC_ENV: &[(&str, &str)] = &[
@@ -210,37 +238,20 @@ impl Tool for Restic {
 
     fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step> {
         let (parent, name) = split(tree)?;
-        let before = self.repo_bytes(repo);
-        let (sample, _) = run(
-            &format!(
-                "restic -r {} backup -q --no-cache --host bench --tag run-{n} '{name}'",
-                q(repo)
-            ),
-            &parent,
-            RESTIC_ENV,
-        )?;
-        Ok(Step {
-            sample,
-            network_bytes: Some(self.repo_bytes(repo) - before),
-            content_bytes: None,
-        })
+        let script = format!(
+            "restic -r {} backup -q --no-cache --host bench --tag run-{n} '{name}'",
+            q(repo)
+        );
+        backup(self, repo, &script, &parent, RESTIC_ENV)
     }
 
     fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
-        let (sample, _) = run(
-            &format!(
-                "restic -r {} restore -q --no-cache latest --tag run-{n} --target {}",
-                q(repo),
-                q(target)
-            ),
-            Path::new("/"),
-            RESTIC_ENV,
-        )?;
-        Ok(Step {
-            sample,
-            network_bytes: None,
-            content_bytes: None,
-        })
+        let script = format!(
+            "restic -r {} restore -q --no-cache latest --tag run-{n} --target {}",
+            q(repo),
+            q(target)
+        );
+        restore(&script, Path::new("/"), RESTIC_ENV)
     }
 }
 
@@ -269,34 +280,20 @@ impl Tool for Borg {
 
     fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step> {
         let (parent, name) = split(tree)?;
-        let before = self.repo_bytes(repo);
-        let (sample, _) = run(
-            &format!(
-                "borg create --compression zstd,3 {}::run-{n} '{name}'",
-                q(repo)
-            ),
-            &parent,
-            BORG_ENV,
-        )?;
-        Ok(Step {
-            sample,
-            network_bytes: Some(self.repo_bytes(repo) - before),
-            content_bytes: None,
-        })
+        let script = format!(
+            "borg create --compression zstd,3 {}::run-{n} '{name}'",
+            q(repo)
+        );
+        backup(self, repo, &script, &parent, BORG_ENV)
     }
 
     fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
         std::fs::create_dir_all(target)?;
-        let (sample, _) = run(
+        restore(
             &format!("borg extract {}::run-{n}", q(repo)),
             target,
             BORG_ENV,
-        )?;
-        Ok(Step {
-            sample,
-            network_bytes: None,
-            content_bytes: None,
-        })
+        )
     }
 }
 
@@ -313,42 +310,24 @@ impl Tool for Casync {
     }
 
     fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step> {
-        let before = self.repo_bytes(repo);
-        let (sample, _) = run(
-            &format!(
-                "casync make --compression=zstd --store={} {} {}",
-                q(&repo.join("store")),
-                q(&repo.join(format!("run-{n}.caidx"))),
-                q(tree)
-            ),
-            repo,
-            &[],
-        )?;
-        Ok(Step {
-            sample,
-            network_bytes: Some(self.repo_bytes(repo) - before),
-            content_bytes: None,
-        })
+        let script = format!(
+            "casync make --compression=zstd --store={} {} {}",
+            q(&repo.join("store")),
+            q(&repo.join(format!("run-{n}.caidx"))),
+            q(tree)
+        );
+        backup(self, repo, &script, repo, &[])
     }
 
     fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
         std::fs::create_dir_all(target)?;
-        let index = repo.join(format!("run-{n}.caidx"));
-        let (sample, _) = run(
-            &format!(
-                "casync extract --store={} {} {}",
-                q(&repo.join("store")),
-                q(&index),
-                q(&target.join("tree"))
-            ),
-            repo,
-            &[],
-        )?;
-        Ok(Step {
-            sample,
-            network_bytes: None,
-            content_bytes: None,
-        })
+        let script = format!(
+            "casync extract --store={} {} {}",
+            q(&repo.join("store")),
+            q(&repo.join(format!("run-{n}.caidx"))),
+            q(&target.join("tree"))
+        );
+        restore(&script, repo, &[])
     }
 
     /// casync can seed from what the output directory holds, but on these

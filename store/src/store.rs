@@ -185,15 +185,6 @@ impl Store {
         self.catalog.layers(self.backend(), run, job)
     }
 
-    /// Drops the local metadata and rebuilds it from the store's objects.
-    pub fn rebuild_metadata(&self) -> Result<usize> {
-        self.index.clear()?;
-        self.catalog.clear()?;
-        let n = self.index.sync(self.backend())?;
-        self.flush()?;
-        Ok(n)
-    }
-
     pub(crate) fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
