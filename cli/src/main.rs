@@ -9,7 +9,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use strata_store::{attach, persist, stats, Graph, JobName, RunName, Store};
+use strata_store::backend::http::HttpOptions;
+use strata_store::{
+    attach, persist, stats, Graph, JobName, OpenOptions, RunName, Store, StoreLocation,
+};
 
 /// Exit codes, as documented in `--help` and docs/cli.md.
 const EXIT_ERROR: u8 = 1;
@@ -24,9 +27,26 @@ const EXIT_CONFLICT: u8 = 3;
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 workspace conflict."
 )]
 struct Cli {
-    /// The store directory (created on first use).
-    #[arg(long, global = true, env = "STRATA_STORE")]
-    store: Option<PathBuf>,
+    /// The store: a directory (created on first use), a `strata serve`
+    /// namespace `http(s)://HOST:PORT/NAMESPACE`, or `s3://BUCKET/PREFIX`.
+    #[arg(long, global = true, env = "STRATA_STORE", value_name = "LOCATION")]
+    store: Option<String>,
+
+    /// The token for a `strata serve` store.
+    #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// A PEM certificate to trust for an https:// store (self-signed servers).
+    #[arg(long, global = true, env = "STRATA_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+
+    /// The runner's cache directory (chunks fetched from remote stores).
+    #[arg(long, global = true, env = "STRATA_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
+
+    /// The chunk cache's size bound in MiB (0 turns it off).
+    #[arg(long, global = true, env = "STRATA_CACHE_MIB", value_name = "MIB")]
+    cache_mib: Option<u64>,
 
     /// Print machine-readable JSON instead of a summary line.
     #[arg(long, global = true)]
@@ -53,6 +73,37 @@ enum Command {
     Verify(VerifyArgs),
     /// Run a sample workflow twice in a temporary store.
     Demo(DemoArgs),
+    /// Serve a store over HTTP to runners on other machines.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8427")]
+    listen: std::net::SocketAddr,
+    /// Tokens, namespaces and scopes (YAML; docs/deploy.md). Without it the
+    /// server serves anyone, and so listens on loopback only.
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
+    /// Serve without --auth on a non-loopback address.
+    #[arg(long)]
+    insecure: bool,
+    /// PEM certificate chain for HTTPS (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The largest request body accepted, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_body_mib: usize,
+    /// Requests per second per token (per address without --auth); 0: no limit.
+    #[arg(long, default_value_t = 0.0)]
+    rate_limit: f64,
+    /// Don't log write requests to stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +205,14 @@ fn main() -> ExitCode {
             let code = match e.downcast_ref::<strata_store::Error>() {
                 Some(e) if e.is_conflict() => EXIT_CONFLICT,
                 Some(strata_store::Error::InvalidName { .. }) => EXIT_USAGE,
+                None if e
+                    .downcast_ref::<strata_server::ServeError>()
+                    .is_some_and(|e| {
+                        matches!(e, strata_server::ServeError::InsecureAddress(_))
+                    }) =>
+                {
+                    EXIT_USAGE
+                }
                 _ => EXIT_ERROR,
             };
             ExitCode::from(code)
@@ -167,10 +226,69 @@ fn default_store() -> PathBuf {
         .join("strata/store")
 }
 
+fn location(cli: &Cli) -> StoreLocation {
+    match &cli.store {
+        Some(s) => StoreLocation::parse(s),
+        None => StoreLocation::Dir(default_store()),
+    }
+}
+
 fn open(cli: &Cli) -> Result<Store> {
-    let path = cli.store.clone().unwrap_or_else(default_store);
-    Store::open(&path, &output::Printer)
-        .with_context(|| format!("opening store {}", path.display()))
+    let location = location(cli);
+    let ca_cert = match &cli.ca_cert {
+        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
+        None => None,
+    };
+    let options = OpenOptions {
+        http: HttpOptions {
+            token: cli.token.clone(),
+            ca_cert,
+        },
+        cache_dir: cli.cache.clone(),
+        cache_bytes: cli.cache_mib.map(|m| m << 20),
+    };
+    Store::open_at(&location, &options, &output::Printer)
+        .with_context(|| format!("opening store {location}"))
+}
+
+fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
+    let store = match location(cli) {
+        StoreLocation::Http(u) => anyhow::bail!("serve needs a directory or s3:// store, not {u}"),
+        StoreLocation::Dir(p) => {
+            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+            p.to_string_lossy().into_owned()
+        }
+        StoreLocation::S3(u) => u,
+    };
+    let auth = match &a.auth {
+        Some(f) => Some(strata_server::Auth::load(f).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let config = strata_server::ServerConfig {
+        listen: a.listen,
+        store: store.clone(),
+        auth,
+        insecure: a.insecure,
+        tls: a.tls_cert.clone().zip(a.tls_key.clone()),
+        max_body: a.max_body_mib << 20,
+        rate: (a.rate_limit > 0.0).then_some(strata_server::RateLimit {
+            per_second: a.rate_limit,
+            burst: (a.rate_limit * 2.0).max(1.0),
+        }),
+        meta_dir: cli
+            .cache
+            .clone()
+            .unwrap_or_else(strata_store::store::default_cache_dir)
+            .join("server"),
+        log: !a.quiet,
+    };
+    strata_server::serve(config, |s| {
+        eprintln!("strata serve: listening on {} (store {store})", s.url);
+        if let Some(w) = &s.warning {
+            eprintln!("strata serve: {w}");
+        }
+    })?;
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -241,6 +359,7 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("the store has {} problem(s)", report.problems.len());
             }
         }
+        Command::Serve(a) => serve(&cli, a)?,
         Command::Demo(a) => {
             let scratch = std::env::temp_dir().join(format!("strata-demo-{}", std::process::id()));
             let report = strata_store::demo::run(&scratch, a.files, a.keep)?;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use strata_store::attach::AttachReport;
+use strata_store::backend::Traffic;
 use strata_store::demo::{DemoReport, Step};
 use strata_store::persist::PersistReport;
 use strata_store::stats::{RunListing, StoreStats};
@@ -84,13 +85,28 @@ pub fn plural(n: u64, word: &str) -> String {
 
 pub fn persist_line(r: &PersistReport) -> String {
     format!(
-        "persisted {} ({}) in {:.1} s: {} new, {:.1}% reused",
+        "persisted {} ({}) in {:.1} s: {} new, {:.1}% reused{}",
         plural(r.totals.files, "file"),
         bytes(r.totals.bytes),
         r.seconds,
         bytes(r.bytes_new),
-        percent(r.bytes_reused, r.totals.bytes)
+        percent(r.bytes_reused, r.totals.bytes),
+        wire(&r.network)
     )
+}
+
+/// "; network: X sent, Y received" for a networked store, else nothing.
+fn wire(t: &Traffic) -> String {
+    if t.requests == 0 {
+        String::new()
+    } else {
+        format!(
+            "; network: {} sent, {} received in {}",
+            bytes(t.sent),
+            bytes(t.received),
+            plural(t.requests, "request")
+        )
+    }
 }
 
 pub fn persisted(json: bool, r: &PersistReport) {
@@ -113,13 +129,22 @@ pub fn attach_line(r: &AttachReport) -> String {
             jobs.join(", ")
         )
     };
+    let cached = if r.write.bytes_from_cache > 0 {
+        format!(
+            ", {} from the runner's cache",
+            bytes(r.write.bytes_from_cache)
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "attached {} ({}) from {from} in {:.1} s: {} read from the store, {} already in place",
+        "attached {} ({}) from {from} in {:.1} s: {} read from the store{cached}, {} already in place{}",
         plural(r.files, "file"),
         bytes(r.bytes),
         r.seconds,
         bytes(r.write.bytes_from_store + r.manifest_bytes_from_store),
-        plural(r.write.files_in_place, "file")
+        plural(r.write.files_in_place, "file"),
+        wire(&r.network)
     )
 }
 

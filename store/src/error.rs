@@ -132,6 +132,18 @@ pub enum Error {
         reason: &'static str,
     },
 
+    #[error("strata server {server}: {detail}")]
+    Remote { server: String, detail: String },
+
+    #[error("strata server {server} refused the token: {detail} (pass one with --token or $STRATA_TOKEN)")]
+    Unauthorized { server: String, detail: String },
+
+    #[error("strata server {server} forbids this: {detail}")]
+    Forbidden { server: String, detail: String },
+
+    #[error("object store {store}: {detail}")]
+    ObjectStore { store: String, detail: String },
+
     #[error("the store changed while attaching: {detail}")]
     Changed { detail: String },
 }

@@ -1,7 +1,9 @@
-//! Reading chunks from the store: groups the wanted chunks by pack and
-//! frame, reads each pack's frames in one request (nearby frames
+//! Reading chunks from the store: locates the wanted chunks in one batch,
+//! groups them by pack and frame, takes the frames the runner's cache holds
+//! from it, reads each pack's other frames in one request (nearby frames
 //! coalesced), decodes each frame once, and checks every chunk against its
-//! id before handing it on. Packs are read in parallel.
+//! id before handing it on. Packs are read in parallel, with more requests
+//! in flight than cores for a network backend.
 //!
 //! Attach uses it for file contents and manifests alike. Knows nothing
 //! about where the bytes go.
@@ -26,10 +28,12 @@ pub struct Fetched {
     pub chunks: u64,
     /// Stored bytes read from the backend.
     pub bytes: u64,
+    /// Stored bytes read from the runner's chunk cache instead.
+    pub cached_bytes: u64,
 }
 
 /// Reads every chunk of `wanted` once and calls `each(id, bytes)` with its
-/// verified bytes, from several threads. A chunk the index lacks is
+/// verified bytes, from several threads. A chunk the store lacks is
 /// reported with `missing(id)`.
 pub fn fetch_chunks(
     store: &Store,
@@ -37,12 +41,12 @@ pub fn fetch_chunks(
     missing: &(dyn Fn(ChunkId) -> Error + Sync),
     each: &(dyn Fn(ChunkId, &[u8]) -> Result<()> + Sync),
 ) -> Result<Fetched> {
-    fetch_located(store, &|id| store.index.get(id), wanted, missing, each)
+    fetch_located(store, &|ids| store.index.locate(ids), wanted, missing, each)
 }
 
-/// Finds where a chunk is stored: the local index, or (for `verify`) a map
-/// built from the index objects themselves.
-pub type Locate<'a> = dyn Fn(&ChunkId) -> Result<Option<Location>> + Sync + 'a;
+/// Finds where chunks are stored, in one batch: the store's chunk lookup,
+/// or (for `verify`) a map built from the index objects themselves.
+pub type Locate<'a> = dyn Fn(&[ChunkId]) -> Result<Vec<Option<Location>>> + Sync + 'a;
 
 /// `fetch_chunks` with chunk locations from `locate`.
 pub fn fetch_located(
@@ -52,13 +56,15 @@ pub fn fetch_located(
     missing: &(dyn Fn(ChunkId) -> Error + Sync),
     each: &(dyn Fn(ChunkId, &[u8]) -> Result<()> + Sync),
 ) -> Result<Fetched> {
-    let mut packs: BTreeMap<PackId, BTreeMap<FrameRef, Vec<FrameChunk>>> = BTreeMap::new();
     let mut seen = HashSet::new();
-    for id in wanted {
-        if !seen.insert(id) {
-            continue;
-        }
-        let loc = locate(&id)?.ok_or_else(|| missing(id))?;
+    let ids: Vec<ChunkId> = wanted.into_iter().filter(|id| seen.insert(*id)).collect();
+    if ids.is_empty() {
+        return Ok(Fetched::default());
+    }
+    let locations = locate(&ids)?;
+    let mut packs: BTreeMap<PackId, BTreeMap<FrameRef, Vec<FrameChunk>>> = BTreeMap::new();
+    for (id, loc) in ids.iter().zip(locations) {
+        let loc = loc.ok_or_else(|| missing(*id))?;
         packs
             .entry(loc.pack)
             .or_default()
@@ -66,44 +72,139 @@ pub fn fetch_located(
             .or_default()
             .push(loc.chunk);
     }
-    let chunks = AtomicU64::new(0);
-    let bytes_read = AtomicU64::new(0);
-    packs.par_iter().try_for_each(|(pack, frames)| {
-        let key = pack_key(pack);
-        let frames: Vec<(&FrameRef, &Vec<FrameChunk>)> = frames.iter().collect();
-        let spans = coalesce(&frames, store.backend.coalesce_gap());
-        let ranges: Vec<Range<u64>> = spans.iter().map(|(r, _)| r.clone()).collect();
-        let data = store.backend.get_ranges(&key, &ranges)?;
-        for ((range, members), bytes) in spans.iter().zip(&data) {
-            bytes_read.fetch_add(bytes.len() as u64, Relaxed);
-            for (frame, wanted) in &frames[members.clone()] {
-                let start = (frame.offset as u64 - range.start) as usize;
-                let stored = &bytes[start..start + frame.stored_len as usize];
-                // A frame that does not decode is reported against the
-                // first chunk wanted from it, so errors always name one.
-                let raw = decode_frame(frame, stored, &key).map_err(|e| Error::CorruptChunk {
-                    chunk: wanted[0].id,
-                    object: key.clone(),
-                    detail: e.to_string(),
-                })?;
-                for c in wanted.iter() {
-                    each(c.id, chunk_of(&raw, c, &key)?)?;
-                    chunks.fetch_add(1, Relaxed);
+    let counts = Counts::default();
+    let read_all = || {
+        packs
+            .par_iter()
+            .try_for_each(|(pack, frames)| read_pack(store, pack, frames, &counts, each))
+    };
+    // Network backends wait on round trips, not on the CPU: keep more
+    // requests in flight than there are cores.
+    let threads = store.backend.parallelism().min(packs.len()).max(1);
+    if threads > rayon::current_num_threads() {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("strata-fetch-{i}"))
+            .build()
+            .map_err(|e| Error::Remote {
+                server: store.backend.location(),
+                detail: format!("starting fetch threads: {e}"),
+            })?
+            .install(read_all)?;
+    } else {
+        read_all()?;
+    }
+    Ok(Fetched {
+        chunks: counts.chunks.load(Relaxed),
+        bytes: counts.bytes.load(Relaxed),
+        cached_bytes: counts.cached.load(Relaxed),
+    })
+}
+
+#[derive(Default)]
+struct Counts {
+    chunks: AtomicU64,
+    bytes: AtomicU64,
+    cached: AtomicU64,
+}
+
+/// Reads the wanted frames of one pack: from the runner's cache where it
+/// has them, the rest in one request (nearby frames coalesced).
+fn read_pack(
+    store: &Store,
+    pack: &PackId,
+    frames: &BTreeMap<FrameRef, Vec<FrameChunk>>,
+    counts: &Counts,
+    each: &(dyn Fn(ChunkId, &[u8]) -> Result<()> + Sync),
+) -> Result<()> {
+    let key = pack_key(pack);
+    let mut remote: Vec<(&FrameRef, &Vec<FrameChunk>)> = Vec::new();
+    for (frame, wanted) in frames {
+        let cached = store.cache.as_ref().and_then(|c| c.get(pack, frame));
+        match cached {
+            Some(stored) => match deliver(frame, &stored, wanted, &key, counts, each) {
+                Ok(()) => {
+                    counts.cached.fetch_add(stored.len() as u64, Relaxed);
                 }
+                // A bad cached frame is dropped and fetched from the store;
+                // an error from `each` is the caller's and stands.
+                Err(Delivery::Bad(_)) => {
+                    if let Some(c) = &store.cache {
+                        c.remove(pack, frame);
+                    }
+                    remote.push((frame, wanted));
+                }
+                Err(Delivery::Each(e)) => return Err(e),
+            },
+            None => remote.push((frame, wanted)),
+        }
+    }
+    if remote.is_empty() {
+        return Ok(());
+    }
+    let spans = coalesce(&remote, store.backend.coalesce_gap());
+    let ranges: Vec<Range<u64>> = spans.iter().map(|(r, _)| r.clone()).collect();
+    let data = store.backend.get_ranges(&key, &ranges)?;
+    for ((range, members), bytes) in spans.iter().zip(&data) {
+        counts.bytes.fetch_add(bytes.len() as u64, Relaxed);
+        for (frame, wanted) in &remote[members.clone()] {
+            let start = (frame.offset as u64 - range.start) as usize;
+            let stored = &bytes[start..start + frame.stored_len as usize];
+            match deliver(frame, stored, wanted, &key, counts, each) {
+                Ok(()) => {
+                    if let Some(c) = &store.cache {
+                        c.put(pack, frame, stored);
+                    }
+                }
+                Err(Delivery::Bad(e) | Delivery::Each(e)) => return Err(e),
             }
         }
-        Ok::<(), Error>(())
+    }
+    Ok(())
+}
+
+enum Delivery {
+    /// The frame is corrupt.
+    Bad(Error),
+    /// The caller's `each` failed.
+    Each(Error),
+}
+
+/// Decodes a frame, checks every wanted chunk against its id, then hands
+/// them to `each` (only once all are good, so a bad frame delivers none).
+fn deliver(
+    frame: &FrameRef,
+    stored: &[u8],
+    wanted: &[FrameChunk],
+    key: &str,
+    counts: &Counts,
+    each: &(dyn Fn(ChunkId, &[u8]) -> Result<()> + Sync),
+) -> std::result::Result<(), Delivery> {
+    // A frame that does not decode is reported against the first chunk
+    // wanted from it, so errors always name one.
+    let raw = decode_frame(frame, stored, key).map_err(|e| {
+        Delivery::Bad(Error::CorruptChunk {
+            chunk: wanted[0].id,
+            object: key.to_string(),
+            detail: e.to_string(),
+        })
     })?;
-    Ok(Fetched {
-        chunks: chunks.load(Relaxed),
-        bytes: bytes_read.load(Relaxed),
-    })
+    let chunks = wanted
+        .iter()
+        .map(|c| chunk_of(&raw, c, key).map(|b| (c.id, b)))
+        .collect::<Result<Vec<_>>>()
+        .map_err(Delivery::Bad)?;
+    for (id, bytes) in chunks {
+        each(id, bytes).map_err(Delivery::Each)?;
+        counts.chunks.fetch_add(1, Relaxed);
+    }
+    Ok(())
 }
 
 /// Loads a manifest: its root object, then the chunks of its encoding.
 /// Returns it with the bytes read.
 pub fn load_manifest(store: &Store, id: &ManifestId) -> Result<(Manifest, u64)> {
-    load_manifest_located(store, &|c| store.index.get(c), id)
+    load_manifest_located(store, &|ids| store.index.locate(ids), id)
 }
 
 /// `load_manifest` with chunk locations from `locate`.

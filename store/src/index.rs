@@ -1,11 +1,19 @@
 //! The chunk index: which pack holds each chunk, and where in it.
 //!
-//! The durable truth is the immutable index objects (`index/<id>`), one per
-//! persist, each listing the frames and chunks of the packs that persist wrote (and every
-//! pack's trailer repeats its own list). The `sled` trees here are a local,
-//! rebuildable cache of them: `chunks` maps a chunk id to its location and
-//! `loaded` records which index objects have been merged in, so `sync` only
-//! reads new ones. This module knows nothing about files or manifests.
+//! The durable truth is the packs themselves (every pack's trailer lists its
+//! frames and chunks) and the immutable index objects (`index/<id>`), one per
+//! persist, that gather the trailers of the packs it wrote so a reader need
+//! not open every pack. The `sled` trees here are a local, rebuildable cache
+//! of both: `chunks` maps a chunk id to its location, `loaded-indexes` and
+//! `loaded-packs` record what has been merged in, so `sync` reads only new
+//! objects. A pack no index object lists (its persist died before writing
+//! one, or a server indexed it on arrival) is read from its trailer, so a
+//! retried persist never uploads it again.
+//!
+//! `ChunkLookup` is what persist and attach ask: which chunks are missing,
+//! where they are. The local cache answers for directory and S3 stores; a
+//! `strata serve` client asks the server (`backend::http`). This module knows
+//! nothing about files or manifests.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +25,27 @@ use crate::pack::{check_frames, Compression, FrameChunk, FrameEntry, FrameRef};
 
 pub const INDEX_MAGIC: &[u8; 8] = b"STRAINDX";
 pub const INDEX_VERSION: u32 = 1;
+
+pub const PACK_PREFIX: &str = "packs/";
+pub const INDEX_PREFIX: &str = "index/";
+
+/// Reads a pack's trailer with two range reads (footer, then trailer), not
+/// the whole pack.
+pub fn read_pack_trailer(backend: &dyn Backend, key: &str) -> Result<Vec<FrameEntry>> {
+    let size = backend.size(key)?;
+    let tail = crate::pack::FOOTER_LEN as u64;
+    if size < tail + codec::HEADER_LEN as u64 {
+        return Err(Error::corrupt(key, "too short to be a pack"));
+    }
+    let footer = backend.get_ranges(key, &[size - tail..size])?.remove(0);
+    let tlen = crate::pack::footer_trailer_len(&footer, key)?;
+    let start = size
+        .checked_sub(tail + tlen)
+        .filter(|s| *s >= codec::HEADER_LEN as u64)
+        .ok_or_else(|| Error::corrupt(key, "trailer length out of range"))?;
+    let trailer = backend.get_ranges(key, &[start..size - tail])?.remove(0);
+    crate::pack::decode_trailer(&trailer, start, key)
+}
 
 pub fn pack_key(id: &PackId) -> String {
     let hex = id.to_hex();
@@ -66,10 +95,10 @@ pub struct Location {
     pub chunk: FrameChunk,
 }
 
-const LOCATION_LEN: usize = 32 + 4 + 4 + 4 + 1 + 4 + 4;
+pub const LOCATION_LEN: usize = 32 + 4 + 4 + 4 + 1 + 4 + 4;
 
 impl Location {
-    fn to_bytes(self) -> [u8; LOCATION_LEN] {
+    pub fn to_bytes(self) -> [u8; LOCATION_LEN] {
         let mut b = [0u8; LOCATION_LEN];
         b[..32].copy_from_slice(&self.pack.0);
         b[32..36].copy_from_slice(&self.frame.offset.to_le_bytes());
@@ -81,7 +110,7 @@ impl Location {
         b
     }
 
-    fn from_bytes(id: ChunkId, b: &[u8]) -> Result<Self> {
+    pub fn from_bytes(id: ChunkId, b: &[u8]) -> Result<Self> {
         let bad = || Error::Meta(format!("bad index entry for chunk {id}"));
         if b.len() != LOCATION_LEN {
             return Err(bad());
@@ -109,11 +138,45 @@ impl Location {
     }
 }
 
-/// The local chunk index over a store's index objects.
+/// What persist and attach ask about chunks, in batches (a remote store
+/// answers a whole batch in one round trip).
+pub trait ChunkLookup: Send + Sync + std::fmt::Debug {
+    /// For each id, whether the store lacks it.
+    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>>;
+    /// For each id, where it is stored, if anywhere.
+    fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>>;
+    /// Records a pack just written (before its index object exists).
+    fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()>;
+    /// Records an index object just written.
+    fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()>;
+    /// How many chunks are indexed.
+    fn count(&self) -> Result<u64>;
+}
+
+/// The local chunk index over a store's packs and index objects.
 #[derive(Debug, Clone)]
 pub struct ChunkIndex {
     chunks: sled::Tree,
     loaded: sled::Tree,
+    packs: sled::Tree,
+}
+
+impl ChunkLookup for ChunkIndex {
+    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        ids.iter().map(|id| Ok(!self.contains(id)?)).collect()
+    }
+    fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
+        ids.iter().map(|id| self.get(id)).collect()
+    }
+    fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
+        ChunkIndex::add_pack(self, pack, frames)
+    }
+    fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()> {
+        ChunkIndex::add(self, id, object)
+    }
+    fn count(&self) -> Result<u64> {
+        Ok(self.len() as u64)
+    }
 }
 
 impl ChunkIndex {
@@ -121,6 +184,7 @@ impl ChunkIndex {
         Ok(Self {
             chunks: db.open_tree("chunks")?,
             loaded: db.open_tree("loaded-indexes")?,
+            packs: db.open_tree("loaded-packs")?,
         })
     }
 
@@ -149,23 +213,51 @@ impl ChunkIndex {
     /// is marked loaded only after all its entries, so an interrupted merge
     /// is simply redone by the next `sync`.
     pub fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()> {
-        use rayon::prelude::*;
-        object
-            .packs
-            .par_iter()
-            .flat_map_iter(|p| p.frames.iter().map(move |f| (p.pack, f)))
-            .try_for_each(|(pack, f)| {
-                for c in &f.chunks {
-                    let loc = Location {
-                        pack,
-                        frame: f.frame_ref(),
-                        chunk: *c,
-                    };
-                    self.chunks.insert(c.id.0, &loc.to_bytes()[..])?;
-                }
-                Ok::<(), Error>(())
-            })?;
+        for p in &object.packs {
+            if !self.packs.contains_key(p.pack.0)? {
+                self.add_pack(&p.pack, &p.frames)?;
+            }
+        }
         self.loaded.insert(id.0, &[])?;
+        Ok(())
+    }
+
+    /// Merges one pack's frames; marks the pack loaded after its entries.
+    pub fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
+        use rayon::prelude::*;
+        frames.par_iter().try_for_each(|f| {
+            for c in &f.chunks {
+                let loc = Location {
+                    pack: *pack,
+                    frame: f.frame_ref(),
+                    chunk: *c,
+                };
+                self.chunks.insert(c.id.0, &loc.to_bytes()[..])?;
+            }
+            Ok::<(), Error>(())
+        })?;
+        self.packs.insert(pack.0, &[])?;
+        Ok(())
+    }
+
+    /// Forgets a pack (gc deleted it): its chunks' entries that point at it.
+    pub fn remove_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
+        for f in frames {
+            for c in &f.chunks {
+                if let Some(v) = self.chunks.get(c.id.0)? {
+                    if v.len() == LOCATION_LEN && v[..32] == pack.0 {
+                        self.chunks.remove(c.id.0)?;
+                    }
+                }
+            }
+        }
+        self.packs.remove(pack.0)?;
+        Ok(())
+    }
+
+    /// Forgets an index object (gc replaced it).
+    pub fn forget_index(&self, id: &IndexId) -> Result<()> {
+        self.loaded.remove(id.0)?;
         Ok(())
     }
 
@@ -175,7 +267,7 @@ impl ChunkIndex {
     /// reports it.
     pub fn sync(&self, backend: &dyn Backend) -> Result<usize> {
         let mut added = 0;
-        for key in backend.list("index/")? {
+        for key in backend.list(INDEX_PREFIX)? {
             let Some(Ok(id)) = key.strip_prefix("index/").map(str::parse::<IndexId>) else {
                 continue;
             };
@@ -188,6 +280,30 @@ impl ChunkIndex {
                     added += 1;
                 }
                 Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        // Packs no index object lists: read their trailers.
+        for key in backend.list(PACK_PREFIX)? {
+            let Some(id) = key
+                .rsplit('/')
+                .next()
+                .and_then(|h| h.parse::<PackId>().ok())
+            else {
+                continue;
+            };
+            if self.packs.contains_key(id.0)? {
+                continue;
+            }
+            match read_pack_trailer(backend, &key) {
+                Ok(frames) => {
+                    self.add_pack(&id, &frames)?;
+                    added += 1;
+                }
+                // Corrupt, or deleted by gc meanwhile: its chunks stay
+                // unindexed (and so are uploaded again when needed).
+                Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => continue,
+                Err(Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }

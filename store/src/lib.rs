@@ -4,10 +4,12 @@
 //! - `chunking`: FastCDC boundaries and chunk ids;
 //! - `pack`: the pack file format and frame compression;
 //! - `index`: index objects and the local chunk -> pack index;
+//! - `ingest`: checking objects from untrusted writers (server side);
 //! - `manifest`: a layer's tree and its validation;
 //! - `graph`: workflow graphs;
 //! - `refs`: run records and layer refs;
-//! - `backend`: where objects live;
+//! - `backend`: where objects live (directory, `strata serve`, S3);
+//! - `cache`: the runner's cache of frames fetched over the network;
 //! - `store`: a store opened for use;
 //! - `scan` and `persist`: disk -> layer;
 //! - `attach`: layers -> disk;
@@ -18,6 +20,7 @@
 
 pub mod attach;
 pub mod backend;
+pub mod cache;
 pub mod chunking;
 pub mod codec;
 pub mod config;
@@ -27,6 +30,7 @@ pub mod fetch;
 pub mod graph;
 pub mod id;
 pub mod index;
+pub mod ingest;
 pub mod manifest;
 pub mod pack;
 pub mod persist;
@@ -42,4 +46,4 @@ pub use error::{Error, Result};
 pub use graph::Graph;
 pub use id::{ChunkId, JobName, ManifestId, RunName};
 pub use persist::{persist, PersistReport, PersistRequest};
-pub use store::{Observer, Quiet, Store};
+pub use store::{Observer, OpenOptions, Quiet, Store, StoreLocation};

@@ -22,7 +22,7 @@ pub const PACK_MAGIC: &[u8; 8] = b"STRAPACK";
 pub const PACK_VERSION: u32 = 1;
 const TRAILER_MAGIC: &[u8; 8] = b"STRAPTRL";
 /// `trailer length: u32 LE` then `STRAPEND`.
-const FOOTER_LEN: usize = 12;
+pub const FOOTER_LEN: usize = 12;
 const FOOTER_MAGIC: &[u8; 8] = b"STRAPEND";
 /// No chunk is larger than FastCDC's maximum; anything claiming more is corrupt.
 pub const MAX_CHUNK_LEN: u32 = 16 << 20;
@@ -286,14 +286,24 @@ pub fn read_trailer(pack: &[u8], object: &str) -> Result<Vec<FrameEntry>> {
         .checked_sub(FOOTER_LEN + tlen)
         .filter(|e| *e >= codec::HEADER_LEN)
         .ok_or_else(|| Error::corrupt(object, "trailer length out of range"))?;
-    let frames: Vec<FrameEntry> = codec::decode(
-        TRAILER_MAGIC,
-        PACK_VERSION,
-        object,
-        &pack[frames_end..n - FOOTER_LEN],
-    )?;
-    check_frames(&frames, frames_end as u64, object)?;
+    decode_trailer(&pack[frames_end..n - FOOTER_LEN], frames_end as u64, object)
+}
+
+/// Decodes a trailer (the bytes between the last frame and the footer) of
+/// a pack whose frames end at `frames_end`.
+pub fn decode_trailer(trailer: &[u8], frames_end: u64, object: &str) -> Result<Vec<FrameEntry>> {
+    let frames: Vec<FrameEntry> = codec::decode(TRAILER_MAGIC, PACK_VERSION, object, trailer)?;
+    check_frames(&frames, frames_end, object)?;
     Ok(frames)
+}
+
+/// Checks a footer (the last `FOOTER_LEN` bytes of a pack) and returns the
+/// trailer's length.
+pub fn footer_trailer_len(footer: &[u8], object: &str) -> Result<u64> {
+    if footer.len() != FOOTER_LEN || &footer[4..] != FOOTER_MAGIC {
+        return Err(Error::corrupt(object, "no pack footer (truncated?)"));
+    }
+    Ok(u32::from_le_bytes(footer[..4].try_into().expect("4 bytes")) as u64)
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 //! 1. check the run and job exist;
 //! 2. scan the paths (`scan`);
 //! 3. read, chunk and hash files in parallel, in contiguous batches of
-//!    neighbouring files; a chunk the index lacks joins the batch's open
-//!    frame, which is compressed once it holds about 1 MiB and appended to
-//!    the open pack, which is written (and fsynced) at about 4 MiB;
+//!    neighbouring files; every few MiB of chunks, ask the store in one
+//!    batch which of them it lacks (one round trip to a server); a missing
+//!    chunk joins the batch's open frame, which is compressed once it holds
+//!    about 1 MiB and appended to the open pack, which is written (and
+//!    fsynced, or uploaded) at about 4 MiB;
 //! 4. encode the manifest and store its encoding as chunks too (in frames
 //!    of their own);
 //! 5. write the last pack, then one index object listing the new packs,
@@ -27,6 +29,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::backend::Traffic;
 use crate::chunking::{chunk_slice, chunk_stream};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, JobName, ManifestId, RunName};
@@ -63,11 +66,14 @@ pub struct PersistReport {
     /// Bytes written to the store: packs, index and manifest.
     pub bytes_written: u64,
     pub packs_written: u64,
+    /// Bytes sent to and received from a networked store.
+    pub network: Traffic,
     pub seconds: f64,
 }
 
 pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     let started = Instant::now();
+    let traffic = store.traffic();
     store.run_job(&req.run, &req.job)?;
     let tree = scan(&req.root, &req.paths)?;
 
@@ -150,6 +156,7 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
         bytes_reused: totals.bytes.saturating_sub(bytes_new),
         bytes_written,
         packs_written,
+        network: store.traffic().since(traffic),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -191,6 +198,24 @@ fn batches(scanned: &[Scanned]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// Chunks are asked about in batches of about this many bytes.
+const PENDING_BYTES: usize = 8 << 20;
+
+/// Chunks read but not yet asked about: their ids and lengths, and their
+/// bytes back to back.
+#[derive(Default)]
+struct Pending {
+    ids: Vec<(ChunkId, usize)>,
+    bytes: Vec<u8>,
+}
+
+impl Pending {
+    fn push(&mut self, id: ChunkId, bytes: &[u8]) {
+        self.ids.push((id, bytes.len()));
+        self.bytes.extend_from_slice(bytes);
+    }
+}
+
 /// Receives chunks from the parallel readers and keeps the new ones.
 struct ChunkSink<'a> {
     store: &'a Store,
@@ -220,14 +245,21 @@ impl<'a> ChunkSink<'a> {
     /// list; other entries `None`), gathering new chunks into frames.
     fn add_batch(&self, tree: &Tree, entries: &[Scanned]) -> Result<Vec<Option<FileContent>>> {
         let mut frame = FrameBuilder::default();
+        let mut pending = Pending::default();
         let mut out = Vec::with_capacity(entries.len());
         for s in entries {
             let ScanKind::File { size } = s.kind else {
                 out.push(None);
                 continue;
             };
-            out.push(Some(self.add_file(&tree.abs(s), size, &mut frame)?));
+            out.push(Some(self.add_file(
+                &tree.abs(s),
+                size,
+                &mut pending,
+                &mut frame,
+            )?));
         }
+        self.flush(&mut pending, &mut frame)?;
         if !frame.is_empty() {
             self.seal(&mut frame)?;
         }
@@ -239,6 +271,7 @@ impl<'a> ChunkSink<'a> {
         &self,
         path: &std::path::Path,
         size_hint: u64,
+        pending: &mut Pending,
         frame: &mut FrameBuilder,
     ) -> Result<FileContent> {
         let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
@@ -255,13 +288,9 @@ impl<'a> ChunkSink<'a> {
                     id,
                     len: bytes.len() as u32,
                 });
-                if self.is_new(&id)? {
-                    self.chunks_new.fetch_add(1, Relaxed);
-                    self.bytes_new.fetch_add(bytes.len() as u64, Relaxed);
-                    frame.push(id, bytes);
-                    if frame.raw_len() >= self.store.config.frame_target_bytes as usize {
-                        self.seal(frame)?;
-                    }
+                pending.push(id, bytes);
+                if pending.bytes.len() >= PENDING_BYTES {
+                    self.flush(pending, frame)?;
                 }
                 Ok(())
             },
@@ -273,6 +302,7 @@ impl<'a> ChunkSink<'a> {
     /// reading a manifest reads no file content); returns its root.
     fn add_manifest(&self, body: &[u8]) -> Result<ManifestRoot> {
         let mut frame = FrameBuilder::default();
+        let mut pending = Pending::default();
         let mut chunks = Vec::new();
         chunk_slice(
             body,
@@ -282,12 +312,16 @@ impl<'a> ChunkSink<'a> {
                     id,
                     len: bytes.len() as u32,
                 });
-                if self.is_new(&id)? {
-                    frame.push(id, bytes);
-                }
+                pending.push(id, bytes);
                 Ok(())
             },
         )?;
+        // Manifest chunks are not file content: keep them out of the
+        // report's new-content counts.
+        let (chunks_new, bytes_new) = (self.chunks_new.load(Relaxed), self.bytes_new.load(Relaxed));
+        self.flush(&mut pending, &mut frame)?;
+        self.chunks_new.store(chunks_new, Relaxed);
+        self.bytes_new.store(bytes_new, Relaxed);
         if !frame.is_empty() {
             self.seal(&mut frame)?;
         }
@@ -297,10 +331,30 @@ impl<'a> ChunkSink<'a> {
         })
     }
 
-    /// Whether the store lacks `id` and no other file of this persist has
-    /// claimed it yet.
-    fn is_new(&self, id: &ChunkId) -> Result<bool> {
-        Ok(!self.store.index.contains(id)? && self.added.lock().expect("poisoned").insert(*id))
+    /// Asks the store which pending chunks it lacks (one batch) and puts
+    /// those no other file of this persist has claimed into the frame.
+    fn flush(&self, pending: &mut Pending, frame: &mut FrameBuilder) -> Result<()> {
+        if pending.ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<ChunkId> = pending.ids.iter().map(|(id, _)| *id).collect();
+        let missing = self.store.index.missing(&ids)?;
+        let mut start = 0usize;
+        for ((id, len), missing) in pending.ids.iter().zip(missing) {
+            let bytes = &pending.bytes[start..start + len];
+            start += len;
+            if missing && self.added.lock().expect("poisoned").insert(*id) {
+                self.chunks_new.fetch_add(1, Relaxed);
+                self.bytes_new.fetch_add(bytes.len() as u64, Relaxed);
+                frame.push(*id, bytes);
+                if frame.raw_len() >= self.store.config.frame_target_bytes as usize {
+                    self.seal(frame)?;
+                }
+            }
+        }
+        pending.ids.clear();
+        pending.bytes.clear();
+        Ok(())
     }
 
     /// Compresses the frame and appends it to the open pack.
@@ -336,6 +390,7 @@ impl<'a> ChunkSink<'a> {
     fn write_pack(&self, pack: PackBuilder) -> Result<()> {
         let (id, bytes, frames) = pack.finish();
         self.store.backend.put(&pack_key(&id), &bytes)?;
+        self.store.index.add_pack(&id, &frames)?;
         self.pack_bytes.fetch_add(bytes.len() as u64, Relaxed);
         self.written
             .lock()

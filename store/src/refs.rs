@@ -202,6 +202,21 @@ impl Catalog {
     }
 }
 
+/// Decodes a run record (from an untrusted writer, say).
+pub fn decode_run(key: &str, bytes: &[u8]) -> Result<RunRecord> {
+    codec::decode(RUN_MAGIC, RUN_VERSION, key, bytes)
+}
+
+/// Decodes a layer record.
+pub fn decode_layer(key: &str, bytes: &[u8]) -> Result<LayerRecord> {
+    codec::decode(
+        LAYER_MAGIC,
+        LAYER_VERSION,
+        &format!("layer ref {key}"),
+        bytes,
+    )
+}
+
 /// 64 random bits as hex, from the OS's randomness mixed with the time and
 /// process id (so two processes never pick the same nonce).
 pub fn nonce() -> String {

@@ -93,7 +93,7 @@ pub fn store_stats(store: &Store) -> Result<StoreStats> {
         layers: 0,
         manifests: 0,
         packs: 0,
-        chunks: store.index.len() as u64,
+        chunks: store.index.count()?,
         logical_bytes: 0,
         stored_bytes: 0,
         dedup_ratio: 0.0,

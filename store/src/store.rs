@@ -1,21 +1,33 @@
-//! A store: its backend (where the durable objects live), its config, and
-//! the local `sled` metadata that indexes them.
+//! A store: its backend (where the durable objects live), its config, the
+//! chunk lookup, and the local `sled` metadata that caches them.
 //!
-//! Opening a local store directory takes an exclusive lock for the life of
-//! the `Store` (sled allows one process at a time); a second process waits
-//! and is told so through `Observer::waiting_for_lock`. The sled database is
-//! a cache: if it is missing or unreadable it is rebuilt from the objects.
+//! A store is named by a location (`StoreLocation`): a directory, a
+//! `strata serve` namespace (`http(s)://HOST:PORT/NS`) or an S3 prefix
+//! (`s3://BUCKET/PREFIX`). A directory keeps its sled metadata inside
+//! (`.local/meta`); an S3 store keeps it in the runner's cache directory,
+//! one per location; a server client needs none beyond the process (the
+//! server answers chunk queries), so its sled is temporary.
+//!
+//! Opening a directory or an S3 store takes an exclusive lock on its sled
+//! directory for the life of the `Store` (sled allows one process at a
+//! time); a second process waits and is told so through
+//! `Observer::waiting_for_lock`. The sled database is a cache: if it is
+//! missing or unreadable it is rebuilt from the objects.
 
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 
-use crate::backend::{Backend, LocalDir};
+use crate::backend::http::{HttpOptions, HttpStore};
+use crate::backend::s3::S3;
+use crate::backend::{Backend, LocalDir, Traffic};
+use crate::cache::ChunkCache;
 use crate::config::{StoreConfig, CONFIG_KEY};
 use crate::error::{Error, IoContext, Result};
 use crate::graph::Graph;
 use crate::id::{JobName, RunName};
-use crate::index::ChunkIndex;
+use crate::index::{ChunkIndex, ChunkLookup};
 use crate::refs::{Catalog, LayerRef, RunRecord};
 
 /// What a long operation tells its caller; the library never prints.
@@ -40,19 +52,147 @@ pub fn system_clock() -> i64 {
         .unwrap_or(0)
 }
 
+/// Where a store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Dir(PathBuf),
+    /// `http(s)://HOST:PORT/NAMESPACE`.
+    Http(String),
+    /// `s3://BUCKET/PREFIX`.
+    S3(String),
+}
+
+impl StoreLocation {
+    pub fn parse(s: &str) -> StoreLocation {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            StoreLocation::Http(s.to_string())
+        } else if s.starts_with("s3://") {
+            StoreLocation::S3(s.to_string())
+        } else {
+            StoreLocation::Dir(PathBuf::from(s))
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, StoreLocation::Dir(_))
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Dir(p) => write!(f, "{}", p.display()),
+            StoreLocation::Http(u) | StoreLocation::S3(u) => f.write_str(u),
+        }
+    }
+}
+
+/// How to open a store beyond its location.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// For `strata serve`: the bearer token and trusted CA.
+    pub http: HttpOptions,
+    /// The runner's cache directory (`$STRATA_CACHE`): the chunk cache of
+    /// remote stores, and an S3 store's metadata. `None`: the per-user
+    /// default.
+    pub cache_dir: Option<PathBuf>,
+    /// The chunk cache's size bound in bytes; 0 turns it off.
+    pub cache_bytes: Option<u64>,
+}
+
+/// The default cache bound: 2 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
+
+impl OpenOptions {
+    pub fn cache_root(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(default_cache_dir)
+    }
+}
+
+/// `$XDG_CACHE_HOME/strata` or `~/.cache/strata`.
+pub fn default_cache_dir() -> PathBuf {
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("strata")
+}
+
 #[derive(Debug)]
 pub struct Store {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) config: StoreConfig,
-    pub(crate) index: ChunkIndex,
+    pub(crate) index: Arc<dyn ChunkLookup>,
+    /// The local chunk index, where this process keeps one (directory and
+    /// S3 stores; a server client asks the server).
+    pub(crate) local_index: Option<ChunkIndex>,
     pub(crate) catalog: Catalog,
+    /// The runner's chunk cache (remote stores only).
+    pub(crate) cache: Option<ChunkCache>,
     db: sled::Db,
-    root: PathBuf,
+    location: StoreLocation,
     pub(crate) clock: Clock,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl Store {
+    /// Opens the store at `location`.
+    pub fn open_at(
+        location: &StoreLocation,
+        options: &OpenOptions,
+        observer: &dyn Observer,
+    ) -> Result<Store> {
+        match location {
+            StoreLocation::Dir(root) => Store::open(root, observer),
+            StoreLocation::Http(url) => {
+                let http = HttpStore::new(url, options.http.clone())?;
+                http.handshake()?;
+                let backend: Arc<dyn Backend> = Arc::new(http.clone());
+                let config = read_config(backend.as_ref())?;
+                let db = sled::Config::new().temporary(true).open()?;
+                let catalog = Catalog::open(&db)?;
+                Ok(Store {
+                    backend,
+                    config,
+                    index: Arc::new(http),
+                    local_index: None,
+                    catalog,
+                    cache: ChunkCache::open(options)?,
+                    db,
+                    location: location.clone(),
+                    clock: system_clock,
+                    _lock: None,
+                })
+            }
+            StoreLocation::S3(url) => {
+                let s3 = S3::new(url)?;
+                let backend: Arc<dyn Backend> = Arc::new(s3);
+                let config = read_or_create_config(backend.as_ref())?;
+                // The metadata cache is per store location on this runner.
+                let dir = options
+                    .cache_root()
+                    .join("stores")
+                    .join(&blake3::hash(url.as_bytes()).to_hex()[..16]);
+                fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+                let lock = lock_dir(&dir, observer)?;
+                let db = open_meta(&dir.join("meta"))?;
+                let index = ChunkIndex::open(&db)?;
+                let catalog = Catalog::open(&db)?;
+                index.sync(backend.as_ref())?;
+                Ok(Store {
+                    backend,
+                    config,
+                    index: Arc::new(index.clone()),
+                    local_index: Some(index),
+                    catalog,
+                    cache: ChunkCache::open(options)?,
+                    db,
+                    location: location.clone(),
+                    clock: system_clock,
+                    _lock: Some(lock),
+                })
+            }
+        }
+    }
+
     /// Opens the store directory `root`, creating it if it does not exist
     /// (or is an empty directory). A non-empty directory without a strata
     /// config is refused, so a mistyped `--store` never scribbles into it.
@@ -76,16 +216,7 @@ impl Store {
         }
         let local = root.join(".local");
         fs::create_dir_all(&local).ctx("create directory", &local)?;
-        let lock_path = local.join("lock");
-        let lock = File::create(&lock_path).ctx("create", &lock_path)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                observer.waiting_for_lock(root);
-                lock.lock().ctx("lock", &lock_path)?;
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
-        }
+        let lock = lock_dir(&local, observer)?;
         // Holding the lock, no other process is writing: temporary files
         // left in .tmp are from one that died mid-write.
         let tmp = root.join(".tmp");
@@ -93,15 +224,7 @@ impl Store {
             fs::remove_dir_all(&tmp).ctx("clean", &tmp)?;
         }
         let backend: Arc<dyn Backend> = Arc::new(LocalDir::new(root, tmp)?);
-        let config = match backend.get(CONFIG_KEY) {
-            Ok(bytes) => StoreConfig::decode(&bytes)?,
-            Err(Error::NotFound { .. }) => {
-                let config = StoreConfig::new(crate::refs::nonce());
-                backend.put(CONFIG_KEY, &config.encode())?;
-                config
-            }
-            Err(e) => return Err(e),
-        };
+        let config = read_or_create_config(backend.as_ref())?;
         let db = open_meta(&local.join("meta"))?;
         let index = ChunkIndex::open(&db)?;
         let catalog = Catalog::open(&db)?;
@@ -109,12 +232,14 @@ impl Store {
         Ok(Store {
             backend,
             config,
-            index,
+            index: Arc::new(index.clone()),
+            local_index: Some(index),
             catalog,
+            cache: None,
             db,
-            root: root.to_path_buf(),
+            location: StoreLocation::Dir(root.to_path_buf()),
             clock: system_clock,
-            _lock: lock,
+            _lock: Some(lock),
         })
     }
 
@@ -131,8 +256,23 @@ impl Store {
         self
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// The local chunk index, where this process keeps one.
+    pub fn local_index(&self) -> Option<&ChunkIndex> {
+        self.local_index.as_ref()
+    }
+
+    /// What chunk queries go to (the local index or the server).
+    pub fn chunk_lookup(&self) -> &dyn ChunkLookup {
+        self.index.as_ref()
+    }
+
+    /// Bytes this store's backend has moved over the network so far.
+    pub fn traffic(&self) -> Traffic {
+        self.backend.traffic()
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -188,6 +328,41 @@ impl Store {
     pub(crate) fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// Takes the exclusive lock of a metadata directory, waiting (and saying
+/// so) while another process holds it.
+fn lock_dir(dir: &Path, observer: &dyn Observer) -> Result<File> {
+    let lock_path = dir.join("lock");
+    let lock = File::create(&lock_path).ctx("create", &lock_path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            observer.waiting_for_lock(dir);
+            lock.lock().ctx("lock", &lock_path)?;
+        }
+        Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+    }
+    Ok(lock)
+}
+
+fn read_config(backend: &dyn Backend) -> Result<StoreConfig> {
+    StoreConfig::decode(&backend.get(CONFIG_KEY)?)
+}
+
+/// Reads the store's config, creating the store if there is none. Two
+/// processes creating one store at once may both write a config; the
+/// chunking parameters are the defaults either way, and the last write
+/// wins the random store id, which only names local caches.
+fn read_or_create_config(backend: &dyn Backend) -> Result<StoreConfig> {
+    match read_config(backend) {
+        Err(Error::NotFound { .. }) => {
+            let config = StoreConfig::new(crate::refs::nonce());
+            backend.put(CONFIG_KEY, &config.encode())?;
+            Ok(config)
+        }
+        r => r,
     }
 }
 

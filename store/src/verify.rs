@@ -135,7 +135,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
     store.catalog.clear()?;
     let mut users: HashMap<ChunkId, BTreeSet<usize>> = HashMap::new();
     let mut layer_names: Vec<String> = Vec::new();
-    let locate = |c: &ChunkId| Ok(locs.get(c).copied());
+    let locate = |ids: &[ChunkId]| Ok(ids.iter().map(|c| locs.get(c).copied()).collect());
     for run in store.run_names()? {
         report.runs += 1;
         let record = match store.run(&run) {

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
+
+use crate::backend::Traffic;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -62,6 +64,8 @@ pub struct AttachReport {
     pub manifest_bytes_from_store: u64,
     #[serde(flatten)]
     pub write: WriteStats,
+    /// Bytes sent to and received from a networked store.
+    pub network: Traffic,
     pub seconds: f64,
 }
 
@@ -100,8 +104,12 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
 
 pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     let started = Instant::now();
+    let traffic = store.traffic();
     let plan = plan(store, &req.run, &req.job)?;
     let write = write::execute(store, &plan, &req.at)?;
+    if let Some(cache) = &store.cache {
+        cache.trim_if_grown()?;
+    }
     let mut report = AttachReport {
         run: req.run.clone(),
         job: req.job.clone(),
@@ -122,6 +130,7 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
         bytes: 0,
         manifest_bytes_from_store: plan.manifest_bytes,
         write,
+        network: Traffic::default(),
         seconds: 0.0,
     };
     for e in &plan.entries {
@@ -135,6 +144,7 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
             EntryKind::Hardlink { .. } => report.hardlinks += 1,
         }
     }
+    report.network = store.traffic().since(traffic);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -48,6 +48,8 @@ pub struct WriteStats {
     /// Distinct chunks read from the store, and the stored bytes read.
     pub chunks_from_store: u64,
     pub bytes_from_store: u64,
+    /// Stored bytes of file content read from the runner's chunk cache.
+    pub bytes_from_cache: u64,
     /// Chunks copied from the old version of a file at the target.
     pub chunks_from_target: u64,
     /// Bytes of file content written.
@@ -143,6 +145,7 @@ struct Stats {
     files_in_place: AtomicU64,
     chunks_from_store: AtomicU64,
     bytes_from_store: AtomicU64,
+    bytes_from_cache: AtomicU64,
     chunks_from_target: AtomicU64,
     bytes_written: AtomicU64,
 }
@@ -154,6 +157,7 @@ impl Stats {
             files_in_place: self.files_in_place.load(Relaxed),
             chunks_from_store: self.chunks_from_store.load(Relaxed),
             bytes_from_store: self.bytes_from_store.load(Relaxed),
+            bytes_from_cache: self.bytes_from_cache.load(Relaxed),
             chunks_from_target: self.chunks_from_target.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
         }
@@ -367,6 +371,9 @@ fn write_files(
     )?;
     stats.chunks_from_store.fetch_add(fetched.chunks, Relaxed);
     stats.bytes_from_store.fetch_add(fetched.bytes, Relaxed);
+    stats
+        .bytes_from_cache
+        .fetch_add(fetched.cached_bytes, Relaxed);
     Ok(())
 }
 

@@ -8,8 +8,10 @@
 //! This module knows nothing about packs, manifests or runs.
 
 pub mod conformance;
+pub mod http;
 mod local;
 mod memory;
+pub mod s3;
 
 pub(crate) use local::unique_tmp_name;
 pub use local::LocalDir;
@@ -77,5 +79,37 @@ pub trait Backend: Send + Sync + Debug {
     /// request pays a round trip (HTTP, S3), so fewer, larger reads win.
     fn coalesce_gap(&self) -> u64 {
         0
+    }
+
+    /// How many requests to keep in flight when reading many packs: the
+    /// machine's threads for a local disk, more where each request waits on
+    /// the network.
+    fn parallelism(&self) -> usize {
+        rayon::current_num_threads()
+    }
+
+    /// Bytes sent and received so far (zero for a local disk).
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
+    }
+}
+
+/// Bytes a networked backend moved: request and response bodies, and the
+/// number of requests (each also costs a few hundred bytes of headers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+    pub requests: u64,
+}
+
+impl Traffic {
+    /// What moved since `earlier`.
+    pub fn since(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            sent: self.sent - earlier.sent,
+            received: self.received - earlier.received,
+            requests: self.requests - earlier.requests,
+        }
     }
 }

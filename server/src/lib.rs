@@ -1,0 +1,179 @@
+//! `strata serve`: an HTTP server over a strata store, so runners on many
+//! machines share one store (docs/protocol.md is the API, docs/deploy.md
+//! how to run it).
+//!
+//! A thin adapter: every route parses its request, checks the token
+//! (`auth`), and calls the store library on a blocking thread; objects a
+//! client writes are checked by `strata_store::ingest` before they are
+//! stored. Each namespace is a store of its own (a directory or an S3
+//! prefix under `--store`), so namespaces share nothing: a client cannot
+//! read another namespace's chunks, nor learn whether they exist.
+//!
+//! The server knows nothing about chunking, persist or attach: clients do
+//! that work and the server answers "which of these chunks are missing",
+//! "where are these chunks", and moves objects.
+
+pub mod auth;
+mod limits;
+mod routes;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use strata_store::store::{OpenOptions, Quiet, StoreLocation};
+use strata_store::Store;
+
+pub use auth::{Auth, Scope};
+pub use limits::RateLimit;
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// A directory or `s3://BUCKET/PREFIX`; namespace N lives at `<store>/N`.
+    pub store: String,
+    pub auth: Option<Auth>,
+    /// Serve without tokens on a non-loopback address.
+    pub insecure: bool,
+    /// PEM certificate chain and private key: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The largest request body accepted (a pack is about 4 MiB).
+    pub max_body: usize,
+    /// Requests per second per token (per client address without auth).
+    pub rate: Option<RateLimit>,
+    /// Where S3 namespaces keep their local metadata.
+    pub meta_dir: PathBuf,
+    /// Log each write request to stderr.
+    pub log: bool,
+}
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to serve {0} without --auth: anyone who can reach it could read and write \
+         every namespace; give --auth FILE, listen on 127.0.0.1, or pass --insecure"
+    )]
+    InsecureAddress(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS certificate or key: {0}")]
+    Tls(std::io::Error),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The open namespaces.
+#[derive(Debug)]
+pub(crate) struct Namespaces {
+    base: String,
+    meta_dir: PathBuf,
+    open: Mutex<HashMap<String, Arc<Store>>>,
+}
+
+impl Namespaces {
+    /// The store of namespace `ns`, opened (and created) on first use.
+    pub(crate) fn get(&self, ns: &str) -> strata_store::Result<Arc<Store>> {
+        if let Some(s) = self.open.lock().expect("poisoned").get(ns) {
+            return Ok(s.clone());
+        }
+        let location = if self.base.starts_with("s3://") {
+            StoreLocation::S3(format!("{}/{ns}", self.base.trim_end_matches('/')))
+        } else {
+            StoreLocation::Dir(PathBuf::from(&self.base).join(ns))
+        };
+        let options = OpenOptions {
+            cache_dir: Some(self.meta_dir.clone()),
+            cache_bytes: Some(0),
+            ..OpenOptions::default()
+        };
+        let store = Arc::new(Store::open_at(&location, &options, &Quiet)?);
+        let mut open = self.open.lock().expect("poisoned");
+        Ok(open.entry(ns.to_string()).or_insert(store).clone())
+    }
+}
+
+/// What the server says when it starts.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub warning: Option<String>,
+}
+
+/// Runs the server until the process is stopped. `ready` is called once it
+/// listens (with the actual address, for `--listen 127.0.0.1:0`).
+pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), ServeError> {
+    let loopback = config.listen.ip().is_loopback();
+    if config.auth.is_none() && !loopback && !config.insecure {
+        return Err(ServeError::InsecureAddress(config.listen));
+    }
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let warning = config.auth.is_none().then(|| {
+        if loopback {
+            "no --auth: serving anyone, so listening on loopback only".to_string()
+        } else {
+            "no --auth and --insecure: serving anyone who can reach this address".to_string()
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let state = Arc::new(routes::State {
+        namespaces: Namespaces {
+            base: config.store.clone(),
+            meta_dir: config.meta_dir.clone(),
+            open: Mutex::new(HashMap::new()),
+        },
+        auth: config.auth.clone(),
+        limiter: config.rate.map(limits::Limiter::new),
+        max_body: config.max_body,
+        log: config.log,
+    });
+    let app = routes::router(state);
+    let started = Started {
+        addr,
+        url: format!("{scheme}://{addr}"),
+        warning,
+    };
+    let result = runtime.block_on(async move {
+        let make = app.into_make_service_with_connect_info::<SocketAddr>();
+        match &config.tls {
+            Some((cert, key)) => {
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(ServeError::Tls)?;
+                let server = axum_server::from_tcp_rustls(listener, tls)?;
+                ready(&started);
+                server.serve(make).await?;
+            }
+            None => {
+                let server = axum_server::from_tcp(listener)?;
+                ready(&started);
+                server.serve(make).await?;
+            }
+        }
+        Ok(())
+    });
+    // The stores (and an S3 store's own runtime) are dropped here, outside
+    // any async context.
+    runtime.shutdown_background();
+    result
+}

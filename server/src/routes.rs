@@ -1,0 +1,433 @@
+//! The HTTP routes of protocol v1 (docs/protocol.md), each a thin adapter:
+//! check the namespace, token and rate; run the store call on a blocking
+//! thread; map the library's error to a status.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use strata_store::backend::http::{encode_locations, validate_namespace, MAX_QUERY_IDS};
+use strata_store::id::ChunkId;
+use strata_store::{Error, Store};
+
+use crate::auth::{Auth, Refusal, Scope};
+use crate::limits::Limiter;
+use crate::Namespaces;
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) namespaces: Namespaces,
+    pub(crate) auth: Option<Auth>,
+    pub(crate) limiter: Option<Limiter>,
+    pub(crate) max_body: usize,
+    pub(crate) log: bool,
+}
+
+type St = AxState<Arc<State>>;
+type Peer = ConnectInfo<SocketAddr>;
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    let max_body = state.max_body;
+    Router::new()
+        .route("/v1", get(hello_server))
+        .route("/v1/ns/{ns}", get(hello))
+        .route("/v1/ns/{ns}/", get(hello))
+        .route(
+            "/v1/ns/{ns}/o/{*key}",
+            get(get_object)
+                .head(head_object)
+                .put(put_object)
+                .delete(delete_object),
+        )
+        .route("/v1/ns/{ns}/ranges", post(ranges))
+        .route("/v1/ns/{ns}/list", get(list))
+        .route("/v1/ns/{ns}/chunks/missing", post(missing))
+        .route("/v1/ns/{ns}/chunks/locate", post(locate))
+        .route("/v1/ns/{ns}/stats", get(stats))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() });
+    (status, axum::Json(body)).into_response()
+}
+
+/// The status for a library error.
+fn from_store(e: Error) -> Response {
+    let status = match &e {
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::Corrupt { .. }
+        | Error::CorruptChunk { .. }
+        | Error::InvalidId { .. }
+        | Error::InvalidName { .. }
+        | Error::MissingChunk { .. }
+        | Error::UnknownRun { .. }
+        | Error::UnknownJob { .. }
+        | Error::UnsupportedVersion { .. } => StatusCode::BAD_REQUEST,
+        Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// Checks the namespace's name, the token and the rate; returns the
+/// client's name for the log.
+fn gate(
+    state: &State,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    ns: &str,
+    scope: Scope,
+) -> Result<String, Response> {
+    if validate_namespace(ns).is_err() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid namespace {ns:?}"),
+        ));
+    }
+    let client = match &state.auth {
+        None => peer.ip().to_string(),
+        Some(auth) => {
+            let token = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            auth.check(token, ns, scope).map_err(|r| match r {
+                Refusal::Unauthenticated(why) => {
+                    let mut resp = error(StatusCode::UNAUTHORIZED, why);
+                    resp.headers_mut()
+                        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                    resp
+                }
+                Refusal::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
+            })?
+        }
+    };
+    if let Some(limiter) = &state.limiter {
+        if let Err(wait) = limiter.take(&client, Instant::now()) {
+            let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate limit; retry later");
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(wait));
+            return Err(resp);
+        }
+    }
+    Ok(client)
+}
+
+/// Runs `f` on the namespace's store on a blocking thread.
+async fn with_store<T: Send + 'static>(
+    state: &Arc<State>,
+    ns: &str,
+    f: impl FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    let state = state.clone();
+    let ns = ns.to_string();
+    tokio::task::spawn_blocking(move || {
+        let store = state.namespaces.get(&ns)?;
+        f(&store)
+    })
+    .await
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(from_store)
+}
+
+fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
+    if state.log {
+        eprintln!("strata serve: {client}: {what}");
+    }
+}
+
+async fn hello_server() -> Response {
+    axum::Json(serde_json::json!({
+        "protocol": strata_store::backend::http::PROTOCOL_VERSION,
+        "server": format!("strata {}", env!("CARGO_PKG_VERSION")),
+    }))
+    .into_response()
+}
+
+async fn hello(
+    AxState(s): St,
+    Path(ns): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
+        return r;
+    }
+    // Opening the namespace here creates its store, so the first command
+    // of a new namespace finds a config to read.
+    match with_store(&s, &ns, |_| Ok(())).await {
+        Ok(()) => axum::Json(serde_json::json!({
+            "protocol": strata_store::backend::http::PROTOCOL_VERSION,
+            "server": format!("strata {}", env!("CARGO_PKG_VERSION")),
+            "namespace": ns,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn get_object(
+    AxState(s): St,
+    Path((ns, key)): Path<(String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
+        return r;
+    }
+    match with_store(&s, &ns, move |store| store.backend().get(&key)).await {
+        Ok(bytes) => bytes.into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn head_object(
+    AxState(s): St,
+    Path((ns, key)): Path<(String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
+        return r;
+    }
+    match with_store(&s, &ns, move |store| store.backend().size(&key)).await {
+        Ok(size) => {
+            let mut resp = StatusCode::OK.into_response();
+            resp.headers_mut()
+                .insert("x-object-size", HeaderValue::from(size));
+            resp
+        }
+        Err(r) => r,
+    }
+}
+
+async fn put_object(
+    AxState(s): St,
+    Path((ns, key)): Path<(String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let client = match gate(&s, &headers, peer, &ns, Scope::Write) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let started = Instant::now();
+    let len = body.len();
+    let k = key.clone();
+    let result = with_store(&s, &ns, move |store| {
+        strata_store::ingest::put_checked(store, &k, &body)
+    })
+    .await;
+    let status = match &result {
+        Ok(_) => 204,
+        Err(r) => r.status().as_u16(),
+    };
+    log(
+        &s,
+        &client,
+        format_args!(
+            "PUT {ns}/{key} {len} B -> {status} in {} ms",
+            started.elapsed().as_millis()
+        ),
+    );
+    match result {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn delete_object(
+    AxState(s): St,
+    Path((ns, key)): Path<(String, String)>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    let client = match gate(&s, &headers, peer, &ns, Scope::Write) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    // Only what a client writes for itself may be deleted by it; packs,
+    // index objects and manifests are the garbage collector's.
+    if !key.starts_with("runs/") {
+        return error(
+            StatusCode::FORBIDDEN,
+            "only run records and layer refs may be deleted by a client",
+        );
+    }
+    log(&s, &client, format_args!("DELETE {ns}/{key}"));
+    match with_store(&s, &ns, move |store| store.backend().delete(&key)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct RangesRequest {
+    key: String,
+    ranges: Vec<(u64, u64)>,
+}
+
+/// The most bytes one ranges request may ask for.
+const MAX_RANGES_BYTES: u64 = 256 << 20;
+
+async fn ranges(
+    AxState(s): St,
+    Path(ns): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
+        return r;
+    }
+    let req: RangesRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("ranges: {e}")),
+    };
+    let mut total = 0u64;
+    for &(a, b) in &req.ranges {
+        if b < a {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("range {a}..{b} is reversed"),
+            );
+        }
+        total += b - a;
+    }
+    if total > MAX_RANGES_BYTES || req.ranges.len() > 65_536 {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too many bytes in one ranges request",
+        );
+    }
+    let ranges: Vec<std::ops::Range<u64>> = req.ranges.iter().map(|&(a, b)| a..b).collect();
+    let key = req.key;
+    match with_store(&s, &ns, move |store| {
+        Ok(store.backend().get_ranges(&key, &ranges)?.concat())
+    })
+    .await
+    {
+        Ok(bytes) => bytes.into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+async fn list(
+    AxState(s): St,
+    Path(ns): Path<String>,
+    Query(q): Query<ListQuery>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
+        return r;
+    }
+    match with_store(&s, &ns, move |store| store.backend().list(&q.prefix)).await {
+        Ok(keys) => axum::Json(serde_json::json!({ "keys": keys })).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Parses a query body: chunk ids, 32 bytes each.
+fn chunk_ids(body: &[u8]) -> Result<Vec<ChunkId>, Response> {
+    if body.len() % 32 != 0 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "a chunk query is a list of 32-byte ids",
+        ));
+    }
+    if body.len() / 32 > MAX_QUERY_IDS {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_QUERY_IDS} ids per query"),
+        ));
+    }
+    Ok(body
+        .chunks_exact(32)
+        .map(|c| ChunkId(c.try_into().expect("32 bytes")))
+        .collect())
+}
+
+async fn missing(
+    AxState(s): St,
+    Path(ns): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
+        return r;
+    }
+    let ids = match chunk_ids(&body) {
+        Ok(ids) => ids,
+        Err(r) => return r,
+    };
+    match with_store(&s, &ns, move |store| store.chunk_lookup().missing(&ids)).await {
+        Ok(m) => m
+            .into_iter()
+            .map(u8::from)
+            .collect::<Vec<u8>>()
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn locate(
+    AxState(s): St,
+    Path(ns): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
+        return r;
+    }
+    let ids = match chunk_ids(&body) {
+        Ok(ids) => ids,
+        Err(r) => return r,
+    };
+    match with_store(&s, &ns, move |store| {
+        let raw = encode_locations(&store.chunk_lookup().locate(&ids)?);
+        zstd::bulk::compress(&raw, 1).map_err(|e| Error::Remote {
+            server: "locally".into(),
+            detail: format!("compressing the answer: {e}"),
+        })
+    })
+    .await
+    {
+        Ok(bytes) => bytes.into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn stats(
+    AxState(s): St,
+    Path(ns): Path<String>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
+        return r;
+    }
+    match with_store(&s, &ns, strata_store::stats::store_stats).await {
+        Ok(stats) => axum::Json(stats).into_response(),
+        Err(r) => r,
+    }
+}

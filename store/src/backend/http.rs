@@ -1,0 +1,531 @@
+//! The client side of `strata serve`: a `Backend` over the server's object
+//! API, and a `ChunkLookup` over its batch chunk queries.
+//!
+//! The protocol (docs/protocol.md) is versioned in the path (`/v1/`); every
+//! call names a namespace, and carries the caller's bearer token. Requests
+//! are retried with exponential backoff on connection errors, 5xx and 429,
+//! all of which are safe to repeat: objects are content-addressed or
+//! single-writer, and queries change nothing. Bytes on the wire (request and
+//! response bodies) are counted for reports. This module knows nothing about
+//! persist or attach, only about moving objects and asking about chunks.
+
+use std::io::Read;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{validate_key, Backend, Traffic};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, IndexId, PackId};
+use crate::index::{ChunkLookup, IndexObject, Location, LOCATION_LEN};
+use crate::pack::FrameEntry;
+
+/// The protocol version this client speaks (the `/v1/` in every path).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// How many times a failed request is tried in all, and the first wait.
+const ATTEMPTS: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// At most this many chunk ids per query request (32 bytes each).
+pub const MAX_QUERY_IDS: usize = 1 << 16;
+
+/// A `strata serve` namespace: `http(s)://HOST:PORT/NAMESPACE`.
+#[derive(Debug, Clone)]
+pub struct HttpStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `http://host:port`, no trailing slash.
+    base: String,
+    namespace: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+    sent: AtomicU64,
+    received: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// Options for reaching a server.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    pub token: Option<String>,
+    /// PEM certificate(s) to trust instead of the system's roots (a server
+    /// with a self-signed certificate).
+    pub ca_cert: Option<Vec<u8>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RangesRequest {
+    key: String,
+    ranges: Vec<(u64, u64)>,
+}
+
+#[derive(Deserialize)]
+struct KeyList {
+    keys: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl HttpStore {
+    /// Parses `http(s)://HOST[:PORT]/NAMESPACE`.
+    pub fn new(url: &str, options: HttpOptions) -> Result<Self> {
+        let bad = |reason: &'static str| Error::InvalidName {
+            what: "server address",
+            value: url.to_string(),
+            reason,
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| bad("it must start with http:// or https://"))?;
+        let (host, namespace) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("it must end with /NAMESPACE"))?;
+        let namespace = namespace.trim_end_matches('/');
+        if host.is_empty() {
+            return Err(bad("it has no host"));
+        }
+        validate_namespace(namespace).map_err(|_| {
+            bad("the namespace must be 1-128 characters of A-Z a-z 0-9 . _ - and not start with .")
+        })?;
+        let base = url[..url.len() - rest.len() + host.len()].to_string();
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(300)))
+            .max_idle_connections_per_host(32)
+            .user_agent(format!("strata/{}", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &options.ca_cert {
+            let certs = ureq::tls::parse_pem(pem)
+                .filter_map(|i| match i {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            if certs.is_empty() {
+                return Err(Error::corrupt("CA certificate", "no PEM certificate in it"));
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
+                    .build(),
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                base,
+                namespace: namespace.to_string(),
+                token: options.token,
+                agent: config.build().new_agent(),
+                sent: AtomicU64::new(0),
+                received: AtomicU64::new(0),
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!(
+            "{}/v{PROTOCOL_VERSION}/ns/{}/{tail}",
+            self.inner.base, self.inner.namespace
+        )
+    }
+
+    fn location_string(&self) -> String {
+        format!("{}/{}", self.inner.base, self.inner.namespace)
+    }
+
+    /// Sends one request (with retries); returns the status and body of
+    /// the first answer that is not worth retrying.
+    fn call(&self, method: &str, tail: &str, body: Option<&[u8]>) -> Result<(u16, Vec<u8>)> {
+        let url = self.url(tail);
+        let mut wait = FIRST_BACKOFF;
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            if attempt > 1 {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            self.inner.requests.fetch_add(1, Relaxed);
+            match self.send(method, &url, body) {
+                Ok((status, bytes, retry_after)) => {
+                    self.inner.received.fetch_add(bytes.len() as u64, Relaxed);
+                    if status == 429 || status >= 500 {
+                        last = format!("HTTP {status}: {}", error_text(&bytes));
+                        if let Some(s) = retry_after {
+                            wait = wait.max(Duration::from_secs(s.min(30)));
+                        }
+                        continue;
+                    }
+                    return Ok((status, bytes));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(Error::Remote {
+            server: self.location_string(),
+            detail: format!("{method} {tail}: {last} (gave up after {ATTEMPTS} attempts)"),
+        })
+    }
+
+    /// One attempt: (status, body, Retry-After seconds) or a transport error.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&[u8]>,
+    ) -> std::result::Result<(u16, Vec<u8>, Option<u64>), String> {
+        let agent = &self.inner.agent;
+        let auth = self.inner.token.as_ref().map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("GET", _) => with_auth(agent.get(url), &auth).call(),
+            ("HEAD", _) => with_auth(agent.head(url), &auth).call(),
+            ("DELETE", _) => with_auth(agent.delete(url), &auth).call(),
+            ("PUT", b) => {
+                let b = b.unwrap_or_default();
+                self.inner.sent.fetch_add(b.len() as u64, Relaxed);
+                with_auth(agent.put(url), &auth).send(b)
+            }
+            (_, b) => {
+                let b = b.unwrap_or_default();
+                self.inner.sent.fetch_add(b.len() as u64, Relaxed);
+                with_auth(agent.post(url), &auth).send(b)
+            }
+        };
+        let response = response.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let length = response
+            .headers()
+            .get("x-object-size")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let mut bytes = Vec::new();
+        if method != "HEAD" {
+            response
+                .into_body()
+                .into_reader()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("reading the response: {e}"))?;
+        } else if let Some(n) = length {
+            bytes = n.to_le_bytes().to_vec();
+        }
+        Ok((status, bytes, retry_after))
+    }
+
+    /// Maps an error status to the library's error for `what`.
+    fn status_error(&self, status: u16, body: &[u8], what: &str) -> Error {
+        let detail = error_text(body);
+        match status {
+            401 => Error::Unauthorized {
+                server: self.location_string(),
+                detail,
+            },
+            403 => Error::Forbidden {
+                server: self.location_string(),
+                detail,
+            },
+            404 => Error::NotFound { key: what.into() },
+            _ => Error::Remote {
+                server: self.location_string(),
+                detail: format!("{what}: HTTP {status}: {detail}"),
+            },
+        }
+    }
+
+    fn expect_ok(&self, (status, body): (u16, Vec<u8>), what: &str) -> Result<Vec<u8>> {
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(self.status_error(status, &body, what))
+        }
+    }
+
+    /// Asks the server for its protocol version (and checks the token).
+    pub fn handshake(&self) -> Result<()> {
+        let r = self.call("GET", "", None)?;
+        let body = self.expect_ok(r, "the namespace")?;
+        #[derive(Deserialize)]
+        struct Hello {
+            protocol: u32,
+        }
+        let hello: Hello = serde_json::from_slice(&body).map_err(|e| Error::Remote {
+            server: self.location_string(),
+            detail: format!("not a strata server? {e}"),
+        })?;
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(Error::Remote {
+                server: self.location_string(),
+                detail: format!(
+                    "the server speaks protocol {}, this strata speaks {PROTOCOL_VERSION}",
+                    hello.protocol
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A server-side operation with a JSON answer (stats, gc).
+    pub fn call_json(&self, method: &str, tail: &str, body: &[u8]) -> Result<serde_json::Value> {
+        let r = self.call(method, tail, Some(body))?;
+        let body = self.expect_ok(r, tail)?;
+        serde_json::from_slice(&body).map_err(|e| Error::Remote {
+            server: self.location_string(),
+            detail: format!("{tail}: bad answer: {e}"),
+        })
+    }
+
+    fn query(&self, tail: &str, ids: &[ChunkId]) -> Result<Vec<u8>> {
+        let mut body = Vec::with_capacity(ids.len() * 32);
+        for id in ids {
+            body.extend_from_slice(&id.0);
+        }
+        let r = self.call("POST", tail, Some(&body))?;
+        self.expect_ok(r, tail)
+    }
+}
+
+fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("authorization", a),
+        None => req,
+    }
+}
+
+fn error_text(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+}
+
+/// Checks a namespace name: like a run name (`[A-Za-z0-9._-]`, 1-128, not
+/// starting with `.`), since it becomes a directory or key prefix.
+pub fn validate_namespace(ns: &str) -> Result<()> {
+    crate::id::RunName::new(ns).map(|_| ())
+}
+
+impl Backend for HttpStore {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        validate_key(key)?;
+        let r = self.call("PUT", &format!("o/{key}"), Some(data))?;
+        self.expect_ok(r, key).map(|_| ())
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        validate_key(key)?;
+        let r = self.call("GET", &format!("o/{key}"), None)?;
+        self.expect_ok(r, key)
+    }
+
+    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        validate_key(key)?;
+        let req = RangesRequest {
+            key: key.into(),
+            ranges: ranges.iter().map(|r| (r.start, r.end)).collect(),
+        };
+        let body = serde_json::to_vec(&req).expect("serializes");
+        let r = self.call("POST", "ranges", Some(&body))?;
+        let all = self.expect_ok(r, key)?;
+        let want: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        if all.len() as u64 != want {
+            return Err(Error::Remote {
+                server: self.location_string(),
+                detail: format!("{key}: asked for {want} bytes, got {}", all.len()),
+            });
+        }
+        let mut out = Vec::with_capacity(ranges.len());
+        let mut at = 0usize;
+        for r in ranges {
+            let n = (r.end - r.start) as usize;
+            out.push(all[at..at + n].to_vec());
+            at += n;
+        }
+        Ok(out)
+    }
+
+    fn size(&self, key: &str) -> Result<u64> {
+        validate_key(key)?;
+        let r = self.call("HEAD", &format!("o/{key}"), None)?;
+        let b = self.expect_ok(r, key)?;
+        b.get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(|| Error::Remote {
+                server: self.location_string(),
+                detail: format!("{key}: no content-length"),
+            })
+    }
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        match self.size(key) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let r = self.call(
+            "GET",
+            &format!("list?prefix={}", encode_query(prefix)),
+            None,
+        )?;
+        let body = self.expect_ok(r, "list")?;
+        let list: KeyList = serde_json::from_slice(&body).map_err(|e| Error::Remote {
+            server: self.location_string(),
+            detail: format!("list: bad answer: {e}"),
+        })?;
+        Ok(list.keys)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        let r = self.call("DELETE", &format!("o/{key}"), None)?;
+        match r.0 {
+            404 => Ok(()),
+            _ => self.expect_ok(r, key).map(|_| ()),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.location_string()
+    }
+
+    fn coalesce_gap(&self) -> u64 {
+        256 << 10
+    }
+
+    fn parallelism(&self) -> usize {
+        8
+    }
+
+    fn traffic(&self) -> Traffic {
+        Traffic {
+            sent: self.inner.sent.load(Relaxed),
+            received: self.inner.received.load(Relaxed),
+            requests: self.inner.requests.load(Relaxed),
+        }
+    }
+}
+
+/// Percent-encodes what a key prefix may hold that a query string may not
+/// (keys are `[A-Za-z0-9._/-]`, so only `/` needs care; it is allowed).
+fn encode_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl ChunkLookup for HttpStore {
+    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(MAX_QUERY_IDS) {
+            let answer = self.query("chunks/missing", part)?;
+            if answer.len() != part.len() {
+                return Err(Error::Remote {
+                    server: self.location_string(),
+                    detail: "chunks/missing: wrong answer length".into(),
+                });
+            }
+            out.extend(answer.iter().map(|&b| b != 0));
+        }
+        Ok(out)
+    }
+
+    fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(MAX_QUERY_IDS) {
+            let answer = self.query("chunks/locate", part)?;
+            let raw =
+                zstd::bulk::decompress(&answer, part.len() * (LOCATION_LEN + 1)).map_err(|e| {
+                    Error::Remote {
+                        server: self.location_string(),
+                        detail: format!("chunks/locate: bad answer: {e}"),
+                    }
+                })?;
+            out.extend(
+                decode_locations(part, &raw).map_err(|detail| Error::Remote {
+                    server: self.location_string(),
+                    detail: format!("chunks/locate: {detail}"),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The server indexes a pack when it receives it.
+    fn add_pack(&self, _pack: &PackId, _frames: &[FrameEntry]) -> Result<()> {
+        Ok(())
+    }
+
+    /// The server indexes an index object when it receives it.
+    fn add(&self, _id: &IndexId, _object: &IndexObject) -> Result<()> {
+        Ok(())
+    }
+
+    fn count(&self) -> Result<u64> {
+        let v = self.call_json("GET", "stats", b"")?;
+        Ok(v["chunks"].as_u64().unwrap_or(0))
+    }
+}
+
+/// Encodes the answer to a locate query: per id, a byte 1 and its
+/// location, or a byte 0. (The server zstd-compresses it: locations of
+/// neighbouring chunks share their pack and frame.)
+pub fn encode_locations(locations: &[Option<Location>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(locations.len() * (LOCATION_LEN + 1));
+    for l in locations {
+        match l {
+            Some(l) => {
+                out.push(1);
+                out.extend_from_slice(&l.to_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+    out
+}
+
+/// Decodes `encode_locations` for the ids asked.
+pub fn decode_locations(
+    ids: &[ChunkId],
+    mut raw: &[u8],
+) -> std::result::Result<Vec<Option<Location>>, String> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        match raw.split_first() {
+            Some((0, rest)) => {
+                out.push(None);
+                raw = rest;
+            }
+            Some((1, rest)) if rest.len() >= LOCATION_LEN => {
+                let loc =
+                    Location::from_bytes(*id, &rest[..LOCATION_LEN]).map_err(|e| e.to_string())?;
+                out.push(Some(loc));
+                raw = &rest[LOCATION_LEN..];
+            }
+            _ => return Err("truncated or malformed".into()),
+        }
+    }
+    if raw.is_empty() {
+        Ok(out)
+    } else {
+        Err("trailing bytes".into())
+    }
+}

@@ -1,0 +1,175 @@
+//! Accepting objects from an untrusted writer (a `strata serve` client):
+//! every object is checked before it is stored, so one client can never
+//! make a store lie to another.
+//!
+//! - a pack must hash to its name, and every chunk in it to its id (each
+//!   frame is decompressed and each chunk hashed); it is then indexed at
+//!   once, so a persist that dies before its index object does not upload
+//!   the pack again when retried;
+//! - an index object must hash to its name and list only packs the store
+//!   holds;
+//! - a manifest root must hash to its name and list only chunks the store
+//!   holds;
+//! - a run record or layer ref must decode, sit under a well-formed key,
+//!   and a layer ref must point at a manifest the store holds;
+//! - the store's config is the server's to write, never a client's.
+//!
+//! This module knows nothing about HTTP.
+
+use crate::error::{Error, Result};
+use crate::id::{IndexId, JobName, ManifestId, PackId, RunName};
+use crate::index::{pack_key, IndexObject};
+use crate::manifest::{manifest_key, ManifestRoot};
+use crate::pack::{chunk_of, decode_frame, read_trailer};
+use crate::refs::{decode_layer, decode_run, run_key};
+use crate::store::Store;
+
+/// What kind of object a key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectKind {
+    Config,
+    Pack(PackId),
+    Index(IndexId),
+    Manifest(ManifestId),
+    Run(RunName),
+    Layer(RunName, JobName),
+}
+
+/// Classifies a key, or says why it is not one a store holds.
+pub fn classify(key: &str) -> Result<ObjectKind> {
+    let bad = |why: &str| Error::corrupt(format!("object key {key:?}"), why.to_string());
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        ["config"] => Ok(ObjectKind::Config),
+        ["packs", _, id] => {
+            let id: PackId = id.parse().map_err(|_| bad("not a pack id"))?;
+            (pack_key(&id) == key)
+                .then_some(ObjectKind::Pack(id))
+                .ok_or_else(|| bad("pack in the wrong directory"))
+        }
+        ["index", id] => Ok(ObjectKind::Index(
+            id.parse().map_err(|_| bad("not an index id"))?,
+        )),
+        ["manifests", _, id] => {
+            let id: ManifestId = id.parse().map_err(|_| bad("not a manifest id"))?;
+            (manifest_key(&id) == key)
+                .then_some(ObjectKind::Manifest(id))
+                .ok_or_else(|| bad("manifest in the wrong directory"))
+        }
+        ["runs", run, "run"] => Ok(ObjectKind::Run(RunName::new(run)?)),
+        ["runs", run, "layers", job, name] => {
+            let well_formed = name.split_once('-').is_some_and(|(seq, nonce)| {
+                seq.len() == 10
+                    && seq.bytes().all(|b| b.is_ascii_digit())
+                    && !nonce.is_empty()
+                    && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+            if !well_formed {
+                return Err(bad("a layer ref is named <10-digit seq>-<hex nonce>"));
+            }
+            Ok(ObjectKind::Layer(RunName::new(run)?, JobName::new(job)?))
+        }
+        _ => Err(bad("not a key a strata store holds")),
+    }
+}
+
+/// Checks `bytes` as the object `key` and stores it. Returns its kind.
+pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind> {
+    let kind = classify(key)?;
+    match &kind {
+        ObjectKind::Config => {
+            return Err(Error::corrupt(
+                "config",
+                "the store's config is written by the server only",
+            ))
+        }
+        ObjectKind::Pack(id) => {
+            if PackId::of(bytes) != *id {
+                return Err(Error::corrupt(key, "content does not match its id"));
+            }
+            let frames = read_trailer(bytes, key)?;
+            for f in &frames {
+                let stored = &bytes[f.offset as usize..(f.offset + f.stored_len) as usize];
+                let raw = decode_frame(&f.frame_ref(), stored, key)?;
+                for c in &f.chunks {
+                    chunk_of(&raw, c, key)?;
+                }
+            }
+            store.backend.put(key, bytes)?;
+            store.index.add_pack(id, &frames)?;
+        }
+        ObjectKind::Index(id) => {
+            let object = IndexObject::decode(id, bytes)?;
+            for p in &object.packs {
+                if !store.backend.exists(&pack_key(&p.pack))? {
+                    return Err(Error::corrupt(
+                        key,
+                        format!("lists pack {} which the store does not hold", p.pack),
+                    ));
+                }
+            }
+            store.backend.put(key, bytes)?;
+            store.index.add(id, &object)?;
+        }
+        ObjectKind::Manifest(id) => {
+            let root = ManifestRoot::decode(id, bytes)?;
+            let ids: Vec<_> = root.chunks.iter().map(|c| c.id).collect();
+            let missing = store.index.missing(&ids)?;
+            if let Some((c, _)) = ids.iter().zip(missing).find(|(_, m)| *m) {
+                return Err(Error::MissingChunk {
+                    chunk: *c,
+                    path: format!("manifest {id}"),
+                });
+            }
+            store.backend.put(key, bytes)?;
+        }
+        ObjectKind::Run(run) => {
+            // Decoding validates the graph (names, requires, no cycle).
+            decode_run(key, bytes)?;
+            debug_assert_eq!(run_key(run), key);
+            store.backend.put(key, bytes)?;
+        }
+        ObjectKind::Layer(run, job) => {
+            let record = decode_layer(key, bytes)?;
+            store.run_job(run, job)?;
+            if !store.backend.exists(&manifest_key(&record.manifest))? {
+                return Err(Error::corrupt(
+                    key,
+                    format!(
+                        "points at manifest {} which the store does not hold",
+                        record.manifest
+                    ),
+                ));
+            }
+            store.backend.put(key, bytes)?;
+        }
+    }
+    Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_classified_strictly() {
+        assert_eq!(classify("config").unwrap(), ObjectKind::Config);
+        assert!(classify("runs/r1/run").is_ok());
+        assert!(classify("runs/r1/layers/build/0000000001-00ff").is_ok());
+        for bad in [
+            "runs/r1/layers/build/1-00ff",
+            "runs/r1/layers/build/0000000001-xyz",
+            "runs/r1/other",
+            "packs/00/zz",
+            "manifests/00/00",
+            "tmp/x",
+            "index/abc",
+        ] {
+            assert!(classify(bad).is_err(), "{bad}");
+        }
+        let id = PackId::of(b"x");
+        assert!(classify(&pack_key(&id)).is_ok());
+        let wrong_dir = format!("packs/zz/{}", id.to_hex());
+        assert!(classify(&wrong_dir).is_err());
+    }
+}
