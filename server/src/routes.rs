@@ -2,6 +2,10 @@
 //! check the namespace, token and rate; run the store call on a blocking
 //! thread; map the library's error to a status.
 
+// Handlers return `Result<_, Response>` so `?` turns a refusal into the
+// answer; a response is large, but built once per refused request.
+#![allow(clippy::result_large_err)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -288,9 +292,10 @@ async fn ranges(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
-        return r;
-    }
+    let client = match gate(&s, &headers, peer, &ns, Scope::Read) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let req: RangesRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("ranges: {e}")),
@@ -313,6 +318,11 @@ async fn ranges(
     }
     let ranges: Vec<std::ops::Range<u64>> = req.ranges.iter().map(|&(a, b)| a..b).collect();
     let key = req.key;
+    log(
+        &s,
+        &client,
+        format_args!("POST {ns}/ranges {key}: {} ranges, {total} B", ranges.len()),
+    );
     match with_store(&s, &ns, move |store| {
         Ok(store.backend().get_ranges(&key, &ranges)?.concat())
     })
@@ -347,7 +357,7 @@ async fn list(
 
 /// Parses a query body: chunk ids, 32 bytes each.
 fn chunk_ids(body: &[u8]) -> Result<Vec<ChunkId>, Response> {
-    if body.len() % 32 != 0 {
+    if !body.len().is_multiple_of(32) {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "a chunk query is a list of 32-byte ids",

@@ -37,13 +37,17 @@ pub fn read_pack_trailer(backend: &dyn Backend, key: &str) -> Result<Vec<FrameEn
     if size < tail + codec::HEADER_LEN as u64 {
         return Err(Error::corrupt(key, "too short to be a pack"));
     }
-    let footer = backend.get_ranges(key, &[size - tail..size])?.remove(0);
+    let footer = backend
+        .get_ranges(key, std::slice::from_ref(&(size - tail..size)))?
+        .remove(0);
     let tlen = crate::pack::footer_trailer_len(&footer, key)?;
     let start = size
         .checked_sub(tail + tlen)
         .filter(|s| *s >= codec::HEADER_LEN as u64)
         .ok_or_else(|| Error::corrupt(key, "trailer length out of range"))?;
-    let trailer = backend.get_ranges(key, &[start..size - tail])?.remove(0);
+    let trailer = backend
+        .get_ranges(key, std::slice::from_ref(&(start..size - tail)))?
+        .remove(0);
     crate::pack::decode_trailer(&trailer, start, key)
 }
 

@@ -202,6 +202,14 @@ impl Catalog {
     }
 }
 
+pub fn encode_run(record: &RunRecord) -> Vec<u8> {
+    codec::encode(RUN_MAGIC, RUN_VERSION, record)
+}
+
+pub fn encode_layer(record: &LayerRecord) -> Vec<u8> {
+    codec::encode(LAYER_MAGIC, LAYER_VERSION, record)
+}
+
 /// Decodes a run record (from an untrusted writer, say).
 pub fn decode_run(key: &str, bytes: &[u8]) -> Result<RunRecord> {
     codec::decode(RUN_MAGIC, RUN_VERSION, key, bytes)

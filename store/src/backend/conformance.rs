@@ -1,12 +1,40 @@
-//! The backend contract as a test suite: every backend (local directory,
-//! memory, and the HTTP and S3 ones to come) runs these same checks, the
-//! in-memory backend being the reference. `check` panics with the first
-//! violation, naming the backend and the rule.
+//! The backend contract as a test suite: every backend (memory, local
+//! directory, `strata serve`, S3) runs these same checks, the in-memory
+//! backend being the reference. `check` panics with the first violation,
+//! naming the backend and the rule.
+//!
+//! The suite writes only real store objects (packs, an index object, a
+//! manifest, a run record, layer refs), in the order persist writes them,
+//! because a server checks every object it is given; a raw backend accepts
+//! them just the same.
 
 use std::ops::Range;
 
 use super::Backend;
 use crate::error::Error;
+use crate::graph::Graph;
+use crate::id::{ChunkId, ManifestId};
+use crate::index::{index_key, pack_key, IndexObject, IndexedPack};
+use crate::manifest::{manifest_key, ChunkRef, Manifest, ManifestRoot, Totals};
+use crate::pack::{FrameBuilder, PackBuilder};
+use crate::refs::{encode_layer, encode_run, LayerRecord, RunRecord};
+
+/// Builds a pack holding `chunks`, each in a frame of its own.
+fn pack_of(chunks: &[&[u8]]) -> (String, Vec<u8>, IndexedPack) {
+    let mut c = zstd::bulk::Compressor::new(1).expect("zstd");
+    let mut pack = PackBuilder::new();
+    for bytes in chunks {
+        let mut f = FrameBuilder::default();
+        f.push(ChunkId::of(bytes), bytes);
+        pack.push(f.seal(&mut c));
+    }
+    let (id, bytes, frames) = pack.finish();
+    (pack_key(&id), bytes, IndexedPack { pack: id, frames })
+}
+
+fn layer_key(run: &str, job: &str, seq: u64) -> String {
+    format!("runs/{run}/layers/{job}/{seq:010}-{:016x}", seq * 7919)
+}
 
 /// Runs every rule of the contract against `b`, which must start empty.
 pub fn check(b: &dyn Backend) {
@@ -14,39 +42,37 @@ pub fn check(b: &dyn Backend) {
     let fail = |rule: &str| -> ! { panic!("backend {who}: {rule}") };
 
     // Missing objects.
-    match b.get("conf/missing") {
+    let (missing_key, _, _) = pack_of(&[b"never stored"]);
+    match b.get(&missing_key) {
         Err(Error::NotFound { .. }) => {}
         other => fail(&format!(
             "get of a missing key must be NotFound, got {other:?}"
         )),
     }
-    if !matches!(b.size("conf/missing"), Err(Error::NotFound { .. })) {
+    if !matches!(b.size(&missing_key), Err(Error::NotFound { .. })) {
         fail("size of a missing key must be NotFound");
     }
     if !matches!(
-        b.get_ranges("conf/missing", std::slice::from_ref(&(0..1))),
+        b.get_ranges(&missing_key, std::slice::from_ref(&(0..1))),
         Err(Error::NotFound { .. })
     ) {
         fail("get_ranges of a missing key must be NotFound");
     }
-    if b.exists("conf/missing").unwrap() {
+    if b.exists(&missing_key).unwrap() {
         fail("exists of a missing key must be false");
     }
-    b.delete("conf/missing")
-        .unwrap_or_else(|e| fail(&format!("deleting a missing key must succeed: {e}")));
 
-    // Put and read back, including empty and multi-MiB objects.
-    let big: Vec<u8> = (0..5u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    for (key, data) in [
-        ("conf/a/one", b"hello".to_vec()),
-        ("conf/a/empty", vec![]),
-        ("conf/b/big", big.clone()),
-    ] {
-        b.put(key, &data)
+    // Put and read back: a small pack and a multi-MiB one (the big chunk
+    // is incompressible, so the pack is as big as the data).
+    let mut rng = crate::synth::Rng::new(5);
+    let big: Vec<u8> = (0..5u32 << 20).map(|_| rng.next_u64() as u8).collect();
+    let (empty_manifest_id, body) = Manifest { entries: vec![] }.encode();
+    let (small_key, small, small_ix) = pack_of(&[b"hello", &body]);
+    let (big_key, big_pack, big_ix) = pack_of(&[&big]);
+    for (key, data) in [(&small_key, &small), (&big_key, &big_pack)] {
+        b.put(key, data)
             .unwrap_or_else(|e| fail(&format!("put {key}: {e}")));
-        if b.get(key).unwrap() != data {
+        if b.get(key).unwrap() != *data {
             fail(&format!("get {key} must return what was put"));
         }
         if b.size(key).unwrap() != data.len() as u64 {
@@ -56,50 +82,97 @@ pub fn check(b: &dyn Backend) {
             fail(&format!("exists {key} must be true after put"));
         }
     }
-
-    // Overwriting replaces (content-addressed keys make it harmless).
-    b.put("conf/a/one", b"world!").unwrap();
-    if b.get("conf/a/one").unwrap() != b"world!" {
-        fail("a second put must replace the object");
+    // A repeated put of the same object is harmless.
+    b.put(&small_key, &small).unwrap();
+    if b.get(&small_key).unwrap() != small {
+        fail("a second put of an object must leave it as it was");
     }
 
     // Ranges: several, in the order asked, and never past the end.
-    let ranges: Vec<Range<u64>> = vec![4096..4100, 0..3, (5 << 20) - 2..5 << 20];
-    let got = b.get_ranges("conf/b/big", &ranges).unwrap();
+    let n = big_pack.len() as u64;
+    let ranges: Vec<Range<u64>> = vec![4096..4100, 0..3, n - 2..n, 100..100 + (1 << 20)];
+    let got = b.get_ranges(&big_key, &ranges).unwrap();
     for (r, bytes) in ranges.iter().zip(&got) {
-        if bytes[..] != big[r.start as usize..r.end as usize] {
+        if bytes[..] != big_pack[r.start as usize..r.end as usize] {
             fail(&format!(
                 "get_ranges must return bytes {}..{}",
                 r.start, r.end
             ));
         }
     }
+    if got.len() != ranges.len() {
+        fail("get_ranges must return one buffer per range");
+    }
     if !matches!(
-        b.get_ranges("conf/a/one", std::slice::from_ref(&(2..99))),
+        b.get_ranges(&small_key, std::slice::from_ref(&(2..n))),
         Err(Error::Corrupt { .. })
     ) {
         fail("a range past the end must be Corrupt");
     }
 
+    // The objects that make a layer, in persist's order.
+    let index = IndexObject {
+        packs: vec![small_ix, big_ix],
+    };
+    let (index_id, index_bytes) = index.encode();
+    b.put(&index_key(&index_id), &index_bytes).unwrap();
+    let root = ManifestRoot {
+        len: body.len() as u64,
+        chunks: vec![ChunkRef {
+            id: ChunkId::of(&body),
+            len: body.len() as u32,
+        }],
+    };
+    b.put(&manifest_key(&empty_manifest_id), &root.encode())
+        .unwrap();
+    let jobs: Vec<String> = (0..8).map(|t| format!("j{t}")).collect();
+    let run = RunRecord {
+        created: 1,
+        graph: Graph::from_specs(&jobs).unwrap(),
+    };
+    b.put("runs/conf/run", &encode_run(&run)).unwrap();
+    let layer = |seq: u64| LayerRecord {
+        manifest: ManifestId::of(&body),
+        created: seq as i64,
+        totals: Totals::default(),
+    };
+    assert_eq!(ManifestId::of(&body), empty_manifest_id);
+    for seq in 1..=2 {
+        b.put(&layer_key("conf", "j0", seq), &encode_layer(&layer(seq)))
+            .unwrap();
+    }
+    b.put(&layer_key("conf", "j1", 1), &encode_layer(&layer(1)))
+        .unwrap();
+
     // Listing: by prefix, sorted, nothing from other prefixes.
-    b.put("conf/ab", b"x").unwrap();
-    if b.list("conf/a/").unwrap() != ["conf/a/empty", "conf/a/one"] {
+    let j0 = b.list("runs/conf/layers/j0/").unwrap();
+    if j0 != [layer_key("conf", "j0", 1), layer_key("conf", "j0", 2)] {
         fail(&format!(
-            "list conf/a/ must be the two keys under it, sorted: {:?}",
-            b.list("conf/a/")
+            "list of j0's layers must be its two refs, sorted: {j0:?}"
         ));
     }
-    if b.list("conf/").unwrap().len() != 4 {
-        fail("list conf/ must show every key under it");
+    if b.list("runs/conf/").unwrap().len() != 4 {
+        fail("list runs/conf/ must show every key under it");
     }
-    if !b.list("nothing/").unwrap().is_empty() {
+    let packs = b.list("packs/").unwrap();
+    let mut want = vec![small_key.clone(), big_key.clone()];
+    want.sort();
+    if packs != want {
+        fail(&format!(
+            "list packs/ must be the two packs, sorted: {packs:?}"
+        ));
+    }
+    if !b.list("runs/nothing/").unwrap().is_empty() {
         fail("list of an empty prefix must be empty");
     }
 
-    // Delete.
-    b.delete("conf/a/one").unwrap();
-    if b.exists("conf/a/one").unwrap() || b.list("conf/a/").unwrap() != ["conf/a/empty"] {
-        fail("a deleted key must be gone from get and list");
+    // Delete (a layer ref; deleting again, or a missing key, is fine).
+    let gone = layer_key("conf", "j0", 1);
+    b.delete(&gone).unwrap();
+    b.delete(&gone)
+        .unwrap_or_else(|e| fail(&format!("deleting a missing key must succeed: {e}")));
+    if b.exists(&gone).unwrap() || b.list("runs/conf/layers/j0/").unwrap().len() != 1 {
+        fail("a deleted key must be gone from exists and list");
     }
 
     // Keys that could escape or collide are refused, never panicking.
@@ -112,16 +185,21 @@ pub fn check(b: &dyn Backend) {
     // Concurrent writers to distinct keys all land.
     std::thread::scope(|s| {
         for t in 0..8 {
+            let layer = &layer;
             s.spawn(move || {
                 for i in 0..16 {
-                    b.put(&format!("conc/{t}/{i}"), format!("{t}-{i}").as_bytes())
-                        .unwrap();
+                    let key = layer_key("conf", &format!("j{t}"), 100 + i);
+                    b.put(&key, &encode_layer(&layer(i))).unwrap();
                 }
             });
         }
     });
-    if b.list("conc/").unwrap().len() != 128 {
-        fail("8 threads writing 16 keys each must leave 128 keys");
+    let refs = b.list("runs/conf/layers/").unwrap().len();
+    if refs != 128 + 2 {
+        fail(&format!(
+            "8 threads writing 16 refs each must add 128 keys, found {}",
+            refs - 2
+        ));
     }
 }
 

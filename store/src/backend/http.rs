@@ -151,7 +151,9 @@ impl HttpStore {
         let url = self.url(tail);
         let mut wait = FIRST_BACKOFF;
         let mut last = String::new();
+        let mut tried = 0;
         for attempt in 1..=ATTEMPTS {
+            tried = attempt;
             if attempt > 1 {
                 std::thread::sleep(wait);
                 wait *= 2;
@@ -169,22 +171,33 @@ impl HttpStore {
                     }
                     return Ok((status, bytes));
                 }
-                Err(e) => last = e,
+                Err((e, retry)) => {
+                    last = e;
+                    if !retry {
+                        break;
+                    }
+                }
             }
         }
+        let detail = if tried > 1 {
+            format!("{method} /{tail}: {last} (gave up after {tried} attempts)")
+        } else {
+            format!("{method} /{tail}: {last}")
+        };
         Err(Error::Remote {
             server: self.location_string(),
-            detail: format!("{method} {tail}: {last} (gave up after {ATTEMPTS} attempts)"),
+            detail,
         })
     }
 
-    /// One attempt: (status, body, Retry-After seconds) or a transport error.
+    /// One attempt: (status, body, Retry-After seconds), or a transport
+    /// error and whether trying again could help.
     fn send(
         &self,
         method: &str,
         url: &str,
         body: Option<&[u8]>,
-    ) -> std::result::Result<(u16, Vec<u8>, Option<u64>), String> {
+    ) -> std::result::Result<Answer, (String, bool)> {
         let agent = &self.inner.agent;
         let auth = self.inner.token.as_ref().map(|t| format!("Bearer {t}"));
         let response = match (method, body) {
@@ -202,7 +215,17 @@ impl HttpStore {
                 with_auth(agent.post(url), &auth).send(b)
             }
         };
-        let response = response.map_err(|e| e.to_string())?;
+        let response = response.map_err(|e| {
+            let retry = matches!(
+                e,
+                ureq::Error::Io(_)
+                    | ureq::Error::Timeout(_)
+                    | ureq::Error::ConnectionFailed
+                    | ureq::Error::Protocol(_)
+                    | ureq::Error::BodyStalled
+            );
+            (e.to_string(), retry)
+        })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -218,7 +241,7 @@ impl HttpStore {
                 .into_body()
                 .into_reader()
                 .read_to_end(&mut bytes)
-                .map_err(|e| format!("reading the response: {e}"))?;
+                .map_err(|e| (format!("reading the response: {e}"), true))?;
         } else if let Some(n) = length {
             bytes = n.to_le_bytes().to_vec();
         }
@@ -238,6 +261,12 @@ impl HttpStore {
                 detail,
             },
             404 => Error::NotFound { key: what.into() },
+            // The server refused the request as malformed or the object as
+            // invalid; its message says which.
+            400 => Error::Corrupt {
+                object: what.into(),
+                detail: format!("refused by {}: {detail}", self.location_string()),
+            },
             _ => Error::Remote {
                 server: self.location_string(),
                 detail: format!("{what}: HTTP {status}: {detail}"),
@@ -296,6 +325,9 @@ impl HttpStore {
         self.expect_ok(r, tail)
     }
 }
+
+/// A response: status, body, and `Retry-After` seconds.
+type Answer = (u16, Vec<u8>, Option<u64>);
 
 fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::RequestBuilder<B> {
     match auth {

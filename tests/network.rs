@@ -1,0 +1,651 @@
+//! Runners on many machines: `strata serve` and S3 stores, driven through
+//! the built binary against real servers (`support`): the backend contract,
+//! only-missing transfer and its bytes on the wire, tokens and namespaces,
+//! TLS, limits, a server killed mid-persist and mid-attach, and sixteen
+//! clients at once.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use strata_store::backend::http::{HttpOptions, HttpStore};
+use strata_store::backend::{conformance, Backend};
+use strata_store::index::ChunkLookup;
+use support::{same_tree, strata, Garage, Server};
+
+/// A client of a store: its location, token and runner cache.
+#[derive(Clone)]
+struct Client {
+    store: String,
+    token: Option<String>,
+    cache: PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Client {
+    fn new(store: &str, cache: &Path) -> Self {
+        Client {
+            store: store.into(),
+            token: None,
+            cache: cache.into(),
+            env: vec![],
+        }
+    }
+
+    fn with_token(mut self, t: &str) -> Self {
+        self.token = Some(t.into());
+        self
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = strata();
+        c.arg("--store")
+            .arg(&self.store)
+            .arg("--cache")
+            .arg(&self.cache);
+        if let Some(t) = &self.token {
+            c.env("STRATA_TOKEN", t);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// Runs and expects failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "strata {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn persist(&self, run: &str, job: &str, root: &Path, path: &str) -> Value {
+        self.json(&[
+            "persist",
+            "--run",
+            run,
+            "--job",
+            job,
+            "--root",
+            root.to_str().unwrap(),
+            path,
+        ])
+    }
+
+    fn attach(&self, run: &str, job: &str, at: &Path) -> Value {
+        self.json(&[
+            "attach",
+            "--run",
+            run,
+            "--job",
+            job,
+            "--at",
+            at.to_str().unwrap(),
+        ])
+    }
+}
+
+fn tree_bytes(root: &Path) -> u64 {
+    support::files(root)
+        .iter()
+        .map(|f| fs::metadata(root.join(f)).unwrap().len())
+        .sum()
+}
+
+fn random_tree(root: &Path, files: usize, size: usize, seed: u64) {
+    let mut rng = strata_store::synth::Rng::new(seed);
+    fs::create_dir_all(root).unwrap();
+    for i in 0..files {
+        let data: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
+        fs::write(root.join(format!("blob{i:03}.bin")), data).unwrap();
+    }
+}
+
+#[test]
+fn the_http_backend_conforms_and_checks_what_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("srv").to_str().unwrap(), &[], &[]);
+    let http = HttpStore::new(&server.ns("conformance"), HttpOptions::default()).unwrap();
+    http.handshake().unwrap();
+    conformance::check(&http);
+    // What a raw backend would accept, the server refuses: a pack that
+    // does not hash to its name, the store's config, a key of no kind.
+    let (_, id_of_other) = (0, strata_store::id::PackId::of(b"other"));
+    let key = strata_store::index::pack_key(&id_of_other);
+    let e = http.put(&key, b"not that pack").unwrap_err().to_string();
+    assert!(e.contains("does not match its id"), "{e}");
+    assert!(http.put("config", b"{}").is_err());
+    assert!(http.put("scratch/x", b"x").is_err());
+}
+
+#[test]
+fn the_s3_backend_conforms_on_garage() {
+    let garage = Garage::start();
+    garage.set_env();
+    let s3 = strata_store::backend::s3::S3::new(&garage.location("conformance")).unwrap();
+    conformance::check(&s3);
+    // A second store under another prefix sees none of it.
+    let other = strata_store::backend::s3::S3::new(&garage.location("elsewhere")).unwrap();
+    assert!(other.list("").unwrap().is_empty());
+}
+
+/// Persist a tree, persist it again with a small change, attach both on a
+/// fresh and on a warm runner, over `store`; checks content and that the
+/// bytes on the wire are what changed.
+fn only_what_is_missing_crosses(store: &str, env: Vec<(&'static str, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = d.join("build-1/node_modules");
+    strata_store::synth::generate(&tree, 1500, 7).unwrap();
+    let whole = tree_bytes(&tree);
+    let mut runner = Client::new(store, &d.join("cache-build"));
+    runner.env = env;
+    for run in ["r1", "r2"] {
+        runner.ok(&[
+            "run",
+            "create",
+            run,
+            "--job",
+            "build",
+            "--job",
+            "test:build",
+        ]);
+    }
+    let first = runner.persist("r1", "build", &d.join("build-1"), "node_modules");
+    assert!(first["network"]["sent"].as_u64().unwrap() > whole / 10);
+
+    // The next run: the same tree with 1% of its files changed.
+    let next = d.join("build-2");
+    fs::create_dir_all(&next).unwrap();
+    let status = std::process::Command::new("cp")
+        .args(["-a", tree.to_str().unwrap(), next.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    strata_store::synth::mutate(&next.join("node_modules"), 0.01, 8).unwrap();
+    let second = runner.persist("r2", "build", &next, "node_modules");
+    let sent = second["network"]["sent"].as_u64().unwrap();
+    assert!(
+        sent * 20 < whole,
+        "persisting a 1% change sent {sent} bytes of a {whole}-byte tree"
+    );
+
+    // A fresh runner attaches r1 completely.
+    let fresh = Client {
+        cache: d.join("cache-test"),
+        ..runner.clone()
+    };
+    let at1 = d.join("test-1");
+    let a1 = fresh.attach("r1", "test", &at1);
+    same_tree(&tree, &at1.join("node_modules"));
+    assert!(a1["network"]["received"].as_u64().unwrap() > whole / 10);
+
+    // The same runner, warm (r1's files in place, its cache filled),
+    // attaches r2: only the change crosses the wire.
+    let a2 = fresh.attach("r2", "test", &at1);
+    same_tree(&next.join("node_modules"), &at1.join("node_modules"));
+    let received = a2["network"]["received"].as_u64().unwrap();
+    assert!(
+        received * 20 < whole,
+        "a warm attach received {received} bytes of a {whole}-byte tree"
+    );
+
+    // Another empty directory on the warm runner: file content comes from
+    // the runner's cache, not the network.
+    let at2 = d.join("test-2");
+    let a3 = fresh.attach("r2", "test", &at2);
+    same_tree(&next.join("node_modules"), &at2.join("node_modules"));
+    assert!(a3["bytes_from_cache"].as_u64().unwrap() > 0);
+    let received = a3["network"]["received"].as_u64().unwrap();
+    assert!(
+        received * 20 < whole,
+        "received {received} with a warm cache"
+    );
+}
+
+#[test]
+fn over_http_only_what_is_missing_crosses_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("srv").to_str().unwrap(), &[], &[]);
+    only_what_is_missing_crosses(&server.ns("team"), vec![]);
+}
+
+#[test]
+fn s3_directly_and_behind_the_server() {
+    let garage = Garage::start();
+    // Runners talking to the bucket themselves.
+    only_what_is_missing_crosses(&garage.location("direct"), garage.env());
+    // A server keeping its namespaces in the bucket.
+    let env = garage.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start(&garage.location("served"), &[], &env);
+    only_what_is_missing_crosses(&server.ns("team"), vec![]);
+}
+
+const AUTH: &str = "tokens:
+  - {name: a-writer, token: token-a-writer-0123456789, namespace: a, scope: write}
+  - {name: a-reader, token: token-a-reader-0123456789, namespace: a, scope: read}
+  - {name: b-writer, token: token-b-writer-0123456789, namespace: b, scope: write}
+";
+
+#[test]
+fn tokens_scopes_and_isolated_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("auth.yaml"), AUTH).unwrap();
+    let server = Server::start(
+        d.join("srv").to_str().unwrap(),
+        &["--auth", d.join("auth.yaml").to_str().unwrap()],
+        &[],
+    );
+    let cache = d.join("cache");
+    let a = Client::new(&server.ns("a"), &cache);
+    let writer = a.clone().with_token("token-a-writer-0123456789");
+    let reader = a.clone().with_token("token-a-reader-0123456789");
+    let b_in_a = a.clone().with_token("token-b-writer-0123456789");
+
+    // No token, or an unknown one: 401.
+    let e = a.fails(&["ls"]);
+    assert!(
+        e.contains("refused the token") && e.contains("no token"),
+        "{e}"
+    );
+    let e = a
+        .clone()
+        .with_token("nobody-knows-this-token")
+        .fails(&["ls"]);
+    assert!(e.contains("unknown token"), "{e}");
+
+    random_tree(&d.join("src/out"), 3, 100_000, 1);
+    writer.ok(&[
+        "run",
+        "create",
+        "r",
+        "--job",
+        "build",
+        "--job",
+        "test:build",
+    ]);
+    writer.persist("r", "build", &d.join("src"), "out");
+    // A reader reads, but may not write: 403.
+    reader.attach("r", "test", &d.join("at"));
+    same_tree(&d.join("src/out"), &d.join("at/out"));
+    let e = reader.fails(&[
+        "persist",
+        "--run",
+        "r",
+        "--job",
+        "test",
+        "--root",
+        d.join("src").to_str().unwrap(),
+        "out",
+    ]);
+    assert!(e.contains("forbids") && e.contains("may only read"), "{e}");
+    // Another namespace's token: 403, whatever the key.
+    let e = b_in_a.fails(&["ls"]);
+    assert!(
+        e.contains("forbids") && e.contains("not for namespace a"),
+        "{e}"
+    );
+
+    // Namespace b cannot learn about a's chunks, not even by id.
+    let ids: Vec<strata_store::ChunkId> = fs::read_dir(d.join("src/out"))
+        .unwrap()
+        .map(|f| {
+            let bytes = fs::read(f.unwrap().path()).unwrap();
+            let mut first = None;
+            strata_store::chunking::chunk_slice(
+                &bytes,
+                strata_store::chunking::ChunkerParams::DEFAULT,
+                &mut |id, _| {
+                    first.get_or_insert(id);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            first.unwrap()
+        })
+        .collect();
+    let opts = |t: &str| HttpOptions {
+        token: Some(t.into()),
+        ca_cert: None,
+    };
+    let in_a = HttpStore::new(&server.ns("a"), opts("token-a-writer-0123456789")).unwrap();
+    assert!(in_a.missing(&ids).unwrap().iter().all(|m| !m));
+    let in_b = HttpStore::new(&server.ns("b"), opts("token-b-writer-0123456789")).unwrap();
+    assert!(in_b.missing(&ids).unwrap().iter().all(|m| *m));
+    assert!(in_b.locate(&ids).unwrap().iter().all(Option::is_none));
+    let a_packs = in_a.list("packs/").unwrap();
+    assert!(!a_packs.is_empty());
+    assert!(matches!(
+        in_b.get(&a_packs[0]),
+        Err(strata_store::Error::NotFound { .. })
+    ));
+    // b's token on a's namespace: the same refusal for a key that exists
+    // and one that does not.
+    let b_on_a = HttpStore::new(&server.ns("a"), opts("token-b-writer-0123456789")).unwrap();
+    for key in [
+        a_packs[0].as_str(),
+        "packs/00/0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        assert!(matches!(
+            b_on_a.get(key),
+            Err(strata_store::Error::Forbidden { .. })
+        ));
+    }
+}
+
+#[test]
+fn without_auth_the_server_stays_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = strata()
+        .args([
+            "--store",
+            dir.path().to_str().unwrap(),
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("without --auth") && e.contains("--insecure"),
+        "{e}"
+    );
+    let server = Server::start_on(
+        "0.0.0.0:0",
+        dir.path().to_str().unwrap(),
+        &["--insecure"],
+        &[],
+    );
+    let line = server.wait_for_log("serving anyone", Duration::from_secs(5));
+    assert!(line.contains("--insecure"), "{line}");
+}
+
+#[test]
+fn a_server_killed_mid_persist_leaves_no_layer_and_the_retry_sends_only_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let srv = d.join("srv");
+    // 48 MiB of incompressible data: a dozen packs.
+    random_tree(&d.join("src/big"), 48, 1 << 20, 2);
+    let mut server = Server::start(srv.to_str().unwrap(), &[], &[]);
+    let client = Client::new(&server.ns("team"), &d.join("cache"));
+    client.ok(&[
+        "run",
+        "create",
+        "r",
+        "--job",
+        "build",
+        "--job",
+        "test:build",
+    ]);
+    let mut persist = strata();
+    persist
+        .args([
+            "--json",
+            "--store",
+            &server.ns("team"),
+            "persist",
+            "--run",
+            "r",
+            "--job",
+            "build",
+        ])
+        .args(["--root", d.join("src").to_str().unwrap(), "big"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = persist.spawn().unwrap();
+    for _ in 0..3 {
+        server.wait_for_log("/packs/", Duration::from_secs(30));
+    }
+    server.kill();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("strata server") && e.contains("gave up after"),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // The server comes back (on a new port): no layer is visible, and the
+    // retry uploads only the packs that did not arrive.
+    let server = Server::start(srv.to_str().unwrap(), &[], &[]);
+    let client = Client::new(&server.ns("team"), &d.join("cache"));
+    let ls = client.json(&["ls", "--run", "r"]);
+    assert!(ls.to_string().contains("\"layers\":[]"), "{ls}");
+    let retry = client.persist("r", "build", &d.join("src"), "big");
+    let sent = retry["network"]["sent"].as_u64().unwrap();
+    let whole = 48u64 << 20;
+    assert!(
+        sent < whole - (3 << 20),
+        "the retry sent {sent} of {whole} bytes"
+    );
+    let at = d.join("at");
+    client.attach("r", "test", &at);
+    same_tree(&d.join("src/big"), &at.join("big"));
+}
+
+#[test]
+fn a_server_killed_mid_attach_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let srv = d.join("srv");
+    random_tree(&d.join("src/big"), 48, 1 << 20, 3);
+    let mut server = Server::start(srv.to_str().unwrap(), &[], &[]);
+    let client = Client::new(&server.ns("team"), &d.join("cache"));
+    client.ok(&[
+        "run",
+        "create",
+        "r",
+        "--job",
+        "build",
+        "--job",
+        "test:build",
+    ]);
+    client.persist("r", "build", &d.join("src"), "big");
+    let at = d.join("at");
+    let child = strata()
+        .args([
+            "--store",
+            &server.ns("team"),
+            "--cache-mib",
+            "0",
+            "attach",
+            "--run",
+            "r",
+        ])
+        .args(["--job", "test", "--at", at.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    server.wait_for_log("POST team/ranges", Duration::from_secs(30));
+    server.kill();
+    let out = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the attach outran the kill");
+    assert!(
+        e.contains("strata server") && e.contains("gave up after"),
+        "{e}"
+    );
+    // Whatever is under a final name is whole and right.
+    for f in support::files(&at) {
+        let name = f.file_name().unwrap().to_string_lossy();
+        assert!(name.starts_with("blob"), "a temporary file was left: {f:?}");
+        assert_eq!(
+            fs::read(at.join(&f)).unwrap(),
+            fs::read(d.join("src").join(&f)).unwrap(),
+            "{f:?} is partial"
+        );
+    }
+    // Once the server is back, the attach completes.
+    let server = Server::start(srv.to_str().unwrap(), &[], &[]);
+    Client::new(&server.ns("team"), &d.join("cache")).attach("r", "test", &at);
+    same_tree(&d.join("src/big"), &at.join("big"));
+}
+
+#[test]
+fn sixteen_clients_persist_and_attach_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let srv = d.join("srv");
+    let mut server = Server::start(srv.to_str().unwrap(), &["--quiet"], &[]);
+    let ns = server.ns("load");
+    let mut jobs = Vec::new();
+    for i in 0..16 {
+        jobs.push(format!("p{i}"));
+        jobs.push(format!("c{i}:p{i}"));
+    }
+    let mut create = vec!["run", "create", "r"];
+    for j in &jobs {
+        create.push("--job");
+        create.push(j);
+    }
+    // One shared cache directory: sixteen processes use it at once.
+    let cache = d.join("cache");
+    Client::new(&ns, &cache).ok(&create);
+    std::thread::scope(|s| {
+        for i in 0..16u64 {
+            let (ns, cache) = (&ns, &cache);
+            s.spawn(move || {
+                let c = Client::new(ns, cache);
+                let root = d.join(format!("m{i}"));
+                // Each client's own files, and files every client shares
+                // (uploaded by sixteen racing writers).
+                strata_store::synth::generate(&root.join("shared"), 150, 99).unwrap();
+                random_tree(&root.join(format!("own{i}")), 4, 200_000, 100 + i);
+                c.json(&[
+                    "persist",
+                    "--run",
+                    "r",
+                    "--job",
+                    &format!("p{i}"),
+                    "--root",
+                    root.to_str().unwrap(),
+                    "shared",
+                    &format!("own{i}"),
+                ]);
+                let at = d.join(format!("a{i}"));
+                c.attach("r", &format!("c{i}"), &at);
+                same_tree(&root, &at);
+            });
+        }
+    });
+    server.kill();
+    let out = strata()
+        .args([
+            "--store",
+            srv.join("load").to_str().unwrap(),
+            "verify",
+            "--read-data",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn https_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl makes the test certificate");
+    assert!(status.success());
+    let server = Server::start(
+        d.join("srv").to_str().unwrap(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let plain = Client::new(&server.ns("t"), &d.join("cache"));
+    let e = plain.fails(&["ls"]);
+    assert!(
+        e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"),
+        "{e}"
+    );
+    let mut trusting = plain.clone();
+    trusting
+        .env
+        .push(("STRATA_CA_CERT", cert.to_str().unwrap().into()));
+    random_tree(&d.join("src/x"), 2, 50_000, 4);
+    trusting.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    trusting.persist("r", "a", &d.join("src"), "x");
+    trusting.attach("r", "b", &d.join("at"));
+    same_tree(&d.join("src/x"), &d.join("at/x"));
+}
+
+#[test]
+fn requests_over_the_size_limit_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Server::start(
+        d.join("srv").to_str().unwrap(),
+        &["--max-body-mib", "1"],
+        &[],
+    );
+    let c = Client::new(&server.ns("t"), &d.join("cache"));
+    random_tree(&d.join("src/x"), 3, 1 << 20, 5);
+    c.ok(&["run", "create", "r", "--job", "a"]);
+    let e = c.fails(&[
+        "persist",
+        "--run",
+        "r",
+        "--job",
+        "a",
+        "--root",
+        d.join("src").to_str().unwrap(),
+        "x",
+    ]);
+    assert!(e.contains("HTTP 413"), "{e}");
+    let ls = c.json(&["ls", "--run", "r"]);
+    assert!(ls.to_string().contains("\"layers\":[]"), "{ls}");
+}

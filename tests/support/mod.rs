@@ -1,0 +1,301 @@
+//! Real servers for the networked tests, started and stopped by the tests
+//! themselves: `strata serve` (the binary under test) and Garage, the
+//! S3-compatible store of ../shared/s3-server.md (`.ci/run` installs it).
+//! Each is killed when its guard drops, also when a test panics.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn strata_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_strata")
+}
+
+/// A `strata` command with no store settings inherited from the caller.
+pub fn strata() -> Command {
+    let mut c = Command::new(strata_bin());
+    for v in [
+        "STRATA_STORE",
+        "STRATA_RUN",
+        "STRATA_JOB",
+        "STRATA_TOKEN",
+        "STRATA_CACHE",
+        "STRATA_CACHE_MIB",
+        "STRATA_CA_CERT",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// A running `strata serve`.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    /// Lines the server printed to stderr (its access log), as they come.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `strata serve --listen 127.0.0.1:0` with `args`, waits for it
+    /// to listen.
+    pub fn start(store: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_on("127.0.0.1:0", store, args, env)
+    }
+
+    pub fn start_on(listen: &str, store: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = strata();
+        cmd.args(["--store", store, "serve", "--listen", listen])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start strata serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("strata serve did not start: {:?}", child.try_wait()));
+            if let Some(url) = line
+                .strip_prefix("strata serve: listening on ")
+                .and_then(|r| r.split(' ').next())
+            {
+                return Server {
+                    child,
+                    url: url.to_string(),
+                    log: rx,
+                };
+            }
+        }
+    }
+
+    /// The store location of namespace `ns` on this server.
+    pub fn ns(&self, ns: &str) -> String {
+        format!("{}/{ns}", self.url)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no server log line with {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A single-node Garage on loopback with one bucket.
+pub struct Garage {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn hex(n: usize) -> String {
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut seed)
+        .unwrap();
+    let mut out = String::new();
+    let mut h = blake3::Hasher::new();
+    h.update(&seed);
+    let mut reader = h.finalize_xof();
+    while out.len() < n {
+        let mut b = [0u8; 1];
+        reader.fill(&mut b);
+        out.push_str(&format!("{:02x}", b[0]));
+    }
+    out.truncate(n);
+    out
+}
+
+/// The garage binary: on PATH, or where `cargo install` puts it.
+pub fn garage_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("GARAGE_BIN") {
+        return p.into();
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("garage"))
+                .find(|p| p.exists())
+        })
+        .unwrap_or_default();
+    let cargo = dirs::home_dir().map(|h| h.join(".cargo/bin/garage"));
+    on_path.or(cargo.filter(|p| p.exists())).unwrap_or_else(|| {
+        panic!(
+            "garage (the S3-compatible server these tests run against) is not installed: \
+                 run `cargo install --locked garage --version 2.5.0`, or ./.ci/test, which does"
+        )
+    })
+}
+
+impl Garage {
+    pub fn start() -> Garage {
+        let dir = tempfile::tempdir().unwrap();
+        let (rpc, s3) = (free_port(), free_port());
+        let config = dir.path().join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n",
+                dir.path().display(),
+                secret = hex(64),
+            ),
+        )
+        .unwrap();
+        let access_key = format!("GK{}", hex(24));
+        let secret_key = hex(64);
+        let bucket = "strata-test".to_string();
+        let child = Command::new(garage_bin())
+            .args(["server", "--single-node", "--default-bucket"])
+            .env("GARAGE_CONFIG_FILE", &config)
+            .env("GARAGE_DEFAULT_ACCESS_KEY", &access_key)
+            .env("GARAGE_DEFAULT_SECRET_KEY", &secret_key)
+            .env("GARAGE_DEFAULT_BUCKET", &bucket)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start garage");
+        let mut g = Garage {
+            child,
+            _dir: dir,
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            bucket,
+            access_key,
+            secret_key,
+        };
+        g.wait_ready();
+        g
+    }
+
+    /// Waits until the S3 port answers HTTP and the default bucket exists.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = self.endpoint.trim_start_matches("http://").to_string();
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("garage exited at start: {status}");
+            }
+            if let Ok(mut s) = TcpStream::connect(&addr) {
+                use std::io::Write;
+                let req = format!(
+                    "HEAD /{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                    self.bucket
+                );
+                let mut answer = String::new();
+                if s.write_all(req.as_bytes()).is_ok()
+                    && s.read_to_string(&mut answer).is_ok()
+                    && answer.starts_with("HTTP/1.1")
+                {
+                    // Any HTTP answer: the API is up. Give the default
+                    // bucket's creation a moment to land.
+                    std::thread::sleep(Duration::from_millis(300));
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("garage did not answer on {} within 30 s", self.endpoint);
+    }
+
+    /// The environment a strata process needs to reach the bucket.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_REGION", "garage".into()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+        ]
+    }
+
+    /// Sets that environment in this (test) process, for library calls.
+    pub fn set_env(&self) {
+        for (k, v) in self.env() {
+            // Tests using this run one Garage per process.
+            std::env::set_var(k, v);
+        }
+    }
+
+    /// An `s3://` location under a fresh prefix.
+    pub fn location(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every regular file under `root`, relative, sorted.
+pub fn files(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(root).unwrap().to_path_buf())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts two trees hold the same files with the same bytes.
+pub fn same_tree(a: &Path, b: &Path) {
+    let (fa, fb) = (files(a), files(b));
+    assert_eq!(fa, fb, "file lists differ between {a:?} and {b:?}");
+    for f in fa {
+        assert!(
+            std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(),
+            "{f:?} differs"
+        );
+    }
+}
