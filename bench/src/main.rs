@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use report::{Record, Results, Scenario};
-use tools::{Borg, Casync, Restic, Strata, Tarball, Tool};
+use tools::{Borg, Casync, Restic, Strata, StrataHttp, Tarball, Tool};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -114,7 +114,10 @@ fn real_main() -> Result<()> {
     }
 
     let mut all: Vec<Box<dyn Tool>> = vec![
-        Box::new(Strata { bin: strata_bin }),
+        Box::new(Strata {
+            bin: strata_bin.clone(),
+        }),
+        Box::new(StrataHttp::new(strata_bin)),
         Box::new(Tarball {
             name: "tar|zstd",
             compress: "zstd -3 -T0 -q",

@@ -347,3 +347,156 @@ pub fn available(program: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// strata through `strata serve` on loopback: the store is a directory the
+/// server owns; the runner that attaches keeps its chunk cache between the
+/// fresh and the warm attach, as one CI machine would. Network bytes are
+/// the request and response bodies the client counted; CPU includes the
+/// server's.
+pub struct StrataHttp {
+    pub bin: PathBuf,
+    server: std::sync::Mutex<Option<Served>>,
+}
+
+struct Served {
+    child: std::process::Child,
+    url: String,
+    /// The runner's cache directory (for attaches).
+    cache: PathBuf,
+}
+
+impl StrataHttp {
+    pub fn new(bin: PathBuf) -> Self {
+        Self {
+            bin,
+            server: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn stop(&self) {
+        if let Some(mut s) = self.server.lock().expect("poisoned").take() {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Served) -> T) -> T {
+        f(self
+            .server
+            .lock()
+            .expect("poisoned")
+            .as_ref()
+            .expect("init ran"))
+    }
+
+    /// The server's CPU seconds so far (utime + stime from /proc).
+    fn server_cpu(&self) -> f64 {
+        let pid = self.with(|s| s.child.id());
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // Fields 14 and 15 of stat; `after` starts at field 3.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+}
+
+impl Drop for StrataHttp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Tool for StrataHttp {
+    fn name(&self) -> &'static str {
+        "strata-http"
+    }
+
+    fn init(&self, repo: &Path) -> Result<()> {
+        use std::io::BufRead;
+        self.stop();
+        std::fs::create_dir_all(repo)?;
+        let mut child = std::process::Command::new(&self.bin)
+            .arg("--store")
+            .arg(repo.join("store"))
+            .arg("--cache")
+            .arg(repo.join("server-meta"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--quiet"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("starting strata serve")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .context("strata serve exited before listening")??;
+            if let Some(rest) = line.strip_prefix("strata serve: listening on ") {
+                break rest.split(' ').next().unwrap_or_default().to_string();
+            }
+        };
+        // Keep draining the server's stderr so it never blocks on a pipe.
+        std::thread::spawn(move || for _ in lines {});
+        *self.server.lock().expect("poisoned") = Some(Served {
+            child,
+            url: format!("{url}/bench"),
+            cache: repo.join("runner-cache"),
+        });
+        Ok(())
+    }
+
+    fn persist(&self, _repo: &Path, tree: &Path, n: usize) -> Result<Step> {
+        let (parent, name) = split(tree)?;
+        let b = q(&self.bin);
+        let url = self.with(|s| s.url.clone());
+        run(
+            &format!("{b} --store {url} run create r{n} --job a --job b:a"),
+            &parent,
+            &[],
+        )?;
+        let cpu = self.server_cpu();
+        let (mut sample, out) = run(
+            &format!("{b} --store {url} --cache-mib 0 --json persist --run r{n} --job a --root . '{name}'"),
+            &parent,
+            &[],
+        )?;
+        sample.cpu_s += self.server_cpu() - cpu;
+        let v = Strata::json(&out)?;
+        Ok(Step {
+            sample,
+            network_bytes: v["network"]["sent"].as_u64(),
+            content_bytes: None,
+        })
+    }
+
+    fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
+        let (url, cache) = self.with(|s| (s.url.clone(), s.cache.clone()));
+        let cpu = self.server_cpu();
+        let (mut sample, out) = run(
+            &format!(
+                "{} --store {url} --cache {} --json attach --run r{n} --job b --at {}",
+                q(&self.bin),
+                q(&cache),
+                q(target)
+            ),
+            repo,
+            &[],
+        )?;
+        sample.cpu_s += self.server_cpu() - cpu;
+        let v = Strata::json(&out)?;
+        Ok(Step {
+            sample,
+            network_bytes: v["network"]["received"].as_u64(),
+            content_bytes: v["bytes_from_store"].as_u64(),
+        })
+    }
+
+    fn reuses_target(&self) -> bool {
+        true
+    }
+
+    fn repo_bytes(&self, repo: &Path) -> u64 {
+        tree_bytes(&repo.join("store/bench"), &[".local", ".tmp"])
+    }
+}

@@ -10,9 +10,25 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use strata_store::backend::http::HttpOptions;
+use strata_store::store::Clock;
 use strata_store::{
-    attach, persist, stats, Graph, JobName, OpenOptions, RunName, Store, StoreLocation,
+    attach, caches, gc, lifecycle, persist, rerun, stats, Graph, JobName, OpenOptions, RunName,
+    Store, StoreLocation,
 };
+
+/// Renders a cache key template with the process's environment.
+fn render_key(template: &str, store: &Store) -> Result<String> {
+    let dir = std::env::current_dir().context("reading the working directory")?;
+    let var = |v: &str| std::env::var(v).ok();
+    Ok(strata_store::cache_key::render(
+        template,
+        &strata_store::cache_key::KeyEnv {
+            var: &var,
+            now: store.now(),
+            dir: &dir,
+        },
+    )?)
+}
 
 /// Exit codes, as documented in `--help` and docs/cli.md.
 const EXIT_ERROR: u8 = 1;
@@ -61,11 +77,19 @@ enum Command {
     /// Manage workflow runs.
     #[command(subcommand)]
     Run(RunCommand),
+    /// Record a job's result (reruns keep the layers of jobs that succeeded).
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Dependency caches keyed by templates like CircleCI's.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Drop expired runs and caches and reclaim unreferenced chunks.
+    Gc(GcArgs),
     /// Save paths as a new layer of a job.
     Persist(PersistArgs),
     /// Write the merged layers of a job's upstream jobs into a directory.
     Attach(AttachArgs),
-    /// List runs, or a run's jobs and layers.
+    /// List runs and caches (with sizes and expiry), or a run's jobs and layers.
     Ls(LsArgs),
     /// Show what the store holds.
     Stats,
@@ -101,15 +125,93 @@ struct ServeArgs {
     /// Requests per second per token (per address without --auth); 0: no limit.
     #[arg(long, default_value_t = 0.0)]
     rate_limit: f64,
-    /// Don't log write requests to stderr.
+    /// Don't log requests to stderr.
     #[arg(long)]
     quiet: bool,
+    /// Run gc on every namespace this often.
+    #[arg(long, value_name = "MINUTES")]
+    gc_every_minutes: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
 enum RunCommand {
     /// Create a run with its job graph (again with the same graph: no-op).
     Create(CreateArgs),
+    /// Create a run that reruns some jobs of an earlier run and keeps the
+    /// layers of the others.
+    Rerun(RerunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RerunArgs {
+    /// The run to rerun.
+    #[arg(long)]
+    from: String,
+    /// The new run.
+    #[arg(long)]
+    run: String,
+    /// Rerun the jobs that did not succeed (and everything downstream).
+    #[arg(long, conflicts_with = "jobs", required_unless_present = "jobs")]
+    failed: bool,
+    /// Rerun these jobs (and everything downstream).
+    #[arg(long, value_delimiter = ',')]
+    jobs: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Record that a job finished, and how.
+    Finish(FinishArgs),
+}
+
+#[derive(Args, Debug)]
+struct FinishArgs {
+    #[command(flatten)]
+    rj: RunJob,
+    /// success or failed.
+    #[arg(long)]
+    status: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCommand {
+    /// Save paths under a key; a key that exists already is left as it is.
+    Save(CacheSaveArgs),
+    /// Restore the first cache the keys match (exactly, then as a prefix).
+    Restore(CacheRestoreArgs),
+}
+
+#[derive(Args, Debug)]
+struct CacheSaveArgs {
+    /// The key template, e.g. 'deps-{{ checksum "package-lock.json" }}'.
+    #[arg(long)]
+    key: String,
+    /// The directory PATHs are relative to (and must lie inside).
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CacheRestoreArgs {
+    /// Key templates, tried in order (each exactly, then as a prefix).
+    #[arg(long = "key", required = true)]
+    keys: Vec<String>,
+    /// The directory to restore into.
+    #[arg(long, default_value = ".")]
+    at: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct GcArgs {
+    /// Report what would be removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Override the store's grace period (0 deletes at once: only when no
+    /// persist runs meanwhile).
+    #[arg(long, value_name = "SECONDS")]
+    grace_secs: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -247,8 +349,22 @@ fn open(cli: &Cli) -> Result<Store> {
         cache_dir: cli.cache.clone(),
         cache_bytes: cli.cache_mib.map(|m| m << 20),
     };
-    Store::open_at(&location, &options, &output::Printer)
-        .with_context(|| format!("opening store {location}"))
+    let store = Store::open_at(&location, &options, &output::Printer)
+        .with_context(|| format!("opening store {location}"))?;
+    Ok(store.with_clock(clock()?))
+}
+
+/// `$STRATA_NOW` (Unix seconds or a UTC date) fixes the clock: for tests,
+/// and for asking "what would expire by then".
+fn clock() -> Result<Clock> {
+    match std::env::var("STRATA_NOW") {
+        Ok(v) => strata_store::lifecycle::parse_time(&v)
+            .map(Clock::Fixed)
+            .with_context(|| {
+                format!("STRATA_NOW={v:?} is neither Unix seconds nor YYYY-MM-DD[THH:MM:SS]")
+            }),
+        Err(_) => Ok(Clock::System),
+    }
 }
 
 fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
@@ -281,6 +397,10 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
             .unwrap_or_else(strata_store::store::default_cache_dir)
             .join("server"),
         log: !a.quiet,
+        gc_every: a
+            .gc_every_minutes
+            .map(|m| std::time::Duration::from_secs(m.max(1) * 60)),
+        clock: clock()?,
     };
     strata_server::serve(config, |s| {
         eprintln!("strata serve: listening on {} (store {store})", s.url);
@@ -308,6 +428,51 @@ fn run(cli: Cli) -> Result<()> {
             let store = open(&cli)?;
             let created = store.create_run(&run, graph.clone())?;
             output::run_created(json, &run, &graph, created);
+        }
+        Command::Run(RunCommand::Rerun(a)) => {
+            let from = RunName::new(&a.from)?;
+            let run = RunName::new(&a.run)?;
+            let select = if a.failed {
+                rerun::Select::Failed
+            } else {
+                rerun::Select::Jobs(
+                    a.jobs
+                        .iter()
+                        .map(|j| JobName::new(j))
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+            let store = open(&cli)?;
+            output::reran(json, &rerun::rerun(&store, &from, &run, &select)?);
+        }
+        Command::Job(JobCommand::Finish(a)) => {
+            let (run, job) = a.rj.parse()?;
+            let status: lifecycle::JobStatus = a.status.parse()?;
+            let store = open(&cli)?;
+            let result = lifecycle::finish_job(&store, &run, &job, status)?;
+            output::finished(json, &run, &job, &result);
+        }
+        Command::Cache(CacheCommand::Save(a)) => {
+            let store = open(&cli)?;
+            let key = render_key(&a.key, &store)?;
+            output::cache_saved(json, &caches::save(&store, &key, &a.root, &a.paths)?);
+        }
+        Command::Cache(CacheCommand::Restore(a)) => {
+            let store = open(&cli)?;
+            let keys = a
+                .keys
+                .iter()
+                .map(|k| render_key(k, &store))
+                .collect::<Result<Vec<_>>>()?;
+            output::cache_restored(json, &keys, &caches::restore(&store, &keys, &a.at)?);
+        }
+        Command::Gc(a) => {
+            let store = open(&cli)?;
+            let options = gc::GcOptions {
+                dry_run: a.dry_run,
+                grace_secs: a.grace_secs,
+            };
+            output::collected(json, &gc::gc(&store, &options)?);
         }
         Command::Persist(a) => {
             let (run, job) = a.rj.parse()?;
@@ -344,7 +509,7 @@ fn run(cli: Cli) -> Result<()> {
                     let job = a.job.as_deref().map(JobName::new).transpose()?;
                     output::run_listing(json, &stats::list_run(&store, &run, job.as_ref())?);
                 }
-                None => output::runs(json, &store.run_names()?),
+                None => output::store_listing(json, &stats::list_store(&store)?),
             }
         }
         Command::Stats => {

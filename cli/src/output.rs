@@ -6,11 +6,15 @@ use std::path::Path;
 use serde::Serialize;
 use strata_store::attach::AttachReport;
 use strata_store::backend::Traffic;
+use strata_store::caches::{RestoreReport, SaveReport};
 use strata_store::demo::{DemoReport, Step};
+use strata_store::gc::GcReport;
+use strata_store::lifecycle::{JobResult, JobStatus};
 use strata_store::persist::PersistReport;
-use strata_store::stats::{RunListing, StoreStats};
+use strata_store::rerun::RerunReport;
+use strata_store::stats::{RunListing, StoreListing, StoreStats};
 use strata_store::verify::VerifyReport;
-use strata_store::{Graph, Observer, RunName};
+use strata_store::{Graph, JobName, Observer, RunName};
 
 /// Draws the library's progress events on stderr.
 pub struct Printer;
@@ -96,7 +100,7 @@ pub fn persist_line(r: &PersistReport) -> String {
 }
 
 /// "; network: X sent, Y received" for a networked store, else nothing.
-fn wire(t: &Traffic) -> String {
+pub fn wire(t: &Traffic) -> String {
     if t.requests == 0 {
         String::new()
     } else {
@@ -156,23 +160,16 @@ pub fn attached(json: bool, r: &AttachReport) {
     }
 }
 
-pub fn runs(json: bool, runs: &[RunName]) {
-    if json {
-        print_json(&runs);
-    } else if runs.is_empty() {
-        println!("no runs");
-    } else {
-        for r in runs {
-            println!("{r}");
-        }
-    }
-}
-
 pub fn run_listing(json: bool, l: &RunListing) {
     if json {
         return print_json(l);
     }
-    println!("run {}", l.run);
+    let rerun = match &l.rerun_of {
+        Some(r) => format!(", a rerun of {r}"),
+        None => String::new(),
+    };
+    let state = if l.expired { "expired" } else { "expires" };
+    println!("run {}{rerun}: {state} on {}", l.run, l.expires_on);
     for j in &l.jobs {
         let requires: Vec<&str> = j.requires.iter().map(|r| r.as_str()).collect();
         let req = if requires.is_empty() {
@@ -180,7 +177,20 @@ pub fn run_listing(json: bool, l: &RunListing) {
         } else {
             format!(" (requires {})", requires.join(", "))
         };
-        println!("  job {}{req}: {} layers", j.job, j.layers.len());
+        let status = match j.status {
+            Some(JobStatus::Success) => ", succeeded",
+            Some(JobStatus::Failed) => ", failed",
+            None => "",
+        };
+        let reused = match &j.reused_from {
+            Some(r) => format!(", layers kept from {r}"),
+            None => String::new(),
+        };
+        println!(
+            "  job {}{req}: {}{status}{reused}",
+            j.job,
+            plural(j.layers.len() as u64, "layer")
+        );
         for layer in &j.layers {
             println!(
                 "    layer {} manifest {}: {} files, {}",
@@ -208,6 +218,164 @@ pub fn store_stats(json: bool, s: &StoreStats) {
         bytes(s.logical_bytes),
         bytes(s.stored_bytes),
         s.dedup_ratio
+    );
+    if s.caches > 0 {
+        println!(
+            "{}: {} of files (stored with the workspaces above)",
+            plural(s.caches, "cache entry"),
+            bytes(s.cache_bytes)
+        );
+    }
+    println!(
+        "gc could reclaim {} now and {} more once condemned packs pass the grace period ({} expired runs, {} expired caches)",
+        bytes(s.gc.bytes_reclaimed),
+        bytes(s.gc.bytes_pending),
+        count(s.gc.runs_expired.len() as u64),
+        count(s.gc.caches_expired)
+    );
+}
+
+pub fn store_listing(json: bool, l: &StoreListing) {
+    if json {
+        return print_json(l);
+    }
+    if l.runs.is_empty() && l.caches.is_empty() {
+        println!("no runs and no caches");
+    }
+    for r in &l.runs {
+        let state = if r.expired { "expired" } else { "expires" };
+        println!(
+            "run {}: {}, {}; {state} on {}",
+            r.run,
+            plural(r.layers, "layer"),
+            bytes(r.bytes),
+            r.expires_on
+        );
+    }
+    for c in &l.caches {
+        println!(
+            "cache {:?}: {} files, {}; saved {}, expires on {}",
+            c.key,
+            count(c.files),
+            bytes(c.bytes),
+            c.saved_on,
+            c.expires_on
+        );
+    }
+}
+
+pub fn reran(json: bool, r: &RerunReport) {
+    if json {
+        return print_json(r);
+    }
+    let names = |v: &[JobName]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", ")
+        }
+    };
+    println!(
+        "created run {} from {}: rerun {}; kept {} ({}, {} of files, not copied; {} written, {}){}",
+        r.run,
+        r.from,
+        names(&r.rerun),
+        names(&r.reused),
+        plural(r.layers_reused, "layer"),
+        bytes(r.bytes_reused),
+        plural(r.objects_written, "ref"),
+        bytes(r.bytes_written),
+        wire(&r.network)
+    );
+}
+
+pub fn finished(json: bool, run: &RunName, job: &JobName, r: &JobResult) {
+    if json {
+        return print_json(r);
+    }
+    let status = match r.status {
+        JobStatus::Success => "succeeded",
+        JobStatus::Failed => "failed",
+    };
+    println!("job {job} of run {run} {status}");
+}
+
+pub fn cache_saved(json: bool, r: &SaveReport) {
+    if json {
+        return print_json(r);
+    }
+    if r.saved {
+        println!(
+            "saved cache {:?}: {} ({}) in {:.1} s: {} new{}",
+            r.key,
+            plural(r.totals.files, "file"),
+            bytes(r.totals.bytes),
+            r.seconds,
+            bytes(r.bytes_new),
+            wire(&r.network)
+        );
+    } else {
+        println!(
+            "cache {:?} exists (saved {}); keys are immutable, nothing saved",
+            r.key,
+            r.existing_since.as_deref().unwrap_or("earlier")
+        );
+    }
+}
+
+pub fn cache_restored(json: bool, keys: &[String], r: &RestoreReport) {
+    if json {
+        return print_json(r);
+    }
+    match (&r.restored_key, &r.totals, &r.write) {
+        (Some(key), Some(t), Some(w)) => {
+            let how = if r.exact {
+                "exact match".to_string()
+            } else {
+                format!("prefix {:?}", r.matched.as_deref().unwrap_or(""))
+            };
+            println!(
+                "restored cache {key:?} ({how}, saved {}): {} ({}) in {:.1} s: {} read from the store, {} already in place{}",
+                r.saved.as_deref().unwrap_or("?"),
+                plural(t.files, "file"),
+                bytes(t.bytes),
+                r.seconds,
+                bytes(w.bytes_from_store),
+                plural(w.files_in_place, "file"),
+                wire(&r.network)
+            );
+        }
+        _ => println!("no cache matched {}", keys.join(", ")),
+    }
+}
+
+pub fn collected(json: bool, r: &GcReport) {
+    if json {
+        return print_json(r);
+    }
+    let verb = if r.dry_run { "would" } else { "did" };
+    let expired: Vec<&str> = r.runs_expired.iter().map(|r| r.as_str()).collect();
+    println!(
+        "gc {verb} drop {} ({}) and {}; {} live manifests, {} live chunks in {} packs",
+        plural(expired.len() as u64, "expired run"),
+        if expired.is_empty() {
+            "-".to_string()
+        } else {
+            expired.join(", ")
+        },
+        plural(r.caches_expired, "expired cache"),
+        count(r.live_manifests),
+        count(r.live_chunks),
+        count(r.packs)
+    );
+    println!(
+        "gc {verb} delete {} ({}), rewrite {}, condemn {}; {} in {} condemned packs wait for the grace period",
+        plural(r.packs_deleted, "pack"),
+        bytes(r.bytes_reclaimed),
+        plural(r.packs_rewritten, "pack"),
+        plural(r.packs_condemned, "pack"),
+        bytes(r.bytes_pending),
+        count(r.packs_pending)
     );
 }
 

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use strata_store::store::{OpenOptions, Quiet, StoreLocation};
+use strata_store::store::{Clock, OpenOptions, Quiet, StoreLocation};
 use strata_store::Store;
 
 pub use auth::{Auth, Scope};
@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub meta_dir: PathBuf,
     /// Log each write request to stderr.
     pub log: bool,
+    /// Run gc on every namespace this often.
+    pub gc_every: Option<std::time::Duration>,
+    /// The stores' clock (`$STRATA_NOW` for tests).
+    pub clock: Clock,
 }
 
 /// Errors that stop the server from starting.
@@ -73,6 +77,7 @@ pub enum ServeError {
 pub(crate) struct Namespaces {
     base: String,
     meta_dir: PathBuf,
+    clock: Clock,
     open: Mutex<HashMap<String, Arc<Store>>>,
 }
 
@@ -92,9 +97,66 @@ impl Namespaces {
             cache_bytes: Some(0),
             ..OpenOptions::default()
         };
-        let store = Arc::new(Store::open_at(&location, &options, &Quiet)?);
+        let store =
+            Arc::new(Store::open_at(&location, &options, &Quiet)?.with_clock(self.clock.clone()));
         let mut open = self.open.lock().expect("poisoned");
         Ok(open.entry(ns.to_string()).or_insert(store).clone())
+    }
+
+    /// The namespaces there are: a directory store's subdirectories, or
+    /// (S3) those opened since the server started.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .open
+            .lock()
+            .expect("poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        if !self.base.starts_with("s3://") {
+            if let Ok(dir) = std::fs::read_dir(&self.base) {
+                for e in dir.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let is_store = e.path().join("config").exists();
+                    if is_store && strata_store::backend::http::validate_namespace(&name).is_ok() {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Runs gc on every namespace, one after another, forever.
+async fn scheduled_gc(state: Arc<routes::State>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for ns in state.namespaces.names() {
+                let result = state
+                    .namespaces
+                    .get(&ns)
+                    .and_then(|store| strata_store::gc::gc(&store, &Default::default()));
+                match result {
+                    Ok(r) => eprintln!(
+                        "strata serve: scheduled gc {ns}: {} runs expired, {} caches expired, \
+                         {} packs deleted, {} B reclaimed",
+                        r.runs_expired.len(),
+                        r.caches_expired,
+                        r.packs_deleted,
+                        r.bytes_reclaimed
+                    ),
+                    Err(e) => eprintln!("strata serve: scheduled gc {ns} failed: {e}"),
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -139,6 +201,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         namespaces: Namespaces {
             base: config.store.clone(),
             meta_dir: config.meta_dir.clone(),
+            clock: config.clock.clone(),
             open: Mutex::new(HashMap::new()),
         },
         auth: config.auth.clone(),
@@ -146,12 +209,15 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         max_body: config.max_body,
         log: config.log,
     });
-    let app = routes::router(state);
+    let app = routes::router(state.clone());
     let started = Started {
         addr,
         url: format!("{scheme}://{addr}"),
         warning,
     };
+    if let Some(every) = config.gc_every {
+        runtime.spawn(scheduled_gc(state, every));
+    }
     let result = runtime.block_on(async move {
         let make = app.into_make_service_with_connect_info::<SocketAddr>();
         match &config.tls {

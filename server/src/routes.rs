@@ -56,6 +56,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/ns/{ns}/chunks/missing", post(missing))
         .route("/v1/ns/{ns}/chunks/locate", post(locate))
         .route("/v1/ns/{ns}/stats", get(stats))
+        .route("/v1/ns/{ns}/gc", post(gc))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -222,7 +223,12 @@ async fn put_object(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let client = match gate(&s, &headers, peer, &ns, Scope::Write) {
+    // Use records are written by readers too (an attach is a use).
+    let scope = match strata_store::ingest::classify(&key) {
+        Ok(kind) if kind.is_use_record() => Scope::Read,
+        _ => Scope::Write,
+    };
+    let client = match gate(&s, &headers, peer, &ns, scope) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -438,6 +444,46 @@ async fn stats(
     }
     match with_store(&s, &ns, strata_store::stats::store_stats).await {
         Ok(stats) => axum::Json(stats).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct GcQuery {
+    #[serde(default)]
+    dry_run: bool,
+    grace_secs: Option<u64>,
+}
+
+async fn gc(
+    AxState(s): St,
+    Path(ns): Path<String>,
+    Query(q): Query<GcQuery>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    let client = match gate(&s, &headers, peer, &ns, Scope::Write) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let options = strata_store::gc::GcOptions {
+        dry_run: q.dry_run,
+        grace_secs: q.grace_secs,
+    };
+    match with_store(&s, &ns, move |store| strata_store::gc::gc(store, &options)).await {
+        Ok(report) => {
+            log(
+                &s,
+                &client,
+                format_args!(
+                    "gc {ns}: {} runs expired, {} packs deleted, {} B reclaimed",
+                    report.runs_expired.len(),
+                    report.packs_deleted,
+                    report.bytes_reclaimed
+                ),
+            );
+            axum::Json(report).into_response()
+        }
         Err(r) => r,
     }
 }

@@ -31,6 +31,21 @@ pub struct StoreConfig {
     pub frame_target_bytes: u32,
     /// zstd level for chunk compression.
     pub zstd_level: i32,
+    /// Days a run's workspace (and a cache entry) lives after its last use.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Seconds a pack gc condemned waits before it is deleted; also the
+    /// longest a persist may take (docs/gc.md).
+    #[serde(default = "default_gc_grace_secs")]
+    pub gc_grace_secs: u64,
+}
+
+fn default_retention_days() -> u32 {
+    15
+}
+
+fn default_gc_grace_secs() -> u64 {
+    3600
 }
 
 impl StoreConfig {
@@ -43,6 +58,8 @@ impl StoreConfig {
             pack_target_bytes: 4 << 20,
             frame_target_bytes: 1 << 20,
             zstd_level: 3,
+            retention_days: default_retention_days(),
+            gc_grace_secs: default_gc_grace_secs(),
         }
     }
 

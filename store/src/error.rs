@@ -132,6 +132,25 @@ pub enum Error {
         reason: &'static str,
     },
 
+    #[error("{what} expired on {on} ({days} days after its last use); {remedy}")]
+    Expired {
+        what: String,
+        on: String,
+        days: u32,
+        remedy: &'static str,
+    },
+
+    #[error("cache key {template:?}: {reason}")]
+    CacheKey { template: String, reason: String },
+
+    #[error("run {run} has no failed jobs: nothing to rerun (name the jobs with --jobs)")]
+    NothingToRerun { run: RunName },
+
+    #[error(
+        "this persist took {seconds} s, longer than the store's gc grace period          ({grace} s): chunks it reused may have been collected meanwhile, so its          layer was not committed; run it again"
+    )]
+    PersistTooSlow { seconds: u64, grace: u64 },
+
     #[error("strata server {server}: {detail}")]
     Remote { server: String, detail: String },
 

@@ -163,11 +163,25 @@ pub struct ChunkIndex {
     chunks: sled::Tree,
     loaded: sled::Tree,
     packs: sled::Tree,
+    /// Packs gc has condemned (pack id -> when): their chunks count as
+    /// missing, so persists upload them again instead of reusing them.
+    condemned: sled::Tree,
 }
 
 impl ChunkLookup for ChunkIndex {
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
-        ids.iter().map(|id| Ok(!self.contains(id)?)).collect()
+        let none_condemned = self.condemned.is_empty();
+        ids.iter()
+            .map(|id| {
+                if none_condemned {
+                    return Ok(!self.contains(id)?);
+                }
+                Ok(match self.chunks.get(id.0)? {
+                    None => true,
+                    Some(v) => v.len() < 32 || self.condemned.contains_key(&v[..32])?,
+                })
+            })
+            .collect()
     }
     fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
         ids.iter().map(|id| self.get(id)).collect()
@@ -189,6 +203,7 @@ impl ChunkIndex {
             chunks: db.open_tree("chunks")?,
             loaded: db.open_tree("loaded-indexes")?,
             packs: db.open_tree("loaded-packs")?,
+            condemned: db.open_tree("condemned-packs")?,
         })
     }
 
@@ -259,6 +274,15 @@ impl ChunkIndex {
         Ok(())
     }
 
+    /// Replaces the set of condemned packs.
+    pub fn set_condemned(&self, packs: &std::collections::BTreeMap<PackId, i64>) -> Result<()> {
+        self.condemned.clear()?;
+        for (p, t) in packs {
+            self.condemned.insert(p.0, &t.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Forgets an index object (gc replaced it).
     pub fn forget_index(&self, id: &IndexId) -> Result<()> {
         self.loaded.remove(id.0)?;
@@ -288,7 +312,12 @@ impl ChunkIndex {
             }
         }
         // Packs no index object lists: read their trailers.
-        for key in backend.list(PACK_PREFIX)? {
+        let pack_keys = backend.list(PACK_PREFIX)?;
+        let present: std::collections::HashSet<PackId> = pack_keys
+            .iter()
+            .filter_map(|k| k.rsplit('/').next()?.parse().ok())
+            .collect();
+        for key in pack_keys {
             let Some(id) = key
                 .rsplit('/')
                 .next()
@@ -311,6 +340,28 @@ impl ChunkIndex {
                 Err(e) => return Err(e),
             }
         }
+        // Packs another process's gc deleted: forget their chunks.
+        let mut gone = Vec::new();
+        for item in self.packs.iter() {
+            let (k, _) = item?;
+            if k.len() == 32 && !present.contains(&PackId(k[..].try_into().expect("32 bytes"))) {
+                gone.push(k);
+            }
+        }
+        if !gone.is_empty() {
+            for item in self.chunks.iter() {
+                let (k, v) = item?;
+                if v.len() >= 32 && gone.iter().any(|g| g[..] == v[..32]) {
+                    self.chunks.remove(k)?;
+                }
+            }
+            for g in gone {
+                self.packs.remove(g)?;
+            }
+        }
+        // What gc has condemned.
+        let (condemned, _) = crate::gc::read_condemned(backend)?;
+        self.set_condemned(&condemned.into_iter().collect())?;
         Ok(added)
     }
 }

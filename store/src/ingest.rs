@@ -33,6 +33,42 @@ pub enum ObjectKind {
     Manifest(ManifestId),
     Run(RunName),
     Layer(RunName, JobName),
+    /// `runs/R/results/J/<time>-<nonce>`
+    Result(RunName, JobName),
+    /// `runs/R/used/<time>-<nonce>`
+    Used(RunName),
+    /// `runs/R/rerun`
+    Rerun(RunName),
+    /// `runs/R/expired` (gc's)
+    Expired(RunName),
+    /// `caches/<hex key>/<time>-<nonce>`
+    Cache,
+    /// `cache-used/<hex key>/<time>-<nonce>`
+    CacheUsed,
+    /// `gc/condemned/<time>-<nonce>` (gc's)
+    Condemned,
+}
+
+impl ObjectKind {
+    /// Use records are written by readers too: an attach or restore by a
+    /// read-only token still counts as a use.
+    pub fn is_use_record(&self) -> bool {
+        matches!(self, ObjectKind::Used(_) | ObjectKind::CacheUsed)
+    }
+}
+
+fn is_timed(name: &str) -> bool {
+    crate::lifecycle::key_time(name).is_some()
+        && name
+            .split_once('-')
+            .is_some_and(|(_, n)| n.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn is_hex_key(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 2 * crate::cache_key::MAX_KEY_LEN
+        && h.len() % 2 == 0
+        && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Classifies a key, or says why it is not one a store holds.
@@ -57,6 +93,15 @@ pub fn classify(key: &str) -> Result<ObjectKind> {
                 .ok_or_else(|| bad("manifest in the wrong directory"))
         }
         ["runs", run, "run"] => Ok(ObjectKind::Run(RunName::new(run)?)),
+        ["runs", run, "rerun"] => Ok(ObjectKind::Rerun(RunName::new(run)?)),
+        ["runs", run, "expired"] => Ok(ObjectKind::Expired(RunName::new(run)?)),
+        ["runs", run, "results", job, name] if is_timed(name) => {
+            Ok(ObjectKind::Result(RunName::new(run)?, JobName::new(job)?))
+        }
+        ["runs", run, "used", name] if is_timed(name) => Ok(ObjectKind::Used(RunName::new(run)?)),
+        ["caches", hex, name] if is_hex_key(hex) && is_timed(name) => Ok(ObjectKind::Cache),
+        ["cache-used", hex, name] if is_hex_key(hex) && is_timed(name) => Ok(ObjectKind::CacheUsed),
+        ["gc", "condemned", name] if is_timed(name) => Ok(ObjectKind::Condemned),
         ["runs", run, "layers", job, name] => {
             let well_formed = name.split_once('-').is_some_and(|(seq, nonce)| {
                 seq.len() == 10
@@ -77,11 +122,51 @@ pub fn classify(key: &str) -> Result<ObjectKind> {
 pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind> {
     let kind = classify(key)?;
     match &kind {
-        ObjectKind::Config => {
+        ObjectKind::Config | ObjectKind::Expired(_) | ObjectKind::Condemned => {
             return Err(Error::corrupt(
-                "config",
-                "the store's config is written by the server only",
+                key,
+                "this object is written by the server only (its config and gc)",
             ))
+        }
+        ObjectKind::Result(run, job) => {
+            crate::lifecycle::decode_result(key, bytes)?;
+            store.run_job(run, job)?;
+            store.backend.put(key, bytes)?;
+        }
+        ObjectKind::Used(run) => {
+            crate::lifecycle::decode_use(key, bytes)?;
+            store.run(run)?;
+            store.backend.put(key, bytes)?;
+        }
+        ObjectKind::Rerun(run) => {
+            let record = crate::rerun::decode_rerun(key, bytes)?;
+            store.run(run)?;
+            store.run(&record.from)?;
+            store.backend.put(key, bytes)?;
+        }
+        ObjectKind::Cache => {
+            let record = crate::caches::decode_cache(key, bytes)?;
+            let hex = key.split('/').nth(1).unwrap_or_default();
+            if crate::caches::hex_key(&record.key) != hex {
+                return Err(Error::corrupt(
+                    key,
+                    "the entry's key does not match its name",
+                ));
+            }
+            if !store.backend.exists(&manifest_key(&record.manifest))? {
+                return Err(Error::corrupt(
+                    key,
+                    format!(
+                        "points at manifest {} which the store does not hold",
+                        record.manifest
+                    ),
+                ));
+            }
+            store.backend.put(key, bytes)?;
+        }
+        ObjectKind::CacheUsed => {
+            crate::lifecycle::decode_use(key, bytes)?;
+            store.backend.put(key, bytes)?;
         }
         ObjectKind::Pack(id) => {
             if PackId::of(bytes) != *id {

@@ -75,7 +75,58 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     let started = Instant::now();
     let traffic = store.traffic();
     store.run_job(&req.run, &req.job)?;
-    let tree = scan(&req.root, &req.paths)?;
+    crate::lifecycle::check_live(store, &req.run)?;
+    let tree = write_tree(store, &req.root, &req.paths, started)?;
+    let record = LayerRecord {
+        manifest: tree.manifest,
+        created: store.now(),
+        totals: tree.totals,
+    };
+    let layer = store
+        .catalog
+        .add_layer(store.backend(), &req.run, &req.job, &record)?;
+    store.flush()?;
+    Ok(PersistReport {
+        run: req.run.clone(),
+        job: req.job.clone(),
+        layer: layer.key,
+        manifest: tree.manifest,
+        totals: tree.totals,
+        chunks: tree.chunks,
+        chunks_new: tree.chunks_new,
+        bytes_new: tree.bytes_new,
+        bytes_reused: tree.totals.bytes.saturating_sub(tree.bytes_new),
+        bytes_written: tree.bytes_written,
+        packs_written: tree.packs_written,
+        network: store.traffic().since(traffic),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A tree stored: its manifest and what storing it cost.
+#[derive(Debug, Clone)]
+pub(crate) struct WrittenTree {
+    pub manifest: ManifestId,
+    pub totals: Totals,
+    pub chunks: u64,
+    pub chunks_new: u64,
+    pub bytes_new: u64,
+    pub bytes_written: u64,
+    pub packs_written: u64,
+}
+
+/// Steps 2 to 5: scans `paths` under `root` and stores everything but the
+/// ref that will name the result (a layer ref, a cache entry). Refuses to
+/// finish once the work has taken longer than the gc grace period, since gc
+/// may then have collected chunks it chose to reuse (docs/gc.md).
+pub(crate) fn write_tree(
+    store: &Store,
+    root: &std::path::Path,
+    paths: &[PathBuf],
+    started: Instant,
+) -> Result<WrittenTree> {
+    let clock_start = store.now();
+    let tree = scan(root, paths)?;
 
     let sink = ChunkSink::new(store);
     let batches: Vec<Vec<Option<FileContent>>> = batches(&tree.entries)
@@ -116,7 +167,7 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     let (manifest_id, body) = manifest.encode();
     // The manifest's encoding is stored as chunks, like file content, so
     // what it shares with earlier manifests is not stored again.
-    let root = sink.add_manifest(&body)?;
+    let root_obj = sink.add_manifest(&body)?;
 
     let (packs, mut bytes_written) = sink.finish()?;
     let packs_written = packs.len() as u64;
@@ -129,35 +180,26 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     }
     let key = manifest_key(&manifest_id);
     if !store.backend.exists(&key)? {
-        let bytes = root.encode();
+        let bytes = root_obj.encode();
         store.backend.put(&key, &bytes)?;
         bytes_written += bytes.len() as u64;
     }
-
-    let record = LayerRecord {
-        manifest: manifest_id,
-        created: (store.clock)(),
-        totals,
-    };
-    let layer = store
-        .catalog
-        .add_layer(store.backend(), &req.run, &req.job, &record)?;
-    store.flush()?;
-    let bytes_new = sink.bytes_new.load(Relaxed);
-    Ok(PersistReport {
-        run: req.run.clone(),
-        job: req.job.clone(),
-        layer: layer.key,
+    let grace = store.config.gc_grace_secs;
+    let took = (store.now() - clock_start).max(started.elapsed().as_secs() as i64) as u64;
+    if took >= grace {
+        return Err(Error::PersistTooSlow {
+            seconds: took,
+            grace,
+        });
+    }
+    Ok(WrittenTree {
         manifest: manifest_id,
         totals,
         chunks,
         chunks_new: sink.chunks_new.load(Relaxed),
-        bytes_new,
-        bytes_reused: totals.bytes.saturating_sub(bytes_new),
+        bytes_new: sink.bytes_new.load(Relaxed),
         bytes_written,
         packs_written,
-        network: store.traffic().since(traffic),
-        seconds: started.elapsed().as_secs_f64(),
     })
 }
 

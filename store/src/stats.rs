@@ -1,5 +1,6 @@
-//! What a store holds: runs, jobs and layers for `ls`, and totals for
-//! `stats`. Read-only; knows nothing about how objects are written.
+//! What a store holds: runs, jobs, layers and caches for `ls`, and totals
+//! for `stats` (with what gc could reclaim). Read-only; knows nothing about
+//! how objects are written.
 
 use serde::Serialize;
 
@@ -23,13 +24,87 @@ pub struct JobListing {
     pub job: JobName,
     pub requires: Vec<JobName>,
     pub layers: Vec<LayerListing>,
+    /// The job's latest result, if it finished.
+    pub status: Option<crate::lifecycle::JobStatus>,
+    /// In a rerun: the layers were kept from the earlier run.
+    pub reused_from: Option<RunName>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunListing {
     pub run: RunName,
     pub created: i64,
+    pub life: crate::lifecycle::RunLife,
+    pub expired: bool,
+    /// `YYYY-MM-DD` the workspace expires (or expired).
+    pub expires_on: String,
+    pub rerun_of: Option<RunName>,
     pub jobs: Vec<JobListing>,
+}
+
+/// One line of `strata ls`: a run and when it expires.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run: RunName,
+    pub created: i64,
+    pub layers: u64,
+    pub bytes: u64,
+    pub expired: bool,
+    pub expires_on: String,
+}
+
+/// A cache entry for `strata ls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheListing {
+    pub key: String,
+    pub saved_on: String,
+    pub last_use: i64,
+    pub expires_on: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreListing {
+    pub runs: Vec<RunSummary>,
+    pub caches: Vec<CacheListing>,
+}
+
+/// Every run (with its size and expiry) and every cache entry.
+pub fn list_store(store: &Store) -> Result<StoreListing> {
+    let now = store.now();
+    let mut runs = Vec::new();
+    for run in store.run_names()? {
+        let record = store.run(&run)?;
+        let life = crate::lifecycle::run_life(store, &run)?;
+        let (mut layers, mut bytes) = (0, 0);
+        for spec in record.graph.jobs() {
+            for l in store.layers(&run, &spec.name)? {
+                layers += 1;
+                bytes += l.record.totals.bytes;
+            }
+        }
+        runs.push(RunSummary {
+            run,
+            created: record.created,
+            layers,
+            bytes,
+            expired: life.is_expired(now),
+            expires_on: crate::lifecycle::format_date(life.expires),
+        });
+    }
+    let caches = crate::caches::entries(store)?
+        .into_iter()
+        .map(|e| CacheListing {
+            key: e.record.key.clone(),
+            saved_on: crate::lifecycle::format_date(e.record.created),
+            last_use: e.last_use,
+            expires_on: crate::lifecycle::format_date(e.expires),
+            files: e.record.totals.files,
+            bytes: e.record.totals.bytes,
+        })
+        .collect();
+    Ok(StoreListing { runs, caches })
 }
 
 fn listing(l: &LayerRef) -> LayerListing {
@@ -49,6 +124,9 @@ pub fn list_run(store: &Store, run: &RunName, job: Option<&JobName>) -> Result<R
         Some(j) => store.run_job(run, j)?.0,
         None => store.run(run)?,
     };
+    let life = crate::lifecycle::run_life(store, run)?;
+    let results = crate::lifecycle::job_results(store, run)?;
+    let rerun = crate::rerun::rerun_of(store, run)?;
     let jobs = record
         .graph
         .jobs()
@@ -59,12 +137,21 @@ pub fn list_run(store: &Store, run: &RunName, job: Option<&JobName>) -> Result<R
                 job: spec.name.clone(),
                 requires: spec.requires.clone(),
                 layers: store.layers(run, &spec.name)?.iter().map(listing).collect(),
+                status: results.get(&spec.name).map(|r| r.status),
+                reused_from: rerun
+                    .as_ref()
+                    .filter(|r| r.reused.contains(&spec.name))
+                    .map(|r| r.from.clone()),
             })
         })
         .collect::<Result<_>>()?;
     Ok(RunListing {
         run: run.clone(),
         created: record.created,
+        expired: life.is_expired(store.now()),
+        expires_on: crate::lifecycle::format_date(life.expires),
+        life,
+        rerun_of: rerun.map(|r| r.from),
         jobs,
     })
 }
@@ -83,6 +170,11 @@ pub struct StoreStats {
     pub stored_bytes: u64,
     /// logical / stored.
     pub dedup_ratio: f64,
+    /// Logical bytes of cache entries (also deduplicated with the rest).
+    pub cache_bytes: u64,
+    pub caches: u64,
+    /// What `strata gc` would do now (a dry run).
+    pub gc: crate::gc::GcReport,
 }
 
 pub fn store_stats(store: &Store) -> Result<StoreStats> {
@@ -97,7 +189,14 @@ pub fn store_stats(store: &Store) -> Result<StoreStats> {
         logical_bytes: 0,
         stored_bytes: 0,
         dedup_ratio: 0.0,
+        cache_bytes: 0,
+        caches: 0,
+        gc: crate::gc::GcReport::default(),
     };
+    for e in crate::caches::entries(store)? {
+        s.caches += 1;
+        s.cache_bytes += e.record.totals.bytes;
+    }
     for run in store.run_names()? {
         s.runs += 1;
         let record = store.run(&run)?;
@@ -121,7 +220,14 @@ pub fn store_stats(store: &Store) -> Result<StoreStats> {
         }
     }
     if s.stored_bytes > 0 {
-        s.dedup_ratio = s.logical_bytes as f64 / s.stored_bytes as f64;
+        s.dedup_ratio = (s.logical_bytes + s.cache_bytes) as f64 / s.stored_bytes as f64;
     }
+    s.gc = crate::gc::gc(
+        store,
+        &crate::gc::GcOptions {
+            dry_run: true,
+            grace_secs: None,
+        },
+    )?;
     Ok(s)
 }

@@ -22,13 +22,13 @@ use std::sync::Arc;
 use crate::backend::http::{HttpOptions, HttpStore};
 use crate::backend::s3::S3;
 use crate::backend::{Backend, LocalDir, Traffic};
-use crate::cache::ChunkCache;
 use crate::config::{StoreConfig, CONFIG_KEY};
 use crate::error::{Error, IoContext, Result};
 use crate::graph::Graph;
 use crate::id::{JobName, RunName};
 use crate::index::{ChunkIndex, ChunkLookup};
 use crate::refs::{Catalog, LayerRef, RunRecord};
+use crate::runner_cache::FrameCache;
 
 /// What a long operation tells its caller; the library never prints.
 pub trait Observer: Sync {
@@ -41,9 +41,27 @@ pub trait Observer: Sync {
 pub struct Quiet;
 impl Observer for Quiet {}
 
-/// The current time as Unix seconds; stores take a clock so tests (and
-/// retention, later) can set it.
-pub type Clock = fn() -> i64;
+/// Where a store gets the time (Unix seconds): retention, gc and records
+/// all read it, so tests set it instead of waiting.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    /// Always this instant (`$STRATA_NOW` in the CLI).
+    Fixed(i64),
+    /// Whatever the shared cell holds; a test moves it.
+    Manual(Arc<std::sync::atomic::AtomicI64>),
+}
+
+impl Clock {
+    pub fn now(&self) -> i64 {
+        match self {
+            Clock::System => system_clock(),
+            Clock::Fixed(t) => *t,
+            Clock::Manual(t) => t.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+}
 
 pub fn system_clock() -> i64 {
     std::time::SystemTime::now()
@@ -125,8 +143,10 @@ pub struct Store {
     /// S3 stores; a server client asks the server).
     pub(crate) local_index: Option<ChunkIndex>,
     pub(crate) catalog: Catalog,
+    /// The server, for a `strata serve` store (gc runs there).
+    http: Option<HttpStore>,
     /// The runner's chunk cache (remote stores only).
-    pub(crate) cache: Option<ChunkCache>,
+    pub(crate) cache: Option<FrameCache>,
     db: sled::Db,
     location: StoreLocation,
     pub(crate) clock: Clock,
@@ -152,13 +172,14 @@ impl Store {
                 Ok(Store {
                     backend,
                     config,
-                    index: Arc::new(http),
+                    index: Arc::new(http.clone()),
                     local_index: None,
+                    http: Some(http),
                     catalog,
-                    cache: ChunkCache::open(options)?,
+                    cache: FrameCache::open(options)?,
                     db,
                     location: location.clone(),
-                    clock: system_clock,
+                    clock: Clock::System,
                     _lock: None,
                 })
             }
@@ -182,11 +203,12 @@ impl Store {
                     config,
                     index: Arc::new(index.clone()),
                     local_index: Some(index),
+                    http: None,
                     catalog,
-                    cache: ChunkCache::open(options)?,
+                    cache: FrameCache::open(options)?,
                     db,
                     location: location.clone(),
-                    clock: system_clock,
+                    clock: Clock::System,
                     _lock: Some(lock),
                 })
             }
@@ -234,11 +256,12 @@ impl Store {
             config,
             index: Arc::new(index.clone()),
             local_index: Some(index),
+            http: None,
             catalog,
             cache: None,
             db,
             location: StoreLocation::Dir(root.to_path_buf()),
-            clock: system_clock,
+            clock: Clock::System,
             _lock: Some(lock),
         })
     }
@@ -250,14 +273,24 @@ impl Store {
         self
     }
 
-    /// Replaces the clock (tests, and later retention).
+    /// Replaces the clock (tests; `$STRATA_NOW`).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }
 
+    /// The store's idea of now, in Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
     pub fn location(&self) -> &StoreLocation {
         &self.location
+    }
+
+    /// The server of a `strata serve` store.
+    pub fn http(&self) -> Option<&HttpStore> {
+        self.http.as_ref()
     }
 
     /// The local chunk index, where this process keeps one.
@@ -293,7 +326,7 @@ impl Store {
     pub fn create_run(&self, run: &RunName, graph: Graph) -> Result<bool> {
         let created = self
             .catalog
-            .create_run(self.backend(), run, graph, (self.clock)())?;
+            .create_run(self.backend(), run, graph, self.now())?;
         self.flush()?;
         Ok(created)
     }

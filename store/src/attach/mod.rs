@@ -72,6 +72,7 @@ pub struct AttachReport {
 /// Plans the attach of `job`'s workspace: steps 1 to 4, no file touched.
 pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
     let (record, me) = store.run_job(run, job)?;
+    crate::lifecycle::check_live(store, run)?;
     let graph = &record.graph;
     let mut refs = Vec::new();
     for &j in graph.topo_order() {
@@ -110,6 +111,8 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     if let Some(cache) = &store.cache {
         cache.trim_if_grown()?;
     }
+    // The workspace was used: its retention restarts.
+    crate::lifecycle::record_use(store, &req.run)?;
     let mut report = AttachReport {
         run: req.run.clone(),
         job: req.job.clone(),

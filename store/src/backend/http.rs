@@ -316,6 +316,19 @@ impl HttpStore {
         })
     }
 
+    /// Runs gc on the server, for this namespace.
+    pub fn gc(&self, options: &crate::gc::GcOptions) -> Result<crate::gc::GcReport> {
+        let mut tail = format!("gc?dry_run={}", options.dry_run);
+        if let Some(g) = options.grace_secs {
+            tail.push_str(&format!("&grace_secs={g}"));
+        }
+        let v = self.call_json("POST", &tail, b"")?;
+        serde_json::from_value(v).map_err(|e| Error::Remote {
+            server: self.location_string(),
+            detail: format!("gc: bad answer: {e}"),
+        })
+    }
+
     fn query(&self, tail: &str, ids: &[ChunkId]) -> Result<Vec<u8>> {
         let mut body = Vec::with_capacity(ids.len() * 32);
         for id in ids {

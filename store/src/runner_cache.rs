@@ -28,7 +28,7 @@ use crate::pack::FrameRef;
 use crate::store::{OpenOptions, DEFAULT_CACHE_BYTES};
 
 #[derive(Debug)]
-pub struct ChunkCache {
+pub struct FrameCache {
     dir: PathBuf,
     limit: u64,
     /// Bytes added by this process since the last trim.
@@ -44,20 +44,20 @@ pub struct Trimmed {
     pub kept: u64,
 }
 
-impl ChunkCache {
+impl FrameCache {
     /// The cache `options` name, or `None` when it is turned off (a bound
     /// of 0).
-    pub fn open(options: &OpenOptions) -> Result<Option<ChunkCache>> {
+    pub fn open(options: &OpenOptions) -> Result<Option<FrameCache>> {
         let limit = options.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
         if limit == 0 {
             return Ok(None);
         }
-        ChunkCache::at(&options.cache_root().join("frames"), limit).map(Some)
+        FrameCache::at(&options.cache_root().join("frames"), limit).map(Some)
     }
 
-    pub fn at(dir: &Path, limit: u64) -> Result<ChunkCache> {
+    pub fn at(dir: &Path, limit: u64) -> Result<FrameCache> {
         fs::create_dir_all(dir).ctx("create cache directory", dir)?;
-        Ok(ChunkCache {
+        Ok(FrameCache {
             dir: dir.to_path_buf(),
             limit,
             added: AtomicU64::new(0),
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn round_trip_and_lru_eviction() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ChunkCache::at(dir.path(), 250).unwrap();
+        let cache = FrameCache::at(dir.path(), 250).unwrap();
         let pack = PackId::of(b"p");
         let frames: Vec<FrameRef> = (0..4).map(|i| frame(12 + i * 100, 100)).collect();
         assert!(cache.get(&pack, &frames[0]).is_none());

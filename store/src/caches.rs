@@ -1,0 +1,269 @@
+//! Dependency caches (`strata cache save|restore`), in the same chunk store
+//! as workspaces: a `node_modules` saved as a cache and persisted to a
+//! workspace is stored once.
+//!
+//! Objects:
+//! - `caches/<hex of key>/<time>-<nonce>`: a cache entry (key, manifest,
+//!   totals); hex keeps any key a valid object key, and a key's prefix
+//!   stays a prefix of the object key, so a prefix restore is one listing;
+//! - `cache-used/<hex of key>/<time>-<nonce>`: written by every restore.
+//!
+//! A key is immutable: saving a key that has a live entry is a no-op, and
+//! if two jobs save one key at once the earliest entry is the one restored.
+//! Restore tries each key in order, first exactly, then as a prefix (the
+//! most recently saved match). An entry expires `retention_days` after its
+//! last save or restore. This module knows nothing about runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::attach::plan::{merge, Layer};
+use crate::attach::write;
+use crate::backend::Traffic;
+use crate::codec;
+use crate::error::Result;
+use crate::fetch::load_manifest;
+use crate::graph::Graph;
+use crate::id::{JobName, ManifestId};
+use crate::lifecycle::{encode_use, format_date, key_time, timed_key, UseRecord, DAY};
+use crate::manifest::Totals;
+use crate::store::Store;
+
+const CACHE_MAGIC: &[u8; 8] = b"STRACACH";
+const CACHE_VERSION: u32 = 1;
+pub const CACHES_PREFIX: &str = "caches/";
+pub const CACHE_USED_PREFIX: &str = "cache-used/";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    pub key: String,
+    pub manifest: ManifestId,
+    pub created: i64,
+    pub totals: Totals,
+}
+
+pub fn encode_cache(r: &CacheRecord) -> Vec<u8> {
+    codec::encode(CACHE_MAGIC, CACHE_VERSION, r)
+}
+
+pub fn decode_cache(key: &str, b: &[u8]) -> Result<CacheRecord> {
+    codec::decode(CACHE_MAGIC, CACHE_VERSION, key, b)
+}
+
+pub fn hex_key(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A cache entry as found in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheEntry {
+    pub object: String,
+    pub record: CacheRecord,
+    pub last_use: i64,
+    pub expires: i64,
+}
+
+/// Every cache entry, oldest first.
+pub fn entries(store: &Store) -> Result<Vec<CacheEntry>> {
+    let b = store.backend();
+    let days = store.config.retention_days as i64;
+    let mut used: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for key in b.list(CACHE_USED_PREFIX)? {
+        let hex = key[CACHE_USED_PREFIX.len()..]
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if let Some(t) = key_time(&key) {
+            let e = used.entry(hex.to_string()).or_insert(t);
+            *e = (*e).max(t);
+        }
+    }
+    let mut out = Vec::new();
+    for object in b.list(CACHES_PREFIX)? {
+        let record = match b.get(&object) {
+            Ok(bytes) => decode_cache(&object, &bytes)?,
+            Err(crate::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let hex = object[CACHES_PREFIX.len()..]
+            .split('/')
+            .next()
+            .unwrap_or("");
+        let last_use = used.get(hex).copied().unwrap_or(0).max(record.created);
+        out.push(CacheEntry {
+            object,
+            expires: last_use + days * DAY,
+            last_use,
+            record,
+        });
+    }
+    out.sort_by_key(|e| (e.record.created, e.object.clone()));
+    Ok(out)
+}
+
+/// Deletes an entry (gc, once it expired) and, when it was the key's last
+/// entry, the key's use records.
+pub fn delete_entry(store: &Store, entry: &CacheEntry) -> Result<()> {
+    let b = store.backend();
+    b.delete(&entry.object)?;
+    let hex = hex_key(&entry.record.key);
+    if b.list(&format!("{CACHES_PREFIX}{hex}/"))?.is_empty() {
+        for key in b.list(&format!("{CACHE_USED_PREFIX}{hex}/"))? {
+            b.delete(&key)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SaveReport {
+    pub key: String,
+    /// False: the key already had an entry; nothing was stored.
+    pub saved: bool,
+    /// When the existing entry was saved (if not saved now).
+    pub existing_since: Option<String>,
+    pub manifest: ManifestId,
+    pub totals: Totals,
+    pub bytes_new: u64,
+    pub bytes_written: u64,
+    pub network: Traffic,
+    pub seconds: f64,
+}
+
+/// Saves `paths` under `root` as cache `key` (already rendered).
+pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<SaveReport> {
+    let started = Instant::now();
+    let traffic = store.traffic();
+    let now = store.now();
+    if let Some(e) = entries(store)?
+        .into_iter()
+        .find(|e| e.record.key == key && e.expires > now)
+    {
+        return Ok(SaveReport {
+            key: key.into(),
+            saved: false,
+            existing_since: Some(format_date(e.record.created)),
+            manifest: e.record.manifest,
+            totals: e.record.totals,
+            bytes_new: 0,
+            bytes_written: 0,
+            network: store.traffic().since(traffic),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    let tree = crate::persist::write_tree(store, root, paths, started)?;
+    let record = CacheRecord {
+        key: key.into(),
+        manifest: tree.manifest,
+        created: store.now(),
+        totals: tree.totals,
+    };
+    let object = timed_key(&format!("{CACHES_PREFIX}{}/", hex_key(key)), record.created);
+    let bytes = encode_cache(&record);
+    store.backend.put(&object, &bytes)?;
+    Ok(SaveReport {
+        key: key.into(),
+        saved: true,
+        existing_since: None,
+        manifest: tree.manifest,
+        totals: tree.totals,
+        bytes_new: tree.bytes_new,
+        bytes_written: tree.bytes_written + bytes.len() as u64,
+        network: store.traffic().since(traffic),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The key asked for that matched, and the key restored.
+    pub matched: Option<String>,
+    pub restored_key: Option<String>,
+    pub exact: bool,
+    pub saved: Option<String>,
+    pub totals: Option<Totals>,
+    #[serde(flatten)]
+    pub write: Option<write::WriteStats>,
+    pub network: Traffic,
+    pub seconds: f64,
+}
+
+/// Finds the entry `keys` select: each key exactly, then as a prefix.
+pub fn find(store: &Store, keys: &[String]) -> Result<Option<(String, CacheEntry, bool)>> {
+    let now = store.now();
+    let live: Vec<CacheEntry> = entries(store)?
+        .into_iter()
+        .filter(|e| e.expires > now)
+        .collect();
+    for k in keys {
+        // Exact: the earliest entry (a key is immutable; a racing second
+        // save loses).
+        if let Some(e) = live.iter().find(|e| &e.record.key == k) {
+            return Ok(Some((k.clone(), e.clone(), true)));
+        }
+        // Prefix: the most recently saved.
+        if let Some(e) = live
+            .iter()
+            .filter(|e| e.record.key.starts_with(k.as_str()))
+            .max_by_key(|e| (e.record.created, e.object.clone()))
+        {
+            return Ok(Some((k.clone(), e.clone(), false)));
+        }
+    }
+    Ok(None)
+}
+
+/// Restores the first entry `keys` select into `at`.
+pub fn restore(store: &Store, keys: &[String], at: &Path) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let traffic = store.traffic();
+    let Some((asked, entry, exact)) = find(store, keys)? else {
+        return Ok(RestoreReport {
+            matched: None,
+            restored_key: None,
+            exact: false,
+            saved: None,
+            totals: None,
+            write: None,
+            network: store.traffic().since(traffic),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    };
+    let (manifest, _) = load_manifest(store, &entry.record.manifest)?;
+    let job = JobName::new("cache")?;
+    let graph = Graph::from_specs(&["cache"])?;
+    let plan = merge(
+        &graph,
+        vec![Layer {
+            job,
+            job_index: 0,
+            key: entry.object.clone(),
+            manifest_id: entry.record.manifest,
+            manifest: std::sync::Arc::new(manifest),
+        }],
+    )?;
+    let stats = write::execute(store, &plan, at)?;
+    if let Some(cache) = &store.cache {
+        cache.trim_if_grown()?;
+    }
+    let now = store.now();
+    let used = timed_key(
+        &format!("{CACHE_USED_PREFIX}{}/", hex_key(&entry.record.key)),
+        now,
+    );
+    store
+        .backend
+        .put(&used, &encode_use(&UseRecord { at: now }))?;
+    Ok(RestoreReport {
+        matched: Some(asked),
+        restored_key: Some(entry.record.key.clone()),
+        exact,
+        saved: Some(format_date(entry.record.created)),
+        totals: Some(entry.record.totals),
+        write: Some(stats),
+        network: store.traffic().since(traffic),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

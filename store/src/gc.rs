@@ -1,0 +1,408 @@
+//! Garbage collection: drop expired runs and caches, then keep every chunk
+//! a live layer or cache entry references and reclaim the rest.
+//!
+//! It is safe while persists and attaches run, by a grace period rather
+//! than a lock (docs/gc.md has the argument):
+//! 1. expired runs get an `expired` record and lose their layer refs,
+//!    results and uses; expired cache entries are deleted;
+//! 2. mark: every chunk of every live manifest (files and the manifest's
+//!    own encoding);
+//! 3. a pack none of whose chunks is live (where the index locates them) is
+//!    *condemned*: listed in a `gc/condemned/<time>-<nonce>` object. From
+//!    then on no persist reuses its chunks (the chunk lookup answers
+//!    "missing" for them, so they are uploaded again);
+//! 4. a pack condemned at least the grace period ago and still dead at
+//!    this mark is deleted; one that became live again is pardoned;
+//! 5. a live pack that is mostly garbage has its live chunks copied into a
+//!    new pack and is condemned;
+//! 6. after deletions, one index object listing the surviving packs
+//!    replaces the old ones.
+//!
+//! A persist that decided to reuse a chunk before its pack was condemned
+//! commits within the grace period (persist refuses to commit later), so
+//! the mark of any gc that deletes the pack sees its layer. This module
+//! knows nothing about files on disk.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::fetch::{fetch_located, load_manifest};
+use crate::id::{ChunkId, IndexId, ManifestId, PackId, RunName};
+use crate::index::{
+    index_key, pack_key, read_pack_trailer, IndexObject, IndexedPack, Location, INDEX_PREFIX,
+    PACK_PREFIX,
+};
+use crate::lifecycle::{encode_expired, expired_key, run_life, timed_key, ExpiredRecord};
+use crate::manifest::EntryKind;
+use crate::pack::{FrameBuilder, FrameEntry, PackBuilder};
+use crate::store::Store;
+
+const CONDEMNED_MAGIC: &[u8; 8] = b"STRACOND";
+const CONDEMNED_VERSION: u32 = 1;
+pub const CONDEMNED_PREFIX: &str = "gc/condemned/";
+
+/// Packs condemned by gc, with when each was condemned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condemned {
+    pub packs: Vec<(PackId, i64)>,
+}
+
+pub fn encode_condemned(c: &Condemned) -> Vec<u8> {
+    codec::encode(CONDEMNED_MAGIC, CONDEMNED_VERSION, c)
+}
+
+pub fn decode_condemned(key: &str, b: &[u8]) -> Result<Condemned> {
+    codec::decode(CONDEMNED_MAGIC, CONDEMNED_VERSION, key, b)
+}
+
+/// Every condemned pack (the earliest time each was condemned), and the
+/// keys of the lists that say so.
+pub fn read_condemned(
+    backend: &dyn crate::backend::Backend,
+) -> Result<(HashMap<PackId, i64>, Vec<String>)> {
+    let mut out: HashMap<PackId, i64> = HashMap::new();
+    let keys = backend.list(CONDEMNED_PREFIX)?;
+    for key in &keys {
+        let list = match backend.get(key) {
+            Ok(b) => decode_condemned(key, &b)?,
+            // Replaced by a newer list meanwhile.
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        for (p, t) in list.packs {
+            let e = out.entry(p).or_insert(t);
+            *e = (*e).min(t);
+        }
+    }
+    Ok((out, keys))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GcOptions {
+    /// Report what would be done; change nothing.
+    pub dry_run: bool,
+    /// Overrides the store's grace period (0: delete at once; only safe
+    /// when nothing persists meanwhile).
+    pub grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub runs_expired: Vec<RunName>,
+    pub caches_expired: u64,
+    pub live_manifests: u64,
+    pub live_chunks: u64,
+    pub packs: u64,
+    pub packs_deleted: u64,
+    pub packs_rewritten: u64,
+    /// Packs newly condemned by this gc (deleted by a later one).
+    pub packs_condemned: u64,
+    /// Packs condemned and waiting for the grace period to pass.
+    pub packs_pending: u64,
+    pub index_objects_replaced: u64,
+    /// Bytes of packs before, and of the packs deleted.
+    pub bytes_before: u64,
+    pub bytes_reclaimed: u64,
+    /// Bytes in condemned packs still waiting (reclaimed by a later gc).
+    pub bytes_pending: u64,
+    /// Bytes of new packs written by rewrites.
+    pub bytes_rewritten: u64,
+    pub seconds: f64,
+}
+
+/// A pack as gc sees it.
+struct PackInfo {
+    id: PackId,
+    size: u64,
+    frames: Vec<FrameEntry>,
+    live_raw: u64,
+    total_raw: u64,
+}
+
+pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
+    if let Some(http) = store.http() {
+        return http.gc(options);
+    }
+    let started = Instant::now();
+    let now = store.now();
+    let grace = options.grace_secs.unwrap_or(store.config.gc_grace_secs) as i64;
+    let dry = options.dry_run;
+    let b = store.backend();
+    let mut report = GcReport {
+        dry_run: dry,
+        ..GcReport::default()
+    };
+
+    // 1. Expire runs and caches.
+    let mut live_manifests: HashSet<ManifestId> = HashSet::new();
+    for run in store.run_names()? {
+        let life = run_life(store, &run)?;
+        if life.dropped {
+            continue;
+        }
+        let prefix = format!("runs/{run}/");
+        if life.is_expired(now) {
+            report.runs_expired.push(run.clone());
+            if !dry {
+                let record = ExpiredRecord {
+                    expired_on: life.expires,
+                    last_use: life.last_use,
+                };
+                b.put(&expired_key(&run), &encode_expired(&record))?;
+                for key in b.list(&prefix)? {
+                    let keep = key.ends_with("/run")
+                        || key.ends_with("/rerun")
+                        || key.ends_with("/expired");
+                    if !keep {
+                        b.delete(&key)?;
+                    }
+                }
+            }
+            continue;
+        }
+        for key in b.list(&format!("{prefix}layers/"))? {
+            let bytes = b.get(&key)?;
+            live_manifests.insert(crate::refs::decode_layer(&key, &bytes)?.manifest);
+        }
+    }
+    for entry in crate::caches::entries(store)? {
+        if entry.expires <= now {
+            report.caches_expired += 1;
+            if !dry {
+                crate::caches::delete_entry(store, &entry)?;
+            }
+        } else {
+            live_manifests.insert(entry.record.manifest);
+        }
+    }
+    report.live_manifests = live_manifests.len() as u64;
+
+    // 2. Mark.
+    let mut live: HashSet<ChunkId> = HashSet::new();
+    for id in &live_manifests {
+        let root_key = crate::manifest::manifest_key(id);
+        let root = crate::manifest::ManifestRoot::decode(id, &b.get(&root_key)?)?;
+        live.extend(root.chunks.iter().map(|c| c.id));
+        let (manifest, _) = load_manifest(store, id)?;
+        for e in &manifest.entries {
+            if let EntryKind::File { chunks, .. } = &e.kind {
+                live.extend(chunks.iter().map(|c| c.id));
+            }
+        }
+    }
+    report.live_chunks = live.len() as u64;
+
+    // 3-5. Look at every pack.
+    let (condemned, condemned_keys) = read_condemned(b)?;
+    let mut packs = Vec::new();
+    for key in b.list(PACK_PREFIX)? {
+        let Some(id) = key
+            .rsplit('/')
+            .next()
+            .and_then(|h| h.parse::<PackId>().ok())
+        else {
+            continue;
+        };
+        let size = match b.size(&key) {
+            Ok(s) => s,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let frames = match read_pack_trailer(b, &key) {
+            Ok(f) => f,
+            // A damaged pack is verify's to report, not gc's to delete.
+            Err(Error::Corrupt { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let all: Vec<ChunkId> = frames
+            .iter()
+            .flat_map(|f| f.chunks.iter().map(|c| c.id))
+            .collect();
+        let located = store.index.locate(&all)?;
+        let mut live_raw = 0;
+        let mut total_raw = 0;
+        let mut at = 0;
+        for f in &frames {
+            for c in &f.chunks {
+                total_raw += c.len as u64;
+                let here = located[at].is_some_and(|l: Location| l.pack == id);
+                if here && live.contains(&c.id) {
+                    live_raw += c.len as u64;
+                }
+                at += 1;
+            }
+        }
+        report.bytes_before += size;
+        packs.push(PackInfo {
+            id,
+            size,
+            frames,
+            live_raw,
+            total_raw,
+        });
+    }
+    report.packs = packs.len() as u64;
+
+    let mut pending: BTreeMap<PackId, i64> = BTreeMap::new();
+    let mut deleted: HashSet<PackId> = HashSet::new();
+    let mut new_packs: Vec<IndexedPack> = Vec::new();
+    for p in &packs {
+        let since = condemned.get(&p.id).copied();
+        let dead = p.live_raw == 0;
+        if dead {
+            let at = since.unwrap_or(now);
+            if since.is_none() {
+                report.packs_condemned += 1;
+            }
+            if at + grace <= now {
+                report.packs_deleted += 1;
+                report.bytes_reclaimed += p.size;
+                if !dry {
+                    b.delete(&pack_key(&p.id))?;
+                    if let Some(ix) = store.local_index() {
+                        ix.remove_pack(&p.id, &p.frames)?;
+                    }
+                }
+                deleted.insert(p.id);
+            } else {
+                report.bytes_pending += p.size;
+                pending.insert(p.id, at);
+            }
+        } else if since.is_none() && p.live_raw * 2 < p.total_raw {
+            // Mostly garbage: move the live chunks, condemn the rest.
+            report.packs_rewritten += 1;
+            report.packs_condemned += 1;
+            report.bytes_pending += p.size;
+            pending.insert(p.id, now);
+            if !dry {
+                let written = rewrite(store, p, &live)?;
+                report.bytes_rewritten += written.iter().map(|(_, n)| n).sum::<u64>();
+                new_packs.extend(written.into_iter().map(|(ix, _)| ix));
+            }
+        }
+        // A live pack once condemned is pardoned: not carried over.
+    }
+    report.packs_pending = pending.len() as u64;
+
+    if !dry {
+        // New condemned list first, then the old ones go (union semantics
+        // make a crash in between harmless).
+        if !pending.is_empty() {
+            let list = Condemned {
+                packs: pending.iter().map(|(p, t)| (*p, *t)).collect(),
+            };
+            b.put(&timed_key(CONDEMNED_PREFIX, now), &encode_condemned(&list))?;
+        }
+        for key in &condemned_keys {
+            b.delete(key)?;
+        }
+        if let Some(ix) = store.local_index() {
+            ix.set_condemned(&pending)?;
+        }
+        // 6. Index objects that list deleted packs are replaced by one
+        // listing every surviving pack (and the rewritten ones).
+        if !deleted.is_empty() || !new_packs.is_empty() {
+            let mut survivors: Vec<IndexedPack> = packs
+                .iter()
+                .filter(|p| !deleted.contains(&p.id))
+                .map(|p| IndexedPack {
+                    pack: p.id,
+                    frames: p.frames.clone(),
+                })
+                .collect();
+            survivors.extend(new_packs);
+            survivors.sort_by_key(|p| p.pack);
+            let object = IndexObject { packs: survivors };
+            let (id, bytes) = object.encode();
+            b.put(&index_key(&id), &bytes)?;
+            store.index.add(&id, &object)?;
+            for key in b.list(INDEX_PREFIX)? {
+                if key != index_key(&id) {
+                    b.delete(&key)?;
+                    report.index_objects_replaced += 1;
+                    if let (Some(ix), Some(Ok(old))) = (
+                        store.local_index(),
+                        key.strip_prefix(INDEX_PREFIX).map(str::parse::<IndexId>),
+                    ) {
+                        ix.forget_index(&old)?;
+                    }
+                }
+            }
+        }
+        store.flush()?;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Copies a pack's live chunks into new packs; returns them (indexed, so
+/// the chunks' locations now point at the copies) and their sizes.
+fn rewrite(
+    store: &Store,
+    p: &PackInfo,
+    live: &HashSet<ChunkId>,
+) -> Result<Vec<(IndexedPack, u64)>> {
+    let mut locations: HashMap<ChunkId, Location> = HashMap::new();
+    for f in &p.frames {
+        for c in &f.chunks {
+            if live.contains(&c.id) {
+                locations.insert(
+                    c.id,
+                    Location {
+                        pack: p.id,
+                        frame: f.frame_ref(),
+                        chunk: *c,
+                    },
+                );
+            }
+        }
+    }
+    let chunks = std::sync::Mutex::new(BTreeMap::new());
+    fetch_located(
+        store,
+        &|ids| Ok(ids.iter().map(|id| locations.get(id).copied()).collect()),
+        locations.keys().copied(),
+        &|chunk| Error::MissingChunk {
+            chunk,
+            path: format!("gc rewrite of {}", pack_key(&p.id)),
+        },
+        &|id, bytes| {
+            chunks.lock().expect("poisoned").insert(id, bytes.to_vec());
+            Ok(())
+        },
+    )?;
+    let config = &store.config;
+    let mut compressor = zstd::bulk::Compressor::new(config.zstd_level)
+        .map_err(|e| Error::corrupt("zstd", e.to_string()))?;
+    let mut out = Vec::new();
+    let mut pack = PackBuilder::new();
+    let mut frame = FrameBuilder::default();
+    let finish_pack = |pack: PackBuilder, out: &mut Vec<(IndexedPack, u64)>| -> Result<()> {
+        let (id, bytes, frames) = pack.finish();
+        store.backend.put(&pack_key(&id), &bytes)?;
+        store.index.add_pack(&id, &frames)?;
+        out.push((IndexedPack { pack: id, frames }, bytes.len() as u64));
+        Ok(())
+    };
+    for (id, bytes) in chunks.into_inner().expect("poisoned") {
+        frame.push(id, &bytes);
+        if frame.raw_len() >= config.frame_target_bytes as usize {
+            pack.push(frame.seal(&mut compressor));
+            if pack.len() >= config.pack_target_bytes as usize {
+                finish_pack(std::mem::take(&mut pack), &mut out)?;
+            }
+        }
+    }
+    if !frame.is_empty() {
+        pack.push(frame.seal(&mut compressor));
+    }
+    if !pack.is_empty() {
+        finish_pack(pack, &mut out)?;
+    }
+    Ok(out)
+}

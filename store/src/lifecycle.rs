@@ -1,0 +1,284 @@
+//! A run's life: job results, uses, and when its workspace expires.
+//!
+//! Objects (all immutable, each key used by one writer; the time in a key
+//! is the writer's clock, so a listing alone tells a run's history):
+//! - `runs/R/results/J/<time>-<nonce>`: a job's result (`strata job
+//!   finish`); the latest one counts;
+//! - `runs/R/used/<time>-<nonce>`: written by every attach;
+//! - `runs/R/expired`: written by gc when it drops an expired run's layers,
+//!   so the run's end is reported with its date long after.
+//!
+//! A run's workspace expires `retention_days` (a store setting, default 15)
+//! after its last use: the latest of its creation, a job's finish and an
+//! attach. Attaching or persisting into an expired run fails with the date
+//! and the remedy, never a bare "not found". This module knows nothing
+//! about chunks or files.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::id::{JobName, RunName};
+use crate::refs::nonce;
+use crate::store::Store;
+
+const RESULT_MAGIC: &[u8; 8] = b"STRARSLT";
+const USE_MAGIC: &[u8; 8] = b"STRAUSED";
+const EXPIRED_MAGIC: &[u8; 8] = b"STRAEXPD";
+const VERSION: u32 = 1;
+
+pub const DAY: i64 = 86_400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Success,
+    Failed,
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "success" => Ok(JobStatus::Success),
+            "failed" => Ok(JobStatus::Failed),
+            _ => Err(Error::InvalidName {
+                what: "job status",
+                value: s.into(),
+                reason: "it must be success or failed",
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub status: JobStatus,
+    /// Unix seconds.
+    pub finished: i64,
+}
+
+/// A use of a run or cache entry (an attach, a restore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UseRecord {
+    pub at: i64,
+}
+
+/// gc's note that it dropped a run's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredRecord {
+    pub expired_on: i64,
+    pub last_use: i64,
+}
+
+pub fn encode_result(r: &JobResult) -> Vec<u8> {
+    codec::encode(RESULT_MAGIC, VERSION, r)
+}
+pub fn decode_result(key: &str, b: &[u8]) -> Result<JobResult> {
+    codec::decode(RESULT_MAGIC, VERSION, key, b)
+}
+pub fn encode_use(r: &UseRecord) -> Vec<u8> {
+    codec::encode(USE_MAGIC, VERSION, r)
+}
+pub fn decode_use(key: &str, b: &[u8]) -> Result<UseRecord> {
+    codec::decode(USE_MAGIC, VERSION, key, b)
+}
+pub fn encode_expired(r: &ExpiredRecord) -> Vec<u8> {
+    codec::encode(EXPIRED_MAGIC, VERSION, r)
+}
+pub fn decode_expired(key: &str, b: &[u8]) -> Result<ExpiredRecord> {
+    codec::decode(EXPIRED_MAGIC, VERSION, key, b)
+}
+
+/// `prefix<time, 12 digits>-<nonce>`: a key only this writer uses, that
+/// sorts by time.
+pub fn timed_key(prefix: &str, now: i64) -> String {
+    format!("{prefix}{:012}-{}", now.max(0), nonce())
+}
+
+/// The time in a `timed_key`.
+pub fn key_time(key: &str) -> Option<i64> {
+    let name = key.rsplit('/').next()?;
+    let (t, n) = name.split_once('-')?;
+    (t.len() == 12 && !n.is_empty()).then(|| t.parse().ok())?
+}
+
+pub fn results_prefix(run: &RunName) -> String {
+    format!("runs/{run}/results/")
+}
+pub fn used_prefix(run: &RunName) -> String {
+    format!("runs/{run}/used/")
+}
+pub fn expired_key(run: &RunName) -> String {
+    format!("runs/{run}/expired")
+}
+
+/// Records `job`'s result in `run`.
+pub fn finish_job(
+    store: &Store,
+    run: &RunName,
+    job: &JobName,
+    status: JobStatus,
+) -> Result<JobResult> {
+    store.run_job(run, job)?;
+    check_live(store, run)?;
+    let result = JobResult {
+        status,
+        finished: store.now(),
+    };
+    let key = timed_key(&format!("{}{job}/", results_prefix(run)), result.finished);
+    store.backend.put(&key, &encode_result(&result))?;
+    Ok(result)
+}
+
+/// The latest result of each job of `run` that has one.
+pub fn job_results(store: &Store, run: &RunName) -> Result<BTreeMap<JobName, JobResult>> {
+    let prefix = results_prefix(run);
+    let mut latest: BTreeMap<JobName, String> = BTreeMap::new();
+    for key in store.backend.list(&prefix)? {
+        let Some((job, _)) = key[prefix.len()..].split_once('/') else {
+            continue;
+        };
+        let Ok(job) = JobName::new(job) else { continue };
+        // Keys sort by time within a job: the last is the latest.
+        latest.insert(job, key);
+    }
+    latest
+        .into_iter()
+        .map(|(job, key)| Ok((job, decode_result(&key, &store.backend.get(&key)?)?)))
+        .collect()
+}
+
+/// Notes a use of `run` (after an attach).
+pub fn record_use(store: &Store, run: &RunName) -> Result<()> {
+    let now = store.now();
+    let key = timed_key(&used_prefix(run), now);
+    store.backend.put(&key, &encode_use(&UseRecord { at: now }))
+}
+
+/// When a run was last used and when its workspace expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RunLife {
+    pub created: i64,
+    pub last_use: i64,
+    pub expires: i64,
+    /// gc has dropped its layers.
+    pub dropped: bool,
+}
+
+impl RunLife {
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.dropped || now >= self.expires
+    }
+}
+
+/// A run's life, from one listing of its keys.
+pub fn run_life(store: &Store, run: &RunName) -> Result<RunLife> {
+    let record = store.run(run)?;
+    let days = store.config.retention_days as i64;
+    let mut last_use = record.created;
+    let mut dropped = None;
+    for key in store.backend.list(&format!("runs/{run}/"))? {
+        if key == expired_key(run) {
+            dropped = Some(decode_expired(&key, &store.backend.get(&key)?)?);
+        } else if key.starts_with(&results_prefix(run)) || key.starts_with(&used_prefix(run)) {
+            if let Some(t) = key_time(&key) {
+                last_use = last_use.max(t);
+            }
+        }
+    }
+    Ok(match dropped {
+        Some(d) => RunLife {
+            created: record.created,
+            last_use: d.last_use,
+            expires: d.expired_on,
+            dropped: true,
+        },
+        None => RunLife {
+            created: record.created,
+            last_use,
+            expires: last_use + days * DAY,
+            dropped: false,
+        },
+    })
+}
+
+/// Fails with `Error::Expired` if `run`'s workspace has expired.
+pub fn check_live(store: &Store, run: &RunName) -> Result<RunLife> {
+    let life = run_life(store, run)?;
+    if life.is_expired(store.now()) {
+        return Err(Error::Expired {
+            what: format!("workspace of run {run}"),
+            on: format_date(life.expires),
+            days: ((life.expires - life.last_use) / DAY) as u32,
+            remedy: "rerun its upstream jobs to rebuild it",
+        });
+    }
+    Ok(life)
+}
+
+/// `YYYY-MM-DD` (UTC) of Unix seconds.
+pub fn format_date(secs: i64) -> String {
+    // Howard Hinnant's days-to-civil.
+    let z = secs.div_euclid(DAY) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Parses `$STRATA_NOW`: Unix seconds, or `YYYY-MM-DD[THH:MM:SS[Z]]` (UTC).
+pub fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(t) = s.parse::<i64>() {
+        return Some(t);
+    }
+    let s = s.trim_end_matches('Z');
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next().flatten().unwrap_or(0));
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (the inverse of format_date).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * DAY + hh * 3600 + mm * 60 + ss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip() {
+        assert_eq!(format_date(0), "1970-01-01");
+        let t = parse_time("2026-12-06").unwrap();
+        assert_eq!(format_date(t), "2026-12-06");
+        assert_eq!(parse_time("2026-12-06T01:02:03Z").unwrap(), t + 3723);
+        assert_eq!(format_date(parse_time("2024-02-29").unwrap()), "2024-02-29");
+        assert_eq!(parse_time("1764547200"), Some(1_764_547_200));
+        assert!(parse_time("2026-13-01").is_none());
+        assert!(parse_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn timed_keys_carry_their_time() {
+        let k = timed_key("runs/r/used/", 1_764_547_200);
+        assert_eq!(key_time(&k), Some(1_764_547_200));
+        assert!(key_time("runs/r/run").is_none());
+    }
+}

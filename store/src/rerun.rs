@@ -1,0 +1,189 @@
+//! Reruns: a new run with an earlier run's graph, keeping the layers of the
+//! jobs that need not run again.
+//!
+//! `rerun(from R1, to R2, jobs)`: the rerun set is the named jobs (or R1's
+//! jobs without a success, for `--failed`) and every job downstream of
+//! them. Every other job keeps its layers in R2 by reference: R2 gets new
+//! layer refs pointing at the same manifests, and the job's success result,
+//! so no chunk, pack or manifest is copied and the cost depends on the
+//! number of layers, never on their size. Rerun jobs persist anew in R2;
+//! attach in R2 follows the usual rules over reused and new layers. A rerun
+//! of a rerun works the same way (R2's results say what succeeded).
+//!
+//! `runs/R2/rerun` records what was done; it is written last, and a rerun
+//! interrupted before it can be run again with the same arguments.
+//! This module knows nothing about chunks or files.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Traffic;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::id::{JobName, RunName};
+use crate::lifecycle::{check_live, encode_result, job_results, timed_key, JobResult, JobStatus};
+use crate::refs::encode_layer;
+use crate::store::Store;
+
+const RERUN_MAGIC: &[u8; 8] = b"STRARRUN";
+const RERUN_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RerunRecord {
+    pub from: RunName,
+    /// Jobs that run again in this run.
+    pub rerun: Vec<JobName>,
+    /// Jobs whose layers were kept from `from`.
+    pub reused: Vec<JobName>,
+    pub created: i64,
+}
+
+pub fn rerun_key(run: &RunName) -> String {
+    format!("runs/{run}/rerun")
+}
+
+pub fn encode_rerun(r: &RerunRecord) -> Vec<u8> {
+    codec::encode(RERUN_MAGIC, RERUN_VERSION, r)
+}
+
+pub fn decode_rerun(key: &str, b: &[u8]) -> Result<RerunRecord> {
+    codec::decode(RERUN_MAGIC, RERUN_VERSION, key, b)
+}
+
+/// Which jobs to run again.
+#[derive(Debug, Clone)]
+pub enum Select {
+    /// Those without a success in the earlier run.
+    Failed,
+    Jobs(Vec<JobName>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RerunReport {
+    pub from: RunName,
+    pub run: RunName,
+    pub rerun: Vec<JobName>,
+    pub reused: Vec<JobName>,
+    /// Layer refs written for the reused jobs (each a few dozen bytes).
+    pub layers_reused: u64,
+    /// Bytes of the reused layers' files, not copied.
+    pub bytes_reused: u64,
+    /// Objects and bytes this rerun wrote to the store: refs and records.
+    pub objects_written: u64,
+    pub bytes_written: u64,
+    pub network: Traffic,
+}
+
+pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Result<RerunReport> {
+    let traffic = store.traffic();
+    let source = store.run(from)?;
+    check_live(store, from)?;
+    let graph = &source.graph;
+    let results = job_results(store, from)?;
+    let seeds: Vec<usize> = match select {
+        Select::Failed => graph
+            .jobs()
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| {
+                results
+                    .get(&j.name)
+                    .is_none_or(|r| r.status != JobStatus::Success)
+            })
+            .map(|(i, _)| i)
+            .collect(),
+        Select::Jobs(names) => names
+            .iter()
+            .map(|n| {
+                graph.index_of(n).ok_or_else(|| Error::UnknownJob {
+                    run: from.clone(),
+                    job: n.clone(),
+                    known: graph.job_list(),
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    if seeds.is_empty() {
+        return Err(Error::NothingToRerun { run: from.clone() });
+    }
+    // The rerun set: the seeds and everything downstream of them.
+    let again: BTreeSet<usize> = (0..graph.jobs().len())
+        .filter(|&j| seeds.iter().any(|&s| s == j || graph.is_ancestor(s, j)))
+        .collect();
+
+    store.create_run(to, graph.clone())?;
+    let mut report = RerunReport {
+        from: from.clone(),
+        run: to.clone(),
+        rerun: Vec::new(),
+        reused: Vec::new(),
+        layers_reused: 0,
+        bytes_reused: 0,
+        objects_written: 1,
+        bytes_written: 0,
+        network: Traffic::default(),
+    };
+    let now = store.now();
+    for (i, job) in graph.jobs().iter().enumerate() {
+        let name = &job.name;
+        if again.contains(&i) {
+            report.rerun.push(name.clone());
+            continue;
+        }
+        report.reused.push(name.clone());
+        // Refs already copied by an interrupted rerun are not copied twice.
+        let have: BTreeSet<_> = store
+            .layers(to, name)?
+            .into_iter()
+            .map(|l| (l.seq, l.record.manifest))
+            .collect();
+        for layer in store.layers(from, name)? {
+            report.layers_reused += 1;
+            report.bytes_reused += layer.record.totals.bytes;
+            if have.contains(&(layer.seq, layer.record.manifest)) {
+                continue;
+            }
+            let key = format!(
+                "runs/{to}/layers/{name}/{:010}-{}",
+                layer.seq,
+                crate::refs::nonce()
+            );
+            let bytes = encode_layer(&layer.record);
+            store.backend.put(&key, &bytes)?;
+            report.objects_written += 1;
+            report.bytes_written += bytes.len() as u64;
+        }
+        let result = results.get(name).copied().unwrap_or(JobResult {
+            status: JobStatus::Success,
+            finished: now,
+        });
+        let key = timed_key(&format!("runs/{to}/results/{name}/"), result.finished);
+        let bytes = encode_result(&result);
+        store.backend.put(&key, &bytes)?;
+        report.objects_written += 1;
+        report.bytes_written += bytes.len() as u64;
+    }
+    let record = RerunRecord {
+        from: from.clone(),
+        rerun: report.rerun.clone(),
+        reused: report.reused.clone(),
+        created: now,
+    };
+    let bytes = encode_rerun(&record);
+    store.backend.put(&rerun_key(to), &bytes)?;
+    report.objects_written += 1;
+    report.bytes_written += bytes.len() as u64;
+    report.network = store.traffic().since(traffic);
+    Ok(report)
+}
+
+/// The rerun record of `run`, if it is a rerun.
+pub fn rerun_of(store: &Store, run: &RunName) -> Result<Option<RerunRecord>> {
+    let key = rerun_key(run);
+    match store.backend.get(&key) {
+        Ok(b) => decode_rerun(&key, &b).map(Some),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
