@@ -67,7 +67,7 @@ fn is_timed(name: &str) -> bool {
 fn is_hex_key(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 2 * crate::cache_key::MAX_KEY_LEN
-        && h.len() % 2 == 0
+        && h.len().is_multiple_of(2)
         && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
