@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::{same_tree, strata, Server};
+use support::{same_tree, strata, Garage, Server};
 
 const DAY0: &str = "2026-11-01";
 const DAY10: &str = "2026-11-11";
@@ -22,7 +22,9 @@ const DAY40: &str = "2026-12-11";
 struct Target {
     dir: tempfile::TempDir,
     store: String,
+    env: Vec<(&'static str, String)>,
     _server: Option<Server>,
+    _garage: Option<Garage>,
 }
 
 impl Target {
@@ -32,7 +34,21 @@ impl Target {
         Target {
             dir,
             store,
+            env: vec![],
             _server: None,
+            _garage: None,
+        }
+    }
+
+    /// A prefix of a Garage bucket, used directly.
+    fn s3() -> Target {
+        let garage = Garage::start();
+        Target {
+            dir: tempfile::tempdir().unwrap(),
+            store: garage.location("life"),
+            env: garage.env(),
+            _server: None,
+            _garage: Some(garage),
         }
     }
 
@@ -47,7 +63,9 @@ impl Target {
         Target {
             store: server.ns("life"),
             dir,
+            env: vec![],
             _server: Some(server),
+            _garage: None,
         }
     }
 
@@ -62,6 +80,7 @@ impl Target {
             .arg("--cache")
             .arg(self.path("runner-cache"))
             .env("STRATA_NOW", now)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .args(args)
             .output()
@@ -130,10 +149,12 @@ fn random_files(root: &Path, files: usize, size: usize, seed: u64) {
     }
 }
 
+/// Runs a scenario on a directory, over `strata serve`, and on S3.
 fn both(scenario: fn(&Target)) {
     scenario(&Target::local());
     // The server's clock is the latest any scenario asks gc about.
     scenario(&Target::http(DAY40));
+    scenario(&Target::s3());
 }
 
 const GRAPH: &[&str] = &[
@@ -482,6 +503,7 @@ fn caches(t: &Target) {
             ])
             .arg(&src)
             .arg("node_modules")
+            .envs(t.env.iter().map(|(k, v)| (k, v)))
             .env("STRATA_NOW", now)
             .env("CIRCLE_BRANCH", "main")
             .current_dir(t.dir.path())

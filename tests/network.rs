@@ -649,3 +649,34 @@ fn requests_over_the_size_limit_are_refused_clearly() {
     let ls = c.json(&["ls", "--run", "r"]);
     assert!(ls.to_string().contains("\"layers\":[]"), "{ls}");
 }
+
+#[test]
+fn over_the_rate_limit_a_client_is_told_when_to_retry() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    // One request a second, bursts of two.
+    let server = Server::start(dir.path().to_str().unwrap(), &["--rate-limit", "1"], &[]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let get = || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /v1/ns/t/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let answers: Vec<String> = (0..3).map(|_| get()).collect();
+    assert!(answers[0].starts_with("HTTP/1.1 200"), "{}", answers[0]);
+    assert!(answers[2].starts_with("HTTP/1.1 429"), "{}", answers[2]);
+    assert!(
+        answers[2].to_lowercase().contains("retry-after: 1"),
+        "{}",
+        answers[2]
+    );
+    // The client waits as told and gets through.
+    let c = Client::new(&server.ns("t"), &dir.path().join("cache"));
+    c.ok(&["ls"]);
+}

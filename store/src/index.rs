@@ -397,6 +397,9 @@ mod tests {
         };
         let (id, bytes) = obj.encode();
         backend.put(&index_key(&id), &bytes).unwrap();
+        // (The pack's bytes do not matter here, only that it exists: sync
+        // forgets the chunks of packs that are gone.)
+        backend.put(&pack_key(&PackId::of(b"p")), b"p").unwrap();
         assert_eq!(idx.sync(&backend).unwrap(), 1);
         assert_eq!(idx.sync(&backend).unwrap(), 0);
         let loc = idx.get(&chunk.id).unwrap().unwrap();
@@ -408,6 +411,11 @@ mod tests {
         assert!(fresh.get(&chunk.id).unwrap().is_none());
         assert_eq!(fresh.sync(&backend).unwrap(), 1);
         assert!(fresh.get(&chunk.id).unwrap().is_some());
+        // Another process's gc deleted the pack: the next sync forgets it.
+        backend.delete(&pack_key(&PackId::of(b"p"))).unwrap();
+        fresh.sync(&backend).unwrap();
+        assert!(fresh.get(&chunk.id).unwrap().is_none());
+        assert_eq!(fresh.missing(&[chunk.id]).unwrap(), vec![true]);
         let mut bad = bytes.clone();
         bad[20] ^= 1;
         assert!(IndexObject::decode(&id, &bad).is_err());
