@@ -620,3 +620,25 @@ fn bad_cache_keys_and_statuses_fail_clearly() {
     let e = t.fails("not-a-date", &["ls"]);
     assert!(e.contains("STRATA_NOW"), "{e}");
 }
+
+#[test]
+fn the_server_runs_gc_on_a_schedule() {
+    // A run persisted on day 0 through a server without a schedule...
+    let mut t = Target::http(DAY0);
+    random_files(&t.path("src/out"), 2, 100_000, 8);
+    t.ok(DAY0, &["run", "create", "r1", "--job", "a"]);
+    t.persist(DAY0, "r1", "a", "out");
+    t._server = None;
+    // ...is dropped by the scheduled gc of a server whose clock reads day 40.
+    let server = Server::start(
+        t.path("srv").to_str().unwrap(),
+        &["--gc-every", "1s"],
+        &[("STRATA_NOW", DAY40)],
+    );
+    let line = server.wait_for_log("scheduled gc life:", std::time::Duration::from_secs(10));
+    assert!(line.contains("1 runs expired"), "{line}");
+    t.store = server.ns("life");
+    let ls = t.ok(DAY0, &["ls", "--run", "r1"]);
+    assert_eq!(ls["expired"], true, "{ls}");
+    assert_eq!(ls["expires_on"], "2026-11-16");
+}

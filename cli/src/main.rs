@@ -128,9 +128,27 @@ struct ServeArgs {
     /// Don't log requests to stderr.
     #[arg(long)]
     quiet: bool,
-    /// Run gc on every namespace this often.
-    #[arg(long, value_name = "MINUTES")]
-    gc_every_minutes: Option<u64>,
+    /// Run gc on every namespace this often: a number with s, m, h or d
+    /// (30m, 6h, 1d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    gc_every: Option<std::time::Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 45s, 30m, 6h or 1d");
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    if secs == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Subcommand, Debug)]
@@ -397,9 +415,7 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
             .unwrap_or_else(strata_store::store::default_cache_dir)
             .join("server"),
         log: !a.quiet,
-        gc_every: a
-            .gc_every_minutes
-            .map(|m| std::time::Duration::from_secs(m.max(1) * 60)),
+        gc_every: a.gc_every,
         clock: clock()?,
     };
     strata_server::serve(config, |s| {
