@@ -285,7 +285,11 @@ fn tokens_scopes_and_isolated_namespaces() {
         "test:build",
     ]);
     writer.persist("r", "build", &d.join("src"), "out");
-    // A reader reads, but may not write: 403.
+    // A reader reads (stats asks the server for a gc dry run too), but
+    // may not write: 403.
+    reader.ok(&["stats"]);
+    let e = reader.fails(&["gc"]);
+    assert!(e.contains("may only read"), "{e}");
     reader.attach("r", "test", &d.join("at"));
     same_tree(&d.join("src/out"), &d.join("at/out"));
     let e = reader.fails(&[

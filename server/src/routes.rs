@@ -462,7 +462,9 @@ async fn gc(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> Response {
-    let client = match gate(&s, &headers, peer, &ns, Scope::Write) {
+    // A dry run changes nothing: readers may ask what gc would do.
+    let scope = if q.dry_run { Scope::Read } else { Scope::Write };
+    let client = match gate(&s, &headers, peer, &ns, scope) {
         Ok(c) => c,
         Err(r) => return r,
     };

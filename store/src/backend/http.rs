@@ -329,6 +329,15 @@ impl HttpStore {
         })
     }
 
+    /// The namespace's stats, computed by the server.
+    pub fn stats(&self) -> Result<crate::stats::StoreStats> {
+        let v = self.call_json("GET", "stats", b"")?;
+        serde_json::from_value(v).map_err(|e| Error::Remote {
+            server: self.location_string(),
+            detail: format!("stats: bad answer: {e}"),
+        })
+    }
+
     fn query(&self, tail: &str, ids: &[ChunkId]) -> Result<Vec<u8>> {
         let mut body = Vec::with_capacity(ids.len() * 32);
         for id in ids {
