@@ -15,8 +15,8 @@
 //!    this mark is deleted; one that became live again is pardoned;
 //! 5. a live pack that is mostly garbage has its live chunks copied into a
 //!    new pack and is condemned;
-//! 6. after deletions, one index object listing the surviving packs
-//!    replaces the old ones.
+//! 6. after deletions, one index object listing the surviving packs it saw
+//!    replaces the index objects it saw (ones written meanwhile stay).
 //!
 //! A persist that decided to reuse a chunk before its pack was condemned
 //! commits within the grace period (persist refuses to commit later), so
@@ -197,7 +197,10 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     }
     report.live_chunks = live.len() as u64;
 
-    // 3-5. Look at every pack.
+    // 3-5. Look at every pack. The index objects listed now are the ones
+    // step 6 may replace: any written from here on (by a concurrent
+    // persist) list packs this gc does not know, and stay.
+    let index_keys = b.list(INDEX_PREFIX)?;
     let (condemned, condemned_keys) = read_condemned(b)?;
     let mut packs = Vec::new();
     for key in b.list(PACK_PREFIX)? {
@@ -321,7 +324,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
             let (id, bytes) = object.encode();
             b.put(&index_key(&id), &bytes)?;
             store.index.add(&id, &object)?;
-            for key in b.list(INDEX_PREFIX)? {
+            for key in index_keys {
                 if key != index_key(&id) {
                     b.delete(&key)?;
                     report.index_objects_replaced += 1;

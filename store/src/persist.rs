@@ -117,8 +117,9 @@ pub(crate) struct WrittenTree {
 
 /// Steps 2 to 5: scans `paths` under `root` and stores everything but the
 /// ref that will name the result (a layer ref, a cache entry). Refuses to
-/// finish once the work has taken longer than the gc grace period, since gc
-/// may then have collected chunks it chose to reuse (docs/gc.md).
+/// finish once the work has taken half the gc grace period, since gc may
+/// then collect chunks it chose to reuse before the ref lands
+/// (docs/lifecycle.md).
 pub(crate) fn write_tree(
     store: &Store,
     root: &std::path::Path,
@@ -184,9 +185,13 @@ pub(crate) fn write_tree(
         store.backend.put(&key, &bytes)?;
         bytes_written += bytes.len() as u64;
     }
+    // A persist must commit within the grace period of its first reuse
+    // decision; it checks here, before the ref, against half of it, so the
+    // other half covers the moment between this check and the ref's write
+    // (and clocks a little apart).
     let grace = store.config.gc_grace_secs;
     let took = (store.now() - clock_start).max(started.elapsed().as_secs() as i64) as u64;
-    if took >= grace {
+    if took.saturating_mul(2) >= grace {
         return Err(Error::PersistTooSlow {
             seconds: took,
             grace,

@@ -98,6 +98,29 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
         };
         present.insert(id);
         let size = b.size(&key)?;
+        // A pack no index object lists (its persist died before writing
+        // one, or a server indexed it on arrival and a retry reused it) is
+        // known by its trailer, as when the index is rebuilt.
+        if !indexed.contains_key(&id) {
+            match crate::index::read_pack_trailer(b, &key) {
+                Ok(frames) => {
+                    for f in &frames {
+                        for c in &f.chunks {
+                            locs.entry(c.id).or_insert(Location {
+                                pack: id,
+                                frame: f.frame_ref(),
+                                chunk: *c,
+                            });
+                        }
+                    }
+                    indexed.insert(id, frames);
+                }
+                Err(e) => {
+                    found.push((key, e.to_string(), Concern::Pack(id)));
+                    continue;
+                }
+            }
+        }
         if let Some(frames) = indexed.get(&id) {
             if let Some(f) = frames
                 .iter()
@@ -120,6 +143,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
             }
         }
     }
+    report.chunks = locs.len() as u64;
     let mut missing_packs: Vec<&PackId> =
         indexed.keys().filter(|p| !present.contains(*p)).collect();
     missing_packs.sort();
