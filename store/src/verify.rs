@@ -101,7 +101,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
         // A pack no index object lists (its persist died before writing
         // one, or a server indexed it on arrival and a retry reused it) is
         // known by its trailer, as when the index is rebuilt.
-        if !indexed.contains_key(&id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = indexed.entry(id) {
             match crate::index::read_pack_trailer(b, &key) {
                 Ok(frames) => {
                     for f in &frames {
@@ -113,7 +113,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
                             });
                         }
                     }
-                    indexed.insert(id, frames);
+                    slot.insert(frames);
                 }
                 Err(e) => {
                     found.push((key, e.to_string(), Concern::Pack(id)));
