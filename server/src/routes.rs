@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use strata_store::backend::http::{encode_locations, validate_namespace, MAX_QUERY_IDS};
 use strata_store::id::ChunkId;
+use strata_store::index::ChunkLookup;
 use strata_store::{Error, Store};
 
 use crate::auth::{Auth, Refusal, Scope};
@@ -151,12 +152,23 @@ fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
     }
 }
 
-async fn hello_server() -> Response {
-    axum::Json(serde_json::json!({
+/// A handler's answer: a refusal (`Err`) is an answer too, so `?` on
+/// `gate` and `with_store` returns it.
+type Answer = Result<Response, Response>;
+
+fn hello_body(ns: Option<&str>) -> Response {
+    let mut body = serde_json::json!({
         "protocol": strata_store::backend::http::PROTOCOL_VERSION,
         "server": format!("strata {}", env!("CARGO_PKG_VERSION")),
-    }))
-    .into_response()
+    });
+    if let Some(ns) = ns {
+        body["namespace"] = ns.into();
+    }
+    axum::Json(body).into_response()
+}
+
+async fn hello_server() -> Response {
+    hello_body(None)
 }
 
 async fn hello(
@@ -164,21 +176,12 @@ async fn hello(
     Path(ns): Path<String>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
-        return r;
-    }
+) -> Answer {
+    gate(&s, &headers, peer, &ns, Scope::Read)?;
     // Opening the namespace here creates its store, so the first command
     // of a new namespace finds a config to read.
-    match with_store(&s, &ns, |_| Ok(())).await {
-        Ok(()) => axum::Json(serde_json::json!({
-            "protocol": strata_store::backend::http::PROTOCOL_VERSION,
-            "server": format!("strata {}", env!("CARGO_PKG_VERSION")),
-            "namespace": ns,
-        }))
-        .into_response(),
-        Err(r) => r,
-    }
+    with_store(&s, &ns, |_| Ok(())).await?;
+    Ok(hello_body(Some(&ns)))
 }
 
 async fn get_object(
@@ -186,14 +189,10 @@ async fn get_object(
     Path((ns, key)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
-        return r;
-    }
-    match with_store(&s, &ns, move |store| store.backend().get(&key)).await {
-        Ok(bytes) => bytes.into_response(),
-        Err(r) => r,
-    }
+) -> Answer {
+    gate(&s, &headers, peer, &ns, Scope::Read)?;
+    let bytes = with_store(&s, &ns, move |store| store.backend().get(&key)).await?;
+    Ok(bytes.into_response())
 }
 
 async fn head_object(
@@ -201,19 +200,13 @@ async fn head_object(
     Path((ns, key)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
-        return r;
-    }
-    match with_store(&s, &ns, move |store| store.backend().size(&key)).await {
-        Ok(size) => {
-            let mut resp = StatusCode::OK.into_response();
-            resp.headers_mut()
-                .insert("x-object-size", HeaderValue::from(size));
-            resp
-        }
-        Err(r) => r,
-    }
+) -> Answer {
+    gate(&s, &headers, peer, &ns, Scope::Read)?;
+    let size = with_store(&s, &ns, move |store| store.backend().size(&key)).await?;
+    let mut resp = StatusCode::OK.into_response();
+    resp.headers_mut()
+        .insert("x-object-size", HeaderValue::from(size));
+    Ok(resp)
 }
 
 async fn put_object(
@@ -222,16 +215,13 @@ async fn put_object(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Answer {
     // Use records are written by readers too (an attach is a use).
     let scope = match strata_store::ingest::classify(&key) {
         Ok(kind) if kind.is_use_record() => Scope::Read,
         _ => Scope::Write,
     };
-    let client = match gate(&s, &headers, peer, &ns, scope) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let client = gate(&s, &headers, peer, &ns, scope)?;
     let started = Instant::now();
     let len = body.len();
     let k = key.clone();
@@ -251,10 +241,8 @@ async fn put_object(
             started.elapsed().as_millis()
         ),
     );
-    match result {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    result?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn delete_object(
@@ -262,24 +250,19 @@ async fn delete_object(
     Path((ns, key)): Path<(String, String)>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-) -> Response {
-    let client = match gate(&s, &headers, peer, &ns, Scope::Write) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let client = gate(&s, &headers, peer, &ns, Scope::Write)?;
     // Only what a client writes for itself may be deleted by it; packs,
     // index objects and manifests are the garbage collector's.
     if !key.starts_with("runs/") {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "only run records and layer refs may be deleted by a client",
-        );
+        ));
     }
     log(&s, &client, format_args!("DELETE {ns}/{key}"));
-    match with_store(&s, &ns, move |store| store.backend().delete(&key)).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    with_store(&s, &ns, move |store| store.backend().delete(&key)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
@@ -297,30 +280,25 @@ async fn ranges(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let client = match gate(&s, &headers, peer, &ns, Scope::Read) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let req: RangesRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("ranges: {e}")),
-    };
+) -> Answer {
+    let client = gate(&s, &headers, peer, &ns, Scope::Read)?;
+    let req: RangesRequest = serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("ranges: {e}")))?;
     let mut total = 0u64;
     for &(a, b) in &req.ranges {
         if b < a {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 format!("range {a}..{b} is reversed"),
-            );
+            ));
         }
         total += b - a;
     }
     if total > MAX_RANGES_BYTES || req.ranges.len() > 65_536 {
-        return error(
+        return Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too many bytes in one ranges request",
-        );
+        ));
     }
     let ranges: Vec<std::ops::Range<u64>> = req.ranges.iter().map(|&(a, b)| a..b).collect();
     let key = req.key;
@@ -329,14 +307,11 @@ async fn ranges(
         &client,
         format_args!("POST {ns}/ranges {key}: {} ranges, {total} B", ranges.len()),
     );
-    match with_store(&s, &ns, move |store| {
+    let bytes = with_store(&s, &ns, move |store| {
         Ok(store.backend().get_ranges(&key, &ranges)?.concat())
     })
-    .await
-    {
-        Ok(bytes) => bytes.into_response(),
-        Err(r) => r,
-    }
+    .await?;
+    Ok(bytes.into_response())
 }
 
 #[derive(Deserialize)]
@@ -351,18 +326,23 @@ async fn list(
     Query(q): Query<ListQuery>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
-        return r;
-    }
-    match with_store(&s, &ns, move |store| store.backend().list(&q.prefix)).await {
-        Ok(keys) => axum::Json(serde_json::json!({ "keys": keys })).into_response(),
-        Err(r) => r,
-    }
+) -> Answer {
+    gate(&s, &headers, peer, &ns, Scope::Read)?;
+    let keys = with_store(&s, &ns, move |store| store.backend().list(&q.prefix)).await?;
+    Ok(axum::Json(serde_json::json!({ "keys": keys })).into_response())
 }
 
-/// Parses a query body: chunk ids, 32 bytes each.
-fn chunk_ids(body: &[u8]) -> Result<Vec<ChunkId>, Response> {
+/// A chunk query: the body is chunk ids, 32 bytes each; `answer` turns
+/// the store's chunk lookup and the ids into the response body.
+async fn chunk_query(
+    s: Arc<State>,
+    ns: String,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Bytes,
+    answer: fn(&dyn ChunkLookup, &[ChunkId]) -> strata_store::Result<Vec<u8>>,
+) -> Answer {
+    gate(&s, &headers, peer, &ns, Scope::Read)?;
     if !body.len().is_multiple_of(32) {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -375,10 +355,12 @@ fn chunk_ids(body: &[u8]) -> Result<Vec<ChunkId>, Response> {
             format!("at most {MAX_QUERY_IDS} ids per query"),
         ));
     }
-    Ok(body
+    let ids: Vec<ChunkId> = body
         .chunks_exact(32)
         .map(|c| ChunkId(c.try_into().expect("32 bytes")))
-        .collect())
+        .collect();
+    let bytes = with_store(&s, &ns, move |store| answer(store.chunk_lookup(), &ids)).await?;
+    Ok(bytes.into_response())
 }
 
 async fn missing(
@@ -387,22 +369,11 @@ async fn missing(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
-        return r;
-    }
-    let ids = match chunk_ids(&body) {
-        Ok(ids) => ids,
-        Err(r) => return r,
-    };
-    match with_store(&s, &ns, move |store| store.chunk_lookup().missing(&ids)).await {
-        Ok(m) => m
-            .into_iter()
-            .map(u8::from)
-            .collect::<Vec<u8>>()
-            .into_response(),
-        Err(r) => r,
-    }
+) -> Answer {
+    chunk_query(s, ns, peer, headers, body, |lookup, ids| {
+        Ok(lookup.missing(ids)?.into_iter().map(u8::from).collect())
+    })
+    .await
 }
 
 async fn locate(
@@ -411,26 +382,16 @@ async fn locate(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
-        return r;
-    }
-    let ids = match chunk_ids(&body) {
-        Ok(ids) => ids,
-        Err(r) => return r,
-    };
-    match with_store(&s, &ns, move |store| {
-        let raw = encode_locations(&store.chunk_lookup().locate(&ids)?);
+) -> Answer {
+    chunk_query(s, ns, peer, headers, body, |lookup, ids| {
+        // Locations of neighbouring chunks share their pack and frame.
+        let raw = encode_locations(&lookup.locate(ids)?);
         zstd::bulk::compress(&raw, 1).map_err(|e| Error::Remote {
             server: "locally".into(),
             detail: format!("compressing the answer: {e}"),
         })
     })
     .await
-    {
-        Ok(bytes) => bytes.into_response(),
-        Err(r) => r,
-    }
 }
 
 async fn stats(
@@ -438,14 +399,10 @@ async fn stats(
     Path(ns): Path<String>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = gate(&s, &headers, peer, &ns, Scope::Read) {
-        return r;
-    }
-    match with_store(&s, &ns, strata_store::stats::store_stats).await {
-        Ok(stats) => axum::Json(stats).into_response(),
-        Err(r) => r,
-    }
+) -> Answer {
+    gate(&s, &headers, peer, &ns, Scope::Read)?;
+    let stats = with_store(&s, &ns, strata_store::stats::store_stats).await?;
+    Ok(axum::Json(stats).into_response())
 }
 
 #[derive(Deserialize)]
@@ -461,31 +418,24 @@ async fn gc(
     Query(q): Query<GcQuery>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-) -> Response {
+) -> Answer {
     // A dry run changes nothing: readers may ask what gc would do.
     let scope = if q.dry_run { Scope::Read } else { Scope::Write };
-    let client = match gate(&s, &headers, peer, &ns, scope) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let client = gate(&s, &headers, peer, &ns, scope)?;
     let options = strata_store::gc::GcOptions {
         dry_run: q.dry_run,
         grace_secs: q.grace_secs,
     };
-    match with_store(&s, &ns, move |store| strata_store::gc::gc(store, &options)).await {
-        Ok(report) => {
-            log(
-                &s,
-                &client,
-                format_args!(
-                    "gc {ns}: {} runs expired, {} packs deleted, {} B reclaimed",
-                    report.runs_expired.len(),
-                    report.packs_deleted,
-                    report.bytes_reclaimed
-                ),
-            );
-            axum::Json(report).into_response()
-        }
-        Err(r) => r,
-    }
+    let report = with_store(&s, &ns, move |store| strata_store::gc::gc(store, &options)).await?;
+    log(
+        &s,
+        &client,
+        format_args!(
+            "gc {ns}: {} runs expired, {} packs deleted, {} B reclaimed",
+            report.runs_expired.len(),
+            report.packs_deleted,
+            report.bytes_reclaimed
+        ),
+    );
+    Ok(axum::Json(report).into_response())
 }

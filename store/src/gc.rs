@@ -33,8 +33,8 @@ use crate::error::{Error, Result};
 use crate::fetch::{fetch_located, load_manifest};
 use crate::id::{ChunkId, IndexId, ManifestId, PackId, RunName};
 use crate::index::{
-    index_key, pack_key, read_pack_trailer, IndexObject, IndexedPack, Location, INDEX_PREFIX,
-    PACK_PREFIX,
+    index_key, pack_id_of, pack_key, read_pack_trailer, IndexObject, IndexedPack, Location,
+    INDEX_PREFIX, PACK_PREFIX,
 };
 use crate::lifecycle::{encode_expired, expired_key, run_life, timed_key, ExpiredRecord};
 use crate::manifest::EntryKind;
@@ -204,11 +204,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     let (condemned, condemned_keys) = read_condemned(b)?;
     let mut packs = Vec::new();
     for key in b.list(PACK_PREFIX)? {
-        let Some(id) = key
-            .rsplit('/')
-            .next()
-            .and_then(|h| h.parse::<PackId>().ok())
-        else {
+        let Some(id) = pack_id_of(&key) else {
             continue;
         };
         let size = match b.size(&key) {

@@ -51,6 +51,15 @@ pub fn read_pack_trailer(backend: &dyn Backend, key: &str) -> Result<Vec<FrameEn
     crate::pack::decode_trailer(&trailer, start, key)
 }
 
+/// The pack id a `packs/hh/<id>` key names.
+pub fn pack_id_of(key: &str) -> Option<PackId> {
+    key.strip_prefix(PACK_PREFIX)?
+        .rsplit('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub fn pack_key(id: &PackId) -> String {
     let hex = id.to_hex();
     format!("packs/{}/{hex}", &hex[..2])
@@ -313,10 +322,8 @@ impl ChunkIndex {
         }
         // Packs no index object lists: read their trailers.
         let pack_keys = backend.list(PACK_PREFIX)?;
-        let present: std::collections::HashSet<PackId> = pack_keys
-            .iter()
-            .filter_map(|k| k.rsplit('/').next()?.parse().ok())
-            .collect();
+        let present: std::collections::HashSet<PackId> =
+            pack_keys.iter().filter_map(|k| pack_id_of(k)).collect();
         for key in pack_keys {
             let Some(id) = key
                 .rsplit('/')

@@ -118,6 +118,18 @@ pub fn classify(key: &str) -> Result<ObjectKind> {
     }
 }
 
+/// Refuses a ref (`key`) to a manifest the store does not hold.
+fn require_manifest(store: &Store, key: &str, manifest: &ManifestId) -> Result<()> {
+    if store.backend.exists(&manifest_key(manifest))? {
+        Ok(())
+    } else {
+        Err(Error::corrupt(
+            key,
+            format!("points at manifest {manifest} which the store does not hold"),
+        ))
+    }
+}
+
 /// Checks `bytes` as the object `key` and stores it. Returns its kind.
 pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind> {
     let kind = classify(key)?;
@@ -153,15 +165,7 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
                     "the entry's key does not match its name",
                 ));
             }
-            if !store.backend.exists(&manifest_key(&record.manifest))? {
-                return Err(Error::corrupt(
-                    key,
-                    format!(
-                        "points at manifest {} which the store does not hold",
-                        record.manifest
-                    ),
-                ));
-            }
+            require_manifest(store, key, &record.manifest)?;
             store.backend.put(key, bytes)?;
         }
         ObjectKind::CacheUsed => {
@@ -217,15 +221,7 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
         ObjectKind::Layer(run, job) => {
             let record = decode_layer(key, bytes)?;
             store.run_job(run, job)?;
-            if !store.backend.exists(&manifest_key(&record.manifest))? {
-                return Err(Error::corrupt(
-                    key,
-                    format!(
-                        "points at manifest {} which the store does not hold",
-                        record.manifest
-                    ),
-                ));
-            }
+            require_manifest(store, key, &record.manifest)?;
             store.backend.put(key, bytes)?;
         }
     }

@@ -186,7 +186,6 @@ impl Store {
             StoreLocation::S3(url) => {
                 let s3 = S3::new(url)?;
                 let backend: Arc<dyn Backend> = Arc::new(s3);
-                let config = read_or_create_config(backend.as_ref())?;
                 // The metadata cache is per store location on this runner.
                 let dir = options
                     .cache_root()
@@ -194,23 +193,8 @@ impl Store {
                     .join(&blake3::hash(url.as_bytes()).to_hex()[..16]);
                 fs::create_dir_all(&dir).ctx("create directory", &dir)?;
                 let lock = lock_dir(&dir, observer)?;
-                let db = open_meta(&dir.join("meta"))?;
-                let index = ChunkIndex::open(&db)?;
-                let catalog = Catalog::open(&db)?;
-                index.sync(backend.as_ref())?;
-                Ok(Store {
-                    backend,
-                    config,
-                    index: Arc::new(index.clone()),
-                    local_index: Some(index),
-                    http: None,
-                    catalog,
-                    cache: FrameCache::open(options)?,
-                    db,
-                    location: location.clone(),
-                    clock: Clock::System,
-                    _lock: Some(lock),
-                })
+                let cache = FrameCache::open(options)?;
+                Store::with_local_index(backend, &dir.join("meta"), lock, cache, location.clone())
             }
         }
     }
@@ -246,8 +230,21 @@ impl Store {
             fs::remove_dir_all(&tmp).ctx("clean", &tmp)?;
         }
         let backend: Arc<dyn Backend> = Arc::new(LocalDir::new(root, tmp)?);
+        let location = StoreLocation::Dir(root.to_path_buf());
+        Store::with_local_index(backend, &local.join("meta"), lock, None, location)
+    }
+
+    /// A store whose chunk queries this process answers from its own sled
+    /// index (`meta`), synced with the backend first: a directory or S3.
+    fn with_local_index(
+        backend: Arc<dyn Backend>,
+        meta: &Path,
+        lock: File,
+        cache: Option<FrameCache>,
+        location: StoreLocation,
+    ) -> Result<Store> {
         let config = read_or_create_config(backend.as_ref())?;
-        let db = open_meta(&local.join("meta"))?;
+        let db = open_meta(meta)?;
         let index = ChunkIndex::open(&db)?;
         let catalog = Catalog::open(&db)?;
         index.sync(backend.as_ref())?;
@@ -258,9 +255,9 @@ impl Store {
             local_index: Some(index),
             http: None,
             catalog,
-            cache: None,
+            cache,
             db,
-            location: StoreLocation::Dir(root.to_path_buf()),
+            location,
             clock: Clock::System,
             _lock: Some(lock),
         })

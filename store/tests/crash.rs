@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::fmt;
 use std::fs;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{attach_b, copy_tree, persist_a, snapshot};
+use common::{attach_b, copy_tree, persist_a, snapshot, OnPut};
 use strata_store::backend::Backend;
 use strata_store::{Error, Quiet, Store};
 
@@ -28,63 +26,38 @@ enum Stage {
     AfterRename,
 }
 
-struct Faulty {
-    inner: Arc<dyn Backend>,
-    tmp: PathBuf,
-    fail_at: usize,
-    stage: Stage,
-    puts: AtomicUsize,
-}
-
-impl fmt::Debug for Faulty {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({}, {:?})", self.fail_at, self.stage)
-    }
-}
-
 fn injected() -> Error {
     Error::io("put", "injected", std::io::Error::other("injected fault"))
 }
 
-impl Backend for Faulty {
-    fn put(&self, key: &str, data: &[u8]) -> strata_store::Result<()> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) != self.fail_at {
-            return self.inner.put(key, data);
-        }
-        match self.stage {
-            Stage::BeforeWrite => Err(injected()),
-            Stage::PartialWrite => {
-                fs::create_dir_all(&self.tmp).unwrap();
-                fs::write(self.tmp.join("put-crashed"), &data[..data.len() / 2]).unwrap();
-                Err(injected())
+/// A backend whose `fail_at`th put (counted in `puts`) fails at `stage`.
+fn faulty(
+    inner: Arc<dyn Backend>,
+    tmp: PathBuf,
+    fail_at: usize,
+    stage: Stage,
+    puts: Arc<AtomicUsize>,
+) -> Arc<dyn Backend> {
+    Arc::new(OnPut {
+        inner,
+        hook: Box::new(move |inner, key, data| {
+            if puts.fetch_add(1, Ordering::SeqCst) != fail_at {
+                return inner.put(key, data);
             }
-            Stage::AfterRename => {
-                self.inner.put(key, data)?;
-                Err(injected())
+            match stage {
+                Stage::BeforeWrite => Err(injected()),
+                Stage::PartialWrite => {
+                    fs::create_dir_all(&tmp).unwrap();
+                    fs::write(tmp.join("put-crashed"), &data[..data.len() / 2]).unwrap();
+                    Err(injected())
+                }
+                Stage::AfterRename => {
+                    inner.put(key, data)?;
+                    Err(injected())
+                }
             }
-        }
-    }
-    fn get(&self, key: &str) -> strata_store::Result<Vec<u8>> {
-        self.inner.get(key)
-    }
-    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> strata_store::Result<Vec<Vec<u8>>> {
-        self.inner.get_ranges(key, ranges)
-    }
-    fn size(&self, key: &str) -> strata_store::Result<u64> {
-        self.inner.size(key)
-    }
-    fn exists(&self, key: &str) -> strata_store::Result<bool> {
-        self.inner.exists(key)
-    }
-    fn list(&self, prefix: &str) -> strata_store::Result<Vec<String>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> strata_store::Result<()> {
-        self.inner.delete(key)
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
+        }),
+    })
 }
 
 #[test]
@@ -130,16 +103,12 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
     copy_tree(&template, &counted);
     let puts = {
         let store = Store::open(&counted, &Quiet).unwrap();
-        let probe = Arc::new(Faulty {
-            inner: store.backend_arc(),
-            tmp: counted.join(".tmp"),
-            fail_at: usize::MAX,
-            stage: Stage::BeforeWrite,
-            puts: AtomicUsize::new(0),
-        });
-        let store = store.wrap_backend(|_| probe.clone());
+        let puts = Arc::new(AtomicUsize::new(0));
+        let tmp = counted.join(".tmp");
+        let store = store
+            .wrap_backend(|inner| faulty(inner, tmp, usize::MAX, Stage::BeforeWrite, puts.clone()));
         persist_v(&store, &v2).unwrap();
-        probe.puts.load(Ordering::SeqCst)
+        puts.load(Ordering::SeqCst)
     };
     println!(
         "a persist of v2 makes {puts} puts: {} fault trials",
@@ -160,13 +129,7 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
                 let store = Store::open(&store_dir, &Quiet).unwrap();
                 let tmp = store_dir.join(".tmp");
                 let store = store.wrap_backend(|inner| {
-                    Arc::new(Faulty {
-                        inner,
-                        tmp,
-                        fail_at: n,
-                        stage,
-                        puts: AtomicUsize::new(0),
-                    })
+                    faulty(inner, tmp, n, stage, Arc::new(AtomicUsize::new(0)))
                 });
                 assert!(
                     persist_v(&store, &v2).is_err(),

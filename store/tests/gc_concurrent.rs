@@ -16,56 +16,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
-use std::ops::Range;
-
 use strata_store::attach::{attach, AttachRequest};
-use strata_store::backend::Backend;
 use strata_store::gc::{gc, GcOptions};
 use strata_store::persist::{persist, PersistRequest};
 use strata_store::store::Clock;
 use strata_store::{Error, Graph, Quiet, RunName, Store};
 
-use common::{job, snapshot};
-
-/// Every other manifest root a persist writes (its last object before the
-/// layer ref) takes a while: those persists commit many gc rounds after
-/// they chose which chunks to reuse, the case the grace-period guard
-/// exists for.
-#[derive(Debug)]
-struct SlowCommits {
-    inner: Arc<dyn Backend>,
-    n: std::sync::atomic::AtomicU64,
-}
-
-impl Backend for SlowCommits {
-    fn put(&self, key: &str, data: &[u8]) -> strata_store::Result<()> {
-        if key.starts_with("manifests/") && self.n.fetch_add(1, SeqCst) % 2 == 1 {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-        }
-        self.inner.put(key, data)
-    }
-    fn get(&self, key: &str) -> strata_store::Result<Vec<u8>> {
-        self.inner.get(key)
-    }
-    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> strata_store::Result<Vec<Vec<u8>>> {
-        self.inner.get_ranges(key, ranges)
-    }
-    fn size(&self, key: &str) -> strata_store::Result<u64> {
-        self.inner.size(key)
-    }
-    fn exists(&self, key: &str) -> strata_store::Result<bool> {
-        self.inner.exists(key)
-    }
-    fn list(&self, prefix: &str) -> strata_store::Result<Vec<String>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> strata_store::Result<()> {
-        self.inner.delete(key)
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-}
+use common::{job, snapshot, OnPut};
 
 const T0: i64 = 1_790_000_000;
 const DAY: i64 = 86_400;
@@ -89,9 +46,19 @@ fn gc_is_safe_while_others_persist() {
         .unwrap()
         .with_clock(Clock::Manual(now.clone()))
         .wrap_backend(|inner| {
-            Arc::new(SlowCommits {
+            // Every other manifest root a persist writes (its last object
+            // before the layer ref) takes a while: those persists commit
+            // many gc rounds after they chose which chunks to reuse, the
+            // case the grace-period guard exists for.
+            let n = std::sync::atomic::AtomicU64::new(0);
+            Arc::new(OnPut {
                 inner,
-                n: Default::default(),
+                hook: Box::new(move |inner, key, data| {
+                    if key.starts_with("manifests/") && n.fetch_add(1, SeqCst) % 2 == 1 {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                    }
+                    inner.put(key, data)
+                }),
             })
         });
     let grace = store.config().gc_grace_secs as i64;

@@ -421,14 +421,6 @@ impl Backend for HttpStore {
             })
     }
 
-    fn exists(&self, key: &str) -> Result<bool> {
-        match self.size(key) {
-            Ok(_) => Ok(true),
-            Err(Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let r = self.call(
             "GET",

@@ -61,8 +61,14 @@ pub trait Backend: Send + Sync + Debug {
     /// The object's size in bytes. A missing key is `Error::NotFound`.
     fn size(&self, key: &str) -> Result<u64>;
 
-    /// Whether `key` exists.
-    fn exists(&self, key: &str) -> Result<bool>;
+    /// Whether `key` exists (by default: whether `size` finds it).
+    fn exists(&self, key: &str) -> Result<bool> {
+        match self.size(key) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 
     /// All keys that start with `prefix`, sorted. Safe to call while others
     /// write: it may or may not include objects put during the call.

@@ -162,14 +162,6 @@ impl Backend for S3 {
             .map_err(|e| self.err(key, e))
     }
 
-    fn exists(&self, key: &str) -> Result<bool> {
-        match self.size(key) {
-            Ok(_) => Ok(true),
-            Err(Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         // object_store lists by whole path segments: list the directory
         // part of the prefix, then filter by the whole prefix.

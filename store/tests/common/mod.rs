@@ -6,7 +6,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use strata_store::attach::{attach, AttachReport, AttachRequest};
+use strata_store::backend::Backend;
 use strata_store::persist::{persist, PersistReport, PersistRequest};
 use strata_store::{Graph, JobName, Result, RunName, Store};
 
@@ -77,4 +81,47 @@ pub fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             )
         })
         .collect()
+}
+
+/// What a test does with a `put`: usually something, then `inner.put`.
+pub type PutHook = Box<dyn Fn(&dyn Backend, &str, &[u8]) -> Result<()> + Send + Sync>;
+
+/// A backend that passes everything to `inner`, but lets a test step in on
+/// each `put`: fail it, delay it, count it.
+pub struct OnPut {
+    pub inner: Arc<dyn Backend>,
+    pub hook: PutHook,
+}
+
+impl std::fmt::Debug for OnPut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OnPut({})", self.inner.location())
+    }
+}
+
+impl Backend for OnPut {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        (self.hook)(self.inner.as_ref(), key, data)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.inner.get(key)
+    }
+    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        self.inner.get_ranges(key, ranges)
+    }
+    fn size(&self, key: &str) -> Result<u64> {
+        self.inner.size(key)
+    }
+    fn exists(&self, key: &str) -> Result<bool> {
+        self.inner.exists(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
 }
