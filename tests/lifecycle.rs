@@ -6,10 +6,10 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
-use support::{same_tree, strata, Garage, Server};
+use support::{random_files, same_tree, strata, Client, Garage, Server};
 
 const DAY0: &str = "2026-11-01";
 const DAY10: &str = "2026-11-11";
@@ -17,39 +17,45 @@ const DAY20: &str = "2026-11-21";
 const DAY30: &str = "2026-12-01";
 const DAY40: &str = "2026-12-11";
 
-/// Where the store is: a directory, or a server (kept alive) whose clock
-/// reads `server_now`.
+/// Where the store is: a directory, a server (kept alive) whose clock
+/// reads `server_now`, or an S3 prefix; and a client of it working in the
+/// target's directory.
 struct Target {
     dir: tempfile::TempDir,
-    store: String,
-    env: Vec<(&'static str, String)>,
+    client: Client,
     _server: Option<Server>,
     _garage: Option<Garage>,
 }
 
 impl Target {
-    fn local() -> Target {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store").to_str().unwrap().to_string();
+    fn new(dir: tempfile::TempDir, store: &str, env: Vec<(&'static str, String)>) -> Target {
+        let mut client = Client::new(store, &dir.path().join("runner-cache"));
+        client.env = env;
+        client.dir = Some(dir.path().to_path_buf());
         Target {
             dir,
-            store,
-            env: vec![],
+            client,
             _server: None,
             _garage: None,
         }
     }
 
+    fn local() -> Target {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store").to_str().unwrap().to_string();
+        Target::new(dir, &store, vec![])
+    }
+
     /// A prefix of a Garage bucket, used directly.
     fn s3() -> Target {
         let garage = Garage::start();
-        Target {
-            dir: tempfile::tempdir().unwrap(),
-            store: garage.location("life"),
-            env: garage.env(),
-            _server: None,
-            _garage: Some(garage),
-        }
+        let mut t = Target::new(
+            tempfile::tempdir().unwrap(),
+            &garage.location("life"),
+            garage.env(),
+        );
+        t._garage = Some(garage);
+        t
     }
 
     /// A server whose own clock (gc's) reads `server_now`.
@@ -60,47 +66,29 @@ impl Target {
             &["--quiet"],
             &[("STRATA_NOW", server_now)],
         );
-        Target {
-            store: server.ns("life"),
-            dir,
-            env: vec![],
-            _server: Some(server),
-            _garage: None,
-        }
+        let mut t = Target::new(dir, &server.ns("life"), vec![]);
+        t._server = Some(server);
+        t
     }
 
     fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
 
-    fn run(&self, now: &str, args: &[&str]) -> std::process::Output {
-        strata()
-            .arg("--store")
-            .arg(&self.store)
-            .arg("--cache")
-            .arg(self.path("runner-cache"))
-            .env("STRATA_NOW", now)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(self.dir.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
     fn ok(&self, now: &str, args: &[&str]) -> Value {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
-        let out = self.run(now, &a);
+        let out = self.client.run_with(&[("STRATA_NOW", now)], &a);
         assert!(
             out.status.success(),
             "strata {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     fn fails(&self, now: &str, args: &[&str]) -> String {
-        let out = self.run(now, args);
+        let out = self.client.run_with(&[("STRATA_NOW", now)], args);
         assert!(!out.status.success(), "strata {args:?} should fail");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
@@ -137,15 +125,6 @@ impl Target {
             ],
         );
         at
-    }
-}
-
-fn random_files(root: &Path, files: usize, size: usize, seed: u64) {
-    let mut rng = strata_store::synth::Rng::new(seed);
-    fs::create_dir_all(root).unwrap();
-    for i in 0..files {
-        let data: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
-        fs::write(root.join(format!("f{i:03}")), data).unwrap();
     }
 }
 
@@ -202,7 +181,7 @@ fn rerun_keeps_what_succeeded(t: &Target) {
     assert!(at.join("build").exists() && at.join("lint").exists());
     assert!(!at.join("test").exists());
     // test persists anew in r2 and succeeds; deploy sees old and new.
-    fs::write(t.path("src/test/f000"), b"fixed").unwrap();
+    fs::write(t.path("src/test/blob000.bin"), b"fixed").unwrap();
     t.persist(DAY0, "r2", "test", "test");
     t.ok(
         DAY0,
@@ -479,7 +458,7 @@ fn gc_reclaims_expired_runs_and_keeps_live_ones() {
     let t = Target::local();
     gc_reclaims(&t);
     let out = strata()
-        .args(["--store", &t.store, "verify", "--read-data"])
+        .args(["--store", &t.client.store, "verify", "--read-data"])
         .output()
         .unwrap();
     assert!(
@@ -488,6 +467,7 @@ fn gc_reclaims_expired_runs_and_keeps_live_ones() {
         String::from_utf8_lossy(&out.stdout)
     );
     gc_reclaims(&Target::http(DAY40));
+    gc_reclaims(&Target::s3());
 }
 
 fn caches(t: &Target) {
@@ -497,18 +477,19 @@ fn caches(t: &Target) {
     strata_store::synth::generate(&src.join("node_modules"), 300, 9).unwrap();
     let tpl = "deps-{{ .Branch }}-{{ checksum \"src/package-lock.json\" }}";
     let save = |now: &str| {
-        let out = strata()
-            .args([
-                "--json", "--store", &t.store, "cache", "save", "--key", tpl, "--root",
-            ])
-            .arg(&src)
-            .arg("node_modules")
-            .envs(t.env.iter().map(|(k, v)| (k, v)))
-            .env("STRATA_NOW", now)
-            .env("CIRCLE_BRANCH", "main")
-            .current_dir(t.dir.path())
-            .output()
-            .unwrap();
+        let out = t.client.run_with(
+            &[("STRATA_NOW", now), ("CIRCLE_BRANCH", "main")],
+            &[
+                "--json",
+                "cache",
+                "save",
+                "--key",
+                tpl,
+                "--root",
+                src.to_str().unwrap(),
+                "node_modules",
+            ],
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -637,7 +618,7 @@ fn the_server_runs_gc_on_a_schedule() {
     );
     let line = server.wait_for_log("scheduled gc life:", std::time::Duration::from_secs(10));
     assert!(line.contains("1 runs expired"), "{line}");
-    t.store = server.ns("life");
+    t.client.store = server.ns("life");
     let ls = t.ok(DAY0, &["ls", "--run", "r1"]);
     assert_eq!(ls["expired"], true, "{ls}");
     assert_eq!(ls["expires_on"], "2026-11-16");

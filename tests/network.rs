@@ -7,116 +7,19 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use strata_store::backend::http::{HttpOptions, HttpStore};
 use strata_store::backend::{conformance, Backend};
 use strata_store::index::ChunkLookup;
-use support::{same_tree, strata, Garage, Server};
-
-/// A client of a store: its location, token and runner cache.
-#[derive(Clone)]
-struct Client {
-    store: String,
-    token: Option<String>,
-    cache: PathBuf,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Client {
-    fn new(store: &str, cache: &Path) -> Self {
-        Client {
-            store: store.into(),
-            token: None,
-            cache: cache.into(),
-            env: vec![],
-        }
-    }
-
-    fn with_token(mut self, t: &str) -> Self {
-        self.token = Some(t.into());
-        self
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut c = strata();
-        c.arg("--store")
-            .arg(&self.store)
-            .arg("--cache")
-            .arg(&self.cache);
-        if let Some(t) = &self.token {
-            c.env("STRATA_TOKEN", t);
-        }
-        c.envs(self.env.iter().map(|(k, v)| (k, v)));
-        c.args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "strata {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
-    /// Runs and expects failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "strata {args:?} should have failed");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn persist(&self, run: &str, job: &str, root: &Path, path: &str) -> Value {
-        self.json(&[
-            "persist",
-            "--run",
-            run,
-            "--job",
-            job,
-            "--root",
-            root.to_str().unwrap(),
-            path,
-        ])
-    }
-
-    fn attach(&self, run: &str, job: &str, at: &Path) -> Value {
-        self.json(&[
-            "attach",
-            "--run",
-            run,
-            "--job",
-            job,
-            "--at",
-            at.to_str().unwrap(),
-        ])
-    }
-}
+use support::{random_files, same_tree, strata, Client, Garage, Server};
 
 fn tree_bytes(root: &Path) -> u64 {
     support::files(root)
         .iter()
         .map(|f| fs::metadata(root.join(f)).unwrap().len())
         .sum()
-}
-
-fn random_tree(root: &Path, files: usize, size: usize, seed: u64) {
-    let mut rng = strata_store::synth::Rng::new(seed);
-    fs::create_dir_all(root).unwrap();
-    for i in 0..files {
-        let data: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
-        fs::write(root.join(format!("blob{i:03}.bin")), data).unwrap();
-    }
 }
 
 #[test]
@@ -274,7 +177,7 @@ fn tokens_scopes_and_isolated_namespaces() {
         .fails(&["ls"]);
     assert!(e.contains("unknown token"), "{e}");
 
-    random_tree(&d.join("src/out"), 3, 100_000, 1);
+    random_files(&d.join("src/out"), 3, 100_000, 1);
     writer.ok(&[
         "run",
         "create",
@@ -392,7 +295,7 @@ fn a_server_killed_mid_persist_leaves_no_layer_and_the_retry_sends_only_the_rest
     let d = dir.path();
     let srv = d.join("srv");
     // 48 MiB of incompressible data: a dozen packs.
-    random_tree(&d.join("src/big"), 48, 1 << 20, 2);
+    random_files(&d.join("src/big"), 48, 1 << 20, 2);
     let mut server = Server::start(srv.to_str().unwrap(), &[], &[]);
     let client = Client::new(&server.ns("team"), &d.join("cache"));
     client.ok(&[
@@ -457,7 +360,7 @@ fn a_server_killed_mid_attach_leaves_no_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let srv = d.join("srv");
-    random_tree(&d.join("src/big"), 48, 1 << 20, 3);
+    random_files(&d.join("src/big"), 48, 1 << 20, 3);
     let mut server = Server::start(srv.to_str().unwrap(), &[], &[]);
     let client = Client::new(&server.ns("team"), &d.join("cache"));
     client.ok(&[
@@ -539,7 +442,7 @@ fn sixteen_clients_persist_and_attach_at_once() {
                 // Each client's own files, and files every client shares
                 // (uploaded by sixteen racing writers).
                 strata_store::synth::generate(&root.join("shared"), 150, 99).unwrap();
-                random_tree(&root.join(format!("own{i}")), 4, 200_000, 100 + i);
+                random_files(&root.join(format!("own{i}")), 4, 200_000, 100 + i);
                 c.json(&[
                     "persist",
                     "--run",
@@ -620,7 +523,7 @@ fn https_with_a_self_signed_certificate() {
     trusting
         .env
         .push(("STRATA_CA_CERT", cert.to_str().unwrap().into()));
-    random_tree(&d.join("src/x"), 2, 50_000, 4);
+    random_files(&d.join("src/x"), 2, 50_000, 4);
     trusting.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
     trusting.persist("r", "a", &d.join("src"), "x");
     trusting.attach("r", "b", &d.join("at"));
@@ -637,7 +540,7 @@ fn requests_over_the_size_limit_are_refused_clearly() {
         &[],
     );
     let c = Client::new(&server.ns("t"), &d.join("cache"));
-    random_tree(&d.join("src/x"), 3, 1 << 20, 5);
+    random_files(&d.join("src/x"), 3, 1 << 20, 5);
     c.ok(&["run", "create", "r", "--job", "a"]);
     let e = c.fails(&[
         "persist",

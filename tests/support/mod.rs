@@ -8,9 +8,11 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub fn strata_bin() -> &'static str {
     env!("CARGO_BIN_EXE_strata")
@@ -297,5 +299,113 @@ pub fn same_tree(a: &Path, b: &Path) {
             std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(),
             "{f:?} differs"
         );
+    }
+}
+
+/// A client of a store: its location, token and runner cache.
+#[derive(Clone)]
+pub struct Client {
+    pub store: String,
+    pub token: Option<String>,
+    pub cache: PathBuf,
+    pub env: Vec<(&'static str, String)>,
+    /// The working directory (cache key templates read files from it).
+    pub dir: Option<PathBuf>,
+}
+
+impl Client {
+    pub fn new(store: &str, cache: &Path) -> Self {
+        Client {
+            store: store.into(),
+            token: None,
+            cache: cache.into(),
+            env: vec![],
+            dir: None,
+        }
+    }
+
+    pub fn with_token(mut self, t: &str) -> Self {
+        self.token = Some(t.into());
+        self
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(&[], args)
+    }
+
+    /// `run` with more environment (`STRATA_NOW`, say).
+    pub fn run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut c = strata();
+        c.arg("--store")
+            .arg(&self.store)
+            .arg("--cache")
+            .arg(&self.cache);
+        if let Some(t) = &self.token {
+            c.env("STRATA_TOKEN", t);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.envs(env.iter().copied());
+        if let Some(d) = &self.dir {
+            c.current_dir(d);
+        }
+        c.args(args).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// Runs and expects failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "strata {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn persist(&self, run: &str, job: &str, root: &Path, path: &str) -> Value {
+        self.json(&[
+            "persist",
+            "--run",
+            run,
+            "--job",
+            job,
+            "--root",
+            root.to_str().unwrap(),
+            path,
+        ])
+    }
+
+    pub fn attach(&self, run: &str, job: &str, at: &Path) -> Value {
+        self.json(&[
+            "attach",
+            "--run",
+            run,
+            "--job",
+            job,
+            "--at",
+            at.to_str().unwrap(),
+        ])
+    }
+}
+
+/// `files` files of `size` random (incompressible) bytes under `root`.
+pub fn random_files(root: &Path, files: usize, size: usize, seed: u64) {
+    let mut rng = strata_store::synth::Rng::new(seed);
+    std::fs::create_dir_all(root).unwrap();
+    for i in 0..files {
+        let data: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
+        std::fs::write(root.join(format!("blob{i:03}.bin")), data).unwrap();
     }
 }
