@@ -31,8 +31,7 @@ fn the_http_backend_conforms_and_checks_what_it_is_given() {
     conformance::check(&http);
     // What a raw backend would accept, the server refuses: a pack that
     // does not hash to its name, the store's config, a key of no kind.
-    let (_, id_of_other) = (0, strata_store::id::PackId::of(b"other"));
-    let key = strata_store::index::pack_key(&id_of_other);
+    let key = strata_store::index::pack_key(&strata_store::id::PackId::of(b"other"));
     let e = http.put(&key, b"not that pack").unwrap_err().to_string();
     assert!(e.contains("does not match its id"), "{e}");
     assert!(http.put("config", b"{}").is_err());
