@@ -76,21 +76,11 @@ impl Target {
     }
 
     fn ok(&self, now: &str, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.client.run_with(&[("STRATA_NOW", now)], &a);
-        assert!(
-            out.status.success(),
-            "strata {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.client.json_with(&[("STRATA_NOW", now)], args)
     }
 
     fn fails(&self, now: &str, args: &[&str]) -> String {
-        let out = self.client.run_with(&[("STRATA_NOW", now)], args);
-        assert!(!out.status.success(), "strata {args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        self.client.fails_with(&[("STRATA_NOW", now)], args)
     }
 
     fn persist(&self, now: &str, run: &str, job: &str, dir: &str) -> Value {
@@ -477,10 +467,9 @@ fn caches(t: &Target) {
     strata_store::synth::generate(&src.join("node_modules"), 300, 9).unwrap();
     let tpl = "deps-{{ .Branch }}-{{ checksum \"src/package-lock.json\" }}";
     let save = |now: &str| {
-        let out = t.client.run_with(
+        t.client.json_with(
             &[("STRATA_NOW", now), ("CIRCLE_BRANCH", "main")],
             &[
-                "--json",
                 "cache",
                 "save",
                 "--key",
@@ -489,13 +478,7 @@ fn caches(t: &Target) {
                 src.to_str().unwrap(),
                 "node_modules",
             ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        )
     };
     let first = save(DAY0);
     assert_eq!(first["saved"], true);

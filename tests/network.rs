@@ -288,14 +288,14 @@ fn without_auth_the_server_stays_on_loopback() {
     assert!(line.contains("--insecure"), "{line}");
 }
 
-#[test]
-fn a_server_killed_mid_persist_leaves_no_layer_and_the_retry_sends_only_the_rest() {
+/// For the kill tests: 48 MiB of incompressible files (a dozen packs) in
+/// `src/big`, a server on `srv`, and run `r` (build, test:build) in its
+/// namespace `team`.
+fn killable(seed: u64) -> (tempfile::TempDir, Server, Client) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let srv = d.join("srv");
-    // 48 MiB of incompressible data: a dozen packs.
-    random_files(&d.join("src/big"), 48, 1 << 20, 2);
-    let mut server = Server::start(srv.to_str().unwrap(), &[], &[]);
+    random_files(&d.join("src/big"), 48, 1 << 20, seed);
+    let server = Server::start(d.join("srv").to_str().unwrap(), &[], &[]);
     let client = Client::new(&server.ns("team"), &d.join("cache"));
     client.ok(&[
         "run",
@@ -306,6 +306,20 @@ fn a_server_killed_mid_persist_leaves_no_layer_and_the_retry_sends_only_the_rest
         "--job",
         "test:build",
     ]);
+    (dir, server, client)
+}
+
+/// The server back on the same store (on a new port), and a client of it.
+fn serve_again(d: &Path) -> (Server, Client) {
+    let server = Server::start(d.join("srv").to_str().unwrap(), &[], &[]);
+    let client = Client::new(&server.ns("team"), &d.join("cache"));
+    (server, client)
+}
+
+#[test]
+fn a_server_killed_mid_persist_leaves_no_layer_and_the_retry_sends_only_the_rest() {
+    let (dir, mut server, _) = killable(2);
+    let d = dir.path();
     let mut persist = strata();
     persist
         .args([
@@ -338,8 +352,7 @@ fn a_server_killed_mid_persist_leaves_no_layer_and_the_retry_sends_only_the_rest
 
     // The server comes back (on a new port): no layer is visible, and the
     // retry uploads only the packs that did not arrive.
-    let server = Server::start(srv.to_str().unwrap(), &[], &[]);
-    let client = Client::new(&server.ns("team"), &d.join("cache"));
+    let (_server, client) = serve_again(d);
     let ls = client.json(&["ls", "--run", "r"]);
     assert!(ls.to_string().contains("\"layers\":[]"), "{ls}");
     let retry = client.persist("r", "build", &d.join("src"), "big");
@@ -356,21 +369,8 @@ fn a_server_killed_mid_persist_leaves_no_layer_and_the_retry_sends_only_the_rest
 
 #[test]
 fn a_server_killed_mid_attach_leaves_no_partial_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut server, client) = killable(3);
     let d = dir.path();
-    let srv = d.join("srv");
-    random_files(&d.join("src/big"), 48, 1 << 20, 3);
-    let mut server = Server::start(srv.to_str().unwrap(), &[], &[]);
-    let client = Client::new(&server.ns("team"), &d.join("cache"));
-    client.ok(&[
-        "run",
-        "create",
-        "r",
-        "--job",
-        "build",
-        "--job",
-        "test:build",
-    ]);
     client.persist("r", "build", &d.join("src"), "big");
     let at = d.join("at");
     let child = strata()
@@ -407,8 +407,8 @@ fn a_server_killed_mid_attach_leaves_no_partial_file() {
         );
     }
     // Once the server is back, the attach completes.
-    let server = Server::start(srv.to_str().unwrap(), &[], &[]);
-    Client::new(&server.ns("team"), &d.join("cache")).attach("r", "test", &at);
+    let (_server, client) = serve_again(d);
+    client.attach("r", "test", &at);
     same_tree(&d.join("src/big"), &at.join("big"));
 }
 

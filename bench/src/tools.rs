@@ -389,6 +389,14 @@ impl StrataHttp {
             .expect("init ran"))
     }
 
+    /// Runs a client command; its sample counts the server's CPU too.
+    fn timed(&self, script: &str, dir: &Path) -> Result<(Sample, serde_json::Value)> {
+        let cpu = self.server_cpu();
+        let (mut sample, out) = run(script, dir, &[])?;
+        sample.cpu_s += self.server_cpu() - cpu;
+        Ok((sample, Strata::json(&out)?))
+    }
+
     /// The server's CPU seconds so far (utime + stime from /proc).
     fn server_cpu(&self) -> f64 {
         let pid = self.with(|s| s.child.id());
@@ -455,14 +463,10 @@ impl Tool for StrataHttp {
             &parent,
             &[],
         )?;
-        let cpu = self.server_cpu();
-        let (mut sample, out) = run(
+        let (sample, v) = self.timed(
             &format!("{b} --store {url} --cache-mib 0 --json persist --run r{n} --job a --root . '{name}'"),
             &parent,
-            &[],
         )?;
-        sample.cpu_s += self.server_cpu() - cpu;
-        let v = Strata::json(&out)?;
         Ok(Step {
             sample,
             network_bytes: v["network"]["sent"].as_u64(),
@@ -472,8 +476,7 @@ impl Tool for StrataHttp {
 
     fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
         let (url, cache) = self.with(|s| (s.url.clone(), s.cache.clone()));
-        let cpu = self.server_cpu();
-        let (mut sample, out) = run(
+        let (sample, v) = self.timed(
             &format!(
                 "{} --store {url} --cache {} --json attach --run r{n} --job b --at {}",
                 q(&self.bin),
@@ -481,10 +484,7 @@ impl Tool for StrataHttp {
                 q(target)
             ),
             repo,
-            &[],
         )?;
-        sample.cpu_s += self.server_cpu() - cpu;
-        let v = Strata::json(&out)?;
         Ok(Step {
             sample,
             network_bytes: v["network"]["received"].as_u64(),

@@ -67,10 +67,17 @@ pub struct CacheEntry {
 
 /// Every cache entry, oldest first.
 pub fn entries(store: &Store) -> Result<Vec<CacheEntry>> {
+    entries_under(store, "")
+}
+
+/// The entries whose key starts with `key_prefix`, oldest first: one
+/// listing of the prefix's hex, and a read of only the entries it finds.
+pub fn entries_under(store: &Store, key_prefix: &str) -> Result<Vec<CacheEntry>> {
     let b = store.backend();
     let days = store.config.retention_days as i64;
+    let hex_prefix = hex_key(key_prefix);
     let mut used: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    for key in b.list(CACHE_USED_PREFIX)? {
+    for key in b.list(&format!("{CACHE_USED_PREFIX}{hex_prefix}"))? {
         let hex = key[CACHE_USED_PREFIX.len()..]
             .split('/')
             .next()
@@ -81,7 +88,7 @@ pub fn entries(store: &Store) -> Result<Vec<CacheEntry>> {
         }
     }
     let mut out = Vec::new();
-    for object in b.list(CACHES_PREFIX)? {
+    for object in b.list(&format!("{CACHES_PREFIX}{hex_prefix}"))? {
         let record = match b.get(&object) {
             Ok(bytes) => decode_cache(&object, &bytes)?,
             Err(crate::Error::NotFound { .. }) => continue,
@@ -137,7 +144,7 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
     let started = Instant::now();
     let traffic = store.traffic();
     let now = store.now();
-    if let Some(e) = entries(store)?
+    if let Some(e) = entries_under(store, key)?
         .into_iter()
         .find(|e| e.record.key == key && e.expires > now)
     {
@@ -193,11 +200,11 @@ pub struct RestoreReport {
 /// Finds the entry `keys` select: each key exactly, then as a prefix.
 pub fn find(store: &Store, keys: &[String]) -> Result<Option<(String, CacheEntry, bool)>> {
     let now = store.now();
-    let live: Vec<CacheEntry> = entries(store)?
-        .into_iter()
-        .filter(|e| e.expires > now)
-        .collect();
     for k in keys {
+        let live: Vec<CacheEntry> = entries_under(store, k)?
+            .into_iter()
+            .filter(|e| e.expires > now)
+            .collect();
         // Exact: the earliest entry (a key is immutable; a racing second
         // save loses).
         if let Some(e) = live.iter().find(|e| &e.record.key == k) {
@@ -205,11 +212,10 @@ pub fn find(store: &Store, keys: &[String]) -> Result<Option<(String, CacheEntry
         }
         // Prefix: the most recently saved.
         if let Some(e) = live
-            .iter()
-            .filter(|e| e.record.key.starts_with(k.as_str()))
+            .into_iter()
             .max_by_key(|e| (e.record.created, e.object.clone()))
         {
-            return Ok(Some((k.clone(), e.clone(), false)));
+            return Ok(Some((k.clone(), e, false)));
         }
     }
     Ok(None)

@@ -352,7 +352,12 @@ impl Client {
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        self.ok_with(&[], args)
+    }
+
+    /// `ok` with more environment.
+    pub fn ok_with(&self, env: &[(&str, &str)], args: &[&str]) -> String {
+        let out = self.run_with(env, args);
         assert!(
             out.status.success(),
             "strata {args:?} failed: {}",
@@ -362,14 +367,24 @@ impl Client {
     }
 
     pub fn json(&self, args: &[&str]) -> Value {
+        self.json_with(&[], args)
+    }
+
+    /// Runs with `--json` (and more environment), expects success, parses.
+    pub fn json_with(&self, env: &[(&str, &str)], args: &[&str]) -> Value {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&a)).unwrap()
+        serde_json::from_str(&self.ok_with(env, &a)).unwrap()
     }
 
     /// Runs and expects failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        self.fails_with(&[], args)
+    }
+
+    /// `fails` with more environment.
+    pub fn fails_with(&self, env: &[(&str, &str)], args: &[&str]) -> String {
+        let out = self.run_with(env, args);
         assert!(!out.status.success(), "strata {args:?} should have failed");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
