@@ -175,6 +175,11 @@ pub struct ChunkIndex {
     /// Packs gc has condemned (pack id -> when): their chunks count as
     /// missing, so persists upload them again instead of reusing them.
     condemned: sled::Tree,
+    /// Packs known to be deleted (by gc here, or found gone by `sync`): an
+    /// index object written later that still lists one (a persist that
+    /// stalled past the grace period writes its index object after gc
+    /// deleted its packs) must not bring its chunks back.
+    deleted: sled::Tree,
 }
 
 impl ChunkLookup for ChunkIndex {
@@ -213,6 +218,7 @@ impl ChunkIndex {
             loaded: db.open_tree("loaded-indexes")?,
             packs: db.open_tree("loaded-packs")?,
             condemned: db.open_tree("condemned-packs")?,
+            deleted: db.open_tree("deleted-packs")?,
         })
     }
 
@@ -242,7 +248,7 @@ impl ChunkIndex {
     /// is simply redone by the next `sync`.
     pub fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()> {
         for p in &object.packs {
-            if !self.packs.contains_key(p.pack.0)? {
+            if !self.packs.contains_key(p.pack.0)? && !self.deleted.contains_key(p.pack.0)? {
                 self.add_pack(&p.pack, &p.frames)?;
             }
         }
@@ -264,6 +270,8 @@ impl ChunkIndex {
             }
             Ok::<(), Error>(())
         })?;
+        // Written (again): present, whatever was deleted before.
+        self.deleted.remove(pack.0)?;
         self.packs.insert(pack.0, &[])?;
         Ok(())
     }
@@ -280,6 +288,7 @@ impl ChunkIndex {
             }
         }
         self.packs.remove(pack.0)?;
+        self.deleted.insert(pack.0, &[])?;
         Ok(())
     }
 
@@ -363,7 +372,8 @@ impl ChunkIndex {
                 }
             }
             for g in gone {
-                self.packs.remove(g)?;
+                self.packs.remove(&g)?;
+                self.deleted.insert(g, &[])?;
             }
         }
         // What gc has condemned.

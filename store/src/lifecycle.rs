@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::id::{JobName, RunName};
-use crate::refs::nonce;
 use crate::store::Store;
+use crate::util::nonce;
 
 const RESULT_MAGIC: &[u8; 8] = b"STRARSLT";
 const USE_MAGIC: &[u8; 8] = b"STRAUSED";

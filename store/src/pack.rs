@@ -234,8 +234,29 @@ impl PackBuilder {
         self.bytes.extend_from_slice(&frame.bytes);
     }
 
-    /// Appends the trailer and footer; returns the pack's id, bytes and frames.
+    /// Appends a salt frame, the trailer and the footer; returns the pack's
+    /// id, bytes and frames.
+    ///
+    /// The salt (16 random bytes as one raw chunk no manifest names) makes
+    /// every pack's name unique, even when two persists pack the same
+    /// chunks the same way (a persist run again after a failure does). gc
+    /// condemns and deletes packs by name, so without it a re-upload of a
+    /// condemned pack would take the old pack's name, and its condemnation:
+    /// gc would delete the new upload that a persist is about to commit.
     pub fn finish(mut self) -> (PackId, Vec<u8>, Vec<FrameEntry>) {
+        let salt = &crate::util::random_bytes()[..16];
+        self.frames.push(FrameEntry {
+            offset: self.bytes.len() as u32,
+            stored_len: salt.len() as u32,
+            raw_len: salt.len() as u32,
+            compression: Compression::Raw,
+            chunks: vec![FrameChunk {
+                id: ChunkId::of(salt),
+                offset: 0,
+                len: salt.len() as u32,
+            }],
+        });
+        self.bytes.extend_from_slice(salt);
         let trailer = codec::encode(TRAILER_MAGIC, PACK_VERSION, &self.frames);
         self.bytes.extend_from_slice(&trailer);
         self.bytes
@@ -287,6 +308,31 @@ pub fn read_trailer(pack: &[u8], object: &str) -> Result<Vec<FrameEntry>> {
         .filter(|e| *e >= codec::HEADER_LEN)
         .ok_or_else(|| Error::corrupt(object, "trailer length out of range"))?;
     decode_trailer(&pack[frames_end..n - FOOTER_LEN], frames_end as u64, object)
+}
+
+/// Checks a whole pack as `id`: that it hashes to its name, that its
+/// trailer decodes, that every frame decodes and every chunk in it hashes
+/// to its id. Returns the frames. What a server checks before it accepts a
+/// pack, and what `verify --read-data` checks of every stored one.
+pub fn verify_pack(id: &PackId, bytes: &[u8], object: &str) -> Result<Vec<FrameEntry>> {
+    if PackId::of(bytes) != *id {
+        return Err(Error::corrupt(
+            object,
+            "content does not match its name (BLAKE3)",
+        ));
+    }
+    let frames = read_trailer(bytes, object)?;
+    for f in &frames {
+        let start = f.offset as usize;
+        let stored = bytes
+            .get(start..start + f.stored_len as usize)
+            .ok_or_else(|| Error::corrupt(object, "a frame lies outside the pack"))?;
+        let raw = decode_frame(&f.frame_ref(), stored, object)?;
+        for c in &f.chunks {
+            chunk_of(&raw, c, object)?;
+        }
+    }
+    Ok(frames)
 }
 
 /// Decodes a trailer (the bytes between the last frame and the footer) of

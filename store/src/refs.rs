@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::id::{JobName, ManifestId, RunName};
 use crate::manifest::Totals;
+use crate::util::nonce;
 
 const RUN_MAGIC: &[u8; 8] = b"STRARUN1";
 const RUN_VERSION: u32 = 1;
@@ -223,23 +224,4 @@ pub fn decode_layer(key: &str, bytes: &[u8]) -> Result<LayerRecord> {
         &format!("layer ref {key}"),
         bytes,
     )
-}
-
-/// 64 random bits as hex, from the OS's randomness mixed with the time and
-/// process id (so two processes never pick the same nonce).
-pub fn nonce() -> String {
-    let mut seed = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut seed);
-    }
-    let mut h = blake3::Hasher::new();
-    h.update(&seed);
-    h.update(&std::process::id().to_le_bytes());
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.update(&t.as_nanos().to_le_bytes());
-    h.update(crate::backend::unique_tmp_name("").as_bytes());
-    h.finalize().to_hex()[..16].to_string()
 }

@@ -95,7 +95,7 @@ impl FrameCache {
         let write = || -> std::io::Result<()> {
             let dir = path.parent().expect("has a parent");
             fs::create_dir_all(dir)?;
-            let tmp = dir.join(crate::backend::unique_tmp_name(".tmp-"));
+            let tmp = dir.join(crate::util::unique_tmp_name(".tmp-"));
             let mut f = fs::File::create(&tmp)?;
             let done = f.write_all(stored).and_then(|_| fs::rename(&tmp, &path));
             if done.is_err() {

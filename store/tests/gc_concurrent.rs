@@ -38,8 +38,233 @@ fn write_tree(root: &std::path::Path, seed: u64, unique: u64) {
     }
 }
 
+/// What the random scenario left: the committed layers that did not attach back
+/// whole, the store's verify problems, and counts for the log.
+struct Outcome {
+    lost: Vec<String>,
+    gc_errors: Vec<String>,
+    problems: usize,
+    reclaimed: u64,
+    too_slow: u64,
+}
+
+// gc rounds run while three writers persist trees reusing an expired run's
+// chunks: with the commit guard, every committed layer attaches whole.
 #[test]
 fn gc_is_safe_while_others_persist() {
+    let o = scenario();
+    // The old run's own files were reclaimed; everything committed reads
+    // back whole.
+    assert!(o.reclaimed > 100_000, "gc reclaimed {} bytes", o.reclaimed);
+    assert!(o.lost.is_empty(), "lost: {:?}", o.lost);
+    assert!(o.gc_errors.is_empty(), "gc failed: {:?}", o.gc_errors);
+    assert_eq!(o.problems, 0);
+    eprintln!(
+        "gc rounds reclaimed {} bytes; {} persists outlived half the grace period and were retried",
+        o.reclaimed, o.too_slow
+    );
+    assert!(
+        o.too_slow > 0,
+        "no persist ran into the guard: the scenario tests nothing"
+    );
+}
+
+// The dangerous case, step by step: a persist decides to reuse an expired
+// run's chunks, then stalls (here: its manifest write is held) while gc
+// rounds condemn and, a grace period later, delete their pack. With the
+// commit guard the persist is refused and its retry uploads the chunks
+// again; nothing is lost.
+#[test]
+fn a_persist_stalled_past_the_grace_period_is_refused() {
+    let (lost, refused) = stalled_persist(true);
+    assert!(refused, "the stalled persist was committed");
+    assert!(lost.is_empty(), "{lost:?}");
+}
+
+// The same with the guard turned off (a test-only switch) loses data: the
+// stalled persist commits a layer naming chunks gc deleted. This is what
+// the guard is for.
+#[test]
+fn without_the_commit_guard_gc_loses_data() {
+    let (lost, refused) = stalled_persist(false);
+    assert!(!refused);
+    assert!(
+        !lost.is_empty(),
+        "the stalled persist lost nothing without the guard"
+    );
+}
+
+/// A store with a manual clock whose backend can hold the next index
+/// object write (after a persist's every reuse decision, before its
+/// commit) until the test lets it go, and fail the next layer ref.
+struct Gated {
+    store: Store,
+    now: Arc<AtomicI64>,
+    hold_next_index: Arc<AtomicBool>,
+    fail_next_ref: Arc<AtomicBool>,
+    reached: std::sync::mpsc::Receiver<()>,
+    go: std::sync::mpsc::Sender<()>,
+    graph: Graph,
+}
+
+impl Gated {
+    fn new(dir: &std::path::Path, guard: bool) -> Gated {
+        let now = Arc::new(AtomicI64::new(T0));
+        let hold = Arc::new(AtomicBool::new(false));
+        let fail = Arc::new(AtomicBool::new(false));
+        let (reached_tx, reached) = std::sync::mpsc::channel::<()>();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new((reached_tx, go_rx));
+        let (h, f) = (hold.clone(), fail.clone());
+        let store = Store::open(&dir.join("store"), &Quiet)
+            .unwrap()
+            .with_clock(Clock::Manual(now.clone()))
+            .wrap_backend(move |inner| {
+                Arc::new(OnPut {
+                    inner,
+                    hook: Box::new(move |inner, key, data| {
+                        if key.starts_with("index/") && h.swap(false, SeqCst) {
+                            let gate = gate.lock().unwrap();
+                            gate.0.send(()).unwrap();
+                            gate.1.recv().unwrap();
+                        }
+                        if key.contains("/layers/") && f.swap(false, SeqCst) {
+                            return Err(Error::corrupt(key, "injected failure"));
+                        }
+                        inner.put(key, data)
+                    }),
+                })
+            });
+        let store = if guard {
+            store
+        } else {
+            store.without_commit_guard_for_tests()
+        };
+        Gated {
+            store,
+            now,
+            hold_next_index: hold,
+            fail_next_ref: fail,
+            reached,
+            go,
+            graph: Graph::from_specs(&["a", "b:a"]).unwrap(),
+        }
+    }
+
+    fn request(&self, name: &str, root: &std::path::Path) -> PersistRequest {
+        let run = RunName::new(name).unwrap();
+        self.store.create_run(&run, self.graph.clone()).unwrap();
+        PersistRequest {
+            run,
+            job: job("a"),
+            root: root.to_path_buf(),
+            paths: vec!["shared".into(), "own".into()],
+        }
+    }
+
+    /// gc `rounds` times, moving the clock an eighth of the grace period
+    /// after each.
+    fn gc_rounds(&self, rounds: u32) {
+        let step = self.store.config().gc_grace_secs as i64 / 8;
+        for _ in 0..rounds {
+            gc(&self.store, &GcOptions::default()).unwrap();
+            self.now.fetch_add(step, SeqCst);
+        }
+    }
+
+    /// Runs `req` with its index object write held while `meanwhile` runs.
+    fn persist_held(
+        &self,
+        req: &PersistRequest,
+        meanwhile: impl FnOnce(),
+    ) -> strata_store::Result<strata_store::PersistReport> {
+        self.hold_next_index.store(true, SeqCst);
+        std::thread::scope(|s| {
+            let store = &self.store;
+            let held = s.spawn(move || persist(store, req));
+            self.reached.recv().unwrap();
+            meanwhile();
+            self.go.send(()).unwrap();
+            held.join().unwrap()
+        })
+    }
+
+    /// What of `req`'s layer does not attach back as `root`.
+    fn lost(
+        &self,
+        req: &PersistRequest,
+        root: &std::path::Path,
+        at: &std::path::Path,
+    ) -> Vec<String> {
+        let attached = attach(
+            &self.store,
+            &AttachRequest {
+                run: req.run.clone(),
+                job: job("b"),
+                at: at.to_path_buf(),
+                keep_setuid: false,
+            },
+        );
+        match attached {
+            Ok(_) if snapshot(root) == snapshot(at) => vec![],
+            Ok(_) => vec![format!("{}: differs", req.run)],
+            Err(e) => vec![format!("{}: {e}", req.run)],
+        }
+    }
+}
+
+/// Runs the stalled-persist case; returns what did not attach back whole
+/// and whether the stalled persist was refused.
+fn stalled_persist(guard: bool) -> (Vec<String>, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gated::new(dir.path(), guard);
+    // An old run holding the shared content; it expires.
+    let old = dir.path().join("old");
+    write_tree(&old, 1, 3);
+    persist(&g.store, &g.request("old", &old)).unwrap();
+    g.now.store(T0 + 16 * DAY, SeqCst);
+
+    // A persist reusing the shared chunks stalls before its commit while
+    // twelve gc rounds pass: its chunks' pack is condemned, then deleted.
+    let new = dir.path().join("new");
+    write_tree(&new, 2, 2);
+    let req = g.request("new", &new);
+    let refused = match g.persist_held(&req, || g.gc_rounds(12)) {
+        Ok(_) => false,
+        Err(Error::PersistTooSlow { .. }) => true,
+        Err(e) => panic!("the stalled persist: {e}"),
+    };
+    if refused {
+        persist(&g.store, &req).unwrap();
+    }
+    (g.lost(&req, &new, &dir.path().join("at")), refused)
+}
+
+// A persist fails before its commit, leaving packs no layer names; gc
+// condemns them. Run again much later, the same persist uploads the same
+// chunks anew, and must not land them in a pack gc then deletes as the
+// condemned one: packs are salted, so the new upload has a name of its own.
+#[test]
+fn a_retried_persist_never_reuploads_into_a_condemned_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gated::new(dir.path(), true);
+    let src = dir.path().join("src");
+    write_tree(&src, 3, 2);
+    let req = g.request("r", &src);
+    g.fail_next_ref.store(true, SeqCst);
+    assert!(persist(&g.store, &req).is_err());
+    // Its packs are condemned, and 7/8 of the grace period passes.
+    g.gc_rounds(7);
+    // The retry finds those chunks condemned (so "missing") and uploads
+    // them again; meanwhile gc deletes the condemned packs.
+    g.persist_held(&req, || g.gc_rounds(2)).unwrap();
+    let lost = g.lost(&req, &src, &dir.path().join("at"));
+    assert!(lost.is_empty(), "{lost:?}");
+    let report = strata_store::verify::verify(&g.store, true).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+fn scenario() -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicI64::new(T0));
     let store = Store::open(&dir.path().join("store"), &Quiet)
@@ -85,6 +310,7 @@ fn gc_is_safe_while_others_persist() {
     let committed: Mutex<Vec<(RunName, PathBuf)>> = Mutex::new(Vec::new());
     let too_slow = std::sync::atomic::AtomicU64::new(0);
     let mut reclaimed = 0u64;
+    let mut gc_errors = Vec::new();
     std::thread::scope(|s| {
         for w in 0..3u64 {
             let (store, graph, committed, too_slow, done) =
@@ -124,33 +350,41 @@ fn gc_is_safe_while_others_persist() {
         // grace period.
         let mut rounds = 0;
         while !done.load(SeqCst) || rounds < 12 {
-            let r = gc(&store, &GcOptions::default()).unwrap();
-            reclaimed += r.bytes_reclaimed;
+            // A gc that finds a committed layer naming a reclaimed chunk
+            // fails: that is data loss too.
+            match gc(&store, &GcOptions::default()) {
+                Ok(r) => reclaimed += r.bytes_reclaimed,
+                Err(e) => gc_errors.push(e.to_string()),
+            }
             now.fetch_add(grace / 8, SeqCst);
             rounds += 1;
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     });
-    // The old run's own files were reclaimed; everything committed reads
-    // back whole.
-    assert!(reclaimed > 100_000, "gc reclaimed {reclaimed} bytes");
+    let mut lost = Vec::new();
     for (run, root) in committed.into_inner().unwrap() {
         let at = dir.path().join(format!("at-{run}"));
-        attach(
+        let attached = attach(
             &store,
             &AttachRequest {
                 run: run.clone(),
                 job: job("b"),
                 at: at.clone(),
+                keep_setuid: false,
             },
-        )
-        .unwrap_or_else(|e| panic!("attach {run}: {e}"));
-        assert!(snapshot(&root) == snapshot(&at), "{run} differs");
+        );
+        match attached {
+            Ok(_) if snapshot(&root) == snapshot(&at) => {}
+            Ok(_) => lost.push(format!("{run}: differs")),
+            Err(e) => lost.push(format!("{run}: {e}")),
+        }
     }
     let report = strata_store::verify::verify(&store, true).unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
-    eprintln!(
-        "gc rounds reclaimed {reclaimed} bytes; {} persists outlived the grace period and were retried",
-        too_slow.load(SeqCst)
-    );
+    Outcome {
+        lost,
+        gc_errors,
+        problems: report.problems.len(),
+        reclaimed,
+        too_slow: too_slow.load(SeqCst),
+    }
 }

@@ -9,10 +9,10 @@ use std::io::{ErrorKind, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{validate_key, Backend};
 use crate::error::{Error, IoContext, Result};
+use crate::util::unique_tmp_name;
 
 /// Objects stored as files below `root`; temporary files go to `tmp`, which
 /// must be on the same file system so that rename is atomic.
@@ -20,18 +20,6 @@ use crate::error::{Error, IoContext, Result};
 pub struct LocalDir {
     root: PathBuf,
     tmp: PathBuf,
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A name for a temporary file that no other thread or process uses.
-pub(crate) fn unique_tmp_name(prefix: &str) -> String {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}{}-{nanos:x}-{n}", std::process::id())
 }
 
 /// fsync a directory so that renames into it survive a crash.

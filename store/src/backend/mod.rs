@@ -13,7 +13,6 @@ mod local;
 mod memory;
 pub mod s3;
 
-pub(crate) use local::unique_tmp_name;
 pub use local::LocalDir;
 pub use memory::Memory;
 

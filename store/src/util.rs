@@ -1,0 +1,62 @@
+//! Small helpers every layer may use: names and bytes that no other
+//! thread, process or machine picks (temporary file names, nonces, pack
+//! salts). Knows nothing about stores, objects or files' contents.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name for a temporary file that no other thread or process uses:
+/// `<prefix><pid>-<hex nanos>-<counter>`.
+pub(crate) fn unique_tmp_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// 32 bytes no other call returns: the OS's randomness mixed with the
+/// time, the process id and a counter (so two processes, or a machine
+/// without `/dev/urandom`, never pick the same).
+pub(crate) fn random_bytes() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut seed);
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(&seed);
+    h.update(&std::process::id().to_le_bytes());
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.update(&t.as_nanos().to_le_bytes());
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// 64 random bits as 16 hex digits, for keys only one writer uses.
+pub fn nonce() -> String {
+    let b = random_bytes();
+    let mut s = String::with_capacity(16);
+    for x in &b[..8] {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_and_names_do_not_repeat() {
+        let a: std::collections::HashSet<String> = (0..1000).map(|_| nonce()).collect();
+        assert_eq!(a.len(), 1000);
+        assert!(a.iter().all(|n| n.len() == 16));
+        assert_ne!(unique_tmp_name("x"), unique_tmp_name("x"));
+        assert_ne!(random_bytes(), random_bytes());
+    }
+}
