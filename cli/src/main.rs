@@ -219,6 +219,9 @@ struct CacheRestoreArgs {
     /// The directory to restore into.
     #[arg(long, default_value = ".")]
     at: PathBuf,
+    /// Keep setuid and setgid bits (dropped by default).
+    #[arg(long)]
+    keep_setuid: bool,
 }
 
 #[derive(Args, Debug)]
@@ -287,6 +290,10 @@ struct AttachArgs {
     /// The directory to attach into (created if missing).
     #[arg(long, default_value = ".")]
     at: PathBuf,
+    /// Keep setuid and setgid bits as persisted. By default they are
+    /// dropped, so a job cannot plant a setuid binary for a later one.
+    #[arg(long)]
+    keep_setuid: bool,
 }
 
 #[derive(Args, Debug)]
@@ -480,7 +487,18 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|k| render_key(k, &store))
                 .collect::<Result<Vec<_>>>()?;
-            output::cache_restored(json, &keys, &caches::restore(&store, &keys, &a.at)?);
+            output::cache_restored(
+                json,
+                &keys,
+                &caches::restore(
+                    &store,
+                    &keys,
+                    &a.at,
+                    attach::WriteOptions {
+                        keep_setuid: a.keep_setuid,
+                    },
+                )?,
+            );
         }
         Command::Gc(a) => {
             let store = open(&cli)?;
@@ -513,6 +531,7 @@ fn run(cli: Cli) -> Result<()> {
                     run,
                     job,
                     at: a.at.clone(),
+                    keep_setuid: a.keep_setuid,
                 },
             )?;
             output::attached(json, &report);

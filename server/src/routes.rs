@@ -79,6 +79,7 @@ fn from_store(e: Error) -> Response {
         | Error::UnknownRun { .. }
         | Error::UnknownJob { .. }
         | Error::UnsupportedVersion { .. } => StatusCode::BAD_REQUEST,
+        Error::Incomplete { .. } => StatusCode::CONFLICT,
         Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

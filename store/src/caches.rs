@@ -222,7 +222,12 @@ pub fn find(store: &Store, keys: &[String]) -> Result<Option<(String, CacheEntry
 }
 
 /// Restores the first entry `keys` select into `at`.
-pub fn restore(store: &Store, keys: &[String], at: &Path) -> Result<RestoreReport> {
+pub fn restore(
+    store: &Store,
+    keys: &[String],
+    at: &Path,
+    options: write::WriteOptions,
+) -> Result<RestoreReport> {
     let started = Instant::now();
     let traffic = store.traffic();
     let Some((asked, entry, exact)) = find(store, keys)? else {
@@ -250,7 +255,7 @@ pub fn restore(store: &Store, keys: &[String], at: &Path) -> Result<RestoreRepor
             manifest: std::sync::Arc::new(manifest),
         }],
     )?;
-    let stats = write::execute(store, &plan, at)?;
+    let stats = write::execute(store, &plan, at, options)?;
     if let Some(cache) = &store.cache {
         cache.trim_if_grown()?;
     }

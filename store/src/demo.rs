@@ -114,6 +114,7 @@ fn run_in(scratch: &Path, files: u64) -> Result<DemoReport> {
                     run: run.clone(),
                     job: job(j),
                     at: at.clone(),
+                    keep_setuid: false,
                 },
             )?;
             steps.push(Step::Attached(report));

@@ -6,7 +6,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::id::{ChunkId, JobName, RunName};
+use crate::id::{ChunkId, JobName, ManifestId, RunName};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -66,6 +66,17 @@ pub enum Error {
 
     #[error("chunk {chunk} is not in the store (needed for {path})")]
     MissingChunk { chunk: ChunkId, path: String },
+
+    #[error(
+        "{key} refused: its manifest {manifest} names chunk {chunk} (for {path}), which the \
+         store does not hold; upload the packs before the ref"
+    )]
+    Incomplete {
+        key: String,
+        manifest: ManifestId,
+        chunk: ChunkId,
+        path: String,
+    },
 
     #[error("{object} has format version {found}, this strata reads up to {supported}")]
     UnsupportedVersion {
@@ -143,11 +154,16 @@ pub enum Error {
     #[error("cache key {template:?}: {reason}")]
     CacheKey { template: String, reason: String },
 
+    #[error("cannot rerun into run {run}: {detail}")]
+    RerunInto { run: RunName, detail: String },
+
     #[error("run {run} has no failed jobs: nothing to rerun (name the jobs with --jobs)")]
     NothingToRerun { run: RunName },
 
     #[error(
-        "this persist took {seconds} s, longer than the store's gc grace period          ({grace} s): chunks it reused may have been collected meanwhile, so its          layer was not committed; run it again"
+        "this persist took {seconds} s, more than half the store's gc grace period ({grace} s): \
+         chunks it reused may have been collected meanwhile, so its layer was not committed; \
+         run it again"
     )]
     PersistTooSlow { seconds: u64, grace: u64 },
 

@@ -11,16 +11,20 @@
 //! - a manifest root must hash to its name and list only chunks the store
 //!   holds;
 //! - a run record or layer ref must decode, sit under a well-formed key,
-//!   and a layer ref must point at a manifest the store holds;
+//!   and a layer ref (or cache entry) must point at a manifest the store
+//!   holds whose every file chunk the store holds too, so no client can
+//!   make a layer visible that a reader could not attach;
 //! - the store's config is the server's to write, never a client's.
 //!
 //! This module knows nothing about HTTP.
 
+use std::collections::HashMap;
+
 use crate::error::{Error, Result};
-use crate::id::{IndexId, JobName, ManifestId, PackId, RunName};
+use crate::id::{ChunkId, IndexId, JobName, ManifestId, PackId, RunName};
 use crate::index::{pack_key, IndexObject};
-use crate::manifest::{manifest_key, ManifestRoot};
-use crate::pack::{chunk_of, decode_frame, read_trailer};
+use crate::manifest::{manifest_key, EntryKind, ManifestRoot, RelPath};
+use crate::pack::verify_pack;
 use crate::refs::{decode_layer, decode_run, run_key};
 use crate::store::Store;
 
@@ -130,6 +134,35 @@ fn require_manifest(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
     }
 }
 
+/// Refuses a ref (`key`) to a manifest unless the store holds the manifest
+/// and every chunk its files name: a ref is what makes a layer or cache
+/// entry visible, so it must never point at data a reader cannot fetch.
+/// The whole manifest is checked in one pass over the local index.
+fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<()> {
+    require_manifest(store, key, manifest)?;
+    let (m, _) = crate::fetch::load_manifest(store, manifest)?;
+    let mut first_user: HashMap<ChunkId, &RelPath> = HashMap::new();
+    for e in &m.entries {
+        if let EntryKind::File { chunks, .. } = &e.kind {
+            for c in chunks {
+                first_user.entry(c.id).or_insert(&e.path);
+            }
+        }
+    }
+    let mut ids: Vec<ChunkId> = first_user.keys().copied().collect();
+    ids.sort_unstable();
+    let missing = store.index.missing(&ids)?;
+    match ids.iter().zip(missing).find(|(_, m)| *m) {
+        None => Ok(()),
+        Some((chunk, _)) => Err(Error::Incomplete {
+            key: key.to_string(),
+            manifest: *manifest,
+            chunk: *chunk,
+            path: first_user[chunk].to_string(),
+        }),
+    }
+}
+
 /// Checks `bytes` as the object `key` and stores it. Returns its kind.
 pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind> {
     let kind = classify(key)?;
@@ -165,7 +198,7 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
                     "the entry's key does not match its name",
                 ));
             }
-            require_manifest(store, key, &record.manifest)?;
+            require_complete(store, key, &record.manifest)?;
             store.backend.put(key, bytes)?;
         }
         ObjectKind::CacheUsed => {
@@ -173,17 +206,7 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
             store.backend.put(key, bytes)?;
         }
         ObjectKind::Pack(id) => {
-            if PackId::of(bytes) != *id {
-                return Err(Error::corrupt(key, "content does not match its id"));
-            }
-            let frames = read_trailer(bytes, key)?;
-            for f in &frames {
-                let stored = &bytes[f.offset as usize..(f.offset + f.stored_len) as usize];
-                let raw = decode_frame(&f.frame_ref(), stored, key)?;
-                for c in &f.chunks {
-                    chunk_of(&raw, c, key)?;
-                }
-            }
+            let frames = verify_pack(id, bytes, key)?;
             store.backend.put(key, bytes)?;
             store.index.add_pack(id, &frames)?;
         }
@@ -221,7 +244,7 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
         ObjectKind::Layer(run, job) => {
             let record = decode_layer(key, bytes)?;
             store.run_job(run, job)?;
-            require_manifest(store, key, &record.manifest)?;
+            require_complete(store, key, &record.manifest)?;
             store.backend.put(key, bytes)?;
         }
     }

@@ -77,6 +77,12 @@ pub struct RerunReport {
 
 pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Result<RerunReport> {
     let traffic = store.traffic();
+    if from == to {
+        return Err(Error::RerunInto {
+            run: to.clone(),
+            detail: "a run cannot be a rerun of itself; name a new run".into(),
+        });
+    }
     let source = store.run(from)?;
     check_live(store, from)?;
     let graph = &source.graph;
@@ -112,7 +118,9 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
         .filter(|&j| seeds.iter().any(|&s| s == j || graph.is_ancestor(s, j)))
         .collect();
 
-    store.create_run(to, graph.clone())?;
+    if !store.create_run(to, graph.clone())? {
+        check_resumable(store, from, to, graph, &again)?;
+    }
     let mut report = RerunReport {
         from: from.clone(),
         run: to.clone(),
@@ -147,7 +155,7 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
             let key = format!(
                 "runs/{to}/layers/{name}/{:010}-{}",
                 layer.seq,
-                crate::refs::nonce()
+                crate::util::nonce()
             );
             let bytes = encode_layer(&layer.record);
             store.backend.put(&key, &bytes)?;
@@ -176,6 +184,70 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
     report.bytes_written += bytes.len() as u64;
     report.network = store.traffic().since(traffic);
     Ok(report)
+}
+
+/// `to` exists already: the rerun goes on only if `to` is this same rerun,
+/// interrupted or done (every layer and result it holds is one this rerun
+/// copies from `from`); anything else in it is another run's work, which a
+/// rerun must neither mix with nor overwrite.
+fn check_resumable(
+    store: &Store,
+    from: &RunName,
+    to: &RunName,
+    graph: &crate::graph::Graph,
+    again: &BTreeSet<usize>,
+) -> Result<()> {
+    let refuse = |detail: String| Error::RerunInto {
+        run: to.clone(),
+        detail,
+    };
+    if let Some(record) = rerun_of(store, to)? {
+        if &record.from != from {
+            return Err(refuse(format!(
+                "it is already a rerun of {}; name a new run",
+                record.from
+            )));
+        }
+    }
+    let results = job_results(store, to)?;
+    let source_results = job_results(store, from)?;
+    for (i, job) in graph.jobs().iter().enumerate() {
+        let name = &job.name;
+        let mine = store.layers(to, name)?;
+        if again.contains(&i) {
+            if !mine.is_empty() || results.contains_key(name) {
+                return Err(refuse(format!(
+                    "it already exists, and job {name} (which this rerun runs again) has \
+                     layers or a result there; name a new run"
+                )));
+            }
+            continue;
+        }
+        let theirs: BTreeSet<_> = store
+            .layers(from, name)?
+            .into_iter()
+            .map(|l| (l.seq, l.record.manifest))
+            .collect();
+        if let Some(l) = mine
+            .iter()
+            .find(|l| !theirs.contains(&(l.seq, l.record.manifest)))
+        {
+            return Err(refuse(format!(
+                "it already exists with other content (layer {} of job {name} is not one of {from}'s); \
+                 name a new run",
+                l.key
+            )));
+        }
+        if let (Some(r), Some(s)) = (results.get(name), source_results.get(name)) {
+            if r.status != s.status {
+                return Err(refuse(format!(
+                    "it already exists with other content (job {name}'s result differs from {from}'s); \
+                     name a new run"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The rerun record of `run`, if it is a rerun.

@@ -12,12 +12,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fetch::load_manifest_located;
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::index::{pack_key, IndexObject, Location};
 use crate::manifest::{manifest_key, EntryKind};
-use crate::pack::{chunk_of, decode_frame, read_trailer, FrameEntry};
+use crate::pack::{verify_pack, FrameEntry};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Serialize)]
@@ -257,27 +257,12 @@ fn check_pack(
     indexed: Option<&Vec<FrameEntry>>,
 ) -> Option<(String, Concern)> {
     let pack = Concern::Pack(*id);
-    if PackId::of(bytes) != *id {
-        return Some(("content does not match its name (BLAKE3)".into(), pack));
-    }
-    let frames = match read_trailer(bytes, key) {
-        Ok(f) => f,
-        Err(e) => return Some((e.to_string(), pack)),
-    };
-    if indexed.is_some_and(|i| *i != frames) {
-        return Some(("its trailer and the index disagree".into(), pack));
-    }
-    for f in &frames {
-        let stored = &bytes[f.offset as usize..(f.offset + f.stored_len) as usize];
-        let raw = match decode_frame(&f.frame_ref(), stored, key) {
-            Ok(r) => r,
-            Err(e) => return Some((e.to_string(), pack)),
-        };
-        for c in &f.chunks {
-            if let Err(e) = chunk_of(&raw, c, key) {
-                return Some((e.to_string(), Concern::Chunk(c.id)));
-            }
+    match verify_pack(id, bytes, key) {
+        Ok(frames) if indexed.is_some_and(|i| *i != frames) => {
+            Some(("its trailer and the index disagree".into(), pack))
         }
+        Ok(_) => None,
+        Err(e @ Error::CorruptChunk { chunk, .. }) => Some((e.to_string(), Concern::Chunk(chunk))),
+        Err(e) => Some((e.to_string(), pack)),
     }
-    None
 }

@@ -31,13 +31,15 @@ use crate::manifest::EntryKind;
 use crate::manifest::Totals;
 use crate::store::Store;
 use plan::{merge, Layer, Plan};
-pub use write::WriteStats;
+pub use write::{WriteOptions, WriteStats};
 
 #[derive(Debug, Clone)]
 pub struct AttachRequest {
     pub run: RunName,
     pub job: JobName,
     pub at: PathBuf,
+    /// Keep setuid and setgid bits (`--keep-setuid`); dropped by default.
+    pub keep_setuid: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,7 +109,10 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     let started = Instant::now();
     let traffic = store.traffic();
     let plan = plan(store, &req.run, &req.job)?;
-    let write = write::execute(store, &plan, &req.at)?;
+    let options = write::WriteOptions {
+        keep_setuid: req.keep_setuid,
+    };
+    let write = write::execute(store, &plan, &req.at, options)?;
     if let Some(cache) = &store.cache {
         cache.trim_if_grown()?;
     }

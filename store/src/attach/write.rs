@@ -12,6 +12,16 @@
 //! "seed"). Chunks come from the store pack by pack, each pack's needed
 //! ranges read in one request, and are checked against their ids.
 //!
+//! Nothing outside the target is ever changed: modes and mtimes are set
+//! through a descriptor opened without following links, and a file already
+//! in place that shares its inode with another path (a hardlink made by an
+//! earlier step of the job) is replaced rather than chmod'ed, unless it
+//! already has the planned mode and mtime. setuid and setgid bits are
+//! dropped unless the caller keeps them (`WriteOptions::keep_setuid`): a
+//! job that can persist must not plant a setuid binary for a later job run
+//! as root. Temporary files a killed attach left in the target's
+//! directories (recognisable by their name) are removed first.
+//!
 //! Knows nothing about graphs or conflicts: the plan is already final.
 
 use std::collections::HashMap;
@@ -30,7 +40,6 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::plan::{Plan, Planned};
-use crate::backend::unique_tmp_name;
 use crate::chunking::chunk_stream;
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::fetch_chunks;
@@ -38,6 +47,29 @@ use crate::id::ChunkId;
 use crate::manifest::EntryKind;
 use crate::manifest::Mtime;
 use crate::store::Store;
+use crate::util::unique_tmp_name;
+
+/// The prefix of every temporary name attach writes in the target.
+const TMP_PREFIX: &str = ".strata-tmp-";
+
+/// How a tree is written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Keep setuid and setgid bits as stored (`--keep-setuid`); by default
+    /// they are dropped, as GNU tar does for users other than root.
+    pub keep_setuid: bool,
+}
+
+impl WriteOptions {
+    /// The mode a planned entry gets on disk.
+    fn mode(&self, planned: u32) -> u32 {
+        if self.keep_setuid {
+            planned
+        } else {
+            planned & !0o6000
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct WriteStats {
@@ -54,6 +86,8 @@ pub struct WriteStats {
     pub chunks_from_target: u64,
     /// Bytes of file content written.
     pub bytes_written: u64,
+    /// Temporary files of an earlier, interrupted attach that were removed.
+    pub stale_temp_files_removed: u64,
 }
 
 /// A regular file being written.
@@ -68,24 +102,39 @@ struct FileJob<'p> {
     created: Mutex<bool>,
     /// Chunks the file's old version at `dest` can provide: id -> offset.
     seeds: HashMap<ChunkId, u64>,
+    /// The mode the file gets.
+    mode: u32,
 }
 
-pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
+pub fn execute(store: &Store, plan: &Plan, at: &Path, opts: WriteOptions) -> Result<WriteStats> {
     let at = prepare_target(at)?;
     let dest = |e: &Planned| at.join(e.path.to_path());
 
     for e in plan.entries.iter().filter(|e| e.target == EntryKind::Dir) {
         ensure_dir(&dest(e))?;
     }
+    let stats = Stats::default();
+    let dirs: Vec<PathBuf> = std::iter::once(at.clone())
+        .chain(
+            plan.entries
+                .iter()
+                .filter(|e| e.target == EntryKind::Dir)
+                .map(dest),
+        )
+        .collect();
+    let swept: u64 = dirs
+        .par_iter()
+        .map(|d| sweep_temp_files(d))
+        .try_reduce(|| 0, |a, b| Ok(a + b))?;
+    stats.stale_temp_files_removed.fetch_add(swept, Relaxed);
 
     // Decide, for every regular file, whether it is already in place.
-    let stats = Stats::default();
     let chunker = store.config.chunker;
     let candidates: Vec<Classified> = plan
         .entries
         .par_iter()
         .filter(|e| matches!(e.target, EntryKind::File { .. }))
-        .map(|e| classify(e, dest(e), chunker))
+        .map(|e| classify(e, dest(e), chunker, opts.mode(e.mode)))
         .collect::<Result<_>>()?;
     // Files already in place stay as they are for the whole attach, so any
     // of their chunks can seed the files that must be written.
@@ -133,10 +182,55 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path) -> Result<WriteStats> {
     dirs.sort_by_key(|e| std::cmp::Reverse(e.path.depth()));
     for e in dirs {
         let d = dest(e);
-        fs::set_permissions(&d, fs::Permissions::from_mode(e.mode)).ctx("set mode of", &d)?;
-        filetime::set_file_mtime(&d, to_filetime(e.mtime)).ctx("set mtime of", &d)?;
+        let f = open_no_follow(&d, true).ctx("open directory", &d)?;
+        set_mode_and_mtime(&f, &d, opts.mode(e.mode), e.mtime)?;
     }
     Ok(stats.snapshot())
+}
+
+/// Opens `path` itself, never what a symlink there points at; the result
+/// is where modes and mtimes are set, so they cannot leak outside the
+/// target through a link.
+fn open_no_follow(path: &Path, dir: bool) -> std::io::Result<File> {
+    let flags = libc::O_NOFOLLOW | if dir { libc::O_DIRECTORY } else { 0 };
+    OpenOptions::new().read(true).custom_flags(flags).open(path)
+}
+
+fn set_mode_and_mtime(f: &File, path: &Path, mode: u32, mtime: Mtime) -> Result<()> {
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .ctx("set mode of", path)?;
+    filetime::set_file_handle_times(f, None, Some(to_filetime(mtime))).ctx("set mtime of", path)
+}
+
+/// Whether `name` is one attach gives its temporary files:
+/// `.strata-tmp-<pid>-<hex nanos>-<counter>` (see `unique_tmp_name`).
+fn is_temp_name(name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(rest) = name.as_bytes().strip_prefix(TMP_PREFIX.as_bytes()) else {
+        return false;
+    };
+    let parts: Vec<&[u8]> = rest.split(|&b| b == b'-').collect();
+    let all = |p: &[u8], f: fn(&u8) -> bool| !p.is_empty() && p.iter().all(f);
+    matches!(parts.as_slice(), [pid, nanos, n]
+        if all(pid, u8::is_ascii_digit) && all(nanos, u8::is_ascii_hexdigit) && all(n, u8::is_ascii_digit))
+}
+
+/// Removes the temporary files an interrupted attach left in `dir`
+/// (files and symlinks only: a directory of that name is the user's).
+fn sweep_temp_files(dir: &Path) -> Result<u64> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).ctx("list", dir)? {
+        let entry = entry.ctx("list", dir)?;
+        if !is_temp_name(&entry.file_name()) {
+            continue;
+        }
+        if entry.file_type().ctx("stat", entry.path())?.is_dir() {
+            continue;
+        }
+        fs::remove_file(entry.path()).ctx("remove stale temporary file", entry.path())?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 #[derive(Default)]
@@ -148,6 +242,7 @@ struct Stats {
     bytes_from_cache: AtomicU64,
     chunks_from_target: AtomicU64,
     bytes_written: AtomicU64,
+    stale_temp_files_removed: AtomicU64,
 }
 
 impl Stats {
@@ -160,6 +255,7 @@ impl Stats {
             bytes_from_cache: self.bytes_from_cache.load(Relaxed),
             chunks_from_target: self.chunks_from_target.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
+            stale_temp_files_removed: self.stale_temp_files_removed.load(Relaxed),
         }
     }
 }
@@ -235,6 +331,7 @@ fn classify(
     e: &Planned,
     dest: PathBuf,
     chunker: crate::chunking::ChunkerParams,
+    mode: u32,
 ) -> Result<Classified<'_>> {
     let EntryKind::File { size, chunks } = &e.target else {
         unreachable!("only files are classified")
@@ -242,11 +339,19 @@ fn classify(
     let mut seeds = HashMap::new();
     match fs::symlink_metadata(&dest) {
         Ok(m) if m.is_file() => {
+            let file = match open_no_follow(&dest, false) {
+                Ok(f) => f,
+                // Replaced by a symlink since the stat: write it anew.
+                Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+                    return write_job(e, dest, seeds, mode)
+                }
+                Err(err) => return Err(Error::io("read", &dest, err)),
+            };
+            let m = file.metadata().ctx("stat", &dest)?;
             let mut ids = Vec::new();
             let mut offset = 0u64;
-            let file = File::open(&dest).ctx("read", &dest)?;
             chunk_stream(
-                file,
+                &file,
                 m.len(),
                 chunker,
                 &|err| Error::io("read", &dest, err),
@@ -258,25 +363,44 @@ fn classify(
                 },
             )?;
             if offset == *size && ids.iter().eq(chunks.iter().map(|c| &c.id)) {
-                if m.permissions().mode() & 0o7777 != e.mode {
-                    fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))
-                        .ctx("set mode of", &dest)?;
+                let mode_ok = m.permissions().mode() & 0o7777 == mode;
+                let mtime_ok = (m.mtime(), m.mtime_nsec()) == (e.mtime.secs, e.mtime.nanos as i64);
+                if mode_ok && mtime_ok {
+                    return Ok(Classified::InPlace(e));
                 }
-                filetime::set_file_mtime(&dest, to_filetime(e.mtime)).ctx("set mtime of", &dest)?;
-                return Ok(Classified::InPlace(e));
+                // Another path shares this inode (perhaps outside the
+                // target): changing its mode or mtime would change that
+                // path too, so the file is written anew instead.
+                if m.nlink() == 1 {
+                    set_mode_and_mtime(&file, &dest, mode, e.mtime)?;
+                    return Ok(Classified::InPlace(e));
+                }
             }
         }
         Ok(m) if m.is_dir() => fs::remove_dir_all(&dest).ctx("replace directory", &dest)?,
         _ => {}
     }
+    write_job(e, dest, seeds, mode)
+}
+
+fn write_job(
+    e: &Planned,
+    dest: PathBuf,
+    seeds: HashMap<ChunkId, u64>,
+    mode: u32,
+) -> Result<Classified<'_>> {
+    let EntryKind::File { size, chunks } = &e.target else {
+        unreachable!("only files are written")
+    };
     let dir = dest.parent().expect("planned paths have a parent");
     Ok(Classified::Write(FileJob {
-        tmp: dir.join(unique_tmp_name(".strata-tmp-")),
+        tmp: dir.join(unique_tmp_name(TMP_PREFIX)),
         dest,
         size: *size,
         remaining: AtomicUsize::new(chunks.len()),
         created: Mutex::new(false),
         seeds,
+        mode,
         entry: e,
     }))
 }
@@ -420,10 +544,7 @@ impl FileJob<'_> {
     }
 
     fn finish(&self, f: File, stats: &Stats) -> Result<()> {
-        f.set_permissions(fs::Permissions::from_mode(self.entry.mode))
-            .ctx("set mode of", &self.tmp)?;
-        filetime::set_file_handle_times(&f, None, Some(to_filetime(self.entry.mtime)))
-            .ctx("set mtime of", &self.tmp)?;
+        set_mode_and_mtime(&f, &self.tmp, self.mode, self.entry.mtime)?;
         drop(f);
         fs::rename(&self.tmp, &self.dest).ctx("rename into", &self.dest)?;
         stats.files_written.fetch_add(1, Relaxed);
@@ -446,7 +567,7 @@ fn place_symlink(dest: &Path, target: &[u8], mtime: Mtime) -> Result<()> {
     let in_place = fs::read_link(dest).is_ok_and(|t| t == target);
     if !in_place {
         clear_dir_at(dest)?;
-        let tmp = dest.with_file_name(unique_tmp_name(".strata-tmp-"));
+        let tmp = dest.with_file_name(unique_tmp_name(TMP_PREFIX));
         std::os::unix::fs::symlink(target, &tmp).ctx("create symlink", &tmp)?;
         if let Err(e) = fs::rename(&tmp, dest) {
             let _ = fs::remove_file(&tmp);
@@ -465,7 +586,7 @@ fn place_hardlink(original: &Path, dest: &Path) -> Result<()> {
         }
     }
     clear_dir_at(dest)?;
-    let tmp = dest.with_file_name(unique_tmp_name(".strata-tmp-"));
+    let tmp = dest.with_file_name(unique_tmp_name(TMP_PREFIX));
     fs::hard_link(original, &tmp).ctx("create hardlink", &tmp)?;
     if let Err(e) = fs::rename(&tmp, dest) {
         let _ = fs::remove_file(&tmp);

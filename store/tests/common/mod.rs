@@ -45,6 +45,7 @@ pub fn attach_b(store: &Store, at: &Path) -> Result<AttachReport> {
             run: run(),
             job: job("b"),
             at: at.to_path_buf(),
+            keep_setuid: false,
         },
     )
 }
