@@ -26,33 +26,12 @@ fn ok(c: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn files(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect();
-    v.sort();
-    v
-}
-
-fn same_tree(a: &Path, b: &Path) {
-    let (fa, fb) = (files(a), files(b));
-    let rel = |v: &[PathBuf], root: &Path| -> Vec<PathBuf> {
-        v.iter()
-            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
-            .collect()
-    };
-    assert_eq!(rel(&fa, a), rel(&fb, b));
-    for (x, y) in fa.iter().zip(&fb) {
-        assert_eq!(fs::read(x).unwrap(), fs::read(y).unwrap(), "{x:?}");
-    }
-}
+use strata_store::testing::assert_same_tree as same_tree;
 
 // A CI runner dies in the middle of `strata persist`, at a random instant,
-// again and again: the store always verifies clean, never shows a partial
-// layer, and the next persist succeeds and attaches to the right tree.
+// again and again, each time persisting new content: the store always
+// verifies clean, never shows a partial layer, and a persist run again
+// after a kill succeeds and attaches to the right tree.
 #[test]
 fn persist_killed_at_random_instants() {
     kill_trials(50);
@@ -65,52 +44,129 @@ fn persist_killed_at_random_instants_long() {
     kill_trials(500);
 }
 
+/// A tree of new content for trial `i`: code-like files and a few
+/// incompressible blobs, so a persist writes several packs and the kill
+/// has a real write phase to land in.
+fn trial_tree(root: &Path, i: u64) {
+    strata_store::synth::generate(root, 150, 1000 + i).unwrap();
+    let mut rng = strata_store::synth::Rng::new(5000 + i);
+    for b in 0..3 {
+        let bytes: Vec<u8> = (0..3 << 20).map(|_| rng.next_u64() as u8).collect();
+        fs::write(root.join(format!("node_modules/blob{b}")), bytes).unwrap();
+    }
+}
+
+/// The store's durable objects (everything but its local index), to tell
+/// whether a killed persist had written anything.
+fn store_objects(store: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(store)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".local")
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
 fn kill_trials(trials: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    strata_store::synth::generate(&src, 400, 21).unwrap();
     let store = dir.path().join("store");
-    ok(strata(&store).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    let persist = |run: &str, src: &Path| {
+        let mut c = strata(&store);
+        c.args(["persist", "--run", run, "--job", "a", "--root"])
+            .arg(src)
+            .arg("node_modules");
+        c
+    };
+    // How long a whole persist of such a tree takes here: kills are drawn
+    // from a window that starts inside it and adapts to where writing
+    // begins (a kill that found nothing written moves the window's start
+    // later) and ends (one that came after the persist finished moves its
+    // end earlier).
+    let calib = dir.path().join("calibration");
+    trial_tree(&calib, u64::MAX / 2);
+    ok(strata(&store).args(["run", "create", "calibration", "--job", "a"]));
+    let t0 = std::time::Instant::now();
+    ok(&mut persist("calibration", &calib));
+    let whole = t0.elapsed().as_micros() as f64;
+    let (mut lo, mut hi) = (0.2 * whole, 1.2 * whole);
     let mut rng = strata_store::synth::Rng::new(7);
-    let mut killed = 0;
+    let (mut mid_write, mut early, mut finished) = (0u64, 0u64, 0u64);
+    let mut last = None;
     for i in 0..trials {
-        let mut child = strata(&store)
-            .args(["persist", "--run", "r", "--job", "a", "--root"])
-            .arg(&src)
-            .arg("node_modules")
+        let run = format!("r{i}");
+        let src = dir.path().join(format!("src{i}"));
+        trial_tree(&src, i);
+        ok(strata(&store).args(["run", "create", &run, "--job", "a", "--job", "b:a"]));
+        let before = store_objects(&store);
+        let delay = rng.range(lo as u64, hi.max(lo + 1.0) as u64);
+        let mut child = persist(&run, &src)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.range(0, 120_000)));
+        std::thread::sleep(Duration::from_micros(delay));
         let _ = child.kill();
         let status = child.wait().unwrap();
-        if !status.success() {
-            killed += 1;
+        let wrote = store_objects(&store) != before;
+        match (status.success(), wrote) {
+            (true, _) => {
+                finished += 1;
+                hi = (hi + delay as f64) / 2.0;
+            }
+            (false, true) => mid_write += 1,
+            (false, false) => {
+                early += 1;
+                lo = (lo + delay as f64) / 2.0;
+            }
         }
-        // Every layer that is visible is complete; the store verifies clean.
-        let out = strata(&store).args(["verify"]).output().unwrap();
+        // Every layer that is visible is complete; the store verifies
+        // clean (re-reading every chunk every tenth trial).
+        let mut verify = strata(&store);
+        verify.arg("verify");
+        if i % 10 == 0 {
+            verify.arg("--read-data");
+        }
+        let out = verify.output().unwrap();
         assert!(
             out.status.success(),
             "trial {i}: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        // Every visible layer attaches to exactly the source tree.
+        // The run's layer is all of the tree or nothing.
         let at = dir.path().join(format!("at{i}"));
         ok(strata(&store)
-            .args(["attach", "--run", "r", "--job", "b", "--at"])
+            .args(["attach", "--run", &run, "--job", "b", "--at"])
             .arg(&at));
         if at.join("node_modules").exists() {
             same_tree(&src.join("node_modules"), &at.join("node_modules"));
+        } else {
+            assert!(
+                !status.success(),
+                "trial {i}: a finished persist left no layer"
+            );
         }
         fs::remove_dir_all(&at).unwrap();
+        if let Some((_, old)) = last.replace((run, src)) {
+            fs::remove_dir_all(old).unwrap();
+        }
     }
-    assert!(killed > 0, "no persist was killed mid-way");
-    // After all that, a full persist succeeds.
+    eprintln!("{trials} trials: {mid_write} killed mid-write, {early} before writing, {finished} finished");
+    assert!(
+        mid_write * 2 > trials,
+        "only {mid_write} of {trials} kills landed while the persist was writing \
+         ({early} before it wrote anything, {finished} after it finished)"
+    );
+    // The last tree, persisted again to the end, attaches whole.
+    let (run, src) = last.unwrap();
+    ok(&mut persist(&run, &src));
+    let at = dir.path().join("final");
     ok(strata(&store)
-        .args(["persist", "--run", "r", "--job", "a", "--root"])
-        .arg(&src)
-        .arg("node_modules"));
+        .args(["attach", "--run", &run, "--job", "b", "--at"])
+        .arg(&at));
+    same_tree(&src.join("node_modules"), &at.join("node_modules"));
     let out = ok(strata(&store).args(["verify", "--read-data"]));
     assert!(out.contains("no problems"), "{out}");
 }
@@ -176,23 +232,47 @@ fn eight_processes_share_one_store() {
     assert!(out.contains("no problems"), "{out}");
 }
 
-/// Runs `script` as root-only setup; false (and a message) where this
-/// machine does not allow it, so the test is skipped rather than failed.
+/// Runs root-only setup; false where this machine does not allow it, and
+/// then the test is skipped (see `skip`).
 fn privileged(what: &str, cmd: &mut Command) -> bool {
     match cmd.output() {
         Ok(o) if o.status.success() => true,
-        Ok(o) => {
-            eprintln!(
-                "skipped: cannot {what}: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            false
-        }
-        Err(e) => {
-            eprintln!("skipped: cannot {what}: {e}");
-            false
-        }
+        Ok(o) => skip(&format!(
+            "cannot {what}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => skip(&format!("cannot {what}: {e}")),
     }
+}
+
+/// A test that cannot run here. Under `CI=true` that is a failure (CI
+/// must run every test); elsewhere the test returns early, and the skip is
+/// written to `skipped-tests` in Cargo's test scratch directory, which
+/// `.ci/test` prints at the end, so a skip never passes unseen.
+fn skip(why: &str) -> bool {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string();
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} cannot run here, and CI=true requires it to: {why}");
+    }
+    eprintln!("skipped: {why}");
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests");
+    let line = format!(
+        "{test}: {}\n",
+        why.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    use std::io::Write;
+    let appended = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = appended {
+        panic!("{test} skipped ({why}) and could not record it in {log:?}: {e}");
+    }
+    false
 }
 
 /// Unmounts the tmpfs when the test ends, pass or fail.
@@ -285,7 +365,7 @@ fn an_unprivileged_user_persists_and_attaches() {
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
         .output();
     if !matches!(probe, Ok(ref o) if o.status.success()) {
-        eprintln!("skipped: cannot run as nobody here");
+        skip("cannot run as nobody (setpriv) here");
         return;
     }
     let src = base.join("src");

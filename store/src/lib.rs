@@ -19,7 +19,9 @@
 //! - `attach`: layers -> disk;
 //! - `stats`: what a store holds;
 //! - `synth`: generated `node_modules`-like trees (demo, tests, benchmark);
+//! - `testing`: the one tree comparison every test suite uses;
 //! - `verify`: checking the durable objects;
+//! - `util`: unique names, nonces and salts;
 //! - `demo`: the README's first command.
 
 pub mod attach;
@@ -48,6 +50,8 @@ pub mod scan;
 pub mod stats;
 pub mod store;
 pub mod synth;
+pub mod testing;
+pub mod util;
 pub mod verify;
 
 pub use attach::{attach, AttachReport, AttachRequest};

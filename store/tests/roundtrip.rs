@@ -4,77 +4,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{attach_b, persist_a};
 use filetime::FileTime;
 use proptest::prelude::*;
+use strata_store::testing::describe_tree;
 use strata_store::{Quiet, Store};
-
-/// Everything about a tree that attach must reproduce, keyed by path.
-#[derive(Debug, PartialEq)]
-enum Node {
-    Dir {
-        mode: u32,
-        mtime: (i64, u32),
-    },
-    File {
-        mode: u32,
-        mtime: (i64, u32),
-        hash: String,
-        link_group: Option<usize>,
-    },
-    Link {
-        target: PathBuf,
-        mtime: (i64, u32),
-    },
-}
-
-fn describe(root: &Path) -> Vec<(PathBuf, Node)> {
-    let mut inodes: HashMap<u64, usize> = HashMap::new();
-    let mut out = Vec::new();
-    let mut entries: Vec<_> = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .sort_by_file_name()
-        .into_iter()
-        .map(|e| e.unwrap())
-        .collect();
-    entries.sort_by(|a, b| a.path().cmp(b.path()));
-    for e in entries {
-        let m = fs::symlink_metadata(e.path()).unwrap();
-        let mtime = (m.mtime(), m.mtime_nsec() as u32);
-        let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
-        let node = if m.is_symlink() {
-            Node::Link {
-                target: fs::read_link(e.path()).unwrap(),
-                mtime,
-            }
-        } else if m.is_dir() {
-            Node::Dir {
-                mode: m.permissions().mode() & 0o7777,
-                mtime,
-            }
-        } else {
-            let link_group = (m.nlink() > 1).then(|| {
-                let n = inodes.len();
-                *inodes.entry(m.ino()).or_insert(n)
-            });
-            Node::File {
-                mode: m.permissions().mode() & 0o7777,
-                mtime,
-                hash: blake3::hash(&fs::read(e.path()).unwrap())
-                    .to_hex()
-                    .to_string(),
-                link_group,
-            }
-        };
-        out.push((rel, node));
-    }
-    out
-}
 
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = strata_store::synth::Rng::new(seed);
@@ -189,7 +127,7 @@ proptest! {
         fs::create_dir(&root).unwrap();
         materialize(&root, &spec);
         let at = round_trip(&root, dir.path());
-        prop_assert_eq!(describe(&root), describe(&at));
+        prop_assert_eq!(describe_tree(&root), describe_tree(&at));
     }
 }
 
@@ -208,5 +146,5 @@ fn a_100_mib_file_round_trips() {
     f.set_len(100 << 20).unwrap();
     drop(f);
     let at = round_trip(&root, dir.path());
-    assert_eq!(describe(&root), describe(&at));
+    assert_eq!(describe_tree(&root), describe_tree(&at));
 }

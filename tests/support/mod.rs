@@ -290,16 +290,11 @@ pub fn files(root: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Asserts two trees hold the same files with the same bytes.
+/// Asserts two trees are the same: every entry's type, bytes, mode, mtime,
+/// symlink target and hardlink group, empty directories too (the one tree
+/// comparison every test suite uses).
 pub fn same_tree(a: &Path, b: &Path) {
-    let (fa, fb) = (files(a), files(b));
-    assert_eq!(fa, fb, "file lists differ between {a:?} and {b:?}");
-    for f in fa {
-        assert!(
-            std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(),
-            "{f:?} differs"
-        );
-    }
+    strata_store::testing::assert_same_tree(a, b);
 }
 
 /// A client of a store: its location, token and runner cache.
