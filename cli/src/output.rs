@@ -195,7 +195,7 @@ pub fn run_listing(json: bool, l: &RunListing) {
             println!(
                 "    layer {} manifest {}: {} files, {}",
                 layer.seq,
-                &layer.manifest[..12],
+                layer.manifest.short(),
                 count(layer.files),
                 bytes(layer.bytes)
             );
@@ -353,15 +353,23 @@ pub fn collected(json: bool, r: &GcReport) {
     if json {
         return print_json(r);
     }
-    let verb = if r.dry_run { "would" } else { "did" };
+    // What it did in the past tense; a dry run says what it would do.
+    let did = |past: &str, present: &str| {
+        if r.dry_run {
+            format!("would {present}")
+        } else {
+            past.to_string()
+        }
+    };
     let expired: Vec<&str> = r.runs_expired.iter().map(|r| r.as_str()).collect();
     println!(
-        "gc {verb} drop {} ({}) and {}; {} live manifests, {} live chunks in {} packs",
+        "gc: {} {}{} and {}; {} live manifests, {} live chunks in {} packs",
+        did("dropped", "drop"),
         plural(expired.len() as u64, "expired run"),
         if expired.is_empty() {
-            "-".to_string()
+            String::new()
         } else {
-            expired.join(", ")
+            format!(" ({})", expired.join(", "))
         },
         plural(r.caches_expired, "expired cache"),
         count(r.live_manifests),
@@ -369,10 +377,13 @@ pub fn collected(json: bool, r: &GcReport) {
         count(r.packs)
     );
     println!(
-        "gc {verb} delete {} ({}), rewrite {}, condemn {}; {} in {} condemned packs wait for the grace period",
+        "gc: {} {} ({}), {} {}, {} {}; {} in {} condemned packs wait for the grace period",
+        did("deleted", "delete"),
         plural(r.packs_deleted, "pack"),
         bytes(r.bytes_reclaimed),
+        did("rewrote", "rewrite"),
         plural(r.packs_rewritten, "pack"),
+        did("condemned", "condemn"),
         plural(r.packs_condemned, "pack"),
         bytes(r.bytes_pending),
         count(r.packs_pending)

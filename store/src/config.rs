@@ -35,7 +35,7 @@ pub struct StoreConfig {
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
     /// Seconds a pack gc condemned waits before it is deleted; also the
-    /// longest a persist may take (docs/gc.md).
+    /// longest a persist may take (docs/lifecycle.md, "Garbage collection").
     #[serde(default = "default_gc_grace_secs")]
     pub gc_grace_secs: u64,
 }

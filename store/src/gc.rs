@@ -2,7 +2,7 @@
 //! a live layer or cache entry references and reclaim the rest.
 //!
 //! It is safe while persists and attaches run, by a grace period rather
-//! than a lock (docs/gc.md has the argument):
+//! than a lock (docs/lifecycle.md, "Why it is safe while others persist", has the argument):
 //! 1. expired runs get an `expired` record and lose their layer refs,
 //!    results and uses; expired cache entries are deleted;
 //! 2. mark: every chunk of every live manifest (files and the manifest's

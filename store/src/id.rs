@@ -16,8 +16,46 @@ use crate::error::{Error, Result};
 macro_rules! content_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        ///
+        /// Serialized as its hex string in human-readable formats (JSON
+        /// reports and answers) and as its 32 bytes in binary ones (the
+        /// store's postcard objects, unchanged from format v1).
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub [u8; 32]);
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&self.to_hex())
+                } else {
+                    s.serialize_newtype_struct(stringify!($name), &self.0)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    s.parse().map_err(serde::de::Error::custom)
+                } else {
+                    struct Bytes;
+                    impl<'de> serde::de::Visitor<'de> for Bytes {
+                        type Value = [u8; 32];
+                        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                            f.write_str(concat!("a ", $what))
+                        }
+                        fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                            self,
+                            d: D,
+                        ) -> std::result::Result<[u8; 32], D::Error> {
+                            <[u8; 32]>::deserialize(d)
+                        }
+                    }
+                    d.deserialize_newtype_struct(stringify!($name), Bytes).map(Self)
+                }
+            }
+        }
 
         impl $name {
             /// The id of `bytes`: their BLAKE3 hash.
@@ -215,6 +253,19 @@ mod tests {
         assert_eq!(id.to_hex().parse::<ChunkId>().unwrap(), id);
         assert!("zz".parse::<ChunkId>().is_err());
         assert!(id.to_hex().to_uppercase().parse::<ChunkId>().is_err());
+    }
+
+    #[test]
+    fn ids_are_hex_in_json_and_32_bytes_in_postcard() {
+        let id = ManifestId::of(b"m");
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{}\"", id.to_hex()));
+        assert_eq!(serde_json::from_str::<ManifestId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<ManifestId>("\"beef\"").is_err());
+        // The binary form is exactly what format v1 wrote: the raw bytes.
+        let bin = postcard::to_stdvec(&id).unwrap();
+        assert_eq!(bin, id.0.to_vec());
+        assert_eq!(postcard::from_bytes::<ManifestId>(&bin).unwrap(), id);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::id::{JobName, RunName};
+use crate::id::{JobName, ManifestId, RunName};
 use crate::refs::LayerRef;
 use crate::store::Store;
 
@@ -13,7 +13,7 @@ use crate::store::Store;
 pub struct LayerListing {
     pub layer: String,
     pub seq: u64,
-    pub manifest: String,
+    pub manifest: ManifestId,
     pub created: i64,
     pub files: u64,
     pub bytes: u64,
@@ -111,7 +111,7 @@ fn listing(l: &LayerRef) -> LayerListing {
     LayerListing {
         layer: l.key.clone(),
         seq: l.seq,
-        manifest: l.record.manifest.to_hex(),
+        manifest: l.record.manifest,
         created: l.record.created,
         files: l.record.totals.files,
         bytes: l.record.totals.bytes,

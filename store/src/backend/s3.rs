@@ -11,7 +11,8 @@
 //! blocks on it, so the rest of the library stays synchronous. Range reads
 //! go out as one request per range, in parallel (`object_store` coalesces
 //! ranges closer than 1 MiB), never as many small sequential GETs: a small
-//! GET stalls for ~44 ms on the servers measured (`../shared/s3-server.md`).
+//! GET stalls for ~44 ms on the servers measured (docs/deploy.md, "What S3
+//! servers disagree on").
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
