@@ -79,6 +79,35 @@ fn main() {
     pack.push(frame.seal(&mut c));
     let (pack_id, pack_bytes, frames) = pack.finish();
     write("pack_trailer", "pack", &pack_bytes);
+    write("pack_verify", "pack", &pack_bytes);
+    for (i, f) in frames.iter().enumerate() {
+        let mut seed = vec![f.compression as u8];
+        seed.extend_from_slice(&f.raw_len.to_le_bytes());
+        seed.push(0);
+        seed.extend_from_slice(&pack_bytes[f.offset as usize..(f.offset + f.stored_len) as usize]);
+        write("frame_decode", &format!("frame{i}"), &seed);
+    }
+    write(
+        "config_decode",
+        "config",
+        &strata_store::config::StoreConfig::new("seed".into()).encode(),
+    );
+    let answers: [&[u8]; 5] = [
+        br#"{"protocol":1}"#,
+        br#"{"keys":["packs/00/x","runs/r/run"]}"#,
+        br#"{"error":"no such run"}"#,
+        &serde_json::to_vec(&serde_json::json!({
+            "location": "x", "runs": 1, "layers": 1, "manifests": 1, "packs": 1,
+            "chunks": 2, "logical_bytes": 10, "stored_bytes": 9
+        }))
+        .unwrap(),
+        &serde_json::to_vec(&strata_store::gc::GcReport::default()).unwrap(),
+    ];
+    for (i, a) in answers.iter().enumerate() {
+        let mut seed = vec![i as u8];
+        seed.extend_from_slice(a);
+        write("server_answers", &format!("answer{i}"), &seed);
+    }
     let (_, index) = IndexObject {
         packs: vec![IndexedPack {
             pack: pack_id,

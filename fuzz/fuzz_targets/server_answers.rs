@@ -1,0 +1,34 @@
+//! Every JSON answer a client decodes from a `strata serve` it may not
+//! trust (a proxy, a wrong host, a hostile server): the hello, key lists,
+//! error bodies, stats and gc reports never make the client panic.
+//! (Byte 0 picks the answer; the rest is its body.)
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use strata_store::backend::http::{decode_answer, error_text, Hello, KeyList};
+use strata_store::gc::GcReport;
+use strata_store::stats::StoreStats;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
+    match kind % 5 {
+        0 => {
+            let _ = decode_answer::<Hello>(body);
+        }
+        1 => {
+            if let Ok(list) = decode_answer::<KeyList>(body) {
+                let _ = list.keys.len();
+            }
+        }
+        2 => {
+            let _ = error_text(body);
+        }
+        3 => {
+            let _ = decode_answer::<StoreStats>(body);
+        }
+        _ => {
+            let _ = decode_answer::<GcReport>(body);
+        }
+    }
+});
