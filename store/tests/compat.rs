@@ -1,0 +1,137 @@
+//! Format compatibility: a store written by strata's first format (v1, by
+//! the code as it landed on 2026-12-01, before packs were salted), checked
+//! in under `data/v1-store`, still opens, attaches, restores its cache and
+//! verifies clean with today's code. Any change that stops reading it is a
+//! format change and needs a version bump (docs/format.md).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use common::{copy_tree, job};
+use strata_store::attach::{attach, AttachRequest, WriteOptions};
+use strata_store::store::Clock;
+use strata_store::{Quiet, RunName, Store};
+
+/// When the fixture was written (its records' clock), plus a minute: the
+/// run is live then, whatever today's date.
+const WRITTEN: i64 = 1_793_000_000;
+/// The mtime every file and directory of the fixture's tree was given.
+const MTIME: i64 = 1_793_534_400;
+
+fn open_copy(dir: &Path) -> Store {
+    let root = dir.join("store");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-store"),
+        &root,
+    );
+    Store::open(&root, &Quiet)
+        .unwrap()
+        .with_clock(Clock::Manual(Arc::new(AtomicI64::new(WRITTEN + 60))))
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// The tree the fixture's layers hold, as the v1 code persisted it.
+fn check_out_tree(at: &Path) {
+    let f = |p: &str| at.join(p);
+    assert_eq!(
+        fs::read(f("out/lib/index.js")).unwrap(),
+        b"console.log(\"v1\");\n"
+    );
+    assert_eq!(
+        fs::read(f("out/bin/tool")).unwrap(),
+        b"#!/bin/sh\necho v1\n"
+    );
+    assert_eq!(fs::read(f("out/lib/big.txt")).unwrap(), vec![b'a'; 300_000]);
+    assert_eq!(mode(&f("out/bin/tool")), 0o755);
+    assert_eq!(mode(&f("out/lib/index.js")), 0o644);
+    assert_eq!(
+        fs::read_link(f("out/bin/link")).unwrap(),
+        Path::new("../lib/index.js")
+    );
+    let (a, b) = (
+        fs::metadata(f("out/lib/index.js")).unwrap(),
+        fs::metadata(f("out/lib/index-link.js")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "the hardlink is one inode");
+    assert!(f("out/lib/empty").is_dir());
+    for p in [
+        "out/lib/index.js",
+        "out/bin/tool",
+        "out/lib/empty",
+        "out/lib",
+        "out",
+    ] {
+        let m = fs::symlink_metadata(f(p)).unwrap();
+        assert_eq!((m.mtime(), m.mtime_nsec()), (MTIME, 123_456_789), "{p}");
+    }
+}
+
+// A runner with today's strata attaches a job's workspace from the v1 store:
+// both upstream layers, every byte, mode, mtime and link.
+#[test]
+fn a_v1_store_attaches_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_copy(dir.path());
+    let at = dir.path().join("at");
+    attach(
+        &store,
+        &AttachRequest {
+            run: RunName::new("v1").unwrap(),
+            job: job("test"),
+            at: at.clone(),
+            keep_setuid: false,
+        },
+    )
+    .unwrap();
+    check_out_tree(&at);
+    assert_eq!(fs::read(at.join("docs/README")).unwrap(), b"readme\n");
+    assert_eq!(mode(&at.join("docs/README")), 0o600);
+    let results =
+        strata_store::lifecycle::job_results(&store, &RunName::new("v1").unwrap()).unwrap();
+    assert_eq!(results.len(), 1, "{results:?}");
+    let report = strata_store::verify::verify(&store, true).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+// The v1 store's cache entry restores, and a new persist into the v1 store
+// (today's salted packs beside v1's) verifies clean too.
+#[test]
+fn a_v1_cache_restores_and_new_writes_mix_with_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_copy(dir.path());
+    let at = dir.path().join("restored");
+    let r = strata_store::caches::restore(
+        &store,
+        &["deps-v1".to_string()],
+        &at,
+        WriteOptions::default(),
+    )
+    .unwrap();
+    assert!(r.exact, "{r:?}");
+    check_out_tree(&at);
+
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("more")).unwrap();
+    fs::write(src.join("more/new.txt"), "written by today's strata").unwrap();
+    let run = RunName::new("v1").unwrap();
+    strata_store::persist::persist(
+        &store,
+        &strata_store::persist::PersistRequest {
+            run,
+            job: job("build"),
+            root: src,
+            paths: vec!["more".into()],
+        },
+    )
+    .unwrap();
+    let report = strata_store::verify::verify(&store, true).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
