@@ -11,14 +11,13 @@ use std::path::Path;
 use serde_json::Value;
 use strata_store::backend::http::{HttpOptions, HttpStore};
 use strata_store::backend::Backend;
-use strata_store::caches::{encode_cache, hex_key, CacheRecord};
-use strata_store::id::ChunkId;
-use strata_store::index::pack_key;
-use strata_store::manifest::{
-    manifest_key, ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Mtime, RelPath, Totals,
+use strata_store::format::keys::{cache_prefix, hex_key, manifest_key, pack_key};
+use strata_store::format::manifest::{
+    ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Mtime, RelPath, Totals,
 };
-use strata_store::pack::{FrameBuilder, PackBuilder};
-use strata_store::refs::{encode_layer, LayerRecord};
+use strata_store::format::pack::{FrameBuilder, PackBuilder};
+use strata_store::format::records::{CacheRecord, LayerRecord, Record};
+use strata_store::id::ChunkId;
 use support::{Client, Server};
 
 fn mode(p: &Path) -> u32 {
@@ -243,11 +242,12 @@ fn the_server_refuses_a_ref_to_data_it_does_not_hold() {
         bytes: 21,
         ..Totals::default()
     };
-    let layer = encode_layer(&LayerRecord {
+    let layer = LayerRecord {
         manifest,
         created: 1_790_000_000,
         totals,
-    });
+    }
+    .encode();
     let err = http
         .put("runs/r/layers/a/0000000001-00ff00ff00ff00ff", &layer)
         .unwrap_err()
@@ -263,13 +263,17 @@ fn the_server_refuses_a_ref_to_data_it_does_not_hold() {
         .exists("runs/r/layers/a/0000000001-00ff00ff00ff00ff")
         .unwrap());
 
-    let entry = encode_cache(&CacheRecord {
+    let entry = CacheRecord {
         key: "deps".into(),
         manifest,
         created: 1_790_000_000,
         totals,
-    });
-    let key = format!("caches/{}/001790000000-00ff00ff00ff00ff", hex_key("deps"));
+    }
+    .encode();
+    let key = format!(
+        "{}/001790000000-00ff00ff00ff00ff",
+        cache_prefix(&hex_key("deps"))
+    );
     let err = http.put(&key, &entry).unwrap_err().to_string();
     assert!(
         err.contains("409") && err.contains(&absent.to_hex()),

@@ -11,8 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strata_store::backend::http::{HttpOptions, HttpStore};
-use strata_store::backend::{conformance, Backend};
-use strata_store::index::ChunkLookup;
+use strata_store::backend::Backend;
+use strata_store::lookup::ChunkLookup;
+use strata_store::testing::conformance;
+use strata_store::RemoteLookup;
 use support::{random_files, same_tree, strata, Client, Garage, Server};
 
 fn tree_bytes(root: &Path) -> u64 {
@@ -27,11 +29,11 @@ fn the_http_backend_conforms_and_checks_what_it_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path().join("srv").to_str().unwrap(), &[], &[]);
     let http = HttpStore::new(&server.ns("conformance"), HttpOptions::default()).unwrap();
-    http.handshake().unwrap();
+    http.transport().handshake().unwrap();
     conformance::check(&http);
     // What a raw backend would accept, the server refuses: a pack that
     // does not hash to its name, the store's config, a key of no kind.
-    let key = strata_store::index::pack_key(&strata_store::id::PackId::of(b"other"));
+    let key = strata_store::format::keys::pack_key(&strata_store::id::PackId::of(b"other"));
     let e = http.put(&key, b"not that pack").unwrap_err().to_string();
     assert!(e.contains("does not match its name"), "{e}");
     assert!(http.put("config", b"{}").is_err());
@@ -218,9 +220,9 @@ fn tokens_scopes_and_isolated_namespaces() {
         .map(|f| {
             let bytes = fs::read(f.unwrap().path()).unwrap();
             let mut first = None;
-            strata_store::chunking::chunk_slice(
+            strata_store::format::chunking::chunk_slice(
                 &bytes,
-                strata_store::chunking::ChunkerParams::DEFAULT,
+                strata_store::format::chunking::ChunkerParams::DEFAULT,
                 &mut |id, _| {
                     first.get_or_insert(id);
                     Ok(())
@@ -235,10 +237,15 @@ fn tokens_scopes_and_isolated_namespaces() {
         ca_cert: None,
     };
     let in_a = HttpStore::new(&server.ns("a"), opts("token-a-writer-0123456789")).unwrap();
-    assert!(in_a.missing(&ids).unwrap().iter().all(|m| !m));
+    assert!(RemoteLookup::new(in_a.transport().clone())
+        .missing(&ids)
+        .unwrap()
+        .iter()
+        .all(|m| !m));
     let in_b = HttpStore::new(&server.ns("b"), opts("token-b-writer-0123456789")).unwrap();
-    assert!(in_b.missing(&ids).unwrap().iter().all(|m| *m));
-    assert!(in_b.locate(&ids).unwrap().iter().all(Option::is_none));
+    let lookup_b = RemoteLookup::new(in_b.transport().clone());
+    assert!(lookup_b.missing(&ids).unwrap().iter().all(|m| *m));
+    assert!(lookup_b.locate(&ids).unwrap().iter().all(Option::is_none));
     let a_packs = in_a.list("packs/").unwrap();
     assert!(!a_packs.is_empty());
     assert!(matches!(

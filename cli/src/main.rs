@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use strata_store::backend::http::HttpOptions;
-use strata_store::store::Clock;
+use strata_store::Clock;
 use strata_store::{
     attach, caches, gc, lifecycle, persist, rerun, stats, Graph, JobName, OpenOptions, RunName,
     Store, StoreLocation,
@@ -419,7 +419,7 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
         meta_dir: cli
             .cache
             .clone()
-            .unwrap_or_else(strata_store::store::default_cache_dir)
+            .unwrap_or_else(strata_store::default_cache_dir)
             .join("server"),
         log: !a.quiet,
         gc_every: a.gc_every,
@@ -470,7 +470,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Job(JobCommand::Finish(a)) => {
             let (run, job) = a.rj.parse()?;
-            let status: lifecycle::JobStatus = a.status.parse()?;
+            let status: strata_store::JobStatus = a.status.parse()?;
             let store = open(&cli)?;
             let result = lifecycle::finish_job(&store, &run, &job, status)?;
             output::finished(json, &run, &job, &result);

@@ -9,12 +9,12 @@ use strata_store::backend::Traffic;
 use strata_store::caches::{RestoreReport, SaveReport};
 use strata_store::demo::{DemoReport, Step};
 use strata_store::gc::GcReport;
-use strata_store::lifecycle::{JobResult, JobStatus};
 use strata_store::persist::PersistReport;
 use strata_store::rerun::RerunReport;
 use strata_store::stats::{RunListing, StoreListing, StoreStats};
 use strata_store::verify::VerifyReport;
 use strata_store::{Graph, JobName, Observer, RunName};
+use strata_store::{JobResult, JobStatus};
 
 /// Draws the library's progress events on stderr.
 pub struct Printer;

@@ -4,7 +4,7 @@
 //! encodes back to a config that decodes to the same thing.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use strata_store::config::StoreConfig;
+use strata_store::format::config::StoreConfig;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(config) = StoreConfig::decode(data) else {

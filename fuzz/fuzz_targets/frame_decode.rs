@@ -6,8 +6,8 @@
 //! where a chunk is said to start; the rest is the stored frame.)
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use strata_store::format::pack::{chunk_of, decode_frame, Compression, FrameChunk, FrameRef};
 use strata_store::id::ChunkId;
-use strata_store::pack::{chunk_of, decode_frame, Compression, FrameChunk, FrameRef};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 6 {

@@ -2,8 +2,8 @@
 //! chunk of a decoded object lies where the checks say.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use strata_store::format::index::IndexObject;
 use strata_store::id::IndexId;
-use strata_store::index::IndexObject;
 
 fuzz_target!(|data: &[u8]| {
     let id = IndexId::of(data);

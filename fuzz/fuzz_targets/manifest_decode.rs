@@ -4,7 +4,7 @@
 //! coding that shares fewer bytes than it could).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use strata_store::manifest::{Manifest, ManifestRoot};
+use strata_store::format::manifest::{Manifest, ManifestRoot};
 use strata_store::ManifestId;
 
 fuzz_target!(|data: &[u8]| {

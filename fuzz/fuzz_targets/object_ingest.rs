@@ -5,29 +5,37 @@
 //! (The first byte picks the key's kind; the rest is the object.)
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use strata_store::id::{IndexId, ManifestId, PackId};
-use strata_store::index::{pack_key, IndexObject};
-use strata_store::ingest::{classify, ObjectKind};
-use strata_store::manifest::ManifestRoot;
-use strata_store::pack::read_trailer;
-use strata_store::refs::{decode_layer, decode_run};
+use strata_store::format::index::IndexObject;
+use strata_store::format::keys::{
+    self, cache_prefix, classify, hex_key, index_key, manifest_key, pack_key, ObjectKind,
+};
+use strata_store::format::manifest::ManifestRoot;
+use strata_store::format::pack::read_trailer;
+use strata_store::format::records::{
+    CacheRecord, Condemned, ExpiredRecord, JobResult, LayerRecord, Record, RerunRecord, RunRecord,
+    UseRecord,
+};
+use strata_store::id::{IndexId, JobName, ManifestId, PackId, RunName};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
         return;
     };
+    let run = RunName::new("r").unwrap();
+    let job = JobName::new("j").unwrap();
+    const T: i64 = 1_790_000_000;
     let key = match kind % 12 {
         0 => pack_key(&PackId::of(bytes)),
-        1 => format!("index/{}", IndexId::of(bytes).to_hex()),
-        2 => "runs/r/run".to_string(),
-        3 => "runs/r/layers/j/0000000001-00ff".to_string(),
-        4 => format!("manifests/00/{}", ManifestId::of(bytes).to_hex()),
-        5 => "runs/r/results/j/001790000000-00ff".to_string(),
-        6 => "runs/r/used/001790000000-00ff".to_string(),
-        7 => "runs/r/rerun".to_string(),
-        8 => "caches/6b6579/001790000000-00ff".to_string(),
-        9 => "gc/condemned/001790000000-00ff".to_string(),
-        10 => "runs/r/expired".to_string(),
+        1 => index_key(&IndexId::of(bytes)),
+        2 => keys::run_key(&run),
+        3 => keys::layer_key(&run, &job, 1),
+        4 => manifest_key(&ManifestId::of(bytes)),
+        5 => keys::timed_key(&keys::job_results_prefix(&run, &job), T),
+        6 => keys::timed_key(&keys::used_prefix(&run), T),
+        7 => keys::rerun_key(&run),
+        8 => keys::timed_key(&cache_prefix(&format!("{}/", hex_key("key"))), T),
+        9 => keys::timed_key(keys::CONDEMNED_PREFIX, T),
+        10 => keys::expired_key(&run),
         _ => String::from_utf8_lossy(bytes).into_owned(),
     };
     let Ok(kind) = classify(&key) else {
@@ -44,28 +52,28 @@ fuzz_target!(|data: &[u8]| {
             let _ = ManifestRoot::decode(&id, bytes);
         }
         ObjectKind::Run(_) => {
-            let _ = decode_run(&key, bytes);
+            let _ = RunRecord::decode(&key, bytes);
         }
         ObjectKind::Layer(..) => {
-            let _ = decode_layer(&key, bytes);
+            let _ = LayerRecord::decode(&key, bytes);
         }
         ObjectKind::Result(..) => {
-            let _ = strata_store::lifecycle::decode_result(&key, bytes);
+            let _ = JobResult::decode(&key, bytes);
         }
         ObjectKind::Used(_) | ObjectKind::CacheUsed => {
-            let _ = strata_store::lifecycle::decode_use(&key, bytes);
+            let _ = UseRecord::decode(&key, bytes);
         }
         ObjectKind::Expired(_) => {
-            let _ = strata_store::lifecycle::decode_expired(&key, bytes);
+            let _ = ExpiredRecord::decode(&key, bytes);
         }
         ObjectKind::Rerun(_) => {
-            let _ = strata_store::rerun::decode_rerun(&key, bytes);
+            let _ = RerunRecord::decode(&key, bytes);
         }
         ObjectKind::Cache => {
-            let _ = strata_store::caches::decode_cache(&key, bytes);
+            let _ = CacheRecord::decode(&key, bytes);
         }
         ObjectKind::Condemned => {
-            let _ = strata_store::gc::decode_condemned(&key, bytes);
+            let _ = Condemned::decode(&key, bytes);
         }
         ObjectKind::Config => {}
     }

@@ -2,7 +2,7 @@
 //! it returns lies inside the pack.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use strata_store::pack::read_trailer;
+use strata_store::format::pack::read_trailer;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(frames) = read_trailer(data, "fuzz") {

@@ -5,8 +5,8 @@
 //! hash, so the target names it by its content, as an honest client would.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use strata_store::format::pack::{chunk_of, decode_frame, verify_pack};
 use strata_store::id::{ChunkId, PackId};
-use strata_store::pack::{chunk_of, decode_frame, verify_pack};
 
 fuzz_target!(|data: &[u8]| {
     let id = PackId::of(data);

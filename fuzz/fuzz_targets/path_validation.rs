@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::path::{Component, Path};
-use strata_store::manifest::RelPath;
+use strata_store::format::manifest::RelPath;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = RelPath::new(data.to_vec()) {

@@ -4,8 +4,8 @@
 //! (Byte 0 picks the answer; the rest is its body.)
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use strata_store::backend::http::{decode_answer, error_text, Hello, KeyList};
 use strata_store::gc::GcReport;
+use strata_store::protocol::{decode_answer, error_text, Hello, KeyList};
 use strata_store::stats::StoreStats;
 
 fuzz_target!(|data: &[u8]| {

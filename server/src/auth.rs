@@ -75,7 +75,7 @@ impl Auth {
         let file: AuthFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
         let mut grants = Vec::new();
         for t in file.tokens {
-            strata_store::backend::http::validate_namespace(&t.namespace)
+            strata_store::protocol::validate_namespace(&t.namespace)
                 .map_err(|e| format!("token {}: namespace: {e}", t.name))?;
             let hash = match (&t.token, &t.token_blake3) {
                 (Some(tok), None) if tok.len() >= 16 => blake3::hash(tok.as_bytes()),

@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use strata_store::store::{Clock, OpenOptions, Quiet, StoreLocation};
 use strata_store::Store;
+use strata_store::{Clock, OpenOptions, Quiet, StoreLocation};
 
 pub use auth::{Auth, Scope};
 pub use limits::RateLimit;
@@ -118,7 +118,7 @@ impl Namespaces {
                 for e in dir.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
                     let is_store = e.path().join("config").exists();
-                    if is_store && strata_store::backend::http::validate_namespace(&name).is_ok() {
+                    if is_store && strata_store::protocol::validate_namespace(&name).is_ok() {
                         names.push(name);
                     }
                 }

@@ -16,11 +16,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Deserialize;
-
-use strata_store::backend::http::{encode_locations, validate_namespace, MAX_QUERY_IDS};
+use strata_store::format::index::LOCATION_LEN;
 use strata_store::id::ChunkId;
-use strata_store::index::ChunkLookup;
+use strata_store::lookup::ChunkLookup;
+use strata_store::protocol::{
+    decode_ids, encode_located, encode_missing, validate_namespace, ErrorBody, GcQuery, Hello,
+    KeyList, ListQuery, RangesRequest, MAX_RANGES, MAX_RANGES_BYTES, OBJECT_SIZE_HEADER,
+    PROTOCOL_VERSION,
+};
 use strata_store::{Error, Store};
 
 use crate::auth::{Auth, Refusal, Scope};
@@ -63,7 +66,9 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": message.into() });
+    let body = ErrorBody {
+        error: message.into(),
+    };
     (status, axum::Json(body)).into_response()
 }
 
@@ -80,6 +85,7 @@ fn from_store(e: Error) -> Response {
         | Error::UnknownJob { .. }
         | Error::UnsupportedVersion { .. } => StatusCode::BAD_REQUEST,
         Error::Incomplete { .. } => StatusCode::CONFLICT,
+        Error::Refused { .. } => StatusCode::FORBIDDEN,
         Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -158,14 +164,12 @@ fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
 type Answer = Result<Response, Response>;
 
 fn hello_body(ns: Option<&str>) -> Response {
-    let mut body = serde_json::json!({
-        "protocol": strata_store::backend::http::PROTOCOL_VERSION,
-        "server": format!("strata {}", env!("CARGO_PKG_VERSION")),
-    });
-    if let Some(ns) = ns {
-        body["namespace"] = ns.into();
-    }
-    axum::Json(body).into_response()
+    axum::Json(Hello {
+        protocol: PROTOCOL_VERSION,
+        server: Some(format!("strata {}", env!("CARGO_PKG_VERSION"))),
+        namespace: ns.map(str::to_string),
+    })
+    .into_response()
 }
 
 async fn hello_server() -> Response {
@@ -206,7 +210,7 @@ async fn head_object(
     let size = with_store(&s, &ns, move |store| store.backend().size(&key)).await?;
     let mut resp = StatusCode::OK.into_response();
     resp.headers_mut()
-        .insert("x-object-size", HeaderValue::from(size));
+        .insert(OBJECT_SIZE_HEADER, HeaderValue::from(size));
     Ok(resp)
 }
 
@@ -218,7 +222,7 @@ async fn put_object(
     body: Bytes,
 ) -> Answer {
     // Use records are written by readers too (an attach is a use).
-    let scope = match strata_store::ingest::classify(&key) {
+    let scope = match strata_store::format::keys::classify(&key) {
         Ok(kind) if kind.is_use_record() => Scope::Read,
         _ => Scope::Write,
     };
@@ -253,27 +257,13 @@ async fn delete_object(
     headers: HeaderMap,
 ) -> Answer {
     let client = gate(&s, &headers, peer, &ns, Scope::Write)?;
-    // Only what a client writes for itself may be deleted by it; packs,
-    // index objects and manifests are the garbage collector's.
-    if !key.starts_with("runs/") {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "only run records and layer refs may be deleted by a client",
-        ));
-    }
     log(&s, &client, format_args!("DELETE {ns}/{key}"));
-    with_store(&s, &ns, move |store| store.backend().delete(&key)).await?;
+    with_store(&s, &ns, move |store| {
+        strata_store::ingest::delete_checked(store, &key)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
-
-#[derive(Deserialize)]
-struct RangesRequest {
-    key: String,
-    ranges: Vec<(u64, u64)>,
-}
-
-/// The most bytes one ranges request may ask for.
-const MAX_RANGES_BYTES: u64 = 256 << 20;
 
 async fn ranges(
     AxState(s): St,
@@ -295,7 +285,7 @@ async fn ranges(
         }
         total += b - a;
     }
-    if total > MAX_RANGES_BYTES || req.ranges.len() > 65_536 {
+    if total > MAX_RANGES_BYTES || req.ranges.len() > MAX_RANGES {
         return Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too many bytes in one ranges request",
@@ -315,12 +305,6 @@ async fn ranges(
     Ok(bytes.into_response())
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    prefix: String,
-}
-
 async fn list(
     AxState(s): St,
     Path(ns): Path<String>,
@@ -330,7 +314,7 @@ async fn list(
 ) -> Answer {
     gate(&s, &headers, peer, &ns, Scope::Read)?;
     let keys = with_store(&s, &ns, move |store| store.backend().list(&q.prefix)).await?;
-    Ok(axum::Json(serde_json::json!({ "keys": keys })).into_response())
+    Ok(axum::Json(KeyList { keys }).into_response())
 }
 
 /// A chunk query: the body is chunk ids, 32 bytes each; `answer` turns
@@ -344,22 +328,14 @@ async fn chunk_query(
     answer: fn(&dyn ChunkLookup, &[ChunkId]) -> strata_store::Result<Vec<u8>>,
 ) -> Answer {
     gate(&s, &headers, peer, &ns, Scope::Read)?;
-    if !body.len().is_multiple_of(32) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "a chunk query is a list of 32-byte ids",
-        ));
-    }
-    if body.len() / 32 > MAX_QUERY_IDS {
-        return Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("at most {MAX_QUERY_IDS} ids per query"),
-        ));
-    }
-    let ids: Vec<ChunkId> = body
-        .chunks_exact(32)
-        .map(|c| ChunkId(c.try_into().expect("32 bytes")))
-        .collect();
+    let ids = decode_ids(&body).map_err(|why| {
+        let status = if body.len().is_multiple_of(32) {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        error(status, why)
+    })?;
     let bytes = with_store(&s, &ns, move |store| answer(store.chunk_lookup(), &ids)).await?;
     Ok(bytes.into_response())
 }
@@ -372,7 +348,7 @@ async fn missing(
     body: Bytes,
 ) -> Answer {
     chunk_query(s, ns, peer, headers, body, |lookup, ids| {
-        Ok(lookup.missing(ids)?.into_iter().map(u8::from).collect())
+        Ok(encode_missing(&lookup.missing(ids)?))
     })
     .await
 }
@@ -385,12 +361,12 @@ async fn locate(
     body: Bytes,
 ) -> Answer {
     chunk_query(s, ns, peer, headers, body, |lookup, ids| {
-        // Locations of neighbouring chunks share their pack and frame.
-        let raw = encode_locations(&lookup.locate(ids)?);
-        zstd::bulk::compress(&raw, 1).map_err(|e| Error::Remote {
-            server: "locally".into(),
-            detail: format!("compressing the answer: {e}"),
-        })
+        let records: Vec<Option<[u8; LOCATION_LEN]>> = lookup
+            .locate(ids)?
+            .into_iter()
+            .map(|l| l.map(|l| l.to_bytes()))
+            .collect();
+        Ok(encode_located(&records))
     })
     .await
 }
@@ -404,13 +380,6 @@ async fn stats(
     gate(&s, &headers, peer, &ns, Scope::Read)?;
     let stats = with_store(&s, &ns, strata_store::stats::store_stats).await?;
     Ok(axum::Json(stats).into_response())
-}
-
-#[derive(Deserialize)]
-struct GcQuery {
-    #[serde(default)]
-    dry_run: bool,
-    grace_secs: Option<u64>,
 }
 
 async fn gc(

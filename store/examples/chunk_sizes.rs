@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use rayon::prelude::*;
-use strata_store::chunking::{chunk_slice, ChunkerParams};
+use strata_store::format::chunking::{chunk_slice, ChunkerParams};
 use strata_store::ChunkId;
 
 fn files(root: &Path) -> Vec<std::path::PathBuf> {

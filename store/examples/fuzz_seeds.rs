@@ -5,10 +5,12 @@
 use std::fs;
 use std::path::Path;
 
+use strata_store::format::index::{IndexObject, IndexedPack};
+use strata_store::format::manifest::{
+    ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Mtime, RelPath,
+};
+use strata_store::format::pack::{FrameBuilder, PackBuilder};
 use strata_store::id::ChunkId;
-use strata_store::index::{IndexObject, IndexedPack};
-use strata_store::manifest::{ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Mtime, RelPath};
-use strata_store::pack::{FrameBuilder, PackBuilder};
 
 fn path(s: &str) -> RelPath {
     RelPath::new(s.as_bytes().to_vec()).unwrap()
@@ -90,7 +92,7 @@ fn main() {
     write(
         "config_decode",
         "config",
-        &strata_store::config::StoreConfig::new("seed".into()).encode(),
+        &strata_store::format::config::StoreConfig::new("seed".into()).encode(),
     );
     let answers: [&[u8]; 5] = [
         br#"{"protocol":1}"#,
@@ -122,4 +124,13 @@ fn main() {
     {
         write("path_validation", &format!("path{i}"), p.as_bytes());
     }
+    // A locate answer for two ids: one located, one not.
+    let mut record = [0u8; strata_store::format::index::LOCATION_LEN];
+    record[40] = 5;
+    let mut seed = vec![2u8];
+    seed.extend_from_slice(&strata_store::protocol::encode_located(&[
+        Some(record),
+        None,
+    ]));
+    write("locations_decode", "two", &seed);
 }

@@ -6,13 +6,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::attach::{attach, plan, AttachReport, AttachRequest};
 use crate::error::{IoContext, Result};
-use crate::graph::Graph;
+use crate::format::graph::Graph;
+use crate::format::manifest::RelPath;
 use crate::id::{JobName, RunName};
-use crate::manifest::RelPath;
-use crate::persist::{persist, PersistReport, PersistRequest};
-use crate::store::{Quiet, Store};
+use crate::ops::attach::{attach, plan, AttachReport, AttachRequest};
+use crate::ops::persist::{persist, PersistReport, PersistRequest};
+use crate::repo::{Quiet, Store};
 use crate::synth;
 
 /// The seeds' workflow: compile-assets and compile-code, then test;

@@ -6,7 +6,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::id::{ChunkId, JobName, ManifestId, RunName};
+use crate::id::{ChunkId, IdError, JobName, ManifestId, RunName};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -53,6 +53,9 @@ pub enum Error {
         value: String,
         reason: &'static str,
     },
+
+    #[error("{key}: {reason}")]
+    Refused { key: String, reason: &'static str },
 
     #[error("corrupt {object}: {detail}")]
     Corrupt { object: String, detail: String },
@@ -205,6 +208,23 @@ impl Error {
     /// True for a workspace conflict between two jobs (CLI exit code 3).
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
+    }
+}
+
+impl From<IdError> for Error {
+    fn from(e: IdError) -> Self {
+        match e {
+            IdError::InvalidId { what, value } => Error::InvalidId { what, value },
+            IdError::InvalidName {
+                what,
+                value,
+                reason,
+            } => Error::InvalidName {
+                what,
+                value,
+                reason,
+            },
+        }
     }
 }
 

@@ -11,7 +11,32 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+/// A string that is not a valid id or name. The library's `Error` wraps
+/// it (`Error::InvalidId`, `Error::InvalidName`); ids sit below errors, so
+/// they have their own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Not the hex of a 32-byte id.
+    #[error("invalid {what} {value:?}")]
+    InvalidId {
+        /// What was expected ("chunk id").
+        what: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// Not a valid run or job name.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidName {
+        /// What was expected ("run name").
+        what: &'static str,
+        /// What was given.
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+}
+
+type Result<T> = std::result::Result<T, IdError>;
 
 macro_rules! content_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
@@ -93,9 +118,9 @@ macro_rules! content_id {
         }
 
         impl FromStr for $name {
-            type Err = Error;
+            type Err = IdError;
             fn from_str(s: &str) -> Result<Self> {
-                from_hex(s).map(Self).ok_or_else(|| Error::InvalidId {
+                from_hex(s).map(Self).ok_or_else(|| IdError::InvalidId {
                     what: $what,
                     value: s.to_string(),
                 })
@@ -166,7 +191,7 @@ macro_rules! name_type {
             /// Validates `s` as a name: 1 to 128 characters of `A-Z a-z 0-9 . _ -`,
             /// not starting with `.` (names become parts of object keys).
             pub fn new(s: &str) -> Result<Self> {
-                validate_name(s).map_err(|reason| Error::InvalidName {
+                validate_name(s).map_err(|reason| IdError::InvalidName {
                     what: $what,
                     value: s.to_string(),
                     reason,
@@ -180,7 +205,7 @@ macro_rules! name_type {
         }
 
         impl TryFrom<String> for $name {
-            type Error = Error;
+            type Error = IdError;
             fn try_from(s: String) -> Result<Self> {
                 Self::new(&s)
             }
@@ -193,7 +218,7 @@ macro_rules! name_type {
         }
 
         impl FromStr for $name {
-            type Err = Error;
+            type Err = IdError;
             fn from_str(s: &str) -> Result<Self> {
                 Self::new(s)
             }

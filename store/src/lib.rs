@@ -1,62 +1,50 @@
-//! strata's store: everything behind the `strata` command.
+//! strata's store: everything behind the `strata` command. The CLI and the
+//! server parse, call what this crate exports, and print.
 //!
-//! The parts, each in one module (docs/architecture.md draws them):
-//! - `chunking`: FastCDC boundaries and chunk ids;
-//! - `pack`: the pack file format and frame compression;
-//! - `index`: index objects and the local chunk -> pack index;
-//! - `ingest`: checking objects from untrusted writers (server side);
-//! - `manifest`: a layer's tree and its validation;
-//! - `graph`: workflow graphs;
-//! - `refs`: run records and layer refs;
-//! - `lifecycle`: job results, uses, retention and expiry;
-//! - `rerun`: reruns that keep the layers of jobs that succeeded;
-//! - `caches`, `cache_key`: dependency caches and their key templates;
-//! - `gc`: dropping what expired, reclaiming unreferenced chunks;
-//! - `backend`: where objects live (directory, `strata serve`, S3);
-//! - `runner_cache`: the runner's cache of frames fetched over the network;
-//! - `store`: a store opened for use;
-//! - `scan` and `persist`: disk -> layer;
-//! - `attach`: layers -> disk;
-//! - `stats`: what a store holds;
-//! - `synth`: generated `node_modules`-like trees (demo, tests, benchmark);
-//! - `testing`: the one tree comparison every test suite uses;
-//! - `verify`: checking the durable objects;
-//! - `util`: unique names, nonces and salts;
-//! - `demo`: the README's first command.
+//! The crate is layered; a module imports only from layers below its own
+//! (docs/architecture.md draws them, and `.ci/imports.py` checks it):
+//!
+//! 1. `error`, `id`, `util`: typed errors, content ids and names, clocks and
+//!    nonces;
+//! 2. `backend`: where objects live (directory, memory, S3, `strata serve`'s
+//!    object API), and the HTTP transport;
+//! 3. `format`: the durable bytes (object keys, chunking, packs, manifests,
+//!    index objects, records, the config, workflow graphs);
+//! 4. `protocol`: `strata serve`'s wire format, shared with the server;
+//! 5. `lookup`: the chunk lookup contract;
+//! 6. `meta`: the local `sled` caches (chunk index, run catalog);
+//! 7. `repo`: a `Store` opened for use, and the runner's frame cache;
+//! 8. `read`: fetching chunks and manifests;
+//! 9. `tree`: files on disk (scan, plan, write);
+//! 10. `ops`: one module per command;
+//! 11. `demo`, `synth`, `testing`: the README's first command, generated
+//!     trees, and what the test suites share.
 
-pub mod attach;
 pub mod backend;
-pub mod cache_key;
-pub mod caches;
-pub mod chunking;
-pub mod codec;
-pub mod config;
 pub mod demo;
 pub mod error;
-pub mod fetch;
-pub mod gc;
-pub mod graph;
+pub mod format;
 pub mod id;
-pub mod index;
-pub mod ingest;
-pub mod lifecycle;
-pub mod manifest;
-pub mod pack;
-pub mod persist;
-pub mod refs;
-pub mod rerun;
-pub mod runner_cache;
-pub mod scan;
-pub mod stats;
-pub mod store;
+pub mod lookup;
+pub(crate) mod meta;
+pub(crate) mod ops;
+pub mod protocol;
+pub(crate) mod read;
+pub(crate) mod repo;
 pub mod synth;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub(crate) mod tree;
 pub mod util;
-pub mod verify;
 
-pub use attach::{attach, AttachReport, AttachRequest};
 pub use error::{Error, Result};
-pub use graph::Graph;
+pub use format::graph::Graph;
+pub use format::records::{JobResult, JobStatus};
 pub use id::{ChunkId, JobName, ManifestId, RunName};
-pub use persist::{persist, PersistReport, PersistRequest};
-pub use store::{Observer, OpenOptions, Quiet, Store, StoreLocation};
+pub use lookup::ChunkLookup;
+pub use ops::attach::{attach, AttachReport, AttachRequest};
+pub use ops::persist::{persist, PersistReport, PersistRequest};
+pub use ops::{attach, cache_key, caches, gc, ingest, lifecycle, persist, rerun, stats, verify};
+pub use repo::remote::RemoteLookup;
+pub use repo::{default_cache_dir, Observer, OpenOptions, Quiet, Store, StoreLocation};
+pub use util::Clock;

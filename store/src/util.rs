@@ -1,8 +1,10 @@
 //! Small helpers every layer may use: names and bytes that no other
 //! thread, process or machine picks (temporary file names, nonces, pack
-//! salts). Knows nothing about stores, objects or files' contents.
+//! salts), and the clock every record's time comes from. Knows nothing
+//! about stores, objects or files' contents.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -59,4 +61,35 @@ mod tests {
         assert_ne!(unique_tmp_name("x"), unique_tmp_name("x"));
         assert_ne!(random_bytes(), random_bytes());
     }
+}
+
+/// Where a store gets the time (Unix seconds): retention, gc and records
+/// all read it, so tests set it instead of waiting.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    /// Always this instant (`$STRATA_NOW` in the CLI).
+    Fixed(i64),
+    /// Whatever the shared cell holds; a test moves it.
+    Manual(Arc<std::sync::atomic::AtomicI64>),
+}
+
+impl Clock {
+    /// Unix seconds.
+    pub fn now(&self) -> i64 {
+        match self {
+            Clock::System => system_clock(),
+            Clock::Fixed(t) => *t,
+            Clock::Manual(t) => t.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+}
+
+/// The system's time in Unix seconds (0 before 1970).
+pub fn system_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use common::{copy_tree, job};
 use strata_store::attach::{attach, AttachRequest, WriteOptions};
-use strata_store::store::Clock;
+use strata_store::Clock;
 use strata_store::{Quiet, RunName, Store};
 
 /// When the fixture was written (its records' clock), plus a minute: the

@@ -20,7 +20,7 @@ mod common;
 use std::fs;
 
 use common::{attach_b, copy_tree, files, persist_a};
-use strata_store::pack::{decode_frame, read_trailer};
+use strata_store::format::pack::{decode_frame, read_trailer};
 use strata_store::synth::Rng;
 use strata_store::testing::assert_same_tree;
 use strata_store::{Error, Quiet, Store};

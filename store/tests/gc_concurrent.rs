@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use strata_store::attach::{attach, AttachRequest};
 use strata_store::gc::{gc, GcOptions};
 use strata_store::persist::{persist, PersistRequest};
-use strata_store::store::Clock;
+use strata_store::Clock;
 use strata_store::{Error, Graph, Quiet, RunName, Store};
 
 use common::{job, snapshot, OnPut};

@@ -9,7 +9,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use strata_store::chunking::{chunk_slice, ChunkerParams};
+use strata_store::format::chunking::{chunk_slice, ChunkerParams};
 
 fn cuts(data: &[u8]) -> String {
     let mut out = String::new();

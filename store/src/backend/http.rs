@@ -1,13 +1,14 @@
-//! The client side of `strata serve`: a `Backend` over the server's object
-//! API, and a `ChunkLookup` over its batch chunk queries.
+//! The client side of `strata serve`'s transport, and a `Backend` over its
+//! object API.
 //!
-//! The protocol (docs/protocol.md) is versioned in the path (`/v1/`); every
-//! call names a namespace, and carries the caller's bearer token. Requests
-//! are retried with exponential backoff on connection errors, 5xx and 429,
-//! all of which are safe to repeat: objects are content-addressed or
-//! single-writer, and queries change nothing. Bytes on the wire (request and
-//! response bodies) are counted for reports. This module knows nothing about
-//! persist or attach, only about moving objects and asking about chunks.
+//! `HttpTransport` reaches one namespace: every call carries the caller's
+//! bearer token, and is retried with exponential backoff on connection
+//! errors, 5xx and 429, all of which are safe to repeat (objects are
+//! content-addressed or single-writer, queries change nothing). Bytes on
+//! the wire (request and response bodies) are counted for reports.
+//! `HttpStore` is the object API over it. The routes and bodies are
+//! `protocol`'s. This module knows nothing about packs, chunk queries,
+//! persist or attach; the chunk queries are `repo::remote`'s.
 
 use std::io::Read;
 use std::ops::Range;
@@ -15,28 +16,31 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::{validate_key, Backend, Traffic};
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, IndexId, PackId};
-use crate::index::{ChunkLookup, IndexObject, Location, LOCATION_LEN};
-use crate::pack::FrameEntry;
-
-/// The protocol version this client speaks (the `/v1/` in every path).
-pub const PROTOCOL_VERSION: u32 = 1;
+use crate::protocol::{
+    decode_answer, error_text, namespace_root, route, validate_namespace, Hello, KeyList,
+    RangesRequest, OBJECT_SIZE_HEADER, PROTOCOL_VERSION,
+};
 
 /// How many times a failed request is tried in all, and the first wait.
 const ATTEMPTS: u32 = 6;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
-/// At most this many chunk ids per query request (32 bytes each).
-pub const MAX_QUERY_IDS: usize = 1 << 16;
+/// A way to one `strata serve` namespace: `http(s)://HOST:PORT/NAMESPACE`.
+/// Cheap to clone (clones share connections and counters).
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    inner: Arc<Inner>,
+}
 
-/// A `strata serve` namespace: `http(s)://HOST:PORT/NAMESPACE`.
+/// The object API of a `strata serve` namespace, as a `Backend`. The
+/// server checks what it is given: it refuses objects that do not verify,
+/// and deletes of anything but run records and layer refs
+/// (`protocol::client_may_delete`).
 #[derive(Debug, Clone)]
 pub struct HttpStore {
-    inner: Arc<Inner>,
+    transport: HttpTransport,
 }
 
 #[derive(Debug)]
@@ -54,48 +58,14 @@ struct Inner {
 /// Options for reaching a server.
 #[derive(Debug, Clone, Default)]
 pub struct HttpOptions {
+    /// The bearer token sent with every request.
     pub token: Option<String>,
     /// PEM certificate(s) to trust instead of the system's roots (a server
     /// with a self-signed certificate).
     pub ca_cert: Option<Vec<u8>>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct RangesRequest {
-    key: String,
-    ranges: Vec<(u64, u64)>,
-}
-
-/// The answer to `GET /v1/ns/NS/`: the protocol the server speaks.
-#[derive(Debug, Deserialize)]
-pub struct Hello {
-    /// The server's protocol version.
-    pub protocol: u32,
-}
-
-/// The answer to `list`.
-#[derive(Debug, Deserialize)]
-pub struct KeyList {
-    /// The keys under the prefix asked for.
-    pub keys: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-}
-
-/// Decodes a JSON answer from a server: every JSON body a client reads
-/// goes through here (and the `server_answers` fuzz target drives it with
-/// every answer type), so an answer that is not what was asked for is an
-/// error, never a panic.
-pub fn decode_answer<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-) -> std::result::Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| e.to_string())
-}
-
-impl HttpStore {
+impl HttpTransport {
     /// Parses `http(s)://HOST[:PORT]/NAMESPACE`.
     pub fn new(url: &str, options: HttpOptions) -> Result<Self> {
         let bad = |reason: &'static str| Error::InvalidName {
@@ -155,18 +125,20 @@ impl HttpStore {
 
     fn url(&self, tail: &str) -> String {
         format!(
-            "{}/v{PROTOCOL_VERSION}/ns/{}/{tail}",
-            self.inner.base, self.inner.namespace
+            "{}{}{tail}",
+            self.inner.base,
+            namespace_root(&self.inner.namespace)
         )
     }
 
-    fn location_string(&self) -> String {
+    /// `http://host:port/NAMESPACE`, for messages.
+    pub fn location_string(&self) -> String {
         format!("{}/{}", self.inner.base, self.inner.namespace)
     }
 
-    /// Sends one request (with retries); returns the status and body of
-    /// the first answer that is not worth retrying.
-    fn call(&self, method: &str, tail: &str, body: Option<&[u8]>) -> Result<(u16, Vec<u8>)> {
+    /// Sends one request to route `tail` (with retries); returns the
+    /// status and body of the first answer that is not worth retrying.
+    pub fn call(&self, method: &str, tail: &str, body: Option<&[u8]>) -> Result<(u16, Vec<u8>)> {
         let url = self.url(tail);
         let mut wait = FIRST_BACKOFF;
         let mut last = String::new();
@@ -252,7 +224,7 @@ impl HttpStore {
             .and_then(|v| v.to_str().ok()?.parse().ok());
         let length = response
             .headers()
-            .get("x-object-size")
+            .get(OBJECT_SIZE_HEADER)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let mut bytes = Vec::new();
         if method != "HEAD" {
@@ -293,7 +265,8 @@ impl HttpStore {
         }
     }
 
-    fn expect_ok(&self, (status, body): (u16, Vec<u8>), what: &str) -> Result<Vec<u8>> {
+    /// The body of a 2xx answer, or the library's error for `what`.
+    pub fn expect_ok(&self, (status, body): (u16, Vec<u8>), what: &str) -> Result<Vec<u8>> {
         if (200..300).contains(&status) {
             Ok(body)
         } else {
@@ -303,7 +276,7 @@ impl HttpStore {
 
     /// Asks the server for its protocol version (and checks the token).
     pub fn handshake(&self) -> Result<()> {
-        let r = self.call("GET", "", None)?;
+        let r = self.call("GET", route::HELLO, None)?;
         let body = self.expect_ok(r, "the namespace")?;
         let hello: Hello = decode_answer(&body).map_err(|e| Error::Remote {
             server: self.location_string(),
@@ -322,36 +295,13 @@ impl HttpStore {
     }
 
     /// A server-side operation with a JSON answer (stats, gc).
-    fn call_json<T: serde::de::DeserializeOwned>(&self, method: &str, tail: &str) -> Result<T> {
+    pub fn call_json<T: serde::de::DeserializeOwned>(&self, method: &str, tail: &str) -> Result<T> {
         let r = self.call(method, tail, Some(b""))?;
         let body = self.expect_ok(r, tail)?;
         decode_answer(&body).map_err(|e| Error::Remote {
             server: self.location_string(),
             detail: format!("{tail}: bad answer: {e}"),
         })
-    }
-
-    /// Runs gc on the server, for this namespace.
-    pub fn gc(&self, options: &crate::gc::GcOptions) -> Result<crate::gc::GcReport> {
-        let mut tail = format!("gc?dry_run={}", options.dry_run);
-        if let Some(g) = options.grace_secs {
-            tail.push_str(&format!("&grace_secs={g}"));
-        }
-        self.call_json("POST", &tail)
-    }
-
-    /// The namespace's stats, computed by the server.
-    pub fn stats(&self) -> Result<crate::stats::StoreStats> {
-        self.call_json("GET", "stats")
-    }
-
-    fn query(&self, tail: &str, ids: &[ChunkId]) -> Result<Vec<u8>> {
-        let mut body = Vec::with_capacity(ids.len() * 32);
-        for id in ids {
-            body.extend_from_slice(&id.0);
-        }
-        let r = self.call("POST", tail, Some(&body))?;
-        self.expect_ok(r, tail)
     }
 }
 
@@ -365,30 +315,35 @@ fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::Re
     }
 }
 
-/// The message of a server's error answer (or the start of its body).
-pub fn error_text(body: &[u8]) -> String {
-    decode_answer::<ErrorBody>(body)
-        .map(|b| b.error)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
-}
+impl HttpStore {
+    /// Parses `http(s)://HOST[:PORT]/NAMESPACE`.
+    pub fn new(url: &str, options: HttpOptions) -> Result<Self> {
+        Ok(Self {
+            transport: HttpTransport::new(url, options)?,
+        })
+    }
 
-/// Checks a namespace name: like a run name (`[A-Za-z0-9._-]`, 1-128, not
-/// starting with `.`), since it becomes a directory or key prefix.
-pub fn validate_namespace(ns: &str) -> Result<()> {
-    crate::id::RunName::new(ns).map(|_| ())
+    /// The transport under the object API (for the other routes).
+    pub fn transport(&self) -> &HttpTransport {
+        &self.transport
+    }
 }
 
 impl Backend for HttpStore {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         validate_key(key)?;
-        let r = self.call("PUT", &format!("o/{key}"), Some(data))?;
-        self.expect_ok(r, key).map(|_| ())
+        let r = self
+            .transport
+            .call("PUT", &format!("{}{key}", route::OBJECT), Some(data))?;
+        self.transport.expect_ok(r, key).map(|_| ())
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         validate_key(key)?;
-        let r = self.call("GET", &format!("o/{key}"), None)?;
-        self.expect_ok(r, key)
+        let r = self
+            .transport
+            .call("GET", &format!("{}{key}", route::OBJECT), None)?;
+        self.transport.expect_ok(r, key)
     }
 
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
@@ -398,12 +353,12 @@ impl Backend for HttpStore {
             ranges: ranges.iter().map(|r| (r.start, r.end)).collect(),
         };
         let body = serde_json::to_vec(&req).expect("serializes");
-        let r = self.call("POST", "ranges", Some(&body))?;
-        let all = self.expect_ok(r, key)?;
+        let r = self.transport.call("POST", route::RANGES, Some(&body))?;
+        let all = self.transport.expect_ok(r, key)?;
         let want: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         if all.len() as u64 != want {
             return Err(Error::Remote {
-                server: self.location_string(),
+                server: self.transport.location_string(),
                 detail: format!("{key}: asked for {want} bytes, got {}", all.len()),
             });
         }
@@ -419,25 +374,27 @@ impl Backend for HttpStore {
 
     fn size(&self, key: &str) -> Result<u64> {
         validate_key(key)?;
-        let r = self.call("HEAD", &format!("o/{key}"), None)?;
-        let b = self.expect_ok(r, key)?;
+        let r = self
+            .transport
+            .call("HEAD", &format!("{}{key}", route::OBJECT), None)?;
+        let b = self.transport.expect_ok(r, key)?;
         b.get(..8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
             .ok_or_else(|| Error::Remote {
-                server: self.location_string(),
+                server: self.transport.location_string(),
                 detail: format!("{key}: no content-length"),
             })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let r = self.call(
+        let r = self.transport.call(
             "GET",
-            &format!("list?prefix={}", encode_query(prefix)),
+            &format!("{}?prefix={}", route::LIST, encode_query(prefix)),
             None,
         )?;
-        let body = self.expect_ok(r, "list")?;
+        let body = self.transport.expect_ok(r, "list")?;
         let list: KeyList = decode_answer(&body).map_err(|e| Error::Remote {
-            server: self.location_string(),
+            server: self.transport.location_string(),
             detail: format!("list: bad answer: {e}"),
         })?;
         Ok(list.keys)
@@ -445,15 +402,17 @@ impl Backend for HttpStore {
 
     fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
-        let r = self.call("DELETE", &format!("o/{key}"), None)?;
+        let r = self
+            .transport
+            .call("DELETE", &format!("{}{key}", route::OBJECT), None)?;
         match r.0 {
             404 => Ok(()),
-            _ => self.expect_ok(r, key).map(|_| ()),
+            _ => self.transport.expect_ok(r, key).map(|_| ()),
         }
     }
 
     fn location(&self) -> String {
-        self.location_string()
+        self.transport.location_string()
     }
 
     fn coalesce_gap(&self) -> u64 {
@@ -466,9 +425,9 @@ impl Backend for HttpStore {
 
     fn traffic(&self) -> Traffic {
         Traffic {
-            sent: self.inner.sent.load(Relaxed),
-            received: self.inner.received.load(Relaxed),
-            requests: self.inner.requests.load(Relaxed),
+            sent: self.transport.inner.sent.load(Relaxed),
+            received: self.transport.inner.received.load(Relaxed),
+            requests: self.transport.inner.requests.load(Relaxed),
         }
     }
 }
@@ -484,101 +443,4 @@ fn encode_query(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-impl ChunkLookup for HttpStore {
-    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for part in ids.chunks(MAX_QUERY_IDS) {
-            let answer = self.query("chunks/missing", part)?;
-            if answer.len() != part.len() {
-                return Err(Error::Remote {
-                    server: self.location_string(),
-                    detail: "chunks/missing: wrong answer length".into(),
-                });
-            }
-            out.extend(answer.iter().map(|&b| b != 0));
-        }
-        Ok(out)
-    }
-
-    fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for part in ids.chunks(MAX_QUERY_IDS) {
-            let answer = self.query("chunks/locate", part)?;
-            let raw =
-                zstd::bulk::decompress(&answer, part.len() * (LOCATION_LEN + 1)).map_err(|e| {
-                    Error::Remote {
-                        server: self.location_string(),
-                        detail: format!("chunks/locate: bad answer: {e}"),
-                    }
-                })?;
-            out.extend(
-                decode_locations(part, &raw).map_err(|detail| Error::Remote {
-                    server: self.location_string(),
-                    detail: format!("chunks/locate: {detail}"),
-                })?,
-            );
-        }
-        Ok(out)
-    }
-
-    /// The server indexes a pack when it receives it.
-    fn add_pack(&self, _pack: &PackId, _frames: &[FrameEntry]) -> Result<()> {
-        Ok(())
-    }
-
-    /// The server indexes an index object when it receives it.
-    fn add(&self, _id: &IndexId, _object: &IndexObject) -> Result<()> {
-        Ok(())
-    }
-
-    fn count(&self) -> Result<u64> {
-        Ok(self.stats()?.chunks)
-    }
-}
-
-/// Encodes the answer to a locate query: per id, a byte 1 and its
-/// location, or a byte 0. (The server zstd-compresses it: locations of
-/// neighbouring chunks share their pack and frame.)
-pub fn encode_locations(locations: &[Option<Location>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(locations.len() * (LOCATION_LEN + 1));
-    for l in locations {
-        match l {
-            Some(l) => {
-                out.push(1);
-                out.extend_from_slice(&l.to_bytes());
-            }
-            None => out.push(0),
-        }
-    }
-    out
-}
-
-/// Decodes `encode_locations` for the ids asked.
-pub fn decode_locations(
-    ids: &[ChunkId],
-    mut raw: &[u8],
-) -> std::result::Result<Vec<Option<Location>>, String> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        match raw.split_first() {
-            Some((0, rest)) => {
-                out.push(None);
-                raw = rest;
-            }
-            Some((1, rest)) if rest.len() >= LOCATION_LEN => {
-                let loc =
-                    Location::from_bytes(*id, &rest[..LOCATION_LEN]).map_err(|e| e.to_string())?;
-                out.push(Some(loc));
-                raw = &rest[LOCATION_LEN..];
-            }
-            _ => return Err("truncated or malformed".into()),
-        }
-    }
-    if raw.is_empty() {
-        Ok(out)
-    } else {
-        Err("trailing bytes".into())
-    }
 }

@@ -7,7 +7,6 @@
 //! one writer ever uses a key, and a repeated `put` is always harmless.
 //! This module knows nothing about packs, manifests or runs.
 
-pub mod conformance;
 pub mod http;
 mod local;
 mod memory;

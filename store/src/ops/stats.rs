@@ -5,9 +5,10 @@
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::format::keys::{INDEX_PREFIX, MANIFEST_PREFIX, PACK_PREFIX};
 use crate::id::{JobName, ManifestId, RunName};
-use crate::refs::LayerRef;
-use crate::store::Store;
+use crate::meta::catalog::LayerRef;
+use crate::repo::Store;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerListing {
@@ -25,7 +26,7 @@ pub struct JobListing {
     pub requires: Vec<JobName>,
     pub layers: Vec<LayerListing>,
     /// The job's latest result, if it finished.
-    pub status: Option<crate::lifecycle::JobStatus>,
+    pub status: Option<crate::format::records::JobStatus>,
     /// In a rerun: the layers were kept from the earlier run.
     pub reused_from: Option<RunName>,
 }
@@ -34,7 +35,7 @@ pub struct JobListing {
 pub struct RunListing {
     pub run: RunName,
     pub created: i64,
-    pub life: crate::lifecycle::RunLife,
+    pub life: crate::ops::lifecycle::RunLife,
     pub expired: bool,
     /// `YYYY-MM-DD` the workspace expires (or expired).
     pub expires_on: String,
@@ -76,7 +77,7 @@ pub fn list_store(store: &Store) -> Result<StoreListing> {
     let mut runs = Vec::new();
     for run in store.run_names()? {
         let record = store.run(&run)?;
-        let life = crate::lifecycle::run_life(store, &run)?;
+        let life = crate::ops::lifecycle::run_life(store, &run)?;
         let (mut layers, mut bytes) = (0, 0);
         for spec in record.graph.jobs() {
             for l in store.layers(&run, &spec.name)? {
@@ -90,16 +91,16 @@ pub fn list_store(store: &Store) -> Result<StoreListing> {
             layers,
             bytes,
             expired: life.is_expired(now),
-            expires_on: crate::lifecycle::format_date(life.expires),
+            expires_on: crate::ops::lifecycle::format_date(life.expires),
         });
     }
-    let caches = crate::caches::entries(store)?
+    let caches = crate::ops::caches::entries(store)?
         .into_iter()
         .map(|e| CacheListing {
             key: e.record.key.clone(),
-            saved_on: crate::lifecycle::format_date(e.record.created),
+            saved_on: crate::ops::lifecycle::format_date(e.record.created),
             last_use: e.last_use,
-            expires_on: crate::lifecycle::format_date(e.expires),
+            expires_on: crate::ops::lifecycle::format_date(e.expires),
             files: e.record.totals.files,
             bytes: e.record.totals.bytes,
         })
@@ -124,9 +125,9 @@ pub fn list_run(store: &Store, run: &RunName, job: Option<&JobName>) -> Result<R
         Some(j) => store.run_job(run, j)?.0,
         None => store.run(run)?,
     };
-    let life = crate::lifecycle::run_life(store, run)?;
-    let results = crate::lifecycle::job_results(store, run)?;
-    let rerun = crate::rerun::rerun_of(store, run)?;
+    let life = crate::ops::lifecycle::run_life(store, run)?;
+    let results = crate::ops::lifecycle::job_results(store, run)?;
+    let rerun = crate::ops::rerun::rerun_of(store, run)?;
     let jobs = record
         .graph
         .jobs()
@@ -149,7 +150,7 @@ pub fn list_run(store: &Store, run: &RunName, job: Option<&JobName>) -> Result<R
         run: run.clone(),
         created: record.created,
         expired: life.is_expired(store.now()),
-        expires_on: crate::lifecycle::format_date(life.expires),
+        expires_on: crate::ops::lifecycle::format_date(life.expires),
         life,
         rerun_of: rerun.map(|r| r.from),
         jobs,
@@ -174,13 +175,13 @@ pub struct StoreStats {
     pub cache_bytes: u64,
     pub caches: u64,
     /// What `strata gc` would do now (a dry run).
-    pub gc: crate::gc::GcReport,
+    pub gc: crate::ops::gc::GcReport,
 }
 
 pub fn store_stats(store: &Store) -> Result<StoreStats> {
     // A server computes its namespace's stats itself, in one request.
-    if let Some(http) = store.http() {
-        let mut s: StoreStats = http.stats()?;
+    if let Some(server) = store.server() {
+        let mut s: StoreStats = server.call_json("GET", crate::protocol::route::STATS)?;
         s.location = store.backend().location();
         return Ok(s);
     }
@@ -191,15 +192,15 @@ pub fn store_stats(store: &Store) -> Result<StoreStats> {
         layers: 0,
         manifests: 0,
         packs: 0,
-        chunks: store.index.count()?,
+        chunks: store.chunk_lookup().count()?,
         logical_bytes: 0,
         stored_bytes: 0,
         dedup_ratio: 0.0,
         cache_bytes: 0,
         caches: 0,
-        gc: crate::gc::GcReport::default(),
+        gc: crate::ops::gc::GcReport::default(),
     };
-    for e in crate::caches::entries(store)? {
+    for e in crate::ops::caches::entries(store)? {
         s.caches += 1;
         s.cache_bytes += e.record.totals.bytes;
     }
@@ -213,12 +214,12 @@ pub fn store_stats(store: &Store) -> Result<StoreStats> {
             }
         }
     }
-    for prefix in ["packs/", "index/", "manifests/"] {
+    for prefix in [PACK_PREFIX, INDEX_PREFIX, MANIFEST_PREFIX] {
         let keys = b.list(prefix)?;
-        if prefix == "packs/" {
+        if prefix == PACK_PREFIX {
             s.packs = keys.len() as u64;
         }
-        if prefix == "manifests/" {
+        if prefix == MANIFEST_PREFIX {
             s.manifests = keys.len() as u64;
         }
         for k in keys {
@@ -228,9 +229,9 @@ pub fn store_stats(store: &Store) -> Result<StoreStats> {
     if s.stored_bytes > 0 {
         s.dedup_ratio = (s.logical_bytes + s.cache_bytes) as f64 / s.stored_bytes as f64;
     }
-    s.gc = crate::gc::gc(
+    s.gc = crate::ops::gc::gc(
         store,
-        &crate::gc::GcOptions {
+        &crate::ops::gc::GcOptions {
             dry_run: true,
             grace_secs: None,
         },

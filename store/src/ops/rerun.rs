@@ -16,40 +16,17 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::backend::Traffic;
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::id::{JobName, RunName};
-use crate::lifecycle::{check_live, encode_result, job_results, timed_key, JobResult, JobStatus};
-use crate::refs::encode_layer;
-use crate::store::Store;
+use crate::ops::lifecycle::{check_live, job_results};
 
-const RERUN_MAGIC: &[u8; 8] = b"STRARRUN";
-const RERUN_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RerunRecord {
-    pub from: RunName,
-    /// Jobs that run again in this run.
-    pub rerun: Vec<JobName>,
-    /// Jobs whose layers were kept from `from`.
-    pub reused: Vec<JobName>,
-    pub created: i64,
-}
-
-pub fn rerun_key(run: &RunName) -> String {
-    format!("runs/{run}/rerun")
-}
-
-pub fn encode_rerun(r: &RerunRecord) -> Vec<u8> {
-    codec::encode(RERUN_MAGIC, RERUN_VERSION, r)
-}
-
-pub fn decode_rerun(key: &str, b: &[u8]) -> Result<RerunRecord> {
-    codec::decode(RERUN_MAGIC, RERUN_VERSION, key, b)
-}
+use crate::format::keys::rerun_key;
+use crate::format::keys::{job_results_prefix, timed_key};
+use crate::format::records::{JobResult, JobStatus, Record, RerunRecord};
+use crate::repo::Store;
 
 /// Which jobs to run again.
 #[derive(Debug, Clone)]
@@ -152,23 +129,20 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
             if have.contains(&(layer.seq, layer.record.manifest)) {
                 continue;
             }
-            let key = format!(
-                "runs/{to}/layers/{name}/{:010}-{}",
-                layer.seq,
-                crate::util::nonce()
-            );
-            let bytes = encode_layer(&layer.record);
-            store.backend.put(&key, &bytes)?;
+            let written =
+                store
+                    .catalog()
+                    .put_layer(store.backend(), to, name, layer.seq, &layer.record)?;
             report.objects_written += 1;
-            report.bytes_written += bytes.len() as u64;
+            report.bytes_written += written as u64;
         }
         let result = results.get(name).copied().unwrap_or(JobResult {
             status: JobStatus::Success,
             finished: now,
         });
-        let key = timed_key(&format!("runs/{to}/results/{name}/"), result.finished);
-        let bytes = encode_result(&result);
-        store.backend.put(&key, &bytes)?;
+        let key = timed_key(&job_results_prefix(to, name), result.finished);
+        let bytes = result.encode();
+        store.backend().put(&key, &bytes)?;
         report.objects_written += 1;
         report.bytes_written += bytes.len() as u64;
     }
@@ -178,8 +152,8 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
         reused: report.reused.clone(),
         created: now,
     };
-    let bytes = encode_rerun(&record);
-    store.backend.put(&rerun_key(to), &bytes)?;
+    let bytes = record.encode();
+    store.backend().put(&rerun_key(to), &bytes)?;
     report.objects_written += 1;
     report.bytes_written += bytes.len() as u64;
     report.network = store.traffic().since(traffic);
@@ -194,7 +168,7 @@ fn check_resumable(
     store: &Store,
     from: &RunName,
     to: &RunName,
-    graph: &crate::graph::Graph,
+    graph: &crate::format::graph::Graph,
     again: &BTreeSet<usize>,
 ) -> Result<()> {
     let refuse = |detail: String| Error::RerunInto {
@@ -253,8 +227,8 @@ fn check_resumable(
 /// The rerun record of `run`, if it is a rerun.
 pub fn rerun_of(store: &Store, run: &RunName) -> Result<Option<RerunRecord>> {
     let key = rerun_key(run);
-    match store.backend.get(&key) {
-        Ok(b) => decode_rerun(&key, &b).map(Some),
+    match store.backend().get(&key) {
+        Ok(b) => RerunRecord::decode(&key, &b).map(Some),
         Err(Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }

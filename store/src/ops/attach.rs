@@ -11,9 +11,6 @@
 //! A job never sees its own layers, a sibling's or a descendant's: only the
 //! layers of jobs it transitively requires.
 
-pub mod plan;
-pub mod write;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -25,13 +22,14 @@ use crate::backend::Traffic;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::fetch::load_manifest;
+use crate::format::manifest::EntryKind;
+use crate::format::manifest::Totals;
 use crate::id::{JobName, ManifestId, RunName};
-use crate::manifest::EntryKind;
-use crate::manifest::Totals;
-use crate::store::Store;
-use plan::{merge, Layer, Plan};
-pub use write::{WriteOptions, WriteStats};
+use crate::read::load_manifest;
+use crate::repo::Store;
+use crate::tree::plan::{merge, Layer, Plan};
+use crate::tree::write;
+pub use crate::tree::write::{WriteOptions, WriteStats};
 
 #[derive(Debug, Clone)]
 pub struct AttachRequest {
@@ -74,7 +72,7 @@ pub struct AttachReport {
 /// Plans the attach of `job`'s workspace: steps 1 to 4, no file touched.
 pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
     let (record, me) = store.run_job(run, job)?;
-    crate::lifecycle::check_live(store, run)?;
+    crate::ops::lifecycle::check_live(store, run)?;
     let graph = &record.graph;
     let mut refs = Vec::new();
     for &j in graph.topo_order() {
@@ -113,11 +111,11 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
         keep_setuid: req.keep_setuid,
     };
     let write = write::execute(store, &plan, &req.at, options)?;
-    if let Some(cache) = &store.cache {
+    if let Some(cache) = &store.frame_cache() {
         cache.trim_if_grown()?;
     }
     // The workspace was used: its retention restarts.
-    crate::lifecycle::record_use(store, &req.run)?;
+    crate::ops::lifecycle::record_use(store, &req.run)?;
     let mut report = AttachReport {
         run: req.run.clone(),
         job: req.job.clone(),

@@ -20,9 +20,9 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::format::graph::Graph;
+use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, Mtime, RelPath};
 use crate::id::{JobName, ManifestId};
-use crate::manifest::{ChunkRef, Entry, EntryKind, Manifest, Mtime, RelPath};
 
 /// One layer to apply, in apply order.
 #[derive(Debug, Clone)]

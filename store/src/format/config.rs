@@ -6,14 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunking::ChunkerParams;
 use crate::error::{Error, Result};
+use crate::format::chunking::ChunkerParams;
 
 /// The store format this build writes and the newest it reads.
 pub const STORE_FORMAT: u32 = 1;
-
-/// The backend key of the configuration object.
-pub const CONFIG_KEY: &str = "config";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreConfig {

@@ -1,170 +1,25 @@
-//! The chunk index: which pack holds each chunk, and where in it.
+//! The local chunk index: which pack holds each chunk, and where in it, as
+//! `sled` trees that cache the packs' trailers and the index objects.
 //!
-//! The durable truth is the packs themselves (every pack's trailer lists its
-//! frames and chunks) and the immutable index objects (`index/<id>`), one per
-//! persist, that gather the trailers of the packs it wrote so a reader need
-//! not open every pack. The `sled` trees here are a local, rebuildable cache
-//! of both: `chunks` maps a chunk id to its location, `loaded-indexes` and
+//! `chunks` maps a chunk id to its location; `loaded-indexes` and
 //! `loaded-packs` record what has been merged in, so `sync` reads only new
 //! objects. A pack no index object lists (its persist died before writing
 //! one, or a server indexed it on arrival) is read from its trailer, so a
-//! retried persist never uploads it again.
-//!
-//! `ChunkLookup` is what persist and attach ask: which chunks are missing,
-//! where they are. The local cache answers for directory and S3 stores; a
-//! `strata serve` client asks the server (`backend::http`). This module knows
-//! nothing about files or manifests.
-
-use serde::{Deserialize, Serialize};
+//! retried persist never uploads it again. `condemned-packs` and
+//! `deleted-packs` hold what gc decided (docs/lifecycle.md). Everything here
+//! is rebuilt from the objects when lost. This module knows nothing about
+//! files or manifests.
 
 use crate::backend::Backend;
-use crate::codec;
 use crate::error::{Error, Result};
+use crate::format::index::{read_pack_trailer, IndexObject, Location, LOCATION_LEN};
+
+use crate::format::pack::FrameEntry;
+
+use crate::format::keys::{index_id_of, pack_id_of, INDEX_PREFIX, PACK_PREFIX};
+use crate::format::records::read_condemned;
 use crate::id::{ChunkId, IndexId, PackId};
-use crate::pack::{check_frames, Compression, FrameChunk, FrameEntry, FrameRef};
-
-pub const INDEX_MAGIC: &[u8; 8] = b"STRAINDX";
-pub const INDEX_VERSION: u32 = 1;
-
-pub const PACK_PREFIX: &str = "packs/";
-pub const INDEX_PREFIX: &str = "index/";
-
-/// Reads a pack's trailer with two range reads (footer, then trailer), not
-/// the whole pack.
-pub fn read_pack_trailer(backend: &dyn Backend, key: &str) -> Result<Vec<FrameEntry>> {
-    let size = backend.size(key)?;
-    let tail = crate::pack::FOOTER_LEN as u64;
-    if size < tail + codec::HEADER_LEN as u64 {
-        return Err(Error::corrupt(key, "too short to be a pack"));
-    }
-    let footer = backend
-        .get_ranges(key, std::slice::from_ref(&(size - tail..size)))?
-        .remove(0);
-    let tlen = crate::pack::footer_trailer_len(&footer, key)?;
-    let start = size
-        .checked_sub(tail + tlen)
-        .filter(|s| *s >= codec::HEADER_LEN as u64)
-        .ok_or_else(|| Error::corrupt(key, "trailer length out of range"))?;
-    let trailer = backend
-        .get_ranges(key, std::slice::from_ref(&(start..size - tail)))?
-        .remove(0);
-    crate::pack::decode_trailer(&trailer, start, key)
-}
-
-/// The pack id a `packs/hh/<id>` key names.
-pub fn pack_id_of(key: &str) -> Option<PackId> {
-    key.strip_prefix(PACK_PREFIX)?
-        .rsplit('/')
-        .next()?
-        .parse()
-        .ok()
-}
-
-pub fn pack_key(id: &PackId) -> String {
-    let hex = id.to_hex();
-    format!("packs/{}/{hex}", &hex[..2])
-}
-
-pub fn index_key(id: &IndexId) -> String {
-    format!("index/{}", id.to_hex())
-}
-
-/// An index object: the frames and chunks of some packs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexObject {
-    pub packs: Vec<IndexedPack>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexedPack {
-    pub pack: PackId,
-    pub frames: Vec<FrameEntry>,
-}
-
-impl IndexObject {
-    pub fn encode(&self) -> (IndexId, Vec<u8>) {
-        let bytes = codec::encode(INDEX_MAGIC, INDEX_VERSION, self);
-        (IndexId::of(&bytes), bytes)
-    }
-
-    pub fn decode(id: &IndexId, bytes: &[u8]) -> Result<Self> {
-        let object = index_key(id);
-        if IndexId::of(bytes) != *id {
-            return Err(Error::corrupt(object, "content does not match its id"));
-        }
-        let obj: IndexObject = codec::decode(INDEX_MAGIC, INDEX_VERSION, &object, bytes)?;
-        for p in &obj.packs {
-            check_frames(&p.frames, u32::MAX as u64, &object)?;
-        }
-        Ok(obj)
-    }
-}
-
-/// Where a chunk is stored: its pack, its frame there, its place inside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    pub pack: PackId,
-    pub frame: FrameRef,
-    pub chunk: FrameChunk,
-}
-
-pub const LOCATION_LEN: usize = 32 + 4 + 4 + 4 + 1 + 4 + 4;
-
-impl Location {
-    pub fn to_bytes(self) -> [u8; LOCATION_LEN] {
-        let mut b = [0u8; LOCATION_LEN];
-        b[..32].copy_from_slice(&self.pack.0);
-        b[32..36].copy_from_slice(&self.frame.offset.to_le_bytes());
-        b[36..40].copy_from_slice(&self.frame.stored_len.to_le_bytes());
-        b[40..44].copy_from_slice(&self.frame.raw_len.to_le_bytes());
-        b[44] = self.frame.compression as u8;
-        b[45..49].copy_from_slice(&self.chunk.offset.to_le_bytes());
-        b[49..53].copy_from_slice(&self.chunk.len.to_le_bytes());
-        b
-    }
-
-    pub fn from_bytes(id: ChunkId, b: &[u8]) -> Result<Self> {
-        let bad = || Error::Meta(format!("bad index entry for chunk {id}"));
-        if b.len() != LOCATION_LEN {
-            return Err(bad());
-        }
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        let compression = match b[44] {
-            0 => Compression::Raw,
-            1 => Compression::Zstd,
-            _ => return Err(bad()),
-        };
-        Ok(Location {
-            pack: PackId(b[..32].try_into().expect("32 bytes")),
-            frame: FrameRef {
-                offset: u32_at(32),
-                stored_len: u32_at(36),
-                raw_len: u32_at(40),
-                compression,
-            },
-            chunk: FrameChunk {
-                id,
-                offset: u32_at(45),
-                len: u32_at(49),
-            },
-        })
-    }
-}
-
-/// What persist and attach ask about chunks, in batches (a remote store
-/// answers a whole batch in one round trip).
-pub trait ChunkLookup: Send + Sync + std::fmt::Debug {
-    /// For each id, whether the store lacks it.
-    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>>;
-    /// For each id, where it is stored, if anywhere.
-    fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>>;
-    /// Records a pack just written (before its index object exists).
-    fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()>;
-    /// Records an index object just written.
-    fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()>;
-    /// How many chunks are indexed.
-    fn count(&self) -> Result<u64>;
-}
+use crate::lookup::ChunkLookup;
 
 /// The local chunk index over a store's packs and index objects.
 #[derive(Debug, Clone)]
@@ -235,10 +90,6 @@ impl ChunkIndex {
 
     pub fn len(&self) -> usize {
         self.chunks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
     }
 
     /// Merges an index object into the cache (from several threads: sled
@@ -314,7 +165,7 @@ impl ChunkIndex {
     pub fn sync(&self, backend: &dyn Backend) -> Result<usize> {
         let mut added = 0;
         for key in backend.list(INDEX_PREFIX)? {
-            let Some(Ok(id)) = key.strip_prefix("index/").map(str::parse::<IndexId>) else {
+            let Some(id) = index_id_of(&key) else {
                 continue;
             };
             if self.loaded.contains_key(id.0)? {
@@ -377,7 +228,7 @@ impl ChunkIndex {
             }
         }
         // What gc has condemned.
-        let (condemned, _) = crate::gc::read_condemned(backend)?;
+        let (condemned, _) = read_condemned(backend)?;
         self.set_condemned(&condemned.into_iter().collect())?;
         Ok(added)
     }
@@ -386,6 +237,9 @@ impl ChunkIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::index::IndexedPack;
+    use crate::format::keys::{index_key, pack_key};
+    use crate::format::pack::{Compression, FrameChunk};
 
     #[test]
     fn location_round_trip_and_sync() {

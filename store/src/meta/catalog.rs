@@ -13,35 +13,14 @@
 //! plain caches: a key listed by the backend and found in sled is not read
 //! again. This module knows nothing about manifests' contents or attach.
 
-use serde::{Deserialize, Serialize};
-
 use crate::backend::Backend;
-use crate::codec;
 use crate::error::{Error, Result};
-use crate::graph::Graph;
-use crate::id::{JobName, ManifestId, RunName};
-use crate::manifest::Totals;
-use crate::util::nonce;
-
-const RUN_MAGIC: &[u8; 8] = b"STRARUN1";
-const RUN_VERSION: u32 = 1;
-const LAYER_MAGIC: &[u8; 8] = b"STRALAYR";
-const LAYER_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// Unix seconds.
-    pub created: i64,
-    pub graph: Graph,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerRecord {
-    pub manifest: ManifestId,
-    /// Unix seconds.
-    pub created: i64,
-    pub totals: Totals,
-}
+use crate::format::graph::Graph;
+use crate::format::keys::{
+    layer_key, layer_prefix, layer_seq_of, run_key, run_of_record_key, RUNS_PREFIX,
+};
+use crate::format::records::{LayerRecord, Record, RunRecord};
+use crate::id::{JobName, RunName};
 
 /// A layer of a job, as found in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,14 +30,6 @@ pub struct LayerRef {
     pub key: String,
     pub seq: u64,
     pub record: LayerRecord,
-}
-
-pub fn run_key(run: &RunName) -> String {
-    format!("runs/{run}/run")
-}
-
-fn layer_prefix(run: &RunName, job: &JobName) -> String {
-    format!("runs/{run}/layers/{job}/")
 }
 
 /// The run and layer records, with a local cache.
@@ -96,7 +67,7 @@ impl Catalog {
             created: now,
             graph,
         };
-        let bytes = codec::encode(RUN_MAGIC, RUN_VERSION, &record);
+        let bytes = record.encode();
         backend.put(&run_key(run), &bytes)?;
         self.runs.insert(run.as_str(), bytes)?;
         Ok(true)
@@ -115,16 +86,15 @@ impl Catalog {
                 b
             }
         };
-        codec::decode(RUN_MAGIC, RUN_VERSION, &key, &bytes)
+        RunRecord::decode(&key, &bytes)
     }
 
     /// The names of all runs in the store, sorted.
     pub fn run_names(&self, backend: &dyn Backend) -> Result<Vec<RunName>> {
         let mut names: Vec<RunName> = backend
-            .list("runs/")?
+            .list(RUNS_PREFIX)?
             .iter()
-            .filter_map(|k| k.strip_suffix("/run")?.strip_prefix("runs/"))
-            .filter_map(|n| RunName::new(n).ok())
+            .filter_map(|k| run_of_record_key(k))
             .collect();
         names.sort();
         names.dedup();
@@ -140,10 +110,7 @@ impl Catalog {
     ) -> Result<Vec<LayerRef>> {
         let mut out = Vec::new();
         for key in backend.list(&layer_prefix(run, job))? {
-            let name = key.rsplit('/').next().unwrap_or_default();
-            let seq = name
-                .split_once('-')
-                .and_then(|(s, _)| s.parse::<u64>().ok())
+            let seq = layer_seq_of(&key)
                 .ok_or_else(|| Error::corrupt(format!("layer ref {key}"), "malformed key"))?;
             let bytes = match self.layers.get(key.as_bytes())? {
                 Some(b) => b.to_vec(),
@@ -153,12 +120,7 @@ impl Catalog {
                     b
                 }
             };
-            let record = codec::decode(
-                LAYER_MAGIC,
-                LAYER_VERSION,
-                &format!("layer ref {key}"),
-                &bytes,
-            )?;
+            let record = LayerRecord::decode(&key, &bytes)?;
             out.push(LayerRef {
                 job: job.clone(),
                 key,
@@ -183,8 +145,8 @@ impl Catalog {
             .layers(backend, run, job)?
             .last()
             .map_or(1, |l| l.seq + 1);
-        let key = format!("{}{seq:010}-{}", layer_prefix(run, job), nonce());
-        let bytes = codec::encode(LAYER_MAGIC, LAYER_VERSION, record);
+        let key = layer_key(run, job, seq);
+        let bytes = record.encode();
         backend.put(&key, &bytes)?;
         self.layers.insert(key.as_bytes(), bytes)?;
         Ok(LayerRef {
@@ -195,33 +157,28 @@ impl Catalog {
         })
     }
 
+    /// Writes a layer ref for `job` with sequence number `seq` (a rerun
+    /// copying a kept layer); returns the bytes written.
+    pub fn put_layer(
+        &self,
+        backend: &dyn Backend,
+        run: &RunName,
+        job: &JobName,
+        seq: u64,
+        record: &LayerRecord,
+    ) -> Result<usize> {
+        let key = layer_key(run, job, seq);
+        let bytes = record.encode();
+        backend.put(&key, &bytes)?;
+        let written = bytes.len();
+        self.layers.insert(key.as_bytes(), bytes)?;
+        Ok(written)
+    }
+
     /// Forgets the cached records (they are re-read on demand).
     pub fn clear(&self) -> Result<()> {
         self.runs.clear()?;
         self.layers.clear()?;
         Ok(())
     }
-}
-
-pub fn encode_run(record: &RunRecord) -> Vec<u8> {
-    codec::encode(RUN_MAGIC, RUN_VERSION, record)
-}
-
-pub fn encode_layer(record: &LayerRecord) -> Vec<u8> {
-    codec::encode(LAYER_MAGIC, LAYER_VERSION, record)
-}
-
-/// Decodes a run record (from an untrusted writer, say).
-pub fn decode_run(key: &str, bytes: &[u8]) -> Result<RunRecord> {
-    codec::decode(RUN_MAGIC, RUN_VERSION, key, bytes)
-}
-
-/// Decodes a layer record.
-pub fn decode_layer(key: &str, bytes: &[u8]) -> Result<LayerRecord> {
-    codec::decode(
-        LAYER_MAGIC,
-        LAYER_VERSION,
-        &format!("layer ref {key}"),
-        bytes,
-    )
 }

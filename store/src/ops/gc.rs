@@ -28,58 +28,20 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
 use crate::error::{Error, Result};
-use crate::fetch::{fetch_located, load_manifest};
-use crate::id::{ChunkId, IndexId, ManifestId, PackId, RunName};
-use crate::index::{
-    index_key, pack_id_of, pack_key, read_pack_trailer, IndexObject, IndexedPack, Location,
+use crate::format::index::{read_pack_trailer, IndexObject, IndexedPack, Location};
+use crate::format::keys::{
+    expired_key, index_key, pack_id_of, pack_key, run_prefix, timed_key, CONDEMNED_PREFIX,
     INDEX_PREFIX, PACK_PREFIX,
 };
-use crate::lifecycle::{encode_expired, expired_key, run_life, timed_key, ExpiredRecord};
-use crate::manifest::EntryKind;
-use crate::pack::{FrameBuilder, FrameEntry, PackBuilder};
-use crate::store::Store;
-
-const CONDEMNED_MAGIC: &[u8; 8] = b"STRACOND";
-const CONDEMNED_VERSION: u32 = 1;
-pub const CONDEMNED_PREFIX: &str = "gc/condemned/";
-
-/// Packs condemned by gc, with when each was condemned.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Condemned {
-    pub packs: Vec<(PackId, i64)>,
-}
-
-pub fn encode_condemned(c: &Condemned) -> Vec<u8> {
-    codec::encode(CONDEMNED_MAGIC, CONDEMNED_VERSION, c)
-}
-
-pub fn decode_condemned(key: &str, b: &[u8]) -> Result<Condemned> {
-    codec::decode(CONDEMNED_MAGIC, CONDEMNED_VERSION, key, b)
-}
-
-/// Every condemned pack (the earliest time each was condemned), and the
-/// keys of the lists that say so.
-pub fn read_condemned(
-    backend: &dyn crate::backend::Backend,
-) -> Result<(HashMap<PackId, i64>, Vec<String>)> {
-    let mut out: HashMap<PackId, i64> = HashMap::new();
-    let keys = backend.list(CONDEMNED_PREFIX)?;
-    for key in &keys {
-        let list = match backend.get(key) {
-            Ok(b) => decode_condemned(key, &b)?,
-            // Replaced by a newer list meanwhile.
-            Err(Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        for (p, t) in list.packs {
-            let e = out.entry(p).or_insert(t);
-            *e = (*e).min(t);
-        }
-    }
-    Ok((out, keys))
-}
+use crate::format::manifest::EntryKind;
+use crate::format::pack::{FrameBuilder, FrameEntry, PackBuilder};
+use crate::format::records::{read_condemned, Condemned, ExpiredRecord, LayerRecord, Record};
+use crate::id::{ChunkId, IndexId, ManifestId, PackId, RunName};
+use crate::ops::lifecycle::run_life;
+use crate::protocol::GcQuery;
+use crate::read::{fetch_located, load_manifest};
+use crate::repo::Store;
 
 #[derive(Debug, Clone, Default)]
 pub struct GcOptions {
@@ -125,12 +87,17 @@ struct PackInfo {
 }
 
 pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
-    if let Some(http) = store.http() {
-        return http.gc(options);
+    // A server runs gc on its namespace itself.
+    if let Some(server) = store.server() {
+        let query = GcQuery {
+            dry_run: options.dry_run,
+            grace_secs: options.grace_secs,
+        };
+        return server.call_json("POST", &query.path());
     }
     let started = Instant::now();
     let now = store.now();
-    let grace = options.grace_secs.unwrap_or(store.config.gc_grace_secs) as i64;
+    let grace = options.grace_secs.unwrap_or(store.config().gc_grace_secs) as i64;
     let dry = options.dry_run;
     let b = store.backend();
     let mut report = GcReport {
@@ -145,7 +112,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
         if life.dropped {
             continue;
         }
-        let prefix = format!("runs/{run}/");
+        let prefix = run_prefix(&run);
         if life.is_expired(now) {
             report.runs_expired.push(run.clone());
             if !dry {
@@ -153,7 +120,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
                     expired_on: life.expires,
                     last_use: life.last_use,
                 };
-                b.put(&expired_key(&run), &encode_expired(&record))?;
+                b.put(&expired_key(&run), &record.encode())?;
                 for key in b.list(&prefix)? {
                     let keep = key.ends_with("/run")
                         || key.ends_with("/rerun")
@@ -167,14 +134,14 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
         }
         for key in b.list(&format!("{prefix}layers/"))? {
             let bytes = b.get(&key)?;
-            live_manifests.insert(crate::refs::decode_layer(&key, &bytes)?.manifest);
+            live_manifests.insert(LayerRecord::decode(&key, &bytes)?.manifest);
         }
     }
-    for entry in crate::caches::entries(store)? {
+    for entry in crate::ops::caches::entries(store)? {
         if entry.expires <= now {
             report.caches_expired += 1;
             if !dry {
-                crate::caches::delete_entry(store, &entry)?;
+                crate::ops::caches::delete_entry(store, &entry)?;
             }
         } else {
             live_manifests.insert(entry.record.manifest);
@@ -185,8 +152,8 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     // 2. Mark.
     let mut live: HashSet<ChunkId> = HashSet::new();
     for id in &live_manifests {
-        let root_key = crate::manifest::manifest_key(id);
-        let root = crate::manifest::ManifestRoot::decode(id, &b.get(&root_key)?)?;
+        let root_key = crate::format::keys::manifest_key(id);
+        let root = crate::format::manifest::ManifestRoot::decode(id, &b.get(&root_key)?)?;
         live.extend(root.chunks.iter().map(|c| c.id));
         let (manifest, _) = load_manifest(store, id)?;
         for e in &manifest.entries {
@@ -222,7 +189,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
             .iter()
             .flat_map(|f| f.chunks.iter().map(|c| c.id))
             .collect();
-        let located = store.index.locate(&all)?;
+        let located = store.chunk_lookup().locate(&all)?;
         let mut live_raw = 0;
         let mut total_raw = 0;
         let mut at = 0;
@@ -295,7 +262,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
             let list = Condemned {
                 packs: pending.iter().map(|(p, t)| (*p, *t)).collect(),
             };
-            b.put(&timed_key(CONDEMNED_PREFIX, now), &encode_condemned(&list))?;
+            b.put(&timed_key(CONDEMNED_PREFIX, now), &list.encode())?;
         }
         for key in &condemned_keys {
             b.delete(key)?;
@@ -319,7 +286,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
             let object = IndexObject { packs: survivors };
             let (id, bytes) = object.encode();
             b.put(&index_key(&id), &bytes)?;
-            store.index.add(&id, &object)?;
+            store.chunk_lookup().add(&id, &object)?;
             for key in index_keys {
                 if key != index_key(&id) {
                     b.delete(&key)?;
@@ -375,7 +342,7 @@ fn rewrite(
             Ok(())
         },
     )?;
-    let config = &store.config;
+    let config = &store.config();
     let mut compressor = zstd::bulk::Compressor::new(config.zstd_level)
         .map_err(|e| Error::corrupt("zstd", e.to_string()))?;
     let mut out = Vec::new();
@@ -383,8 +350,8 @@ fn rewrite(
     let mut frame = FrameBuilder::default();
     let finish_pack = |pack: PackBuilder, out: &mut Vec<(IndexedPack, u64)>| -> Result<()> {
         let (id, bytes, frames) = pack.finish();
-        store.backend.put(&pack_key(&id), &bytes)?;
-        store.index.add_pack(&id, &frames)?;
+        store.backend().put(&pack_key(&id), &bytes)?;
+        store.chunk_lookup().add_pack(&id, &frames)?;
         out.push((IndexedPack { pack: id, frames }, bytes.len() as u64));
         Ok(())
     };

@@ -16,104 +16,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::codec;
 use crate::error::{Error, Result};
+use crate::format::keys::{
+    expired_key, key_time, results_prefix, run_prefix, timed_key, used_prefix,
+};
+use crate::format::records::{ExpiredRecord, JobResult, JobStatus, Record, UseRecord};
 use crate::id::{JobName, RunName};
-use crate::store::Store;
-use crate::util::nonce;
-
-const RESULT_MAGIC: &[u8; 8] = b"STRARSLT";
-const USE_MAGIC: &[u8; 8] = b"STRAUSED";
-const EXPIRED_MAGIC: &[u8; 8] = b"STRAEXPD";
-const VERSION: u32 = 1;
+use crate::repo::Store;
 
 pub const DAY: i64 = 86_400;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobStatus {
-    Success,
-    Failed,
-}
-
-impl std::str::FromStr for JobStatus {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "success" => Ok(JobStatus::Success),
-            "failed" => Ok(JobStatus::Failed),
-            _ => Err(Error::InvalidName {
-                what: "job status",
-                value: s.into(),
-                reason: "it must be success or failed",
-            }),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobResult {
-    pub status: JobStatus,
-    /// Unix seconds.
-    pub finished: i64,
-}
-
-/// A use of a run or cache entry (an attach, a restore).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UseRecord {
-    pub at: i64,
-}
-
-/// gc's note that it dropped a run's layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExpiredRecord {
-    pub expired_on: i64,
-    pub last_use: i64,
-}
-
-pub fn encode_result(r: &JobResult) -> Vec<u8> {
-    codec::encode(RESULT_MAGIC, VERSION, r)
-}
-pub fn decode_result(key: &str, b: &[u8]) -> Result<JobResult> {
-    codec::decode(RESULT_MAGIC, VERSION, key, b)
-}
-pub fn encode_use(r: &UseRecord) -> Vec<u8> {
-    codec::encode(USE_MAGIC, VERSION, r)
-}
-pub fn decode_use(key: &str, b: &[u8]) -> Result<UseRecord> {
-    codec::decode(USE_MAGIC, VERSION, key, b)
-}
-pub fn encode_expired(r: &ExpiredRecord) -> Vec<u8> {
-    codec::encode(EXPIRED_MAGIC, VERSION, r)
-}
-pub fn decode_expired(key: &str, b: &[u8]) -> Result<ExpiredRecord> {
-    codec::decode(EXPIRED_MAGIC, VERSION, key, b)
-}
-
-/// `prefix<time, 12 digits>-<nonce>`: a key only this writer uses, that
-/// sorts by time.
-pub fn timed_key(prefix: &str, now: i64) -> String {
-    format!("{prefix}{:012}-{}", now.max(0), nonce())
-}
-
-/// The time in a `timed_key`.
-pub fn key_time(key: &str) -> Option<i64> {
-    let name = key.rsplit('/').next()?;
-    let (t, n) = name.split_once('-')?;
-    (t.len() == 12 && !n.is_empty()).then(|| t.parse().ok())?
-}
-
-pub fn results_prefix(run: &RunName) -> String {
-    format!("runs/{run}/results/")
-}
-pub fn used_prefix(run: &RunName) -> String {
-    format!("runs/{run}/used/")
-}
-pub fn expired_key(run: &RunName) -> String {
-    format!("runs/{run}/expired")
-}
 
 /// Records `job`'s result in `run`.
 pub fn finish_job(
@@ -129,7 +42,7 @@ pub fn finish_job(
         finished: store.now(),
     };
     let key = timed_key(&format!("{}{job}/", results_prefix(run)), result.finished);
-    store.backend.put(&key, &encode_result(&result))?;
+    store.backend().put(&key, &result.encode())?;
     Ok(result)
 }
 
@@ -137,7 +50,7 @@ pub fn finish_job(
 pub fn job_results(store: &Store, run: &RunName) -> Result<BTreeMap<JobName, JobResult>> {
     let prefix = results_prefix(run);
     let mut latest: BTreeMap<JobName, String> = BTreeMap::new();
-    for key in store.backend.list(&prefix)? {
+    for key in store.backend().list(&prefix)? {
         let Some((job, _)) = key[prefix.len()..].split_once('/') else {
             continue;
         };
@@ -147,7 +60,7 @@ pub fn job_results(store: &Store, run: &RunName) -> Result<BTreeMap<JobName, Job
     }
     latest
         .into_iter()
-        .map(|(job, key)| Ok((job, decode_result(&key, &store.backend.get(&key)?)?)))
+        .map(|(job, key)| Ok((job, JobResult::decode(&key, &store.backend().get(&key)?)?)))
         .collect()
 }
 
@@ -155,7 +68,7 @@ pub fn job_results(store: &Store, run: &RunName) -> Result<BTreeMap<JobName, Job
 pub fn record_use(store: &Store, run: &RunName) -> Result<()> {
     let now = store.now();
     let key = timed_key(&used_prefix(run), now);
-    store.backend.put(&key, &encode_use(&UseRecord { at: now }))
+    store.backend().put(&key, &UseRecord { at: now }.encode())
 }
 
 /// When a run was last used and when its workspace expires.
@@ -177,12 +90,12 @@ impl RunLife {
 /// A run's life, from one listing of its keys.
 pub fn run_life(store: &Store, run: &RunName) -> Result<RunLife> {
     let record = store.run(run)?;
-    let days = store.config.retention_days as i64;
+    let days = store.config().retention_days as i64;
     let mut last_use = record.created;
     let mut dropped = None;
-    for key in store.backend.list(&format!("runs/{run}/"))? {
+    for key in store.backend().list(&run_prefix(run))? {
         if key == expired_key(run) {
-            dropped = Some(decode_expired(&key, &store.backend.get(&key)?)?);
+            dropped = Some(ExpiredRecord::decode(&key, &store.backend().get(&key)?)?);
         } else if key.starts_with(&results_prefix(run)) || key.starts_with(&used_prefix(run)) {
             if let Some(t) = key_time(&key) {
                 last_use = last_use.max(t);
@@ -273,12 +186,5 @@ mod tests {
         assert_eq!(parse_time("1764547200"), Some(1_764_547_200));
         assert!(parse_time("2026-13-01").is_none());
         assert!(parse_time("yesterday").is_none());
-    }
-
-    #[test]
-    fn timed_keys_carry_their_time() {
-        let k = timed_key("runs/r/used/", 1_764_547_200);
-        assert_eq!(key_time(&k), Some(1_764_547_200));
-        assert!(key_time("runs/r/run").is_none());
     }
 }

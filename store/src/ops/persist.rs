@@ -30,15 +30,17 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::Traffic;
-use crate::chunking::{chunk_slice, chunk_stream};
 use crate::error::{Error, Result};
+use crate::format::chunking::{chunk_slice, chunk_stream};
+use crate::format::index::{IndexObject, IndexedPack};
+use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Totals};
+use crate::format::pack::{FrameBuilder, PackBuilder};
 use crate::id::{ChunkId, JobName, ManifestId, RunName};
-use crate::index::{index_key, pack_key, IndexObject, IndexedPack};
-use crate::manifest::{manifest_key, ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Totals};
-use crate::pack::{FrameBuilder, PackBuilder};
-use crate::refs::LayerRecord;
-use crate::scan::{scan, ScanKind, Scanned, Tree};
-use crate::store::Store;
+
+use crate::format::keys::{index_key, manifest_key, pack_key};
+use crate::format::records::LayerRecord;
+use crate::repo::Store;
+use crate::tree::scan::{scan, ScanKind, Scanned, Tree};
 
 #[derive(Debug, Clone)]
 pub struct PersistRequest {
@@ -75,7 +77,7 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     let started = Instant::now();
     let traffic = store.traffic();
     store.run_job(&req.run, &req.job)?;
-    crate::lifecycle::check_live(store, &req.run)?;
+    crate::ops::lifecycle::check_live(store, &req.run)?;
     let tree = write_tree(store, &req.root, &req.paths, started)?;
     let record = LayerRecord {
         manifest: tree.manifest,
@@ -83,7 +85,7 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
         totals: tree.totals,
     };
     let layer = store
-        .catalog
+        .catalog()
         .add_layer(store.backend(), &req.run, &req.job, &record)?;
     store.flush()?;
     Ok(PersistReport {
@@ -175,23 +177,23 @@ pub(crate) fn write_tree(
     if !packs.is_empty() {
         let object = IndexObject { packs };
         let (id, bytes) = object.encode();
-        store.backend.put(&index_key(&id), &bytes)?;
-        store.index.add(&id, &object)?;
+        store.backend().put(&index_key(&id), &bytes)?;
+        store.chunk_lookup().add(&id, &object)?;
         bytes_written += bytes.len() as u64;
     }
     let key = manifest_key(&manifest_id);
-    if !store.backend.exists(&key)? {
+    if !store.backend().exists(&key)? {
         let bytes = root_obj.encode();
-        store.backend.put(&key, &bytes)?;
+        store.backend().put(&key, &bytes)?;
         bytes_written += bytes.len() as u64;
     }
     // A persist must commit within the grace period of its first reuse
     // decision; it checks here, before the ref, against half of it, so the
     // other half covers the moment between this check and the ref's write
     // (and clocks a little apart).
-    let grace = store.config.gc_grace_secs;
+    let grace = store.config().gc_grace_secs;
     let took = (store.now() - clock_start).max(started.elapsed().as_secs() as i64) as u64;
-    if store.commit_guard && took.saturating_mul(2) >= grace {
+    if store.commit_guard() && took.saturating_mul(2) >= grace {
         return Err(Error::PersistTooSlow {
             seconds: took,
             grace,
@@ -327,7 +329,7 @@ impl<'a> ChunkSink<'a> {
         chunk_stream(
             file,
             size_hint,
-            self.store.config.chunker,
+            self.store.config().chunker,
             &|e| Error::io("read", path, e),
             &mut |id, bytes| {
                 size += bytes.len() as u64;
@@ -353,7 +355,7 @@ impl<'a> ChunkSink<'a> {
         let mut chunks = Vec::new();
         chunk_slice(
             body,
-            self.store.config.manifest_chunker,
+            self.store.config().manifest_chunker,
             &mut |id, bytes| {
                 chunks.push(ChunkRef {
                     id,
@@ -385,7 +387,7 @@ impl<'a> ChunkSink<'a> {
             return Ok(());
         }
         let ids: Vec<ChunkId> = pending.ids.iter().map(|(id, _)| *id).collect();
-        let missing = self.store.index.missing(&ids)?;
+        let missing = self.store.chunk_lookup().missing(&ids)?;
         let mut start = 0usize;
         for ((id, len), missing) in pending.ids.iter().zip(missing) {
             let bytes = &pending.bytes[start..start + len];
@@ -394,7 +396,7 @@ impl<'a> ChunkSink<'a> {
                 self.chunks_new.fetch_add(1, Relaxed);
                 self.bytes_new.fetch_add(bytes.len() as u64, Relaxed);
                 frame.push(*id, bytes);
-                if frame.raw_len() >= self.store.config.frame_target_bytes as usize {
+                if frame.raw_len() >= self.store.config().frame_target_bytes as usize {
                     self.seal(frame)?;
                 }
             }
@@ -406,7 +408,7 @@ impl<'a> ChunkSink<'a> {
 
     /// Compresses the frame and appends it to the open pack.
     fn seal(&self, frame: &mut FrameBuilder) -> Result<()> {
-        let level = self.store.config.zstd_level;
+        let level = self.store.config().zstd_level;
         let sealed = COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
             if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -420,7 +422,7 @@ impl<'a> ChunkSink<'a> {
         let full = {
             let mut open = self.open.lock().expect("poisoned");
             open.push(sealed);
-            if open.len() >= self.store.config.pack_target_bytes as usize {
+            if open.len() >= self.store.config().pack_target_bytes as usize {
                 Some(std::mem::take(&mut *open))
             } else {
                 None
@@ -436,8 +438,8 @@ impl<'a> ChunkSink<'a> {
 
     fn write_pack(&self, pack: PackBuilder) -> Result<()> {
         let (id, bytes, frames) = pack.finish();
-        self.store.backend.put(&pack_key(&id), &bytes)?;
-        self.store.index.add_pack(&id, &frames)?;
+        self.store.backend().put(&pack_key(&id), &bytes)?;
+        self.store.chunk_lookup().add_pack(&id, &frames)?;
         self.pack_bytes.fetch_add(bytes.len() as u64, Relaxed);
         self.written
             .lock()

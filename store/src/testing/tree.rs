@@ -1,8 +1,6 @@
-//! What the test suites and the benchmark share to check a tree: one
-//! description of everything attach must reproduce (types, content, modes,
-//! mtimes, symlink targets, hardlink groups, empty directories), so every
-//! test compares trees the same way. No command uses it; it knows nothing
-//! about stores.
+//! One description of everything attach must reproduce (types, content,
+//! modes, mtimes, symlink targets, hardlink groups, empty directories), so
+//! every test compares trees the same way. It knows nothing about stores.
 
 use std::collections::HashMap;
 use std::fs;

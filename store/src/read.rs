@@ -16,11 +16,12 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::format::index::Location;
+use crate::format::keys::{manifest_key, pack_key};
+use crate::format::manifest::{Manifest, ManifestRoot};
+use crate::format::pack::{chunk_of, decode_frame, FrameChunk, FrameRef};
 use crate::id::{ChunkId, ManifestId, PackId};
-use crate::index::{pack_key, Location};
-use crate::manifest::{manifest_key, Manifest, ManifestRoot};
-use crate::pack::{chunk_of, decode_frame, FrameChunk, FrameRef};
-use crate::store::Store;
+use crate::repo::Store;
 
 /// What a fetch read.
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,7 +42,13 @@ pub fn fetch_chunks(
     missing: &(dyn Fn(ChunkId) -> Error + Sync),
     each: &(dyn Fn(ChunkId, &[u8]) -> Result<()> + Sync),
 ) -> Result<Fetched> {
-    fetch_located(store, &|ids| store.index.locate(ids), wanted, missing, each)
+    fetch_located(
+        store,
+        &|ids| store.chunk_lookup().locate(ids),
+        wanted,
+        missing,
+        each,
+    )
 }
 
 /// Finds where chunks are stored, in one batch: the store's chunk lookup,
@@ -80,14 +87,14 @@ pub fn fetch_located(
     };
     // Network backends wait on round trips, not on the CPU: keep more
     // requests in flight than there are cores.
-    let threads = store.backend.parallelism().min(packs.len()).max(1);
+    let threads = store.backend().parallelism().min(packs.len()).max(1);
     if threads > rayon::current_num_threads() {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("strata-fetch-{i}"))
             .build()
             .map_err(|e| Error::Remote {
-                server: store.backend.location(),
+                server: store.backend().location(),
                 detail: format!("starting fetch threads: {e}"),
             })?
             .install(read_all)?;
@@ -120,7 +127,10 @@ fn read_pack(
     let key = pack_key(pack);
     let mut remote: Vec<(&FrameRef, &Vec<FrameChunk>)> = Vec::new();
     for (frame, wanted) in frames {
-        let cached = store.cache.as_ref().and_then(|c| c.get(pack, frame));
+        let cached = store
+            .frame_cache()
+            .as_ref()
+            .and_then(|c| c.get(pack, frame));
         match cached {
             Some(stored) => match deliver(frame, &stored, wanted, &key, counts, each) {
                 Ok(()) => {
@@ -129,7 +139,7 @@ fn read_pack(
                 // A bad cached frame is dropped and fetched from the store;
                 // an error from `each` is the caller's and stands.
                 Err(Delivery::Bad(_)) => {
-                    if let Some(c) = &store.cache {
+                    if let Some(c) = &store.frame_cache() {
                         c.remove(pack, frame);
                     }
                     remote.push((frame, wanted));
@@ -142,9 +152,9 @@ fn read_pack(
     if remote.is_empty() {
         return Ok(());
     }
-    let spans = coalesce(&remote, store.backend.coalesce_gap());
+    let spans = coalesce(&remote, store.backend().coalesce_gap());
     let ranges: Vec<Range<u64>> = spans.iter().map(|(r, _)| r.clone()).collect();
-    let data = store.backend.get_ranges(&key, &ranges)?;
+    let data = store.backend().get_ranges(&key, &ranges)?;
     for ((range, members), bytes) in spans.iter().zip(&data) {
         counts.bytes.fetch_add(bytes.len() as u64, Relaxed);
         for (frame, wanted) in &remote[members.clone()] {
@@ -152,7 +162,7 @@ fn read_pack(
             let stored = &bytes[start..start + frame.stored_len as usize];
             match deliver(frame, stored, wanted, &key, counts, each) {
                 Ok(()) => {
-                    if let Some(c) = &store.cache {
+                    if let Some(c) = &store.frame_cache() {
                         c.put(pack, frame, stored);
                     }
                 }
@@ -204,7 +214,7 @@ fn deliver(
 /// Loads a manifest: its root object, then the chunks of its encoding.
 /// Returns it with the bytes read.
 pub fn load_manifest(store: &Store, id: &ManifestId) -> Result<(Manifest, u64)> {
-    load_manifest_located(store, &|ids| store.index.locate(ids), id)
+    load_manifest_located(store, &|ids| store.chunk_lookup().locate(ids), id)
 }
 
 /// `load_manifest` with chunk locations from `locate`.
@@ -214,7 +224,7 @@ pub fn load_manifest_located(
     id: &ManifestId,
 ) -> Result<(Manifest, u64)> {
     let key = manifest_key(id);
-    let root_bytes = store.backend.get(&key)?;
+    let root_bytes = store.backend().get(&key)?;
     let root = ManifestRoot::decode(id, &root_bytes)?;
     let mut offsets: HashMap<ChunkId, Vec<usize>> = HashMap::new();
     let mut at = 0usize;
@@ -262,7 +272,7 @@ fn coalesce<T>(frames: &[(&FrameRef, T)], gap: u64) -> Vec<(Range<u64>, Range<us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::Compression;
+    use crate::format::pack::Compression;
 
     #[test]
     fn coalesces_nearby_frames_only() {

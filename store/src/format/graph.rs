@@ -113,7 +113,7 @@ impl Graph {
                     requires: reqs
                         .split(',')
                         .filter(|r| !r.is_empty())
-                        .map(JobName::new)
+                        .map(|r| JobName::new(r).map_err(Error::from))
                         .collect::<Result<_>>()?,
                 })
             })
@@ -222,11 +222,13 @@ fn string_list(v: &Value, job: &str) -> Result<Vec<JobName>> {
         Value::Sequence(seq) => seq
             .iter()
             .map(|r| {
-                r.as_str().map(JobName::new).unwrap_or_else(|| {
-                    Err(Error::Graph {
-                        detail: format!("job {job}: a required job is not a string"),
+                r.as_str()
+                    .map(|r| JobName::new(r).map_err(Error::from))
+                    .unwrap_or_else(|| {
+                        Err(Error::Graph {
+                            detail: format!("job {job}: a required job is not a string"),
+                        })
                     })
-                })
             })
             .collect(),
         _ => Err(Error::Graph {

@@ -13,12 +13,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::fetch::load_manifest_located;
-use crate::id::{ChunkId, IndexId, PackId};
-use crate::index::{pack_key, IndexObject, Location};
-use crate::manifest::{manifest_key, EntryKind};
-use crate::pack::{verify_pack, FrameEntry};
-use crate::store::Store;
+use crate::format::index::{IndexObject, Location};
+use crate::format::keys::{
+    index_id_of, layer_prefix, manifest_key, pack_id_of, pack_key, INDEX_PREFIX, PACK_PREFIX,
+};
+use crate::format::manifest::EntryKind;
+use crate::format::pack::{verify_pack, FrameEntry};
+use crate::id::{ChunkId, PackId};
+use crate::read::load_manifest_located;
+use crate::repo::Store;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -57,12 +60,10 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
     // 1. Index objects: where every chunk is, from the objects themselves.
     let mut locs: HashMap<ChunkId, Location> = HashMap::new();
     let mut indexed: HashMap<PackId, Vec<FrameEntry>> = HashMap::new();
-    for key in b.list("index/")? {
+    for key in b.list(INDEX_PREFIX)? {
         report.index_objects += 1;
-        let decoded = key
-            .strip_prefix("index/")
-            .unwrap_or_default()
-            .parse::<IndexId>()
+        let decoded = index_id_of(&key)
+            .ok_or_else(|| Error::corrupt(&key, "not an index id"))
             .and_then(|id| IndexObject::decode(&id, &b.get(&key)?));
         match decoded {
             Ok(obj) => {
@@ -86,13 +87,9 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
 
     // 2. Packs: present, long enough, and (read_data) intact.
     let mut present: HashSet<PackId> = HashSet::new();
-    for key in b.list("packs/")? {
+    for key in b.list(PACK_PREFIX)? {
         report.packs += 1;
-        let Some(id) = key
-            .rsplit('/')
-            .next()
-            .and_then(|h| h.parse::<PackId>().ok())
-        else {
+        let Some(id) = pack_id_of(&key) else {
             found.push((key, "not a pack name".into(), Concern::Nothing));
             continue;
         };
@@ -102,7 +99,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
         // one, or a server indexed it on arrival and a retry reused it) is
         // known by its trailer, as when the index is rebuilt.
         if let std::collections::hash_map::Entry::Vacant(slot) = indexed.entry(id) {
-            match crate::index::read_pack_trailer(b, &key) {
+            match crate::format::index::read_pack_trailer(b, &key) {
                 Ok(frames) => {
                     for f in &frames {
                         for c in &f.chunks {
@@ -156,7 +153,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
     }
 
     // 3. Runs, layers and manifests, read afresh from the backend.
-    store.catalog.clear()?;
+    store.catalog().clear()?;
     let mut users: HashMap<ChunkId, BTreeSet<usize>> = HashMap::new();
     let mut layer_names: Vec<String> = Vec::new();
     let locate = |ids: &[ChunkId]| Ok(ids.iter().map(|c| locs.get(c).copied()).collect());
@@ -165,7 +162,11 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
         let record = match store.run(&run) {
             Ok(r) => r,
             Err(e) => {
-                found.push((crate::refs::run_key(&run), e.to_string(), Concern::Nothing));
+                found.push((
+                    crate::format::keys::run_key(&run),
+                    e.to_string(),
+                    Concern::Nothing,
+                ));
                 continue;
             }
         };
@@ -175,7 +176,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
                 Ok(l) => l,
                 Err(e) => {
                     found.push((
-                        format!("runs/{run}/layers/{}/", spec.name),
+                        layer_prefix(&run, &spec.name),
                         e.to_string(),
                         Concern::Layer(name),
                     ));

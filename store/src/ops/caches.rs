@@ -17,44 +17,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::attach::plan::{merge, Layer};
-use crate::attach::write;
 use crate::backend::Traffic;
-use crate::codec;
 use crate::error::Result;
-use crate::fetch::load_manifest;
-use crate::graph::Graph;
+use crate::format::graph::Graph;
+use crate::format::keys::{hex_key, CACHES_PREFIX, CACHE_USED_PREFIX};
+use crate::format::keys::{key_time, timed_key};
+use crate::format::manifest::Totals;
+use crate::format::records::{CacheRecord, Record, UseRecord};
 use crate::id::{JobName, ManifestId};
-use crate::lifecycle::{encode_use, format_date, key_time, timed_key, UseRecord, DAY};
-use crate::manifest::Totals;
-use crate::store::Store;
-
-const CACHE_MAGIC: &[u8; 8] = b"STRACACH";
-const CACHE_VERSION: u32 = 1;
-pub const CACHES_PREFIX: &str = "caches/";
-pub const CACHE_USED_PREFIX: &str = "cache-used/";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CacheRecord {
-    pub key: String,
-    pub manifest: ManifestId,
-    pub created: i64,
-    pub totals: Totals,
-}
-
-pub fn encode_cache(r: &CacheRecord) -> Vec<u8> {
-    codec::encode(CACHE_MAGIC, CACHE_VERSION, r)
-}
-
-pub fn decode_cache(key: &str, b: &[u8]) -> Result<CacheRecord> {
-    codec::decode(CACHE_MAGIC, CACHE_VERSION, key, b)
-}
-
-pub fn hex_key(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
-}
+use crate::ops::lifecycle::{format_date, DAY};
+use crate::read::load_manifest;
+use crate::repo::Store;
+use crate::tree::plan::{merge, Layer};
+use crate::tree::write;
 
 /// A cache entry as found in the store.
 #[derive(Debug, Clone, Serialize)]
@@ -74,7 +51,7 @@ pub fn entries(store: &Store) -> Result<Vec<CacheEntry>> {
 /// listing of the prefix's hex, and a read of only the entries it finds.
 pub fn entries_under(store: &Store, key_prefix: &str) -> Result<Vec<CacheEntry>> {
     let b = store.backend();
-    let days = store.config.retention_days as i64;
+    let days = store.config().retention_days as i64;
     let hex_prefix = hex_key(key_prefix);
     let mut used: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for key in b.list(&format!("{CACHE_USED_PREFIX}{hex_prefix}"))? {
@@ -90,7 +67,7 @@ pub fn entries_under(store: &Store, key_prefix: &str) -> Result<Vec<CacheEntry>>
     let mut out = Vec::new();
     for object in b.list(&format!("{CACHES_PREFIX}{hex_prefix}"))? {
         let record = match b.get(&object) {
-            Ok(bytes) => decode_cache(&object, &bytes)?,
+            Ok(bytes) => CacheRecord::decode(&object, &bytes)?,
             Err(crate::Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
@@ -160,7 +137,7 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
             seconds: started.elapsed().as_secs_f64(),
         });
     }
-    let tree = crate::persist::write_tree(store, root, paths, started)?;
+    let tree = crate::ops::persist::write_tree(store, root, paths, started)?;
     let record = CacheRecord {
         key: key.into(),
         manifest: tree.manifest,
@@ -168,8 +145,8 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
         totals: tree.totals,
     };
     let object = timed_key(&format!("{CACHES_PREFIX}{}/", hex_key(key)), record.created);
-    let bytes = encode_cache(&record);
-    store.backend.put(&object, &bytes)?;
+    let bytes = record.encode();
+    store.backend().put(&object, &bytes)?;
     Ok(SaveReport {
         key: key.into(),
         saved: true,
@@ -256,7 +233,7 @@ pub fn restore(
         }],
     )?;
     let stats = write::execute(store, &plan, at, options)?;
-    if let Some(cache) = &store.cache {
+    if let Some(cache) = &store.frame_cache() {
         cache.trim_if_grown()?;
     }
     let now = store.now();
@@ -265,8 +242,8 @@ pub fn restore(
         now,
     );
     store
-        .backend
-        .put(&used, &encode_use(&UseRecord { at: now }))?;
+        .backend()
+        .put(&used, &UseRecord { at: now }.encode())?;
     Ok(RestoreReport {
         matched: Some(asked),
         restored_key: Some(entry.record.key.clone()),

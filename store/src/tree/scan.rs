@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{Mtime, RelPath};
+use crate::format::manifest::{Mtime, RelPath};
 
 /// What one on-disk entry becomes in the layer.
 #[derive(Debug, Clone)]

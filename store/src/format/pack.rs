@@ -14,8 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
 use crate::error::{Error, Result};
+use crate::format::codec;
 use crate::id::{ChunkId, PackId};
 
 pub const PACK_MAGIC: &[u8; 8] = b"STRAPACK";

@@ -14,21 +14,29 @@
 //! `Observer::waiting_for_lock`. The sled database is a cache: if it is
 //! missing or unreadable it is rebuilt from the objects.
 
+pub mod frame_cache;
+pub mod remote;
+
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use crate::backend::http::{HttpOptions, HttpStore};
+use crate::backend::http::{HttpOptions, HttpStore, HttpTransport};
 use crate::backend::s3::S3;
 use crate::backend::{Backend, LocalDir, Traffic};
-use crate::config::{StoreConfig, CONFIG_KEY};
 use crate::error::{Error, IoContext, Result};
-use crate::graph::Graph;
+use crate::format::config::StoreConfig;
+use crate::format::graph::Graph;
+use crate::format::keys::CONFIG_KEY;
+use crate::format::records::RunRecord;
 use crate::id::{JobName, RunName};
-use crate::index::{ChunkIndex, ChunkLookup};
-use crate::refs::{Catalog, LayerRef, RunRecord};
-use crate::runner_cache::FrameCache;
+use crate::lookup::ChunkLookup;
+use crate::meta::catalog::{Catalog, LayerRef};
+use crate::meta::chunks::ChunkIndex;
+use crate::util::Clock;
+use frame_cache::FrameCache;
+use remote::RemoteLookup;
 
 /// What a long operation tells its caller; the library never prints.
 pub trait Observer: Sync {
@@ -40,35 +48,6 @@ pub trait Observer: Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Quiet;
 impl Observer for Quiet {}
-
-/// Where a store gets the time (Unix seconds): retention, gc and records
-/// all read it, so tests set it instead of waiting.
-#[derive(Debug, Clone, Default)]
-pub enum Clock {
-    #[default]
-    System,
-    /// Always this instant (`$STRATA_NOW` in the CLI).
-    Fixed(i64),
-    /// Whatever the shared cell holds; a test moves it.
-    Manual(Arc<std::sync::atomic::AtomicI64>),
-}
-
-impl Clock {
-    pub fn now(&self) -> i64 {
-        match self {
-            Clock::System => system_clock(),
-            Clock::Fixed(t) => *t,
-            Clock::Manual(t) => t.load(std::sync::atomic::Ordering::SeqCst),
-        }
-    }
-}
-
-pub fn system_clock() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// Where a store is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +100,18 @@ pub struct OpenOptions {
 /// The default cache bound: 2 GiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
 
+/// The chunk cache `options` name, or `None` when it is turned off (a
+/// bound of 0).
+fn open_frame_cache(options: &OpenOptions) -> Result<Option<FrameCache>> {
+    let limit = options.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+    if limit == 0 {
+        return Ok(None);
+    }
+    FrameCache::at(&options.cache_root().join("frames"), limit).map(Some)
+}
+
 impl OpenOptions {
+    /// The runner's cache directory: `cache_dir`, or the per-user default.
     pub fn cache_root(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(default_cache_dir)
     }
@@ -134,25 +124,33 @@ pub fn default_cache_dir() -> PathBuf {
         .join("strata")
 }
 
+/// Who answers chunk queries.
+#[derive(Debug)]
+enum Lookup {
+    /// This process, from its own index (directory and S3 stores).
+    Local(ChunkIndex),
+    /// The server (`strata serve` stores).
+    Remote(RemoteLookup),
+}
+
+/// A store opened for use: its objects, config, chunk lookup and local
+/// caches. Operations reach them through its methods.
 #[derive(Debug)]
 pub struct Store {
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) config: StoreConfig,
-    pub(crate) index: Arc<dyn ChunkLookup>,
-    /// The local chunk index, where this process keeps one (directory and
-    /// S3 stores; a server client asks the server).
-    pub(crate) local_index: Option<ChunkIndex>,
-    pub(crate) catalog: Catalog,
-    /// The server, for a `strata serve` store (gc runs there).
-    http: Option<HttpStore>,
+    backend: Arc<dyn Backend>,
+    config: StoreConfig,
+    lookup: Lookup,
+    catalog: Catalog,
+    /// The server, for a `strata serve` store (gc and stats run there).
+    server: Option<HttpTransport>,
     /// The runner's chunk cache (remote stores only).
-    pub(crate) cache: Option<FrameCache>,
+    cache: Option<FrameCache>,
     db: sled::Db,
     location: StoreLocation,
-    pub(crate) clock: Clock,
+    clock: Clock,
     /// Whether a persist refuses to commit after half the gc grace period
     /// (always, but for the test that shows what the guard prevents).
-    pub(crate) commit_guard: bool,
+    commit_guard: bool,
     _lock: Option<File>,
 }
 
@@ -167,19 +165,19 @@ impl Store {
             StoreLocation::Dir(root) => Store::open(root, observer),
             StoreLocation::Http(url) => {
                 let http = HttpStore::new(url, options.http.clone())?;
-                http.handshake()?;
-                let backend: Arc<dyn Backend> = Arc::new(http.clone());
+                let transport = http.transport().clone();
+                transport.handshake()?;
+                let backend: Arc<dyn Backend> = Arc::new(http);
                 let config = read_config(backend.as_ref())?;
                 let db = sled::Config::new().temporary(true).open()?;
                 let catalog = Catalog::open(&db)?;
                 Ok(Store {
                     backend,
                     config,
-                    index: Arc::new(http.clone()),
-                    local_index: None,
-                    http: Some(http),
+                    lookup: Lookup::Remote(RemoteLookup::new(transport.clone())),
+                    server: Some(transport),
                     catalog,
-                    cache: FrameCache::open(options)?,
+                    cache: open_frame_cache(options)?,
                     db,
                     location: location.clone(),
                     clock: Clock::System,
@@ -197,7 +195,7 @@ impl Store {
                     .join(&blake3::hash(url.as_bytes()).to_hex()[..16]);
                 fs::create_dir_all(&dir).ctx("create directory", &dir)?;
                 let lock = lock_dir(&dir, observer)?;
-                let cache = FrameCache::open(options)?;
+                let cache = open_frame_cache(options)?;
                 Store::with_local_index(backend, &dir.join("meta"), lock, cache, location.clone())
             }
         }
@@ -255,9 +253,8 @@ impl Store {
         Ok(Store {
             backend,
             config,
-            index: Arc::new(index.clone()),
-            local_index: Some(index),
-            http: None,
+            lookup: Lookup::Local(index),
+            server: None,
             catalog,
             cache,
             db,
@@ -299,19 +296,41 @@ impl Store {
         &self.location
     }
 
-    /// The server of a `strata serve` store.
-    pub fn http(&self) -> Option<&HttpStore> {
-        self.http.as_ref()
+    /// The server of a `strata serve` store: server-side operations (gc,
+    /// stats) go there.
+    pub fn server(&self) -> Option<&HttpTransport> {
+        self.server.as_ref()
     }
 
     /// The local chunk index, where this process keeps one.
-    pub fn local_index(&self) -> Option<&ChunkIndex> {
-        self.local_index.as_ref()
+    pub(crate) fn local_index(&self) -> Option<&ChunkIndex> {
+        match &self.lookup {
+            Lookup::Local(index) => Some(index),
+            Lookup::Remote(_) => None,
+        }
     }
 
     /// What chunk queries go to (the local index or the server).
     pub fn chunk_lookup(&self) -> &dyn ChunkLookup {
-        self.index.as_ref()
+        match &self.lookup {
+            Lookup::Local(index) => index,
+            Lookup::Remote(remote) => remote,
+        }
+    }
+
+    /// The run and layer records.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The runner's chunk cache (remote stores only).
+    pub(crate) fn frame_cache(&self) -> Option<&FrameCache> {
+        self.cache.as_ref()
+    }
+
+    /// Whether persist's commit guard is on (always, but in one test).
+    pub(crate) fn commit_guard(&self) -> bool {
+        self.commit_guard
     }
 
     /// Bytes this store's backend has moved over the network so far.

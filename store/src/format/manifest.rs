@@ -20,10 +20,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
 use crate::error::{Error, Result};
+use crate::format::codec;
+use crate::format::keys::manifest_key;
+use crate::format::pack::MAX_CHUNK_LEN;
 use crate::id::{ChunkId, ManifestId};
-use crate::pack::MAX_CHUNK_LEN;
 
 pub const MANIFEST_MAGIC: &[u8; 8] = b"STRAMANI";
 pub const MANIFEST_VERSION: u32 = 1;
@@ -35,11 +36,6 @@ pub const MAX_MANIFEST_LEN: u64 = 4 << 30;
 pub const MAX_PATH_LEN: usize = 4096;
 /// Longest path component accepted, in bytes (Linux's NAME_MAX).
 pub const MAX_COMPONENT_LEN: usize = 255;
-
-pub fn manifest_key(id: &ManifestId) -> String {
-    let hex = id.to_hex();
-    format!("manifests/{}/{hex}", &hex[..2])
-}
 
 /// A path inside a layer: relative, `/`-separated, no empty, `.` or `..`
 /// components, no NUL. Kept as bytes, because file names need not be UTF-8.
@@ -426,7 +422,7 @@ mod tests {
     /// still shares most of its chunks with the last one.
     #[test]
     fn next_manifest_shares_most_chunks() {
-        use crate::chunking::{chunk_slice, ChunkerParams};
+        use crate::format::chunking::{chunk_slice, ChunkerParams};
         let build = |changed: &str, mtime: i64| {
             let mut m = Manifest::default();
             m.entries.push(entry("node_modules", EntryKind::Dir));

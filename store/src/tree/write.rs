@@ -40,13 +40,13 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::plan::{Plan, Planned};
-use crate::chunking::chunk_stream;
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::fetch_chunks;
+use crate::format::chunking::chunk_stream;
+use crate::format::manifest::EntryKind;
+use crate::format::manifest::Mtime;
 use crate::id::ChunkId;
-use crate::manifest::EntryKind;
-use crate::manifest::Mtime;
-use crate::store::Store;
+use crate::read::fetch_chunks;
+use crate::repo::Store;
 use crate::util::unique_tmp_name;
 
 /// The prefix of every temporary name attach writes in the target.
@@ -129,7 +129,7 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path, opts: WriteOptions) -> Res
     stats.stale_temp_files_removed.fetch_add(swept, Relaxed);
 
     // Decide, for every regular file, whether it is already in place.
-    let chunker = store.config.chunker;
+    let chunker = store.config().chunker;
     let candidates: Vec<Classified> = plan
         .entries
         .par_iter()
@@ -330,7 +330,7 @@ enum Classified<'p> {
 fn classify(
     e: &Planned,
     dest: PathBuf,
-    chunker: crate::chunking::ChunkerParams,
+    chunker: crate::format::chunking::ChunkerParams,
     mode: u32,
 ) -> Result<Classified<'_>> {
     let EntryKind::File { size, chunks } = &e.target else {

@@ -23,9 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::error::{IoContext, Result};
+use crate::format::pack::FrameRef;
 use crate::id::PackId;
-use crate::pack::FrameRef;
-use crate::store::{OpenOptions, DEFAULT_CACHE_BYTES};
 
 #[derive(Debug)]
 pub struct FrameCache {
@@ -45,16 +44,6 @@ pub struct Trimmed {
 }
 
 impl FrameCache {
-    /// The cache `options` name, or `None` when it is turned off (a bound
-    /// of 0).
-    pub fn open(options: &OpenOptions) -> Result<Option<FrameCache>> {
-        let limit = options.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
-        if limit == 0 {
-            return Ok(None);
-        }
-        FrameCache::at(&options.cache_root().join("frames"), limit).map(Some)
-    }
-
     pub fn at(dir: &Path, limit: u64) -> Result<FrameCache> {
         fs::create_dir_all(dir).ctx("create cache directory", dir)?;
         Ok(FrameCache {
@@ -173,7 +162,7 @@ impl FrameCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::Compression;
+    use crate::format::pack::Compression;
 
     fn frame(offset: u32, len: u32) -> FrameRef {
         FrameRef {

@@ -10,14 +10,15 @@
 
 use std::ops::Range;
 
-use super::Backend;
+use crate::backend::Backend;
 use crate::error::Error;
-use crate::graph::Graph;
-use crate::id::{ChunkId, ManifestId};
-use crate::index::{index_key, pack_key, IndexObject, IndexedPack};
-use crate::manifest::{manifest_key, ChunkRef, Manifest, ManifestRoot, Totals};
-use crate::pack::{FrameBuilder, PackBuilder};
-use crate::refs::{encode_layer, encode_run, LayerRecord, RunRecord};
+use crate::format::graph::Graph;
+use crate::format::index::{IndexObject, IndexedPack};
+use crate::format::keys::{self, index_key, manifest_key, pack_key};
+use crate::format::manifest::{ChunkRef, Manifest, ManifestRoot, Totals};
+use crate::format::pack::{FrameBuilder, PackBuilder};
+use crate::format::records::{LayerRecord, Record, RunRecord};
+use crate::id::{ChunkId, JobName, ManifestId, RunName};
 
 /// Builds a pack holding `chunks`, each in a frame of its own.
 fn pack_of(chunks: &[&[u8]]) -> (String, Vec<u8>, IndexedPack) {
@@ -32,8 +33,18 @@ fn pack_of(chunks: &[&[u8]]) -> (String, Vec<u8>, IndexedPack) {
     (pack_key(&id), bytes, IndexedPack { pack: id, frames })
 }
 
+/// A layer ref's key with a nonce fixed by `seq`, so the suite knows the
+/// keys it wrote.
 fn layer_key(run: &str, job: &str, seq: u64) -> String {
-    format!("runs/{run}/layers/{job}/{seq:010}-{:016x}", seq * 7919)
+    format!("{}{seq:010}-{:016x}", layer_prefix_of(run, job), seq * 7919)
+}
+
+fn layer_prefix_of(run: &str, job: &str) -> String {
+    keys::layer_prefix(&RunName::new(run).unwrap(), &JobName::new(job).unwrap())
+}
+
+fn run_prefix_of(run: &str) -> String {
+    keys::run_prefix(&RunName::new(run).unwrap())
 }
 
 /// Runs every rule of the contract against `b`, which must start empty.
@@ -130,7 +141,11 @@ pub fn check(b: &dyn Backend) {
         created: 1,
         graph: Graph::from_specs(&jobs).unwrap(),
     };
-    b.put("runs/conf/run", &encode_run(&run)).unwrap();
+    b.put(
+        &keys::run_key(&RunName::new("conf").unwrap()),
+        &run.encode(),
+    )
+    .unwrap();
     let layer = |seq: u64| LayerRecord {
         manifest: ManifestId::of(&body),
         created: seq as i64,
@@ -138,23 +153,23 @@ pub fn check(b: &dyn Backend) {
     };
     assert_eq!(ManifestId::of(&body), empty_manifest_id);
     for seq in 1..=2 {
-        b.put(&layer_key("conf", "j0", seq), &encode_layer(&layer(seq)))
+        b.put(&layer_key("conf", "j0", seq), &layer(seq).encode())
             .unwrap();
     }
-    b.put(&layer_key("conf", "j1", 1), &encode_layer(&layer(1)))
+    b.put(&layer_key("conf", "j1", 1), &layer(1).encode())
         .unwrap();
 
     // Listing: by prefix, sorted, nothing from other prefixes.
-    let j0 = b.list("runs/conf/layers/j0/").unwrap();
+    let j0 = b.list(&layer_prefix_of("conf", "j0")).unwrap();
     if j0 != [layer_key("conf", "j0", 1), layer_key("conf", "j0", 2)] {
         fail(&format!(
             "list of j0's layers must be its two refs, sorted: {j0:?}"
         ));
     }
-    if b.list("runs/conf/").unwrap().len() != 4 {
+    if b.list(&run_prefix_of("conf")).unwrap().len() != 4 {
         fail("list runs/conf/ must show every key under it");
     }
-    let packs = b.list("packs/").unwrap();
+    let packs = b.list(keys::PACK_PREFIX).unwrap();
     let mut want = vec![small_key.clone(), big_key.clone()];
     want.sort();
     if packs != want {
@@ -162,7 +177,7 @@ pub fn check(b: &dyn Backend) {
             "list packs/ must be the two packs, sorted: {packs:?}"
         ));
     }
-    if !b.list("runs/nothing/").unwrap().is_empty() {
+    if !b.list(&run_prefix_of("nothing")).unwrap().is_empty() {
         fail("list of an empty prefix must be empty");
     }
 
@@ -171,7 +186,7 @@ pub fn check(b: &dyn Backend) {
     b.delete(&gone).unwrap();
     b.delete(&gone)
         .unwrap_or_else(|e| fail(&format!("deleting a missing key must succeed: {e}")));
-    if b.exists(&gone).unwrap() || b.list("runs/conf/layers/j0/").unwrap().len() != 1 {
+    if b.exists(&gone).unwrap() || b.list(&layer_prefix_of("conf", "j0")).unwrap().len() != 1 {
         fail("a deleted key must be gone from exists and list");
     }
 
@@ -189,12 +204,15 @@ pub fn check(b: &dyn Backend) {
             s.spawn(move || {
                 for i in 0..16 {
                     let key = layer_key("conf", &format!("j{t}"), 100 + i);
-                    b.put(&key, &encode_layer(&layer(i))).unwrap();
+                    b.put(&key, &layer(i).encode()).unwrap();
                 }
             });
         }
     });
-    let refs = b.list("runs/conf/layers/").unwrap().len();
+    let refs = b
+        .list(&keys::run_layers_prefix(&RunName::new("conf").unwrap()))
+        .unwrap()
+        .len();
     if refs != 128 + 2 {
         fail(&format!(
             "8 threads writing 16 refs each must add 128 keys, found {}",

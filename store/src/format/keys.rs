@@ -1,0 +1,351 @@
+//! Object keys: the one place that names where each object lives, and the
+//! one parser of keys (`classify`). Every other module builds and reads
+//! keys through these functions; no other module spells `"packs/"`.
+//!
+//! The layout (docs/format.md):
+//! - `config`: the store's config;
+//! - `packs/<hh>/<pack id>`, `index/<index id>`, `manifests/<hh>/<id>`:
+//!   content-addressed;
+//! - `runs/<run>/run`, `runs/<run>/layers/<job>/<10-digit seq>-<nonce>`,
+//!   `runs/<run>/results/<job>/<time>-<nonce>`, `runs/<run>/used/<time>-<nonce>`,
+//!   `runs/<run>/expired`, `runs/<run>/rerun`;
+//! - `caches/<hex of key>/<time>-<nonce>`, `cache-used/<hex of key>/<time>-<nonce>`;
+//! - `gc/condemned/<time>-<nonce>`.
+//!
+//! A `<time>-<nonce>` name is a key only its writer uses, that sorts by
+//! time (`timed_key`). This module knows nothing about what the objects hold.
+
+use crate::error::{Error, Result};
+use crate::id::{IndexId, JobName, ManifestId, PackId, RunName};
+use crate::util::nonce;
+
+/// The store's config.
+pub const CONFIG_KEY: &str = "config";
+/// Where packs are.
+pub const PACK_PREFIX: &str = "packs/";
+/// Where index objects are.
+pub const INDEX_PREFIX: &str = "index/";
+/// Where manifests are.
+pub const MANIFEST_PREFIX: &str = "manifests/";
+/// Where runs are.
+pub const RUNS_PREFIX: &str = "runs/";
+/// Where cache entries are.
+pub const CACHES_PREFIX: &str = "caches/";
+/// Where cache use records are.
+pub const CACHE_USED_PREFIX: &str = "cache-used/";
+/// Where gc's condemned lists are.
+pub const CONDEMNED_PREFIX: &str = "gc/condemned/";
+
+/// The longest cache key, in bytes (its object key holds it as hex).
+pub const MAX_CACHE_KEY_LEN: usize = 200;
+
+/// `packs/<hh>/<id>`.
+pub fn pack_key(id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("{PACK_PREFIX}{}/{hex}", &hex[..2])
+}
+
+/// The pack id a `packs/hh/<id>` key names.
+pub fn pack_id_of(key: &str) -> Option<PackId> {
+    key.strip_prefix(PACK_PREFIX)?
+        .rsplit('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `index/<id>`.
+pub fn index_key(id: &IndexId) -> String {
+    format!("{INDEX_PREFIX}{}", id.to_hex())
+}
+
+/// The index id an `index/<id>` key names.
+pub fn index_id_of(key: &str) -> Option<IndexId> {
+    key.strip_prefix(INDEX_PREFIX)?.parse().ok()
+}
+
+/// `manifests/<hh>/<id>`.
+pub fn manifest_key(id: &ManifestId) -> String {
+    let hex = id.to_hex();
+    format!("{MANIFEST_PREFIX}{}/{hex}", &hex[..2])
+}
+
+/// `runs/<run>/`: everything of one run.
+pub fn run_prefix(run: &RunName) -> String {
+    format!("{RUNS_PREFIX}{run}/")
+}
+
+/// `runs/<run>/run`: the run record.
+pub fn run_key(run: &RunName) -> String {
+    format!("{RUNS_PREFIX}{run}/run")
+}
+
+/// The run a `runs/<run>/run` key names.
+pub fn run_of_record_key(key: &str) -> Option<RunName> {
+    let name = key.strip_prefix(RUNS_PREFIX)?.strip_suffix("/run")?;
+    RunName::new(name).ok()
+}
+
+/// `runs/<run>/layers/`: the layer refs of every job of a run.
+pub fn run_layers_prefix(run: &RunName) -> String {
+    format!("{RUNS_PREFIX}{run}/layers/")
+}
+
+/// `runs/<run>/layers/<job>/`: a job's layer refs.
+pub fn layer_prefix(run: &RunName, job: &JobName) -> String {
+    format!("{}{job}/", run_layers_prefix(run))
+}
+
+/// `runs/<run>/layers/<job>/<seq>-<nonce>`: a new layer ref, unique to
+/// its writer (the nonce), ordered by `seq`.
+pub fn layer_key(run: &RunName, job: &JobName, seq: u64) -> String {
+    format!("{}{seq:010}-{}", layer_prefix(run, job), nonce())
+}
+
+/// The sequence number of a layer ref's key.
+pub fn layer_seq_of(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?;
+    name.split_once('-')?.0.parse().ok()
+}
+
+/// `runs/<run>/results/`: every job's results.
+pub fn results_prefix(run: &RunName) -> String {
+    format!("{RUNS_PREFIX}{run}/results/")
+}
+
+/// `runs/<run>/results/<job>/`: one job's results.
+pub fn job_results_prefix(run: &RunName, job: &JobName) -> String {
+    format!("{RUNS_PREFIX}{run}/results/{job}/")
+}
+
+/// `runs/<run>/used/`: the run's use records.
+pub fn used_prefix(run: &RunName) -> String {
+    format!("{RUNS_PREFIX}{run}/used/")
+}
+
+/// `runs/<run>/expired`: gc's note.
+pub fn expired_key(run: &RunName) -> String {
+    format!("{RUNS_PREFIX}{run}/expired")
+}
+
+/// `runs/<run>/rerun`: the rerun record.
+pub fn rerun_key(run: &RunName) -> String {
+    format!("{RUNS_PREFIX}{run}/rerun")
+}
+
+/// A cache key as it appears in object keys: its bytes in hex, so any key
+/// is a valid object key and a key's prefix stays a prefix.
+pub fn hex_key(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `caches/<hex>`: the entries of every cache key starting with the
+/// (hex) prefix; with a trailing `/`, of exactly one key.
+pub fn cache_prefix(hex: &str) -> String {
+    format!("{CACHES_PREFIX}{hex}")
+}
+
+/// `cache-used/<hex>`, like `cache_prefix`.
+pub fn cache_used_prefix(hex: &str) -> String {
+    format!("{CACHE_USED_PREFIX}{hex}")
+}
+
+/// The hex cache key of a `caches/<hex>/…` key.
+pub fn cache_hex_of(key: &str) -> Option<&str> {
+    key.strip_prefix(CACHES_PREFIX)?.split('/').next()
+}
+
+/// `prefix<time, 12 digits>-<nonce>`: a key only this writer uses, that
+/// sorts by time.
+pub fn timed_key(prefix: &str, now: i64) -> String {
+    format!("{prefix}{:012}-{}", now.max(0), nonce())
+}
+
+/// The time in a `timed_key`.
+pub fn key_time(key: &str) -> Option<i64> {
+    let name = key.rsplit('/').next()?;
+    let (t, n) = name.split_once('-')?;
+    (t.len() == 12 && !n.is_empty()).then(|| t.parse().ok())?
+}
+
+/// What kind of object a key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// `config`
+    Config,
+    /// `packs/<hh>/<id>`
+    Pack(PackId),
+    /// `index/<id>`
+    Index(IndexId),
+    /// `manifests/<hh>/<id>`
+    Manifest(ManifestId),
+    /// `runs/R/run`
+    Run(RunName),
+    /// `runs/R/layers/J/<seq>-<nonce>`
+    Layer(RunName, JobName),
+    /// `runs/R/results/J/<time>-<nonce>`
+    Result(RunName, JobName),
+    /// `runs/R/used/<time>-<nonce>`
+    Used(RunName),
+    /// `runs/R/rerun`
+    Rerun(RunName),
+    /// `runs/R/expired` (gc's)
+    Expired(RunName),
+    /// `caches/<hex key>/<time>-<nonce>`
+    Cache,
+    /// `cache-used/<hex key>/<time>-<nonce>`
+    CacheUsed,
+    /// `gc/condemned/<time>-<nonce>` (gc's)
+    Condemned,
+}
+
+impl ObjectKind {
+    /// Use records are written by readers too: an attach or restore by a
+    /// read-only token still counts as a use.
+    pub fn is_use_record(&self) -> bool {
+        matches!(self, ObjectKind::Used(_) | ObjectKind::CacheUsed)
+    }
+}
+
+fn is_timed(name: &str) -> bool {
+    key_time(name).is_some()
+        && name
+            .split_once('-')
+            .is_some_and(|(_, n)| n.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn is_hex_key(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 2 * MAX_CACHE_KEY_LEN
+        && h.len().is_multiple_of(2)
+        && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Classifies a key, or says why it is not one a store holds.
+pub fn classify(key: &str) -> Result<ObjectKind> {
+    let bad = |why: &str| Error::corrupt(format!("object key {key:?}"), why.to_string());
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        [k] if *k == CONFIG_KEY => Ok(ObjectKind::Config),
+        ["packs", _, id] => {
+            let id: PackId = id.parse().map_err(|_| bad("not a pack id"))?;
+            (pack_key(&id) == key)
+                .then_some(ObjectKind::Pack(id))
+                .ok_or_else(|| bad("pack in the wrong directory"))
+        }
+        ["index", id] => Ok(ObjectKind::Index(
+            id.parse().map_err(|_| bad("not an index id"))?,
+        )),
+        ["manifests", _, id] => {
+            let id: ManifestId = id.parse().map_err(|_| bad("not a manifest id"))?;
+            (manifest_key(&id) == key)
+                .then_some(ObjectKind::Manifest(id))
+                .ok_or_else(|| bad("manifest in the wrong directory"))
+        }
+        ["runs", run, "run"] => Ok(ObjectKind::Run(RunName::new(run)?)),
+        ["runs", run, "rerun"] => Ok(ObjectKind::Rerun(RunName::new(run)?)),
+        ["runs", run, "expired"] => Ok(ObjectKind::Expired(RunName::new(run)?)),
+        ["runs", run, "results", job, name] if is_timed(name) => {
+            Ok(ObjectKind::Result(RunName::new(run)?, JobName::new(job)?))
+        }
+        ["runs", run, "used", name] if is_timed(name) => Ok(ObjectKind::Used(RunName::new(run)?)),
+        ["caches", hex, name] if is_hex_key(hex) && is_timed(name) => Ok(ObjectKind::Cache),
+        ["cache-used", hex, name] if is_hex_key(hex) && is_timed(name) => Ok(ObjectKind::CacheUsed),
+        ["gc", "condemned", name] if is_timed(name) => Ok(ObjectKind::Condemned),
+        ["runs", run, "layers", job, name] => {
+            let well_formed = name.split_once('-').is_some_and(|(seq, nonce)| {
+                seq.len() == 10
+                    && seq.bytes().all(|b| b.is_ascii_digit())
+                    && !nonce.is_empty()
+                    && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+            if !well_formed {
+                return Err(bad("a layer ref is named <10-digit seq>-<hex nonce>"));
+            }
+            Ok(ObjectKind::Layer(RunName::new(run)?, JobName::new(job)?))
+        }
+        _ => Err(bad("not a key a strata store holds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key this module builds, `classify` reads back as its kind.
+    #[test]
+    fn built_keys_classify_as_their_kind() {
+        let run = RunName::new("r1").unwrap();
+        let job = JobName::new("build").unwrap();
+        let pack = PackId::of(b"p");
+        assert_eq!(classify(&pack_key(&pack)).unwrap(), ObjectKind::Pack(pack));
+        assert_eq!(pack_id_of(&pack_key(&pack)), Some(pack));
+        let index = IndexId::of(b"i");
+        assert_eq!(
+            classify(&index_key(&index)).unwrap(),
+            ObjectKind::Index(index)
+        );
+        assert_eq!(index_id_of(&index_key(&index)), Some(index));
+        let m = ManifestId::of(b"m");
+        assert_eq!(
+            classify(&manifest_key(&m)).unwrap(),
+            ObjectKind::Manifest(m)
+        );
+        assert_eq!(
+            classify(&run_key(&run)).unwrap(),
+            ObjectKind::Run(run.clone())
+        );
+        assert_eq!(run_of_record_key(&run_key(&run)), Some(run.clone()));
+        let layer = layer_key(&run, &job, 42);
+        assert_eq!(
+            classify(&layer).unwrap(),
+            ObjectKind::Layer(run.clone(), job.clone())
+        );
+        assert_eq!(layer_seq_of(&layer), Some(42));
+        let result = timed_key(&job_results_prefix(&run, &job), 1_764_547_200);
+        assert_eq!(
+            classify(&result).unwrap(),
+            ObjectKind::Result(run.clone(), job.clone())
+        );
+        assert_eq!(key_time(&result), Some(1_764_547_200));
+        let used = timed_key(&used_prefix(&run), 5);
+        assert!(classify(&used).unwrap().is_use_record());
+        assert_eq!(
+            classify(&expired_key(&run)).unwrap(),
+            ObjectKind::Expired(run.clone())
+        );
+        assert_eq!(
+            classify(&rerun_key(&run)).unwrap(),
+            ObjectKind::Rerun(run.clone())
+        );
+        let hex = hex_key("npm-v1");
+        let cache = timed_key(&cache_prefix(&format!("{hex}/")), 5);
+        assert_eq!(classify(&cache).unwrap(), ObjectKind::Cache);
+        assert_eq!(cache_hex_of(&cache), Some(hex.as_str()));
+        let cache_used = timed_key(&cache_used_prefix(&format!("{hex}/")), 5);
+        assert_eq!(classify(&cache_used).unwrap(), ObjectKind::CacheUsed);
+        assert_eq!(
+            classify(&timed_key(CONDEMNED_PREFIX, 5)).unwrap(),
+            ObjectKind::Condemned
+        );
+        assert_eq!(classify(CONFIG_KEY).unwrap(), ObjectKind::Config);
+        assert!(key_time(&run_key(&run)).is_none());
+    }
+
+    #[test]
+    fn malformed_keys_are_refused() {
+        for key in [
+            "runs/r1/layers/build/1-00ff",
+            "runs/r1/layers/build/0000000001-xyz",
+            "runs/r1/other",
+            "packs/00/zz",
+            "manifests/00/00",
+            "index/abc",
+            "caches/zz/000000000001-ab",
+        ] {
+            assert!(classify(key).is_err(), "{key}");
+        }
+        let id = PackId::of(b"x");
+        assert!(classify(&format!("packs/zz/{}", id.to_hex())).is_err());
+    }
+}

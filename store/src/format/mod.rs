@@ -1,0 +1,14 @@
+//! The durable bytes: every object a store holds, how it is named, encoded
+//! and checked. Formats are versioned and written down in docs/format.md;
+//! this layer reads objects through `backend` and knows nothing about
+//! local metadata, the network protocol or the commands.
+
+pub mod chunking;
+pub mod codec;
+pub mod config;
+pub mod graph;
+pub mod index;
+pub mod keys;
+pub mod manifest;
+pub mod pack;
+pub mod records;

@@ -1,0 +1,232 @@
+//! The small records a store holds besides packs, manifests and index
+//! objects: one `Record` trait, so each has its magic and version in one
+//! place and is encoded and decoded the same way (`codec`'s envelope).
+//! Where each record lives is `keys`'s; what it means is docs/format.md's.
+//! This module knows nothing about how records are used.
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::format::codec;
+use crate::format::graph::Graph;
+use crate::format::keys;
+use crate::format::manifest::Totals;
+use crate::id::{JobName, ManifestId, PackId, RunName};
+
+/// A record type: its magic and version, and its encoding.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The 8 bytes that name the record type in its envelope.
+    const MAGIC: &'static [u8; 8];
+    /// The format version this code writes and reads.
+    const VERSION: u32;
+
+    /// The record's bytes.
+    fn encode(&self) -> Vec<u8> {
+        codec::encode(Self::MAGIC, Self::VERSION, self)
+    }
+
+    /// Reads a record stored under `key` (named in errors).
+    fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
+        codec::decode(Self::MAGIC, Self::VERSION, key, bytes)
+    }
+}
+
+/// `runs/<run>/run`: a run's graph, written once by `run create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Unix seconds.
+    pub created: i64,
+    /// The run's jobs and what each requires.
+    pub graph: Graph,
+}
+
+impl Record for RunRecord {
+    const MAGIC: &'static [u8; 8] = b"STRARUN1";
+    const VERSION: u32 = 1;
+}
+
+/// `runs/<run>/layers/<job>/<seq>-<nonce>`: one persist's layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// The layer's tree.
+    pub manifest: ManifestId,
+    /// Unix seconds.
+    pub created: i64,
+    /// What the tree holds.
+    pub totals: Totals,
+}
+
+impl Record for LayerRecord {
+    const MAGIC: &'static [u8; 8] = b"STRALAYR";
+    const VERSION: u32 = 1;
+
+    fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
+        codec::decode(
+            Self::MAGIC,
+            Self::VERSION,
+            &format!("layer ref {key}"),
+            bytes,
+        )
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// It succeeded: a rerun keeps its layers.
+    Success,
+    /// It failed: a rerun runs it again.
+    Failed,
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "success" => Ok(JobStatus::Success),
+            "failed" => Ok(JobStatus::Failed),
+            _ => Err(Error::InvalidName {
+                what: "job status",
+                value: s.into(),
+                reason: "it must be success or failed",
+            }),
+        }
+    }
+}
+
+/// `runs/<run>/results/<job>/<time>-<nonce>`: a job's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// How it ended.
+    pub status: JobStatus,
+    /// Unix seconds.
+    pub finished: i64,
+}
+
+impl Record for JobResult {
+    const MAGIC: &'static [u8; 8] = b"STRARSLT";
+    const VERSION: u32 = 1;
+}
+
+/// A use of a run or cache entry (an attach, a restore):
+/// `runs/<run>/used/…` or `cache-used/<hex>/…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UseRecord {
+    /// Unix seconds.
+    pub at: i64,
+}
+
+impl Record for UseRecord {
+    const MAGIC: &'static [u8; 8] = b"STRAUSED";
+    const VERSION: u32 = 1;
+}
+
+/// `runs/<run>/expired`: gc's note that it dropped a run's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredRecord {
+    /// When gc dropped them (Unix seconds).
+    pub expired_on: i64,
+    /// The run's last use before that.
+    pub last_use: i64,
+}
+
+impl Record for ExpiredRecord {
+    const MAGIC: &'static [u8; 8] = b"STRAEXPD";
+    const VERSION: u32 = 1;
+}
+
+/// `runs/<run>/rerun`: the run this one reruns, and what it kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RerunRecord {
+    /// The run rerun.
+    pub from: RunName,
+    /// Jobs that run again in this run.
+    pub rerun: Vec<JobName>,
+    /// Jobs whose layers were kept from `from`.
+    pub reused: Vec<JobName>,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+impl Record for RerunRecord {
+    const MAGIC: &'static [u8; 8] = b"STRARRUN";
+    const VERSION: u32 = 1;
+}
+
+/// `caches/<hex of key>/<time>-<nonce>`: a dependency cache entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// The cache key, as the user wrote it.
+    pub key: String,
+    /// The cached tree.
+    pub manifest: ManifestId,
+    /// Unix seconds.
+    pub created: i64,
+    /// What the tree holds.
+    pub totals: Totals,
+}
+
+impl Record for CacheRecord {
+    const MAGIC: &'static [u8; 8] = b"STRACACH";
+    const VERSION: u32 = 1;
+}
+
+/// `gc/condemned/<time>-<nonce>`: packs condemned by gc, with when each
+/// was condemned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condemned {
+    /// (pack, Unix seconds).
+    pub packs: Vec<(PackId, i64)>,
+}
+
+impl Record for Condemned {
+    const MAGIC: &'static [u8; 8] = b"STRACOND";
+    const VERSION: u32 = 1;
+}
+
+/// Every condemned pack (the earliest time each was condemned), and the
+/// keys of the lists that say so.
+pub fn read_condemned(backend: &dyn Backend) -> Result<(HashMap<PackId, i64>, Vec<String>)> {
+    let mut out: HashMap<PackId, i64> = HashMap::new();
+    let keys = backend.list(keys::CONDEMNED_PREFIX)?;
+    for key in &keys {
+        let list = match backend.get(key) {
+            Ok(b) => Condemned::decode(key, &b)?,
+            // Replaced by a newer list meanwhile.
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        for (p, t) in list.packs {
+            let e = out.entry(p).or_insert(t);
+            *e = (*e).min(t);
+        }
+    }
+    Ok((out, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_refuse_each_other() {
+        let used = UseRecord { at: 7 };
+        assert_eq!(UseRecord::decode("k", &used.encode()).unwrap(), used);
+        let result = JobResult {
+            status: JobStatus::Failed,
+            finished: 9,
+        };
+        assert_eq!(JobResult::decode("k", &result.encode()).unwrap(), result);
+        // Another record's bytes are refused by their magic.
+        assert!(JobResult::decode("k", &used.encode()).is_err());
+        let c = Condemned {
+            packs: vec![(PackId::of(b"p"), 3)],
+        };
+        assert_eq!(Condemned::decode("k", &c.encode()).unwrap(), c);
+    }
+}

@@ -1,0 +1,14 @@
+//! One module per command: each composes the layers below (a `Store`,
+//! `read`, `tree`, the formats) into what the CLI and the server call.
+//! Nothing below `ops` imports from it.
+
+pub mod attach;
+pub mod cache_key;
+pub mod caches;
+pub mod gc;
+pub mod ingest;
+pub mod lifecycle;
+pub mod persist;
+pub mod rerun;
+pub mod stats;
+pub mod verify;

@@ -1,0 +1,293 @@
+//! The wire format of `strata serve` (docs/protocol.md), defined once and
+//! used by both sides: the client (`backend::http`, `repo::remote`) and the
+//! server crate. Routes, limits, headers, the JSON bodies, and the binary
+//! bodies of the chunk queries.
+//!
+//! It is data, not behaviour, so it sits at the bottom of the crate next to
+//! `id`: it imports only `error` and `id`, and knows nothing about stores,
+//! packs or HTTP libraries. A chunk location travels as a fixed-size record
+//! whose layout `format::index::Location` owns; this module only frames it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, RunName};
+
+/// The protocol version (the `/v1/` in every path).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// At most this many chunk ids per query request (32 bytes each).
+pub const MAX_QUERY_IDS: usize = 1 << 16;
+
+/// At most this many bytes, and ranges, in one ranges request.
+pub const MAX_RANGES_BYTES: u64 = 256 << 20;
+/// See `MAX_RANGES_BYTES`.
+pub const MAX_RANGES: usize = 1 << 16;
+
+/// The header of a `HEAD` answer that carries the object's size.
+pub const OBJECT_SIZE_HEADER: &str = "x-object-size";
+
+/// The routes, relative to a namespace's root (`namespace_root`).
+pub mod route {
+    /// `GET` (hello): the protocol a server speaks.
+    pub const HELLO: &str = "";
+    /// `GET | HEAD | PUT | DELETE o/<key>`: one object.
+    pub const OBJECT: &str = "o/";
+    /// `POST ranges` with a `RangesRequest`: byte ranges of one object.
+    pub const RANGES: &str = "ranges";
+    /// `GET list?prefix=P`: a `KeyList`.
+    pub const LIST: &str = "list";
+    /// `POST chunks/missing` with chunk ids: one byte per id, 1 = missing.
+    pub const MISSING: &str = "chunks/missing";
+    /// `POST chunks/locate` with chunk ids: zstd of a located record per id.
+    pub const LOCATE: &str = "chunks/locate";
+    /// `GET stats`: the namespace's stats, as JSON.
+    pub const STATS: &str = "stats";
+    /// `POST gc?dry_run=B&grace_secs=N` (a `GcQuery`): gc's report, as JSON.
+    pub const GC: &str = "gc";
+}
+
+/// The root every route of namespace `ns` is under: `/v1/ns/NS/`.
+pub fn namespace_root(ns: &str) -> String {
+    format!("/v{PROTOCOL_VERSION}/ns/{ns}/")
+}
+
+/// Checks a namespace name: like a run name (`[A-Za-z0-9._-]`, 1-128, not
+/// starting with `.`), since it becomes a directory or key prefix.
+pub fn validate_namespace(ns: &str) -> Result<()> {
+    RunName::new(ns).map(|_| ()).map_err(Error::from)
+}
+
+/// The answer to hello: the protocol the server speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The server's protocol version.
+    pub protocol: u32,
+    /// The server's name and version (`strata 0.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The namespace asked about, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The answer to `list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    /// The keys under the prefix asked for, sorted.
+    pub keys: Vec<String>,
+}
+
+/// The query of `list`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Only keys that start with this.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// The body of `ranges`: byte ranges (`start`, `end`) of one object. The
+/// answer is their bytes, concatenated in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangesRequest {
+    /// The object's key.
+    pub key: String,
+    /// Half-open byte ranges.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// The query of `gc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcQuery {
+    /// Report what would be done, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The grace period, when not the server's default.
+    #[serde(default)]
+    pub grace_secs: Option<u64>,
+}
+
+impl GcQuery {
+    /// The route with this query (`gc?dry_run=false&grace_secs=60`).
+    pub fn path(&self) -> String {
+        let mut path = format!("{}?dry_run={}", route::GC, self.dry_run);
+        if let Some(g) = self.grace_secs {
+            path.push_str(&format!("&grace_secs={g}"));
+        }
+        path
+    }
+}
+
+/// The part of the `stats` answer a client reads to count chunks (the
+/// whole answer is `ops::stats::StoreStats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsCount {
+    /// Chunks the namespace's index holds.
+    pub chunks: u64,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+}
+
+/// Decodes a JSON answer from a server: every JSON body a client reads
+/// goes through here (and the `server_answers` fuzz target drives it with
+/// every answer type), so an answer that is not what was asked for is an
+/// error, never a panic.
+pub fn decode_answer<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> std::result::Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+/// The JSON of an answer (`decode_answer` reads it back).
+pub fn encode_answer<T: Serialize>(answer: &T) -> Vec<u8> {
+    serde_json::to_vec(answer).expect("answers serialize")
+}
+
+/// The message of a server's error answer (or the start of its body).
+pub fn error_text(body: &[u8]) -> String {
+    decode_answer::<ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+}
+
+/// The body of a chunk query: the ids, 32 bytes each.
+pub fn encode_ids(ids: &[ChunkId]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(ids.len() * 32);
+    for id in ids {
+        body.extend_from_slice(&id.0);
+    }
+    body
+}
+
+/// Reads a chunk query's body, or says what is wrong with it.
+pub fn decode_ids(body: &[u8]) -> std::result::Result<Vec<ChunkId>, String> {
+    if !body.len().is_multiple_of(32) {
+        return Err("a chunk query is a list of 32-byte ids".into());
+    }
+    if body.len() / 32 > MAX_QUERY_IDS {
+        return Err(format!("at most {MAX_QUERY_IDS} ids per query"));
+    }
+    Ok(body
+        .chunks_exact(32)
+        .map(|c| ChunkId(c.try_into().expect("32 bytes")))
+        .collect())
+}
+
+/// The answer to `missing`: one byte per id, 1 where it is missing.
+pub fn encode_missing(missing: &[bool]) -> Vec<u8> {
+    missing.iter().map(|&m| u8::from(m)).collect()
+}
+
+/// Reads the answer to `missing` for `asked` ids.
+pub fn decode_missing(asked: usize, body: &[u8]) -> std::result::Result<Vec<bool>, String> {
+    if body.len() != asked {
+        return Err(format!("{} answers for {asked} ids", body.len()));
+    }
+    body.iter()
+        .map(|&b| match b {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(format!("answer byte {b} is neither 0 nor 1")),
+        })
+        .collect()
+}
+
+/// The answer to `locate`: per id a byte 1 and its `N`-byte location
+/// record, or a byte 0, all zstd-compressed (neighbouring chunks share
+/// their pack and frame, so the records compress well).
+pub fn encode_located<const N: usize>(records: &[Option<[u8; N]>]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(records.len() * (N + 1));
+    for r in records {
+        match r {
+            Some(r) => {
+                raw.push(1);
+                raw.extend_from_slice(r);
+            }
+            None => raw.push(0),
+        }
+    }
+    zstd::bulk::compress(&raw, 1).expect("compressing to memory cannot fail")
+}
+
+/// Reads the answer to `locate` for `asked` ids.
+pub fn decode_located<const N: usize>(
+    asked: usize,
+    body: &[u8],
+) -> std::result::Result<Vec<Option<[u8; N]>>, String> {
+    let raw =
+        zstd::bulk::decompress(body, asked * (N + 1)).map_err(|e| format!("bad answer: {e}"))?;
+    let mut rest = raw.as_slice();
+    let mut out = Vec::with_capacity(asked);
+    for _ in 0..asked {
+        match rest.split_first() {
+            Some((0, r)) => {
+                out.push(None);
+                rest = r;
+            }
+            Some((1, r)) if r.len() >= N => {
+                out.push(Some(r[..N].try_into().expect("N bytes")));
+                rest = &r[N..];
+            }
+            _ => return Err("truncated or malformed".into()),
+        }
+    }
+    if rest.is_empty() {
+        Ok(out)
+    } else {
+        Err("trailing bytes".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_queries_round_trip() {
+        let ids: Vec<ChunkId> = (0..5u8).map(|i| ChunkId::of(&[i])).collect();
+        assert_eq!(decode_ids(&encode_ids(&ids)).unwrap(), ids);
+        assert!(decode_ids(&[0; 33]).is_err());
+        let missing = [true, false, true];
+        assert_eq!(
+            decode_missing(3, &encode_missing(&missing)).unwrap(),
+            missing
+        );
+        assert!(decode_missing(2, &encode_missing(&missing)).is_err());
+        assert!(decode_missing(1, &[2]).is_err());
+        let located = [Some([7u8; 4]), None, Some([9u8; 4])];
+        assert_eq!(
+            decode_located::<4>(3, &encode_located(&located)).unwrap(),
+            located
+        );
+        assert!(decode_located::<4>(2, &encode_located(&located)).is_err());
+        assert!(decode_located::<5>(3, &encode_located(&located)).is_err());
+    }
+
+    #[test]
+    fn answers_round_trip_and_errors_are_read() {
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            server: Some("strata test".into()),
+            namespace: None,
+        };
+        assert_eq!(
+            decode_answer::<Hello>(&encode_answer(&hello)).unwrap(),
+            hello
+        );
+        let body = encode_answer(&ErrorBody {
+            error: "no such thing".into(),
+        });
+        assert_eq!(error_text(&body), "no such thing");
+        assert_eq!(error_text(b"plain text"), "plain text");
+        let q = GcQuery {
+            dry_run: true,
+            grace_secs: Some(60),
+        };
+        assert_eq!(q.path(), "gc?dry_run=true&grace_secs=60");
+    }
+}

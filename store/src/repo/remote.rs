@@ -1,0 +1,87 @@
+//! The chunk lookup of a `strata serve` store: the server answers batch
+//! queries (`protocol::route::MISSING`, `LOCATE`) from its own index, so a
+//! client keeps none. Over `backend::http`'s transport; the bodies are
+//! `protocol`'s, the location records `format::index`'s.
+
+use crate::backend::http::HttpTransport;
+use crate::error::{Error, Result};
+use crate::format::index::{IndexObject, Location, LOCATION_LEN};
+use crate::format::pack::FrameEntry;
+use crate::id::{ChunkId, IndexId, PackId};
+use crate::lookup::ChunkLookup;
+use crate::protocol::{
+    decode_located, decode_missing, encode_ids, route, StatsCount, MAX_QUERY_IDS,
+};
+
+/// Chunk queries answered by a server.
+#[derive(Debug, Clone)]
+pub struct RemoteLookup {
+    transport: HttpTransport,
+}
+
+impl RemoteLookup {
+    /// Queries through `transport`.
+    pub fn new(transport: HttpTransport) -> Self {
+        Self { transport }
+    }
+
+    fn query(&self, route: &str, ids: &[ChunkId]) -> Result<Vec<u8>> {
+        let r = self.transport.call("POST", route, Some(&encode_ids(ids)))?;
+        self.transport.expect_ok(r, route)
+    }
+
+    fn bad_answer(&self, route: &str, detail: String) -> Error {
+        Error::Remote {
+            server: self.transport.location_string(),
+            detail: format!("{route}: {detail}"),
+        }
+    }
+}
+
+impl ChunkLookup for RemoteLookup {
+    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(MAX_QUERY_IDS) {
+            let answer = self.query(route::MISSING, part)?;
+            out.extend(
+                decode_missing(part.len(), &answer)
+                    .map_err(|e| self.bad_answer(route::MISSING, e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(MAX_QUERY_IDS) {
+            let answer = self.query(route::LOCATE, part)?;
+            let records = decode_located::<LOCATION_LEN>(part.len(), &answer)
+                .map_err(|e| self.bad_answer(route::LOCATE, e))?;
+            for (id, record) in part.iter().zip(records) {
+                out.push(match record {
+                    None => None,
+                    Some(r) => Some(
+                        Location::from_bytes(*id, &r)
+                            .map_err(|e| self.bad_answer(route::LOCATE, e.to_string()))?,
+                    ),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The server indexes a pack when it receives it.
+    fn add_pack(&self, _pack: &PackId, _frames: &[FrameEntry]) -> Result<()> {
+        Ok(())
+    }
+
+    /// The server indexes an index object when it receives it.
+    fn add(&self, _id: &IndexId, _object: &IndexObject) -> Result<()> {
+        Ok(())
+    }
+
+    fn count(&self) -> Result<u64> {
+        let stats: StatsCount = self.transport.call_json("GET", route::STATS)?;
+        Ok(stats.chunks)
+    }
+}
