@@ -80,6 +80,17 @@ impl IndexObject {
     }
 }
 
+/// The location of every chunk in a pack's frames, in order.
+pub fn chunk_locations(pack: PackId, frames: &[FrameEntry]) -> impl Iterator<Item = Location> + '_ {
+    frames.iter().flat_map(move |f| {
+        f.chunks.iter().map(move |c| Location {
+            pack,
+            frame: f.frame_ref(),
+            chunk: *c,
+        })
+    })
+}
+
 /// Where a chunk is stored: its pack, its frame there, its place inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {

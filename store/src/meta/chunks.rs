@@ -12,7 +12,9 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::format::index::{read_pack_trailer, IndexObject, Location, LOCATION_LEN};
+use crate::format::index::{
+    chunk_locations, read_pack_trailer, IndexObject, Location, LOCATION_LEN,
+};
 
 use crate::format::pack::FrameEntry;
 
@@ -111,13 +113,8 @@ impl ChunkIndex {
     pub fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
         use rayon::prelude::*;
         frames.par_iter().try_for_each(|f| {
-            for c in &f.chunks {
-                let loc = Location {
-                    pack: *pack,
-                    frame: f.frame_ref(),
-                    chunk: *c,
-                };
-                self.chunks.insert(c.id.0, &loc.to_bytes()[..])?;
+            for loc in chunk_locations(*pack, std::slice::from_ref(f)) {
+                self.chunks.insert(loc.chunk.id.0, &loc.to_bytes()[..])?;
             }
             Ok::<(), Error>(())
         })?;

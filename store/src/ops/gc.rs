@@ -29,15 +29,17 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::index::{read_pack_trailer, IndexObject, IndexedPack, Location};
+use crate::format::index::{
+    chunk_locations, read_pack_trailer, IndexObject, IndexedPack, Location,
+};
 use crate::format::keys::{
-    expired_key, index_key, pack_id_of, pack_key, run_prefix, timed_key, CONDEMNED_PREFIX,
-    INDEX_PREFIX, PACK_PREFIX,
+    expired_key, index_id_of, index_key, pack_id_of, pack_key, run_prefix, timed_key,
+    CONDEMNED_PREFIX, INDEX_PREFIX, PACK_PREFIX,
 };
 use crate::format::manifest::EntryKind;
 use crate::format::pack::{FrameBuilder, FrameEntry, PackBuilder};
 use crate::format::records::{read_condemned, Condemned, ExpiredRecord, LayerRecord, Record};
-use crate::id::{ChunkId, IndexId, ManifestId, PackId, RunName};
+use crate::id::{ChunkId, ManifestId, PackId, RunName};
 use crate::ops::lifecycle::run_life;
 use crate::protocol::GcQuery;
 use crate::read::{fetch_located, load_manifest};
@@ -86,6 +88,8 @@ struct PackInfo {
     total_raw: u64,
 }
 
+/// Runs gc (docs/lifecycle.md): expire, mark, survey the packs, sweep,
+/// commit. A `strata serve` store runs it on the server.
 pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     // A server runs gc on its namespace itself.
     if let Some(server) = store.server() {
@@ -104,8 +108,50 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
         dry_run: dry,
         ..GcReport::default()
     };
+    let live_manifests = expire(store, now, dry, &mut report)?;
+    let live = mark(store, &live_manifests)?;
+    report.live_chunks = live.len() as u64;
+    // The index objects listed now are the ones the commit may replace:
+    // any written from here on (by a concurrent persist) list packs this
+    // gc does not know, and stay.
+    let index_keys = b.list(INDEX_PREFIX)?;
+    let (condemned, condemned_keys) = read_condemned(b)?;
+    let packs = survey(store, &live, &mut report)?;
+    let swept = sweep(
+        store,
+        &packs,
+        &condemned,
+        &live,
+        now,
+        grace,
+        dry,
+        &mut report,
+    )?;
+    if !dry {
+        commit(
+            store,
+            &packs,
+            swept,
+            &condemned_keys,
+            index_keys,
+            now,
+            &mut report,
+        )?;
+        store.flush()?;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
 
-    // 1. Expire runs and caches.
+/// Step 1: Expires runs and caches past their retention; returns the manifests
+/// of what stays live.
+fn expire(
+    store: &Store,
+    now: i64,
+    dry: bool,
+    report: &mut GcReport,
+) -> Result<HashSet<ManifestId>> {
+    let b = store.backend();
     let mut live_manifests: HashSet<ManifestId> = HashSet::new();
     for run in store.run_names()? {
         let life = run_life(store, &run)?;
@@ -149,9 +195,15 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     }
     report.live_manifests = live_manifests.len() as u64;
 
-    // 2. Mark.
+    Ok(live_manifests)
+}
+
+/// Step 2: Marks every chunk a live manifest names (its file chunks and the
+/// chunks the manifest itself is stored in).
+fn mark(store: &Store, live_manifests: &HashSet<ManifestId>) -> Result<HashSet<ChunkId>> {
+    let b = store.backend();
     let mut live: HashSet<ChunkId> = HashSet::new();
-    for id in &live_manifests {
+    for id in live_manifests {
         let root_key = crate::format::keys::manifest_key(id);
         let root = crate::format::manifest::ManifestRoot::decode(id, &b.get(&root_key)?)?;
         live.extend(root.chunks.iter().map(|c| c.id));
@@ -162,13 +214,13 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
             }
         }
     }
-    report.live_chunks = live.len() as u64;
 
-    // 3-5. Look at every pack. The index objects listed now are the ones
-    // step 6 may replace: any written from here on (by a concurrent
-    // persist) list packs this gc does not know, and stay.
-    let index_keys = b.list(INDEX_PREFIX)?;
-    let (condemned, condemned_keys) = read_condemned(b)?;
+    Ok(live)
+}
+
+/// Step 3: Reads every pack's trailer and counts its live bytes.
+fn survey(store: &Store, live: &HashSet<ChunkId>, report: &mut GcReport) -> Result<Vec<PackInfo>> {
+    let b = store.backend();
     let mut packs = Vec::new();
     for key in b.list(PACK_PREFIX)? {
         let Some(id) = pack_id_of(&key) else {
@@ -214,10 +266,37 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     }
     report.packs = packs.len() as u64;
 
+    Ok(packs)
+}
+
+/// What the sweep decided.
+struct Swept {
+    /// Packs condemned and not yet past the grace period, with since when.
+    pending: BTreeMap<PackId, i64>,
+    /// Packs deleted.
+    deleted: HashSet<PackId>,
+    /// Packs written by rewrites.
+    new_packs: Vec<IndexedPack>,
+}
+
+/// Step 4: Deletes dead packs condemned longer than the grace period, condemns
+/// the newly dead, and rewrites mostly-dead packs.
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    store: &Store,
+    packs: &[PackInfo],
+    condemned: &HashMap<PackId, i64>,
+    live: &HashSet<ChunkId>,
+    now: i64,
+    grace: i64,
+    dry: bool,
+    report: &mut GcReport,
+) -> Result<Swept> {
+    let b = store.backend();
     let mut pending: BTreeMap<PackId, i64> = BTreeMap::new();
     let mut deleted: HashSet<PackId> = HashSet::new();
     let mut new_packs: Vec<IndexedPack> = Vec::new();
-    for p in &packs {
+    for p in packs {
         let since = condemned.get(&p.id).copied();
         let dead = p.live_raw == 0;
         if dead {
@@ -246,7 +325,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
             report.bytes_pending += p.size;
             pending.insert(p.id, now);
             if !dry {
-                let written = rewrite(store, p, &live)?;
+                let written = rewrite(store, p, live)?;
                 report.bytes_rewritten += written.iter().map(|(_, n)| n).sum::<u64>();
                 new_packs.extend(written.into_iter().map(|(ix, _)| ix));
             }
@@ -255,55 +334,72 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     }
     report.packs_pending = pending.len() as u64;
 
-    if !dry {
-        // New condemned list first, then the old ones go (union semantics
-        // make a crash in between harmless).
-        if !pending.is_empty() {
-            let list = Condemned {
-                packs: pending.iter().map(|(p, t)| (*p, *t)).collect(),
-            };
-            b.put(&timed_key(CONDEMNED_PREFIX, now), &list.encode())?;
-        }
-        for key in &condemned_keys {
-            b.delete(key)?;
-        }
-        if let Some(ix) = store.local_index() {
-            ix.set_condemned(&pending)?;
-        }
-        // 6. Index objects that list deleted packs are replaced by one
-        // listing every surviving pack (and the rewritten ones).
-        if !deleted.is_empty() || !new_packs.is_empty() {
-            let mut survivors: Vec<IndexedPack> = packs
-                .iter()
-                .filter(|p| !deleted.contains(&p.id))
-                .map(|p| IndexedPack {
-                    pack: p.id,
-                    frames: p.frames.clone(),
-                })
-                .collect();
-            survivors.extend(new_packs);
-            survivors.sort_by_key(|p| p.pack);
-            let object = IndexObject { packs: survivors };
-            let (id, bytes) = object.encode();
-            b.put(&index_key(&id), &bytes)?;
-            store.chunk_lookup().add(&id, &object)?;
-            for key in index_keys {
-                if key != index_key(&id) {
-                    b.delete(&key)?;
-                    report.index_objects_replaced += 1;
-                    if let (Some(ix), Some(Ok(old))) = (
-                        store.local_index(),
-                        key.strip_prefix(INDEX_PREFIX).map(str::parse::<IndexId>),
-                    ) {
-                        ix.forget_index(&old)?;
-                    }
+    Ok(Swept {
+        pending,
+        deleted,
+        new_packs,
+    })
+}
+
+/// Step 5: Writes the new condemned list, then replaces the index objects that
+/// list deleted packs by one listing every surviving pack.
+fn commit(
+    store: &Store,
+    packs: &[PackInfo],
+    swept: Swept,
+    condemned_keys: &[String],
+    index_keys: Vec<String>,
+    now: i64,
+    report: &mut GcReport,
+) -> Result<()> {
+    let b = store.backend();
+    let Swept {
+        pending,
+        deleted,
+        new_packs,
+    } = swept;
+    // New condemned list first, then the old ones go (union semantics
+    // make a crash in between harmless).
+    if !pending.is_empty() {
+        let list = Condemned {
+            packs: pending.iter().map(|(p, t)| (*p, *t)).collect(),
+        };
+        b.put(&timed_key(CONDEMNED_PREFIX, now), &list.encode())?;
+    }
+    for key in condemned_keys {
+        b.delete(key)?;
+    }
+    if let Some(ix) = store.local_index() {
+        ix.set_condemned(&pending)?;
+    }
+    // 6. Index objects that list deleted packs are replaced by one
+    // listing every surviving pack (and the rewritten ones).
+    if !deleted.is_empty() || !new_packs.is_empty() {
+        let mut survivors: Vec<IndexedPack> = packs
+            .iter()
+            .filter(|p| !deleted.contains(&p.id))
+            .map(|p| IndexedPack {
+                pack: p.id,
+                frames: p.frames.clone(),
+            })
+            .collect();
+        survivors.extend(new_packs);
+        survivors.sort_by_key(|p| p.pack);
+        let object = IndexObject { packs: survivors };
+        let (id, bytes) = object.encode();
+        b.put(&index_key(&id), &bytes)?;
+        store.chunk_lookup().add(&id, &object)?;
+        for key in index_keys {
+            if key != index_key(&id) {
+                b.delete(&key)?;
+                report.index_objects_replaced += 1;
+                if let (Some(ix), Some(old)) = (store.local_index(), index_id_of(&key)) {
+                    ix.forget_index(&old)?;
                 }
             }
         }
-        store.flush()?;
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
 /// Copies a pack's live chunks into new packs; returns them (indexed, so
@@ -313,21 +409,10 @@ fn rewrite(
     p: &PackInfo,
     live: &HashSet<ChunkId>,
 ) -> Result<Vec<(IndexedPack, u64)>> {
-    let mut locations: HashMap<ChunkId, Location> = HashMap::new();
-    for f in &p.frames {
-        for c in &f.chunks {
-            if live.contains(&c.id) {
-                locations.insert(
-                    c.id,
-                    Location {
-                        pack: p.id,
-                        frame: f.frame_ref(),
-                        chunk: *c,
-                    },
-                );
-            }
-        }
-    }
+    let locations: HashMap<ChunkId, Location> = chunk_locations(p.id, &p.frames)
+        .filter(|l| live.contains(&l.chunk.id))
+        .map(|l| (l.chunk.id, l))
+        .collect();
     let chunks = std::sync::Mutex::new(BTreeMap::new());
     fetch_located(
         store,

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::index::{IndexObject, Location};
+use crate::format::index::{chunk_locations, IndexObject, Location};
 use crate::format::keys::{
     index_id_of, layer_prefix, manifest_key, pack_id_of, pack_key, INDEX_PREFIX, PACK_PREFIX,
 };
@@ -52,73 +52,88 @@ enum Concern {
     Chunk(ChunkId),
 }
 
+/// Checks the durable objects (docs/cli.md): index objects, then packs,
+/// then runs, layers and manifests; each problem names the layers it
+/// affects.
 pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
-    let b = store.backend();
-    let mut report = VerifyReport::default();
-    let mut found: Vec<(String, String, Concern)> = Vec::new();
+    let mut st = Findings::default();
+    read_index_objects(store, &mut st)?;
+    check_packs(store, read_data, &mut st)?;
+    check_layers(store, &mut st)?;
+    Ok(attribute(st))
+}
 
-    // 1. Index objects: where every chunk is, from the objects themselves.
-    let mut locs: HashMap<ChunkId, Location> = HashMap::new();
-    let mut indexed: HashMap<PackId, Vec<FrameEntry>> = HashMap::new();
+/// What the phases learn and find.
+#[derive(Default)]
+struct Findings {
+    report: VerifyReport,
+    /// Problems: the object, what is wrong, what it concerns.
+    found: Vec<(String, String, Concern)>,
+    /// Where every chunk is, from the objects themselves.
+    locs: HashMap<ChunkId, Location>,
+    /// Each pack's frames, from an index object or its trailer.
+    indexed: HashMap<PackId, Vec<FrameEntry>>,
+    /// The layers (by number) that use each chunk.
+    users: HashMap<ChunkId, BTreeSet<usize>>,
+    /// Layer number -> `run/job`.
+    layer_names: Vec<String>,
+}
+
+/// Step 1: Index objects: where every chunk is, from the objects themselves.
+fn read_index_objects(store: &Store, st: &mut Findings) -> Result<()> {
+    let b = store.backend();
     for key in b.list(INDEX_PREFIX)? {
-        report.index_objects += 1;
+        st.report.index_objects += 1;
         let decoded = index_id_of(&key)
             .ok_or_else(|| Error::corrupt(&key, "not an index id"))
             .and_then(|id| IndexObject::decode(&id, &b.get(&key)?));
         match decoded {
             Ok(obj) => {
                 for p in obj.packs {
-                    for f in &p.frames {
-                        for c in &f.chunks {
-                            locs.entry(c.id).or_insert(Location {
-                                pack: p.pack,
-                                frame: f.frame_ref(),
-                                chunk: *c,
-                            });
-                        }
+                    for l in chunk_locations(p.pack, &p.frames) {
+                        st.locs.entry(l.chunk.id).or_insert(l);
                     }
-                    indexed.entry(p.pack).or_insert(p.frames);
+                    st.indexed.entry(p.pack).or_insert(p.frames);
                 }
             }
-            Err(e) => found.push((key, e.to_string(), Concern::Nothing)),
+            Err(e) => st.found.push((key, e.to_string(), Concern::Nothing)),
         }
     }
-    report.chunks = locs.len() as u64;
+    st.report.chunks = st.locs.len() as u64;
+    Ok(())
+}
 
-    // 2. Packs: present, long enough, and (read_data) intact.
+/// Step 2: Packs: present, long enough, and (`read_data`) intact.
+fn check_packs(store: &Store, read_data: bool, st: &mut Findings) -> Result<()> {
+    let b = store.backend();
     let mut present: HashSet<PackId> = HashSet::new();
     for key in b.list(PACK_PREFIX)? {
-        report.packs += 1;
+        st.report.packs += 1;
         let Some(id) = pack_id_of(&key) else {
-            found.push((key, "not a pack name".into(), Concern::Nothing));
+            st.found
+                .push((key, "not a pack name".into(), Concern::Nothing));
             continue;
         };
         present.insert(id);
         let size = b.size(&key)?;
         // A pack no index object lists (its persist died before writing
-        // one, or a server indexed it on arrival and a retry reused it) is
+        // one, or a server st.indexed it on arrival and a retry reused it) is
         // known by its trailer, as when the index is rebuilt.
-        if let std::collections::hash_map::Entry::Vacant(slot) = indexed.entry(id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = st.indexed.entry(id) {
             match crate::format::index::read_pack_trailer(b, &key) {
                 Ok(frames) => {
-                    for f in &frames {
-                        for c in &f.chunks {
-                            locs.entry(c.id).or_insert(Location {
-                                pack: id,
-                                frame: f.frame_ref(),
-                                chunk: *c,
-                            });
-                        }
+                    for l in chunk_locations(id, &frames) {
+                        st.locs.entry(l.chunk.id).or_insert(l);
                     }
                     slot.insert(frames);
                 }
                 Err(e) => {
-                    found.push((key, e.to_string(), Concern::Pack(id)));
+                    st.found.push((key, e.to_string(), Concern::Pack(id)));
                     continue;
                 }
             }
         }
-        if let Some(frames) = indexed.get(&id) {
+        if let Some(frames) = st.indexed.get(&id) {
             if let Some(f) = frames
                 .iter()
                 .find(|f| f.offset as u64 + f.stored_len as u64 > size)
@@ -128,41 +143,45 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
                     f.offset,
                     f.offset + f.stored_len
                 );
-                found.push((key.clone(), detail, Concern::Pack(id)));
+                st.found.push((key.clone(), detail, Concern::Pack(id)));
                 continue;
             }
         }
         if read_data {
             let bytes = b.get(&key)?;
-            report.bytes_read += bytes.len() as u64;
-            if let Some(problem) = check_pack(&key, &id, &bytes, indexed.get(&id)) {
-                found.push((key, problem.0, problem.1));
+            st.report.bytes_read += bytes.len() as u64;
+            if let Some(problem) = check_pack(&key, &id, &bytes, st.indexed.get(&id)) {
+                st.found.push((key, problem.0, problem.1));
             }
         }
     }
-    report.chunks = locs.len() as u64;
-    let mut missing_packs: Vec<&PackId> =
-        indexed.keys().filter(|p| !present.contains(*p)).collect();
+    st.report.chunks = st.locs.len() as u64;
+    let mut missing_packs: Vec<&PackId> = st
+        .indexed
+        .keys()
+        .filter(|p| !present.contains(*p))
+        .collect();
     missing_packs.sort();
     for p in missing_packs {
-        found.push((
+        st.found.push((
             pack_key(p),
             "listed by the index but missing".into(),
             Concern::Pack(*p),
         ));
     }
+    Ok(())
+}
 
-    // 3. Runs, layers and manifests, read afresh from the backend.
+/// Step 3: Runs, layers and manifests, read afresh from the backend.
+fn check_layers(store: &Store, st: &mut Findings) -> Result<()> {
     store.catalog().clear()?;
-    let mut users: HashMap<ChunkId, BTreeSet<usize>> = HashMap::new();
-    let mut layer_names: Vec<String> = Vec::new();
-    let locate = |ids: &[ChunkId]| Ok(ids.iter().map(|c| locs.get(c).copied()).collect());
+    let locate = |ids: &[ChunkId]| Ok(ids.iter().map(|c| st.locs.get(c).copied()).collect());
     for run in store.run_names()? {
-        report.runs += 1;
+        st.report.runs += 1;
         let record = match store.run(&run) {
             Ok(r) => r,
             Err(e) => {
-                found.push((
+                st.found.push((
                     crate::format::keys::run_key(&run),
                     e.to_string(),
                     Concern::Nothing,
@@ -175,7 +194,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
             let layers = match store.layers(&run, &spec.name) {
                 Ok(l) => l,
                 Err(e) => {
-                    found.push((
+                    st.found.push((
                         layer_prefix(&run, &spec.name),
                         e.to_string(),
                         Concern::Layer(name),
@@ -184,21 +203,21 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
                 }
             };
             for l in layers {
-                report.layers += 1;
-                let li = layer_names.len();
-                layer_names.push(name.clone());
+                st.report.layers += 1;
+                let li = st.layer_names.len();
+                st.layer_names.push(name.clone());
                 match load_manifest_located(store, &locate, &l.record.manifest) {
                     Ok((m, _)) => {
                         for e in &m.entries {
                             if let EntryKind::File { chunks, .. } = &e.kind {
                                 for c in chunks {
-                                    users.entry(c.id).or_default().insert(li);
-                                    if !locs.contains_key(&c.id) {
+                                    st.users.entry(c.id).or_default().insert(li);
+                                    if !st.locs.contains_key(&c.id) {
                                         let detail = format!(
                                             "chunk {} of {} is not in the store",
                                             c.id, e.path
                                         );
-                                        found.push((
+                                        st.found.push((
                                             manifest_key(&l.record.manifest),
                                             detail,
                                             Concern::Chunk(c.id),
@@ -208,7 +227,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
                             }
                         }
                     }
-                    Err(e) => found.push((
+                    Err(e) => st.found.push((
                         manifest_key(&l.record.manifest),
                         e.to_string(),
                         Concern::Layer(name.clone()),
@@ -217,8 +236,19 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
             }
         }
     }
+    Ok(())
+}
 
-    // 4. Which layers each problem affects.
+/// Step 4: Which layers each problem affects.
+fn attribute(st: Findings) -> VerifyReport {
+    let Findings {
+        mut report,
+        found,
+        locs,
+        users,
+        layer_names,
+        ..
+    } = st;
     for (object, detail, concern) in found {
         let mut affects: BTreeSet<String> = BTreeSet::new();
         let mut add_chunk = |c: &ChunkId| {
@@ -246,7 +276,7 @@ pub fn verify(store: &Store, read_data: bool) -> Result<VerifyReport> {
             affects: affects.into_iter().collect(),
         });
     }
-    Ok(report)
+    report
 }
 
 /// Checks a whole pack: its name, its trailer against the index, every
