@@ -25,25 +25,37 @@ pub const WORKFLOW: &[&str] = &[
     "deploy:test,code-coverage",
 ];
 
+/// One step of the demo, as it happened.
 #[derive(Debug)]
 pub enum Step {
+    /// The run was created.
     RunCreated {
+        /// The run.
         run: RunName,
+        /// Its jobs and what they require, for a person.
         jobs: String,
     },
+    /// A job persisted a layer.
     Persisted(PersistReport),
+    /// A job attached its upstream layers.
     Attached(AttachReport),
     /// Which job's layer a path came from, as seen by a job.
     Origin {
+        /// The job.
         job: JobName,
+        /// The path in conflict.
         path: String,
+        /// The job whose layer wins the path.
         from: JobName,
     },
 }
 
+/// What the demo did.
 #[derive(Debug)]
 pub struct DemoReport {
+    /// The demo's store directory.
     pub store: PathBuf,
+    /// Its steps, in order.
     pub steps: Vec<Step>,
 }
 

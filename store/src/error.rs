@@ -8,26 +8,36 @@ use std::path::PathBuf;
 
 use crate::id::{ChunkId, IdError, JobName, ManifestId, RunName};
 
+/// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything that can go wrong in the library; each names the thing at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// An I/O operation on a path failed.
     #[error("{op} {}: {source}", path.display())]
     Io {
+        /// What was being done (`read`, `create`).
         op: &'static str,
+        /// The path at fault.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },
 
+    /// The device holding a path is full.
     #[error("no space left on the device holding {}: {source}", path.display())]
     NoSpace {
+        /// The path at fault.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },
 
+    /// The local metadata index is unreadable (it is rebuilt from the store).
     #[error("local metadata index: {0} (it can be deleted and rebuilt from the store)")]
     Meta(String),
 
@@ -35,155 +45,324 @@ pub enum Error {
         "attaching needs {needed} bytes but {} has {free} free; no file was written",
         path.display()
     )]
+    /// An attach would not fit on the target's file system.
     NoRoom {
+        /// The path at fault.
         path: PathBuf,
+        /// Bytes the attach needs.
         needed: u64,
+        /// Bytes free.
         free: u64,
     },
 
+    /// An object is not in the store.
     #[error("object {key} not found in the store")]
-    NotFound { key: String },
+    NotFound {
+        /// The object's key.
+        key: String,
+    },
 
+    /// A string is not a valid id.
     #[error("invalid {what} {value:?}")]
-    InvalidId { what: &'static str, value: String },
+    InvalidId {
+        /// What kind of thing it is.
+        what: &'static str,
+        /// The value given.
+        value: String,
+    },
 
+    /// A string is not a valid name of its kind.
     #[error("invalid {what} {value:?}: {reason}")]
     InvalidName {
+        /// What kind of thing it is.
         what: &'static str,
+        /// The value given.
         value: String,
+        /// Why it is refused.
         reason: &'static str,
     },
 
+    /// The store refuses to do this to the object (a client deleting gc's objects).
     #[error("{key}: {reason}")]
-    Refused { key: String, reason: &'static str },
+    Refused {
+        /// The object's key.
+        key: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
 
+    /// An object's bytes are not what its format says.
     #[error("corrupt {object}: {detail}")]
-    Corrupt { object: String, detail: String },
-
-    #[error("chunk {chunk} in {object} is corrupt: {detail}")]
-    CorruptChunk {
-        chunk: ChunkId,
+    Corrupt {
+        /// The object at fault.
         object: String,
+        /// What is wrong, for a person.
         detail: String,
     },
 
+    /// A chunk's bytes do not hash to its id.
+    #[error("chunk {chunk} in {object} is corrupt: {detail}")]
+    CorruptChunk {
+        /// The chunk's id.
+        chunk: ChunkId,
+        /// The object at fault.
+        object: String,
+        /// What is wrong, for a person.
+        detail: String,
+    },
+
+    /// A chunk a tree needs is not in the store.
     #[error("chunk {chunk} is not in the store (needed for {path})")]
-    MissingChunk { chunk: ChunkId, path: String },
+    MissingChunk {
+        /// The chunk's id.
+        chunk: ChunkId,
+        /// The path at fault.
+        path: String,
+    },
 
     #[error(
         "{key} refused: its manifest {manifest} names chunk {chunk} (for {path}), which the \
          store does not hold; upload the packs before the ref"
     )]
+    /// A ref's manifest names a chunk the store does not hold.
     Incomplete {
+        /// The object's key.
         key: String,
+        /// The manifest's id.
         manifest: ManifestId,
+        /// The chunk's id.
         chunk: ChunkId,
+        /// The path at fault.
         path: String,
     },
 
+    /// An object has a format version newer than this code reads.
     #[error("{object} has format version {found}, this strata reads up to {supported}")]
     UnsupportedVersion {
+        /// The object at fault.
         object: String,
+        /// The version found.
         found: u32,
+        /// The newest version this code reads.
         supported: u32,
     },
 
+    /// A directory is not a strata store.
     #[error("{} is not a strata store: {detail}", path.display())]
-    NotAStore { path: PathBuf, detail: String },
+    NotAStore {
+        /// The path at fault.
+        path: PathBuf,
+        /// What is wrong, for a person.
+        detail: String,
+    },
 
+    /// No run has this name.
     #[error("run {run} does not exist")]
-    UnknownRun { run: RunName },
+    UnknownRun {
+        /// The run.
+        run: RunName,
+    },
 
+    /// A run with this name exists with another graph.
     #[error("run {run} already exists with a different graph")]
-    RunExists { run: RunName },
+    RunExists {
+        /// The run.
+        run: RunName,
+    },
 
+    /// The run's graph has no job of this name.
     #[error("run {run} has no job {job} (its jobs: {known})")]
     UnknownJob {
+        /// The run.
         run: RunName,
+        /// The job.
         job: JobName,
+        /// The jobs the run has.
         known: String,
     },
 
+    /// A graph lists a job twice.
     #[error("job {job} is listed twice in the graph")]
-    DuplicateJob { job: String },
+    DuplicateJob {
+        /// The job.
+        job: String,
+    },
 
+    /// A job requires a job the graph does not have.
     #[error("job {job} requires {requires}, which is not a job of the graph")]
-    UnknownRequire { job: String, requires: String },
+    UnknownRequire {
+        /// The job.
+        job: String,
+        /// The job it requires.
+        requires: String,
+    },
 
+    /// A graph's requires form a cycle.
     #[error("the graph has a cycle: {}", cycle.join(" -> "))]
-    Cycle { cycle: Vec<String> },
+    Cycle {
+        /// The jobs of the cycle, in order.
+        cycle: Vec<String>,
+    },
 
+    /// A graph file is malformed.
     #[error("graph: {detail}")]
-    Graph { detail: String },
+    Graph {
+        /// What is wrong, for a person.
+        detail: String,
+    },
 
     #[error(
         "workspace conflict at {path}: jobs {first} and {second} both wrote it \
          ({detail}) and neither requires the other"
     )]
+    /// Two unrelated jobs wrote one path differently.
     Conflict {
+        /// The path at fault.
         path: String,
+        /// One job that wrote the path.
         first: JobName,
+        /// The other job that wrote it.
         second: JobName,
+        /// What is wrong, for a person.
         detail: String,
     },
 
+    /// A path to persist does not exist.
     #[error("{} does not exist", path.display())]
-    PathNotFound { path: PathBuf },
+    PathNotFound {
+        /// The path at fault.
+        path: PathBuf,
+    },
 
+    /// A path to persist is outside the root.
     #[error("{} is outside the root {}", path.display(), root.display())]
-    PathOutsideRoot { path: PathBuf, root: PathBuf },
+    PathOutsideRoot {
+        /// The path at fault.
+        path: PathBuf,
+        /// The root paths must stay inside.
+        root: PathBuf,
+    },
 
+    /// A path that must be a directory is not.
     #[error("{} is not a directory", path.display())]
-    NotADirectory { path: PathBuf },
+    NotADirectory {
+        /// The path at fault.
+        path: PathBuf,
+    },
 
+    /// A file's type cannot be stored (a socket, a device).
     #[error("{} is a {kind}, which strata does not store", path.display())]
-    UnsupportedFileType { path: PathBuf, kind: &'static str },
+    UnsupportedFileType {
+        /// The path at fault.
+        path: PathBuf,
+        /// The file's type.
+        kind: &'static str,
+    },
 
+    /// A manifest names a path that could escape the target.
     #[error("unsafe path {path:?} in {object}: {reason}")]
     UnsafePath {
+        /// The path at fault.
         path: String,
+        /// The object at fault.
         object: String,
+        /// Why it is refused.
         reason: &'static str,
     },
 
+    /// A run or cache entry expired.
     #[error("{what} expired on {on} ({days} days after its last use); {remedy}")]
     Expired {
+        /// What kind of thing it is.
         what: String,
+        /// The date it expired.
         on: String,
+        /// The retention period in days.
         days: u32,
+        /// What to do about it.
         remedy: &'static str,
     },
 
+    /// A cache key template cannot be rendered.
     #[error("cache key {template:?}: {reason}")]
-    CacheKey { template: String, reason: String },
+    CacheKey {
+        /// The template as given.
+        template: String,
+        /// Why it is refused.
+        reason: String,
+    },
 
+    /// A rerun's target run cannot take it.
     #[error("cannot rerun into run {run}: {detail}")]
-    RerunInto { run: RunName, detail: String },
+    RerunInto {
+        /// The run.
+        run: RunName,
+        /// What is wrong, for a person.
+        detail: String,
+    },
 
+    /// A rerun found no failed jobs to run again.
     #[error("run {run} has no failed jobs: nothing to rerun (name the jobs with --jobs)")]
-    NothingToRerun { run: RunName },
+    NothingToRerun {
+        /// The run.
+        run: RunName,
+    },
 
     #[error(
         "this persist took {seconds} s, more than half the store's gc grace period ({grace} s): \
          chunks it reused may have been collected meanwhile, so its layer was not committed; \
          run it again"
     )]
-    PersistTooSlow { seconds: u64, grace: u64 },
+    /// A persist outlived half the gc grace period and was not committed.
+    PersistTooSlow {
+        /// How long the persist took.
+        seconds: u64,
+        /// The store's gc grace period, in seconds.
+        grace: u64,
+    },
 
+    /// A server answered with an error, or not at all.
     #[error("strata server {server}: {detail}")]
-    Remote { server: String, detail: String },
+    Remote {
+        /// The server's address.
+        server: String,
+        /// What is wrong, for a person.
+        detail: String,
+    },
 
+    /// A server refused the token.
     #[error("strata server {server} refused the token: {detail} (pass one with --token or $STRATA_TOKEN)")]
-    Unauthorized { server: String, detail: String },
+    Unauthorized {
+        /// The server's address.
+        server: String,
+        /// What is wrong, for a person.
+        detail: String,
+    },
 
+    /// A server forbids this token this operation.
     #[error("strata server {server} forbids this: {detail}")]
-    Forbidden { server: String, detail: String },
+    Forbidden {
+        /// The server's address.
+        server: String,
+        /// What is wrong, for a person.
+        detail: String,
+    },
 
+    /// An object store (S3) request failed.
     #[error("object store {store}: {detail}")]
-    ObjectStore { store: String, detail: String },
+    ObjectStore {
+        /// The object store's location.
+        store: String,
+        /// What is wrong, for a person.
+        detail: String,
+    },
 
+    /// The store changed under a running attach.
     #[error("the store changed while attaching: {detail}")]
-    Changed { detail: String },
+    Changed {
+        /// What is wrong, for a person.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -198,6 +377,7 @@ impl Error {
         }
     }
 
+    /// An `Error::Corrupt` for `object`.
     pub fn corrupt(object: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Corrupt {
             object: object.into(),

@@ -199,6 +199,7 @@ macro_rules! name_type {
                 Ok(Self(s.to_string()))
             }
 
+            /// The name as a string.
             pub fn as_str(&self) -> &str {
                 &self.0
             }

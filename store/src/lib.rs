@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! strata's store: everything behind the `strata` command. The CLI and the
 //! server parse, call what this crate exports, and print.
 //!

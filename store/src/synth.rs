@@ -15,10 +15,12 @@ use std::path::{Path, PathBuf};
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded with `seed` (the same seed, the same numbers).
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
+    /// The next number.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -111,9 +113,12 @@ pub fn js_text(rng: &mut Rng, size: u64) -> Vec<u8> {
     out
 }
 
+/// What a generated tree holds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Summary {
+    /// Files written.
     pub files: u64,
+    /// Bytes written.
     pub bytes: u64,
 }
 

@@ -67,6 +67,7 @@ mod tests {
 /// all read it, so tests set it instead of waiting.
 #[derive(Debug, Clone, Default)]
 pub enum Clock {
+    /// The system's clock.
     #[default]
     System,
     /// Always this instant (`$STRATA_NOW` in the CLI).

@@ -30,6 +30,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 impl LocalDir {
+    /// Objects under `root`; temporary files in `tmp` (same file system).
     pub fn new(root: impl Into<PathBuf>, tmp: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         let tmp = tmp.into();

@@ -8,12 +8,14 @@ use std::sync::Mutex;
 use super::{validate_key, Backend};
 use crate::error::{Error, Result};
 
+/// Objects in memory: the reference backend of the conformance suite.
 #[derive(Debug, Default)]
 pub struct Memory {
     objects: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 impl Memory {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }

@@ -102,8 +102,11 @@ pub trait Backend: Send + Sync + Debug {
 /// number of requests (each also costs a few hundred bytes of headers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Traffic {
+    /// Bytes of request bodies sent.
     pub sent: u64,
+    /// Bytes of response bodies received.
     pub received: u64,
+    /// Requests made (retries included).
     pub requests: u64,
 }
 

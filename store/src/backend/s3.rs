@@ -25,6 +25,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use super::{validate_key, Backend, Traffic};
 use crate::error::{Error, Result};
 
+/// An S3 bucket and prefix (`s3://BUCKET/PREFIX`), through `object_store`.
 #[derive(Debug)]
 pub struct S3 {
     store: AmazonS3,

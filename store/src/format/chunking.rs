@@ -17,8 +17,11 @@ use crate::id::ChunkId;
 /// FastCDC's minimum, average and maximum chunk sizes, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkerParams {
+    /// Smallest chunk, in bytes (but a file's last).
     pub min: u32,
+    /// Average chunk the cut points aim for, in bytes.
     pub avg: u32,
+    /// Largest chunk, in bytes.
     pub max: u32,
 }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+/// Bytes of the envelope before the body: magic and version.
 pub const HEADER_LEN: usize = 12;
 
 /// Encodes `body` behind `magic` and `version`.

@@ -12,12 +12,15 @@ use crate::format::chunking::ChunkerParams;
 /// The store format this build writes and the newest it reads.
 pub const STORE_FORMAT: u32 = 1;
 
+/// A store's config (`config`): its format, id, chunking and pack sizes,
+/// retention and gc grace period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreConfig {
     /// Store format version; see docs/format.md.
     pub format: u32,
     /// A random id, so caches kept for one store are never used for another.
     pub store_id: String,
+    /// How files are cut into chunks (fixed for the store's life).
     pub chunker: ChunkerParams,
     /// How manifests' encodings are cut into chunks.
     pub manifest_chunker: ChunkerParams,
@@ -46,6 +49,7 @@ fn default_gc_grace_secs() -> u64 {
 }
 
 impl StoreConfig {
+    /// The default config for a new store named `store_id`.
     pub fn new(store_id: String) -> Self {
         Self {
             format: STORE_FORMAT,
@@ -60,12 +64,14 @@ impl StoreConfig {
         }
     }
 
+    /// The config's bytes (JSON).
     pub fn encode(&self) -> Vec<u8> {
         let mut s = serde_json::to_vec_pretty(self).expect("config serializes");
         s.push(b'\n');
         s
     }
 
+    /// Reads and checks a config.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let config: StoreConfig = serde_json::from_slice(bytes)
             .map_err(|e| Error::corrupt("store config", e.to_string()))?;

@@ -15,9 +15,12 @@ use serde_yaml_ng::Value;
 use crate::error::{Error, Result};
 use crate::id::JobName;
 
+/// One job of a graph and the jobs it requires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
+    /// The job's name.
     pub name: JobName,
+    /// The jobs that must finish before it.
     pub requires: Vec<JobName>,
 }
 
@@ -182,10 +185,13 @@ impl Graph {
         ))
     }
 
+    /// The jobs, in the order the graph declares them (`topo_order` is
+    /// the order layers apply in).
     pub fn jobs(&self) -> &[JobSpec] {
         &self.jobs
     }
 
+    /// Where `name` is in `jobs`.
     pub fn index_of(&self, name: &JobName) -> Option<usize> {
         self.by_name.get(name).copied()
     }

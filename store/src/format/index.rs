@@ -24,7 +24,9 @@ use crate::format::keys::index_key;
 use crate::format::pack::{check_frames, Compression, FrameChunk, FrameEntry, FrameRef};
 use crate::id::{ChunkId, IndexId, PackId};
 
+/// The magic of index objects.
 pub const INDEX_MAGIC: &[u8; 8] = b"STRAINDX";
+/// The format version of index objects.
 pub const INDEX_VERSION: u32 = 1;
 
 /// Reads a pack's trailer with two range reads (footer, then trailer), not
@@ -52,21 +54,27 @@ pub fn read_pack_trailer(backend: &dyn Backend, key: &str) -> Result<Vec<FrameEn
 /// An index object: the frames and chunks of some packs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexObject {
+    /// The packs it lists.
     pub packs: Vec<IndexedPack>,
 }
 
+/// One pack and its frames, as an index object lists them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedPack {
+    /// The pack.
     pub pack: PackId,
+    /// Its frames and their chunks.
     pub frames: Vec<FrameEntry>,
 }
 
 impl IndexObject {
+    /// The object's id and bytes.
     pub fn encode(&self) -> (IndexId, Vec<u8>) {
         let bytes = codec::encode(INDEX_MAGIC, INDEX_VERSION, self);
         (IndexId::of(&bytes), bytes)
     }
 
+    /// Reads and checks the object's bytes.
     pub fn decode(id: &IndexId, bytes: &[u8]) -> Result<Self> {
         let object = index_key(id);
         if IndexId::of(bytes) != *id {
@@ -94,14 +102,19 @@ pub fn chunk_locations(pack: PackId, frames: &[FrameEntry]) -> impl Iterator<Ite
 /// Where a chunk is stored: its pack, its frame there, its place inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
+    /// The pack.
     pub pack: PackId,
+    /// The frame the chunk is in.
     pub frame: FrameRef,
+    /// The chunk's place in the frame.
     pub chunk: FrameChunk,
 }
 
+/// Bytes of a location record (`to_bytes`).
 pub const LOCATION_LEN: usize = 32 + 4 + 4 + 4 + 1 + 4 + 4;
 
 impl Location {
+    /// The fixed-size record (local index values, locate answers).
     pub fn to_bytes(self) -> [u8; LOCATION_LEN] {
         let mut b = [0u8; LOCATION_LEN];
         b[..32].copy_from_slice(&self.pack.0);
@@ -114,6 +127,7 @@ impl Location {
         b
     }
 
+    /// Reads a record `to_bytes` wrote, for chunk `id`.
     pub fn from_bytes(id: ChunkId, b: &[u8]) -> Result<Self> {
         let bad = || Error::Meta(format!("bad index entry for chunk {id}"));
         if b.len() != LOCATION_LEN {

@@ -26,7 +26,9 @@ use crate::format::keys::manifest_key;
 use crate::format::pack::MAX_CHUNK_LEN;
 use crate::id::{ChunkId, ManifestId};
 
+/// The magic of manifest encodings.
 pub const MANIFEST_MAGIC: &[u8; 8] = b"STRAMANI";
+/// The format version of manifests.
 pub const MANIFEST_VERSION: u32 = 1;
 const ROOT_MAGIC: &[u8; 8] = b"STRAMROT";
 const ROOT_VERSION: u32 = 1;
@@ -44,6 +46,7 @@ pub const MAX_COMPONENT_LEN: usize = 255;
 pub struct RelPath(Vec<u8>);
 
 impl RelPath {
+    /// Checks `bytes` as a path inside a layer.
     pub fn new(bytes: Vec<u8>) -> std::result::Result<Self, &'static str> {
         if bytes.is_empty() {
             return Err("empty path");
@@ -69,6 +72,7 @@ impl RelPath {
         Ok(Self(bytes))
     }
 
+    /// The path's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -119,43 +123,60 @@ impl fmt::Debug for RelPath {
 /// Seconds and nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Mtime {
+    /// Seconds since the Unix epoch.
     pub secs: i64,
+    /// Nanoseconds past `secs`.
     pub nanos: u32,
 }
 
+/// One chunk of a file, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChunkRef {
+    /// The chunk's id.
     pub id: ChunkId,
+    /// Length in bytes.
     pub len: u32,
 }
 
+/// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
+    /// A directory.
     Dir,
+    /// A regular file and its chunks.
     File {
+        /// The file's length in bytes.
         size: u64,
+        /// Its chunks, in order.
         chunks: Vec<ChunkRef>,
     },
     /// The link's target exactly as written; never followed.
     Symlink {
+        /// The target's bytes.
         target: Vec<u8>,
     },
     /// Another name for the `File` entry at `target` in the same manifest.
     Hardlink {
+        /// The path of the file entry it names.
         target: RelPath,
     },
 }
 
+/// One path of a layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// Its path inside the layer.
     pub path: RelPath,
     /// Permission bits (`0o7777` at most); the type is in `kind`.
     pub mode: u32,
+    /// Its modification time.
     pub mtime: Mtime,
+    /// What it is.
     pub kind: EntryKind,
 }
 
 impl Entry {
+    /// Whether it is a directory.
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, EntryKind::Dir)
     }
@@ -164,16 +185,22 @@ impl Entry {
 /// Totals over a manifest, for reports and `ls`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
+    /// Regular files.
     pub files: u64,
+    /// Directories.
     pub dirs: u64,
+    /// Symbolic links.
     pub symlinks: u64,
+    /// Extra names of hardlinked files.
     pub hardlinks: u64,
     /// Bytes of regular files' content (each hardlinked file counted once).
     pub bytes: u64,
 }
 
+/// A layer's tree: its entries, sorted by path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
+    /// The entries, sorted by path, parents first.
     pub entries: Vec<Entry>,
 }
 
@@ -193,15 +220,19 @@ struct Columns {
 /// encoding, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestRoot {
+    /// Length of the manifest's encoding in bytes.
     pub len: u64,
+    /// Its chunks, in order.
     pub chunks: Vec<ChunkRef>,
 }
 
 impl ManifestRoot {
+    /// The object's bytes.
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(ROOT_MAGIC, ROOT_VERSION, self)
     }
 
+    /// Reads and checks the object's bytes.
     pub fn decode(id: &ManifestId, bytes: &[u8]) -> Result<Self> {
         let object = manifest_key(id);
         let root: ManifestRoot = codec::decode(ROOT_MAGIC, ROOT_VERSION, &object, bytes)?;
@@ -225,6 +256,7 @@ impl Manifest {
         self.entries.sort_by(|a, b| a.path.cmp(&b.path));
     }
 
+    /// The object's bytes.
     pub fn encode(&self) -> (ManifestId, Vec<u8>) {
         let mut cols = Columns {
             paths: Vec::with_capacity(self.entries.len()),
@@ -358,6 +390,7 @@ impl Manifest {
         Ok(())
     }
 
+    /// What the tree holds.
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for e in &self.entries {

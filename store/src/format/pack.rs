@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 use crate::format::codec;
 use crate::id::{ChunkId, PackId};
 
+/// The magic of packs.
 pub const PACK_MAGIC: &[u8; 8] = b"STRAPACK";
+/// The format version of packs.
 pub const PACK_VERSION: u32 = 1;
 const TRAILER_MAGIC: &[u8; 8] = b"STRAPTRL";
 /// `trailer length: u32 LE` then `STRAPEND`.
@@ -43,8 +45,11 @@ pub enum Compression {
 /// A chunk's place inside its frame's decoded bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameChunk {
+    /// The chunk's id.
     pub id: ChunkId,
+    /// Where the chunk starts in the decoded frame.
     pub offset: u32,
+    /// The chunk's length in bytes.
     pub len: u32,
 }
 
@@ -57,20 +62,27 @@ pub struct FrameEntry {
     pub stored_len: u32,
     /// Length of the frame once decoded.
     pub raw_len: u32,
+    /// How the frame is compressed.
     pub compression: Compression,
+    /// Its chunks, in order.
     pub chunks: Vec<FrameChunk>,
 }
 
 /// The frame part of a chunk's location: enough to fetch and decode it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FrameRef {
+    /// Where the frame starts in the pack.
     pub offset: u32,
+    /// Bytes as stored.
     pub stored_len: u32,
+    /// Bytes once decompressed.
     pub raw_len: u32,
+    /// How the frame is compressed.
     pub compression: Compression,
 }
 
 impl FrameEntry {
+    /// Where the frame is, without its chunk list.
     pub fn frame_ref(&self) -> FrameRef {
         FrameRef {
             offset: self.offset,
@@ -148,13 +160,18 @@ pub struct FrameBuilder {
 /// A compressed frame, ready to go into a pack.
 #[derive(Debug)]
 pub struct SealedFrame {
+    /// The frame as stored.
     pub bytes: Vec<u8>,
+    /// Bytes of its chunks, decompressed.
     pub raw_len: u32,
+    /// How the frame is compressed.
     pub compression: Compression,
+    /// Its chunks, in order.
     pub chunks: Vec<FrameChunk>,
 }
 
 impl FrameBuilder {
+    /// Adds a chunk to the frame.
     pub fn push(&mut self, id: ChunkId, bytes: &[u8]) {
         self.chunks.push(FrameChunk {
             id,
@@ -164,10 +181,12 @@ impl FrameBuilder {
         self.raw.extend_from_slice(bytes);
     }
 
+    /// Bytes of chunks added so far.
     pub fn raw_len(&self) -> usize {
         self.raw.len()
     }
 
+    /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
@@ -205,6 +224,7 @@ impl Default for PackBuilder {
 }
 
 impl PackBuilder {
+    /// An empty one.
     pub fn new() -> Self {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(PACK_MAGIC);
@@ -215,14 +235,17 @@ impl PackBuilder {
         }
     }
 
+    /// Bytes of the pack so far.
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
 
+    /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
+    /// Adds a sealed frame to the pack.
     pub fn push(&mut self, frame: SealedFrame) {
         self.frames.push(FrameEntry {
             offset: self.bytes.len() as u32,

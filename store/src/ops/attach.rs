@@ -31,41 +31,59 @@ use crate::tree::plan::{merge, Layer, Plan};
 use crate::tree::write;
 pub use crate::tree::write::{WriteOptions, WriteStats};
 
+/// What to attach: the job whose upstream layers to merge, and where.
 #[derive(Debug, Clone)]
 pub struct AttachRequest {
+    /// The run.
     pub run: RunName,
+    /// The job that attaches.
     pub job: JobName,
+    /// The directory to write the tree into.
     pub at: PathBuf,
     /// Keep setuid and setgid bits (`--keep-setuid`); dropped by default.
     pub keep_setuid: bool,
 }
 
+/// One layer an attach merged.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerSummary {
+    /// The job that persisted it.
     pub job: JobName,
+    /// The layer ref's key.
     pub layer: String,
+    /// The layer's manifest.
     pub manifest: ManifestId,
+    /// What the tree holds.
     pub totals: Totals,
 }
 
+/// What an attach did.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttachReport {
+    /// The run.
     pub run: RunName,
+    /// The job that attached.
     pub job: JobName,
     /// The layers applied, in order.
     pub layers: Vec<LayerSummary>,
     /// The merged tree.
     pub files: u64,
+    /// Directories.
     pub dirs: u64,
+    /// Symbolic links.
     pub symlinks: u64,
+    /// Extra names of hardlinked files.
     pub hardlinks: u64,
+    /// Bytes of file content.
     pub bytes: u64,
     /// Bytes of manifests read from the store (file content is in `write`).
     pub manifest_bytes_from_store: u64,
+    /// What writing the tree did.
     #[serde(flatten)]
     pub write: WriteStats,
     /// Bytes sent to and received from a networked store.
     pub network: Traffic,
+    /// Wall-clock seconds the command took.
     pub seconds: f64,
 }
 
@@ -103,6 +121,7 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
     Ok(plan)
 }
 
+/// Attaches the merged layers of `req.job`'s upstream jobs at `req.at`.
 pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     let started = Instant::now();
     let traffic = store.traffic();

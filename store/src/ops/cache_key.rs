@@ -23,8 +23,11 @@ pub const MAX_KEY_LEN: usize = 200;
 
 /// Where a template's values come from.
 pub struct KeyEnv<'a> {
+    /// Reads an environment variable.
     pub var: &'a dyn Fn(&str) -> Option<String>,
+    /// The time (Unix seconds), for `{{ epoch }}`.
     pub now: i64,
+    /// The directory `{{ checksum }}` paths are relative to.
     pub dir: &'a Path,
 }
 

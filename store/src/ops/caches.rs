@@ -36,9 +36,13 @@ use crate::tree::write;
 /// A cache entry as found in the store.
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheEntry {
+    /// The entry's object key.
     pub object: String,
+    /// The entry.
     pub record: CacheRecord,
+    /// When it was last used (Unix seconds).
     pub last_use: i64,
+    /// When it expires (Unix seconds).
     pub expires: i64,
 }
 
@@ -101,18 +105,26 @@ pub fn delete_entry(store: &Store, entry: &CacheEntry) -> Result<()> {
     Ok(())
 }
 
+/// What a cache save did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SaveReport {
+    /// The cache key.
     pub key: String,
     /// False: the key already had an entry; nothing was stored.
     pub saved: bool,
     /// When the existing entry was saved (if not saved now).
     pub existing_since: Option<String>,
+    /// The saved tree's manifest.
     pub manifest: ManifestId,
+    /// What the saved tree holds.
     pub totals: Totals,
+    /// Bytes of chunks the store did not have before.
     pub bytes_new: u64,
+    /// Bytes of objects written to the store.
     pub bytes_written: u64,
+    /// Bytes and requests that crossed the network.
     pub network: Traffic,
+    /// Wall-clock seconds the command took.
     pub seconds: f64,
 }
 
@@ -160,17 +172,25 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
     })
 }
 
+/// What a cache restore did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
     /// The key asked for that matched, and the key restored.
     pub matched: Option<String>,
+    /// The key of the entry restored, if any matched.
     pub restored_key: Option<String>,
+    /// Whether it matched exactly, not as a prefix.
     pub exact: bool,
+    /// When the entry was saved (UTC date).
     pub saved: Option<String>,
+    /// What the restored tree holds.
     pub totals: Option<Totals>,
+    /// What writing the tree did.
     #[serde(flatten)]
     pub write: Option<write::WriteStats>,
+    /// Bytes and requests that crossed the network.
     pub network: Traffic,
+    /// Wall-clock seconds the command took.
     pub seconds: f64,
 }
 

@@ -45,6 +45,7 @@ use crate::protocol::GcQuery;
 use crate::read::{fetch_located, load_manifest};
 use crate::repo::Store;
 
+/// How to run gc.
 #[derive(Debug, Clone, Default)]
 pub struct GcOptions {
     /// Report what would be done; change nothing.
@@ -54,28 +55,40 @@ pub struct GcOptions {
     pub grace_secs: Option<u64>,
 }
 
+/// What gc did (or, dry, would do).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GcReport {
+    /// Whether nothing was changed.
     pub dry_run: bool,
+    /// Runs expired by this gc.
     pub runs_expired: Vec<RunName>,
+    /// Cache entries expired by this gc.
     pub caches_expired: u64,
+    /// Manifests still referenced.
     pub live_manifests: u64,
+    /// Chunks still referenced.
     pub live_chunks: u64,
+    /// Packs looked at.
     pub packs: u64,
+    /// Packs deleted (condemned longer than the grace period).
     pub packs_deleted: u64,
+    /// Mostly-dead packs whose live chunks were copied out.
     pub packs_rewritten: u64,
     /// Packs newly condemned by this gc (deleted by a later one).
     pub packs_condemned: u64,
     /// Packs condemned and waiting for the grace period to pass.
     pub packs_pending: u64,
+    /// Index objects replaced by one listing the survivors.
     pub index_objects_replaced: u64,
     /// Bytes of packs before, and of the packs deleted.
     pub bytes_before: u64,
+    /// Bytes of the packs deleted.
     pub bytes_reclaimed: u64,
     /// Bytes in condemned packs still waiting (reclaimed by a later gc).
     pub bytes_pending: u64,
     /// Bytes of new packs written by rewrites.
     pub bytes_rewritten: u64,
+    /// Wall-clock seconds the command took.
     pub seconds: f64,
 }
 

@@ -26,6 +26,7 @@ use crate::format::records::{ExpiredRecord, JobResult, JobStatus, Record, UseRec
 use crate::id::{JobName, RunName};
 use crate::repo::Store;
 
+/// Seconds in a day.
 pub const DAY: i64 = 86_400;
 
 /// Records `job`'s result in `run`.
@@ -74,14 +75,18 @@ pub fn record_use(store: &Store, run: &RunName) -> Result<()> {
 /// When a run was last used and when its workspace expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RunLife {
+    /// When the run was created (Unix seconds).
     pub created: i64,
+    /// Its last use: creation, persist, attach or result (Unix seconds).
     pub last_use: i64,
+    /// When it expires (Unix seconds).
     pub expires: i64,
     /// gc has dropped its layers.
     pub dropped: bool,
 }
 
 impl RunLife {
+    /// Whether it has expired at `now`.
     pub fn is_expired(&self, now: i64) -> bool {
         self.dropped || now >= self.expires
     }

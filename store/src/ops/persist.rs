@@ -42,37 +42,51 @@ use crate::format::records::LayerRecord;
 use crate::repo::Store;
 use crate::tree::scan::{scan, ScanKind, Scanned, Tree};
 
+/// What to persist: paths under a root, as a layer of a job.
 #[derive(Debug, Clone)]
 pub struct PersistRequest {
+    /// The run.
     pub run: RunName,
+    /// The job.
     pub job: JobName,
     /// Paths are resolved against this directory and must lie inside it.
     pub root: PathBuf,
+    /// The paths to persist, relative to `root`.
     pub paths: Vec<PathBuf>,
 }
 
+/// What a persist did.
 #[derive(Debug, Clone, Serialize)]
 pub struct PersistReport {
+    /// The run.
     pub run: RunName,
+    /// The job.
     pub job: JobName,
+    /// The layer ref's key.
     pub layer: String,
+    /// The layer's manifest.
     pub manifest: ManifestId,
+    /// What the tree holds.
     pub totals: Totals,
     /// Chunks referenced by the layer (with repeats within it).
     pub chunks: u64,
     /// Chunks the store did not have, and their uncompressed bytes.
     pub chunks_new: u64,
+    /// Bytes of chunks the store did not have before.
     pub bytes_new: u64,
     /// Bytes of file content found already in the store.
     pub bytes_reused: u64,
     /// Bytes written to the store: packs, index and manifest.
     pub bytes_written: u64,
+    /// Packs uploaded.
     pub packs_written: u64,
     /// Bytes sent to and received from a networked store.
     pub network: Traffic,
+    /// Wall-clock seconds the command took.
     pub seconds: f64,
 }
 
+/// Persists `req.paths` as a new layer of `req.job`.
 pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     let started = Instant::now();
     let traffic = store.traffic();

@@ -33,14 +33,20 @@ use crate::repo::Store;
 pub enum Select {
     /// Those without a success in the earlier run.
     Failed,
+    /// These jobs.
     Jobs(Vec<JobName>),
 }
 
+/// What a rerun did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RerunReport {
+    /// The run rerun.
     pub from: RunName,
+    /// The new run.
     pub run: RunName,
+    /// Jobs that run again.
     pub rerun: Vec<JobName>,
+    /// Jobs whose layers were kept.
     pub reused: Vec<JobName>,
     /// Layer refs written for the reused jobs (each a few dozen bytes).
     pub layers_reused: u64,
@@ -48,10 +54,14 @@ pub struct RerunReport {
     pub bytes_reused: u64,
     /// Objects and bytes this rerun wrote to the store: refs and records.
     pub objects_written: u64,
+    /// Bytes of objects written to the store.
     pub bytes_written: u64,
+    /// Bytes and requests that crossed the network.
     pub network: Traffic,
 }
 
+/// Creates run `to` as a rerun of `from`: the jobs `select` picks run
+/// again; every other job keeps its layers, by reference.
 pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Result<RerunReport> {
     let traffic = store.traffic();
     if from == to {

@@ -10,20 +10,31 @@ use crate::id::{JobName, ManifestId, RunName};
 use crate::meta::catalog::LayerRef;
 use crate::repo::Store;
 
+/// One layer, as `ls` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerListing {
+    /// The layer ref's key.
     pub layer: String,
+    /// Its sequence number in the job.
     pub seq: u64,
+    /// The layer's manifest.
     pub manifest: ManifestId,
+    /// When it was created (Unix seconds).
     pub created: i64,
+    /// Regular files.
     pub files: u64,
+    /// Bytes of file content.
     pub bytes: u64,
 }
 
+/// One job of a run, as `ls RUN` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobListing {
+    /// The job.
     pub job: JobName,
+    /// The jobs it requires.
     pub requires: Vec<JobName>,
+    /// Its layers, in persist order.
     pub layers: Vec<LayerListing>,
     /// The job's latest result, if it finished.
     pub status: Option<crate::format::records::JobStatus>,
@@ -31,43 +42,65 @@ pub struct JobListing {
     pub reused_from: Option<RunName>,
 }
 
+/// One run in detail (`ls RUN`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunListing {
+    /// The run.
     pub run: RunName,
+    /// When it was created (Unix seconds).
     pub created: i64,
+    /// Its retention.
     pub life: crate::ops::lifecycle::RunLife,
+    /// Whether gc has dropped it.
     pub expired: bool,
     /// `YYYY-MM-DD` the workspace expires (or expired).
     pub expires_on: String,
+    /// The run this one reruns, if any.
     pub rerun_of: Option<RunName>,
+    /// Its jobs.
     pub jobs: Vec<JobListing>,
 }
 
 /// One line of `strata ls`: a run and when it expires.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
+    /// The run.
     pub run: RunName,
+    /// When it was created (Unix seconds).
     pub created: i64,
+    /// How many layers it has.
     pub layers: u64,
+    /// Bytes of file content.
     pub bytes: u64,
+    /// Whether gc has dropped it.
     pub expired: bool,
+    /// The date it expires (UTC).
     pub expires_on: String,
 }
 
 /// A cache entry for `strata ls`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheListing {
+    /// The cache key.
     pub key: String,
+    /// The date it was saved (UTC).
     pub saved_on: String,
+    /// When it was last used (Unix seconds).
     pub last_use: i64,
+    /// The date it expires (UTC).
     pub expires_on: String,
+    /// Regular files.
     pub files: u64,
+    /// Bytes of file content.
     pub bytes: u64,
 }
 
+/// Everything in a store, one line each (`ls`).
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreListing {
+    /// The runs.
     pub runs: Vec<RunSummary>,
+    /// The cache entries.
     pub caches: Vec<CacheListing>,
 }
 
@@ -157,13 +190,20 @@ pub fn list_run(store: &Store, run: &RunName, job: Option<&JobName>) -> Result<R
     })
 }
 
+/// What a store holds (`stats`).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StoreStats {
+    /// Where the store is.
     pub location: String,
+    /// The runs.
     pub runs: u64,
+    /// Layers of live runs.
     pub layers: u64,
+    /// Manifests stored.
     pub manifests: u64,
+    /// Packs stored.
     pub packs: u64,
+    /// Chunks indexed.
     pub chunks: u64,
     /// Bytes of file content over every layer, as users see it.
     pub logical_bytes: u64,
@@ -173,11 +213,13 @@ pub struct StoreStats {
     pub dedup_ratio: f64,
     /// Logical bytes of cache entries (also deduplicated with the rest).
     pub cache_bytes: u64,
+    /// Cache entries.
     pub caches: u64,
     /// What `strata gc` would do now (a dry run).
     pub gc: crate::ops::gc::GcReport,
 }
 
+/// Counts what the store holds (a server counts its namespace).
 pub fn store_stats(store: &Store) -> Result<StoreStats> {
     // A server computes its namespace's stats itself, in one request.
     if let Some(server) = store.server() {

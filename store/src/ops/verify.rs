@@ -23,24 +23,33 @@ use crate::id::{ChunkId, PackId};
 use crate::read::load_manifest_located;
 use crate::repo::Store;
 
+/// One problem verify found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     /// The object at fault (`packs/ab/ab12…`, `index/…`, `runs/R/…`).
     pub object: String,
+    /// What is wrong.
     pub detail: String,
     /// `run/job` of every layer that needs the object.
     pub affects: Vec<String>,
 }
 
+/// What verify checked and found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VerifyReport {
+    /// Index objects read.
     pub index_objects: u64,
+    /// Packs checked.
     pub packs: u64,
+    /// Chunks the index objects and trailers locate.
     pub chunks: u64,
+    /// Runs checked.
     pub runs: u64,
+    /// Layers checked.
     pub layers: u64,
     /// Bytes of packs read and re-hashed (with `read_data`).
     pub bytes_read: u64,
+    /// Problems, each with the layers it affects.
     pub problems: Vec<Problem>,
 }
 

@@ -52,6 +52,7 @@ impl Observer for Quiet {}
 /// Where a store is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
+    /// A directory.
     Dir(PathBuf),
     /// `http(s)://HOST:PORT/NAMESPACE`.
     Http(String),
@@ -60,6 +61,7 @@ pub enum StoreLocation {
 }
 
 impl StoreLocation {
+    /// Reads `--store`: a URL by its scheme, else a directory.
     pub fn parse(s: &str) -> StoreLocation {
         if s.starts_with("http://") || s.starts_with("https://") {
             StoreLocation::Http(s.to_string())
@@ -70,6 +72,7 @@ impl StoreLocation {
         }
     }
 
+    /// Whether it is reached over the network.
     pub fn is_remote(&self) -> bool {
         !matches!(self, StoreLocation::Dir(_))
     }
@@ -292,6 +295,7 @@ impl Store {
         self.clock.now()
     }
 
+    /// Where the store is.
     pub fn location(&self) -> &StoreLocation {
         &self.location
     }
@@ -338,10 +342,12 @@ impl Store {
         self.backend.traffic()
     }
 
+    /// The store's config.
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }
 
+    /// Where the objects are.
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
@@ -361,10 +367,12 @@ impl Store {
         Ok(created)
     }
 
+    /// The record of `run`.
     pub fn run(&self, run: &RunName) -> Result<RunRecord> {
         self.catalog.run(self.backend(), run)
     }
 
+    /// Every run's name, sorted.
     pub fn run_names(&self) -> Result<Vec<RunName>> {
         self.catalog.run_names(self.backend())
     }
@@ -384,6 +392,7 @@ impl Store {
         Ok((record, i))
     }
 
+    /// The layers of `job` in `run`, in persist order.
     pub fn layers(&self, run: &RunName, job: &JobName) -> Result<Vec<LayerRef>> {
         self.catalog.layers(self.backend(), run, job)
     }

@@ -71,6 +71,7 @@ impl WriteOptions {
     }
 }
 
+/// What writing a tree did.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct WriteStats {
     /// Regular files written (new or changed).
@@ -79,6 +80,7 @@ pub struct WriteStats {
     pub files_in_place: u64,
     /// Distinct chunks read from the store, and the stored bytes read.
     pub chunks_from_store: u64,
+    /// Bytes of chunks read from the store (not already on disk).
     pub bytes_from_store: u64,
     /// Stored bytes of file content read from the runner's chunk cache.
     pub bytes_from_cache: u64,
