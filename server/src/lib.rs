@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod limits;
+mod log;
 mod routes;
 
 use std::collections::HashMap;
@@ -117,7 +118,7 @@ impl Namespaces {
             if let Ok(dir) = std::fs::read_dir(&self.base) {
                 for e in dir.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let is_store = e.path().join("config").exists();
+                    let is_store = e.path().join(strata_store::format::keys::CONFIG_KEY).exists();
                     if is_store && strata_store::protocol::validate_namespace(&name).is_ok() {
                         names.push(name);
                     }
@@ -144,15 +145,15 @@ async fn scheduled_gc(state: Arc<routes::State>, every: std::time::Duration) {
                     .get(&ns)
                     .and_then(|store| strata_store::gc::gc(&store, &Default::default()));
                 match result {
-                    Ok(r) => eprintln!(
-                        "strata serve: scheduled gc {ns}: {} runs expired, {} caches expired, \
+                    Ok(r) => log::line(format_args!(
+                        "scheduled gc {ns}: {} runs expired, {} caches expired, \
                          {} packs deleted, {} B reclaimed",
                         r.runs_expired.len(),
                         r.caches_expired,
                         r.packs_deleted,
                         r.bytes_reclaimed
-                    ),
-                    Err(e) => eprintln!("strata serve: scheduled gc {ns} failed: {e}"),
+                    )),
+                    Err(e) => log::line(format_args!("scheduled gc {ns} failed: {e}")),
                 }
             }
         })

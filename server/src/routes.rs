@@ -155,7 +155,7 @@ async fn with_store<T: Send + 'static>(
 
 fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
     if state.log {
-        eprintln!("strata serve: {client}: {what}");
+        crate::log::line(format_args!("{client}: {what}"));
     }
 }
 
