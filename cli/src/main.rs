@@ -164,16 +164,16 @@ enum RunCommand {
 struct RerunArgs {
     /// The run to rerun.
     #[arg(long)]
-    from: String,
+    from: RunName,
     /// The new run.
     #[arg(long)]
-    run: String,
+    run: RunName,
     /// Rerun the jobs that did not succeed (and everything downstream).
     #[arg(long, conflicts_with = "jobs", required_unless_present = "jobs")]
     failed: bool,
     /// Rerun these jobs (and everything downstream).
     #[arg(long, value_delimiter = ',')]
-    jobs: Vec<String>,
+    jobs: Vec<JobName>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,7 +238,7 @@ struct GcArgs {
 #[derive(Args, Debug)]
 struct CreateArgs {
     /// The run's name.
-    run: String,
+    run: RunName,
     /// A job, as NAME or NAME:REQUIRED,REQUIRED...
     #[arg(
         long = "job",
@@ -259,15 +259,15 @@ struct CreateArgs {
 struct RunJob {
     /// The run.
     #[arg(long, env = "STRATA_RUN")]
-    run: String,
+    run: RunName,
     /// The job.
     #[arg(long, env = "STRATA_JOB")]
-    job: String,
+    job: JobName,
 }
 
 impl RunJob {
     fn parse(&self) -> Result<(RunName, JobName)> {
-        Ok((RunName::new(&self.run)?, JobName::new(&self.job)?))
+        Ok((self.run.clone(), self.job.clone()))
     }
 }
 
@@ -300,10 +300,10 @@ struct AttachArgs {
 struct LsArgs {
     /// The run to list; without it, all runs.
     #[arg(long, env = "STRATA_RUN")]
-    run: Option<String>,
+    run: Option<RunName>,
     /// Only this job.
     #[arg(long, requires = "run")]
-    job: Option<String>,
+    job: Option<JobName>,
 }
 
 #[derive(Args, Debug)]
@@ -438,7 +438,7 @@ fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
     match &cli.command {
         Command::Run(RunCommand::Create(a)) => {
-            let run = RunName::new(&a.run)?;
+            let run = a.run.clone();
             let graph = match &a.graph {
                 Some(file) => {
                     let text = std::fs::read_to_string(file)
@@ -453,17 +453,12 @@ fn run(cli: Cli) -> Result<()> {
             output::run_created(json, &run, &graph, created);
         }
         Command::Run(RunCommand::Rerun(a)) => {
-            let from = RunName::new(&a.from)?;
-            let run = RunName::new(&a.run)?;
+            let from = a.from.clone();
+            let run = a.run.clone();
             let select = if a.failed {
                 rerun::Select::Failed
             } else {
-                rerun::Select::Jobs(
-                    a.jobs
-                        .iter()
-                        .map(|j| JobName::new(j))
-                        .collect::<Result<_, _>>()?,
-                )
+                rerun::Select::Jobs(a.jobs.clone())
             };
             let store = open(&cli)?;
             output::reran(json, &rerun::rerun(&store, &from, &run, &select)?);
@@ -540,9 +535,7 @@ fn run(cli: Cli) -> Result<()> {
             let store = open(&cli)?;
             match &a.run {
                 Some(run) => {
-                    let run = RunName::new(run)?;
-                    let job = a.job.as_deref().map(JobName::new).transpose()?;
-                    output::run_listing(json, &stats::list_run(&store, &run, job.as_ref())?);
+                    output::run_listing(json, &stats::list_run(&store, run, a.job.as_ref())?);
                 }
                 None => output::store_listing(json, &stats::list_store(&store)?),
             }
