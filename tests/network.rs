@@ -234,7 +234,7 @@ fn tokens_scopes_and_isolated_namespaces() {
         .collect();
     let opts = |t: &str| HttpOptions {
         token: Some(t.into()),
-        ca_cert: None,
+        ..HttpOptions::default()
     };
     let in_a = HttpStore::new(&server.ns("a"), opts("token-a-writer-0123456789")).unwrap();
     assert!(RemoteLookup::new(in_a.transport().clone())

@@ -52,6 +52,13 @@ struct Cli {
     #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
+    /// Seconds a connection to a `strata serve` store may make no progress
+    /// before the request is retried on a fresh one; a request gives up
+    /// after six of these in all (default 10: a stalled server ends the
+    /// command within a minute).
+    #[arg(long, global = true, env = "STRATA_NET_TIMEOUT", value_name = "SECS", value_parser = parse_secs)]
+    net_timeout: Option<f64>,
+
     /// A PEM certificate to trust for an https:// store (self-signed servers).
     #[arg(long, global = true, env = "STRATA_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
@@ -370,6 +377,7 @@ fn open(cli: &Cli) -> Result<Store> {
         http: HttpOptions {
             token: cli.token.clone(),
             ca_cert,
+            stall_timeout: cli.net_timeout.map(std::time::Duration::from_secs_f64),
         },
         cache_dir: cli.cache.clone(),
         cache_bytes: cli.cache_mib.map(|m| m << 20),
@@ -432,6 +440,14 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
         }
     })?;
     Ok(())
+}
+
+/// A positive number of seconds.
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -118,7 +118,10 @@ impl Namespaces {
             if let Ok(dir) = std::fs::read_dir(&self.base) {
                 for e in dir.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let is_store = e.path().join(strata_store::format::keys::CONFIG_KEY).exists();
+                    let is_store = e
+                        .path()
+                        .join(strata_store::format::keys::CONFIG_KEY)
+                        .exists();
                     if is_store && strata_store::protocol::validate_namespace(&name).is_ok() {
                         names.push(name);
                     }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ pub fn strata() -> Command {
         "STRATA_CACHE",
         "STRATA_CACHE_MIB",
         "STRATA_CA_CERT",
+        "STRATA_NET_TIMEOUT",
     ] {
         c.env_remove(v);
     }

@@ -27,6 +27,15 @@ use crate::protocol::{
 const ATTEMPTS: u32 = 6;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long a connection may make no progress (no byte read or written,
+/// no connection made) before the attempt fails and is retried on a fresh
+/// connection.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request's attempts end after this many stall timeouts in all, so a
+/// stalled server ends a command with an error within a minute by default.
+const BUDGET_IN_STALLS: u32 = 6;
+
 /// A way to one `strata serve` namespace: `http(s)://HOST:PORT/NAMESPACE`.
 /// Cheap to clone (clones share connections and counters).
 #[derive(Debug, Clone)]
@@ -49,7 +58,10 @@ struct Inner {
     base: String,
     namespace: String,
     token: Option<String>,
+    /// Each read and write must make progress within `stall`, but for
+    /// patient calls (`call_json`).
     agent: ureq::Agent,
+    stall: Duration,
     sent: AtomicU64,
     received: AtomicU64,
     requests: AtomicU64,
@@ -60,6 +72,10 @@ struct Inner {
 pub struct HttpOptions {
     /// The bearer token sent with every request.
     pub token: Option<String>,
+    /// How long a connection may make no progress before the attempt is
+    /// retried (`DEFAULT_STALL_TIMEOUT` when `None`); a request gives up
+    /// after six of these in all.
+    pub stall_timeout: Option<Duration>,
     /// PEM certificate(s) to trust instead of the system's roots (a server
     /// with a self-signed certificate).
     pub ca_cert: Option<Vec<u8>>,
@@ -88,10 +104,10 @@ impl HttpTransport {
             bad("the namespace must be 1-128 characters of A-Z a-z 0-9 . _ - and not start with .")
         })?;
         let base = url[..url.len() - rest.len() + host.len()].to_string();
+        let stall = options.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT);
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(300)))
+            .timeout_connect(Some(stall))
             .max_idle_connections_per_host(32)
             .user_agent(format!("strata/{}", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &options.ca_cert {
@@ -115,7 +131,12 @@ impl HttpTransport {
                 base,
                 namespace: namespace.to_string(),
                 token: options.token,
-                agent: config.build().new_agent(),
+                agent: config
+                    .timeout_per_read(Some(stall))
+                    .timeout_per_write(Some(stall))
+                    .build()
+                    .new_agent(),
+                stall,
                 sent: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
@@ -138,19 +159,38 @@ impl HttpTransport {
 
     /// Sends one request to route `tail` (with retries); returns the
     /// status and body of the first answer that is not worth retrying.
+    ///
+    /// Every attempt must make progress within the stall timeout; after
+    /// six stall timeouts in all no further attempt starts, and the error
+    /// names the server, the request and the last cause.
     pub fn call(&self, method: &str, tail: &str, body: Option<&[u8]>) -> Result<(u16, Vec<u8>)> {
+        self.call_on(false, method, tail, body)
+    }
+
+    fn call_on(
+        &self,
+        patient: bool,
+        method: &str,
+        tail: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>)> {
         let url = self.url(tail);
+        let started = std::time::Instant::now();
+        let budget = self.inner.stall * BUDGET_IN_STALLS;
         let mut wait = FIRST_BACKOFF;
         let mut last = String::new();
         let mut tried = 0;
         for attempt in 1..=ATTEMPTS {
-            tried = attempt;
             if attempt > 1 {
+                if started.elapsed() + wait >= budget {
+                    break;
+                }
                 std::thread::sleep(wait);
                 wait *= 2;
             }
+            tried = attempt;
             self.inner.requests.fetch_add(1, Relaxed);
-            match self.send(method, &url, body) {
+            match self.send(patient, method, &url, body) {
                 Ok((status, bytes, retry_after)) => {
                     self.inner.received.fetch_add(bytes.len() as u64, Relaxed);
                     if status == 429 || status >= 500 {
@@ -171,7 +211,10 @@ impl HttpTransport {
             }
         }
         let detail = if tried > 1 {
-            format!("{method} /{tail}: {last} (gave up after {tried} attempts)")
+            format!(
+                "{method} /{tail}: {last} (gave up after {tried} attempts in {:.0} s)",
+                started.elapsed().as_secs_f64()
+            )
         } else {
             format!("{method} /{tail}: {last}")
         };
@@ -185,25 +228,27 @@ impl HttpTransport {
     /// error and whether trying again could help.
     fn send(
         &self,
+        patient: bool,
         method: &str,
         url: &str,
         body: Option<&[u8]>,
     ) -> std::result::Result<Answer, (String, bool)> {
         let agent = &self.inner.agent;
         let auth = self.inner.token.as_ref().map(|t| format!("Bearer {t}"));
+        let prepare = |r| with_auth(r, &auth, patient);
         let response = match (method, body) {
-            ("GET", _) => with_auth(agent.get(url), &auth).call(),
-            ("HEAD", _) => with_auth(agent.head(url), &auth).call(),
-            ("DELETE", _) => with_auth(agent.delete(url), &auth).call(),
-            ("PUT", b) => {
+            ("GET", _) => prepare(agent.get(url)).call(),
+            ("HEAD", _) => prepare(agent.head(url)).call(),
+            ("DELETE", _) => prepare(agent.delete(url)).call(),
+            (m, b) => {
                 let b = b.unwrap_or_default();
                 self.inner.sent.fetch_add(b.len() as u64, Relaxed);
-                with_auth(agent.put(url), &auth).send(b)
-            }
-            (_, b) => {
-                let b = b.unwrap_or_default();
-                self.inner.sent.fetch_add(b.len() as u64, Relaxed);
-                with_auth(agent.post(url), &auth).send(b)
+                let r = if m == "PUT" {
+                    agent.put(url)
+                } else {
+                    agent.post(url)
+                };
+                with_auth(r, &auth, patient).send(b)
             }
         };
         let response = response.map_err(|e| {
@@ -295,8 +340,10 @@ impl HttpTransport {
     }
 
     /// A server-side operation with a JSON answer (stats, gc).
+    /// The server may think for long before answering, so no stall
+    /// timeout applies to the answer.
     pub fn call_json<T: serde::de::DeserializeOwned>(&self, method: &str, tail: &str) -> Result<T> {
-        let r = self.call(method, tail, Some(b""))?;
+        let r = self.call_on(true, method, tail, Some(b""))?;
         let body = self.expect_ok(r, tail)?;
         decode_answer(&body).map_err(|e| Error::Remote {
             server: self.location_string(),
@@ -308,10 +355,24 @@ impl HttpTransport {
 /// A response: status, body, and `Retry-After` seconds.
 type Answer = (u16, Vec<u8>, Option<u64>);
 
-fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::RequestBuilder<B> {
-    match auth {
+/// Adds the token; a patient request waits for its answer without a
+/// stall timeout.
+fn with_auth<B>(
+    req: ureq::RequestBuilder<B>,
+    auth: &Option<String>,
+    patient: bool,
+) -> ureq::RequestBuilder<B> {
+    let req = match auth {
         Some(a) => req.header("authorization", a),
         None => req,
+    };
+    if patient {
+        req.config()
+            .timeout_per_read(None)
+            .timeout_per_write(None)
+            .build()
+    } else {
+        req
     }
 }
 

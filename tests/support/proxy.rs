@@ -1,0 +1,218 @@
+//! A TCP proxy on loopback that puts a real network's faults between a
+//! client and a server: a delay in each direction, a bandwidth cap, and
+//! faults (reset after N bytes, stall forever after N bytes, accept and
+//! never answer). The kernel here has no netem, so this is how tests and
+//! the benchmark see latency and broken connections.
+//!
+//! Faults can be changed while it runs (`set`); each new connection takes
+//! the settings of the moment it is accepted. A fault can be limited to the
+//! first N connections (`fault_connections`), so a retry on a fresh
+//! connection gets through.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// What the proxy does to traffic.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Delay added to each direction (the round trip grows by twice this).
+    pub one_way: Duration,
+    /// Bandwidth cap per direction and connection, in Mbit/s.
+    pub mbit: Option<f64>,
+    /// After this many bytes from the server, stop forwarding its answers
+    /// for good, but keep the connection open (a stalled server).
+    pub stall_after: Option<u64>,
+    /// After this many bytes from the server, reset the connection.
+    pub reset_after: Option<u64>,
+    /// Accept connections and never answer nor forward anything.
+    pub black_hole: bool,
+    /// Apply the faults above (not the delay or the cap) only to the first
+    /// this many connections; `None`: to all.
+    pub fault_connections: Option<u64>,
+}
+
+/// A running proxy; stops when dropped.
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    faults: Arc<Mutex<Faults>>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicU64>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Proxy {
+    /// Starts a proxy to `upstream` on an ephemeral loopback port.
+    pub fn start(upstream: SocketAddr, faults: Faults) -> Proxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        let listener = runtime
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("proxy listens");
+        let addr = listener.local_addr().unwrap();
+        let faults = Arc::new(Mutex::new(faults));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (f, a) = (faults.clone(), accepted.clone());
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let n = a.fetch_add(1, SeqCst);
+                let mut now = f.lock().unwrap().clone();
+                if now.fault_connections.is_some_and(|k| n >= k) {
+                    now.stall_after = None;
+                    now.reset_after = None;
+                    now.black_hole = false;
+                }
+                tokio::spawn(connection(client, upstream, now));
+            }
+        });
+        Proxy {
+            addr,
+            faults,
+            accepted,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// A proxy in front of a `strata serve` at `url` (`http://127.0.0.1:P`),
+    /// and the URL to use instead.
+    pub fn in_front_of(url: &str, faults: Faults) -> (Proxy, String) {
+        let hostport = url
+            .strip_prefix("http://")
+            .expect("an http:// url")
+            .trim_end_matches('/');
+        let upstream: SocketAddr = hostport.parse().expect("host:port");
+        let proxy = Proxy::start(upstream, faults);
+        let url = format!("http://{}", proxy.addr);
+        (proxy, url)
+    }
+
+    /// Changes the faults for connections accepted from now on.
+    pub fn set(&self, faults: Faults) {
+        *self.faults.lock().unwrap() = faults;
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn connection(client: TcpStream, upstream: SocketAddr, faults: Faults) {
+    if faults.black_hole {
+        // Hold the connection, read and drop what comes, answer nothing.
+        let mut client = client;
+        let mut buf = [0u8; 16 << 10];
+        while matches!(client.read(&mut buf).await, Ok(n) if n > 0) {}
+        return;
+    }
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    // Set when the connection is reset: both readers stop, so the sockets
+    // close (with SO_LINGER 0: a reset).
+    let (kill, killed) = watch::channel(false);
+    let up = Faults {
+        stall_after: None,
+        reset_after: None,
+        ..faults.clone()
+    };
+    tokio::spawn(pump(cr, sw, up, kill.clone(), killed.clone()));
+    pump(sr, cw, faults, kill, killed).await;
+}
+
+/// Forwards one direction: a reader task stamps each read with when it may
+/// leave, the writer sends it then, at the capped rate, applying faults.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    faults: Faults,
+    kill: watch::Sender<bool>,
+    mut killed: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let delay = faults.one_way;
+    let mut reader_killed = killed.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            tokio::select! {
+                r = from.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                },
+                _ = reader_killed.changed() => break,
+            }
+        }
+    });
+    let mut sent = 0u64;
+    loop {
+        let next = tokio::select! {
+            n = rx.recv() => n,
+            _ = killed.changed() => None,
+        };
+        let Some((due, mut bytes)) = next else {
+            break;
+        };
+        tokio::time::sleep_until(due).await;
+        if let Some(limit) = faults.reset_after {
+            if sent + bytes.len() as u64 > limit {
+                bytes.truncate((limit - sent.min(limit)) as usize);
+                let _ = to.write_all(&bytes).await;
+                // Linger 0 never blocks: it makes the close a reset.
+                #[allow(deprecated)]
+                let _ = to.as_ref().set_linger(Some(Duration::ZERO));
+                // Not a FIN: the socket closes (with a reset) once the
+                // readers, told to stop, drop their halves.
+                to.forget();
+                let _ = kill.send(true);
+                return;
+            }
+        }
+        if let Some(limit) = faults.stall_after {
+            if sent + bytes.len() as u64 > limit {
+                bytes.truncate((limit - sent.min(limit)) as usize);
+                let _ = to.write_all(&bytes).await;
+                // Never another byte; the connection stays open.
+                while rx.recv().await.is_some() {}
+                std::future::pending::<()>().await;
+            }
+        }
+        if let Some(mbit) = faults.mbit {
+            let secs = bytes.len() as f64 * 8.0 / (mbit * 1e6);
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        }
+        if to.write_all(&bytes).await.is_err() {
+            return;
+        }
+        sent += bytes.len() as u64;
+    }
+    let _ = to.shutdown().await;
+}
