@@ -33,6 +33,9 @@ pub struct Faults {
     pub stall_after: Option<u64>,
     /// After this many bytes from the server, reset the connection.
     pub reset_after: Option<u64>,
+    /// After this many bytes from the client (mid-upload), reset the
+    /// connection.
+    pub reset_up_after: Option<u64>,
     /// Accept connections and never answer nor forward anything.
     pub black_hole: bool,
     /// Apply the faults above (not the delay or the cap) only to the first
@@ -47,6 +50,8 @@ pub struct Proxy {
     faults: Arc<Mutex<Faults>>,
     /// Connections accepted so far.
     accepted: Arc<AtomicU64>,
+    /// Connections the proxy reset so far.
+    resets: Arc<AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -64,7 +69,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let faults = Arc::new(Mutex::new(faults));
         let accepted = Arc::new(AtomicU64::new(0));
-        let (f, a) = (faults.clone(), accepted.clone());
+        let resets = Arc::new(AtomicU64::new(0));
+        let (f, a, r) = (faults.clone(), accepted.clone(), resets.clone());
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let n = a.fetch_add(1, SeqCst);
@@ -72,15 +78,17 @@ impl Proxy {
                 if now.fault_connections.is_some_and(|k| n >= k) {
                     now.stall_after = None;
                     now.reset_after = None;
+                    now.reset_up_after = None;
                     now.black_hole = false;
                 }
-                tokio::spawn(connection(client, upstream, now));
+                tokio::spawn(connection(client, upstream, now, r.clone()));
             }
         });
         Proxy {
             addr,
             faults,
             accepted,
+            resets,
             runtime: Some(runtime),
         }
     }
@@ -107,6 +115,11 @@ impl Proxy {
     pub fn connections(&self) -> u64 {
         self.accepted.load(SeqCst)
     }
+
+    /// Connections reset so far.
+    pub fn resets(&self) -> u64 {
+        self.resets.load(SeqCst)
+    }
 }
 
 impl Drop for Proxy {
@@ -117,7 +130,12 @@ impl Drop for Proxy {
     }
 }
 
-async fn connection(client: TcpStream, upstream: SocketAddr, faults: Faults) {
+async fn connection(
+    client: TcpStream,
+    upstream: SocketAddr,
+    faults: Faults,
+    resets: Arc<AtomicU64>,
+) {
     if faults.black_hole {
         // Hold the connection, read and drop what comes, answer nothing.
         let mut client = client;
@@ -137,11 +155,18 @@ async fn connection(client: TcpStream, upstream: SocketAddr, faults: Faults) {
     let (kill, killed) = watch::channel(false);
     let up = Faults {
         stall_after: None,
-        reset_after: None,
+        reset_after: faults.reset_up_after,
         ..faults.clone()
     };
-    tokio::spawn(pump(cr, sw, up, kill.clone(), killed.clone()));
-    pump(sr, cw, faults, kill, killed).await;
+    tokio::spawn(pump(
+        cr,
+        sw,
+        up,
+        kill.clone(),
+        killed.clone(),
+        resets.clone(),
+    ));
+    pump(sr, cw, faults, kill, killed, resets).await;
 }
 
 /// Forwards one direction: a reader task stamps each read with when it may
@@ -152,6 +177,7 @@ async fn pump(
     faults: Faults,
     kill: watch::Sender<bool>,
     mut killed: watch::Receiver<bool>,
+    resets: Arc<AtomicU64>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let delay = faults.one_way;
@@ -192,6 +218,7 @@ async fn pump(
                 // Not a FIN: the socket closes (with a reset) once the
                 // readers, told to stop, drop their halves.
                 to.forget();
+                resets.fetch_add(1, SeqCst);
                 let _ = kill.send(true);
                 return;
             }
