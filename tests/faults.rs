@@ -156,8 +156,8 @@ fn connections_reset_mid_upload_are_retried_and_the_store_verifies() {
     same_tree(&d.join("src3/out"), &d.join("at3/out"));
 }
 
-// Delay both ways: everything still works, only slower (the round-trip
-// counts are the network issue's next step).
+// Delay both ways: everything still works, only slower; the reports count
+// the round trips on the critical path (at most one per request).
 #[test]
 fn persist_and_attach_work_through_a_delayed_link() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,7 +182,15 @@ fn persist_and_attach_work_through_a_delayed_link() {
         "--job",
         "test:build",
     ]);
-    client.persist("r2", "build", &d.join("src2"), "out");
-    client.attach("r2", "test", &d.join("at2"));
+    let persisted = client.persist("r2", "build", &d.join("src2"), "out");
+    let attached = client.attach("r2", "test", &d.join("at2"));
     same_tree(&d.join("src2/out"), &d.join("at2/out"));
+    for report in [&persisted, &attached] {
+        let net = &report["network"];
+        let (trips, requests) = (
+            net["round_trips"].as_u64().unwrap(),
+            net["requests"].as_u64().unwrap(),
+        );
+        assert!(trips >= 1 && trips <= requests, "{net}");
+    }
 }

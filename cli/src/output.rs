@@ -99,16 +99,19 @@ pub fn persist_line(r: &PersistReport) -> String {
     )
 }
 
-/// "; network: X sent, Y received" for a networked store, else nothing.
+/// "; network: X sent, Y received in N requests (M round trips)" for a
+/// networked store, else nothing. The round trips are those on the
+/// critical path: what latency costs the command.
 pub fn wire(t: &Traffic) -> String {
     if t.requests == 0 {
         String::new()
     } else {
         format!(
-            "; network: {} sent, {} received in {}",
+            "; network: {} sent, {} received in {} ({} on the critical path)",
             bytes(t.sent),
             bytes(t.received),
-            plural(t.requests, "request")
+            plural(t.requests, "request"),
+            plural(t.round_trips, "round trip")
         )
     }
 }

@@ -12,11 +12,10 @@
 
 use std::io::Read;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{validate_key, Backend, Traffic};
+use super::{validate_key, Backend, Traffic, TrafficCounter};
 use crate::error::{Error, Result};
 use crate::protocol::{
     decode_answer, error_text, namespace_root, route, validate_namespace, Hello, KeyList,
@@ -62,9 +61,7 @@ struct Inner {
     /// patient calls (`call_json`).
     agent: ureq::Agent,
     stall: Duration,
-    sent: AtomicU64,
-    received: AtomicU64,
-    requests: AtomicU64,
+    traffic: TrafficCounter,
 }
 
 /// Options for reaching a server.
@@ -137,9 +134,7 @@ impl HttpTransport {
                     .build()
                     .new_agent(),
                 stall,
-                sent: AtomicU64::new(0),
-                received: AtomicU64::new(0),
-                requests: AtomicU64::new(0),
+                traffic: TrafficCounter::default(),
             }),
         })
     }
@@ -189,10 +184,13 @@ impl HttpTransport {
                 wait *= 2;
             }
             tried = attempt;
-            self.inner.requests.fetch_add(1, Relaxed);
-            match self.send(patient, method, &url, body) {
+            let answer = {
+                let _in_flight = self.inner.traffic.request();
+                self.send(patient, method, &url, body)
+            };
+            match answer {
                 Ok((status, bytes, retry_after)) => {
-                    self.inner.received.fetch_add(bytes.len() as u64, Relaxed);
+                    self.inner.traffic.received(bytes.len() as u64);
                     if status == 429 || status >= 500 {
                         last = format!("HTTP {status}: {}", error_text(&bytes));
                         if let Some(s) = retry_after {
@@ -242,7 +240,7 @@ impl HttpTransport {
             ("DELETE", _) => prepare(agent.delete(url)).call(),
             (m, b) => {
                 let b = b.unwrap_or_default();
-                self.inner.sent.fetch_add(b.len() as u64, Relaxed);
+                self.inner.traffic.sent(b.len() as u64);
                 let r = if m == "PUT" {
                     agent.put(url)
                 } else {
@@ -485,11 +483,7 @@ impl Backend for HttpStore {
     }
 
     fn traffic(&self) -> Traffic {
-        Traffic {
-            sent: self.transport.inner.sent.load(Relaxed),
-            received: self.transport.inner.received.load(Relaxed),
-            requests: self.transport.inner.requests.load(Relaxed),
-        }
+        self.transport.inner.traffic.snapshot()
     }
 }
 

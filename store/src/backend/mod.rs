@@ -17,6 +17,7 @@ pub use memory::Memory;
 
 use std::fmt::Debug;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use crate::error::{Error, Result};
 
@@ -102,6 +103,10 @@ pub trait Backend: Send + Sync + Debug {
 /// number of requests (each also costs a few hundred bytes of headers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Traffic {
+    /// Requests started while no other was in flight: each made the
+    /// command wait a whole round trip, so this is how many round trips
+    /// were on the critical path (requests that overlap others add none).
+    pub round_trips: u64,
     /// Bytes of request bodies sent.
     pub sent: u64,
     /// Bytes of response bodies received.
@@ -117,6 +122,75 @@ impl Traffic {
             sent: self.sent - earlier.sent,
             received: self.received - earlier.received,
             requests: self.requests - earlier.requests,
+            round_trips: self.round_trips - earlier.round_trips,
         }
+    }
+}
+
+/// The counters behind `Traffic`, shared by a networked backend's threads.
+#[derive(Debug, Default)]
+pub struct TrafficCounter {
+    sent: AtomicU64,
+    received: AtomicU64,
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+    round_trips: AtomicU64,
+}
+
+impl TrafficCounter {
+    /// Counts a request starting; it is in flight until the guard drops.
+    pub fn request(&self) -> InFlight<'_> {
+        self.requests.fetch_add(1, SeqCst);
+        if self.in_flight.fetch_add(1, SeqCst) == 0 {
+            self.round_trips.fetch_add(1, SeqCst);
+        }
+        InFlight(self)
+    }
+
+    /// Counts `n` bytes of request body sent.
+    pub fn sent(&self, n: u64) {
+        self.sent.fetch_add(n, SeqCst);
+    }
+
+    /// Counts `n` bytes of response body received.
+    pub fn received(&self, n: u64) {
+        self.received.fetch_add(n, SeqCst);
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> Traffic {
+        Traffic {
+            round_trips: self.round_trips.load(SeqCst),
+            sent: self.sent.load(SeqCst),
+            received: self.received.load(SeqCst),
+            requests: self.requests.load(SeqCst),
+        }
+    }
+}
+
+/// A request in flight (see `TrafficCounter::request`).
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a TrafficCounter);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_requests_started_with_none_in_flight_are_round_trips() {
+        let c = TrafficCounter::default();
+        {
+            let _a = c.request();
+            let _b = c.request(); // overlaps a: no extra wait
+        }
+        drop(c.request()); // after both ended: a second wait
+        let t = c.snapshot();
+        assert_eq!((t.requests, t.round_trips), (3, 2));
     }
 }

@@ -15,14 +15,13 @@
 //! servers disagree on").
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::{validate_key, Backend, Traffic};
+use super::{validate_key, Backend, Traffic, TrafficCounter};
 use crate::error::{Error, Result};
 
 /// An S3 bucket and prefix (`s3://BUCKET/PREFIX`), through `object_store`.
@@ -32,9 +31,7 @@ pub struct S3 {
     bucket: String,
     prefix: String,
     runtime: tokio::runtime::Runtime,
-    sent: AtomicU64,
-    received: AtomicU64,
-    requests: AtomicU64,
+    traffic: TrafficCounter,
 }
 
 impl S3 {
@@ -84,9 +81,7 @@ impl S3 {
             bucket: bucket.into(),
             prefix: prefix.into(),
             runtime,
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
+            traffic: TrafficCounter::default(),
         })
     }
 
@@ -109,7 +104,7 @@ impl S3 {
     }
 
     fn block<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        self.requests.fetch_add(1, Relaxed);
+        let _in_flight = self.traffic.request();
         self.runtime.block_on(f)
     }
 }
@@ -117,7 +112,7 @@ impl S3 {
 impl Backend for S3 {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         validate_key(key)?;
-        self.sent.fetch_add(data.len() as u64, Relaxed);
+        self.traffic.sent(data.len() as u64);
         let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
         self.block(self.store.put(&self.path(key), payload))
             .map(|_| ())
@@ -130,7 +125,7 @@ impl Backend for S3 {
         let bytes = self
             .block(async { self.store.get(&path).await?.bytes().await })
             .map_err(|e| self.err(key, e))?;
-        self.received.fetch_add(bytes.len() as u64, Relaxed);
+        self.traffic.received(bytes.len() as u64);
         Ok(bytes.to_vec())
     }
 
@@ -153,7 +148,7 @@ impl Backend for S3 {
             .block(self.store.get_ranges(&self.path(key), ranges))
             .map_err(|e| self.err(key, e))?;
         let n: u64 = got.iter().map(|b| b.len() as u64).sum();
-        self.received.fetch_add(n, Relaxed);
+        self.traffic.received(n);
         Ok(got.into_iter().map(|b| b.to_vec()).collect())
     }
 
@@ -225,10 +220,6 @@ impl Backend for S3 {
     }
 
     fn traffic(&self) -> Traffic {
-        Traffic {
-            sent: self.sent.load(Relaxed),
-            received: self.received.load(Relaxed),
-            requests: self.requests.load(Relaxed),
-        }
+        self.traffic.snapshot()
     }
 }
