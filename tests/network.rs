@@ -46,6 +46,13 @@ fn the_s3_backend_conforms_on_garage() {
     garage.set_env();
     let s3 = strata_store::backend::s3::S3::new(&garage.location("conformance")).unwrap();
     conformance::check(&s3);
+    // A ranged read is one request (no HEAD first): one round trip.
+    s3.put("runs/x/run", &[7u8; 100]).unwrap();
+    let before = s3.traffic();
+    let got = s3.get_ranges("runs/x/run", &[0..10, 50..60]).unwrap();
+    assert_eq!(got, vec![vec![7u8; 10], vec![7u8; 10]]);
+    let cost = s3.traffic().since(before);
+    assert_eq!((cost.requests, cost.round_trips), (1, 1), "{cost:?}");
     // A second store under another prefix sees none of it.
     let other = strata_store::backend::s3::S3::new(&garage.location("elsewhere")).unwrap();
     assert!(other.list("").unwrap().is_empty());

@@ -129,24 +129,57 @@ impl Backend for S3 {
         Ok(bytes.to_vec())
     }
 
+    /// No HEAD first: the ranges are asked for at once, and a short or
+    /// failed answer is checked against the object's size only then (one
+    /// request on the happy path, not two in sequence).
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
         validate_key(key)?;
         if ranges.is_empty() {
             return Ok(Vec::new());
         }
-        let size = self.size(key)?;
-        if let Some(r) = ranges.iter().find(|r| r.end > size || r.start > r.end) {
-            return Err(Error::corrupt(
+        let past_end = |r: &Range<u64>, size: u64| {
+            Error::corrupt(
                 key,
                 format!(
                     "range {}..{} is past the end ({size} bytes)",
                     r.start, r.end
                 ),
+            )
+        };
+        if let Some(r) = ranges.iter().find(|r| r.start > r.end) {
+            return Err(Error::corrupt(
+                key,
+                format!("range {}..{} is reversed", r.start, r.end),
             ));
         }
-        let got = self
-            .block(self.store.get_ranges(&self.path(key), ranges))
-            .map_err(|e| self.err(key, e))?;
+        let got = match self.block(self.store.get_ranges(&self.path(key), ranges)) {
+            Ok(got) => got,
+            Err(e @ object_store::Error::NotFound { .. }) => return Err(self.err(key, e)),
+            Err(e) => {
+                // A range past the end is the caller's mistake about the
+                // object, not the store failing: say which.
+                if let Ok(size) = self.size(key) {
+                    if let Some(r) = ranges.iter().find(|r| r.end > size) {
+                        return Err(past_end(r, size));
+                    }
+                }
+                return Err(self.err(key, e));
+            }
+        };
+        let short = ranges
+            .iter()
+            .zip(&got)
+            .find(|(r, b)| b.len() as u64 != r.end - r.start);
+        if got.len() != ranges.len() || short.is_some() {
+            let size = self.size(key)?;
+            if let Some(r) = ranges.iter().find(|r| r.end > size) {
+                return Err(past_end(r, size));
+            }
+            return Err(Error::ObjectStore {
+                store: self.location(),
+                detail: format!("{key}: a ranged read returned the wrong number of bytes"),
+            });
+        }
         let n: u64 = got.iter().map(|b| b.len() as u64).sum();
         self.traffic.received(n);
         Ok(got.into_iter().map(|b| b.to_vec()).collect())
