@@ -194,3 +194,49 @@ fn persist_and_attach_work_through_a_delayed_link() {
         assert!(trips >= 1 && trips <= requests, "{net}");
     }
 }
+
+/// The round trips on attach's critical path when `up` jobs, each with one
+/// small layer, are upstream of the attaching job (through the proxy, a
+/// fresh runner cache).
+fn attach_round_trips(d: &Path, server: &Server, url: &str, up: usize) -> u64 {
+    let run = format!("fan{up}");
+    let direct = Client::new(&server.ns("team"), &d.join(format!("cache-fan{up}")));
+    let mut args = vec!["run".to_string(), "create".into(), run.clone()];
+    let ups: Vec<String> = (0..up).map(|i| format!("u{i}")).collect();
+    for u in &ups {
+        args.extend(["--job".into(), u.clone()]);
+    }
+    args.extend(["--job".into(), format!("down:{}", ups.join(","))]);
+    direct.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    for (i, u) in ups.iter().enumerate() {
+        let src = d.join(format!("fan{up}/{u}"));
+        random_files(&src.join(u), 1, 4096, 1000 + i as u64);
+        direct.persist(&run, u, &src, u);
+    }
+    let client = through(url, d, &format!("cache-fan{up}-attach"));
+    let report = client.attach(&run, "down", &d.join(format!("at-fan{up}")));
+    report["network"]["round_trips"].as_u64().unwrap()
+}
+
+// Attach lists every upstream job's layers and fetches their manifests at
+// once: eight upstream jobs cost no more round trips than two.
+#[test]
+fn attach_round_trips_do_not_grow_with_the_upstream_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Server::start(d.join("srv").to_str().unwrap(), &[], &[]);
+    let (_proxy, url) = Proxy::in_front_of(
+        &server.url,
+        Faults {
+            one_way: Duration::from_millis(5),
+            ..Faults::default()
+        },
+    );
+    let two = attach_round_trips(d, &server, &url, 2);
+    let eight = attach_round_trips(d, &server, &url, 8);
+    eprintln!("attach round trips: {two} with 2 upstream jobs, {eight} with 8");
+    assert!(
+        eight <= two,
+        "2 upstream jobs: {two} round trips; 8: {eight}"
+    );
+}

@@ -16,8 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rayon::prelude::*;
-
 use crate::backend::Traffic;
 use serde::Serialize;
 
@@ -90,32 +88,71 @@ pub struct AttachReport {
 /// Plans the attach of `job`'s workspace: steps 1 to 4, no file touched.
 pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
     let (record, me) = store.run_job(run, job)?;
-    crate::ops::lifecycle::check_live(store, run)?;
     let graph = &record.graph;
+    let ancestors: Vec<usize> = graph
+        .topo_order()
+        .iter()
+        .copied()
+        .filter(|&j| graph.is_ancestor(j, me))
+        .collect();
+    // The expiry check and the ancestors' layer listings at once (up to
+    // 32 in flight): one round trip for up to 32 upstream jobs.
+    let (live, listed) = std::thread::scope(|s| {
+        let live = s.spawn(|| crate::ops::lifecycle::check_live(store, run));
+        let mut listed: Vec<Result<_>> = Vec::with_capacity(ancestors.len());
+        for group in ancestors.chunks(32) {
+            let lists: Vec<_> = group
+                .iter()
+                .map(|&j| s.spawn(move || store.layers(run, &graph.jobs()[j].name)))
+                .collect();
+            listed.extend(
+                lists
+                    .into_iter()
+                    .map(|h| h.join().expect("listing layers panicked")),
+            );
+        }
+        (live.join().expect("expiry check panicked"), listed)
+    });
+    live?;
     let mut refs = Vec::new();
-    for &j in graph.topo_order() {
-        if graph.is_ancestor(j, me) {
-            let name = &graph.jobs()[j].name;
-            for l in store.layers(run, name)? {
-                refs.push((j, l));
-            }
+    for (&j, layers) in ancestors.iter().zip(listed) {
+        refs.extend(layers?.into_iter().map(|l| (j, l)));
+    }
+    // Every layer's manifest at once (up to 32 in flight), each fetch a
+    // few requests in sequence: the round trips do not grow with the
+    // number of layers.
+    let manifest_bytes = AtomicU64::new(0);
+    let mut layers = Vec::with_capacity(refs.len());
+    let mut refs = refs.into_iter().peekable();
+    while refs.peek().is_some() {
+        let group: Vec<_> = refs.by_ref().take(32).collect();
+        let loaded: Vec<Result<Layer>> = std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .into_iter()
+                .map(|(j, l)| {
+                    let manifest_bytes = &manifest_bytes;
+                    s.spawn(move || {
+                        let (manifest, read) = load_manifest(store, &l.record.manifest)?;
+                        manifest_bytes.fetch_add(read, Relaxed);
+                        Ok(Layer {
+                            manifest: Arc::new(manifest),
+                            manifest_id: l.record.manifest,
+                            job: l.job,
+                            job_index: j,
+                            key: l.key,
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("loading a manifest panicked"))
+                .collect()
+        });
+        for layer in loaded {
+            layers.push(layer?);
         }
     }
-    let manifest_bytes = AtomicU64::new(0);
-    let layers = refs
-        .into_par_iter()
-        .map(|(j, l)| {
-            let (manifest, read) = load_manifest(store, &l.record.manifest)?;
-            manifest_bytes.fetch_add(read, Relaxed);
-            Ok(Layer {
-                manifest: Arc::new(manifest),
-                manifest_id: l.record.manifest,
-                job: l.job,
-                job_index: j,
-                key: l.key,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
     let mut plan = merge(graph, layers)?;
     plan.manifest_bytes = manifest_bytes.into_inner();
     Ok(plan)
