@@ -40,20 +40,28 @@ fn through(url: &str, d: &Path, name: &str) -> Client {
     c
 }
 
+/// A proxy with `faults` in front of `server`, and a client through it.
+fn behind(server: &Server, d: &Path, cache: &str, faults: Faults) -> (Proxy, Client) {
+    let (proxy, url) = Proxy::in_front_of(&server.url, faults);
+    let client = through(&url, d, cache);
+    (proxy, client)
+}
+
 // The attach that hung for good (the issue's 300 s) now ends in seconds.
 #[test]
 fn a_server_that_stalls_mid_answer_ends_attach_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (server, direct) = persisted(d);
-    let (proxy, url) = Proxy::in_front_of(
-        &server.url,
+    let (proxy, client) = behind(
+        &server,
+        d,
+        "cache-stalled",
         Faults {
             stall_after: Some(200_000),
             ..Faults::default()
         },
     );
-    let client = through(&url, d, "cache-stalled");
     let started = Instant::now();
     let err = client.fails(&[
         "attach",
@@ -86,14 +94,15 @@ fn a_server_that_never_answers_ends_the_command_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (server, _) = persisted(d);
-    let (proxy, url) = Proxy::in_front_of(
-        &server.url,
+    let (proxy, client) = behind(
+        &server,
+        d,
+        "cache-silent",
         Faults {
             black_hole: true,
             ..Faults::default()
         },
     );
-    let client = through(&url, d, "cache-silent");
     let started = Instant::now();
     let err = client.fails(&["ls"]);
     assert!(started.elapsed() < Duration::from_secs(30), "{err}");
@@ -108,15 +117,16 @@ fn connections_reset_mid_download_are_retried_on_fresh_ones() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (server, _) = persisted(d);
-    let (proxy, url) = Proxy::in_front_of(
-        &server.url,
+    let (proxy, client) = behind(
+        &server,
+        d,
+        "cache-reset",
         Faults {
             reset_after: Some(100_000),
             fault_connections: Some(3),
             ..Faults::default()
         },
     );
-    let client = through(&url, d, "cache-reset");
     client.attach("r", "test", &d.join("at"));
     same_tree(&d.join("src/out"), &d.join("at/out"));
     assert!(proxy.resets() >= 1, "a connection was reset mid-download");
@@ -129,15 +139,16 @@ fn connections_reset_mid_upload_are_retried_and_the_store_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (server, direct) = persisted(d);
-    let (proxy, url) = Proxy::in_front_of(
-        &server.url,
+    let (proxy, client) = behind(
+        &server,
+        d,
+        "cache-up",
         Faults {
             reset_up_after: Some(300_000),
             fault_connections: Some(3),
             ..Faults::default()
         },
     );
-    let client = through(&url, d, "cache-up");
     random_files(&d.join("src3/out"), 6, 256 << 10, 11);
     client.ok(&[
         "run",
@@ -163,15 +174,16 @@ fn persist_and_attach_work_through_a_delayed_link() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (server, _) = persisted(d);
-    let (_proxy, url) = Proxy::in_front_of(
-        &server.url,
+    let (_proxy, client) = behind(
+        &server,
+        d,
+        "cache-slow",
         Faults {
             one_way: Duration::from_millis(10),
             mbit: Some(400.0),
             ..Faults::default()
         },
     );
-    let client = through(&url, d, "cache-slow");
     random_files(&d.join("src2/out"), 4, 64 << 10, 9);
     client.ok(&[
         "run",
@@ -228,7 +240,7 @@ fn attach_round_trips_do_not_grow_with_the_upstream_jobs() {
     let (_proxy, url) = Proxy::in_front_of(
         &server.url,
         Faults {
-            one_way: Duration::from_millis(5),
+            one_way: Duration::from_millis(25),
             ..Faults::default()
         },
     );
