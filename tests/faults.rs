@@ -18,17 +18,22 @@ fn persisted(d: &Path) -> (Server, Client) {
     let server = Server::start(d.join("srv").to_str().unwrap(), &[], &[]);
     let direct = Client::new(&server.ns("team"), &d.join("cache-direct"));
     random_files(&d.join("src/out"), 8, 256 << 10, 7);
-    direct.ok(&[
+    create_build_test(&direct, "r");
+    direct.persist("r", "build", &d.join("src"), "out");
+    (server, direct)
+}
+
+/// Creates run `run` with jobs `build` and `test` (requiring build).
+fn create_build_test(c: &Client, run: &str) {
+    c.ok(&[
         "run",
         "create",
-        "r",
+        run,
         "--job",
         "build",
         "--job",
         "test:build",
     ]);
-    direct.persist("r", "build", &d.join("src"), "out");
-    (server, direct)
 }
 
 /// A client through `url` (a proxy), with a 1 s stall timeout and no
@@ -150,15 +155,7 @@ fn connections_reset_mid_upload_are_retried_and_the_store_verifies() {
         },
     );
     random_files(&d.join("src3/out"), 6, 256 << 10, 11);
-    client.ok(&[
-        "run",
-        "create",
-        "r3",
-        "--job",
-        "build",
-        "--job",
-        "test:build",
-    ]);
+    create_build_test(&client, "r3");
     client.persist("r3", "build", &d.join("src3"), "out");
     assert!(proxy.resets() >= 1, "a connection was reset mid-upload");
     let report = direct.json(&["verify", "--read-data"]);
@@ -185,15 +182,7 @@ fn persist_and_attach_work_through_a_delayed_link() {
         },
     );
     random_files(&d.join("src2/out"), 4, 64 << 10, 9);
-    client.ok(&[
-        "run",
-        "create",
-        "r2",
-        "--job",
-        "build",
-        "--job",
-        "test:build",
-    ]);
+    create_build_test(&client, "r2");
     let persisted = client.persist("r2", "build", &d.join("src2"), "out");
     let attached = client.attach("r2", "test", &d.join("at2"));
     same_tree(&d.join("src2/out"), &d.join("at2/out"));
