@@ -5,8 +5,6 @@
 
 #![allow(dead_code)]
 
-pub mod proxy;
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

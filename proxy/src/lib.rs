@@ -7,9 +7,13 @@
 //! Faults can be changed while it runs (`set`); each new connection takes
 //! the settings of the moment it is accepted. A fault can be limited to the
 //! first N connections (`fault_connections`), so a retry on a fresh
-//! connection gets through.
-
-#![allow(dead_code)]
+//! connection gets through. The bandwidth cap is the link's: all
+//! connections share it, each direction on its own, as on a real link.
+//!
+//! Used in-process by the tests (tests/support) and the benchmark, and as
+//! the `strata-proxy` command for anything else (it only ever listens on
+//! and connects to loopback addresses it is given). It knows nothing about
+//! HTTP or strata: it moves bytes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -26,7 +30,7 @@ use tokio::time::Instant;
 pub struct Faults {
     /// Delay added to each direction (the round trip grows by twice this).
     pub one_way: Duration,
-    /// Bandwidth cap per direction and connection, in Mbit/s.
+    /// Bandwidth cap per direction, shared by all connections, in Mbit/s.
     pub mbit: Option<f64>,
     /// After this many bytes from the server, stop forwarding its answers
     /// for good, but keep the connection open (a stalled server).
@@ -36,6 +40,10 @@ pub struct Faults {
     /// After this many bytes from the client (mid-upload), reset the
     /// connection.
     pub reset_up_after: Option<u64>,
+    /// Reset the connection when the client sends these bytes (before
+    /// forwarding them): cuts one chosen request, say the PUT of a layer
+    /// ref (`/layers/`), mid-commit.
+    pub reset_on_sending: Option<Vec<u8>>,
     /// Accept connections and never answer nor forward anything.
     pub black_hole: bool,
     /// Apply the faults above (not the delay or the cap) only to the first
@@ -44,6 +52,7 @@ pub struct Faults {
 }
 
 /// A running proxy; stops when dropped.
+#[derive(Debug)]
 pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
@@ -71,6 +80,7 @@ impl Proxy {
         let accepted = Arc::new(AtomicU64::new(0));
         let resets = Arc::new(AtomicU64::new(0));
         let (f, a, r) = (faults.clone(), accepted.clone(), resets.clone());
+        let links = (Arc::new(Link::default()), Arc::new(Link::default()));
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let n = a.fetch_add(1, SeqCst);
@@ -79,9 +89,10 @@ impl Proxy {
                     now.stall_after = None;
                     now.reset_after = None;
                     now.reset_up_after = None;
+                    now.reset_on_sending = None;
                     now.black_hole = false;
                 }
-                tokio::spawn(connection(client, upstream, now, r.clone()));
+                tokio::spawn(connection(client, upstream, now, r.clone(), links.clone()));
             }
         });
         Proxy {
@@ -130,11 +141,33 @@ impl Drop for Proxy {
     }
 }
 
+/// One direction of the link: when it is next free to send.
+#[derive(Debug, Default)]
+struct Link {
+    free_at: Mutex<Option<Instant>>,
+}
+
+impl Link {
+    /// Books `bytes` on the link at `mbit`; returns when they have left.
+    fn book(&self, bytes: usize, mbit: f64) -> Instant {
+        let took = Duration::from_secs_f64(bytes as f64 * 8.0 / (mbit * 1e6));
+        let mut free_at = self.free_at.lock().unwrap();
+        let start = free_at.map_or(Instant::now(), |t| t.max(Instant::now()));
+        let done = start + took;
+        *free_at = Some(done);
+        done
+    }
+}
+
+/// The two directions of the link: client to server, server to client.
+type Links = (Arc<Link>, Arc<Link>);
+
 async fn connection(
     client: TcpStream,
     upstream: SocketAddr,
     faults: Faults,
     resets: Arc<AtomicU64>,
+    links: Links,
 ) {
     if faults.black_hole {
         // Hold the connection, read and drop what comes, answer nothing.
@@ -158,15 +191,31 @@ async fn connection(
         reset_after: faults.reset_up_after,
         ..faults.clone()
     };
+    let faults = Faults {
+        reset_on_sending: None,
+        ..faults
+    };
     tokio::spawn(pump(
         cr,
         sw,
         up,
-        kill.clone(),
-        killed.clone(),
+        links.0,
+        (kill.clone(), killed.clone()),
         resets.clone(),
     ));
-    pump(sr, cw, faults, kill, killed, resets).await;
+    pump(sr, cw, faults, links.1, (kill, killed), resets).await;
+}
+
+/// Resets the connection `to` belongs to.
+fn reset(to: tokio::net::tcp::OwnedWriteHalf, kill: &watch::Sender<bool>, resets: &AtomicU64) {
+    // Linger 0 never blocks: it makes the close a reset.
+    #[allow(deprecated)]
+    let _ = to.as_ref().set_linger(Some(Duration::ZERO));
+    // Not a FIN: the socket closes (with a reset) once the readers, told
+    // to stop, drop their halves.
+    to.forget();
+    resets.fetch_add(1, SeqCst);
+    let _ = kill.send(true);
 }
 
 /// Forwards one direction: a reader task stamps each read with when it may
@@ -175,8 +224,8 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: Faults,
-    kill: watch::Sender<bool>,
-    mut killed: watch::Receiver<bool>,
+    link: Arc<Link>,
+    (kill, mut killed): (watch::Sender<bool>, watch::Receiver<bool>),
     resets: Arc<AtomicU64>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -199,6 +248,8 @@ async fn pump(
         }
     });
     let mut sent = 0u64;
+    // The last bytes forwarded, so a pattern split across reads is found.
+    let mut tail: Vec<u8> = Vec::new();
     loop {
         let next = tokio::select! {
             n = rx.recv() => n,
@@ -208,18 +259,24 @@ async fn pump(
             break;
         };
         tokio::time::sleep_until(due).await;
+        if let Some(pattern) = &faults.reset_on_sending {
+            let mut window = std::mem::take(&mut tail);
+            window.extend_from_slice(&bytes);
+            if window
+                .windows(pattern.len())
+                .any(|w| w == pattern.as_slice())
+            {
+                reset(to, &kill, &resets);
+                return;
+            }
+            let keep = window.len().min(pattern.len());
+            tail = window[window.len() - keep..].to_vec();
+        }
         if let Some(limit) = faults.reset_after {
             if sent + bytes.len() as u64 > limit {
                 bytes.truncate((limit - sent.min(limit)) as usize);
                 let _ = to.write_all(&bytes).await;
-                // Linger 0 never blocks: it makes the close a reset.
-                #[allow(deprecated)]
-                let _ = to.as_ref().set_linger(Some(Duration::ZERO));
-                // Not a FIN: the socket closes (with a reset) once the
-                // readers, told to stop, drop their halves.
-                to.forget();
-                resets.fetch_add(1, SeqCst);
-                let _ = kill.send(true);
+                reset(to, &kill, &resets);
                 return;
             }
         }
@@ -233,8 +290,7 @@ async fn pump(
             }
         }
         if let Some(mbit) = faults.mbit {
-            let secs = bytes.len() as f64 * 8.0 / (mbit * 1e6);
-            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            tokio::time::sleep_until(link.book(bytes.len(), mbit)).await;
         }
         if to.write_all(&bytes).await.is_err() {
             return;
