@@ -9,8 +9,8 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::proxy::{Faults, Proxy};
-use support::{random_files, same_tree, Client, Server};
+use strata_proxy::{Faults, Proxy};
+use support::{random_files, same_tree, Client, Garage, Server};
 
 /// A server with run `r` (build -> test) whose `build` persisted 2 MiB of
 /// incompressible files in `src/out`.
@@ -155,7 +155,8 @@ fn connections_reset_mid_upload_are_retried_and_the_store_verifies() {
         },
     );
     random_files(&d.join("src3/out"), 6, 256 << 10, 11);
-    create_build_test(&client, "r3");
+    // Created directly, so the faulty connections are the persist's.
+    create_build_test(&direct, "r3");
     client.persist("r3", "build", &d.join("src3"), "out");
     assert!(proxy.resets() >= 1, "a connection was reset mid-upload");
     let report = direct.json(&["verify", "--read-data"]);
@@ -240,4 +241,229 @@ fn attach_round_trips_do_not_grow_with_the_upstream_jobs() {
         eight <= two,
         "2 upstream jobs: {two} round trips; 8: {eight}"
     );
+}
+
+/// Round trips of a persist of a 1%-changed next run, and of the warm
+/// attach of it (the last run's tree in place), for a tree of `files`
+/// files of 256 KiB, through a link with 50 ms of round trip.
+fn next_run_round_trips(d: &Path, server: &Server, url: &str, files: usize) -> (u64, u64) {
+    let name = format!("t{files}");
+    let direct = Client::new(&server.ns(&name), &d.join(format!("cache-{name}")));
+    let src = d.join(&name);
+    random_files(&src.join("out"), files, 256 << 10, files as u64);
+    create_build_test(&direct, "r1");
+    direct.persist("r1", "build", &src, "out");
+    let at = d.join(format!("at-{name}"));
+    direct.attach("r1", "test", &at);
+    for i in 0..files.div_ceil(100) {
+        random_files(&d.join("change"), 1, 256 << 10, 10_000 + i as u64);
+        std::fs::rename(
+            d.join("change/blob000.bin"),
+            src.join(format!("out/blob{:03}.bin", i * 7)),
+        )
+        .unwrap();
+    }
+    let mut client = through(url, d, &format!("cache-{name}-far"));
+    client.store = format!("{url}/{name}");
+    create_build_test(&client, "r2");
+    let persisted = client.persist("r2", "build", &src, "out");
+    let attached = client.attach("r2", "test", &at);
+    same_tree(&src.join("out"), &at.join("out"));
+    let trips = |r: &serde_json::Value| r["network"]["round_trips"].as_u64().unwrap();
+    (trips(&persisted), trips(&attached))
+}
+
+// The issue's test: at 50 ms of round trip, the next run's persist and
+// warm attach make a small constant number of sequential round trips,
+// the same for a tree four times larger (queries pipelined with the
+// chunking, uploads on their own pool, a two-round-trip commit).
+#[test]
+fn next_run_round_trips_do_not_grow_with_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Server::start(d.join("srv").to_str().unwrap(), &[], &[]);
+    let (_proxy, url) = Proxy::in_front_of(
+        &server.url,
+        Faults {
+            one_way: Duration::from_millis(25),
+            ..Faults::default()
+        },
+    );
+    let small = next_run_round_trips(d, &server, &url, 32);
+    let large = next_run_round_trips(d, &server, &url, 128);
+    eprintln!("round trips (persist, attach): 8 MiB {small:?}, 32 MiB {large:?}");
+    // Persist: run record and listing, the queries and uploads, index and
+    // manifest root, the ref. Attach: run record and listing, the layer
+    // ref, the manifest (root, locate, frames), the files (locate,
+    // frames), with the use record written alongside; one more each may
+    // be a request that ran entirely behind local work.
+    assert!(small.0 <= 5 && large.0 <= 5, "persist: {small:?} {large:?}");
+    assert!(small.1 <= 8 && large.1 <= 8, "attach: {small:?} {large:?}");
+    assert!(large.0 <= small.0 + 1 && large.1 <= small.1 + 1);
+}
+
+/// Garage with run `r` (build -> test) whose `build` persisted 2 MiB of
+/// incompressible files in `src/out`, straight to the bucket.
+fn persisted_in_s3(d: &Path) -> (Garage, Client) {
+    let garage = Garage::start();
+    let mut direct = Client::new(&garage.location("faults"), &d.join("cache-direct"));
+    direct.env.extend(garage.env());
+    random_files(&d.join("src/out"), 8, 256 << 10, 7);
+    create_build_test(&direct, "r");
+    direct.persist("r", "build", &d.join("src"), "out");
+    (garage, direct)
+}
+
+/// A proxy with `faults` in front of Garage's S3 port, and a client of the
+/// same bucket through it (1 s stall timeout, no chunk cache).
+fn s3_behind(garage: &Garage, d: &Path, cache: &str, faults: Faults) -> (Proxy, Client) {
+    let (proxy, url) = Proxy::in_front_of(&garage.endpoint, faults);
+    let mut client = through("http://unused/ns", d, cache);
+    client.store = garage.location("faults");
+    client.env.extend(garage.env().into_iter().map(|(k, v)| {
+        (
+            k,
+            if k == "AWS_ENDPOINT_URL" {
+                url.clone()
+            } else {
+                v
+            },
+        )
+    }));
+    (proxy, client)
+}
+
+// S3 that stalls mid-answer: the command ends with an error naming the
+// bucket within the bound (three stall timeouts per request), no hang.
+#[test]
+fn s3_that_stalls_mid_answer_ends_attach_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (garage, direct) = persisted_in_s3(d);
+    let (_proxy, client) = s3_behind(
+        &garage,
+        d,
+        "cache-s3-stalled",
+        Faults {
+            stall_after: Some(200_000),
+            ..Faults::default()
+        },
+    );
+    let started = Instant::now();
+    let err = client.fails(&[
+        "attach",
+        "--run",
+        "r",
+        "--job",
+        "test",
+        "--at",
+        d.join("at").to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
+    assert!(
+        err.contains("s3://strata-test/faults"),
+        "names the bucket: {err}"
+    );
+    direct.attach("r", "test", &d.join("at"));
+    same_tree(&d.join("src/out"), &d.join("at/out"));
+}
+
+// S3 connections reset mid-download and mid-upload (the first three of
+// each): the retries on fresh connections finish the job, exactly.
+#[test]
+fn s3_connections_reset_mid_transfer_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (garage, direct) = persisted_in_s3(d);
+    let (down, client) = s3_behind(
+        &garage,
+        d,
+        "cache-s3-down",
+        Faults {
+            reset_after: Some(100_000),
+            fault_connections: Some(3),
+            ..Faults::default()
+        },
+    );
+    client.attach("r", "test", &d.join("at"));
+    same_tree(&d.join("src/out"), &d.join("at/out"));
+    assert!(down.resets() >= 1, "a connection was reset mid-download");
+
+    let (up, client) = s3_behind(
+        &garage,
+        d,
+        "cache-s3-up",
+        Faults {
+            reset_up_after: Some(300_000),
+            fault_connections: Some(3),
+            ..Faults::default()
+        },
+    );
+    random_files(&d.join("src3/out"), 6, 256 << 10, 11);
+    create_build_test(&direct, "r3");
+    client.persist("r3", "build", &d.join("src3"), "out");
+    assert!(up.resets() >= 1, "a connection was reset mid-upload");
+    let report = direct.json(&["verify", "--read-data"]);
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    direct.attach("r3", "test", &d.join("at3"));
+    same_tree(&d.join("src3/out"), &d.join("at3/out"));
+}
+
+// Reset mid-commit: the connection carrying the layer ref's PUT is cut.
+// On the first three connections only: the PUT is retried and exactly one
+// layer lands. On all of them: the persist fails naming the server, no
+// layer is visible, and the retry sends little more than the ref (packs,
+// index and manifest arrived the first time).
+#[test]
+fn a_reset_mid_commit_is_retried_or_leaves_no_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (server, direct) = persisted(d);
+    let layers = |run: &str| {
+        let ls = direct.json(&["ls", "--run", run]);
+        ls["jobs"][0]["layers"].as_array().unwrap().len()
+    };
+    let cut = |connections| Faults {
+        reset_on_sending: Some(b"/layers/".to_vec()),
+        fault_connections: connections,
+        ..Faults::default()
+    };
+
+    let (proxy, client) = behind(&server, d, "cache-commit", cut(Some(3)));
+    random_files(&d.join("src4/out"), 4, 256 << 10, 21);
+    create_build_test(&direct, "r4");
+    client.persist("r4", "build", &d.join("src4"), "out");
+    assert!(proxy.resets() >= 1, "the ref's PUT was cut");
+    assert_eq!(layers("r4"), 1);
+    direct.attach("r4", "test", &d.join("at4"));
+    same_tree(&d.join("src4/out"), &d.join("at4/out"));
+
+    let (proxy, client) = behind(&server, d, "cache-commit2", cut(None));
+    random_files(&d.join("src5/out"), 4, 256 << 10, 22);
+    create_build_test(&direct, "r5");
+    let err = client.fails(&[
+        "persist",
+        "--run",
+        "r5",
+        "--job",
+        "build",
+        "--root",
+        d.join("src5").to_str().unwrap(),
+        "out",
+    ]);
+    assert!(
+        err.contains(&proxy.addr.to_string()) && err.contains("gave up after"),
+        "{err}"
+    );
+    assert_eq!(layers("r5"), 0, "no layer is visible");
+    let retry = direct.persist("r5", "build", &d.join("src5"), "out");
+    let sent = retry["network"]["sent"].as_u64().unwrap();
+    assert!(
+        sent < 64 << 10,
+        "the retry sent {sent} bytes of a 1 MiB tree"
+    );
+    assert_eq!(layers("r5"), 1);
+    let report = direct.json(&["verify", "--read-data"]);
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
 }

@@ -7,6 +7,13 @@
 //! self-hosted servers (Garage, MinIO) work unchanged. Nothing here uses a
 //! conditional write: the store's keys make repeated writes harmless.
 //!
+//! Every request has a connect timeout and a read timeout (no byte for the
+//! stall timeout, `--net-timeout`, 10 s by default) and a whole-attempt
+//! bound of three stall timeouts; failed attempts are retried with backoff
+//! (100 ms doubling, 6 attempts) until three stall timeouts have passed, so
+//! a stalled server ends a command within about a minute by default
+//! (docs/protocol.md, "Retries and timeouts").
+//!
 //! `object_store` is async; this backend owns a small tokio runtime and
 //! blocks on it, so the rest of the library stays synchronous. Range reads
 //! go out as one request per range, in parallel (`object_store` coalesces
@@ -17,8 +24,11 @@
 use std::ops::Range;
 
 use futures::TryStreamExt;
+use std::time::Duration;
+
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::{validate_key, Backend, Traffic, TrafficCounter};
@@ -35,8 +45,15 @@ pub struct S3 {
 }
 
 impl S3 {
-    /// Opens `s3://BUCKET[/PREFIX]` with settings from the environment.
+    /// Opens `s3://BUCKET[/PREFIX]` with settings from the environment and
+    /// the default stall timeout.
     pub fn new(url: &str) -> Result<Self> {
+        Self::with_stall_timeout(url, crate::backend::http::DEFAULT_STALL_TIMEOUT)
+    }
+
+    /// Opens `s3://BUCKET[/PREFIX]`; a connection that makes no progress
+    /// for `stall` is given up and the request retried.
+    pub fn with_stall_timeout(url: &str, stall: Duration) -> Result<Self> {
         let bad = |reason: &'static str| Error::InvalidName {
             what: "S3 location",
             value: url.to_string(),
@@ -58,7 +75,22 @@ impl S3 {
             .ok();
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_virtual_hosted_style_request(false);
+            .with_virtual_hosted_style_request(false)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(stall)
+                    .with_read_timeout(stall)
+                    .with_timeout(stall * 3),
+            )
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(15),
+                    base: 2.0,
+                },
+                max_retries: 5,
+                retry_timeout: stall * 3,
+            });
         if let Some(e) = &endpoint {
             builder = builder
                 .with_endpoint(e)

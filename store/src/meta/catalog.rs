@@ -108,43 +108,94 @@ impl Catalog {
         run: &RunName,
         job: &JobName,
     ) -> Result<Vec<LayerRef>> {
-        let mut out = Vec::new();
-        for key in backend.list(&layer_prefix(run, job))? {
-            let seq = layer_seq_of(&key)
-                .ok_or_else(|| Error::corrupt(format!("layer ref {key}"), "malformed key"))?;
-            let bytes = match self.layers.get(key.as_bytes())? {
-                Some(b) => b.to_vec(),
-                None => {
-                    let b = backend.get(&key)?;
-                    self.layers.insert(key.as_bytes(), b.as_slice())?;
-                    b
-                }
-            };
-            let record = LayerRecord::decode(&key, &bytes)?;
-            out.push(LayerRef {
-                job: job.clone(),
-                key,
+        let keys = backend.list(&layer_prefix(run, job))?;
+        let mut all = self.layers_among(backend, run, std::slice::from_ref(job), &keys)?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// The layers of each of `jobs`, in persist order, among `keys` (a
+    /// listing of the run's keys, or of the jobs' layer prefixes). Refs not
+    /// cached here are read at once (up to 32 in flight): one round trip
+    /// however many jobs and layers.
+    pub fn layers_among(
+        &self,
+        backend: &dyn Backend,
+        run: &RunName,
+        jobs: &[JobName],
+        keys: &[String],
+    ) -> Result<Vec<Vec<LayerRef>>> {
+        let mut wanted: Vec<(usize, &String, u64, Option<Vec<u8>>)> = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let prefix = layer_prefix(run, job);
+            for key in keys.iter().filter(|k| k.starts_with(&prefix)) {
+                let seq = layer_seq_of(key)
+                    .ok_or_else(|| Error::corrupt(format!("layer ref {key}"), "malformed key"))?;
+                let cached = self.layers.get(key.as_bytes())?.map(|b| b.to_vec());
+                wanted.push((j, key, seq, cached));
+            }
+        }
+        let unread: Vec<usize> = (0..wanted.len())
+            .filter(|&i| wanted[i].3.is_none())
+            .collect();
+        for group in unread.chunks(32) {
+            let read: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
+                let handles: Vec<_> = group
+                    .iter()
+                    .map(|&i| {
+                        let key = wanted[i].1;
+                        s.spawn(move || backend.get(key))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("reading a layer ref panicked"))
+                    .collect()
+            });
+            for (&i, bytes) in group.iter().zip(read) {
+                let bytes = bytes?;
+                self.layers
+                    .insert(wanted[i].1.as_bytes(), bytes.as_slice())?;
+                wanted[i].3 = Some(bytes);
+            }
+        }
+        let mut out: Vec<Vec<LayerRef>> = vec![Vec::new(); jobs.len()];
+        for (j, key, seq, bytes) in wanted {
+            let record = LayerRecord::decode(key, &bytes.expect("read above"))?;
+            out[j].push(LayerRef {
+                job: jobs[j].clone(),
+                key: key.clone(),
                 seq,
                 record,
             });
         }
         // Keys sort by zero-padded seq, then nonce: the persist order.
-        out.sort_by(|a, b| (a.seq, &a.key).cmp(&(b.seq, &b.key)));
+        for layers in &mut out {
+            layers.sort_by(|a, b| (a.seq, &a.key).cmp(&(b.seq, &b.key)));
+        }
         Ok(out)
     }
 
-    /// Writes a new layer ref for `job`: the moment a layer becomes visible.
+    /// The sequence number a new layer of `job` takes: one more than the
+    /// highest among `keys` (a listing of the run's keys).
+    pub fn next_seq(run: &RunName, job: &JobName, keys: &[String]) -> u64 {
+        let prefix = layer_prefix(run, job);
+        keys.iter()
+            .filter(|k| k.starts_with(&prefix))
+            .filter_map(|k| layer_seq_of(k))
+            .max()
+            .map_or(1, |s| s + 1)
+    }
+
+    /// Writes a new layer ref for `job` with sequence number `seq` (from
+    /// `next_seq`): the moment a layer becomes visible.
     pub fn add_layer(
         &self,
         backend: &dyn Backend,
         run: &RunName,
         job: &JobName,
+        seq: u64,
         record: &LayerRecord,
     ) -> Result<LayerRef> {
-        let seq = self
-            .layers(backend, run, job)?
-            .last()
-            .map_or(1, |l| l.seq + 1);
         let key = layer_key(run, job, seq);
         let bytes = record.encode();
         backend.put(&key, &bytes)?;

@@ -87,36 +87,29 @@ pub struct AttachReport {
 
 /// Plans the attach of `job`'s workspace: steps 1 to 4, no file touched.
 pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
-    let (record, me) = store.run_job(run, job)?;
+    // The run record and one listing of the run's keys (its layer refs,
+    // uses and results) at once: one round trip however many upstream
+    // jobs; then the refs not cached here, all at once.
+    let (record, keys) = store.run_with_keys(run)?;
     let graph = &record.graph;
+    let me = crate::repo::job_index(run, &record, job)?;
+    crate::ops::lifecycle::check_live_among(store, run, &record, &keys)?;
     let ancestors: Vec<usize> = graph
         .topo_order()
         .iter()
         .copied()
         .filter(|&j| graph.is_ancestor(j, me))
         .collect();
-    // The expiry check and the ancestors' layer listings at once (up to
-    // 32 in flight): one round trip for up to 32 upstream jobs.
-    let (live, listed) = std::thread::scope(|s| {
-        let live = s.spawn(|| crate::ops::lifecycle::check_live(store, run));
-        let mut listed: Vec<Result<_>> = Vec::with_capacity(ancestors.len());
-        for group in ancestors.chunks(32) {
-            let lists: Vec<_> = group
-                .iter()
-                .map(|&j| s.spawn(move || store.layers(run, &graph.jobs()[j].name)))
-                .collect();
-            listed.extend(
-                lists
-                    .into_iter()
-                    .map(|h| h.join().expect("listing layers panicked")),
-            );
-        }
-        (live.join().expect("expiry check panicked"), listed)
-    });
-    live?;
+    let names: Vec<JobName> = ancestors
+        .iter()
+        .map(|&j| graph.jobs()[j].name.clone())
+        .collect();
+    let listed = store
+        .catalog()
+        .layers_among(store.backend(), run, &names, &keys)?;
     let mut refs = Vec::new();
     for (&j, layers) in ancestors.iter().zip(listed) {
-        refs.extend(layers?.into_iter().map(|l| (j, l)));
+        refs.extend(layers.into_iter().map(|l| (j, l)));
     }
     // Every layer's manifest at once (up to 32 in flight), each fetch a
     // few requests in sequence: the round trips do not grow with the
@@ -166,12 +159,16 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     let options = write::WriteOptions {
         keep_setuid: req.keep_setuid,
     };
-    let write = write::execute(store, &plan, &req.at, options)?;
+    // The workspace is used: its retention restarts. The record is
+    // written while the files are fetched, once the target has passed its
+    // checks, so it costs no round trip of its own (an attach that then
+    // fails mid-fetch has still used the run: it is kept a little longer).
+    let write = write::execute_with(store, &plan, &req.at, options, || {
+        crate::ops::lifecycle::record_use(store, &req.run)
+    })?;
     if let Some(cache) = &store.frame_cache() {
         cache.trim_if_grown()?;
     }
-    // The workspace was used: its retention restarts.
-    crate::ops::lifecycle::record_use(store, &req.run)?;
     let mut report = AttachReport {
         run: req.run.clone(),
         job: req.job.clone(),

@@ -19,10 +19,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::keys::{
-    expired_key, key_time, results_prefix, run_prefix, timed_key, used_prefix,
-};
-use crate::format::records::{ExpiredRecord, JobResult, JobStatus, Record, UseRecord};
+use crate::format::keys::{expired_key, key_time, results_prefix, timed_key, used_prefix};
+use crate::format::records::{ExpiredRecord, JobResult, JobStatus, Record, RunRecord, UseRecord};
 use crate::id::{JobName, RunName};
 use crate::repo::Store;
 
@@ -94,15 +92,25 @@ impl RunLife {
 
 /// A run's life, from one listing of its keys.
 pub fn run_life(store: &Store, run: &RunName) -> Result<RunLife> {
-    let record = store.run(run)?;
+    let (record, keys) = store.run_with_keys(run)?;
+    life_among(store, run, &record, &keys)
+}
+
+/// A run's life from its record and `keys` (a listing of `runs/<run>/`).
+pub(crate) fn life_among(
+    store: &Store,
+    run: &RunName,
+    record: &RunRecord,
+    keys: &[String],
+) -> Result<RunLife> {
     let days = store.config().retention_days as i64;
     let mut last_use = record.created;
     let mut dropped = None;
-    for key in store.backend().list(&run_prefix(run))? {
-        if key == expired_key(run) {
-            dropped = Some(ExpiredRecord::decode(&key, &store.backend().get(&key)?)?);
+    for key in keys {
+        if *key == expired_key(run) {
+            dropped = Some(ExpiredRecord::decode(key, &store.backend().get(key)?)?);
         } else if key.starts_with(&results_prefix(run)) || key.starts_with(&used_prefix(run)) {
-            if let Some(t) = key_time(&key) {
+            if let Some(t) = key_time(key) {
                 last_use = last_use.max(t);
             }
         }
@@ -125,7 +133,18 @@ pub fn run_life(store: &Store, run: &RunName) -> Result<RunLife> {
 
 /// Fails with `Error::Expired` if `run`'s workspace has expired.
 pub fn check_live(store: &Store, run: &RunName) -> Result<RunLife> {
-    let life = run_life(store, run)?;
+    let (record, keys) = store.run_with_keys(run)?;
+    check_live_among(store, run, &record, &keys)
+}
+
+/// `check_live` from the run's record and a listing of its keys.
+pub(crate) fn check_live_among(
+    store: &Store,
+    run: &RunName,
+    record: &RunRecord,
+    keys: &[String],
+) -> Result<RunLife> {
+    let life = life_among(store, run, record, keys)?;
     if life.is_expired(store.now()) {
         return Err(Error::Expired {
             what: format!("workspace of run {run}"),

@@ -1,19 +1,25 @@
 //! Persist: turns paths on disk into a new layer of a job.
 //!
 //! Steps (docs/architecture.md numbers them the same way):
-//! 1. check the run and job exist;
+//! 1. read the run record and list the run's keys at once (one round
+//!    trip): the job exists, the run has not expired, and the new layer's
+//!    sequence number;
 //! 2. scan the paths (`scan`);
 //! 3. read, chunk and hash files in parallel, in contiguous batches of
-//!    neighbouring files; every few MiB of chunks, ask the store in one
-//!    batch which of them it lacks (one round trip to a server); a missing
-//!    chunk joins the batch's open frame, which is compressed once it holds
-//!    about 1 MiB and appended to the open pack, which is written (and
-//!    fsynced, or uploaded) at about 4 MiB;
+//!    neighbouring files. The chunking threads never wait on the store:
+//!    each batch of chunks (a few MiB) is handed to a pool of query
+//!    threads, which ask the store which of them it lacks (several
+//!    queries in flight), put the new ones into frames (compressed at
+//!    about 1 MiB) and the frames into the open pack; a full pack (about
+//!    4 MiB) goes to a pool of upload threads, several in flight.
+//!    Bounded queues between the pools bound the memory (docs/protocol.md
+//!    "Pipelined persist");
 //! 4. encode the manifest and store its encoding as chunks too (in frames
 //!    of their own);
-//! 5. write the last pack, then one index object listing the new packs,
-//!    then the manifest's root object (the list of its chunks);
-//! 6. write the layer ref: only now does the layer become visible.
+//! 5. write the last pack; then the index object listing the new packs and
+//!    the manifest's root object, at once (one round trip);
+//! 6. write the layer ref (one round trip): only now does the layer become
+//!    visible.
 //!
 //! A crash before step 6 leaves unreferenced packs (reclaimed by gc, never
 //! seen by attach). This module knows nothing about attach.
@@ -22,7 +28,8 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -39,6 +46,7 @@ use crate::id::{ChunkId, JobName, ManifestId, RunName};
 
 use crate::format::keys::{index_key, manifest_key, pack_key};
 use crate::format::records::LayerRecord;
+use crate::meta::catalog::Catalog;
 use crate::repo::Store;
 use crate::tree::scan::{scan, ScanKind, Scanned, Tree};
 
@@ -90,8 +98,13 @@ pub struct PersistReport {
 pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     let started = Instant::now();
     let traffic = store.traffic();
-    store.run_job(&req.run, &req.job)?;
-    crate::ops::lifecycle::check_live(store, &req.run)?;
+    let (record, keys) = store.run_with_keys(&req.run)?;
+    crate::repo::job_index(&req.run, &record, &req.job)?;
+    crate::ops::lifecycle::check_live_among(store, &req.run, &record, &keys)?;
+    // Two persists of one job run one after another, so the listing made
+    // before this one's work still holds its highest layer; two racing
+    // ones would take the same number, and their nonces order them.
+    let seq = Catalog::next_seq(&req.run, &req.job, &keys);
     let tree = write_tree(store, &req.root, &req.paths, started)?;
     let record = LayerRecord {
         manifest: tree.manifest,
@@ -100,7 +113,7 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     };
     let layer = store
         .catalog()
-        .add_layer(store.backend(), &req.run, &req.job, &record)?;
+        .add_layer(store.backend(), &req.run, &req.job, seq, &record)?;
     store.flush()?;
     Ok(PersistReport {
         run: req.run.clone(),
@@ -146,61 +159,65 @@ pub(crate) fn write_tree(
     let tree = scan(root, paths)?;
 
     let sink = ChunkSink::new(store);
-    let batches: Vec<Vec<Option<FileContent>>> = batches(&tree.entries)
-        .into_par_iter()
-        .map(|range| sink.add_batch(&tree, &tree.entries[range]))
-        .collect::<Result<_>>()?;
-    let contents: Vec<Option<FileContent>> = batches.into_iter().flatten().collect();
-
-    let mut chunks = 0;
-    let entries = tree
+    let ((manifest, manifest_id, root_obj), packs) = sink.run(|pipe| {
+        let contents: Vec<Vec<Option<FileContent>>> = batches(&tree.entries)
+            .into_par_iter()
+            .map(|range| pipe.add_batch(&tree, &tree.entries[range]))
+            .collect::<Result<_>>()?;
+        let entries: Vec<Entry> = tree
+            .entries
+            .iter()
+            .zip(contents.into_iter().flatten())
+            .map(|(s, content)| entry_of(s, content))
+            .collect();
+        let manifest = Manifest { entries };
+        let (manifest_id, body) = manifest.encode();
+        // The manifest's encoding is stored as chunks, like file content,
+        // so what it shares with earlier manifests is not stored again.
+        let root_obj = pipe.add_manifest(&body)?;
+        Ok((manifest, manifest_id, root_obj))
+    })?;
+    let chunks = manifest
         .entries
-        .into_iter()
-        .zip(contents)
-        .map(|(s, content)| {
-            let kind = match (s.kind, content) {
-                (ScanKind::Dir, _) => EntryKind::Dir,
-                (ScanKind::File { .. }, Some(c)) => {
-                    chunks += c.chunks.len() as u64;
-                    EntryKind::File {
-                        size: c.size,
-                        chunks: c.chunks,
-                    }
-                }
-                (ScanKind::Symlink { target }, _) => EntryKind::Symlink { target },
-                (ScanKind::Hardlink { target }, _) => EntryKind::Hardlink { target },
-                (ScanKind::File { .. }, None) => unreachable!("files always have content"),
-            };
-            Entry {
-                path: s.rel,
-                mode: s.mode,
-                mtime: s.mtime,
-                kind,
-            }
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::File { chunks, .. } => chunks.len() as u64,
+            _ => 0,
         })
-        .collect();
-    let manifest = Manifest { entries };
+        .sum();
     let totals = manifest.totals();
-    let (manifest_id, body) = manifest.encode();
-    // The manifest's encoding is stored as chunks, like file content, so
-    // what it shares with earlier manifests is not stored again.
-    let root_obj = sink.add_manifest(&body)?;
 
-    let (packs, mut bytes_written) = sink.finish()?;
+    // The index object and the manifest root at once (one round trip):
+    // both name only what is stored already, and nothing names them until
+    // the ref is written.
     let packs_written = packs.len() as u64;
-    if !packs.is_empty() {
+    let index = (!packs.is_empty()).then(|| {
         let object = IndexObject { packs };
         let (id, bytes) = object.encode();
-        store.backend().put(&index_key(&id), &bytes)?;
-        store.chunk_lookup().add(&id, &object)?;
-        bytes_written += bytes.len() as u64;
-    }
-    let key = manifest_key(&manifest_id);
-    if !store.backend().exists(&key)? {
-        let bytes = root_obj.encode();
-        store.backend().put(&key, &bytes)?;
-        bytes_written += bytes.len() as u64;
-    }
+        (id, bytes, object)
+    });
+    let root_bytes = root_obj.encode();
+    let (indexed, rooted) = std::thread::scope(|s| {
+        let indexed = index.as_ref().map(|(id, bytes, object)| {
+            s.spawn(move || {
+                store.backend().put(&index_key(id), bytes)?;
+                store.chunk_lookup().add(id, object)
+            })
+        });
+        // Content-addressed, so writing it again when the store has it is
+        // harmless, and cheaper than asking first.
+        let rooted = store
+            .backend()
+            .put(&manifest_key(&manifest_id), &root_bytes);
+        let indexed = indexed.map(|h| h.join().expect("writing the index panicked"));
+        (indexed, rooted)
+    });
+    indexed.transpose()?;
+    rooted?;
+    let bytes_written = sink.pack_bytes.load(Relaxed)
+        + root_bytes.len() as u64
+        + index.as_ref().map_or(0, |(_, bytes, _)| bytes.len() as u64);
+
     // A persist must commit within the grace period of its first reuse
     // decision; it checks here, before the ref, against half of it, so the
     // other half covers the moment between this check and the ref's write
@@ -222,6 +239,30 @@ pub(crate) fn write_tree(
         bytes_written,
         packs_written,
     })
+}
+
+/// A manifest entry from a scanned one and, for a file, its content.
+fn entry_of(s: &Scanned, content: Option<FileContent>) -> Entry {
+    let kind = match (&s.kind, content) {
+        (ScanKind::Dir, _) => EntryKind::Dir,
+        (ScanKind::File { .. }, Some(c)) => EntryKind::File {
+            size: c.size,
+            chunks: c.chunks,
+        },
+        (ScanKind::Symlink { target }, _) => EntryKind::Symlink {
+            target: target.clone(),
+        },
+        (ScanKind::Hardlink { target }, _) => EntryKind::Hardlink {
+            target: target.clone(),
+        },
+        (ScanKind::File { .. }, None) => unreachable!("files always have content"),
+    };
+    Entry {
+        path: s.rel.clone(),
+        mode: s.mode,
+        mtime: s.mtime,
+        kind,
+    }
 }
 
 /// A file as read: its size and chunks.
@@ -261,8 +302,24 @@ fn batches(scanned: &[Scanned]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// Chunks are asked about in batches of about this many bytes.
+/// Chunks are asked about in batches of at most about this many bytes (a
+/// file batch's chunks, or part of a large file's).
 const PENDING_BYTES: usize = 8 << 20;
+
+/// Batches of chunks waiting for a query thread, and full packs waiting
+/// for an upload thread, beyond the ones being worked on.
+const QUEUED_BATCHES: usize = 2;
+const QUEUED_PACKS: usize = 2;
+
+/// How many chunk queries, and how many pack uploads, may be in flight at
+/// once: a few for a network store (each waits a round trip), the cores'
+/// worth for a local disk.
+fn query_threads(store: &Store) -> usize {
+    store.backend().parallelism().clamp(1, 4)
+}
+fn upload_threads(store: &Store) -> usize {
+    store.backend().parallelism().clamp(1, 6)
+}
 
 /// Chunks read but not yet asked about: their ids and lengths, and their
 /// bytes back to back.
@@ -270,16 +327,26 @@ const PENDING_BYTES: usize = 8 << 20;
 struct Pending {
     ids: Vec<(ChunkId, usize)>,
     bytes: Vec<u8>,
+    /// File content (counted in the report), or a manifest's encoding.
+    content: bool,
 }
 
 impl Pending {
+    fn new(content: bool) -> Self {
+        Self {
+            content,
+            ..Self::default()
+        }
+    }
+
     fn push(&mut self, id: ChunkId, bytes: &[u8]) {
         self.ids.push((id, bytes.len()));
         self.bytes.extend_from_slice(bytes);
     }
 }
 
-/// Receives chunks from the parallel readers and keeps the new ones.
+/// Takes what the chunking threads find and stores the new chunks: the
+/// query and upload pools, and what they share.
 struct ChunkSink<'a> {
     store: &'a Store,
     /// Chunks already added by this persist (another file had them).
@@ -289,6 +356,17 @@ struct ChunkSink<'a> {
     pack_bytes: AtomicU64,
     chunks_new: AtomicU64,
     bytes_new: AtomicU64,
+    /// The first error of a query or upload thread, until a chunking
+    /// thread takes it to stop the others.
+    failed: Mutex<Option<Error>>,
+    /// Set at the first error: the pools drain their queues unworked.
+    stopped: AtomicBool,
+}
+
+/// What the chunking threads hand their chunks to (`ChunkSink::run`).
+struct Pipe<'s, 'a> {
+    sink: &'s ChunkSink<'a>,
+    batches: SyncSender<Pending>,
 }
 
 impl<'a> ChunkSink<'a> {
@@ -301,127 +379,140 @@ impl<'a> ChunkSink<'a> {
             pack_bytes: AtomicU64::new(0),
             chunks_new: AtomicU64::new(0),
             bytes_new: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            stopped: AtomicBool::new(false),
         }
     }
 
-    /// Chunks a batch of entries (files get their size as read and chunk
-    /// list; other entries `None`), gathering new chunks into frames.
-    fn add_batch(&self, tree: &Tree, entries: &[Scanned]) -> Result<Vec<Option<FileContent>>> {
-        let mut frame = FrameBuilder::default();
-        let mut pending = Pending::default();
-        let mut out = Vec::with_capacity(entries.len());
-        for s in entries {
-            let ScanKind::File { size } = s.kind else {
-                out.push(None);
-                continue;
-            };
-            out.push(Some(self.add_file(
-                &tree.abs(s),
-                size,
-                &mut pending,
-                &mut frame,
-            )?));
-        }
-        self.flush(&mut pending, &mut frame)?;
-        if !frame.is_empty() {
-            self.seal(&mut frame)?;
-        }
-        Ok(out)
-    }
-
-    /// Chunks one file; returns its size as read and its chunk list.
-    fn add_file(
+    /// Runs `chunk` (the chunking, on the calling thread and rayon's) with
+    /// the query and upload pools behind it; once it is done and every
+    /// chunk is stored, returns its result and the packs written, sorted.
+    ///
+    /// Memory: each chunking thread holds one batch (at most
+    /// `PENDING_BYTES` and a chunk), `QUEUED_BATCHES` wait, each query
+    /// thread holds one; one pack is open, `QUEUED_PACKS` wait and each
+    /// upload thread holds one (`pack_target_bytes` each). With the
+    /// defaults and a network store: (2 + 2 + 4) x 8 MiB + (1 + 2 + 6) x
+    /// 4 MiB, about 100 MiB at most.
+    fn run<T>(
         &self,
-        path: &std::path::Path,
-        size_hint: u64,
-        pending: &mut Pending,
-        frame: &mut FrameBuilder,
-    ) -> Result<FileContent> {
-        let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
-        let mut refs = Vec::with_capacity(1);
-        let mut size = 0u64;
-        chunk_stream(
-            file,
-            size_hint,
-            self.store.config().chunker,
-            &|e| Error::io("read", path, e),
-            &mut |id, bytes| {
-                size += bytes.len() as u64;
-                refs.push(ChunkRef {
-                    id,
-                    len: bytes.len() as u32,
-                });
-                pending.push(id, bytes);
-                if pending.bytes.len() >= PENDING_BYTES {
-                    self.flush(pending, frame)?;
-                }
-                Ok(())
-            },
-        )?;
-        Ok(FileContent { size, chunks: refs })
+        chunk: impl FnOnce(&Pipe<'_, 'a>) -> Result<T>,
+    ) -> Result<(T, Vec<IndexedPack>)> {
+        let (batch_tx, batch_rx) = sync_channel::<Pending>(QUEUED_BATCHES);
+        let (pack_tx, pack_rx) = sync_channel::<PackBuilder>(QUEUED_PACKS);
+        let (batch_rx, pack_rx) = (&Mutex::new(batch_rx), &Mutex::new(pack_rx));
+        let chunked = std::thread::scope(|s| {
+            let uploaders: Vec<_> = (0..upload_threads(self.store))
+                .map(|_| s.spawn(move || self.upload_packs(pack_rx)))
+                .collect();
+            let queriers: Vec<_> = (0..query_threads(self.store))
+                .map(|_| {
+                    let packs = pack_tx.clone();
+                    s.spawn(move || self.answer_batches(batch_rx, &packs))
+                })
+                .collect();
+            let pipe = Pipe {
+                sink: self,
+                batches: batch_tx,
+            };
+            let chunked = chunk(&pipe);
+            drop(pipe);
+            for q in queriers {
+                q.join().expect("a query thread panicked");
+            }
+            let last = std::mem::take(&mut *self.open.lock().expect("poisoned"));
+            if !last.is_empty() && !self.stopped.load(Relaxed) {
+                // The pool is still draining: it sends the last pack too.
+                pack_tx.send(last).expect("the upload threads live");
+            }
+            drop(pack_tx);
+            for u in uploaders {
+                u.join().expect("an upload thread panicked");
+            }
+            chunked
+        });
+        // A pool's error is the cause; a chunking thread's, if none.
+        if let Some(e) = self.failed.lock().expect("poisoned").take() {
+            return Err(e);
+        }
+        let chunked = chunked?;
+        if self.stopped.load(Relaxed) {
+            unreachable!("a stopped pipeline leaves its error");
+        }
+        let mut packs = std::mem::take(&mut *self.written.lock().expect("poisoned"));
+        packs.sort_by_key(|p| p.pack);
+        Ok((chunked, packs))
     }
 
-    /// Stores a manifest's encoding as chunks in frames of their own (so
-    /// reading a manifest reads no file content); returns its root.
-    fn add_manifest(&self, body: &[u8]) -> Result<ManifestRoot> {
-        let mut frame = FrameBuilder::default();
-        let mut pending = Pending::default();
-        let mut chunks = Vec::new();
-        chunk_slice(
-            body,
-            self.store.config().manifest_chunker,
-            &mut |id, bytes| {
-                chunks.push(ChunkRef {
-                    id,
-                    len: bytes.len() as u32,
-                });
-                pending.push(id, bytes);
-                Ok(())
-            },
-        )?;
-        // Manifest chunks are not file content: keep them out of the
-        // report's new-content counts.
-        let (chunks_new, bytes_new) = (self.chunks_new.load(Relaxed), self.bytes_new.load(Relaxed));
-        self.flush(&mut pending, &mut frame)?;
-        self.chunks_new.store(chunks_new, Relaxed);
-        self.bytes_new.store(bytes_new, Relaxed);
-        if !frame.is_empty() {
-            self.seal(&mut frame)?;
+    /// Records a pool's first error and stops the pools' work.
+    fn fail(&self, e: Error) {
+        let mut failed = self.failed.lock().expect("poisoned");
+        if !self.stopped.swap(true, Relaxed) {
+            *failed = Some(e);
         }
-        Ok(ManifestRoot {
-            len: body.len() as u64,
-            chunks,
-        })
     }
 
-    /// Asks the store which pending chunks it lacks (one batch) and puts
-    /// those no other file of this persist has claimed into the frame.
-    fn flush(&self, pending: &mut Pending, frame: &mut FrameBuilder) -> Result<()> {
-        if pending.ids.is_empty() {
-            return Ok(());
+    /// A query thread: asks about batch after batch and stores what is new.
+    fn answer_batches(&self, batches: &Mutex<Receiver<Pending>>, packs: &SyncSender<PackBuilder>) {
+        loop {
+            let next = batches.lock().expect("poisoned").recv();
+            let Ok(pending) = next else { return };
+            if self.stopped.load(Relaxed) {
+                continue;
+            }
+            if let Err(e) = self.store_new(pending, packs) {
+                self.fail(e);
+            }
         }
+    }
+
+    /// An upload thread: writes pack after pack.
+    fn upload_packs(&self, packs: &Mutex<Receiver<PackBuilder>>) {
+        loop {
+            let next = packs.lock().expect("poisoned").recv();
+            let Ok(pack) = next else { return };
+            if self.stopped.load(Relaxed) {
+                continue;
+            }
+            if let Err(e) = self.write_pack(pack) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Asks the store which chunks of `pending` it lacks (one query) and
+    /// puts those no other file of this persist has claimed into frames of
+    /// their own; full packs go to the upload threads.
+    fn store_new(&self, pending: Pending, packs: &SyncSender<PackBuilder>) -> Result<()> {
         let ids: Vec<ChunkId> = pending.ids.iter().map(|(id, _)| *id).collect();
         let missing = self.store.chunk_lookup().missing(&ids)?;
+        let mut frame = FrameBuilder::default();
         let mut start = 0usize;
         for ((id, len), missing) in pending.ids.iter().zip(missing) {
             let bytes = &pending.bytes[start..start + len];
             start += len;
             if missing && self.added.lock().expect("poisoned").insert(*id) {
-                self.chunks_new.fetch_add(1, Relaxed);
-                self.bytes_new.fetch_add(bytes.len() as u64, Relaxed);
+                // Manifest chunks are not file content: the report's
+                // new-content counts leave them out.
+                if pending.content {
+                    self.chunks_new.fetch_add(1, Relaxed);
+                    self.bytes_new.fetch_add(bytes.len() as u64, Relaxed);
+                }
                 frame.push(*id, bytes);
                 if frame.raw_len() >= self.store.config().frame_target_bytes as usize {
-                    self.seal(frame)?;
+                    self.seal(&mut frame, packs);
                 }
             }
         }
-        pending.ids.clear();
-        pending.bytes.clear();
+        if !frame.is_empty() {
+            self.seal(&mut frame, packs);
+        }
         Ok(())
     }
 
-    /// Compresses the frame and appends it to the open pack.
-    fn seal(&self, frame: &mut FrameBuilder) -> Result<()> {
+    /// Compresses the frame and appends it to the open pack; a full pack
+    /// goes to the upload threads (waiting while their queue is full).
+    fn seal(&self, frame: &mut FrameBuilder, packs: &SyncSender<PackBuilder>) {
         let level = self.store.config().zstd_level;
         let sealed = COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
@@ -442,11 +533,8 @@ impl<'a> ChunkSink<'a> {
                 None
             }
         };
-        // Hashing and writing a full pack happens outside the lock, so the
-        // other threads keep chunking meanwhile.
-        match full {
-            Some(pack) => self.write_pack(pack),
-            None => Ok(()),
+        if let Some(pack) = full {
+            packs.send(pack).expect("the upload threads live");
         }
     }
 
@@ -461,15 +549,97 @@ impl<'a> ChunkSink<'a> {
             .push(IndexedPack { pack: id, frames });
         Ok(())
     }
+}
 
-    /// Writes the last pack; returns every pack written and their bytes.
-    fn finish(&self) -> Result<(Vec<IndexedPack>, u64)> {
-        let last = std::mem::take(&mut *self.open.lock().expect("poisoned"));
-        if !last.is_empty() {
-            self.write_pack(last)?;
+impl Pipe<'_, '_> {
+    /// Hands `pending` to the query threads (waiting while their queue is
+    /// full); after a pool's error, returns that error instead, so the
+    /// chunking stops.
+    fn submit(&self, pending: &mut Pending) -> Result<()> {
+        if let Some(e) = self.sink.failed.lock().expect("poisoned").take() {
+            return Err(e);
         }
-        let mut packs = std::mem::take(&mut *self.written.lock().expect("poisoned"));
-        packs.sort_by_key(|p| p.pack);
-        Ok((packs, self.pack_bytes.load(Relaxed)))
+        if pending.ids.is_empty() || self.sink.stopped.load(Relaxed) {
+            return Ok(());
+        }
+        let next = Pending::new(pending.content);
+        self.batches
+            .send(std::mem::replace(pending, next))
+            .expect("the query threads live");
+        Ok(())
+    }
+
+    /// Chunks a batch of entries (files get their size as read and chunk
+    /// list; other entries `None`), handing the chunks on as it goes.
+    fn add_batch(&self, tree: &Tree, entries: &[Scanned]) -> Result<Vec<Option<FileContent>>> {
+        let mut pending = Pending::new(true);
+        let mut out = Vec::with_capacity(entries.len());
+        for s in entries {
+            let ScanKind::File { size } = s.kind else {
+                out.push(None);
+                continue;
+            };
+            out.push(Some(self.add_file(&tree.abs(s), size, &mut pending)?));
+        }
+        self.submit(&mut pending)?;
+        Ok(out)
+    }
+
+    /// Chunks one file; returns its size as read and its chunk list.
+    fn add_file(
+        &self,
+        path: &std::path::Path,
+        size_hint: u64,
+        pending: &mut Pending,
+    ) -> Result<FileContent> {
+        let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
+        let mut refs = Vec::with_capacity(1);
+        let mut size = 0u64;
+        chunk_stream(
+            file,
+            size_hint,
+            self.sink.store.config().chunker,
+            &|e| Error::io("read", path, e),
+            &mut |id, bytes| {
+                size += bytes.len() as u64;
+                refs.push(ChunkRef {
+                    id,
+                    len: bytes.len() as u32,
+                });
+                pending.push(id, bytes);
+                if pending.bytes.len() >= PENDING_BYTES {
+                    self.submit(pending)?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(FileContent { size, chunks: refs })
+    }
+
+    /// Stores a manifest's encoding as chunks in frames of their own (so
+    /// reading a manifest reads no file content); returns its root.
+    fn add_manifest(&self, body: &[u8]) -> Result<ManifestRoot> {
+        let mut pending = Pending::new(false);
+        let mut chunks = Vec::new();
+        chunk_slice(
+            body,
+            self.sink.store.config().manifest_chunker,
+            &mut |id, bytes| {
+                chunks.push(ChunkRef {
+                    id,
+                    len: bytes.len() as u32,
+                });
+                pending.push(id, bytes);
+                if pending.bytes.len() >= PENDING_BYTES {
+                    self.submit(&mut pending)?;
+                }
+                Ok(())
+            },
+        )?;
+        self.submit(&mut pending)?;
+        Ok(ManifestRoot {
+            len: body.len() as u64,
+            chunks,
+        })
     }
 }

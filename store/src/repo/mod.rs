@@ -28,7 +28,7 @@ use crate::backend::{Backend, LocalDir, Traffic};
 use crate::error::{Error, IoContext, Result};
 use crate::format::config::StoreConfig;
 use crate::format::graph::Graph;
-use crate::format::keys::CONFIG_KEY;
+use crate::format::keys::{run_prefix, CONFIG_KEY};
 use crate::format::records::RunRecord;
 use crate::id::{JobName, RunName};
 use crate::lookup::ChunkLookup;
@@ -169,9 +169,18 @@ impl Store {
             StoreLocation::Http(url) => {
                 let http = HttpStore::new(url, options.http.clone())?;
                 let transport = http.transport().clone();
-                transport.handshake()?;
                 let backend: Arc<dyn Backend> = Arc::new(http);
-                let config = read_config(backend.as_ref())?;
+                // The handshake and the config at once (one round trip);
+                // the handshake's error, if any, says more.
+                let (hello, config) = std::thread::scope(|s| {
+                    let config = s.spawn(|| read_config(backend.as_ref()));
+                    (
+                        transport.handshake(),
+                        config.join().expect("reading the config panicked"),
+                    )
+                });
+                hello?;
+                let config = config?;
                 let db = sled::Config::new().temporary(true).open()?;
                 let catalog = Catalog::open(&db)?;
                 Ok(Store {
@@ -189,7 +198,11 @@ impl Store {
                 })
             }
             StoreLocation::S3(url) => {
-                let s3 = S3::new(url)?;
+                let stall = options
+                    .http
+                    .stall_timeout
+                    .unwrap_or(crate::backend::http::DEFAULT_STALL_TIMEOUT);
+                let s3 = S3::with_stall_timeout(url, stall)?;
                 let backend: Arc<dyn Backend> = Arc::new(s3);
                 // The metadata cache is per store location on this runner.
                 let dir = options
@@ -372,6 +385,16 @@ impl Store {
         self.catalog.run(self.backend(), run)
     }
 
+    /// The record of `run` and every key under `runs/<run>/` (its layer
+    /// refs, results, uses), read at once: one round trip.
+    pub fn run_with_keys(&self, run: &RunName) -> Result<(RunRecord, Vec<String>)> {
+        let (record, keys) = std::thread::scope(|s| {
+            let keys = s.spawn(|| self.backend.list(&run_prefix(run)));
+            (self.run(run), keys.join().expect("listing a run panicked"))
+        });
+        Ok((record?, keys?))
+    }
+
     /// Every run's name, sorted.
     pub fn run_names(&self) -> Result<Vec<RunName>> {
         self.catalog.run_names(self.backend())
@@ -381,14 +404,7 @@ impl Store {
     /// naming the unknown run or job.
     pub fn run_job(&self, run: &RunName, job: &JobName) -> Result<(RunRecord, usize)> {
         let record = self.run(run)?;
-        let i = record
-            .graph
-            .index_of(job)
-            .ok_or_else(|| Error::UnknownJob {
-                run: run.clone(),
-                job: job.clone(),
-                known: record.graph.job_list(),
-            })?;
+        let i = job_index(run, &record, job)?;
         Ok((record, i))
     }
 
@@ -401,6 +417,16 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// The index of `job` in `run`'s graph, or an error naming the unknown job
+/// and the known ones.
+pub(crate) fn job_index(run: &RunName, record: &RunRecord, job: &JobName) -> Result<usize> {
+    record.graph.index_of(job).ok_or_else(|| Error::UnknownJob {
+        run: run.clone(),
+        job: job.clone(),
+        known: record.graph.job_list(),
+    })
 }
 
 /// Takes the exclusive lock of a metadata directory, waiting (and saying

@@ -30,6 +30,32 @@ impl RemoteLookup {
         self.transport.expect_ok(r, route)
     }
 
+    /// Asks `route` about `ids` in parts of at most `MAX_QUERY_IDS`, all at
+    /// once (one round trip however many parts), decoding each answer.
+    fn in_parts<T: Send>(
+        &self,
+        route: &str,
+        ids: &[ChunkId],
+        decode: impl Fn(&[ChunkId], Vec<u8>) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        if ids.len() <= MAX_QUERY_IDS {
+            return Ok(vec![decode(ids, self.query(route, ids)?)?]);
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ids
+                .chunks(MAX_QUERY_IDS)
+                .map(|part| {
+                    let decode = &decode;
+                    s.spawn(move || decode(part, self.query(route, part)?))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a chunk query panicked"))
+                .collect()
+        })
+    }
+
     fn bad_answer(&self, route: &str, detail: String) -> Error {
         Error::Remote {
             server: self.transport.location_string(),
@@ -40,34 +66,29 @@ impl RemoteLookup {
 
 impl ChunkLookup for RemoteLookup {
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for part in ids.chunks(MAX_QUERY_IDS) {
-            let answer = self.query(route::MISSING, part)?;
-            out.extend(
-                decode_missing(part.len(), &answer)
-                    .map_err(|e| self.bad_answer(route::MISSING, e))?,
-            );
-        }
-        Ok(out)
+        let parts = self.in_parts(route::MISSING, ids, |part, answer| {
+            decode_missing(part.len(), &answer).map_err(|e| self.bad_answer(route::MISSING, e))
+        })?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
     fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for part in ids.chunks(MAX_QUERY_IDS) {
-            let answer = self.query(route::LOCATE, part)?;
+        let parts = self.in_parts(route::LOCATE, ids, |part, answer| {
             let records = decode_located::<LOCATION_LEN>(part.len(), &answer)
                 .map_err(|e| self.bad_answer(route::LOCATE, e))?;
-            for (id, record) in part.iter().zip(records) {
-                out.push(match record {
-                    None => None,
-                    Some(r) => Some(
-                        Location::from_bytes(*id, &r)
-                            .map_err(|e| self.bad_answer(route::LOCATE, e.to_string()))?,
-                    ),
-                });
-            }
-        }
-        Ok(out)
+            part.iter()
+                .zip(records)
+                .map(|(id, record)| {
+                    record
+                        .map(|r| {
+                            Location::from_bytes(*id, &r)
+                                .map_err(|e| self.bad_answer(route::LOCATE, e.to_string()))
+                        })
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
     /// The server indexes a pack when it receives it.

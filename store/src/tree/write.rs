@@ -109,6 +109,22 @@ struct FileJob<'p> {
 }
 
 pub fn execute(store: &Store, plan: &Plan, at: &Path, opts: WriteOptions) -> Result<WriteStats> {
+    execute_with(store, plan, at, opts, || Ok(()))
+}
+
+/// `execute`, running `alongside` on its own thread once the target has
+/// passed its checks (it is a directory, the disk has room), while the
+/// files are fetched and written: attach records the workspace's use
+/// there, so the record costs no round trip of its own, and a command that
+/// fails its checks writes nothing to the store. Its error, if the write
+/// succeeded, is the result.
+pub fn execute_with(
+    store: &Store,
+    plan: &Plan,
+    at: &Path,
+    opts: WriteOptions,
+    alongside: impl FnOnce() -> Result<()> + Send,
+) -> Result<WriteStats> {
     let at = prepare_target(at)?;
     let dest = |e: &Planned| at.join(e.path.to_path());
 
@@ -159,7 +175,11 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path, opts: WriteOptions) -> Res
     }
 
     check_space(&at, &jobs)?;
-    let result = write_files(store, &jobs, &seeds, &stats);
+    let (result, beside) = std::thread::scope(|s| {
+        let beside = s.spawn(alongside);
+        let result = write_files(store, &jobs, &seeds, &stats);
+        (result, beside.join().expect("the work alongside panicked"))
+    });
     if result.is_err() {
         for job in &jobs {
             if *job.created.lock().expect("poisoned") && job.remaining.load(Relaxed) > 0 {
@@ -168,6 +188,7 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path, opts: WriteOptions) -> Res
         }
     }
     result?;
+    beside?;
 
     for e in &plan.entries {
         match &e.target {
