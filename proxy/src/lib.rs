@@ -232,7 +232,7 @@ async fn pump(
     let delay = faults.one_way;
     let mut reader_killed = killed.clone();
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 << 10];
+        let mut buf = vec![0u8; 256 << 10];
         loop {
             tokio::select! {
                 r = from.read(&mut buf) => match r {
@@ -250,15 +250,33 @@ async fn pump(
     let mut sent = 0u64;
     // The last bytes forwarded, so a pattern split across reads is found.
     let mut tail: Vec<u8> = Vec::new();
+    // A read taken from the queue but not yet due.
+    let mut held: Option<(Instant, Vec<u8>)> = None;
     loop {
-        let next = tokio::select! {
-            n = rx.recv() => n,
-            _ = killed.changed() => None,
+        let next = match held.take() {
+            Some(h) => Some(h),
+            None => tokio::select! {
+                n = rx.recv() => n,
+                _ = killed.changed() => None,
+            },
         };
         let Some((due, mut bytes)) = next else {
             break;
         };
-        tokio::time::sleep_until(due).await;
+        // The timer ticks in milliseconds: sleep only when the bytes are
+        // not due within the tick, and send every read due by then in one
+        // write, or small reads would each wait for a tick of their own.
+        let tick = Duration::from_millis(1);
+        if due > Instant::now() + tick {
+            tokio::time::sleep_until(due).await;
+        }
+        while let Ok((d, more)) = rx.try_recv() {
+            if d > Instant::now() + tick || bytes.len() >= 1 << 20 {
+                held = Some((d, more));
+                break;
+            }
+            bytes.extend_from_slice(&more);
+        }
         if let Some(pattern) = &faults.reset_on_sending {
             let mut window = std::mem::take(&mut tail);
             window.extend_from_slice(&bytes);
@@ -290,7 +308,10 @@ async fn pump(
             }
         }
         if let Some(mbit) = faults.mbit {
-            tokio::time::sleep_until(link.book(bytes.len(), mbit)).await;
+            let done = link.book(bytes.len(), mbit);
+            if done > Instant::now() {
+                tokio::time::sleep_until(done).await;
+            }
         }
         if to.write_all(&bytes).await.is_err() {
             return;

@@ -318,7 +318,7 @@ fn query_threads(store: &Store) -> usize {
     store.backend().parallelism().clamp(1, 4)
 }
 fn upload_threads(store: &Store) -> usize {
-    store.backend().parallelism().clamp(1, 6)
+    store.backend().parallelism().clamp(1, 4)
 }
 
 /// Chunks read but not yet asked about: their ids and lengths, and their
@@ -333,9 +333,12 @@ struct Pending {
 
 impl Pending {
     fn new(content: bool) -> Self {
+        // Reserved, not touched: growing by doubling would copy and hold
+        // up to twice the batch.
         Self {
             content,
-            ..Self::default()
+            ids: Vec::new(),
+            bytes: Vec::with_capacity(PENDING_BYTES + (1 << 20)),
         }
     }
 
@@ -392,8 +395,8 @@ impl<'a> ChunkSink<'a> {
     /// `PENDING_BYTES` and a chunk), `QUEUED_BATCHES` wait, each query
     /// thread holds one; one pack is open, `QUEUED_PACKS` wait and each
     /// upload thread holds one (`pack_target_bytes` each). With the
-    /// defaults and a network store: (2 + 2 + 4) x 8 MiB + (1 + 2 + 6) x
-    /// 4 MiB, about 100 MiB at most.
+    /// defaults and a network store: (2 + 2 + 4) x 8 MiB + (1 + 2 + 4) x
+    /// 4 MiB, about 90 MiB at most.
     fn run<T>(
         &self,
         chunk: impl FnOnce(&Pipe<'_, 'a>) -> Result<T>,
