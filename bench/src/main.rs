@@ -6,6 +6,7 @@ mod corpus;
 mod measure;
 mod report;
 mod tools;
+mod wire;
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use report::{Record, Results, Scenario};
-use tools::{Borg, Casync, Restic, Strata, StrataHttp, Tarball, Tool};
+use tools::{Borg, Casync, Restic, Strata, StrataHttp, Tarball, TarballNet, Tool};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +64,18 @@ struct Args {
     /// Also save the results as JSON here.
     #[arg(long, value_name = "FILE")]
     save: Option<PathBuf>,
+    /// Put a link of this round trip (ms) between the networked tools and
+    /// their servers (the latency proxy; half each way); adds the
+    /// `tar|zstd-net` baseline. 0: through the proxy, no delay.
+    #[arg(long, value_name = "MS")]
+    rtt: Option<f64>,
+    /// Cap that link at this many Mbit/s each way (shared by connections).
+    #[arg(long, value_name = "N")]
+    mbit: Option<f64>,
+    /// Measure nothing: print a table and (with --svg) a chart of time
+    /// against round trip from results saved at several --rtt.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["base", "corpus", "synthetic", "render"])]
+    render_rtt: Vec<PathBuf>,
     /// Measure nothing: print the report (and --svg) of saved results.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "corpus", "synthetic"])]
     render: Option<PathBuf>,
@@ -84,7 +97,32 @@ fn main() {
 }
 
 fn real_main() -> Result<()> {
+    // The tarball baseline's network client (`wire`), called by its shell
+    // pipelines: `strata-bench net-put|net-get ADDR NAME`.
+    let argv: Vec<String> = std::env::args().collect();
+    if let [_, verb, addr, name] = argv.as_slice() {
+        match verb.as_str() {
+            "net-put" => return wire::put(addr, name),
+            "net-get" => return wire::get(addr, name),
+            _ => {}
+        }
+    }
     let args = Args::parse();
+    if !args.render_rtt.is_empty() {
+        let mut sweep = Vec::new();
+        for saved in &args.render_rtt {
+            let text = std::fs::read_to_string(saved)
+                .with_context(|| format!("reading {}", saved.display()))?;
+            let results: Results = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", saved.display()))?;
+            sweep.push(results);
+        }
+        if let Some(svg) = &args.svg {
+            report::rtt_svg(&sweep, svg)?;
+        }
+        print!("{}", report::rtt_markdown(&sweep)?);
+        return Ok(());
+    }
     if let Some(saved) = &args.render {
         let text = std::fs::read_to_string(saved)
             .with_context(|| format!("reading {}", saved.display()))?;
@@ -113,11 +151,16 @@ fn real_main() -> Result<()> {
         );
     }
 
+    let link = (args.rtt.is_some() || args.mbit.is_some()).then(|| strata_proxy::Faults {
+        one_way: std::time::Duration::from_secs_f64(args.rtt.unwrap_or(0.0) / 2000.0),
+        mbit: args.mbit,
+        ..strata_proxy::Faults::default()
+    });
     let mut all: Vec<Box<dyn Tool>> = vec![
         Box::new(Strata {
             bin: strata_bin.clone(),
         }),
-        Box::new(StrataHttp::new(strata_bin)),
+        Box::new(StrataHttp::new(strata_bin, link.clone())),
         Box::new(Tarball {
             name: "tar|zstd",
             compress: "zstd -3 -T0 -q",
@@ -131,6 +174,9 @@ fn real_main() -> Result<()> {
             ext: "gz",
         }),
     ];
+    if let Some(link) = link.clone() {
+        all.push(Box::new(TarballNet::new(std::env::current_exe()?, link)));
+    }
     for (program, tool) in [
         ("restic", Box::new(Restic) as Box<dyn Tool>),
         ("borg", Box::new(Borg)),
@@ -193,6 +239,10 @@ fn bench(
     work: &Path,
 ) -> Result<Results> {
     let mut results = Results::new(corpus, args.runs);
+    results.link = (args.rtt.is_some() || args.mbit.is_some()).then(|| report::Link {
+        rtt_ms: args.rtt.unwrap_or(0.0),
+        mbit: args.mbit,
+    });
     let mut reads = Vec::new();
     let warmups = usize::from(!args.no_warmup);
     for r in 0..warmups + args.runs {

@@ -186,6 +186,80 @@ impl Tool for Tarball {
     }
 }
 
+/// `tar | zstd` streamed to a blob server through the latency proxy, and
+/// downloaded through it and extracted: the tarball baseline at a real
+/// round trip and bandwidth (`--rtt`, `--mbit`; `wire`).
+pub struct TarballNet {
+    /// This benchmark's own binary (its `net-put`/`net-get` subcommands).
+    pub bench: PathBuf,
+    pub link: strata_proxy::Faults,
+    addr: std::sync::Mutex<Option<(String, strata_proxy::Proxy)>>,
+}
+
+impl TarballNet {
+    pub fn new(bench: PathBuf, link: strata_proxy::Faults) -> Self {
+        Self {
+            bench,
+            link,
+            addr: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn addr(&self) -> String {
+        let addr = self.addr.lock().expect("poisoned");
+        addr.as_ref().expect("init ran").0.clone()
+    }
+}
+
+impl Tool for TarballNet {
+    fn name(&self) -> &'static str {
+        "tar|zstd-net"
+    }
+
+    fn init(&self, repo: &Path) -> Result<()> {
+        let server = crate::wire::serve(&repo.join("blobs"))?;
+        let proxy = strata_proxy::Proxy::start(server, self.link.clone());
+        *self.addr.lock().expect("poisoned") = Some((proxy.addr.to_string(), proxy));
+        Ok(())
+    }
+
+    fn persist(&self, repo: &Path, tree: &Path, n: usize) -> Result<Step> {
+        let (parent, name) = split(tree)?;
+        let (sample, _) = run(
+            &format!(
+                "tar -cf - '{name}' | zstd -3 -T0 -q | {} net-put {} run-{n}",
+                q(&self.bench),
+                self.addr()
+            ),
+            &parent,
+            &[],
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: Some(std::fs::metadata(repo.join(format!("blobs/run-{n}")))?.len()),
+            content_bytes: None,
+        })
+    }
+
+    fn attach(&self, repo: &Path, n: usize, target: &Path) -> Result<Step> {
+        std::fs::create_dir_all(target)?;
+        let (sample, _) = run(
+            &format!(
+                "{} net-get {} run-{n} | zstd -dc | tar -xf -",
+                q(&self.bench),
+                self.addr()
+            ),
+            target,
+            &[],
+        )?;
+        Ok(Step {
+            sample,
+            network_bytes: Some(std::fs::metadata(repo.join(format!("blobs/run-{n}")))?.len()),
+            content_bytes: None,
+        })
+    }
+}
+
 /// Runs a backup command and counts what the repository gained as the
 /// bytes that would cross the network.
 fn backup(
@@ -352,23 +426,27 @@ pub fn available(program: &str) -> bool {
 /// server owns; the runner that attaches keeps its chunk cache between the
 /// fresh and the warm attach, as one CI machine would. Network bytes are
 /// the request and response bodies the client counted; CPU includes the
-/// server's.
+/// server's. With a link (`--rtt`, `--mbit`), the client reaches the
+/// server through the latency proxy.
 pub struct StrataHttp {
     pub bin: PathBuf,
+    link: Option<strata_proxy::Faults>,
     server: std::sync::Mutex<Option<Served>>,
 }
 
 struct Served {
     child: std::process::Child,
+    _proxy: Option<strata_proxy::Proxy>,
     url: String,
     /// The runner's cache directory (for attaches).
     cache: PathBuf,
 }
 
 impl StrataHttp {
-    pub fn new(bin: PathBuf) -> Self {
+    pub fn new(bin: PathBuf, link: Option<strata_proxy::Faults>) -> Self {
         Self {
             bin,
+            link,
             server: std::sync::Mutex::new(None),
         }
     }
@@ -446,8 +524,20 @@ impl Tool for StrataHttp {
         };
         // Keep draining the server's stderr so it never blocks on a pipe.
         std::thread::spawn(move || for _ in lines {});
+        let (url, proxy) = match &self.link {
+            None => (url, None),
+            Some(link) => {
+                let addr = url
+                    .strip_prefix("http://")
+                    .and_then(|a| a.parse().ok())
+                    .with_context(|| format!("strata serve listens on {url}?"))?;
+                let proxy = strata_proxy::Proxy::start(addr, link.clone());
+                (format!("http://{}", proxy.addr), Some(proxy))
+            }
+        };
         *self.server.lock().expect("poisoned") = Some(Served {
             child,
+            _proxy: proxy,
             url: format!("{url}/bench"),
             cache: repo.join("runner-cache"),
         });
