@@ -32,4 +32,10 @@ pub trait ChunkLookup: Send + Sync + std::fmt::Debug {
     fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()>;
     /// How many chunks are indexed.
     fn count(&self) -> Result<u64>;
+    /// How many batch questions to keep in flight at once: the cores' worth
+    /// where the answer is computed here, more where each answer waits a
+    /// round trip (persist's query pool has this many threads).
+    fn in_flight(&self) -> usize {
+        rayon::current_num_threads()
+    }
 }

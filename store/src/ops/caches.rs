@@ -149,7 +149,8 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
             seconds: started.elapsed().as_secs_f64(),
         });
     }
-    let tree = crate::ops::persist::write_tree(store, root, paths, started)?;
+    let scanned = crate::tree::scan::scan(root, paths)?;
+    let tree = crate::ops::persist::write_tree(store, &scanned, started)?;
     let record = CacheRecord {
         key: key.into(),
         manifest: tree.manifest,

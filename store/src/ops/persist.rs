@@ -30,7 +30,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -49,6 +49,7 @@ use crate::format::records::LayerRecord;
 use crate::meta::catalog::Catalog;
 use crate::repo::Store;
 use crate::tree::scan::{scan, ScanKind, Scanned, Tree};
+use crate::util::{Slot, Slots};
 
 /// What to persist: paths under a root, as a layer of a job.
 #[derive(Debug, Clone)]
@@ -98,14 +99,22 @@ pub struct PersistReport {
 pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     let started = Instant::now();
     let traffic = store.traffic();
-    let (record, keys) = store.run_with_keys(&req.run)?;
+    // The run's checks wait a round trip on a networked store: scan the
+    // tree meanwhile (it reads only the runner's disk). A bad run is still
+    // reported before a bad path.
+    let (checked, scanned) = std::thread::scope(|s| {
+        let scanned = s.spawn(|| scan(&req.root, &req.paths));
+        let checked = store.run_with_keys(&req.run);
+        (checked, scanned.join().expect("scanning panicked"))
+    });
+    let (record, keys) = checked?;
     crate::repo::job_index(&req.run, &record, &req.job)?;
     crate::ops::lifecycle::check_live_among(store, &req.run, &record, &keys)?;
     // Two persists of one job run one after another, so the listing made
     // before this one's work still holds its highest layer; two racing
     // ones would take the same number, and their nonces order them.
     let seq = Catalog::next_seq(&req.run, &req.job, &keys);
-    let tree = write_tree(store, &req.root, &req.paths, started)?;
+    let tree = write_tree(store, &scanned?, started)?;
     let record = LayerRecord {
         manifest: tree.manifest,
         created: store.now(),
@@ -144,25 +153,19 @@ pub(crate) struct WrittenTree {
     pub packs_written: u64,
 }
 
-/// Steps 2 to 5: scans `paths` under `root` and stores everything but the
-/// ref that will name the result (a layer ref, a cache entry). Refuses to
+/// Steps 4 and 5: stores the scanned `tree`, everything but the ref that
+/// will name the result (a layer ref, a cache entry). Refuses to
 /// finish once the work has taken half the gc grace period, since gc may
 /// then collect chunks it chose to reuse before the ref lands
 /// (docs/lifecycle.md).
-pub(crate) fn write_tree(
-    store: &Store,
-    root: &std::path::Path,
-    paths: &[PathBuf],
-    started: Instant,
-) -> Result<WrittenTree> {
+pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result<WrittenTree> {
     let clock_start = store.now();
-    let tree = scan(root, paths)?;
 
     let sink = ChunkSink::new(store);
     let ((manifest, manifest_id, root_obj), packs) = sink.run(|pipe| {
         let contents: Vec<Vec<Option<FileContent>>> = batches(&tree.entries)
             .into_par_iter()
-            .map(|range| pipe.add_batch(&tree, &tree.entries[range]))
+            .map(|range| pipe.add_batch(tree, &tree.entries[range]))
             .collect::<Result<_>>()?;
         let entries: Vec<Entry> = tree
             .entries
@@ -304,18 +307,25 @@ fn batches(scanned: &[Scanned]) -> Vec<std::ops::Range<usize>> {
 
 /// Chunks are asked about in batches of at most about this many bytes (a
 /// file batch's chunks, or part of a large file's).
-const PENDING_BYTES: usize = 8 << 20;
+const PENDING_BYTES: usize = 4 << 20;
 
 /// Batches of chunks waiting for a query thread, and full packs waiting
 /// for an upload thread, beyond the ones being worked on.
 const QUEUED_BATCHES: usize = 2;
 const QUEUED_PACKS: usize = 2;
 
-/// How many chunk queries, and how many pack uploads, may be in flight at
-/// once: a few for a network store (each waits a round trip), the cores'
-/// worth for a local disk.
+/// How many batches may be held at once, wherever they are: being filled
+/// by a chunking thread, queued, asked about, or having their new chunks
+/// compressed. This, not the number of threads, bounds the batches'
+/// memory; a chunking thread waits for a slot before it starts a batch.
+const BATCHES_HELD: usize = 16;
+
+/// How many chunk queries may be in flight at once (the lookup says: a
+/// server's answers each wait a round trip, a local index's do not), and
+/// how many pack uploads: a few for a network store, the cores' worth for
+/// a local disk.
 fn query_threads(store: &Store) -> usize {
-    store.backend().parallelism().clamp(1, 4)
+    store.chunk_lookup().in_flight().max(1)
 }
 fn upload_threads(store: &Store) -> usize {
     store.backend().parallelism().clamp(1, 4)
@@ -323,28 +333,23 @@ fn upload_threads(store: &Store) -> usize {
 
 /// Chunks read but not yet asked about: their ids and lengths, and their
 /// bytes back to back.
-#[derive(Default)]
 struct Pending {
     ids: Vec<(ChunkId, usize)>,
     bytes: Vec<u8>,
     /// File content (counted in the report), or a manifest's encoding.
     content: bool,
+    /// One of the `BATCHES_HELD` slots, taken at the first chunk.
+    slot: Option<Slot>,
 }
 
 impl Pending {
     fn new(content: bool) -> Self {
-        // Reserved, not touched: growing by doubling would copy and hold
-        // up to twice the batch.
         Self {
             content,
             ids: Vec::new(),
-            bytes: Vec::with_capacity(PENDING_BYTES + (1 << 20)),
+            bytes: Vec::new(),
+            slot: None,
         }
-    }
-
-    fn push(&mut self, id: ChunkId, bytes: &[u8]) {
-        self.ids.push((id, bytes.len()));
-        self.bytes.extend_from_slice(bytes);
     }
 }
 
@@ -364,6 +369,14 @@ struct ChunkSink<'a> {
     failed: Mutex<Option<Error>>,
     /// Set at the first error: the pools drain their queues unworked.
     stopped: AtomicBool,
+    /// Bounds the batches held (`BATCHES_HELD`).
+    held: Arc<Slots>,
+}
+
+/// A batch the store has answered about: which of its chunks it lacks.
+struct Answered {
+    pending: Pending,
+    missing: Vec<bool>,
 }
 
 /// What the chunking threads hand their chunks to (`ChunkSink::run`).
@@ -384,6 +397,7 @@ impl<'a> ChunkSink<'a> {
             bytes_new: AtomicU64::new(0),
             failed: Mutex::new(None),
             stopped: AtomicBool::new(false),
+            held: Slots::new(BATCHES_HELD),
         }
     }
 
@@ -391,37 +405,48 @@ impl<'a> ChunkSink<'a> {
     /// the query and upload pools behind it; once it is done and every
     /// chunk is stored, returns its result and the packs written, sorted.
     ///
-    /// Memory: each chunking thread holds one batch (at most
-    /// `PENDING_BYTES` and a chunk), `QUEUED_BATCHES` wait, each query
-    /// thread holds one; one pack is open, `QUEUED_PACKS` wait and each
-    /// upload thread holds one (`pack_target_bytes` each). With the
-    /// defaults and a network store: (2 + 2 + 4) x 8 MiB + (1 + 2 + 4) x
-    /// 4 MiB, about 90 MiB at most.
+    /// Memory: at most `BATCHES_HELD` batches (each at most
+    /// `PENDING_BYTES` and a chunk) wherever they are; one pack is open,
+    /// `QUEUED_PACKS` wait and each upload thread holds one
+    /// (`pack_target_bytes` each). With the defaults and a network store:
+    /// 8 x 8 MiB + (1 + 2 + 4) x 4 MiB, about 92 MiB at most.
     fn run<T>(
         &self,
         chunk: impl FnOnce(&Pipe<'_, 'a>) -> Result<T>,
     ) -> Result<(T, Vec<IndexedPack>)> {
         let (batch_tx, batch_rx) = sync_channel::<Pending>(QUEUED_BATCHES);
+        let (answer_tx, answer_rx) = sync_channel::<Answered>(QUEUED_BATCHES);
         let (pack_tx, pack_rx) = sync_channel::<PackBuilder>(QUEUED_PACKS);
-        let (batch_rx, pack_rx) = (&Mutex::new(batch_rx), &Mutex::new(pack_rx));
+        let (batch_rx, answer_rx, pack_rx) = (
+            &Mutex::new(batch_rx),
+            &Mutex::new(answer_rx),
+            &Mutex::new(pack_rx),
+        );
         let chunked = std::thread::scope(|s| {
             let uploaders: Vec<_> = (0..upload_threads(self.store))
-                .map(|_| s.spawn(move || self.upload_packs(pack_rx)))
+                .map(|_| s.spawn(move || self.work(pack_rx, |pack| self.write_pack(pack))))
+                .collect();
+            let compressors: Vec<_> = (0..rayon::current_num_threads())
+                .map(|_| {
+                    let packs = pack_tx.clone();
+                    s.spawn(move || self.work(answer_rx, |a| self.store_new(a, &packs)))
+                })
                 .collect();
             let queriers: Vec<_> = (0..query_threads(self.store))
                 .map(|_| {
-                    let packs = pack_tx.clone();
-                    s.spawn(move || self.answer_batches(batch_rx, &packs))
+                    let answers = answer_tx.clone();
+                    s.spawn(move || self.work(batch_rx, |b| self.ask(b, &answers)))
                 })
                 .collect();
+            drop(answer_tx);
             let pipe = Pipe {
                 sink: self,
                 batches: batch_tx,
             };
             let chunked = chunk(&pipe);
             drop(pipe);
-            for q in queriers {
-                q.join().expect("a query thread panicked");
+            for t in queriers.into_iter().chain(compressors) {
+                t.join().expect("a query or compression thread panicked");
             }
             let last = std::mem::take(&mut *self.open.lock().expect("poisoned"));
             if !last.is_empty() && !self.stopped.load(Relaxed) {
@@ -455,40 +480,40 @@ impl<'a> ChunkSink<'a> {
         }
     }
 
-    /// A query thread: asks about batch after batch and stores what is new.
-    fn answer_batches(&self, batches: &Mutex<Receiver<Pending>>, packs: &SyncSender<PackBuilder>) {
+    /// A pool thread: works item after item off its queue until the queue
+    /// closes; after the first error anywhere, drains it unworked.
+    fn work<M>(&self, queue: &Mutex<Receiver<M>>, each: impl Fn(M) -> Result<()>) {
         loop {
-            let next = batches.lock().expect("poisoned").recv();
-            let Ok(pending) = next else { return };
+            let next = queue.lock().expect("poisoned").recv();
+            let Ok(item) = next else { return };
             if self.stopped.load(Relaxed) {
                 continue;
             }
-            if let Err(e) = self.store_new(pending, packs) {
+            if let Err(e) = each(item) {
                 self.fail(e);
             }
         }
     }
 
-    /// An upload thread: writes pack after pack.
-    fn upload_packs(&self, packs: &Mutex<Receiver<PackBuilder>>) {
-        loop {
-            let next = packs.lock().expect("poisoned").recv();
-            let Ok(pack) = next else { return };
-            if self.stopped.load(Relaxed) {
-                continue;
-            }
-            if let Err(e) = self.write_pack(pack) {
-                self.fail(e);
-            }
-        }
-    }
-
-    /// Asks the store which chunks of `pending` it lacks (one query) and
-    /// puts those no other file of this persist has claimed into frames of
-    /// their own; full packs go to the upload threads.
-    fn store_new(&self, pending: Pending, packs: &SyncSender<PackBuilder>) -> Result<()> {
+    /// A query thread's work: asks the store which chunks of `pending` it
+    /// lacks (one query); a batch with any goes on to the compressors, one
+    /// without is dropped here (its slot freed).
+    fn ask(&self, pending: Pending, answers: &SyncSender<Answered>) -> Result<()> {
         let ids: Vec<ChunkId> = pending.ids.iter().map(|(id, _)| *id).collect();
         let missing = self.store.chunk_lookup().missing(&ids)?;
+        if missing.contains(&true) {
+            answers
+                .send(Answered { pending, missing })
+                .expect("the compression threads live");
+        }
+        Ok(())
+    }
+
+    /// A compression thread's work: puts the chunks of an answered batch
+    /// that the store lacks and no other file of this persist has claimed
+    /// into frames of their own; full packs go to the upload threads.
+    fn store_new(&self, answered: Answered, packs: &SyncSender<PackBuilder>) -> Result<()> {
+        let Answered { pending, missing } = answered;
         let mut frame = FrameBuilder::default();
         let mut start = 0usize;
         for ((id, len), missing) in pending.ids.iter().zip(missing) {
@@ -572,6 +597,23 @@ impl Pipe<'_, '_> {
         Ok(())
     }
 
+    /// Adds a chunk to `pending`, first waiting for a batch slot if it has
+    /// none; a full batch is handed on.
+    fn push(&self, pending: &mut Pending, id: ChunkId, bytes: &[u8]) -> Result<()> {
+        if pending.slot.is_none() {
+            pending.slot = Some(self.sink.held.take());
+            // Reserved, not touched: growing by doubling would copy and
+            // hold up to twice the batch.
+            pending.bytes.reserve_exact(PENDING_BYTES + (1 << 20));
+        }
+        pending.ids.push((id, bytes.len()));
+        pending.bytes.extend_from_slice(bytes);
+        if pending.bytes.len() >= PENDING_BYTES {
+            self.submit(pending)?;
+        }
+        Ok(())
+    }
+
     /// Chunks a batch of entries (files get their size as read and chunk
     /// list; other entries `None`), handing the chunks on as it goes.
     fn add_batch(&self, tree: &Tree, entries: &[Scanned]) -> Result<Vec<Option<FileContent>>> {
@@ -609,11 +651,7 @@ impl Pipe<'_, '_> {
                     id,
                     len: bytes.len() as u32,
                 });
-                pending.push(id, bytes);
-                if pending.bytes.len() >= PENDING_BYTES {
-                    self.submit(pending)?;
-                }
-                Ok(())
+                self.push(pending, id, bytes)
             },
         )?;
         Ok(FileContent { size, chunks: refs })
@@ -632,11 +670,7 @@ impl Pipe<'_, '_> {
                     id,
                     len: bytes.len() as u32,
                 });
-                pending.push(id, bytes);
-                if pending.bytes.len() >= PENDING_BYTES {
-                    self.submit(&mut pending)?;
-                }
-                Ok(())
+                self.push(&mut pending, id, bytes)
             },
         )?;
         self.submit(&mut pending)?;

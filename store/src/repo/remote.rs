@@ -13,6 +13,12 @@ use crate::protocol::{
     decode_located, decode_missing, encode_ids, route, StatsCount, MAX_QUERY_IDS,
 };
 
+/// How many chunk queries a persist keeps in flight. Each holds a batch
+/// of chunks (up to 4 MiB, persist's `BATCHES_HELD` bounds them all)
+/// until its answer comes back: about 14 x 4 MiB per 50 ms round trip is
+/// more than two cores chunk and hash.
+const QUERIES_IN_FLIGHT: usize = 16;
+
 /// Chunk queries answered by a server.
 #[derive(Debug, Clone)]
 pub struct RemoteLookup {
@@ -99,6 +105,12 @@ impl ChunkLookup for RemoteLookup {
     /// The server indexes an index object when it receives it.
     fn add(&self, _id: &IndexId, _object: &IndexObject) -> Result<()> {
         Ok(())
+    }
+
+    /// Each query waits a round trip: enough in flight that the chunking
+    /// never waits on them (`QUERIES_IN_FLIGHT`).
+    fn in_flight(&self) -> usize {
+        QUERIES_IN_FLIGHT
     }
 
     fn count(&self) -> Result<u64> {
