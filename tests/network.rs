@@ -615,3 +615,75 @@ fn over_the_rate_limit_a_client_is_told_when_to_retry() {
     let c = Client::new(&server.ns("t"), &dir.path().join("cache"));
     c.ok(&["ls"]);
 }
+
+// An operator starts two `strata serve` replicas over one bucket on one
+// host, sharing one cache directory: neither waits on the other, and a
+// layer persisted through one attaches through the other.
+#[test]
+fn two_replicas_on_one_host_over_one_bucket_do_not_wait_on_each_other() {
+    let garage = Garage::start();
+    let d = tempfile::tempdir().unwrap();
+    let env = garage.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let meta = d.path().join("meta");
+    let meta = meta.to_str().unwrap();
+    let store = garage.location("replicas");
+    let args = ["--quiet", "--cache", meta];
+    let (a, b) = (
+        Server::start(&store, &args, &env),
+        Server::start(&store, &args, &env),
+    );
+    random_files(&d.path().join("w/out"), 8, 100_000, 7);
+    // A short stall timeout: a replica that waited would fail the test
+    // in seconds, not hang it.
+    let via = |server: &Server| {
+        let mut c = Client::new(&server.ns("team"), &d.path().join("cache"));
+        c.env.push(("STRATA_NET_TIMEOUT", "3".into()));
+        c
+    };
+    // Both replicas open the namespace, each taking a metadata directory
+    // (before: the second waited on the first's lock for good).
+    via(&a).ok(&[
+        "run",
+        "create",
+        "r",
+        "--job",
+        "build",
+        "--job",
+        "test:build",
+    ]);
+    via(&b).ok(&["ls"]);
+    via(&a).persist("r", "build", &d.path().join("w"), "out");
+    // A third replica, started now, reads the namespace from the bucket
+    // (its metadata is a third slot; a replica that was already running
+    // learns of another's writes only when it opens the namespace).
+    let b2 = Server::start(&store, &args, &env);
+    via(&b2).attach("r", "test", &d.path().join("at"));
+    same_tree(&d.path().join("w/out"), &d.path().join("at/out"));
+    drop((a, b));
+}
+
+// A second process holds a server's store directory: the request waits,
+// and the server's log says why instead of hanging silently.
+#[test]
+fn a_server_waiting_for_its_store_directory_says_why() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = d.path().join("srv");
+    let server = Server::start(srv.to_str().unwrap(), &[], &[]);
+    let client = Client::new(&server.ns("held"), &d.path().join("cache"));
+    client.ok(&["run", "create", "r", "--job", "a"]);
+    // Restart the server so the namespace is opened again, while this
+    // test holds the directory's lock as another strata process would.
+    drop(server);
+    let lock = fs::File::create(srv.join("held/.local/lock")).unwrap();
+    lock.lock().unwrap();
+    let server = Server::start(srv.to_str().unwrap(), &[], &[]);
+    let client = Client::new(&server.ns("held"), &d.path().join("cache"));
+    std::thread::scope(|s| {
+        let ls = s.spawn(|| client.ok(&["ls"]));
+        let line = server.wait_for_log("waiting for another process", Duration::from_secs(20));
+        assert!(line.contains("held/.local"), "{line}");
+        lock.unlock().unwrap();
+        assert!(ls.join().unwrap().contains('r'));
+    });
+}

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use strata_store::Store;
-use strata_store::{Clock, OpenOptions, Quiet, StoreLocation};
+use strata_store::{Clock, Observer, OpenOptions, StoreLocation};
 
 pub use auth::{Auth, Scope};
 pub use limits::RateLimit;
@@ -73,6 +73,21 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Says in the log why a request waits when another process holds a
+/// namespace's store directory (a second server on it, or a `strata`
+/// command run there by hand), so the wait is never silent.
+struct LockLog;
+
+impl Observer for LockLog {
+    fn waiting_for_lock(&self, dir: &std::path::Path) {
+        log::line(format_args!(
+            "waiting for another process to release {}: is another strata serve or strata \
+             command using this store? Replicas of one store need an s3:// store",
+            dir.display()
+        ));
+    }
+}
+
 /// The open namespaces.
 #[derive(Debug)]
 pub(crate) struct Namespaces {
@@ -99,7 +114,7 @@ impl Namespaces {
             ..OpenOptions::default()
         };
         let store =
-            Arc::new(Store::open_at(&location, &options, &Quiet)?.with_clock(self.clock.clone()));
+            Arc::new(Store::open_at(&location, &options, &LockLog)?.with_clock(self.clock.clone()));
         let mut open = self.open.lock().expect("poisoned");
         Ok(open.entry(ns.to_string()).or_insert(store).clone())
     }

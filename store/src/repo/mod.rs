@@ -10,8 +10,9 @@
 //!
 //! Opening a directory or an S3 store takes an exclusive lock on its sled
 //! directory for the life of the `Store` (sled allows one process at a
-//! time); a second process waits and is told so through
-//! `Observer::waiting_for_lock`. The sled database is a cache: if it is
+//! time). A second process on a directory store waits and is told so
+//! through `Observer::waiting_for_lock`; on an S3 store it takes a
+//! metadata directory of its own (`free_meta_slot`). The sled database is a cache: if it is
 //! missing or unreadable it is rebuilt from the objects.
 
 pub mod frame_cache;
@@ -204,13 +205,13 @@ impl Store {
                     .unwrap_or(crate::backend::http::DEFAULT_STALL_TIMEOUT);
                 let s3 = S3::with_stall_timeout(url, stall)?;
                 let backend: Arc<dyn Backend> = Arc::new(s3);
-                // The metadata cache is per store location on this runner.
-                let dir = options
+                // The metadata cache is per store location on this runner,
+                // and per process using it at once.
+                let base = options
                     .cache_root()
                     .join("stores")
                     .join(&blake3::hash(url.as_bytes()).to_hex()[..16]);
-                fs::create_dir_all(&dir).ctx("create directory", &dir)?;
-                let lock = lock_dir(&dir, observer)?;
+                let (dir, lock) = free_meta_slot(&base, observer)?;
                 let cache = open_frame_cache(options)?;
                 Store::with_local_index(backend, &dir.join("meta"), lock, cache, location.clone())
             }
@@ -427,6 +428,34 @@ pub(crate) fn job_index(run: &RunName, record: &RunRecord, job: &JobName) -> Res
         job: job.clone(),
         known: record.graph.job_list(),
     })
+}
+
+/// How many metadata caches of one S3 store a runner keeps: one for each
+/// process using the store at once, up to this many.
+const META_SLOTS: usize = 8;
+
+/// The metadata directory of an S3 store for this process: the first of
+/// `base`, `base-1`, ... whose lock no other process holds. A second
+/// process on the runner (another job, a second `strata serve` replica)
+/// so takes a cache of its own instead of waiting for the first; each is
+/// a complete cache, synced from the bucket, and kept for the next
+/// process. Only when all are in use does it wait for the first.
+fn free_meta_slot(base: &Path, observer: &dyn Observer) -> Result<(PathBuf, File)> {
+    for i in 0..META_SLOTS {
+        let dir = match i {
+            0 => base.to_path_buf(),
+            i => base.with_extension(i.to_string()),
+        };
+        fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+        let lock_path = dir.join("lock");
+        let lock = File::create(&lock_path).ctx("create", &lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => return Ok((dir, lock)),
+            Err(TryLockError::WouldBlock) => continue,
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+    }
+    Ok((base.to_path_buf(), lock_dir(base, observer)?))
 }
 
 /// Takes the exclusive lock of a metadata directory, waiting (and saying
