@@ -653,3 +653,47 @@ fn case_only_and_long_names() {
     assert_eq!(read(&at.join("d/readme")), "lower");
     assert_eq!(read(&at.join(format!("d/{long}"))), "long");
 }
+
+// A job persists more than every queue between persist's stages holds, on
+// a local store with one rayon thread: the pools fill, drain, and the
+// persist ends. (It deadlocked: the upload thread indexed each pack on
+// rayon's pool, whose thread was blocked handing batches to the pools.)
+#[test]
+fn a_persist_larger_than_its_queues_ends() {
+    let w = World::new();
+    create(&w, "r", &["--job", "build"]);
+    let out = w.machine("r-build").join("out");
+    fs::create_dir_all(&out).unwrap();
+    // 160 MiB that does not compress, so every chunk is new and packed.
+    let mut rng = strata_store::synth::Rng::new(3);
+    for i in 0..40 {
+        let data: Vec<u8> = (0..(4 << 20) / 8)
+            .flat_map(|_| rng.next_u64().to_le_bytes())
+            .collect();
+        fs::write(out.join(format!("blob{i:02}")), data).unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--store")
+        .arg(w.store())
+        .args(["persist", "--run", "r", "--job", "build", "--root"])
+        .arg(w.machine("r-build"))
+        .arg("out")
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Generous: it takes seconds; a deadlock never ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("persist of 160 MiB had not ended after 120 s: deadlocked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success());
+    w.ok(&["verify", "--read-data"]);
+}

@@ -110,14 +110,14 @@ impl ChunkIndex {
     }
 
     /// Merges one pack's frames; marks the pack loaded after its entries.
+    ///
+    /// On the calling thread, never on rayon's pool: persist's upload
+    /// threads call this while the pool's threads may be blocked handing
+    /// them work, and waiting on the pool there would deadlock.
     pub fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
-        use rayon::prelude::*;
-        frames.par_iter().try_for_each(|f| {
-            for loc in chunk_locations(*pack, std::slice::from_ref(f)) {
-                self.chunks.insert(loc.chunk.id.0, &loc.to_bytes()[..])?;
-            }
-            Ok::<(), Error>(())
-        })?;
+        for loc in chunk_locations(*pack, frames) {
+            self.chunks.insert(loc.chunk.id.0, &loc.to_bytes()[..])?;
+        }
         // Written (again): present, whatever was deleted before.
         self.deleted.remove(pack.0)?;
         self.packs.insert(pack.0, &[])?;
