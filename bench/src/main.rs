@@ -52,6 +52,11 @@ struct Args {
     /// Scratch space for repositories and attached trees (removed after).
     #[arg(long)]
     work: Option<PathBuf>,
+    /// Leave the scratch space in place. For a series of runs: creating
+    /// files right after a large delete is several times slower on this
+    /// kind of machine, which would time the delete, not the tools.
+    #[arg(long)]
+    keep_work: bool,
     /// The strata binary (default: next to this one).
     #[arg(long)]
     strata: Option<PathBuf>,
@@ -211,8 +216,12 @@ fn real_main() -> Result<()> {
         measure::run("tar -cf - . | cat > /dev/null", tree, &[])?;
     }
     let result = bench(&args, &corpus, &tools, &work);
-    eprintln!("strata-bench: removing {}", work.display());
-    let _ = std::fs::remove_dir_all(&work);
+    if args.keep_work {
+        eprintln!("strata-bench: leaving {} in place", work.display());
+    } else {
+        eprintln!("strata-bench: removing {}", work.display());
+        let _ = std::fs::remove_dir_all(&work);
+    }
     let results = result?;
     if let Some(path) = &args.save {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
