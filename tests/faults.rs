@@ -467,3 +467,46 @@ fn a_reset_mid_commit_is_retried_or_leaves_no_layer() {
     let report = direct.json(&["verify", "--read-data"]);
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");
 }
+
+// A runner names two replicas over one bucket, and every upload through the
+// first is cut mid-way (a replica dying mid-persist): the client moves to
+// the second, the persist completes, the store verifies and the layer
+// attaches exactly.
+#[test]
+fn a_client_naming_two_replicas_moves_to_the_other_when_one_fails() {
+    let garage = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let env = garage.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let store = garage.location("failover");
+    let replica = |meta: &str| {
+        let meta = d.join(meta);
+        Server::start(
+            &store,
+            &["--quiet", "--cache", meta.to_str().unwrap()],
+            &env,
+        )
+    };
+    let (a, b) = (replica("meta-a"), replica("meta-b"));
+    let (proxy, a_url) = Proxy::in_front_of(
+        &a.url,
+        Faults {
+            reset_up_after: Some(300_000),
+            ..Faults::default()
+        },
+    );
+    let client = through(&format!("{a_url},{}", b.url), d, "cache");
+    create_build_test(&client, "r");
+    random_files(&d.join("src/out"), 8, 256 << 10, 7);
+    client.persist("r", "build", &d.join("src"), "out");
+    assert!(
+        proxy.resets() >= 1,
+        "an upload to the first replica was cut"
+    );
+    let only_b = Client::new(&b.ns("team"), &d.join("cache-b"));
+    let report = only_b.json(&["verify", "--read-data"]);
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    only_b.attach("r", "test", &d.join("at"));
+    same_tree(&d.join("src/out"), &d.join("at/out"));
+}

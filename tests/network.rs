@@ -617,10 +617,12 @@ fn over_the_rate_limit_a_client_is_told_when_to_retry() {
 }
 
 // An operator starts two `strata serve` replicas over one bucket on one
-// host, sharing one cache directory: neither waits on the other, and a
-// layer persisted through one attaches through the other.
+// host, sharing one cache directory: neither waits on the other, and each
+// sees what the other stored: the next run's persist through one sends
+// only what changed since a persist through the other, and each attaches
+// what the other persisted.
 #[test]
-fn two_replicas_on_one_host_over_one_bucket_do_not_wait_on_each_other() {
+fn replicas_over_one_bucket_see_each_others_writes() {
     let garage = Garage::start();
     let d = tempfile::tempdir().unwrap();
     let env = garage.env();
@@ -628,12 +630,11 @@ fn two_replicas_on_one_host_over_one_bucket_do_not_wait_on_each_other() {
     let meta = d.path().join("meta");
     let meta = meta.to_str().unwrap();
     let store = garage.location("replicas");
-    let args = ["--quiet", "--cache", meta];
+    let args = ["--quiet", "--cache", meta, "--resync-every", "1s"];
     let (a, b) = (
         Server::start(&store, &args, &env),
         Server::start(&store, &args, &env),
     );
-    random_files(&d.path().join("w/out"), 8, 100_000, 7);
     // A short stall timeout: a replica that waited would fail the test
     // in seconds, not hang it.
     let via = |server: &Server| {
@@ -641,26 +642,30 @@ fn two_replicas_on_one_host_over_one_bucket_do_not_wait_on_each_other() {
         c.env.push(("STRATA_NET_TIMEOUT", "3".into()));
         c
     };
+    let jobs = ["--job", "build", "--job", "test:build"];
     // Both replicas open the namespace, each taking a metadata directory
     // (before: the second waited on the first's lock for good).
-    via(&a).ok(&[
-        "run",
-        "create",
-        "r",
-        "--job",
-        "build",
-        "--job",
-        "test:build",
-    ]);
-    via(&b).ok(&["ls"]);
-    via(&a).persist("r", "build", &d.path().join("w"), "out");
-    // A third replica, started now, reads the namespace from the bucket
-    // (its metadata is a third slot; a replica that was already running
-    // learns of another's writes only when it opens the namespace).
-    let b2 = Server::start(&store, &args, &env);
-    via(&b2).attach("r", "test", &d.path().join("at"));
-    same_tree(&d.path().join("w/out"), &d.path().join("at/out"));
-    drop((a, b));
+    via(&a).ok(&[&["run", "create", "r1"][..], &jobs].concat());
+    via(&b).ok(&[&["run", "create", "r2"][..], &jobs].concat());
+    let (one, two) = (d.path().join("one"), d.path().join("two"));
+    random_files(&one.join("out"), 100, 50_000, 7);
+    random_files(&two.join("out"), 100, 50_000, 7);
+    random_files(&two.join("out/new"), 1, 50_000, 8);
+    via(&a).persist("r1", "build", &one, "out");
+    // Past B's resync interval, B's answers include what A stored.
+    std::thread::sleep(Duration::from_millis(1100));
+    let next = via(&b).persist("r2", "build", &two, "out");
+    let sent = next["network"]["sent"].as_u64().unwrap();
+    assert!(
+        sent < 250_000,
+        "sent {sent} bytes of a 5 MB tree with 1% new"
+    );
+    // Each attaches what the other persisted, at once.
+    via(&b).attach("r1", "test", &d.path().join("at1"));
+    same_tree(&one.join("out"), &d.path().join("at1/out"));
+    via(&a).attach("r2", "test", &d.path().join("at2"));
+    same_tree(&two.join("out"), &d.path().join("at2/out"));
+    via(&a).ok(&["verify", "--read-data"]);
 }
 
 // A second process holds a server's store directory: the request waits,

@@ -139,6 +139,11 @@ struct ServeArgs {
     /// (30m, 6h, 1d).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     gc_every: Option<std::time::Duration>,
+    /// With an s3:// store: sync a namespace's chunk index from the bucket
+    /// when it is older than this (another replica's writes are reused
+    /// within it; a chunk not found syncs at once). Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    resync_every: Option<std::time::Duration>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -381,6 +386,7 @@ fn open(cli: &Cli) -> Result<Store> {
         },
         cache_dir: cli.cache.clone(),
         cache_bytes: cli.cache_mib.map(|m| m << 20),
+        resync_every: None,
     };
     let store = Store::open_at(&location, &options, &output::Printer)
         .with_context(|| format!("opening store {location}"))?;
@@ -431,6 +437,7 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
             .join("server"),
         log: !a.quiet,
         gc_every: a.gc_every,
+        resync_every: a.resync_every,
         clock: clock()?,
     };
     strata_server::serve(config, |s| {

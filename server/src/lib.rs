@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub log: bool,
     /// Run gc on every namespace this often.
     pub gc_every: Option<std::time::Duration>,
+    /// How stale an S3 namespace's chunk index may grow before a chunk
+    /// query syncs it from the bucket: other replicas' writes are seen
+    /// within this (`None`: the library's default).
+    pub resync_every: Option<std::time::Duration>,
     /// The stores' clock (`$STRATA_NOW` for tests).
     pub clock: Clock,
 }
@@ -93,6 +97,7 @@ impl Observer for LockLog {
 pub(crate) struct Namespaces {
     base: String,
     meta_dir: PathBuf,
+    resync_every: Option<std::time::Duration>,
     clock: Clock,
     open: Mutex<HashMap<String, Arc<Store>>>,
 }
@@ -111,6 +116,7 @@ impl Namespaces {
         let options = OpenOptions {
             cache_dir: Some(self.meta_dir.clone()),
             cache_bytes: Some(0),
+            resync_every: self.resync_every,
             ..OpenOptions::default()
         };
         let store =
@@ -220,6 +226,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         namespaces: Namespaces {
             base: config.store.clone(),
             meta_dir: config.meta_dir.clone(),
+            resync_every: config.resync_every,
             clock: config.clock.clone(),
             open: Mutex::new(HashMap::new()),
         },

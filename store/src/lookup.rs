@@ -7,7 +7,8 @@
 //!   harmless; a chunk reused that is not in the store loses data), so a
 //!   chunk in a pack gc has condemned counts as missing;
 //! - `locate` answers for every chunk whose pack and index the store holds
-//!   when the call is made;
+//!   when the call is made, and so does `missing_now`, which a server's
+//!   checks use where "missing" refuses something;
 //! - `add_pack` and `add` are told of every pack and index object this
 //!   process writes, before the next query (a server indexes what it
 //!   receives, so a remote lookup ignores them).
@@ -24,6 +25,12 @@ use crate::id::{ChunkId, IndexId, PackId};
 pub trait ChunkLookup: Send + Sync + std::fmt::Debug {
     /// For each id, whether the store lacks it.
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>>;
+    /// `missing`, never stale: a chunk stored before the call, by any
+    /// process, counts as present (a chunk in a condemned pack still does
+    /// not). For checks that refuse what lacks a chunk.
+    fn missing_now(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        self.missing(ids)
+    }
     /// For each id, where it is stored, if anywhere.
     fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>>;
     /// Records a pack just written (before its index object exists).

@@ -1,10 +1,12 @@
 //! The client side of `strata serve`'s transport, and a `Backend` over its
 //! object API.
 //!
-//! `HttpTransport` reaches one namespace: every call carries the caller's
-//! bearer token, and is retried with exponential backoff on connection
-//! errors, 5xx and 429, all of which are safe to repeat (objects are
-//! content-addressed or single-writer, queries change nothing). Bytes on
+//! `HttpTransport` reaches one namespace, on one server or on any of
+//! several replicas named together: every call carries the caller's bearer
+//! token, and is retried with exponential backoff on connection errors,
+//! 5xx and 429, all of which are safe to repeat (objects are
+//! content-addressed or single-writer, queries change nothing), so a
+//! failed connection moves the client to the next replica named. Bytes on
 //! the wire (request and response bodies) are counted for reports.
 //! `HttpStore` is the object API over it. The routes and bodies are
 //! `protocol`'s. This module knows nothing about packs, chunk queries,
@@ -12,6 +14,7 @@
 
 use std::io::Read;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +38,8 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// stalled server ends a command with an error within a minute by default.
 const BUDGET_IN_STALLS: u32 = 6;
 
-/// A way to one `strata serve` namespace: `http(s)://HOST:PORT/NAMESPACE`.
+/// A way to one `strata serve` namespace: `http(s)://HOST:PORT/NAMESPACE`,
+/// or several replicas of it: `http(s)://HOST:PORT,HOST:PORT/NAMESPACE`.
 /// Cheap to clone (clones share connections and counters).
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
@@ -53,8 +57,10 @@ pub struct HttpStore {
 
 #[derive(Debug)]
 struct Inner {
-    /// `http://host:port`, no trailing slash.
-    base: String,
+    /// `http://host:port` of each server named, no trailing slash.
+    bases: Vec<String>,
+    /// The one requests go to, until a connection to it fails.
+    current: AtomicUsize,
     namespace: String,
     token: Option<String>,
     /// Each read and write must make progress within `stall`, but for
@@ -79,7 +85,8 @@ pub struct HttpOptions {
 }
 
 impl HttpTransport {
-    /// Parses `http(s)://HOST[:PORT]/NAMESPACE`.
+    /// Parses `http(s)://HOST[:PORT][,HOST[:PORT]...]/NAMESPACE` (each
+    /// further host may repeat the scheme: `http://a:8427,http://b:8427/NS`).
     pub fn new(url: &str, options: HttpOptions) -> Result<Self> {
         let bad = |reason: &'static str| Error::InvalidName {
             what: "server address",
@@ -90,17 +97,30 @@ impl HttpTransport {
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("https://"))
             .ok_or_else(|| bad("it must start with http:// or https://"))?;
-        let (host, namespace) = rest
-            .split_once('/')
+        // A namespace holds no '/', so it follows the last one; a further
+        // server may repeat the scheme, so there may be more before.
+        let (hosts, namespace) = rest
+            .trim_end_matches('/')
+            .rsplit_once('/')
             .ok_or_else(|| bad("it must end with /NAMESPACE"))?;
-        let namespace = namespace.trim_end_matches('/');
-        if host.is_empty() {
-            return Err(bad("it has no host"));
+        let scheme = &url[..url.len() - rest.len()];
+        let mut bases = Vec::new();
+        for host in hosts.split(',') {
+            let host = host.strip_prefix(scheme).unwrap_or(host);
+            if host.is_empty() {
+                return Err(bad("it has no host"));
+            }
+            if host.contains('/') {
+                return Err(bad(
+                    "each server is HOST[:PORT], in the first one's scheme, and the namespace \
+                     follows the last",
+                ));
+            }
+            bases.push(format!("{scheme}{host}"));
         }
         validate_namespace(namespace).map_err(|_| {
             bad("the namespace must be 1-128 characters of A-Z a-z 0-9 . _ - and not start with .")
         })?;
-        let base = url[..url.len() - rest.len() + host.len()].to_string();
         let stall = options.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT);
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -125,7 +145,8 @@ impl HttpTransport {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                base,
+                bases,
+                current: AtomicUsize::new(0),
                 namespace: namespace.to_string(),
                 token: options.token,
                 agent: config
@@ -139,17 +160,32 @@ impl HttpTransport {
         })
     }
 
-    fn url(&self, tail: &str) -> String {
+    fn url(&self, server: usize, tail: &str) -> String {
         format!(
             "{}{}{tail}",
-            self.inner.base,
+            self.inner.bases[server],
             namespace_root(&self.inner.namespace)
         )
     }
 
-    /// `http://host:port/NAMESPACE`, for messages.
+    /// `http://host:port/NAMESPACE` of the server requests go to now, for
+    /// messages.
     pub fn location_string(&self) -> String {
-        format!("{}/{}", self.inner.base, self.inner.namespace)
+        self.location_of(self.inner.current.load(Relaxed))
+    }
+
+    fn location_of(&self, server: usize) -> String {
+        format!("{}/{}", self.inner.bases[server], self.inner.namespace)
+    }
+
+    /// After a failed connection to `server`, the next request goes to the
+    /// next server named (unless another thread moved on already).
+    fn move_on_from(&self, server: usize) {
+        let next = (server + 1) % self.inner.bases.len();
+        let _ = self
+            .inner
+            .current
+            .compare_exchange(server, next, Relaxed, Relaxed);
     }
 
     /// Sends one request to route `tail` (with retries); returns the
@@ -169,11 +205,11 @@ impl HttpTransport {
         tail: &str,
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>)> {
-        let url = self.url(tail);
         let started = std::time::Instant::now();
         let budget = self.inner.stall * BUDGET_IN_STALLS;
         let mut wait = FIRST_BACKOFF;
         let mut last = String::new();
+        let mut last_server = 0;
         let mut tried = 0;
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
@@ -184,9 +220,11 @@ impl HttpTransport {
                 wait *= 2;
             }
             tried = attempt;
+            let server = self.inner.current.load(Relaxed);
+            last_server = server;
             let answer = {
                 let _in_flight = self.inner.traffic.request();
-                self.send(patient, method, &url, body)
+                self.send(patient, method, &self.url(server, tail), body)
             };
             match answer {
                 Ok((status, bytes, retry_after)) => {
@@ -205,6 +243,7 @@ impl HttpTransport {
                     if !retry {
                         break;
                     }
+                    self.move_on_from(server);
                 }
             }
         }
@@ -217,7 +256,7 @@ impl HttpTransport {
             format!("{method} /{tail}: {last}")
         };
         Err(Error::Remote {
-            server: self.location_string(),
+            server: self.location_of(last_server),
             detail,
         })
     }
@@ -498,4 +537,38 @@ fn encode_query(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_servers_are_named_with_commas_and_taken_in_turn() {
+        let t = HttpTransport::new("http://a:1,http://b:2/ns", HttpOptions::default()).unwrap();
+        assert_eq!(t.inner.bases, ["http://a:1", "http://b:2"]);
+        let t = HttpTransport::new("https://a:1,b:2,c/ns", HttpOptions::default()).unwrap();
+        assert_eq!(t.inner.bases, ["https://a:1", "https://b:2", "https://c"]);
+        for bad in [
+            "http://a:1,https://b/ns",
+            "http://a:1,/ns",
+            "http://,a/ns",
+            "http://a/x/ns",
+            "http://a:1/",
+        ] {
+            assert!(
+                HttpTransport::new(bad, HttpOptions::default()).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(t.location_string(), "https://a:1/ns");
+        t.move_on_from(0);
+        assert_eq!(t.location_string(), "https://b:2/ns");
+        // Another thread's failure on `a`, seen late, does not move it again.
+        t.move_on_from(0);
+        assert_eq!(t.location_string(), "https://b:2/ns");
+        t.move_on_from(1);
+        t.move_on_from(2);
+        assert_eq!(t.location_string(), "https://a:1/ns");
+    }
 }

@@ -63,7 +63,7 @@ fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
     }
     let mut ids: Vec<ChunkId> = first_user.keys().copied().collect();
     ids.sort_unstable();
-    let missing = store.chunk_lookup().missing(&ids)?;
+    let missing = store.chunk_lookup().missing_now(&ids)?;
     match ids.iter().zip(missing).find(|(_, m)| *m) {
         None => Ok(()),
         Some((chunk, _)) => Err(Error::Incomplete {
@@ -137,7 +137,7 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
         ObjectKind::Manifest(id) => {
             let root = ManifestRoot::decode(id, bytes)?;
             let ids: Vec<_> = root.chunks.iter().map(|c| c.id).collect();
-            let missing = store.chunk_lookup().missing(&ids)?;
+            let missing = store.chunk_lookup().missing_now(&ids)?;
             if let Some((c, _)) = ids.iter().zip(missing).find(|(_, m)| *m) {
                 return Err(Error::MissingChunk {
                     chunk: *c,

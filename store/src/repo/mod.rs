@@ -17,6 +17,7 @@
 
 pub mod frame_cache;
 pub mod remote;
+pub mod synced;
 
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ use crate::meta::chunks::ChunkIndex;
 use crate::util::Clock;
 use frame_cache::FrameCache;
 use remote::RemoteLookup;
+use synced::{SyncedIndex, DEFAULT_RESYNC_EVERY};
 
 /// What a long operation tells its caller; the library never prints.
 pub trait Observer: Sync {
@@ -99,6 +101,11 @@ pub struct OpenOptions {
     pub cache_dir: Option<PathBuf>,
     /// The chunk cache's size bound in bytes; 0 turns it off.
     pub cache_bytes: Option<u64>,
+    /// How stale an S3 store's local chunk index may grow before a chunk
+    /// query syncs it (`repo::synced`); `None`: `DEFAULT_RESYNC_EVERY`.
+    /// A long-lived process (a `strata serve` replica) sees other
+    /// replicas' writes within this.
+    pub resync_every: Option<std::time::Duration>,
 }
 
 /// The default cache bound: 2 GiB.
@@ -132,7 +139,7 @@ pub fn default_cache_dir() -> PathBuf {
 #[derive(Debug)]
 enum Lookup {
     /// This process, from its own index (directory and S3 stores).
-    Local(ChunkIndex),
+    Local(SyncedIndex),
     /// The server (`strata serve` stores).
     Remote(RemoteLookup),
 }
@@ -213,7 +220,9 @@ impl Store {
                     .join(&blake3::hash(url.as_bytes()).to_hex()[..16]);
                 let (dir, lock) = free_meta_slot(&base, observer)?;
                 let cache = open_frame_cache(options)?;
-                Store::with_local_index(backend, &dir.join("meta"), lock, cache, location.clone())
+                let every = options.resync_every.unwrap_or(DEFAULT_RESYNC_EVERY);
+                let meta = dir.join("meta");
+                Store::with_local_index(backend, &meta, lock, cache, location.clone(), every)
             }
         }
     }
@@ -250,23 +259,32 @@ impl Store {
         }
         let backend: Arc<dyn Backend> = Arc::new(LocalDir::new(root, tmp)?);
         let location = StoreLocation::Dir(root.to_path_buf());
-        Store::with_local_index(backend, &local.join("meta"), lock, None, location)
+        // Other processes wait for the lock to write here: the interval
+        // matters only for misses, which sync at once.
+        let meta = local.join("meta");
+        Store::with_local_index(backend, &meta, lock, None, location, DEFAULT_RESYNC_EVERY)
     }
 
     /// A store whose chunk queries this process answers from its own sled
-    /// index (`meta`), synced with the backend first: a directory or S3.
+    /// index (`meta`), synced with the backend first and then on a miss and
+    /// every `resync_every` (`repo::synced`): a directory or S3.
     fn with_local_index(
         backend: Arc<dyn Backend>,
         meta: &Path,
         lock: File,
         cache: Option<FrameCache>,
         location: StoreLocation,
+        resync_every: std::time::Duration,
     ) -> Result<Store> {
         let config = read_or_create_config(backend.as_ref())?;
         let db = open_meta(meta)?;
         let index = ChunkIndex::open(&db)?;
         let catalog = Catalog::open(&db)?;
-        index.sync(backend.as_ref())?;
+        // gc's safety argument allows a persist's view of condemned packs
+        // to be up to half the grace period old (docs/lifecycle.md); a
+        // quarter leaves room for the sync itself and clocks apart.
+        let every = resync_every.min(std::time::Duration::from_secs(config.gc_grace_secs / 4));
+        let index = SyncedIndex::new(index, backend.clone(), every)?;
         Ok(Store {
             backend,
             config,
@@ -286,6 +304,9 @@ impl Store {
     /// in tests; caching, limits and the like): wrap, don't flag.
     pub fn wrap_backend(mut self, wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>) -> Self {
         self.backend = wrap(self.backend);
+        if let Lookup::Local(index) = &mut self.lookup {
+            index.set_backend(self.backend.clone());
+        }
         self
     }
 
@@ -323,7 +344,7 @@ impl Store {
     /// The local chunk index, where this process keeps one.
     pub(crate) fn local_index(&self) -> Option<&ChunkIndex> {
         match &self.lookup {
-            Lookup::Local(index) => Some(index),
+            Lookup::Local(index) => Some(index.index()),
             Lookup::Remote(_) => None,
         }
     }

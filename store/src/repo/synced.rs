@@ -1,0 +1,209 @@
+//! The chunk lookup of a store whose chunk index this process keeps (a
+//! directory or an S3 store): the local `meta::chunks` index, kept in step
+//! with what other processes write to the same objects, such as another
+//! `strata serve` replica over the same bucket.
+//!
+//! Its two rules follow the lookup contract (`lookup`):
+//! - `locate` never reports a chunk gone that the store holds: when any
+//!   chunk asked for is not in the index, it syncs the index from the
+//!   objects (once, however many threads miss at the same moment) and
+//!   looks again before answering;
+//! - `missing` may be stale only towards "missing" (an upload again), and
+//!   only for a bounded time: when the last sync is older than the resync
+//!   interval it syncs before answering, so another writer's chunks are
+//!   reused, and the packs another process's gc condemned are avoided,
+//!   within that interval; `missing_now`, for checks that refuse a ref to
+//!   a chunk the store lacks, syncs like `locate` before it says so.
+//!
+//! Knows nothing about files, manifests or commands.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::format::index::{IndexObject, Location};
+use crate::format::pack::FrameEntry;
+use crate::id::{ChunkId, IndexId, PackId};
+use crate::lookup::ChunkLookup;
+use crate::meta::chunks::ChunkIndex;
+
+/// How long an index may go unsynced before a `missing` query syncs it, by
+/// default.
+pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(10);
+
+/// The local chunk index over `backend`, synced on a miss and every
+/// `every`.
+#[derive(Debug)]
+pub struct SyncedIndex {
+    index: ChunkIndex,
+    backend: Arc<dyn Backend>,
+    every: Duration,
+    /// When the last sync started. Held while a sync runs, so threads that
+    /// miss together wait for one sync instead of each running their own.
+    synced: Mutex<Instant>,
+}
+
+impl SyncedIndex {
+    /// Syncs `index` with `backend` and keeps it in step from then on.
+    pub fn new(index: ChunkIndex, backend: Arc<dyn Backend>, every: Duration) -> Result<Self> {
+        let started = Instant::now();
+        index.sync(backend.as_ref())?;
+        Ok(Self {
+            index,
+            backend,
+            every,
+            synced: Mutex::new(started),
+        })
+    }
+
+    /// The index itself (gc and verify work on it directly).
+    pub fn index(&self) -> &ChunkIndex {
+        &self.index
+    }
+
+    /// Reads objects through `backend` from now on (a wrapped backend).
+    pub fn set_backend(&mut self, backend: Arc<dyn Backend>) {
+        self.backend = backend;
+    }
+
+    /// Syncs unless a sync that started at or after `asked` has run: that
+    /// one saw every object written before the question.
+    fn sync_since(&self, asked: Instant) -> Result<()> {
+        let mut synced = self.synced.lock().expect("poisoned");
+        if *synced >= asked {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.index.sync(self.backend.as_ref())?;
+        *synced = started;
+        Ok(())
+    }
+}
+
+impl ChunkLookup for SyncedIndex {
+    fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        // Queries that arrive while a due sync runs wait for it: the
+        // interval bounds how stale any answer is (gc's argument relies on
+        // it, docs/lifecycle.md), and a persist's parallel queries all
+        // see what the sync found.
+        {
+            let mut synced = self.synced.lock().expect("poisoned");
+            if synced.elapsed() >= self.every {
+                let started = Instant::now();
+                self.index.sync(self.backend.as_ref())?;
+                *synced = started;
+            }
+        }
+        self.index.missing(ids)
+    }
+
+    fn missing_now(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let asked = Instant::now();
+        let missing = self.index.missing(ids)?;
+        if !missing.contains(&true) {
+            return Ok(missing);
+        }
+        self.sync_since(asked)?;
+        self.index.missing(ids)
+    }
+
+    fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
+        let asked = Instant::now();
+        let mut found = self.index.locate(ids)?;
+        if found.iter().any(Option::is_none) {
+            self.sync_since(asked)?;
+            for (id, f) in ids.iter().zip(found.iter_mut()) {
+                if f.is_none() {
+                    *f = self.index.get(id)?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
+        self.index.add_pack(pack, frames)
+    }
+
+    fn add(&self, id: &IndexId, object: &IndexObject) -> Result<()> {
+        self.index.add(id, object)
+    }
+
+    fn count(&self) -> Result<u64> {
+        self.index.count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Memory;
+    use crate::format::index::IndexedPack;
+    use crate::format::keys::{index_key, pack_key};
+    use crate::format::pack::{Compression, FrameChunk};
+
+    /// An index object listing one pack with one chunk, written to `backend`
+    /// as another process would.
+    fn written_elsewhere(backend: &dyn Backend, seed: &[u8]) -> ChunkId {
+        let chunk = FrameChunk {
+            id: ChunkId::of(seed),
+            offset: 0,
+            len: 1,
+        };
+        let pack = PackId::of(seed);
+        let object = IndexObject {
+            packs: vec![IndexedPack {
+                pack,
+                frames: vec![FrameEntry {
+                    offset: 12,
+                    stored_len: 1,
+                    raw_len: 1,
+                    compression: Compression::Raw,
+                    chunks: vec![chunk],
+                }],
+            }],
+        };
+        let (id, bytes) = object.encode();
+        backend.put(&pack_key(&pack), b"p").unwrap();
+        backend.put(&index_key(&id), &bytes).unwrap();
+        chunk.id
+    }
+
+    fn opened(backend: &Arc<dyn Backend>, every: Duration) -> (sled::Db, SyncedIndex) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let index = ChunkIndex::open(&db).unwrap();
+        let synced = SyncedIndex::new(index, backend.clone(), every).unwrap();
+        (db, synced)
+    }
+
+    #[test]
+    fn a_chunk_another_writer_stored_is_located_at_once() {
+        let backend: Arc<dyn Backend> = Arc::new(Memory::default());
+        let (_db, synced) = opened(&backend, Duration::from_secs(3600));
+        let id = written_elsewhere(backend.as_ref(), b"other replica");
+        // Not yet synced: "missing" may say so (harmless)...
+        assert_eq!(synced.missing(&[id]).unwrap(), vec![true]);
+        // ...but locate looks again before reporting it gone.
+        let found = synced.locate(&[id, ChunkId::of(b"nowhere")]).unwrap();
+        assert_eq!(found[0].map(|l| l.pack), Some(PackId::of(b"other replica")));
+        assert!(found[1].is_none());
+    }
+
+    #[test]
+    fn a_check_that_refuses_what_is_missing_looks_again_first() {
+        let backend: Arc<dyn Backend> = Arc::new(Memory::default());
+        let (_db, synced) = opened(&backend, Duration::from_secs(3600));
+        let id = written_elsewhere(backend.as_ref(), b"other replica");
+        let gone = ChunkId::of(b"nowhere");
+        assert_eq!(synced.missing_now(&[id, gone]).unwrap(), vec![false, true]);
+    }
+
+    #[test]
+    fn missing_syncs_once_the_interval_has_passed() {
+        let backend: Arc<dyn Backend> = Arc::new(Memory::default());
+        let (_db, synced) = opened(&backend, Duration::ZERO);
+        let id = written_elsewhere(backend.as_ref(), b"other replica");
+        assert_eq!(synced.missing(&[id]).unwrap(), vec![false]);
+    }
+}
