@@ -156,16 +156,12 @@ fn real_main() -> Result<()> {
         );
     }
 
-    let link = (args.rtt.is_some() || args.mbit.is_some()).then(|| strata_proxy::Faults {
-        one_way: std::time::Duration::from_secs_f64(args.rtt.unwrap_or(0.0) / 2000.0),
-        mbit: args.mbit,
-        ..strata_proxy::Faults::default()
-    });
+    let link = link_of(&args);
     let mut all: Vec<Box<dyn Tool>> = vec![
         Box::new(Strata {
             bin: strata_bin.clone(),
         }),
-        Box::new(StrataHttp::new(strata_bin, link.clone())),
+        Box::new(StrataHttp::new(strata_bin, link)),
         Box::new(Tarball {
             name: "tar|zstd",
             compress: "zstd -3 -T0 -q",
@@ -179,7 +175,7 @@ fn real_main() -> Result<()> {
             ext: "gz",
         }),
     ];
-    if let Some(link) = link.clone() {
+    if let Some(link) = link {
         all.push(Box::new(TarballNet::new(std::env::current_exe()?, link)));
     }
     for (program, tool) in [
@@ -241,6 +237,14 @@ fn output(args: &Args, results: &Results) -> Result<()> {
     Ok(())
 }
 
+/// The link `--rtt` and `--mbit` ask for, if any.
+fn link_of(args: &Args) -> Option<report::Link> {
+    (args.rtt.is_some() || args.mbit.is_some()).then(|| report::Link {
+        rtt_ms: args.rtt.unwrap_or(0.0),
+        mbit: args.mbit,
+    })
+}
+
 fn bench(
     args: &Args,
     corpus: &corpus::Corpus,
@@ -248,10 +252,7 @@ fn bench(
     work: &Path,
 ) -> Result<Results> {
     let mut results = Results::new(corpus, args.runs);
-    results.link = (args.rtt.is_some() || args.mbit.is_some()).then(|| report::Link {
-        rtt_ms: args.rtt.unwrap_or(0.0),
-        mbit: args.mbit,
-    });
+    results.link = link_of(args);
     let mut reads = Vec::new();
     let warmups = usize::from(!args.no_warmup);
     for r in 0..warmups + args.runs {

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::Corpus;
@@ -723,6 +723,13 @@ fn sorted_sweep(sweep: &[Results]) -> Result<Vec<(f64, &Results)>> {
         let link = r
             .link
             .ok_or_else(|| anyhow!("results of {} were not measured with --rtt", r.corpus))?;
+        // One table compares round trips at one cap: the targets read the
+        // smallest round trip as the baseline of the largest.
+        if let Some(first) = sweep.first().and_then(|f| f.link) {
+            if first.mbit != link.mbit || r.corpus != sweep[0].corpus {
+                bail!("a sweep is one corpus at one bandwidth cap: render each on its own");
+            }
+        }
         v.push((link.rtt_ms, r));
     }
     v.sort_by(|a, b| a.0.total_cmp(&b.0));

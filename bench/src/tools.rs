@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::measure::{run, tree_bytes, Sample};
+use crate::report::Link;
+use crate::wire::LinkProxy;
 
 /// A measured step: the sample and the bytes that would cross the network
 /// (`None` where the tool gives no honest way to count them).
@@ -192,12 +194,12 @@ impl Tool for Tarball {
 pub struct TarballNet {
     /// This benchmark's own binary (its `net-put`/`net-get` subcommands).
     pub bench: PathBuf,
-    pub link: strata_proxy::Faults,
-    addr: std::sync::Mutex<Option<(String, strata_proxy::Proxy)>>,
+    pub link: Link,
+    addr: std::sync::Mutex<Option<(String, LinkProxy)>>,
 }
 
 impl TarballNet {
-    pub fn new(bench: PathBuf, link: strata_proxy::Faults) -> Self {
+    pub fn new(bench: PathBuf, link: Link) -> Self {
         Self {
             bench,
             link,
@@ -218,7 +220,7 @@ impl Tool for TarballNet {
 
     fn init(&self, repo: &Path) -> Result<()> {
         let server = crate::wire::serve(&repo.join("blobs"))?;
-        let proxy = strata_proxy::Proxy::start(server, self.link.clone());
+        let proxy = LinkProxy::start(server, &self.link)?;
         *self.addr.lock().expect("poisoned") = Some((proxy.addr.to_string(), proxy));
         Ok(())
     }
@@ -430,20 +432,20 @@ pub fn available(program: &str) -> bool {
 /// server through the latency proxy.
 pub struct StrataHttp {
     pub bin: PathBuf,
-    link: Option<strata_proxy::Faults>,
+    link: Option<Link>,
     server: std::sync::Mutex<Option<Served>>,
 }
 
 struct Served {
     child: std::process::Child,
-    _proxy: Option<strata_proxy::Proxy>,
+    _proxy: Option<LinkProxy>,
     url: String,
     /// The runner's cache directory (for attaches).
     cache: PathBuf,
 }
 
 impl StrataHttp {
-    pub fn new(bin: PathBuf, link: Option<strata_proxy::Faults>) -> Self {
+    pub fn new(bin: PathBuf, link: Option<Link>) -> Self {
         Self {
             bin,
             link,
@@ -531,7 +533,7 @@ impl Tool for StrataHttp {
                     .strip_prefix("http://")
                     .and_then(|a| a.parse().ok())
                     .with_context(|| format!("strata serve listens on {url}?"))?;
-                let proxy = strata_proxy::Proxy::start(addr, link.clone());
+                let proxy = LinkProxy::start(addr, link)?;
                 (format!("http://{}", proxy.addr), Some(proxy))
             }
         };

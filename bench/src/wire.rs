@@ -9,10 +9,16 @@
 //! Protocol: `PUT NAME\n` then the bytes, then the client's half-close;
 //! the server answers `ok\n`. `GET NAME\n`; the server sends the bytes and
 //! closes. Names are plain file names. Knows nothing about tarballs.
+//!
+//! Also the latency proxy (`LinkProxy`) in front of either server: the
+//! `strata-proxy` command, run as a process of its own.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::report::Link;
 
 use anyhow::{bail, Context, Result};
 
@@ -65,6 +71,55 @@ fn blob(dir: &Path, name: &str) -> Result<PathBuf> {
         bail!("bad blob name {name:?}");
     }
     Ok(dir.join(name))
+}
+
+/// The latency proxy (`strata-proxy`, built beside this binary) in front
+/// of `upstream`, as a process of its own; killed when dropped. Not in
+/// this process: its buffers would count in the peak RSS of every command
+/// the benchmark forks (a forked child's peak starts at its parent's
+/// size), and its threads would run in the benchmark.
+pub struct LinkProxy {
+    child: Child,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+}
+
+impl LinkProxy {
+    pub fn start(upstream: SocketAddr, link: &Link) -> Result<LinkProxy> {
+        let bin = std::env::current_exe()?.with_file_name("strata-proxy");
+        let mut cmd = Command::new(&bin);
+        cmd.arg(upstream.to_string())
+            .arg("--one-way-ms")
+            .arg((link.rtt_ms / 2.0).to_string());
+        if let Some(mbit) = link.mbit {
+            cmd.arg("--mbit").arg(mbit.to_string());
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (cargo build --release -p strata-proxy)",
+                    bin.display()
+                )
+            })?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("no stdout")?;
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("strata-proxy printed {line:?}, not its address"))?;
+        Ok(LinkProxy { child, addr })
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `net-put ADDR NAME`: streams stdin to the blob server as NAME and
