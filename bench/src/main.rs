@@ -238,8 +238,8 @@ fn output(args: &Args, results: &Results) -> Result<()> {
 }
 
 /// The link `--rtt` and `--mbit` ask for, if any.
-fn link_of(args: &Args) -> Option<report::Link> {
-    (args.rtt.is_some() || args.mbit.is_some()).then(|| report::Link {
+fn link_of(args: &Args) -> Option<wire::Link> {
+    (args.rtt.is_some() || args.mbit.is_some()).then(|| wire::Link {
         rtt_ms: args.rtt.unwrap_or(0.0),
         mbit: args.mbit,
     })

@@ -169,12 +169,7 @@ pub struct Results {
     pub link: Option<Link>,
 }
 
-/// A link through the latency proxy.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Link {
-    pub rtt_ms: f64,
-    pub mbit: Option<f64>,
-}
+use crate::wire::Link;
 
 fn count_files(p: &Path) -> u64 {
     walkdir::WalkDir::new(p)

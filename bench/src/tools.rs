@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::measure::{run, tree_bytes, Sample};
-use crate::report::Link;
-use crate::wire::LinkProxy;
+use crate::wire::{Link, LinkProxy};
 
 /// A measured step: the sample and the bytes that would cross the network
 /// (`None` where the tool gives no honest way to count them).

@@ -10,7 +10,8 @@
 //! the server answers `ok\n`. `GET NAME\n`; the server sends the bytes and
 //! closes. Names are plain file names. Knows nothing about tarballs.
 //!
-//! Also the latency proxy (`LinkProxy`) in front of either server: the
+//! Also the link (`Link`) and the latency proxy (`LinkProxy`) that puts it
+//! in front of either server: the
 //! `strata-proxy` command, run as a process of its own.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,7 +19,14 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::report::Link;
+use serde::{Deserialize, Serialize};
+
+/// A link through the latency proxy: its round trip, and a bandwidth cap.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Link {
+    pub rtt_ms: f64,
+    pub mbit: Option<f64>,
+}
 
 use anyhow::{bail, Context, Result};
 

@@ -409,7 +409,7 @@ impl<'a> ChunkSink<'a> {
     /// `PENDING_BYTES` and a chunk) wherever they are; one pack is open,
     /// `QUEUED_PACKS` wait and each upload thread holds one
     /// (`pack_target_bytes` each). With the defaults and a network store:
-    /// 8 x 8 MiB + (1 + 2 + 4) x 4 MiB, about 92 MiB at most.
+    /// 16 x 4 MiB + (1 + 2 + 4) x 4 MiB, about 92 MiB at most.
     fn run<T>(
         &self,
         chunk: impl FnOnce(&Pipe<'_, 'a>) -> Result<T>,

@@ -12,7 +12,8 @@
 //! directory for the life of the `Store` (sled allows one process at a
 //! time). A second process on a directory store waits and is told so
 //! through `Observer::waiting_for_lock`; on an S3 store it takes a
-//! metadata directory of its own (`free_meta_slot`). The sled database is a cache: if it is
+//! metadata directory of its own (`free_meta_slot`). The sled database is
+//! a cache: if it is
 //! missing or unreadable it is rebuilt from the objects.
 
 pub mod frame_cache;
@@ -222,7 +223,7 @@ impl Store {
                 let cache = open_frame_cache(options)?;
                 let every = options.resync_every.unwrap_or(DEFAULT_RESYNC_EVERY);
                 let meta = dir.join("meta");
-                Store::with_local_index(backend, &meta, lock, cache, location.clone(), every)
+                Store::with_local_index(backend, &meta, lock, cache, location.clone(), Some(every))
             }
         }
     }
@@ -259,22 +260,24 @@ impl Store {
         }
         let backend: Arc<dyn Backend> = Arc::new(LocalDir::new(root, tmp)?);
         let location = StoreLocation::Dir(root.to_path_buf());
-        // Other processes wait for the lock to write here: the interval
-        // matters only for misses, which sync at once.
+        // No other process writes here while this one holds the lock (its
+        // own gc marks condemned packs in the index directly), so the index
+        // needs no periodic sync; a miss still syncs.
         let meta = local.join("meta");
-        Store::with_local_index(backend, &meta, lock, None, location, DEFAULT_RESYNC_EVERY)
+        Store::with_local_index(backend, &meta, lock, None, location, None)
     }
 
     /// A store whose chunk queries this process answers from its own sled
-    /// index (`meta`), synced with the backend first and then on a miss and
-    /// every `resync_every` (`repo::synced`): a directory or S3.
+    /// index (`meta`), synced with the backend first and then on a miss and,
+    /// where other processes write too, every `resync_every`
+    /// (`repo::synced`): a directory or S3.
     fn with_local_index(
         backend: Arc<dyn Backend>,
         meta: &Path,
         lock: File,
         cache: Option<FrameCache>,
         location: StoreLocation,
-        resync_every: std::time::Duration,
+        resync_every: Option<std::time::Duration>,
     ) -> Result<Store> {
         let config = read_or_create_config(backend.as_ref())?;
         let db = open_meta(meta)?;
@@ -283,7 +286,9 @@ impl Store {
         // gc's safety argument allows a persist's view of condemned packs
         // to be up to half the grace period old (docs/lifecycle.md); a
         // quarter leaves room for the sync itself and clocks apart.
-        let every = resync_every.min(std::time::Duration::from_secs(config.gc_grace_secs / 4));
+        let every = resync_every.map_or(std::time::Duration::MAX, |every| {
+            every.min(std::time::Duration::from_secs(config.gc_grace_secs / 4))
+        });
         let index = SyncedIndex::new(index, backend.clone(), every)?;
         Ok(Store {
             backend,
@@ -456,7 +461,7 @@ pub(crate) fn job_index(run: &RunName, record: &RunRecord, job: &JobName) -> Res
 const META_SLOTS: usize = 8;
 
 /// The metadata directory of an S3 store for this process: the first of
-/// `base`, `base-1`, ... whose lock no other process holds. A second
+/// `base`, `base.1`, ... `base.7` whose lock no other process holds. A second
 /// process on the runner (another job, a second `strata serve` replica)
 /// so takes a cache of its own instead of waiting for the first; each is
 /// a complete cache, synced from the bucket, and kept for the next

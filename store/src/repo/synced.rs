@@ -29,7 +29,7 @@ use crate::lookup::ChunkLookup;
 use crate::meta::chunks::ChunkIndex;
 
 /// How long an index may go unsynced before a `missing` query syncs it, by
-/// default.
+/// default. (`Duration::MAX`: never; only misses sync.)
 pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(10);
 
 /// The local chunk index over `backend`, synced on a miss and every
@@ -83,17 +83,12 @@ impl SyncedIndex {
 
 impl ChunkLookup for SyncedIndex {
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
-        // Queries that arrive while a due sync runs wait for it: the
-        // interval bounds how stale any answer is (gc's argument relies on
-        // it, docs/lifecycle.md), and a persist's parallel queries all
-        // see what the sync found.
-        {
-            let mut synced = self.synced.lock().expect("poisoned");
-            if synced.elapsed() >= self.every {
-                let started = Instant::now();
-                self.index.sync(self.backend.as_ref())?;
-                *synced = started;
-            }
+        // Unless a sync started within the interval. Queries that arrive
+        // while it runs wait for it: the interval bounds how stale any
+        // answer is (gc's argument relies on it, docs/lifecycle.md), and a
+        // persist's parallel queries all see what the sync found.
+        if let Some(due) = Instant::now().checked_sub(self.every) {
+            self.sync_since(due)?;
         }
         self.index.missing(ids)
     }
