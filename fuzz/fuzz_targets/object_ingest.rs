@@ -12,7 +12,7 @@ use strata_store::format::keys::{
 use strata_store::format::manifest::ManifestRoot;
 use strata_store::format::pack::read_trailer;
 use strata_store::format::records::{
-    CacheRecord, Condemned, ExpiredRecord, JobResult, LayerRecord, Record, RerunRecord, RunRecord,
+    CacheRecord, Condemned, Deleted, ExpiredRecord, JobResult, LayerRecord, Record, RerunRecord, RunRecord,
     UseRecord,
 };
 use strata_store::id::{IndexId, JobName, ManifestId, PackId, RunName};
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let run = RunName::new("r").unwrap();
     let job = JobName::new("j").unwrap();
     const T: i64 = 1_790_000_000;
-    let key = match kind % 12 {
+    let key = match kind % 14 {
         0 => pack_key(&PackId::of(bytes)),
         1 => index_key(&IndexId::of(bytes)),
         2 => keys::run_key(&run),
@@ -36,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
         8 => keys::timed_key(&cache_prefix(&format!("{}/", hex_key("key"))), T),
         9 => keys::timed_key(keys::CONDEMNED_PREFIX, T),
         10 => keys::expired_key(&run),
+        12 => keys::snapshot_key(&IndexId::of(bytes), T),
+        13 => keys::timed_key(keys::DELETED_PREFIX, T),
         _ => String::from_utf8_lossy(bytes).into_owned(),
     };
     let Ok(kind) = classify(&key) else {
@@ -45,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         ObjectKind::Pack(_) => {
             let _ = read_trailer(bytes, &key);
         }
-        ObjectKind::Index(id) => {
+        ObjectKind::Index(id) | ObjectKind::Snapshot(id) => {
             let _ = IndexObject::decode(&id, bytes);
         }
         ObjectKind::Manifest(id) => {
@@ -74,6 +76,9 @@ fuzz_target!(|data: &[u8]| {
         }
         ObjectKind::Condemned => {
             let _ = Condemned::decode(&key, bytes);
+        }
+        ObjectKind::Deleted => {
+            let _ = Deleted::decode(&key, bytes);
         }
         ObjectKind::Config => {}
     }

@@ -313,7 +313,11 @@ async fn list(
     headers: HeaderMap,
 ) -> Answer {
     gate(&s, &headers, peer, &ns, Scope::Read)?;
-    let keys = with_store(&s, &ns, move |store| store.backend().list(&q.prefix)).await?;
+    let keys = with_store(&s, &ns, move |store| match &q.after {
+        Some(after) => store.backend().list_after(&q.prefix, after),
+        None => store.backend().list(&q.prefix),
+    })
+    .await?;
     Ok(axum::Json(KeyList { keys }).into_response())
 }
 

@@ -84,6 +84,9 @@ pub struct ListQuery {
     /// Only keys that start with this.
     #[serde(default)]
     pub prefix: String,
+    /// Only keys that sort after this (none: all).
+    #[serde(default)]
+    pub after: Option<String>,
 }
 
 /// The body of `ranges`: byte ranges (`start`, `end`) of one object. The

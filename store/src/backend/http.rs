@@ -485,11 +485,15 @@ impl Backend for HttpStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let r = self.transport.call(
-            "GET",
-            &format!("{}?prefix={}", route::LIST, encode_query(prefix)),
-            None,
-        )?;
+        self.list_after(prefix, "")
+    }
+
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<String>> {
+        let mut path = format!("{}?prefix={}", route::LIST, encode_query(prefix));
+        if !after.is_empty() {
+            path.push_str(&format!("&after={}", encode_query(after)));
+        }
+        let r = self.transport.call("GET", &path, None)?;
         let body = self.transport.expect_ok(r, "list")?;
         let list: KeyList = decode_answer(&body).map_err(|e| Error::Remote {
             server: self.transport.location_string(),

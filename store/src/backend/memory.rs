@@ -74,6 +74,18 @@ impl Backend for Memory {
         }))
     }
 
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<String>> {
+        let from = after.max(prefix).to_string();
+        Ok(self.with(|o| {
+            o.range(from..)
+                .filter(|(k, _)| k.as_str() > after)
+                .take_while(|(k, _)| k.starts_with(prefix) || k.as_str() < prefix)
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, _)| k.clone())
+                .collect()
+        }))
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
         self.with(|o| o.remove(key));

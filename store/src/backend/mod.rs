@@ -73,6 +73,16 @@ pub trait Backend: Send + Sync + Debug {
     /// write: it may or may not include objects put during the call.
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
 
+    /// The keys of `list(prefix)` that sort after `after`. By default the
+    /// whole prefix is listed and filtered; a backend that can start a
+    /// listing part-way (S3's `start-after`) lists only what follows, so
+    /// reading the tail of a long time-ordered prefix costs one request.
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<String>> {
+        let mut keys = self.list(prefix)?;
+        keys.retain(|k| k.as_str() > after);
+        Ok(keys)
+    }
+
     /// Removes `key`; removing a missing key is not an error.
     fn delete(&self, key: &str) -> Result<()>;
 

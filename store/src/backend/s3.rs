@@ -139,6 +139,28 @@ impl S3 {
         let _in_flight = self.traffic.request();
         self.runtime.block_on(f)
     }
+
+    /// The store keys of listed objects that start with `prefix`, sorted.
+    fn keys_under(&self, prefix: &str, metas: Vec<object_store::ObjectMeta>) -> Vec<String> {
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut keys: Vec<String> = metas
+            .into_iter()
+            .filter_map(|m| {
+                let k = m
+                    .location
+                    .as_ref()
+                    .strip_prefix(strip.as_str())?
+                    .to_string();
+                k.starts_with(prefix).then_some(k)
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
 }
 
 impl Backend for S3 {
@@ -240,23 +262,35 @@ impl Backend for S3 {
         let metas: Vec<object_store::ObjectMeta> = self
             .block(self.store.list(base.as_ref()).try_collect())
             .map_err(|e| self.err(prefix, e))?;
-        let strip = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
+        Ok(self.keys_under(prefix, metas))
+    }
+
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<String>> {
+        if after.is_empty() {
+            return self.list(prefix);
+        }
+        // The listing starts after `after` (S3 `start-after`): one request
+        // for the tail of a long prefix.
+        let dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
         };
-        let mut keys: Vec<String> = metas
-            .into_iter()
-            .filter_map(|m| {
-                let k = m
-                    .location
-                    .as_ref()
-                    .strip_prefix(strip.as_str())?
-                    .to_string();
-                k.starts_with(prefix).then_some(k)
-            })
-            .collect();
-        keys.sort();
+        let base = match (self.prefix.is_empty(), dir.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(ObjectPath::from(dir)),
+            (false, true) => Some(ObjectPath::from(self.prefix.as_str())),
+            (false, false) => Some(ObjectPath::from(format!("{}/{dir}", self.prefix))),
+        };
+        let offset = self.path(after);
+        let metas: Vec<object_store::ObjectMeta> = self
+            .block(
+                self.store
+                    .list_with_offset(base.as_ref(), &offset)
+                    .try_collect(),
+            )
+            .map_err(|e| self.err(prefix, e))?;
+        let mut keys = self.keys_under(prefix, metas);
+        keys.retain(|k| k.as_str() > after);
         Ok(keys)
     }
 

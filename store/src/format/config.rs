@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::chunking::ChunkerParams;
 
 /// The store format this build writes and the newest it reads.
-pub const STORE_FORMAT: u32 = 1;
+pub const STORE_FORMAT: u32 = 2;
 
 /// A store's config (`config`): its format, id, chunking and pack sizes,
 /// retention and gc grace period.
@@ -50,6 +50,13 @@ fn default_gc_grace_secs() -> u64 {
 
 impl StoreConfig {
     /// The default config for a new store named `store_id`.
+    /// Whether index objects go to the time-ordered index log, with
+    /// snapshots and tombstones (format 2; docs/format.md).
+    pub fn has_index_log(&self) -> bool {
+        self.format >= 2
+    }
+
+    /// The config of a new store: this build's format, the defaults.
     pub fn new(store_id: String) -> Self {
         Self {
             format: STORE_FORMAT,

@@ -4,13 +4,14 @@
 //!
 //! The layout (docs/format.md):
 //! - `config`: the store's config;
-//! - `packs/<hh>/<pack id>`, `index/<index id>`, `manifests/<hh>/<id>`:
-//!   content-addressed;
+//! - `packs/<hh>/<pack id>`, `manifests/<hh>/<id>`: content-addressed;
+//! - `index/<time>-<index id>` (format 1: `index/<index id>`),
+//!   `snapshots/<time>-<index id>`: content-addressed and time-ordered;
 //! - `runs/<run>/run`, `runs/<run>/layers/<job>/<10-digit seq>-<nonce>`,
 //!   `runs/<run>/results/<job>/<time>-<nonce>`, `runs/<run>/used/<time>-<nonce>`,
 //!   `runs/<run>/expired`, `runs/<run>/rerun`;
 //! - `caches/<hex of key>/<time>-<nonce>`, `cache-used/<hex of key>/<time>-<nonce>`;
-//! - `gc/condemned/<time>-<nonce>`.
+//! - `gc/condemned/<time>-<nonce>`, `gc/deleted/<time>-<nonce>`.
 //!
 //! A `<time>-<nonce>` name is a key only its writer uses, that sorts by
 //! time (`timed_key`). This module knows nothing about what the objects hold.
@@ -35,6 +36,10 @@ pub const CACHES_PREFIX: &str = "caches/";
 pub const CACHE_USED_PREFIX: &str = "cache-used/";
 /// Where gc's condemned lists are.
 pub const CONDEMNED_PREFIX: &str = "gc/condemned/";
+/// Where gc's tombstones (packs it deleted) are.
+pub const DELETED_PREFIX: &str = "gc/deleted/";
+/// Where consolidated index snapshots are.
+pub const SNAPSHOT_PREFIX: &str = "snapshots/";
 
 /// The longest cache key, in bytes (its object key holds it as hex).
 pub const MAX_CACHE_KEY_LEN: usize = 200;
@@ -54,14 +59,52 @@ pub fn pack_id_of(key: &str) -> Option<PackId> {
         .ok()
 }
 
-/// `index/<id>`.
+/// `index/<id>`: an index object of a format-1 store.
 pub fn index_key(id: &IndexId) -> String {
     format!("{INDEX_PREFIX}{}", id.to_hex())
 }
 
-/// The index id an `index/<id>` key names.
+/// `index/<time>-<id>`: an index object of a format-2 store, in the
+/// time-ordered index log.
+pub fn index_log_key(id: &IndexId, time: i64) -> String {
+    format!("{INDEX_PREFIX}{:012}-{}", time.max(0), id.to_hex())
+}
+
+/// Where a listing of the index log from `time` on starts: every log key
+/// of that time or later sorts after it.
+pub fn index_log_start(time: i64) -> String {
+    format!("{INDEX_PREFIX}{:012}", time.max(0))
+}
+
+/// The index id an `index/<id>` or `index/<time>-<id>` key names.
 pub fn index_id_of(key: &str) -> Option<IndexId> {
-    key.strip_prefix(INDEX_PREFIX)?.parse().ok()
+    let name = key.strip_prefix(INDEX_PREFIX)?;
+    timed_id(name)
+        .map(|(_, id)| id)
+        .or_else(|| name.parse().ok())
+}
+
+/// `snapshots/<time>-<id>`.
+pub fn snapshot_key(id: &IndexId, time: i64) -> String {
+    format!("{SNAPSHOT_PREFIX}{:012}-{}", time.max(0), id.to_hex())
+}
+
+/// The time and id of an `index/<time>-<id>` or `snapshots/<time>-<id>`
+/// key.
+pub fn log_time_and_id(key: &str) -> Option<(i64, IndexId)> {
+    let name = key
+        .strip_prefix(INDEX_PREFIX)
+        .or_else(|| key.strip_prefix(SNAPSHOT_PREFIX))?;
+    timed_id(name)
+}
+
+/// `<12-digit time>-<64 hex id>`.
+fn timed_id(name: &str) -> Option<(i64, IndexId)> {
+    let (t, id) = name.split_once('-')?;
+    if t.len() != 12 || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((t.parse().ok()?, id.parse().ok()?))
 }
 
 /// `manifests/<hh>/<id>`.
@@ -175,8 +218,10 @@ pub enum ObjectKind {
     Config,
     /// `packs/<hh>/<id>`
     Pack(PackId),
-    /// `index/<id>`
+    /// `index/<id>` or `index/<time>-<id>`
     Index(IndexId),
+    /// `snapshots/<time>-<id>` (gc's and syncing readers')
+    Snapshot(IndexId),
     /// `manifests/<hh>/<id>`
     Manifest(ManifestId),
     /// `runs/R/run`
@@ -197,6 +242,8 @@ pub enum ObjectKind {
     CacheUsed,
     /// `gc/condemned/<time>-<nonce>` (gc's)
     Condemned,
+    /// `gc/deleted/<time>-<nonce>` (gc's)
+    Deleted,
 }
 
 impl ObjectKind {
@@ -233,8 +280,15 @@ pub fn classify(key: &str) -> Result<ObjectKind> {
                 .then_some(ObjectKind::Pack(id))
                 .ok_or_else(|| bad("pack in the wrong directory"))
         }
-        ["index", id] => Ok(ObjectKind::Index(
-            id.parse().map_err(|_| bad("not an index id"))?,
+        ["index", _] => {
+            Ok(ObjectKind::Index(index_id_of(key).ok_or_else(|| {
+                bad("not an index id or <time>-<index id>")
+            })?))
+        }
+        ["snapshots", _] => Ok(ObjectKind::Snapshot(
+            log_time_and_id(key)
+                .ok_or_else(|| bad("a snapshot is named <time>-<index id>"))?
+                .1,
         )),
         ["manifests", _, id] => {
             let id: ManifestId = id.parse().map_err(|_| bad("not a manifest id"))?;
@@ -252,6 +306,7 @@ pub fn classify(key: &str) -> Result<ObjectKind> {
         ["caches", hex, name] if is_hex_key(hex) && is_timed(name) => Ok(ObjectKind::Cache),
         ["cache-used", hex, name] if is_hex_key(hex) && is_timed(name) => Ok(ObjectKind::CacheUsed),
         ["gc", "condemned", name] if is_timed(name) => Ok(ObjectKind::Condemned),
+        ["gc", "deleted", name] if is_timed(name) => Ok(ObjectKind::Deleted),
         ["runs", run, "layers", job, name] => {
             let well_formed = name.split_once('-').is_some_and(|(seq, nonce)| {
                 seq.len() == 10
@@ -286,6 +341,19 @@ mod tests {
             ObjectKind::Index(index)
         );
         assert_eq!(index_id_of(&index_key(&index)), Some(index));
+        let logged = index_log_key(&index, 1_764_547_200);
+        assert_eq!(classify(&logged).unwrap(), ObjectKind::Index(index));
+        assert_eq!(index_id_of(&logged), Some(index));
+        assert_eq!(log_time_and_id(&logged), Some((1_764_547_200, index)));
+        assert!(index_log_start(1_764_547_200) < logged);
+        assert!(index_log_start(1_764_547_201) > logged);
+        let snap = snapshot_key(&index, 7);
+        assert_eq!(classify(&snap).unwrap(), ObjectKind::Snapshot(index));
+        assert_eq!(log_time_and_id(&snap), Some((7, index)));
+        assert_eq!(
+            classify(&timed_key(DELETED_PREFIX, 5)).unwrap(),
+            ObjectKind::Deleted
+        );
         let m = ManifestId::of(b"m");
         assert_eq!(
             classify(&manifest_key(&m)).unwrap(),
@@ -341,6 +409,8 @@ mod tests {
             "packs/00/zz",
             "manifests/00/00",
             "index/abc",
+            "index/12-00ff",
+            "snapshots/abc",
             "caches/zz/000000000001-ab",
         ] {
             assert!(classify(key).is_err(), "{key}");

@@ -209,6 +209,57 @@ pub fn read_condemned(backend: &dyn Backend) -> Result<(HashMap<PackId, i64>, Ve
     Ok((out, keys))
 }
 
+/// `gc/deleted/<time>-<nonce>`: packs gc has deleted (tombstones), with
+/// when, for every deletion at or after `since`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Unix seconds: the record lists every deletion from then on.
+    pub since: i64,
+    /// (pack, Unix seconds it was deleted).
+    pub packs: Vec<(PackId, i64)>,
+}
+
+impl Record for Deleted {
+    const MAGIC: &'static [u8; 8] = b"STRADELD";
+    const VERSION: u32 = 1;
+}
+
+/// What the tombstone records say, read at once.
+#[derive(Debug, Clone, Default)]
+pub struct Tombstones {
+    /// Every pack listed, with when it was deleted.
+    pub packs: HashMap<PackId, i64>,
+    /// The newest record's `since` and its key's time, if there is one.
+    pub newest: Option<(i64, i64)>,
+    /// The records' keys, oldest first.
+    pub keys: Vec<String>,
+}
+
+/// Reads every tombstone record, skipping those whose keys are in `seen`
+/// (their packs were read before); a record replaced meanwhile is skipped.
+pub fn read_deleted(backend: &dyn Backend, seen: &dyn Fn(&str) -> bool) -> Result<Tombstones> {
+    let mut out = Tombstones {
+        keys: backend.list(keys::DELETED_PREFIX)?,
+        ..Tombstones::default()
+    };
+    for key in out.keys.iter().rev() {
+        if out.newest.is_some() && seen(key) {
+            continue;
+        }
+        let record = match backend.get(key) {
+            Ok(b) => Deleted::decode(key, &b)?,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if out.newest.is_none() {
+            let time = keys::key_time(key).unwrap_or(record.since);
+            out.newest = Some((record.since, time));
+        }
+        out.packs.extend(record.packs);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +279,11 @@ mod tests {
             packs: vec![(PackId::of(b"p"), 3)],
         };
         assert_eq!(Condemned::decode("k", &c.encode()).unwrap(), c);
+        let d = Deleted {
+            since: 2,
+            packs: vec![(PackId::of(b"p"), 3)],
+        };
+        assert_eq!(Deleted::decode("k", &d.encode()).unwrap(), d);
+        assert!(Condemned::decode("k", &d.encode()).is_err());
     }
 }

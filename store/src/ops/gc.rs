@@ -16,7 +16,9 @@
 //! 5. a live pack that is mostly garbage has its live chunks copied into a
 //!    new pack and is condemned;
 //! 6. after deletions, one index object listing the surviving packs it saw
-//!    replaces the index objects it saw (ones written meanwhile stay).
+//!    replaces the index objects it saw (ones written meanwhile stay); in a
+//!    format-2 store that is a snapshot, written on every run, and the
+//!    packs deleted are named in a tombstone record first (docs/format.md).
 //!
 //! A persist that decided to reuse a chunk before its pack was condemned
 //! commits within the grace period (persist refuses to commit later), so
@@ -30,15 +32,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::index::{
-    chunk_locations, read_pack_trailer, IndexObject, IndexedPack, Location,
+    chunk_locations, read_pack_trailer, IndexObject, IndexedPack, Location, LOG_KEEP_SECS,
+    TOMBSTONE_KEEP_SECS,
 };
 use crate::format::keys::{
-    expired_key, index_id_of, index_key, pack_id_of, pack_key, run_prefix, timed_key,
-    CONDEMNED_PREFIX, INDEX_PREFIX, PACK_PREFIX,
+    expired_key, index_id_of, index_key, index_log_key, log_time_and_id, pack_id_of, pack_key,
+    run_prefix, snapshot_key, timed_key, CONDEMNED_PREFIX, DELETED_PREFIX, INDEX_PREFIX,
+    PACK_PREFIX, SNAPSHOT_PREFIX,
 };
 use crate::format::manifest::EntryKind;
 use crate::format::pack::{FrameBuilder, FrameEntry, PackBuilder};
-use crate::format::records::{read_condemned, Condemned, ExpiredRecord, LayerRecord, Record};
+use crate::format::records::{
+    read_condemned, read_deleted, Condemned, Deleted, ExpiredRecord, LayerRecord, Record,
+};
 use crate::id::{ChunkId, ManifestId, PackId, RunName};
 use crate::ops::lifecycle::run_life;
 use crate::protocol::GcQuery;
@@ -126,8 +132,12 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     report.live_chunks = live.len() as u64;
     // The index objects listed now are the ones the commit may replace:
     // any written from here on (by a concurrent persist) list packs this
-    // gc does not know, and stay.
-    let index_keys = b.list(INDEX_PREFIX)?;
+    // gc does not know, and stay. A snapshot is as of this moment.
+    let listed = Listed {
+        at: store.now(),
+        index: b.list(INDEX_PREFIX)?,
+        snapshots: b.list(SNAPSHOT_PREFIX)?,
+    };
     let (condemned, condemned_keys) = read_condemned(b)?;
     let packs = survey(store, &live, &mut report)?;
     let swept = sweep(
@@ -146,7 +156,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
             &packs,
             swept,
             &condemned_keys,
-            index_keys,
+            listed,
             now,
             &mut report,
         )?;
@@ -282,6 +292,15 @@ fn survey(store: &Store, live: &HashSet<ChunkId>, report: &mut GcReport) -> Resu
     Ok(packs)
 }
 
+/// The index objects and snapshots gc saw before it surveyed the packs, and
+/// when: what its commit may replace (any written later list packs this gc
+/// does not know, and stay).
+struct Listed {
+    at: i64,
+    index: Vec<String>,
+    snapshots: Vec<String>,
+}
+
 /// What the sweep decided.
 struct Swept {
     /// Packs condemned and not yet past the grace period, with since when.
@@ -320,12 +339,6 @@ fn sweep(
             if at + grace <= now {
                 report.packs_deleted += 1;
                 report.bytes_reclaimed += p.size;
-                if !dry {
-                    b.delete(&pack_key(&p.id))?;
-                    if let Some(ix) = store.local_index() {
-                        ix.remove_pack(&p.id, &p.frames)?;
-                    }
-                }
                 deleted.insert(p.id);
             } else {
                 report.bytes_pending += p.size;
@@ -346,12 +359,54 @@ fn sweep(
         // A live pack once condemned is pardoned: not carried over.
     }
     report.packs_pending = pending.len() as u64;
+    if !dry && !deleted.is_empty() {
+        // Tombstones first (format 2), so no reader that learns of a pack
+        // from an older index object misses that it is gone.
+        if store.config().has_index_log() {
+            write_tombstones(store, &deleted, now)?;
+        }
+        for p in packs.iter().filter(|p| deleted.contains(&p.id)) {
+            b.delete(&pack_key(&p.id))?;
+            if let Some(ix) = store.local_index() {
+                ix.remove_pack(&p.id, &p.frames)?;
+            }
+        }
+    }
 
     Ok(Swept {
         pending,
         deleted,
         new_packs,
     })
+}
+
+/// Writes a tombstone record naming `deleted` (deleted now) and every
+/// pack the records before it named within `TOMBSTONE_KEEP_SECS`, then
+/// removes those older records (docs/format.md).
+fn write_tombstones(store: &Store, deleted: &HashSet<PackId>, now: i64) -> Result<()> {
+    let b = store.backend();
+    let before = read_deleted(b, &|_| false)?;
+    let since = now - TOMBSTONE_KEEP_SECS;
+    let mut packs: Vec<(PackId, i64)> = before
+        .packs
+        .into_iter()
+        .filter(|(_, t)| *t >= since)
+        .chain(deleted.iter().map(|p| (*p, now)))
+        .collect();
+    packs.sort();
+    packs.dedup_by_key(|(p, _)| *p);
+    // A record covers from `since` only if the ones it replaces did:
+    // otherwise from the oldest of theirs.
+    let since = match before.newest {
+        Some((older, _)) => since.max(older),
+        None => since,
+    };
+    let record = Deleted { since, packs };
+    b.put(&timed_key(DELETED_PREFIX, now), &record.encode())?;
+    for key in before.keys {
+        b.delete(&key)?;
+    }
+    Ok(())
 }
 
 /// Step 5: Writes the new condemned list, then replaces the index objects that
@@ -361,7 +416,7 @@ fn commit(
     packs: &[PackInfo],
     swept: Swept,
     condemned_keys: &[String],
-    index_keys: Vec<String>,
+    listed: Listed,
     now: i64,
     report: &mut GcReport,
 ) -> Result<()> {
@@ -385,6 +440,9 @@ fn commit(
     if let Some(ix) = store.local_index() {
         ix.set_condemned(&pending)?;
     }
+    if store.config().has_index_log() {
+        return commit_snapshot(store, packs, &deleted, new_packs, listed, report);
+    }
     // 6. Index objects that list deleted packs are replaced by one
     // listing every surviving pack (and the rewritten ones).
     if !deleted.is_empty() || !new_packs.is_empty() {
@@ -402,7 +460,7 @@ fn commit(
         let (id, bytes) = object.encode();
         b.put(&index_key(&id), &bytes)?;
         store.chunk_lookup().add(&id, &object)?;
-        for key in index_keys {
+        for key in listed.index {
             if key != index_key(&id) {
                 b.delete(&key)?;
                 report.index_objects_replaced += 1;
@@ -410,6 +468,54 @@ fn commit(
                     ix.forget_index(&old)?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Step 6 of a format-2 store (docs/format.md): a snapshot listing every
+/// surviving pack, orphans included, as of when the index log was listed;
+/// the rewritten packs also as a log entry, for readers that read on from
+/// their position; then the log entries more than `LOG_KEEP_SECS` older
+/// than the snapshot, and the older snapshots, go.
+fn commit_snapshot(
+    store: &Store,
+    packs: &[PackInfo],
+    deleted: &HashSet<PackId>,
+    new_packs: Vec<IndexedPack>,
+    listed: Listed,
+    report: &mut GcReport,
+) -> Result<()> {
+    let b = store.backend();
+    if !new_packs.is_empty() {
+        let object = IndexObject {
+            packs: new_packs.clone(),
+        };
+        let (id, bytes) = object.encode();
+        b.put(&index_log_key(&id, store.now()), &bytes)?;
+        store.chunk_lookup().add(&id, &object)?;
+    }
+    let mut survivors: Vec<IndexedPack> = packs
+        .iter()
+        .filter(|p| !deleted.contains(&p.id))
+        .map(|p| IndexedPack {
+            pack: p.id,
+            frames: p.frames.clone(),
+        })
+        .chain(new_packs)
+        .collect();
+    survivors.sort_by_key(|p| p.pack);
+    let (id, bytes) = IndexObject { packs: survivors }.encode();
+    let written = snapshot_key(&id, listed.at);
+    b.put(&written, &bytes)?;
+    for key in listed.snapshots.iter().filter(|k| **k < written) {
+        b.delete(key)?;
+    }
+    for key in &listed.index {
+        let old = log_time_and_id(key).is_none_or(|(t, _)| t < listed.at - LOG_KEEP_SECS);
+        if old {
+            b.delete(key)?;
+            report.index_objects_replaced += 1;
         }
     }
     Ok(())

@@ -7,14 +7,16 @@
 //!   once, so a persist that dies before its index object does not upload
 //!   the pack again when retried;
 //! - an index object must hash to its name and list only packs the store
-//!   holds;
+//!   holds; in a format-2 store it is written to the index log under this
+//!   process's clock;
 //! - a manifest root must hash to its name and list only chunks the store
 //!   holds;
 //! - a run record or layer ref must decode, sit under a well-formed key,
 //!   and a layer ref (or cache entry) must point at a manifest the store
 //!   holds whose every file chunk the store holds too, so no client can
 //!   make a layer visible that a reader could not attach;
-//! - the store's config is the server's to write, never a client's.
+//! - the store's config, and gc's records and snapshots, are the server's
+//!   to write, never a client's.
 //!
 //! This module knows nothing about HTTP.
 
@@ -27,7 +29,8 @@ use crate::format::pack::verify_pack;
 use crate::id::{ChunkId, ManifestId};
 
 use crate::format::keys::{
-    cache_hex_of, classify, hex_key, manifest_key, pack_key, run_key, ObjectKind, RUNS_PREFIX,
+    cache_hex_of, classify, hex_key, index_log_key, manifest_key, pack_key, run_key, ObjectKind,
+    RUNS_PREFIX,
 };
 use crate::format::records::{
     CacheRecord, JobResult, LayerRecord, Record, RerunRecord, RunRecord, UseRecord,
@@ -79,7 +82,11 @@ fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
 pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind> {
     let kind = classify(key)?;
     match &kind {
-        ObjectKind::Config | ObjectKind::Expired(_) | ObjectKind::Condemned => {
+        ObjectKind::Config
+        | ObjectKind::Expired(_)
+        | ObjectKind::Condemned
+        | ObjectKind::Deleted
+        | ObjectKind::Snapshot(_) => {
             return Err(Error::corrupt(
                 key,
                 "this object is written by the server only (its config and gc)",
@@ -131,7 +138,13 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
                     ));
                 }
             }
-            store.backend().put(key, bytes)?;
+            // In the index log it is named by this server's clock, not
+            // the client's: readers list the log from a time (format.md).
+            let key = match store.config().has_index_log() {
+                true => index_log_key(id, store.now()),
+                false => key.to_string(),
+            };
+            store.backend().put(&key, bytes)?;
             store.chunk_lookup().add(id, &object)?;
         }
         ObjectKind::Manifest(id) => {

@@ -44,7 +44,7 @@ use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, ManifestRoot
 use crate::format::pack::{FrameBuilder, PackBuilder};
 use crate::id::{ChunkId, JobName, ManifestId, RunName};
 
-use crate::format::keys::{index_key, manifest_key, pack_key};
+use crate::format::keys::{index_key, index_log_key, manifest_key, pack_key};
 use crate::format::records::LayerRecord;
 use crate::meta::catalog::Catalog;
 use crate::repo::Store;
@@ -203,7 +203,15 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
     let (indexed, rooted) = std::thread::scope(|s| {
         let indexed = index.as_ref().map(|(id, bytes, object)| {
             s.spawn(move || {
-                store.backend().put(&index_key(id), bytes)?;
+                // Only within half the grace period of the start, like the
+                // ref below: an index object never lists a pack gc deleted
+                // before it was written (docs/format.md, the index log).
+                commit_guard(store, clock_start, started)?;
+                let key = match store.config().has_index_log() {
+                    true => index_log_key(id, store.now()),
+                    false => index_key(id),
+                };
+                store.backend().put(&key, bytes)?;
                 store.chunk_lookup().add(id, object)
             })
         });
@@ -221,18 +229,7 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
         + root_bytes.len() as u64
         + index.as_ref().map_or(0, |(_, bytes, _)| bytes.len() as u64);
 
-    // A persist must commit within the grace period of its first reuse
-    // decision; it checks here, before the ref, against half of it, so the
-    // other half covers the moment between this check and the ref's write
-    // (and clocks a little apart).
-    let grace = store.config().gc_grace_secs;
-    let took = (store.now() - clock_start).max(started.elapsed().as_secs() as i64) as u64;
-    if store.commit_guard() && took.saturating_mul(2) >= grace {
-        return Err(Error::PersistTooSlow {
-            seconds: took,
-            grace,
-        });
-    }
+    commit_guard(store, clock_start, started)?;
     Ok(WrittenTree {
         manifest: manifest_id,
         totals,
@@ -242,6 +239,22 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
         bytes_written,
         packs_written,
     })
+}
+
+/// A persist must commit within the grace period of its first reuse
+/// decision; it checks before the ref (and before the index object) against
+/// half of it, so the other half covers the moment between this check and
+/// the write (and clocks a little apart).
+fn commit_guard(store: &Store, clock_start: i64, started: Instant) -> Result<()> {
+    let grace = store.config().gc_grace_secs;
+    let took = (store.now() - clock_start).max(started.elapsed().as_secs() as i64) as u64;
+    if store.commit_guard() && took.saturating_mul(2) >= grace {
+        return Err(Error::PersistTooSlow {
+            seconds: took,
+            grace,
+        });
+    }
+    Ok(())
 }
 
 /// A manifest entry from a scanned one and, for a file, its content.

@@ -15,10 +15,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::index::{chunk_locations, IndexObject, Location};
 use crate::format::keys::{
-    index_id_of, layer_prefix, manifest_key, pack_id_of, pack_key, INDEX_PREFIX, PACK_PREFIX,
+    index_id_of, layer_prefix, log_time_and_id, manifest_key, pack_id_of, pack_key, INDEX_PREFIX,
+    PACK_PREFIX, SNAPSHOT_PREFIX,
 };
 use crate::format::manifest::EntryKind;
 use crate::format::pack::{verify_pack, FrameEntry};
+use crate::format::records::read_deleted;
 use crate::id::{ChunkId, PackId};
 use crate::read::load_manifest_located;
 use crate::repo::Store;
@@ -91,6 +93,7 @@ struct Findings {
 /// Step 1: Index objects: where every chunk is, from the objects themselves.
 fn read_index_objects(store: &Store, st: &mut Findings) -> Result<()> {
     let b = store.backend();
+    let deleted = read_deleted(b, &|_| false)?.packs;
     for key in b.list(INDEX_PREFIX)? {
         st.report.index_objects += 1;
         let decoded = index_id_of(&key)
@@ -98,7 +101,11 @@ fn read_index_objects(store: &Store, st: &mut Findings) -> Result<()> {
             .and_then(|id| IndexObject::decode(&id, &b.get(&key)?));
         match decoded {
             Ok(obj) => {
-                for p in obj.packs {
+                for p in obj
+                    .packs
+                    .into_iter()
+                    .filter(|p| !deleted.contains_key(&p.pack))
+                {
                     for l in chunk_locations(p.pack, &p.frames) {
                         st.locs.entry(l.chunk.id).or_insert(l);
                     }
@@ -106,6 +113,18 @@ fn read_index_objects(store: &Store, st: &mut Findings) -> Result<()> {
                 }
             }
             Err(e) => st.found.push((key, e.to_string(), Concern::Nothing)),
+        }
+    }
+    // Snapshots (format 2) are checked whole; the packs they list may have
+    // been deleted since (gc's tombstones say so), as may those of index
+    // log entries gc keeps a day.
+    for key in b.list(SNAPSHOT_PREFIX)? {
+        st.report.index_objects += 1;
+        let decoded = log_time_and_id(&key)
+            .ok_or_else(|| Error::corrupt(&key, "not a snapshot name"))
+            .and_then(|(_, id)| IndexObject::decode(&id, &b.get(&key)?));
+        if let Err(e) = decoded {
+            st.found.push((key, e.to_string(), Concern::Nothing));
         }
     }
     st.report.chunks = st.locs.len() as u64;

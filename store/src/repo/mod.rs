@@ -17,6 +17,8 @@
 //! missing or unreadable it is rebuilt from the objects.
 
 pub mod frame_cache;
+#[cfg(test)]
+mod open_cost;
 pub mod remote;
 pub mod synced;
 
@@ -289,7 +291,7 @@ impl Store {
         let every = resync_every.map_or(std::time::Duration::MAX, |every| {
             every.min(std::time::Duration::from_secs(config.gc_grace_secs / 4))
         });
-        let index = SyncedIndex::new(index, backend.clone(), every)?;
+        let index = SyncedIndex::new(index, backend.clone(), every, config.has_index_log())?;
         Ok(Store {
             backend,
             config,

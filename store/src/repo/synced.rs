@@ -7,7 +7,8 @@
 //! - `locate` never reports a chunk gone that the store holds: when any
 //!   chunk asked for is not in the index, it syncs the index from the
 //!   objects (once, however many threads miss at the same moment) and
-//!   looks again before answering;
+//!   looks again; if still not found, it syncs in full (every pack listed:
+//!   a pack no index object lists is found too) before answering;
 //! - `missing` may be stale only towards "missing" (an upload again), and
 //!   only for a bounded time: when the last sync is older than the resync
 //!   interval it syncs before answering, so another writer's chunks are
@@ -39,21 +40,30 @@ pub struct SyncedIndex {
     index: ChunkIndex,
     backend: Arc<dyn Backend>,
     every: Duration,
-    /// When the last sync started. Held while a sync runs, so threads that
-    /// miss together wait for one sync instead of each running their own.
-    synced: Mutex<Instant>,
+    /// Whether the store has an index log (format 2; `ChunkIndex::sync`).
+    log: bool,
+    /// When the last sync, and the last full sync, started. Held while a
+    /// sync runs, so threads that miss together wait for one sync instead
+    /// of each running their own.
+    synced: Mutex<(Instant, Instant)>,
 }
 
 impl SyncedIndex {
     /// Syncs `index` with `backend` and keeps it in step from then on.
-    pub fn new(index: ChunkIndex, backend: Arc<dyn Backend>, every: Duration) -> Result<Self> {
+    pub fn new(
+        index: ChunkIndex,
+        backend: Arc<dyn Backend>,
+        every: Duration,
+        log: bool,
+    ) -> Result<Self> {
         let started = Instant::now();
-        index.sync(backend.as_ref())?;
+        index.sync(backend.as_ref(), log, false)?;
         Ok(Self {
             index,
             backend,
             every,
-            synced: Mutex::new(started),
+            log,
+            synced: Mutex::new((started, started)),
         })
     }
 
@@ -67,16 +77,35 @@ impl SyncedIndex {
         self.backend = backend;
     }
 
-    /// Syncs unless a sync that started at or after `asked` has run: that
-    /// one saw every object written before the question.
-    fn sync_since(&self, asked: Instant) -> Result<()> {
+    /// Syncs unless a sync (`full`: a full one) that started at or after
+    /// `asked` has run: that one saw every object written before the
+    /// question.
+    fn sync_since(&self, asked: Instant, full: bool) -> Result<()> {
         let mut synced = self.synced.lock().expect("poisoned");
-        if *synced >= asked {
+        let last = if full { synced.1 } else { synced.0 };
+        if last >= asked {
             return Ok(());
         }
         let started = Instant::now();
-        self.index.sync(self.backend.as_ref())?;
-        *synced = started;
+        self.index.sync(self.backend.as_ref(), self.log, full)?;
+        synced.0 = started;
+        if full || !self.log {
+            synced.1 = started;
+        }
+        Ok(())
+    }
+
+    /// Syncs, then in full, while any of `ids` is not in the index.
+    fn sync_until_found(&self, asked: Instant, ids: &[ChunkId]) -> Result<()> {
+        for full in [false, true] {
+            self.sync_since(asked, full)?;
+            if ids
+                .iter()
+                .all(|id| self.index.contains(id).unwrap_or(false))
+            {
+                break;
+            }
+        }
         Ok(())
     }
 }
@@ -88,7 +117,7 @@ impl ChunkLookup for SyncedIndex {
         // answer is (gc's argument relies on it, docs/lifecycle.md), and a
         // persist's parallel queries all see what the sync found.
         if let Some(due) = Instant::now().checked_sub(self.every) {
-            self.sync_since(due)?;
+            self.sync_since(due, false)?;
         }
         self.index.missing(ids)
     }
@@ -99,7 +128,13 @@ impl ChunkLookup for SyncedIndex {
         if !missing.contains(&true) {
             return Ok(missing);
         }
-        self.sync_since(asked)?;
+        let absent: Vec<ChunkId> = ids
+            .iter()
+            .zip(&missing)
+            .filter(|(_, m)| **m)
+            .map(|(id, _)| *id)
+            .collect();
+        self.sync_until_found(asked, &absent)?;
         self.index.missing(ids)
     }
 
@@ -107,7 +142,13 @@ impl ChunkLookup for SyncedIndex {
         let asked = Instant::now();
         let mut found = self.index.locate(ids)?;
         if found.iter().any(Option::is_none) {
-            self.sync_since(asked)?;
+            let absent: Vec<ChunkId> = ids
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            self.sync_until_found(asked, &absent)?;
             for (id, f) in ids.iter().zip(found.iter_mut()) {
                 if f.is_none() {
                     *f = self.index.get(id)?;
@@ -168,7 +209,7 @@ mod tests {
     fn opened(backend: &Arc<dyn Backend>, every: Duration) -> (sled::Db, SyncedIndex) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let index = ChunkIndex::open(&db).unwrap();
-        let synced = SyncedIndex::new(index, backend.clone(), every).unwrap();
+        let synced = SyncedIndex::new(index, backend.clone(), every, true).unwrap();
         (db, synced)
     }
 

@@ -180,6 +180,30 @@ pub fn check(b: &dyn Backend) {
     if !b.list(&run_prefix_of("nothing")).unwrap().is_empty() {
         fail("list of an empty prefix must be empty");
     }
+    // Listing from a point: only what sorts after it, under the prefix.
+    let after = b
+        .list_after(&layer_prefix_of("conf", "j0"), &layer_key("conf", "j0", 1))
+        .unwrap();
+    if after != [layer_key("conf", "j0", 2)] {
+        fail(&format!(
+            "list_after j0's first ref must be its second only: {after:?}"
+        ));
+    }
+    let from_before = b
+        .list_after(&layer_prefix_of("conf", "j0"), "runs/conf/")
+        .unwrap();
+    if from_before != j0 {
+        fail(&format!(
+            "list_after a point before the prefix must list all of it: {from_before:?}"
+        ));
+    }
+    if !b
+        .list_after(&layer_prefix_of("conf", "j0"), &layer_key("conf", "j0", 3))
+        .unwrap()
+        .is_empty()
+    {
+        fail("list_after the last key must be empty");
+    }
 
     // Delete (a layer ref; deleting again, or a missing key, is fine).
     let gone = layer_key("conf", "j0", 1);
