@@ -523,6 +523,7 @@ fn run(cli: Cli) -> Result<()> {
             let options = gc::GcOptions {
                 dry_run: a.dry_run,
                 grace_secs: a.grace_secs,
+                ..Default::default()
             };
             output::collected(json, &gc::gc(&store, &options)?);
         }

@@ -12,7 +12,7 @@ use strata_store::format::keys::{
 use strata_store::format::manifest::ManifestRoot;
 use strata_store::format::pack::read_trailer;
 use strata_store::format::records::{
-    CacheRecord, Condemned, Deleted, ExpiredRecord, JobResult, LayerRecord, Record, RerunRecord, RunRecord,
+    CacheRecord, Condemned, Deleted, ExpiredRecord, Lease, JobResult, LayerRecord, Record, RerunRecord, RunRecord,
     UseRecord,
 };
 use strata_store::id::{IndexId, JobName, ManifestId, PackId, RunName};
@@ -79,6 +79,9 @@ fuzz_target!(|data: &[u8]| {
         }
         ObjectKind::Deleted => {
             let _ = Deleted::decode(&key, bytes);
+        }
+        ObjectKind::Lease => {
+            let _ = Lease::decode(&key, bytes);
         }
         ObjectKind::Config => {}
     }

@@ -155,7 +155,8 @@ impl Namespaces {
     }
 }
 
-/// Runs gc on every namespace, one after another, forever.
+/// Runs gc on every namespace, one after another, forever. Every replica
+/// may: on a shared store one gc at a time runs (`ops::lease`).
 async fn scheduled_gc(state: Arc<routes::State>, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
@@ -177,6 +178,10 @@ async fn scheduled_gc(state: Arc<routes::State>, every: std::time::Duration) {
                         r.packs_deleted,
                         r.bytes_reclaimed
                     )),
+                    // Another replica's gc holds the lease: its turn.
+                    Err(e @ strata_store::Error::GcBusy { .. }) => {
+                        log::line(format_args!("scheduled gc {ns} skipped: {e}"))
+                    }
                     Err(e) => log::line(format_args!("scheduled gc {ns} failed: {e}")),
                 }
             }

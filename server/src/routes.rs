@@ -84,7 +84,7 @@ fn from_store(e: Error) -> Response {
         | Error::UnknownRun { .. }
         | Error::UnknownJob { .. }
         | Error::UnsupportedVersion { .. } => StatusCode::BAD_REQUEST,
-        Error::Incomplete { .. } => StatusCode::CONFLICT,
+        Error::Incomplete { .. } | Error::GcBusy { .. } => StatusCode::CONFLICT,
         Error::Refused { .. } => StatusCode::FORBIDDEN,
         Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -399,6 +399,7 @@ async fn gc(
     let options = strata_store::gc::GcOptions {
         dry_run: q.dry_run,
         grace_secs: q.grace_secs,
+        ..Default::default()
     };
     let report = with_store(&s, &ns, move |store| strata_store::gc::gc(store, &options)).await?;
     log(

@@ -321,6 +321,18 @@ pub enum Error {
         grace: u64,
     },
 
+    /// Another gc holds the store's gc lease (`ops::lease`).
+    #[error(
+        "another gc is running on this store ({holder}, its lease until {until} Unix time); \
+         this one did nothing: one gc at a time is enough"
+    )]
+    GcBusy {
+        /// Who holds the lease.
+        holder: String,
+        /// When the lease ends, Unix seconds.
+        until: i64,
+    },
+
     /// A server answered with an error, or not at all.
     #[error("strata server {server}: {detail}")]
     Remote {

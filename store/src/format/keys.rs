@@ -11,7 +11,8 @@
 //!   `runs/<run>/results/<job>/<time>-<nonce>`, `runs/<run>/used/<time>-<nonce>`,
 //!   `runs/<run>/expired`, `runs/<run>/rerun`;
 //! - `caches/<hex of key>/<time>-<nonce>`, `cache-used/<hex of key>/<time>-<nonce>`;
-//! - `gc/condemned/<time>-<nonce>`, `gc/deleted/<time>-<nonce>`.
+//! - `gc/condemned/<time>-<nonce>`, `gc/deleted/<time>-<nonce>`,
+//!   `gc/lease/<time>-<nonce>`, `gc/running/<time>-<nonce>`.
 //!
 //! A `<time>-<nonce>` name is a key only its writer uses, that sorts by
 //! time (`timed_key`). This module knows nothing about what the objects hold.
@@ -38,6 +39,10 @@ pub const CACHE_USED_PREFIX: &str = "cache-used/";
 pub const CONDEMNED_PREFIX: &str = "gc/condemned/";
 /// Where gc's tombstones (packs it deleted) are.
 pub const DELETED_PREFIX: &str = "gc/deleted/";
+/// Where gc candidates' leases are.
+pub const LEASE_PREFIX: &str = "gc/lease/";
+/// Where the lease of the gc that runs is marked.
+pub const RUNNING_PREFIX: &str = "gc/running/";
 /// Where consolidated index snapshots are.
 pub const SNAPSHOT_PREFIX: &str = "snapshots/";
 
@@ -244,6 +249,8 @@ pub enum ObjectKind {
     Condemned,
     /// `gc/deleted/<time>-<nonce>` (gc's)
     Deleted,
+    /// `gc/lease/<time>-<nonce>` or `gc/running/<time>-<nonce>` (gc's)
+    Lease,
 }
 
 impl ObjectKind {
@@ -307,6 +314,7 @@ pub fn classify(key: &str) -> Result<ObjectKind> {
         ["cache-used", hex, name] if is_hex_key(hex) && is_timed(name) => Ok(ObjectKind::CacheUsed),
         ["gc", "condemned", name] if is_timed(name) => Ok(ObjectKind::Condemned),
         ["gc", "deleted", name] if is_timed(name) => Ok(ObjectKind::Deleted),
+        ["gc", "lease" | "running", name] if is_timed(name) => Ok(ObjectKind::Lease),
         ["runs", run, "layers", job, name] => {
             let well_formed = name.split_once('-').is_some_and(|(seq, nonce)| {
                 seq.len() == 10
@@ -354,6 +362,9 @@ mod tests {
             classify(&timed_key(DELETED_PREFIX, 5)).unwrap(),
             ObjectKind::Deleted
         );
+        for prefix in [LEASE_PREFIX, RUNNING_PREFIX] {
+            assert_eq!(classify(&timed_key(prefix, 5)).unwrap(), ObjectKind::Lease);
+        }
         let m = ManifestId::of(b"m");
         assert_eq!(
             classify(&manifest_key(&m)).unwrap(),

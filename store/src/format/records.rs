@@ -224,6 +224,21 @@ impl Record for Deleted {
     const VERSION: u32 = 1;
 }
 
+/// `gc/lease/<time>-<nonce>`: a gc that wants to run (and, under
+/// `gc/running/`, the one that does): who, and until when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Who: host and process.
+    pub holder: String,
+    /// Unix seconds: after this the lease is void.
+    pub expires: i64,
+}
+
+impl Record for Lease {
+    const MAGIC: &'static [u8; 8] = b"STRALEAS";
+    const VERSION: u32 = 1;
+}
+
 /// What the tombstone records say, read at once.
 #[derive(Debug, Clone, Default)]
 pub struct Tombstones {

@@ -86,6 +86,7 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
         | ObjectKind::Expired(_)
         | ObjectKind::Condemned
         | ObjectKind::Deleted
+        | ObjectKind::Lease
         | ObjectKind::Snapshot(_) => {
             return Err(Error::corrupt(
                 key,

@@ -7,6 +7,7 @@ pub mod cache_key;
 pub mod caches;
 pub mod gc;
 pub mod ingest;
+pub mod lease;
 pub mod lifecycle;
 pub mod persist;
 pub mod rerun;

@@ -275,7 +275,7 @@ pub fn store_stats(store: &Store) -> Result<StoreStats> {
         store,
         &crate::ops::gc::GcOptions {
             dry_run: true,
-            grace_secs: None,
+            ..Default::default()
         },
     )?;
     Ok(s)

@@ -82,6 +82,12 @@ impl StoreLocation {
     pub fn is_remote(&self) -> bool {
         !matches!(self, StoreLocation::Dir(_))
     }
+
+    /// Whether other processes may write its objects while this one has it
+    /// open (an S3 store; a directory is locked, a server is one process).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreLocation::S3(_))
+    }
 }
 
 impl std::fmt::Display for StoreLocation {
@@ -305,6 +311,18 @@ impl Store {
             commit_guard: true,
             _lock: Some(lock),
         })
+    }
+
+    /// A store over `backend` as an S3 store is opened (shared with other
+    /// processes), its metadata in `meta`: for tests of what processes
+    /// sharing a bucket do, with any backend.
+    #[cfg(test)]
+    pub(crate) fn shared_for_tests(backend: Arc<dyn Backend>, meta: &Path) -> Store {
+        fs::create_dir_all(meta).unwrap();
+        let lock = File::create(meta.join("lock")).unwrap();
+        let location = StoreLocation::S3("s3://shared/test".into());
+        let every = Some(std::time::Duration::from_secs(3600));
+        Store::with_local_index(backend, &meta.join("meta"), lock, None, location, every).unwrap()
     }
 
     /// Wraps the backend in an adapter of the same trait (fault injection

@@ -7,9 +7,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::{Store, StoreLocation};
+use super::Store;
 use crate::backend::{Backend, Memory};
 use crate::error::Result;
 use crate::format::config::StoreConfig;
@@ -112,19 +111,7 @@ fn persisted_with_index(backend: &dyn Backend, seed: u64, time: i64) -> (ChunkId
 /// A process's store over `backend`, its metadata in `meta` (a new
 /// directory: a cold reader; one used before: a warm one).
 fn open(backend: Arc<dyn Backend>, meta: &Path) -> Store {
-    std::fs::create_dir_all(meta).unwrap();
-    let lock = std::fs::File::create(meta.join("lock")).unwrap();
-    let location = StoreLocation::S3("s3://open-cost/test".into());
-    Store::with_local_index(
-        backend,
-        &meta.join("meta"),
-        lock,
-        None,
-        location,
-        Some(Duration::from_secs(3600)),
-    )
-    .unwrap()
-    .with_clock(Clock::Fixed(NOW))
+    Store::shared_for_tests(backend, meta).with_clock(Clock::Fixed(NOW))
 }
 
 /// Opens a store through a request counter: the store, and how many
