@@ -279,6 +279,176 @@ impl Drop for Garage {
     }
 }
 
+/// A three-node Garage cluster on loopback (replication factor 3, one zone
+/// per node), with one bucket and a key for it: ../shared/s3-server.md.
+pub struct GarageCluster {
+    nodes: Vec<Option<Child>>,
+    configs: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+    /// Each node's S3 endpoint.
+    pub endpoints: Vec<String>,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl GarageCluster {
+    pub fn start() -> GarageCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = hex(64);
+        let mut nodes = Vec::new();
+        let mut configs = Vec::new();
+        let mut endpoints = Vec::new();
+        for i in 0..3 {
+            let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+            let node = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&node).unwrap();
+            let config = node.join("garage.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
+                     replication_factor = 3\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                     rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
+                     [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+                     root_domain = \".s3.garage.localhost\"\n\n\
+                     [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
+                    node.display(),
+                ),
+            )
+            .unwrap();
+            let child = Command::new(garage_bin())
+                .arg("server")
+                .env("GARAGE_CONFIG_FILE", &config)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start garage");
+            nodes.push(Some(child));
+            configs.push(config);
+            endpoints.push(format!("http://127.0.0.1:{s3}"));
+        }
+        let mut cluster = GarageCluster {
+            nodes,
+            configs,
+            _dir: dir,
+            endpoints,
+            bucket: "strata-cluster".into(),
+            access_key: String::new(),
+            secret_key: String::new(),
+        };
+        cluster.form();
+        cluster
+    }
+
+    /// `garage` with node `i`'s config: its output, or a panic naming it.
+    fn admin(&self, i: usize, args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new(garage_bin())
+                .arg("-c")
+                .arg(&self.configs[i])
+                .args(args)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            // The node may still be starting: its RPC port answers soon.
+            if Instant::now() > deadline {
+                panic!(
+                    "garage {args:?} on node {i}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Connects the nodes, applies a layout of one zone each, creates the
+    /// bucket and its key.
+    fn form(&mut self) {
+        let ids: Vec<String> = (0..3)
+            .map(|i| self.admin(i, &["node", "id", "-q"]).trim().to_string())
+            .collect();
+        for id in &ids[1..] {
+            self.admin(0, &["node", "connect", id]);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let short = id.split('@').next().unwrap();
+            let zone = format!("dc{}", i + 1);
+            self.admin(0, &["layout", "assign", "-z", &zone, "-c", "1G", short]);
+        }
+        self.admin(0, &["layout", "apply", "--version", "1"]);
+        self.admin(0, &["bucket", "create", &self.bucket]);
+        let key = self.admin(0, &["key", "create", "strata-key"]);
+        let field = |name: &str| {
+            key.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no {name:?} in garage's answer: {key}"))
+        };
+        self.access_key = field("Key ID:");
+        self.secret_key = field("Secret key:");
+        self.admin(
+            0,
+            &[
+                "bucket",
+                "allow",
+                "--read",
+                "--write",
+                "--owner",
+                &self.bucket,
+                "--key",
+                "strata-key",
+            ],
+        );
+        // Wait until node 0's S3 API serves the bucket.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = self.endpoints[0].trim_start_matches("http://").to_string();
+        while Instant::now() < deadline {
+            if TcpStream::connect(&addr).is_ok() {
+                std::thread::sleep(Duration::from_millis(500));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("garage cluster's S3 API did not answer within 30 s");
+    }
+
+    /// The environment a strata process needs to reach the bucket through
+    /// node `node`'s S3 API.
+    pub fn env(&self, node: usize) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoints[node].clone()),
+            ("AWS_REGION", "garage".into()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+        ]
+    }
+
+    /// An `s3://` location under `prefix`.
+    pub fn location(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// Stops node `i` (SIGKILL): the others keep a quorum of two.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for GarageCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+}
+
 /// Every regular file under `root`, relative, sorted.
 pub fn files(root: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
