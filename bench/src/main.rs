@@ -5,6 +5,7 @@
 mod corpus;
 mod measure;
 mod report;
+mod scale;
 mod tools;
 mod wire;
 
@@ -81,6 +82,22 @@ struct Args {
     /// against round trip from results saved at several --rtt.
     #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["base", "corpus", "synthetic", "render"])]
     render_rtt: Vec<PathBuf>,
+    /// Scenario 6 instead of 1-5: this many `strata serve` replicas over
+    /// one bucket (a Garage node on loopback) against one, with --clients
+    /// at once, and the open cost at --open-packs (docs/benchmarks.md).
+    #[arg(long, value_name = "N", conflicts_with_all = ["base", "corpus", "render"])]
+    replicas: Option<usize>,
+    /// Clients at once in scenario 6.
+    #[arg(long, value_name = "M", default_value_t = 16, requires = "replicas")]
+    clients: usize,
+    /// Store sizes (packs) whose open cost scenario 6 measures.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,10000,100000",
+        requires = "replicas"
+    )]
+    open_packs: Vec<u64>,
     /// Measure nothing: print the report (and --svg) of saved results.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "corpus", "synthetic"])]
     render: Option<PathBuf>,
@@ -135,6 +152,9 @@ fn real_main() -> Result<()> {
             serde_json::from_str(&text).with_context(|| format!("parsing {}", saved.display()))?;
         return output(&args, &results);
     }
+    if let Some(replicas) = args.replicas {
+        return scale_main(&args, replicas);
+    }
     let corpora = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora");
     let corpus = match (&args.base, &args.next, &args.corpus, args.synthetic) {
         (Some(b), Some(n), _, _) => corpus::from_dirs(b, n)?,
@@ -142,19 +162,7 @@ fn real_main() -> Result<()> {
         (_, _, _, Some(files)) => corpus::synthetic(files, &args.cache)?,
         _ => bail!("give --base and --next, --corpus NAME, or --synthetic FILES"),
     };
-    let strata_bin = match &args.strata {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory for the strata binary")?
-            .join("strata"),
-    };
-    if !strata_bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p strata-cli` or pass --strata",
-            strata_bin.display()
-        );
-    }
+    let strata_bin = strata_bin(&args)?;
 
     let link = link_of(&args);
     let mut all: Vec<Box<dyn Tool>> = vec![
@@ -223,6 +231,54 @@ fn real_main() -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
     }
     output(&args, &results)
+}
+
+/// The strata binary: --strata, or the one next to this one.
+fn strata_bin(args: &Args) -> Result<PathBuf> {
+    let bin = match &args.strata {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for the strata binary")?
+            .join("strata"),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p strata-cli` or pass --strata",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Scenario 6 (`--replicas`).
+fn scale_main(args: &Args, replicas: usize) -> Result<()> {
+    let bin = strata_bin(args)?;
+    let work = match &args.work {
+        Some(w) => w.clone(),
+        None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work)?;
+    let scale = scale::Scale {
+        replicas,
+        clients: args.clients,
+        files: args.synthetic.unwrap_or(1000),
+        open_packs: args.open_packs.clone(),
+    };
+    let result = scale::run(&scale, &bin, &work);
+    if !args.keep_work {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let results = result?;
+    if let Some(path) = &args.save {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", scale::markdown(&results));
+    }
+    Ok(())
 }
 
 fn output(args: &Args, results: &Results) -> Result<()> {

@@ -162,6 +162,15 @@ impl TrafficCounter {
         self.sent.fetch_add(n, SeqCst);
     }
 
+    /// Counts the further pages of a listing of `keys` keys (S3 answers
+    /// 1,000 a page, each page asked for after the last arrived): one
+    /// request and one round trip each, beyond the one `request` counted.
+    pub fn pages(&self, keys: usize) {
+        let more = keys.div_ceil(1000).saturating_sub(1) as u64;
+        self.requests.fetch_add(more, SeqCst);
+        self.round_trips.fetch_add(more, SeqCst);
+    }
+
     /// Counts `n` bytes of response body received.
     pub fn received(&self, n: u64) {
         self.received.fetch_add(n, SeqCst);

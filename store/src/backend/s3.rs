@@ -142,6 +142,7 @@ impl S3 {
 
     /// The store keys of listed objects that start with `prefix`, sorted.
     fn keys_under(&self, prefix: &str, metas: Vec<object_store::ObjectMeta>) -> Vec<String> {
+        self.traffic.pages(metas.len());
         let strip = if self.prefix.is_empty() {
             String::new()
         } else {

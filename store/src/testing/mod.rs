@@ -1,8 +1,10 @@
 //! What the test suites and the benchmark share, behind the `testing`
-//! feature: the one tree comparison every test uses (`tree`) and the
-//! backend contract as a test suite (`conformance`). No command uses it.
+//! feature: the one tree comparison every test uses (`tree`), the backend
+//! contract as a test suite (`conformance`), and the Garage servers they
+//! run against (`garage`). No command uses it.
 
 pub mod conformance;
+pub mod garage;
 mod tree;
 
 pub use tree::{assert_same_tree, describe_tree, Node};
