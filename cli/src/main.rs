@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use strata_store::backend::http::HttpOptions;
 use strata_store::Clock;
 use strata_store::{
-    attach, caches, gc, lifecycle, persist, rerun, stats, Graph, JobName, OpenOptions, RunName,
-    Store, StoreLocation,
+    attach, caches, ci_run, gc, lifecycle, persist, rerun, stats, Graph, JobName, OpenOptions,
+    RunName, Store, StoreLocation,
 };
 
 /// Renders a cache key template with the process's environment.
@@ -106,6 +106,9 @@ enum Command {
     Demo(DemoArgs),
     /// Serve a store over HTTP to runners on other machines.
     Serve(ServeArgs),
+    /// Show the CI run, attempt and job strata reads from the environment,
+    /// and from which variables.
+    Ci,
 }
 
 #[derive(Args, Debug)]
@@ -269,17 +272,49 @@ struct CreateArgs {
 
 #[derive(Args, Debug)]
 struct RunJob {
-    /// The run.
+    /// The run (inside a CI strata knows: the CI's run, created on first
+    /// use from its config; `strata ci` shows it).
     #[arg(long, env = "STRATA_RUN")]
-    run: RunName,
-    /// The job.
+    run: Option<RunName>,
+    /// The job (inside a CI strata knows: the CI's job).
     #[arg(long, env = "STRATA_JOB")]
-    job: JobName,
+    job: Option<JobName>,
 }
 
 impl RunJob {
-    fn parse(&self) -> Result<(RunName, JobName)> {
-        Ok((self.run.clone(), self.job.clone()))
+    /// The run and job: as given, else the CI's (its run created on first
+    /// use). Also whether they came from the CI.
+    fn resolve(&self, store: &Store) -> Result<(RunName, JobName, bool)> {
+        if let (Some(run), Some(job)) = (&self.run, &self.job) {
+            return Ok((run.clone(), job.clone(), false));
+        }
+        let Some(ci) = detect_ci() else {
+            anyhow::bail!(
+                "no --run and --job (or STRATA_RUN and STRATA_JOB), and no CI strata knows \
+                 in the environment (GitHub Actions, GitLab CI, CircleCI, Buildkite): \
+                 `strata ci` shows what it sees"
+            );
+        };
+        let checkout = ci_checkout(&ci)?;
+        let ci_run = ci_run::prepare(store, &ci, &checkout)
+            .with_context(|| format!("the {:?} run {}", ci.system, ci.run.value))?;
+        let run = self.run.clone().unwrap_or(ci_run.run);
+        let job = self.job.clone().unwrap_or(ci_run.job);
+        Ok((run, job, true))
+    }
+}
+
+/// The CI this runs in, from the environment.
+fn detect_ci() -> Option<strata_store::ci::CiContext> {
+    strata_store::ci::detect(&|v| std::env::var(v).ok())
+}
+
+/// Where the CI checked the repository out: its variable, else the
+/// working directory.
+fn ci_checkout(ci: &strata_store::ci::CiContext) -> Result<PathBuf> {
+    match &ci.checkout {
+        Some(found) => Ok(PathBuf::from(&found.value)),
+        None => std::env::current_dir().context("reading the working directory"),
     }
 }
 
@@ -487,9 +522,9 @@ fn run(cli: Cli) -> Result<()> {
             output::reran(json, &rerun::rerun(&store, &from, &run, &select)?);
         }
         Command::Job(JobCommand::Finish(a)) => {
-            let (run, job) = a.rj.parse()?;
             let status: strata_store::JobStatus = a.status.parse()?;
             let store = open(&cli)?;
+            let (run, job, _) = a.rj.resolve(&store)?;
             let result = lifecycle::finish_job(&store, &run, &job, status)?;
             output::finished(json, &run, &job, &result);
         }
@@ -528,8 +563,8 @@ fn run(cli: Cli) -> Result<()> {
             output::collected(json, &gc::gc(&store, &options)?);
         }
         Command::Persist(a) => {
-            let (run, job) = a.rj.parse()?;
             let store = open(&cli)?;
+            let (run, job, from_ci) = a.rj.resolve(&store)?;
             let report = persist::persist(
                 &store,
                 &persist::PersistRequest {
@@ -539,11 +574,16 @@ fn run(cli: Cli) -> Result<()> {
                     paths: a.paths.clone(),
                 },
             )?;
+            if from_ci {
+                // A job run again in a later attempt replaces the layers
+                // its earlier attempt left.
+                ci_run::replace_kept_layers(&store, &report.run, &report.job)?;
+            }
             output::persisted(json, &report);
         }
         Command::Attach(a) => {
-            let (run, job) = a.rj.parse()?;
             let store = open(&cli)?;
+            let (run, job, _) = a.rj.resolve(&store)?;
             let report = attach::attach(
                 &store,
                 &attach::AttachRequest {
@@ -577,6 +617,13 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Serve(a) => serve(&cli, a)?,
+        Command::Ci => match detect_ci() {
+            Some(ci) => output::ci(json, &ci, &ci.run_name(), &ci.job_name()),
+            None => anyhow::bail!(
+                "no CI strata knows in the environment (GITHUB_ACTIONS, GITLAB_CI, CIRCLECI \
+                 or BUILDKITE set to true, with their run and job variables)"
+            ),
+        },
         Command::Demo(a) => {
             let scratch = std::env::temp_dir().join(format!("strata-demo-{}", std::process::id()));
             let report = strata_store::demo::run(&scratch, a.files, a.keep)?;

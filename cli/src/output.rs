@@ -292,6 +292,43 @@ pub fn reran(json: bool, r: &RerunReport) {
     );
 }
 
+/// What `strata ci` saw: each value and the variable it came from.
+pub fn ci(json: bool, ci: &strata_store::ci::CiContext, run: &RunName, job: &JobName) {
+    if json {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            #[serde(flatten)]
+            ci: &'a strata_store::ci::CiContext,
+            store_run: &'a RunName,
+            store_job: &'a JobName,
+        }
+        return print_json(&Shown {
+            ci,
+            store_run: run,
+            store_job: job,
+        });
+    }
+    println!("ci: {:?}", ci.system);
+    let line = |what: &str, f: Option<&strata_store::ci::Found>| {
+        if let Some(f) = f {
+            println!("{what}: {} (from {})", f.value, f.from);
+        }
+    };
+    line("run", Some(&ci.run));
+    if let Some(a) = ci.attempt {
+        println!("attempt: {a}");
+    }
+    line("job", Some(&ci.job));
+    line("leg", ci.leg.as_ref());
+    line("branch", ci.branch.as_ref());
+    line("default branch", ci.default_branch.as_ref());
+    line("commit", ci.commit.as_ref());
+    line("checkout", ci.checkout.as_ref());
+    println!("config: {}", ci.config.display());
+    println!("store run: {run}");
+    println!("store job: {job}");
+}
+
 pub fn finished(json: bool, run: &RunName, job: &JobName, r: &JobResult) {
     if json {
         return print_json(r);

@@ -22,6 +22,7 @@
 //!     trees, and what the test suites share.
 
 pub mod backend;
+pub mod ci;
 pub mod demo;
 pub mod error;
 pub mod format;
@@ -45,7 +46,9 @@ pub use id::{ChunkId, JobName, ManifestId, RunName};
 pub use lookup::ChunkLookup;
 pub use ops::attach::{attach, AttachReport, AttachRequest};
 pub use ops::persist::{persist, PersistReport, PersistRequest};
-pub use ops::{attach, cache_key, caches, gc, ingest, lifecycle, persist, rerun, stats, verify};
+pub use ops::{
+    attach, cache_key, caches, ci_run, gc, ingest, lifecycle, persist, rerun, stats, verify,
+};
 pub use repo::remote::RemoteLookup;
 pub use repo::{default_cache_dir, Observer, OpenOptions, Quiet, Store, StoreLocation};
 pub use util::Clock;

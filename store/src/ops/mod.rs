@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod cache_key;
 pub mod caches;
+pub mod ci_run;
 pub mod gc;
 pub mod ingest;
 pub mod lease;

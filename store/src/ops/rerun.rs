@@ -35,6 +35,9 @@ pub enum Select {
     Failed,
     /// These jobs.
     Jobs(Vec<JobName>),
+    /// Every job that left no layer, and no other: a CI's own rerun
+    /// (`ci_run`), where a job that runs again replaces its kept layers.
+    Unpersisted,
 }
 
 /// What a rerun did.
@@ -74,7 +77,17 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
     check_live(store, from)?;
     let graph = &source.graph;
     let results = job_results(store, from)?;
+    let unpersisted = matches!(select, Select::Unpersisted);
     let seeds: Vec<usize> = match select {
+        Select::Unpersisted => {
+            let mut none = Vec::new();
+            for (i, j) in graph.jobs().iter().enumerate() {
+                if store.layers(from, &j.name)?.is_empty() {
+                    none.push(i);
+                }
+            }
+            none
+        }
         Select::Failed => graph
             .jobs()
             .iter()
@@ -97,12 +110,17 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
             })
             .collect::<Result<_>>()?,
     };
-    if seeds.is_empty() {
+    if seeds.is_empty() && !unpersisted {
         return Err(Error::NothingToRerun { run: from.clone() });
     }
-    // The rerun set: the seeds and everything downstream of them.
+    // The rerun set: the seeds and everything downstream of them (only the
+    // seeds for `Unpersisted`: the CI decides what runs again).
     let again: BTreeSet<usize> = (0..graph.jobs().len())
-        .filter(|&j| seeds.iter().any(|&s| s == j || graph.is_ancestor(s, j)))
+        .filter(|&j| {
+            seeds
+                .iter()
+                .any(|&s| s == j || (!unpersisted && graph.is_ancestor(s, j)))
+        })
         .collect();
 
     if !store.create_run(to, graph.clone())? {

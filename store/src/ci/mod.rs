@@ -1,0 +1,304 @@
+//! Who is running strata, read from the CI system's own environment: the
+//! run, attempt, job and leg of GitHub Actions, GitLab CI, CircleCI and
+//! Buildkite, from their documented variables (docs/ci.md cites each), and
+//! the store names they map to. `config` reads the job graph from the
+//! CI's config file. Knows nothing about the store.
+
+pub mod config;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::id::{JobName, RunName};
+
+/// A CI system strata knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CiSystem {
+    /// GitHub Actions (`GITHUB_ACTIONS=true`).
+    GithubActions,
+    /// GitLab CI (`GITLAB_CI=true`).
+    Gitlab,
+    /// CircleCI (`CIRCLECI=true`).
+    Circleci,
+    /// Buildkite (`BUILDKITE=true`).
+    Buildkite,
+}
+
+impl CiSystem {
+    /// The short prefix of its run names.
+    fn prefix(self) -> &'static str {
+        match self {
+            CiSystem::GithubActions => "gh",
+            CiSystem::Gitlab => "gl",
+            CiSystem::Circleci => "cc",
+            CiSystem::Buildkite => "bk",
+        }
+    }
+}
+
+/// One value and the variable it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Found {
+    /// The value.
+    pub value: String,
+    /// The environment variable it was read from.
+    pub from: &'static str,
+}
+
+/// What the CI's environment says about this job.
+#[derive(Debug, Clone, Serialize)]
+pub struct CiContext {
+    /// The CI system.
+    pub system: CiSystem,
+    /// The run (GitHub run, GitLab pipeline, CircleCI workflow workspace,
+    /// Buildkite build): what jobs that pass files share.
+    pub run: Found,
+    /// The attempt of the run (GitHub), when the CI numbers them.
+    pub attempt: Option<u32>,
+    /// The job, by the name the config gives it.
+    pub job: Found,
+    /// The parallel leg or node, when the job runs as several.
+    pub leg: Option<Found>,
+    /// The branch.
+    pub branch: Option<Found>,
+    /// The repository's default branch, when the CI says it.
+    pub default_branch: Option<Found>,
+    /// The commit.
+    pub commit: Option<Found>,
+    /// The config file that defines the job graph, relative to the
+    /// checkout.
+    pub config: PathBuf,
+    /// Where the checkout is, when the CI says it.
+    pub checkout: Option<Found>,
+}
+
+impl CiContext {
+    /// The store's name for this run (and attempt): `gh-<run id>.<attempt>`,
+    /// `gl-<pipeline>`, `cc-<workspace id>`, `bk-<build id>`.
+    pub fn run_name(&self) -> RunName {
+        self.run_name_at(self.attempt)
+    }
+
+    /// The store's name for attempt `attempt` of this run.
+    pub fn run_name_at(&self, attempt: Option<u32>) -> RunName {
+        let base = format!("{}-{}", self.system.prefix(), safe(&self.run.value));
+        let name = match attempt {
+            Some(a) => format!("{base}.{a}"),
+            None => base,
+        };
+        RunName::new(&name).unwrap_or_else(|_| {
+            RunName::new(&format!("{}-{}", self.system.prefix(), short_hash(&name)))
+                .expect("a hash is a valid name")
+        })
+    }
+
+    /// The store's name for this job: the CI's name of the job (a GitLab
+    /// `parallel` leg's job is the one the config names), encoded.
+    pub fn job_name(&self) -> JobName {
+        match self.system {
+            CiSystem::Gitlab => job_name(config::gitlab_job_of_leg(&self.job.value)),
+            _ => job_name(&self.job.value),
+        }
+    }
+}
+
+/// The store's name for a CI job name: kept as it is when it is a valid
+/// name; otherwise every byte outside `A-Z a-z 0-9 . -` becomes `_xx` (its
+/// hex), so "Publish to Next channel" is `Publish_20to_20Next_20channel`
+/// and two different names never meet. A name whose encoding is too long
+/// keeps its start and a hash of the whole.
+pub fn job_name(ci: &str) -> JobName {
+    if let Ok(name) = JobName::new(ci) {
+        if !ci.contains('_') {
+            return name;
+        }
+    }
+    let mut out = String::new();
+    for b in ci.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' => out.push(b as char),
+            _ => out.push_str(&format!("_{b:02x}")),
+        }
+    }
+    if out.starts_with('.') {
+        out.replace_range(..1, "_2e");
+    }
+    if out.len() > 128 {
+        let hash = short_hash(ci);
+        out.truncate(128 - hash.len() - 1);
+        out.push('-');
+        out.push_str(&hash);
+    }
+    JobName::new(&out).expect("the encoding is a valid name")
+}
+
+/// Keeps the characters run names take; others become `-`.
+fn safe(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .collect()
+}
+
+fn short_hash(s: &str) -> String {
+    blake3::hash(s.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// Reads the CI's identity from `var` (the environment); `None` outside a
+/// CI strata knows, or when a variable it needs is missing.
+pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
+    let get = |name: &'static str| {
+        var(name)
+            .filter(|v| !v.is_empty())
+            .map(|value| Found { value, from: name })
+    };
+    let is = |name: &str| var(name).is_some_and(|v| v == "true");
+    if is("GITHUB_ACTIONS") {
+        // `owner/repo/.github/workflows/ci.yml@refs/heads/main`.
+        let config = var("GITHUB_WORKFLOW_REF")
+            .and_then(|r| {
+                let path = r.split('@').next()?.to_string();
+                let at = path.find(".github/")?;
+                Some(PathBuf::from(&path[at..]))
+            })
+            .unwrap_or_else(|| PathBuf::from(".github/workflows"));
+        return Some(CiContext {
+            system: CiSystem::GithubActions,
+            run: get("GITHUB_RUN_ID")?,
+            attempt: var("GITHUB_RUN_ATTEMPT").and_then(|a| a.parse().ok()),
+            job: get("GITHUB_JOB")?,
+            leg: None,
+            branch: get("GITHUB_HEAD_REF").or_else(|| get("GITHUB_REF_NAME")),
+            default_branch: None,
+            commit: get("GITHUB_SHA"),
+            config,
+            checkout: get("GITHUB_WORKSPACE"),
+        });
+    }
+    if is("GITLAB_CI") {
+        return Some(CiContext {
+            system: CiSystem::Gitlab,
+            run: get("CI_PIPELINE_ID")?,
+            attempt: None,
+            job: get("CI_JOB_NAME")?,
+            leg: get("CI_NODE_INDEX"),
+            branch: get("CI_COMMIT_BRANCH").or_else(|| get("CI_COMMIT_REF_NAME")),
+            default_branch: get("CI_DEFAULT_BRANCH"),
+            commit: get("CI_COMMIT_SHA"),
+            config: PathBuf::from(var("CI_CONFIG_PATH").unwrap_or_else(|| ".gitlab-ci.yml".into())),
+            checkout: get("CI_PROJECT_DIR"),
+        });
+    }
+    if is("CIRCLECI") {
+        return Some(CiContext {
+            system: CiSystem::Circleci,
+            // The workspace id stays the same when a workflow is rerun from
+            // failed, as CircleCI's own workspaces do.
+            run: get("CIRCLE_WORKFLOW_WORKSPACE_ID").or_else(|| get("CIRCLE_WORKFLOW_ID"))?,
+            attempt: None,
+            job: get("CIRCLE_JOB")?,
+            leg: get("CIRCLE_NODE_INDEX"),
+            branch: get("CIRCLE_BRANCH"),
+            default_branch: None,
+            commit: get("CIRCLE_SHA1"),
+            config: PathBuf::from(".circleci/config.yml"),
+            checkout: get("CIRCLE_WORKING_DIRECTORY"),
+        });
+    }
+    if is("BUILDKITE") {
+        return Some(CiContext {
+            system: CiSystem::Buildkite,
+            run: get("BUILDKITE_BUILD_ID")?,
+            attempt: None,
+            job: get("BUILDKITE_STEP_KEY").or_else(|| get("BUILDKITE_LABEL"))?,
+            leg: get("BUILDKITE_PARALLEL_JOB"),
+            branch: get("BUILDKITE_BRANCH"),
+            default_branch: get("BUILDKITE_PIPELINE_DEFAULT_BRANCH"),
+            commit: get("BUILDKITE_COMMIT"),
+            config: PathBuf::from(".buildkite/pipeline.yml"),
+            checkout: get("BUILDKITE_BUILD_CHECKOUT_PATH"),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn reads_each_ci_from_its_documented_variables() {
+        let gh = detect(&env(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", "1658821493"),
+            ("GITHUB_RUN_ATTEMPT", "2"),
+            ("GITHUB_JOB", "build"),
+            (
+                "GITHUB_WORKFLOW_REF",
+                "octo/app/.github/workflows/ci.yml@refs/heads/main",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(gh.run_name().as_str(), "gh-1658821493.2");
+        assert_eq!(gh.run_name_at(Some(1)).as_str(), "gh-1658821493.1");
+        assert_eq!(gh.config, PathBuf::from(".github/workflows/ci.yml"));
+        assert_eq!(gh.job.from, "GITHUB_JOB");
+        let gl = detect(&env(&[
+            ("GITLAB_CI", "true"),
+            ("CI_PIPELINE_ID", "1045"),
+            ("CI_JOB_NAME", "rspec 1/20"),
+            ("CI_NODE_INDEX", "1"),
+            ("CI_DEFAULT_BRANCH", "main"),
+        ]))
+        .unwrap();
+        assert_eq!(gl.run_name().as_str(), "gl-1045");
+        assert_eq!(gl.job_name().as_str(), "rspec");
+        assert_eq!(gl.default_branch.unwrap().value, "main");
+        let cc = detect(&env(&[
+            ("CIRCLECI", "true"),
+            ("CIRCLE_WORKFLOW_ID", "w-1"),
+            ("CIRCLE_WORKFLOW_WORKSPACE_ID", "ws-1"),
+            ("CIRCLE_JOB", "Publish to Next channel"),
+        ]))
+        .unwrap();
+        assert_eq!(cc.run.from, "CIRCLE_WORKFLOW_WORKSPACE_ID");
+        assert_eq!(cc.job_name().as_str(), "Publish_20to_20Next_20channel");
+        let bk = detect(&env(&[
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_BUILD_ID", "0190-ab"),
+            ("BUILDKITE_STEP_KEY", "test"),
+        ]))
+        .unwrap();
+        assert_eq!(bk.run_name().as_str(), "bk-0190-ab");
+        assert!(detect(&env(&[("CI", "true")])).is_none());
+        // A CI without the variables it needs is not detected.
+        assert!(detect(&env(&[("GITHUB_ACTIONS", "true")])).is_none());
+    }
+
+    #[test]
+    fn job_names_are_encoded_without_collisions() {
+        assert_eq!(job_name("build").as_str(), "build");
+        assert_eq!(job_name("a_b").as_str(), "a_5fb");
+        assert_ne!(job_name("a b"), job_name("a_20b"));
+        assert_eq!(
+            job_name("deploy: [aws, app1]").as_str(),
+            "deploy_3a_20_5baws_2c_20app1_5d"
+        );
+        let long = "x ".repeat(100);
+        assert!(job_name(&long).as_str().len() <= 128);
+        assert_ne!(job_name(&long), job_name(&"x ".repeat(101)));
+    }
+}

@@ -1,0 +1,337 @@
+//! strata inside real CI systems, driven with each system's documented
+//! environment and a config of its format: no `--run`, `--job` or `run
+//! create`; reruns and retries as the CI does them (docs/ci.md).
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::Value;
+use support::strata;
+
+/// Runs `strata ARGS` in `dir` with exactly `env` from the CI (and the
+/// store): its JSON output, or a panic with its stderr.
+fn ci(dir: &Path, store: &Path, env: &[(&str, &str)], args: &[&str]) -> Value {
+    let out = run(dir, store, env, args);
+    assert!(
+        out.status.success(),
+        "strata {args:?} with {env:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn run(dir: &Path, store: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut c = strata();
+    for v in CI_VARS {
+        c.env_remove(v);
+    }
+    c.current_dir(dir)
+        .arg("--store")
+        .arg(store)
+        .arg("--json")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// Every variable the tests set, removed first so the machine's own CI
+/// (when the tests run inside one) never leaks in.
+const CI_VARS: &[&str] = &[
+    "GITHUB_ACTIONS",
+    "GITHUB_RUN_ID",
+    "GITHUB_RUN_ATTEMPT",
+    "GITHUB_JOB",
+    "GITHUB_WORKFLOW_REF",
+    "GITHUB_WORKSPACE",
+    "GITHUB_REF_NAME",
+    "GITHUB_HEAD_REF",
+    "GITHUB_SHA",
+    "GITLAB_CI",
+    "CI_PIPELINE_ID",
+    "CI_JOB_NAME",
+    "CI_JOB_ID",
+    "CI_NODE_INDEX",
+    "CI_CONFIG_PATH",
+    "CI_PROJECT_DIR",
+    "CI_COMMIT_BRANCH",
+    "CI_COMMIT_REF_NAME",
+    "CI_DEFAULT_BRANCH",
+    "CI_COMMIT_SHA",
+    "CIRCLECI",
+    "CIRCLE_WORKFLOW_ID",
+    "CIRCLE_WORKFLOW_WORKSPACE_ID",
+    "CIRCLE_JOB",
+    "CIRCLE_NODE_INDEX",
+    "CIRCLE_BRANCH",
+    "CIRCLE_SHA1",
+    "CIRCLE_WORKING_DIRECTORY",
+    "BUILDKITE",
+    "BUILDKITE_BUILD_ID",
+    "BUILDKITE_STEP_KEY",
+    "BUILDKITE_LABEL",
+    "BUILDKITE_PARALLEL_JOB",
+    "BUILDKITE_BRANCH",
+    "BUILDKITE_COMMIT",
+    "BUILDKITE_PIPELINE_DEFAULT_BRANCH",
+    "BUILDKITE_BUILD_CHECKOUT_PATH",
+    "STRATA_RUN",
+    "STRATA_JOB",
+];
+
+fn write(root: &Path, files: &[(&str, &str)]) {
+    for (path, body) in files {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, body).unwrap();
+    }
+}
+
+/// The relative paths of the files under `root`, sorted.
+fn files(root: &Path) -> Vec<String> {
+    support::files(root)
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+// GitHub Actions: attempt 1 builds and tests, deploy fails; "re-run failed
+// jobs" (attempt 2) reruns deploy, which sees attempt 1's layers; "re-run
+// all jobs" (attempt 3) rebuilds, and its test sees the new build only.
+#[test]
+fn github_actions_attempts_keep_and_replace_layers() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[(
+            ".github/workflows/ci.yml",
+            "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n  test:\n    needs: build\n  deploy:\n    needs: [build, test]\n",
+        )],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |attempt: &'static str, job: &'static str| {
+        vec![
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", "9100"),
+            ("GITHUB_RUN_ATTEMPT", attempt),
+            ("GITHUB_JOB", job),
+            (
+                "GITHUB_WORKFLOW_REF",
+                "octo/app/.github/workflows/ci.yml@refs/heads/main",
+            ),
+            ("GITHUB_WORKSPACE", repo_s),
+        ]
+    };
+    // `strata ci` says what it read, and from where.
+    let shown = ci(&repo, &store, &env("1", "build"), &["ci"]);
+    assert_eq!(shown["store_run"], "gh-9100.1");
+    assert_eq!(shown["job"]["from"], "GITHUB_JOB");
+    // Attempt 1.
+    write(&repo, &[("dist/app.js", "v1"), ("dist/old.js", "old")]);
+    let p = ci(&repo, &store, &env("1", "build"), &["persist", "dist"]);
+    assert_eq!(p["run"], "gh-9100.1");
+    let at = d.path().join("t1");
+    ci(
+        &repo,
+        &store,
+        &env("1", "test"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["dist/app.js", "dist/old.js"]);
+    write(&repo, &[("report/junit.xml", "ok")]);
+    ci(&repo, &store, &env("1", "test"), &["persist", "report"]);
+    // deploy fails in attempt 1 (no persist). Attempt 2 reruns it alone.
+    let at = d.path().join("d2");
+    ci(
+        &repo,
+        &store,
+        &env("2", "deploy"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(
+        files(&at),
+        ["dist/app.js", "dist/old.js", "report/junit.xml"]
+    );
+    // Attempt 3 reruns every job: build's new layer replaces attempt 1's.
+    fs::remove_file(repo.join("dist/old.js")).unwrap();
+    write(&repo, &[("dist/app.js", "v3"), ("dist/new.js", "new")]);
+    ci(&repo, &store, &env("3", "build"), &["persist", "dist"]);
+    let at = d.path().join("t3");
+    ci(
+        &repo,
+        &store,
+        &env("3", "test"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["dist/app.js", "dist/new.js"]);
+    assert_eq!(fs::read_to_string(at.join("dist/app.js")).unwrap(), "v3");
+    // Until test runs again in attempt 3, deploy there sees its report
+    // from attempt 1 beside the new build.
+    let at = d.path().join("d3");
+    ci(
+        &repo,
+        &store,
+        &env("3", "deploy"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(
+        files(&at),
+        ["dist/app.js", "dist/new.js", "report/junit.xml"]
+    );
+    // A job the config does not have is refused, naming the known ones.
+    let out = run(&repo, &store, &env("4", "nope"), &["attach", "--at", "x"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope") && err.contains("build"), "{err}");
+}
+
+// GitLab CI: stages and needs from .gitlab-ci.yml, names with spaces, and
+// the legs of a `parallel` job all reaching the job that needs it.
+#[test]
+fn gitlab_pipeline_with_parallel_legs() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[(
+            ".gitlab-ci.yml",
+            "stages: [build, test, deploy]\ncompile assets:\n  stage: build\n  script: make\nrspec:\n  stage: test\n  parallel: 2\n  script: rspec\ndeploy prod:\n  stage: deploy\n  script: deploy\n",
+        )],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |job: &'static str, node: &'static str| {
+        vec![
+            ("GITLAB_CI", "true"),
+            ("CI_PIPELINE_ID", "5501"),
+            ("CI_JOB_NAME", job),
+            ("CI_NODE_INDEX", node),
+            ("CI_PROJECT_DIR", repo_s),
+        ]
+    };
+    write(&repo, &[("public/app.css", "body{}")]);
+    ci(
+        &repo,
+        &store,
+        &env("compile assets", ""),
+        &["persist", "public"],
+    );
+    for (leg, node) in [("rspec 1/2", "1"), ("rspec 2/2", "2")] {
+        let at = d.path().join(format!("at-{node}"));
+        ci(
+            &repo,
+            &store,
+            &env(leg, node),
+            &["attach", "--at", at.to_str().unwrap()],
+        );
+        assert_eq!(files(&at), ["public/app.css"]);
+        write(&repo, &[(&format!("coverage/leg{node}.json"), node)]);
+        ci(
+            &repo,
+            &store,
+            &env(leg, node),
+            &["persist", &format!("coverage/leg{node}.json")],
+        );
+    }
+    let at = d.path().join("deploy");
+    ci(
+        &repo,
+        &store,
+        &env("deploy prod", ""),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(
+        files(&at),
+        ["coverage/leg1.json", "coverage/leg2.json", "public/app.css"]
+    );
+}
+
+// CircleCI: the workflow that holds the job, a renamed job with spaces,
+// and matrix legs a later job requires all of.
+#[test]
+fn circleci_workflow_with_matrix_and_renamed_jobs() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[(
+            ".circleci/config.yml",
+            "version: 2.1\nworkflows:\n  main:\n    jobs:\n      - setup\n      - yarn_test:\n          requires: [setup]\n          matrix:\n            parameters:\n              channel: [stable, experimental]\n      - publish:\n          name: Publish to Next channel\n          requires: [yarn_test]\n  nightly:\n    jobs: [other]\n",
+        )],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |job: &'static str| {
+        vec![
+            ("CIRCLECI", "true"),
+            ("CIRCLE_WORKFLOW_ID", "wf-1"),
+            ("CIRCLE_WORKFLOW_WORKSPACE_ID", "ws-77"),
+            ("CIRCLE_JOB", job),
+            ("CIRCLE_WORKING_DIRECTORY", repo_s),
+        ]
+    };
+    write(&repo, &[("node_modules/a/index.js", "a")]);
+    ci(&repo, &store, &env("setup"), &["persist", "node_modules"]);
+    for leg in ["stable", "experimental"] {
+        write(&repo, &[(&format!("build/{leg}/out.js"), leg)]);
+        let job: &'static str = Box::leak(format!("yarn_test-{leg}").into_boxed_str());
+        ci(
+            &repo,
+            &store,
+            &env(job),
+            &["persist", &format!("build/{leg}")],
+        );
+    }
+    let at = d.path().join("publish");
+    let p = ci(
+        &repo,
+        &store,
+        &env("Publish to Next channel"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(p["run"], "cc-ws-77");
+    assert_eq!(
+        files(&at),
+        [
+            "build/experimental/out.js",
+            "build/stable/out.js",
+            "node_modules/a/index.js"
+        ]
+    );
+}
+
+// Buildkite: keys, `depends_on` and a `wait` step.
+#[test]
+fn buildkite_steps_with_wait_and_depends_on() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[(
+            ".buildkite/pipeline.yml",
+            "steps:\n  - label: \":hammer: Build\"\n    key: build\n    command: make\n  - wait\n  - key: test\n    command: make test\n  - key: package\n    depends_on: test\n    command: make package\n",
+        )],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |step: &'static str| {
+        vec![
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_BUILD_ID", "0190a-b"),
+            ("BUILDKITE_STEP_KEY", step),
+            ("BUILDKITE_BUILD_CHECKOUT_PATH", repo_s),
+        ]
+    };
+    write(&repo, &[("bin/tool", "elf")]);
+    ci(&repo, &store, &env("build"), &["persist", "bin"]);
+    write(&repo, &[("results/t.xml", "ok")]);
+    ci(&repo, &store, &env("test"), &["persist", "results"]);
+    let at = d.path().join("pkg");
+    ci(
+        &repo,
+        &store,
+        &env("package"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["bin/tool", "results/t.xml"]);
+}
