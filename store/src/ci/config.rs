@@ -171,14 +171,18 @@ fn gitlab(doc: &Value) -> Result<Specs> {
         .collect())
 }
 
-/// The workflow that holds `job` (by its name in the config, after matrix
-/// expansion); `requires` of a matrix job's name means all its legs.
+/// Every workflow that holds `job` (by its name in the config, after
+/// matrix expansion), merged: CircleCI does not say which workflow runs, a
+/// job such as `setup` may sit in several, and the workflows agree on what
+/// a name requires (where they do not, the union is kept). `requires` of a
+/// matrix job's name means all its legs.
 fn circleci(doc: &Value, job: &str) -> Result<Specs> {
     let workflows = doc
         .get("workflows")
         .and_then(Value::as_mapping)
         .ok_or_else(|| bad("a CircleCI config needs `workflows:`".into()))?;
     let mut known = Vec::new();
+    let mut merged: Specs = Vec::new();
     for (w, wf) in workflows {
         let (Some(w), Some(list)) = (w.as_str(), wf.get("jobs").and_then(Value::as_sequence))
         else {
@@ -186,14 +190,29 @@ fn circleci(doc: &Value, job: &str) -> Result<Specs> {
         };
         known.push(w.to_string());
         let specs = circleci_workflow(list)?;
-        if specs.iter().any(|(n, _)| n == job) {
-            return Ok(specs);
+        if !specs.iter().any(|(n, _)| n == job) {
+            continue;
+        }
+        for (name, requires) in specs {
+            match merged.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, r)) => {
+                    for req in requires {
+                        if !r.contains(&req) {
+                            r.push(req);
+                        }
+                    }
+                }
+                None => merged.push((name, requires)),
+            }
         }
     }
-    Err(bad(format!(
-        "no workflow of the CircleCI config has a job {job:?} (workflows: {})",
-        known.join(", ")
-    )))
+    if merged.is_empty() {
+        return Err(bad(format!(
+            "no workflow of the CircleCI config has a job {job:?} (workflows: {})",
+            known.join(", ")
+        )));
+    }
+    Ok(merged)
 }
 
 fn circleci_workflow(list: &[Value]) -> Result<Specs> {
@@ -283,7 +302,9 @@ fn scalar(v: &Value) -> String {
 }
 
 /// `steps:` with `key` (or `label`), `depends_on`; a `wait` step makes
-/// every later step require every earlier one.
+/// every later step require every earlier one, except a step whose
+/// `depends_on` is null (it runs at once); `group` steps hold steps of
+/// their own.
 fn buildkite(doc: &Value) -> Result<Specs> {
     let steps = doc
         .get("steps")
@@ -291,12 +312,20 @@ fn buildkite(doc: &Value) -> Result<Specs> {
         .ok_or_else(|| bad("a Buildkite pipeline needs a `steps:` list".into()))?;
     let mut specs: Specs = Vec::new();
     let mut before_wait: Vec<String> = Vec::new();
+    buildkite_steps(steps, &mut specs, &mut before_wait);
+    Ok(specs)
+}
+
+fn buildkite_steps(steps: &[Value], specs: &mut Specs, before_wait: &mut Vec<String>) {
     for step in steps {
         let is_wait = step.as_str() == Some("wait")
-            || step.get("wait").is_some()
             || step.as_mapping().is_some_and(|m| m.contains_key("wait"));
         if is_wait {
-            before_wait = specs.iter().map(|(n, _)| n.clone()).collect();
+            *before_wait = specs.iter().map(|(n, _)| n.clone()).collect();
+            continue;
+        }
+        if let Some(inner) = step.get("steps").and_then(Value::as_sequence) {
+            buildkite_steps(inner, specs, before_wait);
             continue;
         }
         let Some(name) = ["key", "id", "label"]
@@ -305,7 +334,10 @@ fn buildkite(doc: &Value) -> Result<Specs> {
         else {
             continue;
         };
-        let mut requires = before_wait.clone();
+        let mut requires = match step.get("depends_on") {
+            Some(Value::Null) => Vec::new(),
+            _ => before_wait.clone(),
+        };
         for d in names(step.get("depends_on"), "step") {
             if !requires.contains(&d) {
                 requires.push(d);
@@ -313,7 +345,6 @@ fn buildkite(doc: &Value) -> Result<Specs> {
         }
         specs.push((name.to_string(), requires));
     }
-    Ok(specs)
 }
 
 #[cfg(test)]
