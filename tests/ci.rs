@@ -112,9 +112,12 @@ fn github_actions_attempts_keep_and_replace_layers() {
         )],
     );
     let repo_s = repo.to_str().unwrap();
+    let summary = d.path().join("summary.md");
+    let summary_s = summary.to_str().unwrap();
     let env = |attempt: &'static str, job: &'static str| {
         vec![
             ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_STEP_SUMMARY", summary_s),
             ("GITHUB_RUN_ID", "9100"),
             ("GITHUB_RUN_ATTEMPT", attempt),
             ("GITHUB_JOB", job),
@@ -133,6 +136,10 @@ fn github_actions_attempts_keep_and_replace_layers() {
     write(&repo, &[("dist/app.js", "v1"), ("dist/old.js", "old")]);
     let p = ci(&repo, &store, &env("1", "build"), &["persist", "dist"]);
     assert_eq!(p["run"], "gh-9100.1");
+    // The job's summary page gets a table of what it did.
+    let table = fs::read_to_string(&summary).unwrap();
+    assert!(table.contains("### strata persist"), "{table}");
+    assert!(table.contains("| gh-9100.1 / build | 2 |"), "{table}");
     let at = d.path().join("t1");
     ci(
         &repo,
@@ -186,6 +193,8 @@ fn github_actions_attempts_keep_and_replace_layers() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nope") && err.contains("build"), "{err}");
+    // ...and shown on the run as an error annotation.
+    assert!(err.contains("::error title=strata::"), "{err}");
 }
 
 // GitLab CI: stages and needs from .gitlab-ci.yml, names with spaces, and
@@ -301,7 +310,7 @@ fn circleci_workflow_with_matrix_and_renamed_jobs() {
     );
 }
 
-// Buildkite: keys, `depends_on` and a `wait` step.
+// Buildkite: keys, `depends_on` and a `wait` step; paths given as globs.
 #[test]
 fn buildkite_steps_with_wait_and_depends_on() {
     let d = tempfile::tempdir().unwrap();
@@ -322,8 +331,24 @@ fn buildkite_steps_with_wait_and_depends_on() {
             ("BUILDKITE_BUILD_CHECKOUT_PATH", repo_s),
         ]
     };
-    write(&repo, &[("bin/tool", "elf")]);
-    ci(&repo, &store, &env("build"), &["persist", "bin"]);
+    // Paths as CI configs write them: a glob and an exclusion.
+    write(&repo, &[("bin/tool", "elf"), ("bin/tool.tmp", "scratch")]);
+    ci(
+        &repo,
+        &store,
+        &env("build"),
+        &["persist", "bin/**", "!bin/*.tmp"],
+    );
+    let out = run(&repo, &store, &env("build"), &["persist", "logs/**/*.txt"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"logs/**/*.txt\" matches nothing"), "{err}");
+    ci(
+        &repo,
+        &store,
+        &env("build"),
+        &["persist", "--allow-empty", "logs/**/*.txt"],
+    );
     write(&repo, &[("results/t.xml", "ok")]);
     ci(&repo, &store, &env("test"), &["persist", "results"]);
     let at = d.path().join("pkg");

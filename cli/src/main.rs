@@ -325,9 +325,14 @@ struct PersistArgs {
     /// The directory PATHs are relative to (and must lie inside).
     #[arg(long, default_value = ".")]
     root: PathBuf,
-    /// Files or directories to persist.
+    /// Files or directories to persist; globs (`dist/**/*.js`,
+    /// `sandbox/**`) and exclusions (`'!dist/**/*.map'`) as CI configs
+    /// write them.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    /// A glob that matches nothing is not an error.
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 #[derive(Args, Debug)]
@@ -376,6 +381,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strata: error: {e:#}");
+            if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+                // A workflow command: GitHub shows it as an annotation on
+                // the run (its newlines escaped as GitHub asks).
+                let text = format!("{e:#}").replace('%', "%25").replace('\n', "%0A");
+                eprintln!("::error title=strata::{text}");
+            }
             let code = match e.downcast_ref::<strata_store::Error>() {
                 Some(e) if e.is_conflict() => EXIT_CONFLICT,
                 Some(strata_store::Error::InvalidName { .. }) => EXIT_USAGE,
@@ -572,6 +583,7 @@ fn run(cli: Cli) -> Result<()> {
                     job,
                     root: a.root.clone(),
                     paths: a.paths.clone(),
+                    allow_empty: a.allow_empty,
                 },
             )?;
             if from_ci {

@@ -122,6 +122,53 @@ pub fn persisted(json: bool, r: &PersistReport) {
     } else {
         println!("{}", persist_line(r));
     }
+    step_summary(
+        "persist",
+        &[
+            ("run / job", format!("{} / {}", r.run, r.job)),
+            ("files", count(r.totals.files)),
+            ("bytes", bytes(r.totals.bytes)),
+            (
+                "new",
+                format!(
+                    "{} ({:.1}%)",
+                    bytes(r.bytes_new),
+                    100.0 - percent(r.bytes_reused, r.totals.bytes)
+                ),
+            ),
+            ("sent", bytes(r.network.sent)),
+            ("received", bytes(r.network.received)),
+            ("time", format!("{:.1} s", r.seconds)),
+        ],
+    );
+}
+
+/// Inside GitHub Actions, a table of what the command did in the job's
+/// summary page (`$GITHUB_STEP_SUMMARY`, a file the runner renders as
+/// Markdown). Best effort: a summary that cannot be written costs nothing.
+fn step_summary(command: &str, rows: &[(&str, String)]) {
+    let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") else {
+        return;
+    };
+    let mut table = format!("### strata {command}\n\n|");
+    for (k, _) in rows {
+        table.push_str(&format!(" {k} |"));
+    }
+    table.push_str("\n|");
+    table.push_str(&"---|".repeat(rows.len()));
+    table.push_str("\n|");
+    for (_, v) in rows {
+        table.push_str(&format!(" {v} |"));
+    }
+    table.push_str("\n\n");
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        let _ = f.write_all(table.as_bytes());
+    }
 }
 
 pub fn attach_line(r: &AttachReport) -> String {
@@ -156,6 +203,21 @@ pub fn attach_line(r: &AttachReport) -> String {
 }
 
 pub fn attached(json: bool, r: &AttachReport) {
+    step_summary(
+        "attach",
+        &[
+            ("run / job", format!("{} / {}", r.run, r.job)),
+            ("layers", count(r.layers.len() as u64)),
+            ("files", count(r.files)),
+            ("bytes", bytes(r.bytes)),
+            (
+                "from the store",
+                bytes(r.write.bytes_from_store + r.manifest_bytes_from_store),
+            ),
+            ("received", bytes(r.network.received)),
+            ("time", format!("{:.1} s", r.seconds)),
+        ],
+    );
     if json {
         print_json(r);
     } else {

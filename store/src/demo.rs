@@ -99,6 +99,7 @@ fn run_in(scratch: &Path, files: u64) -> Result<DemoReport> {
                     job: job(j),
                     root: machine(j),
                     paths: paths.iter().map(PathBuf::from).collect(),
+                    allow_empty: false,
                 },
             )?;
             steps.push(Step::Persisted(report));

@@ -234,6 +234,27 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A glob among the paths to persist matched nothing.
+    #[error(
+        "{pattern:?} matches nothing under {} (give --allow-empty if that is expected)",
+        root.display()
+    )]
+    GlobMatchedNothing {
+        /// The glob.
+        pattern: String,
+        /// The directory it was matched under.
+        root: PathBuf,
+    },
+
+    /// A glob among the paths to persist is not a valid glob.
+    #[error("{pattern:?} is not a valid glob: {detail}")]
+    BadPattern {
+        /// The glob.
+        pattern: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+
     /// A path to persist is outside the root.
     #[error("{} is outside the root {}", path.display(), root.display())]
     PathOutsideRoot {

@@ -129,6 +129,7 @@ fn a_v1_cache_restores_and_new_writes_mix_with_old() {
             job: job("build"),
             root: src,
             paths: vec!["more".into()],
+            allow_empty: false,
         },
     )
     .unwrap();

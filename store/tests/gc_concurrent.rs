@@ -159,6 +159,7 @@ impl Gated {
             job: job("a"),
             root: root.to_path_buf(),
             paths: vec!["shared".into(), "own".into()],
+            allow_empty: false,
         }
     }
 
@@ -301,6 +302,7 @@ fn scenario() -> Outcome {
             job: job("a"),
             root: old.clone(),
             paths: vec!["shared".into(), "own".into()],
+            allow_empty: false,
         },
     )
     .unwrap();
@@ -327,6 +329,7 @@ fn scenario() -> Outcome {
                         job: job("a"),
                         root: root.clone(),
                         paths: vec!["shared".into(), "own".into()],
+                        allow_empty: false,
                     };
                     // A persist that outlived the grace period (the test's
                     // clock jumps) is refused; it is simply run again.

@@ -149,7 +149,7 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
             seconds: started.elapsed().as_secs_f64(),
         });
     }
-    let scanned = crate::tree::scan::scan(root, paths)?;
+    let scanned = crate::tree::scan::scan(root, paths, false)?;
     let tree = crate::ops::persist::write_tree(store, &scanned, started)?;
     let record = CacheRecord {
         key: key.into(),

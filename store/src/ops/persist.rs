@@ -60,8 +60,11 @@ pub struct PersistRequest {
     pub job: JobName,
     /// Paths are resolved against this directory and must lie inside it.
     pub root: PathBuf,
-    /// The paths to persist, relative to `root`.
+    /// The paths to persist, relative to `root`: paths, globs
+    /// (`dist/**/*.js`) and exclusions (`!dist/**/*.map`).
     pub paths: Vec<PathBuf>,
+    /// Whether a glob that matches nothing is fine (else an error).
+    pub allow_empty: bool,
 }
 
 /// What a persist did.
@@ -103,7 +106,7 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     // tree meanwhile (it reads only the runner's disk). A bad run is still
     // reported before a bad path.
     let (checked, scanned) = std::thread::scope(|s| {
-        let scanned = s.spawn(|| scan(&req.root, &req.paths));
+        let scanned = s.spawn(|| scan(&req.root, &req.paths, req.allow_empty));
         let checked = store.run_with_keys(&req.run);
         (checked, scanned.join().expect("scanning panicked"))
     });

@@ -100,10 +100,104 @@ impl From<&Metadata> for Stat {
     }
 }
 
-/// Resolves `paths` (relative to `root`, or absolute inside it) and walks
-/// them. The result is sorted by path, with every parent directory between
-/// the root and each path included, and overlapping paths merged.
-pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Tree> {
+/// Whether a path as the user wrote it is a glob (`dist/**/*.js`) or an
+/// exclusion (`!dist/**/*.map`) rather than a path.
+fn is_pattern(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    s.starts_with('!') || s.contains(['*', '?', '['])
+}
+
+/// A glob as CI users write them: `*` within one path component, `**`
+/// across any, matched against paths relative to the root.
+fn glob(pattern: &str) -> Result<globset::GlobMatcher> {
+    let bad = |detail: &str| Error::BadPattern {
+        pattern: pattern.to_string(),
+        detail: detail.to_string(),
+    };
+    if pattern.starts_with('/') {
+        return Err(bad("a glob is relative to the root (--root)"));
+    }
+    if Path::new(pattern)
+        .components()
+        .any(|c| c == Component::ParentDir)
+    {
+        return Err(bad("a glob may not climb out of the root with `..`"));
+    }
+    globset::GlobBuilder::new(pattern.trim_start_matches("./"))
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| Error::BadPattern {
+            pattern: pattern.to_string(),
+            detail: e.kind().to_string(),
+        })
+}
+
+/// The directory a glob's matches all lie under: its components before the
+/// first one holding a wildcard.
+fn literal_prefix(pattern: &str) -> PathBuf {
+    Path::new(pattern.trim_start_matches("./"))
+        .components()
+        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+        .collect()
+}
+
+/// Expands the globs among `paths` into the paths under `root` they match
+/// (walking only below each glob's literal prefix), keeps plain paths, and
+/// returns the exclusions (`!glob`) to apply to the whole result. A glob
+/// that matches nothing is an error naming it, unless `allow_empty`.
+fn expand(
+    root_abs: &Path,
+    paths: &[PathBuf],
+    allow_empty: bool,
+) -> Result<(Vec<PathBuf>, Vec<globset::GlobMatcher>)> {
+    let mut out = Vec::new();
+    let mut excludes = Vec::new();
+    for given in paths {
+        if !is_pattern(given) {
+            out.push(given.clone());
+            continue;
+        }
+        let text = given.to_string_lossy();
+        if let Some(rest) = text.strip_prefix('!') {
+            excludes.push(glob(rest)?);
+            continue;
+        }
+        let matcher = glob(&text)?;
+        let prefix = literal_prefix(&text);
+        let start = root_abs.join(&prefix);
+        let mut matched = 0;
+        if start.is_dir() {
+            for entry in walkdir::WalkDir::new(&start).min_depth(1) {
+                let entry = entry.map_err(|e| {
+                    let path = e.path().unwrap_or(&start).to_path_buf();
+                    Error::io("list", path, e.into())
+                })?;
+                let rel = entry
+                    .path()
+                    .strip_prefix(root_abs)
+                    .expect("the walk stays below the root");
+                if matcher.is_match(rel) {
+                    out.push(rel.to_path_buf());
+                    matched += 1;
+                }
+            }
+        }
+        if matched == 0 && !allow_empty {
+            return Err(Error::GlobMatchedNothing {
+                pattern: text.into_owned(),
+                root: root_abs.to_path_buf(),
+            });
+        }
+    }
+    Ok((out, excludes))
+}
+
+/// Resolves `paths` (relative to `root`, or absolute inside it; globs such
+/// as `dist/**/*.js` expanded, `!`-globs excluded) and walks them. The
+/// result is sorted by path, with every parent directory between the root
+/// and each path included, and overlapping paths merged.
+pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
     let root_abs = fs::canonicalize(root).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::PathNotFound { path: root.into() },
         _ => Error::io("resolve", root, e),
@@ -111,8 +205,9 @@ pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Tree> {
     if !root_abs.is_dir() {
         return Err(Error::NotADirectory { path: root.into() });
     }
+    let (paths, excludes) = expand(&root_abs, paths, allow_empty)?;
     let mut found: BTreeMap<RelPath, Stat> = BTreeMap::new();
-    for given in paths {
+    for given in &paths {
         let rel = relative_to_root(&root_abs, root, given)?;
         let abs = root_abs.join(&rel);
         // The walk must stay inside the root: the path's parent, with every
@@ -151,6 +246,19 @@ pub fn scan(root: &Path, paths: &[PathBuf]) -> Result<Tree> {
         if meta.is_dir() {
             found.extend(walk(&root_abs, &abs)?);
         }
+    }
+    if !excludes.is_empty() {
+        // An excluded directory takes what is below it along.
+        let mut dropped: std::collections::HashSet<PathBuf> = Default::default();
+        found.retain(|rel, st| {
+            let p = rel.to_path();
+            let out = excludes.iter().any(|g| g.is_match(p))
+                || p.ancestors().skip(1).any(|a| dropped.contains(a));
+            if out && matches!(st.kind, StatKind::Dir) {
+                dropped.insert(p.to_path_buf());
+            }
+            !out
+        });
     }
     let mut first_of_inode: HashMap<(u64, u64), RelPath> = HashMap::new();
     let entries = found
@@ -292,6 +400,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn globs_expand_exclude_and_say_when_they_match_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        for f in [
+            "dist/a.js",
+            "dist/a.js.map",
+            "dist/sub/b.js",
+            "sandbox/x/y",
+            "other.txt",
+        ] {
+            let p = root.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, f).unwrap();
+        }
+        let names = |paths: &[&str]| -> Vec<String> {
+            let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+            scan(&root, &paths, false)
+                .unwrap()
+                .entries
+                .iter()
+                .map(|e| e.rel.to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(&["dist/**/*.js"]),
+            ["dist", "dist/a.js", "dist/sub", "dist/sub/b.js"]
+        );
+        assert_eq!(names(&["dist/*.js"]), ["dist", "dist/a.js"]);
+        assert_eq!(
+            names(&["sandbox/**"]),
+            ["sandbox", "sandbox/x", "sandbox/x/y"]
+        );
+        assert_eq!(
+            names(&["dist", "!dist/**/*.map", "!dist/sub"]),
+            ["dist", "dist/a.js"]
+        );
+        let e = scan(&root, &[PathBuf::from("build/*.js")], false).unwrap_err();
+        assert!(
+            e.to_string().contains("\"build/*.js\" matches nothing"),
+            "{e}"
+        );
+        assert!(scan(&root, &[PathBuf::from("build/*.js")], true)
+            .unwrap()
+            .entries
+            .is_empty());
+        for bad in ["dist/[", "../*", "/etc/*"] {
+            let e = scan(&root, &[PathBuf::from(bad)], false).unwrap_err();
+            assert!(matches!(e, Error::BadPattern { .. }), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn paths_must_exist_and_stay_inside_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
@@ -300,20 +460,20 @@ mod tests {
         fs::write(dir.path().join("secret"), b"s").unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("up")).unwrap();
 
-        let got = scan(&root, &[PathBuf::from("a/b/f")]).unwrap();
+        let got = scan(&root, &[PathBuf::from("a/b/f")], false).unwrap();
         let names: Vec<String> = got.entries.iter().map(|s| s.rel.to_string()).collect();
         assert_eq!(names, ["a", "a/b", "a/b/f"]);
 
-        let all = scan(&root, &[PathBuf::from(".")]).unwrap().entries;
+        let all = scan(&root, &[PathBuf::from(".")], false).unwrap().entries;
         assert_eq!(all.len(), 4, "{all:?}"); // a, a/b, a/b/f, up (a link)
 
         for (p, outside) in [("missing", false), ("../secret", true), ("up/secret", true)] {
-            let e = scan(&root, &[PathBuf::from(p)]).unwrap_err();
+            let e = scan(&root, &[PathBuf::from(p)], false).unwrap_err();
             let expect_outside = matches!(e, Error::PathOutsideRoot { .. });
             assert_eq!(expect_outside, outside, "{p}: {e}");
             assert!(e.to_string().contains(p), "{e}");
         }
-        assert!(scan(&root, &[dir.path().join("secret")]).is_err());
-        assert!(scan(&root, &[root.join("a")]).is_ok());
+        assert!(scan(&root, &[dir.path().join("secret")], false).is_err());
+        assert!(scan(&root, &[root.join("a")], false).is_ok());
     }
 }
