@@ -360,3 +360,82 @@ fn buildkite_steps_with_wait_and_depends_on() {
     );
     assert_eq!(files(&at), ["bin/tool", "results/t.xml"]);
 }
+
+// Caches scoped like the CI's own: a pull request restores what its base
+// saved, but what it saves is never restored on the default branch.
+#[test]
+fn github_caches_are_scoped_to_the_ref() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[(".github/workflows/ci.yml", "jobs:\n  build: {}\n")],
+    );
+    let event = d.path().join("event.json");
+    fs::write(&event, r#"{"repository": {"default_branch": "main"}}"#).unwrap();
+    let (repo_s, event_s) = (repo.to_str().unwrap(), event.to_str().unwrap());
+    let env = |git_ref: &'static str| {
+        vec![
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", "77"),
+            ("GITHUB_JOB", "build"),
+            ("GITHUB_REF", git_ref),
+            ("GITHUB_EVENT_PATH", event_s),
+            ("GITHUB_WORKSPACE", repo_s),
+        ]
+    };
+    let (main, pr) = (env("refs/heads/main"), env("refs/pull/7/merge"));
+    write(&repo, &[("node_modules/dep/index.js", "from main")]);
+    ci(
+        &repo,
+        &store,
+        &main,
+        &["cache", "save", "--key", "deps-1", "node_modules"],
+    );
+    // The pull request restores main's entry.
+    let at = d.path().join("pr");
+    let r = ci(
+        &repo,
+        &store,
+        &pr,
+        &[
+            "cache",
+            "restore",
+            "--key",
+            "deps-",
+            "--at",
+            at.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["restored_key"], "ref:refs/heads/main:deps-1", "{r}");
+    // It saves a poisoned entry under a key main would match...
+    write(
+        &repo,
+        &[("node_modules/dep/index.js", "from a pull request")],
+    );
+    ci(
+        &repo,
+        &store,
+        &pr,
+        &["cache", "save", "--key", "deps-2", "node_modules"],
+    );
+    // ...which main never restores: it still gets its own.
+    let at = d.path().join("main");
+    ci(
+        &repo,
+        &store,
+        &main,
+        &[
+            "cache",
+            "restore",
+            "--key",
+            "deps-",
+            "--at",
+            at.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        fs::read_to_string(at.join("node_modules/dep/index.js")).unwrap(),
+        "from main"
+    );
+}

@@ -224,6 +224,9 @@ struct CacheSaveArgs {
     root: PathBuf,
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    /// Inside a CI, save without its branch scope (readable from any ref).
+    #[arg(long)]
+    unscoped: bool,
 }
 
 #[derive(Args, Debug)]
@@ -237,6 +240,9 @@ struct CacheRestoreArgs {
     /// Keep setuid and setgid bits (dropped by default).
     #[arg(long)]
     keep_setuid: bool,
+    /// Inside a CI, restore only unscoped entries (saved with --unscoped).
+    #[arg(long)]
+    unscoped: bool,
 }
 
 #[derive(Args, Debug)]
@@ -302,6 +308,15 @@ impl RunJob {
         let job = self.job.clone().unwrap_or(ci_run.job);
         Ok((run, job, true))
     }
+}
+
+/// The cache scopes of the CI this runs in (none outside one, or with
+/// `--unscoped`).
+fn cache_scopes(unscoped: bool) -> Option<(String, Vec<String>)> {
+    if unscoped {
+        return None;
+    }
+    detect_ci()?.cache_scopes()
 }
 
 /// The CI this runs in, from the environment.
@@ -542,6 +557,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cache(CacheCommand::Save(a)) => {
             let store = open(&cli)?;
             let key = render_key(&a.key, &store)?;
+            // Inside a CI, under this job's ref (docs/ci.md, "Caches").
+            let key = match cache_scopes(a.unscoped) {
+                Some((write, _)) => format!("{write}{key}"),
+                None => key,
+            };
             output::cache_saved(json, &caches::save(&store, &key, &a.root, &a.paths)?);
         }
         Command::Cache(CacheCommand::Restore(a)) => {
@@ -551,6 +571,14 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|k| render_key(k, &store))
                 .collect::<Result<Vec<_>>>()?;
+            // Inside a CI: this job's ref first, then the default branch.
+            let keys = match cache_scopes(a.unscoped) {
+                Some((_, read)) => read
+                    .iter()
+                    .flat_map(|scope| keys.iter().map(move |k| format!("{scope}{k}")))
+                    .collect(),
+                None => keys,
+            };
             output::cache_restored(
                 json,
                 &keys,

@@ -72,6 +72,9 @@ pub struct CiContext {
     pub config: PathBuf,
     /// Where the checkout is, when the CI says it.
     pub checkout: Option<Found>,
+    /// The ref whose caches this job writes: its branch, or for a pull
+    /// request its own ref (`refs/pull/N/merge`), never the base branch's.
+    pub cache_ref: Option<Found>,
 }
 
 impl CiContext {
@@ -92,6 +95,33 @@ impl CiContext {
             RunName::new(&format!("{}-{}", self.system.prefix(), short_hash(&name)))
                 .expect("a hash is a valid name")
         })
+    }
+
+    /// Cache scoping as the CI's own caches do it: the scope this job's
+    /// saves go under, and the scopes its restores try, in order: its own
+    /// ref, then the default branch. A pull request's job writes under its
+    /// own ref, so nothing it saves is ever restored on the default branch
+    /// (cache poisoning: CVE-2025-36852). `None` when the CI names no ref.
+    pub fn cache_scopes(&self) -> Option<(String, Vec<String>)> {
+        let own = self.cache_ref.as_ref()?;
+        let scope = |r: &str| format!("ref:{r}:");
+        let write = scope(&own.value);
+        let mut read = vec![write.clone()];
+        if let Some(default) = &self.default_branch {
+            let default = scope(&self.ref_of_branch(&default.value));
+            if default != write {
+                read.push(default);
+            }
+        }
+        Some((write, read))
+    }
+
+    /// A branch as this CI writes its ref.
+    fn ref_of_branch(&self, branch: &str) -> String {
+        match self.system {
+            CiSystem::GithubActions => format!("refs/heads/{branch}"),
+            _ => branch.to_string(),
+        }
     }
 
     /// The store's name for this job: the CI's name of the job (a GitLab
@@ -166,14 +196,29 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
                 Some(PathBuf::from(&path[at..]))
             })
             .unwrap_or_else(|| PathBuf::from(".github/workflows"));
+        // The default branch is not an environment variable on GitHub; the
+        // event payload the runner writes to GITHUB_EVENT_PATH has it.
+        let default_branch = var("GITHUB_EVENT_PATH")
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| {
+                v["repository"]["default_branch"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .map(|value| Found {
+                value,
+                from: "GITHUB_EVENT_PATH",
+            });
         return Some(CiContext {
             system: CiSystem::GithubActions,
+            cache_ref: get("GITHUB_REF"),
             run: get("GITHUB_RUN_ID")?,
             attempt: var("GITHUB_RUN_ATTEMPT").and_then(|a| a.parse().ok()),
             job: get("GITHUB_JOB")?,
             leg: None,
             branch: get("GITHUB_HEAD_REF").or_else(|| get("GITHUB_REF_NAME")),
-            default_branch: None,
+            default_branch,
             commit: get("GITHUB_SHA"),
             config,
             checkout: get("GITHUB_WORKSPACE"),
@@ -182,6 +227,9 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     if is("GITLAB_CI") {
         return Some(CiContext {
             system: CiSystem::Gitlab,
+            // A merge request pipeline's ref is its source branch; a fork's
+            // runs in the fork's project.
+            cache_ref: get("CI_COMMIT_REF_NAME"),
             run: get("CI_PIPELINE_ID")?,
             attempt: None,
             job: get("CI_JOB_NAME")?,
@@ -196,6 +244,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     if is("CIRCLECI") {
         return Some(CiContext {
             system: CiSystem::Circleci,
+            cache_ref: get("CIRCLE_BRANCH"),
             // The workspace id stays the same when a workflow is rerun from
             // failed, as CircleCI's own workspaces do.
             run: get("CIRCLE_WORKFLOW_WORKSPACE_ID").or_else(|| get("CIRCLE_WORKFLOW_ID"))?,
@@ -212,6 +261,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     if is("BUILDKITE") {
         return Some(CiContext {
             system: CiSystem::Buildkite,
+            cache_ref: get("BUILDKITE_BRANCH"),
             run: get("BUILDKITE_BUILD_ID")?,
             attempt: None,
             job: get("BUILDKITE_STEP_KEY").or_else(|| get("BUILDKITE_LABEL"))?,
@@ -286,6 +336,44 @@ mod tests {
         assert!(detect(&env(&[("CI", "true")])).is_none());
         // A CI without the variables it needs is not detected.
         assert!(detect(&env(&[("GITHUB_ACTIONS", "true")])).is_none());
+    }
+
+    #[test]
+    fn caches_are_scoped_to_the_ref_then_the_default_branch() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = dir.path().join("event.json");
+        std::fs::write(&event, r#"{"repository": {"default_branch": "main"}}"#).unwrap();
+        let event = event.to_str().unwrap();
+        let pr = detect(&env(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", "1"),
+            ("GITHUB_JOB", "build"),
+            ("GITHUB_REF", "refs/pull/7/merge"),
+            ("GITHUB_EVENT_PATH", event),
+        ]))
+        .unwrap();
+        let (write, read) = pr.cache_scopes().unwrap();
+        assert_eq!(write, "ref:refs/pull/7/merge:");
+        assert_eq!(read, ["ref:refs/pull/7/merge:", "ref:refs/heads/main:"]);
+        let main = detect(&env(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", "2"),
+            ("GITHUB_JOB", "build"),
+            ("GITHUB_REF", "refs/heads/main"),
+            ("GITHUB_EVENT_PATH", event),
+        ]))
+        .unwrap();
+        // The default branch reads its own scope only: never a PR's.
+        assert_eq!(main.cache_scopes().unwrap().1, ["ref:refs/heads/main:"]);
+        let gl = detect(&env(&[
+            ("GITLAB_CI", "true"),
+            ("CI_PIPELINE_ID", "3"),
+            ("CI_JOB_NAME", "deps"),
+            ("CI_COMMIT_REF_NAME", "feature"),
+            ("CI_DEFAULT_BRANCH", "main"),
+        ]))
+        .unwrap();
+        assert_eq!(gl.cache_scopes().unwrap().1, ["ref:feature:", "ref:main:"]);
     }
 
     #[test]
