@@ -246,6 +246,7 @@ fn the_server_refuses_a_ref_to_data_it_does_not_hold() {
         manifest,
         created: 1_790_000_000,
         totals,
+        writer: None,
     }
     .encode();
     let err = http

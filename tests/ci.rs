@@ -79,6 +79,9 @@ const CI_VARS: &[&str] = &[
     "BUILDKITE_BUILD_CHECKOUT_PATH",
     "STRATA_RUN",
     "STRATA_JOB",
+    "STRATA_LEG",
+    "CIRCLE_BUILD_NUM",
+    "BUILDKITE_JOB_ID",
 ];
 
 fn write(root: &Path, files: &[(&str, &str)]) {
@@ -211,15 +214,18 @@ fn gitlab_pipeline_with_parallel_legs() {
         )],
     );
     let repo_s = repo.to_str().unwrap();
-    let env = |job: &'static str, node: &'static str| {
-        vec![
-            ("GITLAB_CI", "true"),
-            ("CI_PIPELINE_ID", "5501"),
-            ("CI_JOB_NAME", job),
-            ("CI_NODE_INDEX", node),
-            ("CI_PROJECT_DIR", repo_s),
-        ]
-    };
+    let env_try =
+        |pipeline: &'static str, job: &'static str, node: &'static str, id: &'static str| {
+            vec![
+                ("GITLAB_CI", "true"),
+                ("CI_PIPELINE_ID", pipeline),
+                ("CI_JOB_NAME", job),
+                ("CI_JOB_ID", id),
+                ("CI_NODE_INDEX", node),
+                ("CI_PROJECT_DIR", repo_s),
+            ]
+        };
+    let env = |job: &'static str, node: &'static str| env_try("5501", job, node, "100");
     write(&repo, &[("public/app.css", "body{}")]);
     ci(
         &repo,
@@ -254,6 +260,55 @@ fn gitlab_pipeline_with_parallel_legs() {
     assert_eq!(
         files(&at),
         ["coverage/leg1.json", "coverage/leg2.json", "public/app.css"]
+    );
+    // A retry of leg 1 (a new CI_JOB_ID) replaces what its failed try
+    // persisted; leg 2's layers stay.
+    fs::remove_file(repo.join("coverage/leg1.json")).unwrap();
+    write(&repo, &[("coverage/retry1.json", "again")]);
+    ci(
+        &repo,
+        &store,
+        &env_try("5501", "rspec 1/2", "1", "101"),
+        &["persist", "coverage/retry1.json"],
+    );
+    let at = d.path().join("deploy-after-retry");
+    ci(
+        &repo,
+        &store,
+        &env("deploy prod", ""),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(
+        files(&at),
+        [
+            "coverage/leg2.json",
+            "coverage/retry1.json",
+            "public/app.css"
+        ]
+    );
+    // Two legs writing one path differently: a conflict naming both legs.
+    for (leg, node) in [("rspec 1/2", "1"), ("rspec 2/2", "2")] {
+        write(&repo, &[("coverage/summary.json", node)]);
+        ci(
+            &repo,
+            &store,
+            &env_try("5502", leg, node, "200"),
+            &["persist", "coverage/summary.json"],
+        );
+    }
+    let out = run(
+        &repo,
+        &store,
+        &env_try("5502", "deploy prod", "", "201"),
+        &["attach", "--at", "x"],
+    );
+    assert_eq!(out.status.code(), Some(3), "a conflict exits 3");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("coverage/summary.json")
+            && err.contains("rspec 1/2")
+            && err.contains("rspec 2/2"),
+        "{err}"
     );
 }
 

@@ -289,10 +289,13 @@ struct RunJob {
 
 impl RunJob {
     /// The run and job: as given, else the CI's (its run created on first
-    /// use). Also whether they came from the CI.
-    fn resolve(&self, store: &Store) -> Result<(RunName, JobName, bool)> {
+    /// use). Also the CI, when they came from it.
+    fn resolve(
+        &self,
+        store: &Store,
+    ) -> Result<(RunName, JobName, Option<strata_store::ci::CiContext>)> {
         if let (Some(run), Some(job)) = (&self.run, &self.job) {
-            return Ok((run.clone(), job.clone(), false));
+            return Ok((run.clone(), job.clone(), None));
         }
         let Some(ci) = detect_ci() else {
             anyhow::bail!(
@@ -306,7 +309,7 @@ impl RunJob {
             .with_context(|| format!("the {:?} run {}", ci.system, ci.run.value))?;
         let run = self.run.clone().unwrap_or(ci_run.run);
         let job = self.job.clone().unwrap_or(ci_run.job);
-        Ok((run, job, true))
+        Ok((run, job, Some(ci)))
     }
 }
 
@@ -603,7 +606,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Persist(a) => {
             let store = open(&cli)?;
-            let (run, job, from_ci) = a.rj.resolve(&store)?;
+            let (run, job, ci) = a.rj.resolve(&store)?;
+            let writer = ci.as_ref().map(|ci| ci.writer());
             let report = persist::persist(
                 &store,
                 &persist::PersistRequest {
@@ -612,12 +616,13 @@ fn run(cli: Cli) -> Result<()> {
                     root: a.root.clone(),
                     paths: a.paths.clone(),
                     allow_empty: a.allow_empty,
+                    writer: writer.clone(),
                 },
             )?;
-            if from_ci {
-                // A job run again in a later attempt replaces the layers
-                // its earlier attempt left.
-                ci_run::replace_kept_layers(&store, &report.run, &report.job)?;
+            if let Some(writer) = &writer {
+                // A job (or leg) run again in a later attempt replaces the
+                // layers its earlier attempt left.
+                ci_run::replace_earlier_attempts(&store, &report.run, &report.job, writer)?;
             }
             output::persisted(json, &report);
         }

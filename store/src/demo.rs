@@ -100,6 +100,7 @@ fn run_in(scratch: &Path, files: u64) -> Result<DemoReport> {
                     root: machine(j),
                     paths: paths.iter().map(PathBuf::from).collect(),
                     allow_empty: false,
+                    writer: None,
                 },
             )?;
             steps.push(Step::Persisted(report));

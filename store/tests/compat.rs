@@ -130,6 +130,7 @@ fn a_v1_cache_restores_and_new_writes_mix_with_old() {
             root: src,
             paths: vec!["more".into()],
             allow_empty: false,
+            writer: None,
         },
     )
     .unwrap();

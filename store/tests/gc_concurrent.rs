@@ -160,6 +160,7 @@ impl Gated {
             root: root.to_path_buf(),
             paths: vec!["shared".into(), "own".into()],
             allow_empty: false,
+            writer: None,
         }
     }
 
@@ -303,6 +304,7 @@ fn scenario() -> Outcome {
             root: old.clone(),
             paths: vec!["shared".into(), "own".into()],
             allow_empty: false,
+            writer: None,
         },
     )
     .unwrap();
@@ -330,6 +332,7 @@ fn scenario() -> Outcome {
                         root: root.clone(),
                         paths: vec!["shared".into(), "own".into()],
                         allow_empty: false,
+                        writer: None,
                     };
                     // A persist that outlived the grace period (the test's
                     // clock jumps) is refused; it is simply run again.

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::format::records::Writer;
 use crate::id::{JobName, RunName};
 
 /// A CI system strata knows.
@@ -75,6 +76,9 @@ pub struct CiContext {
     /// The ref whose caches this job writes: its branch, or for a pull
     /// request its own ref (`refs/pull/N/merge`), never the base branch's.
     pub cache_ref: Option<Found>,
+    /// The variables `writer` reads (leg and attempt ids).
+    #[serde(skip)]
+    writer_vars: Vec<(&'static str, String)>,
 }
 
 impl CiContext {
@@ -121,6 +125,34 @@ impl CiContext {
         match self.system {
             CiSystem::GithubActions => format!("refs/heads/{branch}"),
             _ => branch.to_string(),
+        }
+    }
+
+    /// Which leg and attempt of the job this is, for its layer refs
+    /// (docs/format.md, layer refs version 2).
+    pub fn writer(&self) -> Writer {
+        let env = |v: &str| {
+            self.writer_vars
+                .iter()
+                .find(|(k, _)| *k == v)
+                .map(|(_, x)| x.clone())
+        };
+        let (leg, attempt) = match self.system {
+            CiSystem::GithubActions => (env("STRATA_LEG"), self.attempt.map(|a| a.to_string())),
+            // The leg's whole name: `rspec 1/20`, `deploy: [aws, app1]`.
+            CiSystem::Gitlab => (Some(self.job.value.clone()), env("CI_JOB_ID")),
+            CiSystem::Circleci => (
+                env("STRATA_LEG").or_else(|| self.leg.as_ref().map(|l| l.value.clone())),
+                env("CIRCLE_BUILD_NUM"),
+            ),
+            CiSystem::Buildkite => (
+                env("STRATA_LEG").or_else(|| self.leg.as_ref().map(|l| l.value.clone())),
+                env("BUILDKITE_JOB_ID"),
+            ),
+        };
+        Writer {
+            leg: leg.unwrap_or_default(),
+            attempt: attempt.unwrap_or_default(),
         }
     }
 
@@ -187,6 +219,15 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             .map(|value| Found { value, from: name })
     };
     let is = |name: &str| var(name).is_some_and(|v| v == "true");
+    let writer_vars: Vec<(&'static str, String)> = [
+        "STRATA_LEG",
+        "CI_JOB_ID",
+        "CIRCLE_BUILD_NUM",
+        "BUILDKITE_JOB_ID",
+    ]
+    .into_iter()
+    .filter_map(|k| var(k).filter(|v| !v.is_empty()).map(|v| (k, v)))
+    .collect();
     if is("GITHUB_ACTIONS") {
         // `owner/repo/.github/workflows/ci.yml@refs/heads/main`.
         let config = var("GITHUB_WORKFLOW_REF")
@@ -212,6 +253,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             });
         return Some(CiContext {
             system: CiSystem::GithubActions,
+            writer_vars: writer_vars.clone(),
             cache_ref: get("GITHUB_REF"),
             run: get("GITHUB_RUN_ID")?,
             attempt: var("GITHUB_RUN_ATTEMPT").and_then(|a| a.parse().ok()),
@@ -227,6 +269,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     if is("GITLAB_CI") {
         return Some(CiContext {
             system: CiSystem::Gitlab,
+            writer_vars: writer_vars.clone(),
             // A merge request pipeline's ref is its source branch; a fork's
             // runs in the fork's project.
             cache_ref: get("CI_COMMIT_REF_NAME"),
@@ -244,6 +287,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     if is("CIRCLECI") {
         return Some(CiContext {
             system: CiSystem::Circleci,
+            writer_vars: writer_vars.clone(),
             cache_ref: get("CIRCLE_BRANCH"),
             // The workspace id stays the same when a workflow is rerun from
             // failed, as CircleCI's own workspaces do.
@@ -261,6 +305,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     if is("BUILDKITE") {
         return Some(CiContext {
             system: CiSystem::Buildkite,
+            writer_vars: writer_vars.clone(),
             cache_ref: get("BUILDKITE_BRANCH"),
             run: get("BUILDKITE_BUILD_ID")?,
             attempt: None,

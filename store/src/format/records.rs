@@ -58,19 +58,60 @@ pub struct LayerRecord {
     pub created: i64,
     /// What the tree holds.
     pub totals: Totals,
+    /// Which leg and attempt of a CI job wrote it (version 2); `None`
+    /// outside a CI (written as version 1).
+    pub writer: Option<Writer>,
+}
+
+/// The leg and attempt of a CI job that wrote a layer (docs/format.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    /// The parallel or matrix leg.
+    pub leg: String,
+    /// The CI's id of the try.
+    pub attempt: String,
+}
+
+/// The body of a version-1 layer ref.
+#[derive(Serialize, Deserialize)]
+struct LayerRecordV1 {
+    manifest: ManifestId,
+    created: i64,
+    totals: Totals,
 }
 
 impl Record for LayerRecord {
     const MAGIC: &'static [u8; 8] = b"STRALAYR";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+
+    /// Version 1 when there is no writer, so older readers read it.
+    fn encode(&self) -> Vec<u8> {
+        match &self.writer {
+            None => codec::encode(
+                Self::MAGIC,
+                1,
+                &LayerRecordV1 {
+                    manifest: self.manifest,
+                    created: self.created,
+                    totals: self.totals,
+                },
+            ),
+            Some(_) => codec::encode(Self::MAGIC, Self::VERSION, self),
+        }
+    }
 
     fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
-        codec::decode(
-            Self::MAGIC,
-            Self::VERSION,
-            &format!("layer ref {key}"),
-            bytes,
-        )
+        let object = format!("layer ref {key}");
+        if bytes.get(8..12) == Some(&1u32.to_le_bytes()[..]) {
+            let v1: LayerRecordV1 = codec::decode(Self::MAGIC, 1, &object, bytes)?;
+            return Ok(LayerRecord {
+                manifest: v1.manifest,
+                created: v1.created,
+                totals: v1.totals,
+                writer: None,
+            });
+        }
+        codec::decode(Self::MAGIC, Self::VERSION, &object, bytes)
     }
 }
 

@@ -131,6 +131,7 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
                             manifest: Arc::new(manifest),
                             manifest_id: l.record.manifest,
                             job: l.job,
+                            leg: l.record.writer.map(|w| w.leg),
                             job_index: j,
                             key: l.key,
                         })

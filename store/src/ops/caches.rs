@@ -247,6 +247,7 @@ pub fn restore(
         &graph,
         vec![Layer {
             job,
+            leg: None,
             job_index: 0,
             key: entry.object.clone(),
             manifest_id: entry.record.manifest,

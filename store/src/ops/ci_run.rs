@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::ci::{config, CiContext, CiSystem};
 use crate::error::{Error, Result};
 use crate::format::keys::rerun_key;
-use crate::format::records::{Record, RerunRecord};
+use crate::format::records::{Record, RerunRecord, Writer};
 use crate::id::{JobName, ManifestId, RunName};
 use crate::ops::rerun::{rerun, Select};
 use crate::repo::Store;
@@ -89,10 +89,35 @@ pub fn prepare(store: &Store, ci: &CiContext, checkout: &Path) -> Result<CiRun> 
     Ok(out)
 }
 
-/// After a persist by `job` in `run`: when the run reruns an earlier
-/// attempt that kept this job's layers, those copies go, so the job's
-/// layers are this attempt's only. Returns how many were dropped.
-pub fn replace_kept_layers(store: &Store, run: &RunName, job: &JobName) -> Result<usize> {
+/// After a persist by `writer` (a leg and attempt of `job` in `run`): the
+/// layers an earlier attempt of the same leg wrote go (a GitLab retry, a
+/// Buildkite retry, a CircleCI rerun into the same workspace), and so do
+/// the copies a rerun run kept of an earlier GitHub attempt's layers, so
+/// the leg's layers are this attempt's only. Returns how many were dropped.
+pub fn replace_earlier_attempts(
+    store: &Store,
+    run: &RunName,
+    job: &JobName,
+    writer: &Writer,
+) -> Result<usize> {
+    let mut dropped = 0;
+    for layer in store.layers(run, job)? {
+        let earlier = layer
+            .record
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.leg == writer.leg && w.attempt != writer.attempt);
+        if earlier {
+            store.backend().delete(&layer.key)?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped + replace_kept_layers(store, run, job)?)
+}
+
+/// The copies of an earlier GitHub attempt's layers of `job` that a rerun
+/// run kept, dropped once the job persists in this attempt.
+fn replace_kept_layers(store: &Store, run: &RunName, job: &JobName) -> Result<usize> {
     let record = match store.backend().get(&rerun_key(run)) {
         Ok(bytes) => RerunRecord::decode(&rerun_key(run), &bytes)?,
         Err(Error::NotFound { .. }) => return Ok(0),

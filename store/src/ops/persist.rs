@@ -45,7 +45,7 @@ use crate::format::pack::{FrameBuilder, PackBuilder};
 use crate::id::{ChunkId, JobName, ManifestId, RunName};
 
 use crate::format::keys::{index_key, index_log_key, manifest_key, pack_key};
-use crate::format::records::LayerRecord;
+use crate::format::records::{LayerRecord, Writer};
 use crate::meta::catalog::Catalog;
 use crate::repo::Store;
 use crate::tree::scan::{scan, ScanKind, Scanned, Tree};
@@ -65,6 +65,8 @@ pub struct PersistRequest {
     pub paths: Vec<PathBuf>,
     /// Whether a glob that matches nothing is fine (else an error).
     pub allow_empty: bool,
+    /// Inside a CI, which leg and attempt of the job writes (`ci`).
+    pub writer: Option<Writer>,
 }
 
 /// What a persist did.
@@ -122,6 +124,7 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
         manifest: tree.manifest,
         created: store.now(),
         totals: tree.totals,
+        writer: req.writer.clone(),
     };
     let layer = store
         .catalog()

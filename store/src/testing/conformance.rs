@@ -150,6 +150,7 @@ pub fn check(b: &dyn Backend) {
         manifest: ManifestId::of(&body),
         created: seq as i64,
         totals: Totals::default(),
+        writer: None,
     };
     assert_eq!(ManifestId::of(&body), empty_manifest_id);
     for seq in 1..=2 {

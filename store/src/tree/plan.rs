@@ -28,6 +28,9 @@ use crate::id::{JobName, ManifestId};
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub job: JobName,
+    /// The CI leg of the job that wrote it, if any: legs of one job are
+    /// separate writers (a path two legs wrote differently conflicts).
+    pub leg: Option<String>,
     /// The job's index in the graph.
     pub job_index: usize,
     pub key: String,
@@ -159,42 +162,54 @@ pub fn merge(graph: &Graph, layers: Vec<Layer>) -> Result<Plan> {
     })
 }
 
-/// Checks every pair of writes of a path by different, unrelated jobs.
+/// Checks every pair of writes of a path by different, unrelated writers:
+/// jobs neither of which is the other's ancestor, or two legs of one job.
 fn check_conflicts(
     graph: &Graph,
     layers: &[Layer],
     writes: &HashMap<&RelPath, Vec<(usize, &Entry)>>,
 ) -> Result<()> {
+    let writer = |li: usize| (layers[li].job_index, layers[li].leg.as_deref());
     // Sorted, so the conflict reported is always the same one.
     let mut contested: Vec<_> = writes
         .iter()
-        .filter(|(_, w)| {
-            w.iter()
-                .any(|(li, _)| layers[*li].job_index != layers[w[0].0].job_index)
-        })
+        .filter(|(_, w)| w.iter().any(|(li, _)| writer(*li) != writer(w[0].0)))
         .collect();
     contested.sort_by_key(|(p, _)| **p);
     for (path, w) in contested {
         for (i, &(la, ea)) in w.iter().enumerate() {
             for &(lb, eb) in &w[i + 1..] {
                 let (ja, jb) = (layers[la].job_index, layers[lb].job_index);
-                if ja == jb || graph.is_ancestor(ja, jb) || graph.is_ancestor(jb, ja) {
+                let same_writer = writer(la) == writer(lb);
+                let related = ja != jb && (graph.is_ancestor(ja, jb) || graph.is_ancestor(jb, ja));
+                if same_writer || related {
                     continue;
                 }
                 let ca = content(&layers[la].manifest, ea);
                 let cb = content(&layers[lb].manifest, eb);
                 if ca != cb {
-                    let detail = if ca.describe() == cb.describe() {
+                    let who = |l: &Layer| match &l.leg {
+                        Some(leg) if ja == jb => format!("{} (leg {leg:?})", l.job),
+                        _ => l.job.to_string(),
+                    };
+                    let mut detail = if ca.describe() == cb.describe() {
                         format!("{} with different content", ca.describe())
                     } else {
                         format!(
                             "{} in {}, {} in {}",
                             ca.describe(),
-                            layers[la].job,
+                            who(&layers[la]),
                             cb.describe(),
-                            layers[lb].job
+                            who(&layers[lb])
                         )
                     };
+                    if ja == jb {
+                        detail = format!(
+                            "two legs of one job, {} and {}: {detail}",
+                            who(&layers[la]),
+                            who(&layers[lb])
+                        );
+                    }
                     return Err(Error::Conflict {
                         path: path.to_string(),
                         first: layers[la].job.clone(),
@@ -262,6 +277,7 @@ mod tests {
         Layer {
             job_index: g.index_of(&job).unwrap(),
             job,
+            leg: None,
             key: String::new(),
             manifest_id: m.encode().0,
             manifest: Arc::new(m),
@@ -324,6 +340,45 @@ mod tests {
         assert_eq!(kind("f"), file("f", "replaced").kind);
         // h survives, so i stays a link to it.
         assert_eq!(kind("i"), EntryKind::Hardlink { target: p("h") });
+    }
+
+    #[test]
+    fn legs_of_one_job_conflict_unless_identical() {
+        let g = Graph::from_specs(&["rspec", "deploy:rspec"]).unwrap();
+        let leg = |name: &str, entries| {
+            let mut l = layer(&g, "rspec", entries);
+            l.leg = Some(name.to_string());
+            l
+        };
+        let same = vec![
+            leg(
+                "rspec 1/2",
+                vec![dir("out"), file("out/a", "1"), file("out/same", "x")],
+            ),
+            leg(
+                "rspec 2/2",
+                vec![dir("out"), file("out/b", "2"), file("out/same", "x")],
+            ),
+        ];
+        assert_eq!(
+            files(&merge(&g, same).unwrap()),
+            ["out@rspec", "out/a@rspec", "out/b@rspec", "out/same@rspec"]
+        );
+        let clash = vec![
+            leg("rspec 1/2", vec![dir("out"), file("out/report", "1")]),
+            leg("rspec 2/2", vec![dir("out"), file("out/report", "2")]),
+        ];
+        let e = merge(&g, clash).unwrap_err().to_string();
+        assert!(
+            e.contains("out/report") && e.contains("rspec 1/2") && e.contains("rspec 2/2"),
+            "{e}"
+        );
+        // One leg's later layer replaces its earlier one: the same writer.
+        let again = vec![
+            leg("rspec 1/2", vec![dir("out"), file("out/report", "1")]),
+            leg("rspec 1/2", vec![dir("out"), file("out/report", "1b")]),
+        ];
+        assert!(merge(&g, again).is_ok());
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn persist_a(store: &Store, root: &Path, paths: &[&str]) -> Result<PersistRe
             root: root.to_path_buf(),
             paths: paths.iter().map(PathBuf::from).collect(),
             allow_empty: false,
+            writer: None,
         },
     )
 }
