@@ -1,0 +1,31 @@
+// What the action's two steps share: its inputs, and running strata with
+// the store settings in its environment. No npm dependency: inputs arrive
+// as INPUT_<NAME> variables, as GitHub documents for JavaScript actions.
+"use strict";
+const { spawnSync } = require("child_process");
+
+function input(name) {
+  return (process.env[`INPUT_${name.replace(/ /g, "_").toUpperCase()}`] || "").trim();
+}
+
+function lines(name) {
+  return input(name)
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
+}
+
+// Runs `strata ARGS`; a failure fails the step with strata's own message.
+function strata(args) {
+  const env = { ...process.env, STRATA_STORE: input("store") };
+  if (input("token")) env.STRATA_TOKEN = input("token");
+  const bin = process.env.STRATA_BIN || "strata";
+  const r = spawnSync(bin, args, { env, stdio: "inherit" });
+  if (r.error) {
+    console.log(`::error title=strata::cannot run ${bin}: ${r.error.message}`);
+    process.exit(1);
+  }
+  if (r.status !== 0) process.exit(r.status || 1);
+}
+
+module.exports = { input, lines, strata };
