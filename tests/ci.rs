@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 
 use serde_json::Value;
-use support::strata;
+use support::{file_names as files, strata, write_files as write};
 
 /// Runs `strata ARGS` in `dir` with exactly `env` from the CI (and the
 /// store): its JSON output, or a panic with its stderr.
@@ -83,22 +83,6 @@ const CI_VARS: &[&str] = &[
     "CIRCLE_BUILD_NUM",
     "BUILDKITE_JOB_ID",
 ];
-
-fn write(root: &Path, files: &[(&str, &str)]) {
-    for (path, body) in files {
-        let p = root.join(path);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, body).unwrap();
-    }
-}
-
-/// The relative paths of the files under `root`, sorted.
-fn files(root: &Path) -> Vec<String> {
-    support::files(root)
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect()
-}
 
 // GitHub Actions: attempt 1 builds and tests, deploy fails; "re-run failed
 // jobs" (attempt 2) reruns deploy, which sees attempt 1's layers; "re-run

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml_ng::Value;
+use support::{file_names as files, write_files as write};
 
 fn wrappers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../wrappers")
@@ -42,21 +43,6 @@ fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn write(root: &Path, files: &[(&str, &str)]) {
-    for (path, body) in files {
-        let p = root.join(path);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, body).unwrap();
-    }
-}
-
-fn files(root: &Path) -> Vec<String> {
-    support::files(root)
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect()
 }
 
 // The GitHub Action: post persists `path` after the build job; main

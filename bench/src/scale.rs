@@ -5,11 +5,11 @@
 //! format 1 for comparison). docs/benchmarks.md has the numbers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use strata_store::backend::Backend;
 use strata_store::format::config::StoreConfig;
@@ -141,9 +141,8 @@ impl Drop for Replica {
 }
 
 fn start_replica(bin: &Path, store: &str, meta: &Path, garage: &Garage) -> Result<Replica> {
-    use std::io::BufRead;
-    let mut child = Command::new(bin)
-        .arg("--store")
+    let mut cmd = Command::new(bin);
+    cmd.arg("--store")
         .arg(store)
         .arg("--cache")
         .arg(meta)
@@ -155,22 +154,8 @@ fn start_replica(bin: &Path, store: &str, meta: &Path, garage: &Garage) -> Resul
             "--resync-every",
             "1s",
         ])
-        .envs(garage.env())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting strata serve")?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .context("strata serve exited before listening")??;
-        if let Some(rest) = line.strip_prefix("strata serve: listening on ") {
-            break rest.split(' ').next().unwrap_or_default().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        .envs(garage.env());
+    let (child, url) = crate::tools::start_server(cmd)?;
     Ok(Replica { child, url })
 }
 

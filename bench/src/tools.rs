@@ -413,6 +413,30 @@ impl Tool for Casync {
     }
 }
 
+/// Starts `strata serve` (`cmd`, listening on port 0) and waits until it
+/// says where it listens: the child and its URL. Its stderr is drained so
+/// it never blocks on a pipe.
+pub fn start_server(mut cmd: std::process::Command) -> Result<(std::process::Child, String)> {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting strata serve")?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .context("strata serve exited before listening")??;
+        if let Some(rest) = line.strip_prefix("strata serve: listening on ") {
+            break rest.split(' ').next().unwrap_or_default().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, url))
+}
+
 /// Whether `program` is on the PATH.
 pub fn available(program: &str) -> bool {
     std::process::Command::new("sh")
@@ -500,31 +524,15 @@ impl Tool for StrataHttp {
     }
 
     fn init(&self, repo: &Path) -> Result<()> {
-        use std::io::BufRead;
         self.stop();
         std::fs::create_dir_all(repo)?;
-        let mut child = std::process::Command::new(&self.bin)
-            .arg("--store")
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.arg("--store")
             .arg(repo.join("store"))
             .arg("--cache")
             .arg(repo.join("server-meta"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--quiet"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("starting strata serve")?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .context("strata serve exited before listening")??;
-            if let Some(rest) = line.strip_prefix("strata serve: listening on ") {
-                break rest.split(' ').next().unwrap_or_default().to_string();
-            }
-        };
-        // Keep draining the server's stderr so it never blocks on a pipe.
-        std::thread::spawn(move || for _ in lines {});
+            .args(["serve", "--listen", "127.0.0.1:0", "--quiet"]);
+        let (child, url) = start_server(cmd)?;
         let (url, proxy) = match &self.link {
             None => (url, None),
             Some(link) => {

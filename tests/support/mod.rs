@@ -118,6 +118,23 @@ impl Drop for Server {
 #[allow(unused_imports)]
 pub use strata_store::testing::garage::{Garage, GarageCluster};
 
+/// Writes `files` (relative path, content) under `root`.
+pub fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (path, body) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+}
+
+/// The relative paths of the regular files under `root`, sorted, as text.
+pub fn file_names(root: &Path) -> Vec<String> {
+    files(root)
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// Every regular file under `root`, relative, sorted.
 pub fn files(root: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
