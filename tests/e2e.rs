@@ -697,3 +697,78 @@ fn a_persist_larger_than_its_queues_ends() {
     assert!(status.success());
     w.ok(&["verify", "--read-data"]);
 }
+
+// A CI log gets progress lines (never a redrawn line) during a persist and
+// an attach; --progress json makes them JSON, none silences them.
+#[test]
+fn progress_lines_fit_a_ci_log() {
+    let w = World::new();
+    w.ok(&["run", "create", "p", "--job", "a", "--job", "b:a"]);
+    let src = w.machine("a");
+    strata_store::synth::generate(&src.join("out"), 2000, 3).unwrap();
+    let run = |args: &[&str]| {
+        let out = w.strata(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let src_s = src.to_str().unwrap();
+    let log = run(&[
+        "--progress",
+        "plain",
+        "persist",
+        "--run",
+        "p",
+        "--job",
+        "a",
+        "--root",
+        src_s,
+        "out",
+    ]);
+    assert!(!log.contains('\r'), "{log:?}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("strata persist: "))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.last().unwrap().contains("100%"),
+        "{log}"
+    );
+    // At most one line per tenth, and a final one: never a flood.
+    assert!(lines.len() <= 11, "{log}");
+    let at = w.dir.path().join("at");
+    let log = run(&[
+        "--progress",
+        "json",
+        "attach",
+        "--run",
+        "p",
+        "--job",
+        "b",
+        "--at",
+        at.to_str().unwrap(),
+    ]);
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["progress"]["command"], "attach");
+    assert_eq!(last["percent"], 100.0);
+    assert_eq!(
+        last["progress"]["done_bytes"],
+        last["progress"]["total_bytes"]
+    );
+    let at = w.dir.path().join("at2");
+    let log = run(&[
+        "--progress",
+        "none",
+        "attach",
+        "--run",
+        "p",
+        "--job",
+        "b",
+        "--at",
+        at.to_str().unwrap(),
+    ]);
+    assert!(!log.contains("strata attach:"), "{log}");
+}

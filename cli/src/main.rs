@@ -75,6 +75,12 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// Progress of persist and attach on stderr: `tty` (one line redrawn),
+    /// `plain` (a line every 10% or 5 s, for CI logs), `json` (those lines
+    /// as JSON), `none`; `auto`: tty on a terminal, else plain.
+    #[arg(long, global = true, env = "STRATA_PROGRESS", value_enum, default_value_t = output::ProgressMode::Auto)]
+    progress: output::ProgressMode,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -454,7 +460,10 @@ fn open(cli: &Cli) -> Result<Store> {
     };
     let store = Store::open_at(&location, &options, &output::Printer)
         .with_context(|| format!("opening store {location}"))?;
-    Ok(store.with_clock(clock()?))
+    let progress = output::ProgressPrinter::new(cli.progress, cli.json);
+    Ok(store
+        .with_clock(clock()?)
+        .with_observer(std::sync::Arc::new(progress)))
 }
 
 /// `$STRATA_NOW` (Unix seconds or a UTC date) fixes the clock: for tests,

@@ -50,5 +50,5 @@ pub use ops::{
     attach, cache_key, caches, ci_run, gc, ingest, lifecycle, persist, rerun, stats, verify,
 };
 pub use repo::remote::RemoteLookup;
-pub use repo::{default_cache_dir, Observer, OpenOptions, Quiet, Store, StoreLocation};
+pub use repo::{default_cache_dir, Observer, OpenOptions, Progress, Quiet, Store, StoreLocation};
 pub use util::Clock;

@@ -47,7 +47,7 @@ use crate::id::{ChunkId, JobName, ManifestId, RunName};
 use crate::format::keys::{index_key, index_log_key, manifest_key, pack_key};
 use crate::format::records::{LayerRecord, Writer};
 use crate::meta::catalog::Catalog;
-use crate::repo::Store;
+use crate::repo::{Progress, Store};
 use crate::tree::scan::{scan, ScanKind, Scanned, Tree};
 use crate::util::{Slot, Slots};
 
@@ -168,10 +168,27 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
     let clock_start = store.now();
 
     let sink = ChunkSink::new(store);
+    let size = |s: &Scanned| match s.kind {
+        ScanKind::File { size } => size,
+        _ => 0,
+    };
+    let total_bytes: u64 = tree.entries.iter().map(size).sum();
+    let done_bytes = AtomicU64::new(0);
+    let observer = store.observer();
     let ((manifest, manifest_id, root_obj), packs) = sink.run(|pipe| {
         let contents: Vec<Vec<Option<FileContent>>> = batches(&tree.entries)
             .into_par_iter()
-            .map(|range| pipe.add_batch(tree, &tree.entries[range]))
+            .map(|range| {
+                let batch = &tree.entries[range];
+                let content = pipe.add_batch(tree, batch)?;
+                let read: u64 = batch.iter().map(size).sum();
+                observer.progress(&Progress {
+                    command: "persist",
+                    done_bytes: done_bytes.fetch_add(read, Relaxed) + read,
+                    total_bytes,
+                });
+                Ok(content)
+            })
             .collect::<Result<_>>()?;
         let entries: Vec<Entry> = tree
             .entries

@@ -48,6 +48,30 @@ use synced::{SyncedIndex, DEFAULT_RESYNC_EVERY};
 pub trait Observer: Sync {
     /// Another process holds the store; this one waits for it.
     fn waiting_for_lock(&self, _store: &Path) {}
+    /// A persist or attach moved on (called often, from any thread: the
+    /// observer decides what to show, and how often).
+    fn progress(&self, _progress: &Progress) {}
+}
+
+/// A store's progress observer (a wrapper, so `Store` stays `Debug`).
+#[derive(Clone)]
+struct Heard(Arc<dyn Observer + Send + Sync>);
+
+impl std::fmt::Debug for Heard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// How far a persist or attach has come.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Progress {
+    /// `persist` or `attach`.
+    pub command: &'static str,
+    /// Bytes of file content read (persist) or written (attach) so far.
+    pub done_bytes: u64,
+    /// Bytes of file content in all.
+    pub total_bytes: u64,
 }
 
 /// An observer that ignores everything.
@@ -171,6 +195,8 @@ pub struct Store {
     /// Whether a persist refuses to commit after half the gc grace period
     /// (always, but for the test that shows what the guard prevents).
     commit_guard: bool,
+    /// Who hears of progress (`Quiet` unless the caller says).
+    observer: Heard,
     _lock: Option<File>,
 }
 
@@ -211,6 +237,7 @@ impl Store {
                     location: location.clone(),
                     clock: Clock::System,
                     commit_guard: true,
+                    observer: Heard(Arc::new(Quiet)),
                     _lock: None,
                 })
             }
@@ -309,6 +336,7 @@ impl Store {
             location,
             clock: Clock::System,
             commit_guard: true,
+            observer: Heard(Arc::new(Quiet)),
             _lock: Some(lock),
         })
     }
@@ -339,6 +367,17 @@ impl Store {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Tells `observer` of the progress of persists and attaches.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer + Send + Sync>) -> Self {
+        self.observer = Heard(observer);
+        self
+    }
+
+    /// The progress observer, shared (for work on other threads).
+    pub(crate) fn observer(&self) -> Arc<dyn Observer + Send + Sync> {
+        self.observer.0.clone()
     }
 
     /// Turns off persist's commit guard (the half-grace-period check), so a

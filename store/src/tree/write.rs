@@ -46,7 +46,7 @@ use crate::format::manifest::EntryKind;
 use crate::format::manifest::Mtime;
 use crate::id::ChunkId;
 use crate::read::fetch_chunks;
-use crate::repo::Store;
+use crate::repo::{Observer, Progress, Store};
 use crate::util::unique_tmp_name;
 
 /// The prefix of every temporary name attach writes in the target.
@@ -131,7 +131,18 @@ pub fn execute_with(
     for e in plan.entries.iter().filter(|e| e.target == EntryKind::Dir) {
         ensure_dir(&dest(e))?;
     }
-    let stats = Stats::default();
+    let total: u64 = plan
+        .entries
+        .iter()
+        .map(|e| match &e.target {
+            EntryKind::File { size, .. } => *size,
+            _ => 0,
+        })
+        .sum();
+    let stats = Stats {
+        progress: Some((store.observer(), total)),
+        ..Stats::default()
+    };
     let dirs: Vec<PathBuf> = std::iter::once(at.clone())
         .chain(
             plan.entries
@@ -258,6 +269,8 @@ fn sweep_temp_files(dir: &Path) -> Result<u64> {
 
 #[derive(Default)]
 struct Stats {
+    /// Who hears of progress, and the bytes of file content in all.
+    progress: Option<(std::sync::Arc<dyn Observer + Send + Sync>, u64)>,
     files_written: AtomicU64,
     files_in_place: AtomicU64,
     chunks_from_store: AtomicU64,
@@ -269,6 +282,18 @@ struct Stats {
 }
 
 impl Stats {
+    /// Counts `n` bytes written, and tells the observer.
+    fn wrote(&self, n: u64) {
+        let done = self.bytes_written.fetch_add(n, Relaxed) + n;
+        if let Some((observer, total)) = &self.progress {
+            observer.progress(&Progress {
+                command: "attach",
+                done_bytes: done,
+                total_bytes: *total,
+            });
+        }
+    }
+
     fn snapshot(&self) -> WriteStats {
         WriteStats {
             files_written: self.files_written.load(Relaxed),
@@ -539,7 +564,7 @@ impl FileJob<'_> {
                 if single {
                     drop(created);
                     f.write_all_at(bytes, 0).ctx("write", &self.tmp)?;
-                    stats.bytes_written.fetch_add(bytes.len() as u64, Relaxed);
+                    stats.wrote(bytes.len() as u64);
                     self.remaining.fetch_sub(1, Relaxed);
                     return self.finish(f, stats);
                 }
@@ -550,7 +575,7 @@ impl FileJob<'_> {
             .open(&self.tmp)
             .ctx("write", &self.tmp)?;
         f.write_all_at(bytes, offset).ctx("write", &self.tmp)?;
-        stats.bytes_written.fetch_add(bytes.len() as u64, Relaxed);
+        stats.wrote(bytes.len() as u64);
         // AcqRel: the thread that writes the last placement must see every
         // other placement's write as done before it renames the file.
         if self.remaining.fetch_sub(1, AcqRel) == 1 {
