@@ -692,3 +692,55 @@ fn a_server_waiting_for_its_store_directory_says_why() {
         assert!(ls.join().unwrap().contains('r'));
     });
 }
+
+// A pull request's CI token limited to `ref:refs/pull/` cache keys saves
+// its own caches but cannot save one the default branch would restore.
+#[test]
+fn a_pull_request_token_cannot_poison_the_default_branch_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(
+        d.join("auth.yaml"),
+        "tokens:\n  - {name: pr-ci, token: token-pr-ci-0123456789, namespace: a, scope: write, \
+         cache_keys: [\"ref:refs/pull/\"]}\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        d.join("srv").to_str().unwrap(),
+        &["--auth", d.join("auth.yaml").to_str().unwrap()],
+        &[],
+    );
+    let mut pr =
+        Client::new(&server.ns("a"), &d.join("cache")).with_token("token-pr-ci-0123456789");
+    fs::write(
+        d.join("event.json"),
+        r#"{"repository": {"default_branch": "main"}}"#,
+    )
+    .unwrap();
+    for (k, v) in [
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_RUN_ID", "5"),
+        ("GITHUB_JOB", "build"),
+        ("GITHUB_REF", "refs/pull/9/merge"),
+        ("GITHUB_EVENT_PATH", d.join("event.json").to_str().unwrap()),
+    ] {
+        pr.env.push((k, v.to_string()));
+    }
+    pr.dir = Some(d.to_path_buf());
+    random_files(&d.join("node_modules"), 2, 1000, 3);
+    // Its own scope: fine.
+    pr.ok(&["cache", "save", "--key", "deps-1", "node_modules"]);
+    // Outside it (unscoped, as the default branch might restore): 403.
+    let e = pr.fails(&[
+        "cache",
+        "save",
+        "--unscoped",
+        "--key",
+        "deps-1",
+        "node_modules",
+    ]);
+    assert!(
+        e.contains("may save caches only under ref:refs/pull/"),
+        "{e}"
+    );
+}

@@ -8,6 +8,7 @@
 //!     token: "long random"     # or token_blake3: <hex of its BLAKE3 hash>
 //!     namespace: team-a
 //!     scope: write             # read | write
+//!     cache_keys: ["ref:refs/pull/"]   # optional: the only cache keys it may save
 //! ```
 //!
 //! Tokens are compared by their BLAKE3 hashes (a constant-time comparison),
@@ -33,6 +34,8 @@ struct TokenSpec {
     token_blake3: Option<String>,
     namespace: String,
     scope: Scope,
+    #[serde(default)]
+    cache_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +50,10 @@ struct Grant {
     hash: blake3::Hash,
     namespace: String,
     scope: Scope,
+    /// The prefixes of the cache keys it may save under, if limited (a pull
+    /// request's CI token: `ref:refs/pull/`, so it never writes an entry
+    /// the default branch restores).
+    cache_keys: Option<Vec<String>>,
 }
 
 /// The server's tokens.
@@ -99,6 +106,7 @@ impl Auth {
                 hash,
                 namespace: t.namespace,
                 scope: t.scope,
+                cache_keys: t.cache_keys,
             });
         }
         if grants.is_empty() {
@@ -137,6 +145,26 @@ impl Auth {
         }
         Ok(grant.name.clone())
     }
+
+    /// Whether `token` (already checked for writing) may save a cache
+    /// entry under `cache_key`: a token limited by `cache_keys` only under
+    /// one of those prefixes.
+    pub fn may_save_cache(&self, token: Option<&str>, cache_key: &str) -> Result<(), Refusal> {
+        let hash = blake3::hash(token.unwrap_or_default().as_bytes());
+        let Some(grant) = self.grants.iter().find(|g| g.hash == hash) else {
+            return Err(Refusal::Unauthenticated("unknown token"));
+        };
+        match &grant.cache_keys {
+            Some(prefixes) if !prefixes.iter().any(|p| cache_key.starts_with(p.as_str())) => {
+                Err(Refusal::Forbidden(format!(
+                    "token {} may save caches only under {} (not {cache_key:?})",
+                    grant.name,
+                    prefixes.join(", ")
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +199,19 @@ mod tests {
             auth.check(Some("nope-nope-nope-nope"), "a", Scope::Read),
             Err(Refusal::Unauthenticated("unknown token"))
         );
+        // A token limited to pull-request cache keys.
+        let pr = Auth::parse(
+            "tokens:\n  - {name: pr, token: pr-token-0123456789ab, namespace: a, scope: write, \
+             cache_keys: [\"ref:refs/pull/\"]}\n",
+        )
+        .unwrap();
+        let t = Some("pr-token-0123456789ab");
+        assert!(pr.may_save_cache(t, "ref:refs/pull/7/merge:deps").is_ok());
+        assert!(matches!(
+            pr.may_save_cache(t, "ref:refs/heads/main:deps"),
+            Err(Refusal::Forbidden(_))
+        ));
+        assert!(auth.may_save_cache(w, "anything").is_ok());
         assert!(Auth::parse("tokens: []").is_err());
         assert!(
             Auth::parse("tokens:\n  - {name: x, token: short, namespace: a, scope: read}\n")

@@ -227,6 +227,19 @@ async fn put_object(
         _ => Scope::Write,
     };
     let client = gate(&s, &headers, peer, &ns, scope)?;
+    // A token may be limited to some cache keys (a pull request's).
+    if let (Some(auth), Some(hex)) = (&s.auth, strata_store::format::keys::cache_hex_of(&key)) {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let cache_key = strata_store::format::keys::unhex_key(hex).unwrap_or_default();
+        auth.may_save_cache(token, &cache_key)
+            .map_err(|r| match r {
+                Refusal::Unauthenticated(why) => error(StatusCode::UNAUTHORIZED, why),
+                Refusal::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
+            })?;
+    }
     let started = Instant::now();
     let len = body.len();
     let k = key.clone();

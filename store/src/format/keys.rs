@@ -187,6 +187,18 @@ pub fn hex_key(key: &str) -> String {
     key.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The cache key a `hex_key` names (`None` for hex that is not one).
+pub fn unhex_key(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
 /// `caches/<hex>`: the entries of every cache key starting with the
 /// (hex) prefix; with a trailing `/`, of exactly one key.
 pub fn cache_prefix(hex: &str) -> String {
@@ -401,6 +413,7 @@ mod tests {
         let cache = timed_key(&cache_prefix(&format!("{hex}/")), 5);
         assert_eq!(classify(&cache).unwrap(), ObjectKind::Cache);
         assert_eq!(cache_hex_of(&cache), Some(hex.as_str()));
+        assert_eq!(unhex_key(&hex).as_deref(), Some("npm-v1"));
         let cache_used = timed_key(&cache_used_prefix(&format!("{hex}/")), 5);
         assert_eq!(classify(&cache_used).unwrap(), ObjectKind::CacheUsed);
         assert_eq!(
