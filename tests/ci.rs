@@ -123,6 +123,17 @@ fn github_actions_attempts_keep_and_replace_layers() {
     write(&repo, &[("dist/app.js", "v1"), ("dist/old.js", "old")]);
     let p = ci(&repo, &store, &env("1", "build"), &["persist", "dist"]);
     assert_eq!(p["run"], "gh-9100.1");
+    // The command's lines sit in a collapsible group of the job's log.
+    let look = d.path().join("look");
+    let out = run(
+        &repo,
+        &store,
+        &env("1", "test"),
+        &["attach", "--at", look.to_str().unwrap()],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    let open = log.find("::group::strata attach gh-9100.1/test");
+    assert!(open.is_some() && log.find("::endgroup::") > open, "{log}");
     // The job's summary page gets a table of what it did.
     let table = fs::read_to_string(&summary).unwrap();
     assert!(table.contains("### strata persist"), "{table}");
@@ -244,6 +255,18 @@ fn gitlab_pipeline_with_parallel_legs() {
     assert_eq!(
         files(&at),
         ["coverage/leg1.json", "coverage/leg2.json", "public/app.css"]
+    );
+    // GitLab's log: a collapsed section around the command.
+    let out = run(
+        &repo,
+        &store,
+        &env("deploy prod", ""),
+        &["attach", "--at", d.path().join("sec").to_str().unwrap()],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(":strata[collapsed=true]") && log.contains("section_end:"),
+        "{log}"
     );
     // A retry of leg 1 (a new CI_JOB_ID) replaces what its failed try
     // persisted; leg 2's layers stay.

@@ -617,6 +617,8 @@ fn run(cli: Cli) -> Result<()> {
             let store = open(&cli)?;
             let (run, job, ci) = a.rj.resolve(&store)?;
             let writer = ci.as_ref().map(|ci| ci.writer());
+            let _group =
+                output::LogGroup::open(ci.as_ref(), &format!("strata persist {run}/{job}"));
             let report = persist::persist(
                 &store,
                 &persist::PersistRequest {
@@ -637,7 +639,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Attach(a) => {
             let store = open(&cli)?;
-            let (run, job, _) = a.rj.resolve(&store)?;
+            let (run, job, ci) = a.rj.resolve(&store)?;
+            let _group = output::LogGroup::open(ci.as_ref(), &format!("strata attach {run}/{job}"));
             let report = attach::attach(
                 &store,
                 &attach::AttachRequest {

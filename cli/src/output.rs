@@ -119,6 +119,49 @@ impl Observer for ProgressPrinter {
     }
 }
 
+/// A collapsible group around a command's lines in the CI's log: GitHub's
+/// `::group::` / `::endgroup::` workflow commands, GitLab's
+/// `section_start` / `section_end` markers (collapsed), Buildkite's `~~~`
+/// header (a collapsed group, ended by the next header). On stderr, where
+/// the progress lines are; closed when dropped.
+pub struct LogGroup {
+    end: Option<String>,
+}
+
+impl LogGroup {
+    /// Opens a group titled `title` in the log of `ci`'s system (none
+    /// outside a CI).
+    pub fn open(ci: Option<&strata_store::ci::CiContext>, title: &str) -> LogGroup {
+        use strata_store::ci::CiSystem;
+        let now = strata_store::util::system_clock();
+        let end = match ci.map(|c| c.system) {
+            Some(CiSystem::GithubActions) => {
+                eprintln!("::group::{title}");
+                Some("::endgroup::".to_string())
+            }
+            Some(CiSystem::Gitlab) => {
+                eprintln!("\x1b[0Ksection_start:{now}:strata[collapsed=true]\r\x1b[0K{title}");
+                Some(format!("\x1b[0Ksection_end:{{now}}:strata\r\x1b[0K"))
+            }
+            Some(CiSystem::Buildkite) => {
+                eprintln!("~~~ {title}");
+                None
+            }
+            _ => None,
+        };
+        LogGroup { end }
+    }
+}
+
+impl Drop for LogGroup {
+    fn drop(&mut self) {
+        if let Some(end) = &self.end {
+            let now = strata_store::util::system_clock();
+            eprintln!("{}", end.replace("{now}", &now.to_string()));
+        }
+    }
+}
+
 fn print_json<T: Serialize>(value: &T) {
     println!(
         "{}",
