@@ -141,7 +141,7 @@ impl LogGroup {
             }
             Some(CiSystem::Gitlab) => {
                 eprintln!("\x1b[0Ksection_start:{now}:strata[collapsed=true]\r\x1b[0K{title}");
-                Some(format!("\x1b[0Ksection_end:{{now}}:strata\r\x1b[0K"))
+                Some("\x1b[0Ksection_end:{now}:strata\r\x1b[0K".to_string())
             }
             Some(CiSystem::Buildkite) => {
                 eprintln!("~~~ {title}");
