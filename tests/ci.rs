@@ -370,6 +370,112 @@ fn circleci_workflow_with_matrix_and_renamed_jobs() {
             "node_modules/a/index.js"
         ]
     );
+    // "Rerun workflow from failed": the same workspace, the leg's new try
+    // (a new CIRCLE_BUILD_NUM) replaces what its first try persisted.
+    let try_env = |job: &'static str, num: &'static str| {
+        let mut e = env(job);
+        e.push(("CIRCLE_BUILD_NUM", num));
+        e
+    };
+    write(&repo, &[("build/stable/first.js", "1")]);
+    ci(
+        &repo,
+        &store,
+        &try_env("yarn_test-stable", "11"),
+        &["persist", "build/stable/first.js"],
+    );
+    write(&repo, &[("build/stable/second.js", "2")]);
+    ci(
+        &repo,
+        &store,
+        &try_env("yarn_test-stable", "12"),
+        &["persist", "build/stable/second.js"],
+    );
+    let at = d.path().join("publish-again");
+    ci(
+        &repo,
+        &store,
+        &env("Publish to Next channel"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    let got = files(&at);
+    assert!(
+        got.contains(&"build/stable/second.js".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        !got.contains(&"build/stable/first.js".to_string()),
+        "{got:?}"
+    );
+}
+
+// GitHub matrix legs, named by STRATA_LEG (GitHub's environment does not
+// name them): each leg's files reach the job that needs them; two legs
+// writing one path differently are a conflict naming both.
+#[test]
+fn github_matrix_legs_are_separate_writers() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[(
+            ".github/workflows/ci.yml",
+            "jobs:\n  build:\n    strategy: {matrix: {os: [linux, mac]}}\n  ship: {needs: build}\n",
+        )],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |run: &'static str, job: &'static str, leg: &'static str| {
+        vec![
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", run),
+            ("GITHUB_RUN_ATTEMPT", "1"),
+            ("GITHUB_JOB", job),
+            ("STRATA_LEG", leg),
+            (
+                "GITHUB_WORKFLOW_REF",
+                "o/r/.github/workflows/ci.yml@refs/heads/main",
+            ),
+            ("GITHUB_WORKSPACE", repo_s),
+        ]
+    };
+    for leg in ["linux", "mac"] {
+        write(&repo, &[(&format!("out/{leg}/tool"), leg)]);
+        ci(
+            &repo,
+            &store,
+            &env("1", "build", leg),
+            &["persist", &format!("out/{leg}")],
+        );
+    }
+    let at = d.path().join("ship");
+    ci(
+        &repo,
+        &store,
+        &env("1", "ship", ""),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["out/linux/tool", "out/mac/tool"]);
+    for leg in ["linux", "mac"] {
+        write(&repo, &[("out/VERSION", leg)]);
+        ci(
+            &repo,
+            &store,
+            &env("2", "build", leg),
+            &["persist", "out/VERSION"],
+        );
+    }
+    let out = run(
+        &repo,
+        &store,
+        &env("2", "ship", ""),
+        &["attach", "--at", "x"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("out/VERSION") && err.contains("linux") && err.contains("mac"),
+        "{err}"
+    );
 }
 
 // Buildkite: keys, `depends_on` and a `wait` step; paths given as globs.
@@ -421,6 +527,54 @@ fn buildkite_steps_with_wait_and_depends_on() {
         &["attach", "--at", at.to_str().unwrap()],
     );
     assert_eq!(files(&at), ["bin/tool", "results/t.xml"]);
+    // A retried step (a new BUILDKITE_JOB_ID) replaces its failed try's
+    // layers; parallel jobs of one step (BUILDKITE_PARALLEL_JOB) both count.
+    let job_env = |step: &'static str, job: &'static str, leg: &'static str| {
+        let mut e = env(step);
+        e.push(("BUILDKITE_JOB_ID", job));
+        e.push(("BUILDKITE_PARALLEL_JOB", leg));
+        e
+    };
+    write(&repo, &[("shards/0/partial.xml", "try 1")]);
+    ci(
+        &repo,
+        &store,
+        &job_env("test", "j-1", "0"),
+        &["persist", "shards/0/partial.xml"],
+    );
+    write(
+        &repo,
+        &[
+            ("shards/0/full.xml", "try 2"),
+            ("shards/1/full.xml", "leg 1"),
+        ],
+    );
+    ci(
+        &repo,
+        &store,
+        &job_env("test", "j-2", "0"),
+        &["persist", "shards/0/full.xml"],
+    );
+    ci(
+        &repo,
+        &store,
+        &job_env("test", "j-3", "1"),
+        &["persist", "shards/1/full.xml"],
+    );
+    let at = d.path().join("pkg2");
+    ci(
+        &repo,
+        &store,
+        &env("package"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    let got = files(&at);
+    assert!(
+        got.contains(&"shards/0/full.xml".to_string())
+            && got.contains(&"shards/1/full.xml".to_string())
+            && !got.contains(&"shards/0/partial.xml".to_string()),
+        "{got:?}"
+    );
 }
 
 // Caches scoped like the CI's own: a pull request restores what its base
