@@ -336,8 +336,8 @@ fn detect_ci() -> Option<strata_store::ci::CiContext> {
 /// Where the CI checked the repository out: its variable, else the
 /// working directory.
 fn ci_checkout(ci: &strata_store::ci::CiContext) -> Result<PathBuf> {
-    match &ci.checkout {
-        Some(found) => Ok(PathBuf::from(&found.value)),
+    match ci.checkout_dir(dirs::home_dir().as_deref()) {
+        Some(dir) => Ok(dir),
         None => std::env::current_dir().context("reading the working directory"),
     }
 }

@@ -128,6 +128,16 @@ impl CiContext {
         }
     }
 
+    /// Where the checkout is, as a path: CircleCI writes its working
+    /// directory as `~/project`, so a leading `~/` is `home`.
+    pub fn checkout_dir(&self, home: Option<&std::path::Path>) -> Option<PathBuf> {
+        let value = &self.checkout.as_ref()?.value;
+        match (value.strip_prefix("~/"), home) {
+            (Some(rest), Some(home)) => Some(home.join(rest)),
+            _ => Some(PathBuf::from(value)),
+        }
+    }
+
     /// Which leg and attempt of the job this is, for its layer refs
     /// (docs/format.md, layer refs version 2).
     pub fn writer(&self) -> Writer {
@@ -370,6 +380,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(cc.run.from, "CIRCLE_WORKFLOW_WORKSPACE_ID");
+        assert!(cc.checkout.is_none());
         assert_eq!(cc.job_name().as_str(), "Publish_20to_20Next_20channel");
         let bk = detect(&env(&[
             ("BUILDKITE", "true"),
@@ -419,6 +430,21 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(gl.cache_scopes().unwrap().1, ["ref:feature:", "ref:main:"]);
+    }
+
+    #[test]
+    fn circleci_working_directory_is_under_home() {
+        let cc = detect(&env(&[
+            ("CIRCLECI", "true"),
+            ("CIRCLE_WORKFLOW_ID", "w"),
+            ("CIRCLE_JOB", "build"),
+            ("CIRCLE_WORKING_DIRECTORY", "~/project"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            cc.checkout_dir(Some(std::path::Path::new("/home/circleci"))),
+            Some(PathBuf::from("/home/circleci/project"))
+        );
     }
 
     #[test]
