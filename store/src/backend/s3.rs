@@ -140,6 +140,22 @@ impl S3 {
         self.runtime.block_on(f)
     }
 
+    /// What to list for `prefix`: object_store lists by whole path
+    /// segments, so the directory part of the prefix (callers filter by the
+    /// whole prefix).
+    fn list_base(&self, prefix: &str) -> Option<ObjectPath> {
+        let dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        match (self.prefix.is_empty(), dir.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(ObjectPath::from(dir)),
+            (false, true) => Some(ObjectPath::from(self.prefix.as_str())),
+            (false, false) => Some(ObjectPath::from(format!("{}/{dir}", self.prefix))),
+        }
+    }
+
     /// The store keys of listed objects that start with `prefix`, sorted.
     fn keys_under(&self, prefix: &str, metas: Vec<object_store::ObjectMeta>) -> Vec<String> {
         self.traffic.pages(metas.len());
@@ -248,18 +264,7 @@ impl Backend for S3 {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        // object_store lists by whole path segments: list the directory
-        // part of the prefix, then filter by the whole prefix.
-        let dir = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        let base = match (self.prefix.is_empty(), dir.is_empty()) {
-            (true, true) => None,
-            (true, false) => Some(ObjectPath::from(dir)),
-            (false, true) => Some(ObjectPath::from(self.prefix.as_str())),
-            (false, false) => Some(ObjectPath::from(format!("{}/{dir}", self.prefix))),
-        };
+        let base = self.list_base(prefix);
         let metas: Vec<object_store::ObjectMeta> = self
             .block(self.store.list(base.as_ref()).try_collect())
             .map_err(|e| self.err(prefix, e))?;
@@ -272,16 +277,7 @@ impl Backend for S3 {
         }
         // The listing starts after `after` (S3 `start-after`): one request
         // for the tail of a long prefix.
-        let dir = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        let base = match (self.prefix.is_empty(), dir.is_empty()) {
-            (true, true) => None,
-            (true, false) => Some(ObjectPath::from(dir)),
-            (false, true) => Some(ObjectPath::from(self.prefix.as_str())),
-            (false, false) => Some(ObjectPath::from(format!("{}/{dir}", self.prefix))),
-        };
+        let base = self.list_base(prefix);
         let offset = self.path(after);
         let metas: Vec<object_store::ObjectMeta> = self
             .block(
