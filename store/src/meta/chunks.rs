@@ -217,8 +217,9 @@ impl ChunkIndex {
             _ => false,
         };
         let mut position = position;
+        let starting_over = position.is_none() || missed_deletions || behind_gc;
         let mut snapshot = None;
-        if position.is_none() || missed_deletions || behind_gc {
+        if starting_over {
             if position.is_some() {
                 self.reset()?;
             }
@@ -251,7 +252,18 @@ impl ChunkIndex {
         }
         self.forget_deleted(&tombstones.packs)?;
         let from = if full { None } else { position };
-        let mut read = snapshot.map(|s| (s, 0));
+        // Starting over, what is read is gathered, to write as a snapshot
+        // of its own if there was much of it: without the packs known to
+        // be deleted (a snapshot may outlive their tombstones).
+        let mut read = match starting_over {
+            true => {
+                let mut base = snapshot.unwrap_or(IndexObject { packs: Vec::new() });
+                base.packs
+                    .retain(|p| !self.deleted.contains_key(p.pack.0).unwrap_or(true));
+                Some((base, 0))
+            }
+            false => None,
+        };
         let (read_now, newest_entry) = self.read_log(backend, from, &mut read)?;
         added += read_now;
         if full {

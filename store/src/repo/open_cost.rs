@@ -221,3 +221,46 @@ fn a_reader_forgets_the_packs_gc_deleted() {
         assert_eq!(missing, vec![true; 20], "{}", meta.display());
     }
 }
+
+#[test]
+fn a_store_gc_never_ran_on_gets_a_snapshot_from_its_readers() {
+    use crate::format::keys::{timed_key, DELETED_PREFIX, SNAPSHOT_PREFIX};
+    use crate::format::records::{Deleted, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(Memory::default());
+    backend
+        .put(CONFIG_KEY, &StoreConfig::new("no-gc".into()).encode())
+        .unwrap();
+    // 1,500 persists, one every 10 s over four hours; no gc ever ran...
+    let objects: Vec<IndexObject> = (0..1_500)
+        .map(|i| persisted_with_index(backend.as_ref(), i, NOW - 4 * 3_600 + 10 * i as i64).1)
+        .collect();
+    // ...but one pack was deleted (a tombstone names it).
+    let gone = objects[0].packs[0].pack;
+    let tomb = Deleted {
+        since: NOW - 7 * 86_400,
+        packs: vec![(gone, NOW - 60)],
+    };
+    backend
+        .put(&timed_key(DELETED_PREFIX, NOW - 60), &tomb.encode())
+        .unwrap();
+    // The first cold reader reads every entry, and leaves a snapshot.
+    let (_first, counted) = open_counted(&backend, &dir.path().join("first"));
+    assert!(counted.requests.load(SeqCst) > 1_500);
+    let snaps = backend.list(SNAPSHOT_PREFIX).unwrap();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let (_, id) = crate::format::keys::log_time_and_id(&snaps[0]).unwrap();
+    let snapshot = IndexObject::decode(&id, &backend.get(&snaps[0]).unwrap()).unwrap();
+    assert_eq!(snapshot.packs.len(), 1_499);
+    assert!(
+        snapshot.packs.iter().all(|p| p.pack != gone),
+        "a deleted pack in a snapshot"
+    );
+    // The next reads the snapshot and the last 15 minutes of the log.
+    let (_next, counted) = open_counted(&backend, &dir.path().join("next"));
+    let opening = counted.requests.load(SeqCst);
+    assert!(
+        opening <= 8 + 91,
+        "a cold open after a reader's snapshot took {opening}"
+    );
+}
