@@ -264,3 +264,47 @@ fn a_store_gc_never_ran_on_gets_a_snapshot_from_its_readers() {
         "a cold open after a reader's snapshot took {opening}"
     );
 }
+
+#[test]
+fn a_readers_snapshot_drops_what_gc_deleted_after_its_own_snapshot() {
+    use crate::format::keys::{log_time_and_id, timed_key, DELETED_PREFIX, SNAPSHOT_PREFIX};
+    use crate::format::records::{Deleted, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(Memory::default());
+    backend
+        .put(
+            CONFIG_KEY,
+            &StoreConfig::new("later-deletion".into()).encode(),
+        )
+        .unwrap();
+    let first: Vec<IndexObject> = (0..50)
+        .map(|i| persisted_with_index(backend.as_ref(), i, NOW - 3_600 + i as i64).1)
+        .collect();
+    // gc's snapshot lists all 50 packs...
+    gc(
+        &open(backend.clone(), &dir.path().join("gc")),
+        &GcOptions::default(),
+    )
+    .unwrap();
+    // ...then a later gc deleted one (its tombstone), and 1,100 persists came.
+    let gone = first[0].packs[0].pack;
+    let tomb = Deleted {
+        since: NOW - 7 * 86_400,
+        packs: vec![(gone, NOW + 5)],
+    };
+    backend
+        .put(&timed_key(DELETED_PREFIX, NOW + 5), &tomb.encode())
+        .unwrap();
+    for i in 0..1_100 {
+        persisted(backend.as_ref(), 10_000 + i, NOW + 10 + i as i64);
+    }
+    // A reader starting over gathers gc's snapshot and the log into one of
+    // its own, which must not list the deleted pack.
+    drop(open(backend.clone(), &dir.path().join("cold")));
+    let newest = backend.list(SNAPSHOT_PREFIX).unwrap().pop().unwrap();
+    let (time, id) = log_time_and_id(&newest).unwrap();
+    assert!(time > NOW, "the reader's snapshot is the newest: {newest}");
+    let snapshot = IndexObject::decode(&id, &backend.get(&newest).unwrap()).unwrap();
+    assert_eq!(snapshot.packs.len(), 49 + 1_100);
+    assert!(snapshot.packs.iter().all(|p| p.pack != gone));
+}
