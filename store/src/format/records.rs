@@ -289,17 +289,27 @@ pub struct Tombstones {
     pub newest: Option<(i64, i64)>,
     /// The records' keys, oldest first.
     pub keys: Vec<String>,
+    /// The `since` of each record read (not of those `seen` knew).
+    pub sinces: Vec<(String, i64)>,
 }
 
-/// Reads every tombstone record, skipping those whose keys are in `seen`
-/// (their packs were read before); a record replaced meanwhile is skipped.
-pub fn read_deleted(backend: &dyn Backend, seen: &dyn Fn(&str) -> bool) -> Result<Tombstones> {
+/// Reads every tombstone record but those `seen` knows (it returns the
+/// record's `since`: their packs were read before, so a reader in step
+/// makes no request beyond the listing); a record replaced meanwhile is
+/// skipped.
+pub fn read_deleted(
+    backend: &dyn Backend,
+    seen: &dyn Fn(&str) -> Option<i64>,
+) -> Result<Tombstones> {
     let mut out = Tombstones {
         keys: backend.list(keys::DELETED_PREFIX)?,
         ..Tombstones::default()
     };
     for key in out.keys.iter().rev() {
-        if out.newest.is_some() && seen(key) {
+        if let Some(since) = seen(key) {
+            if out.newest.is_none() {
+                out.newest = Some((since, keys::key_time(key).unwrap_or(since)));
+            }
             continue;
         }
         let record = match backend.get(key) {
@@ -311,6 +321,7 @@ pub fn read_deleted(backend: &dyn Backend, seen: &dyn Fn(&str) -> bool) -> Resul
             let time = keys::key_time(key).unwrap_or(record.since);
             out.newest = Some((record.since, time));
         }
+        out.sinces.push((key.clone(), record.since));
         out.packs.extend(record.packs);
     }
     Ok(out)

@@ -195,7 +195,8 @@ impl ChunkIndex {
         let mut full = full;
         let mut added = 0;
         let tombstones = read_deleted(backend, &|key| {
-            self.state.contains_key(seen_key(key)).unwrap_or(false)
+            let since = self.state.get(seen_key(key)).ok().flatten()?;
+            Some(i64::from_le_bytes(since[..].try_into().ok()?))
         })?;
         let position = self.state_i64(POSITION)?;
         let seen_at = self.state_i64(TOMBSTONES_SEEN)?;
@@ -219,10 +220,12 @@ impl ChunkIndex {
         let mut position = position;
         let starting_over = position.is_none() || missed_deletions || behind_gc;
         let mut snapshot = None;
+        if starting_over && position.is_some() {
+            self.reset()?;
+        }
+        // Before anything is read, so a listed pack gc deleted adds nothing.
+        self.forget_deleted(&tombstones.packs)?;
         if starting_over {
-            if position.is_some() {
-                self.reset()?;
-            }
             position = Some(0);
             if let Some((time, id, key)) = newest {
                 // A snapshot the tombstones do not reach back to may list
@@ -233,7 +236,6 @@ impl ChunkIndex {
                 match covered.then(|| backend.get(&key)).transpose() {
                     Ok(Some(bytes)) => match IndexObject::decode(&id, &bytes) {
                         Ok(object) => {
-                            self.forget_deleted(&tombstones.packs)?;
                             self.add(&id, &object)?;
                             added += 1;
                             position = Some(time);
@@ -250,7 +252,6 @@ impl ChunkIndex {
                 }
             }
         }
-        self.forget_deleted(&tombstones.packs)?;
         let from = if full { None } else { position };
         // Starting over, what is read is gathered, to write as a snapshot
         // of its own if there was much of it: without the packs known to
@@ -275,8 +276,8 @@ impl ChunkIndex {
         if let Some((_, time)) = tombstones.newest {
             self.state.insert(TOMBSTONES_SEEN, &time.to_le_bytes())?;
         }
-        for key in &tombstones.keys {
-            self.state.insert(seen_key(key), &[])?;
+        for (key, since) in &tombstones.sinces {
+            self.state.insert(seen_key(key), &since.to_le_bytes())?;
         }
         // Kept across processes (a process may end without flushing the
         // cache): without its position, the next would start over.

@@ -399,7 +399,7 @@ fn sweep(
 /// removes those older records (docs/format.md).
 fn write_tombstones(store: &Store, deleted: &HashSet<PackId>, now: i64) -> Result<()> {
     let b = store.backend();
-    let before = read_deleted(b, &|_| false)?;
+    let before = read_deleted(b, &|_| None)?;
     let since = now - TOMBSTONE_KEEP_SECS;
     let mut packs: Vec<(PackId, i64)> = before
         .packs

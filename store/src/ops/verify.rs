@@ -93,7 +93,7 @@ struct Findings {
 /// Step 1: Index objects: where every chunk is, from the objects themselves.
 fn read_index_objects(store: &Store, st: &mut Findings) -> Result<()> {
     let b = store.backend();
-    let deleted = read_deleted(b, &|_| false)?.packs;
+    let deleted = read_deleted(b, &|_| None)?.packs;
     for key in b.list(INDEX_PREFIX)? {
         st.report.index_objects += 1;
         let decoded = index_id_of(&key)

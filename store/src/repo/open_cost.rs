@@ -182,6 +182,27 @@ fn opening_a_store_of_ten_thousand_packs_costs_a_constant_number_of_requests() {
     let (_warm, counted) = open_counted(&backend, &dir.path().join("cold"));
     let opening = counted.requests.load(SeqCst);
     assert!(opening <= 6 + 2, "a warm open took {opening} requests");
+    // Once gc has written tombstones, a reader in step does not read them
+    // again: still the lists, the condemned list and what is new.
+    use crate::format::keys::{timed_key, DELETED_PREFIX};
+    use crate::format::records::{Deleted, Record};
+    let tomb = Deleted {
+        since: NOW - 7 * 86_400,
+        packs: vec![(crate::id::PackId::of(b"long gone"), NOW - 10)],
+    };
+    backend
+        .put(&timed_key(DELETED_PREFIX, NOW - 10), &tomb.encode())
+        .unwrap();
+    drop(open(backend.clone(), &dir.path().join("cold")));
+    for i in 0..2 {
+        persisted(backend.as_ref(), 40_000 + i, NOW + 180);
+    }
+    let (_warm, counted) = open_counted(&backend, &dir.path().join("cold"));
+    let opening = counted.requests.load(SeqCst);
+    assert!(
+        opening <= 6 + 2,
+        "a warm open with tombstones took {opening} requests"
+    );
 }
 
 #[test]

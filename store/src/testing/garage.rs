@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,25 +73,33 @@ pub fn garage_bin() -> PathBuf {
     })
 }
 
+/// Writes a node's `garage.toml` under `dir` (its metadata and data there
+/// too, its RPC port free), replicating `replication` times, serving S3 on
+/// port `s3`, with `extra` sections appended; returns its path.
+fn write_config(dir: &Path, replication: u32, secret: &str, s3: u16, extra: &str) -> PathBuf {
+    let rpc = free_port();
+    let config = dir.join("garage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
+             replication_factor = {replication}\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
+             [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+             root_domain = \".s3.garage.localhost\"\n{extra}",
+            dir.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
 impl Garage {
     /// Starts one, waiting until it serves its bucket.
     pub fn start() -> Garage {
         let dir = tempfile::tempdir().unwrap();
-        let (rpc, s3) = (free_port(), free_port());
-        let config = dir.path().join("garage.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
-                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
-                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
-                 root_domain = \".s3.garage.localhost\"\n",
-                dir.path().display(),
-                secret = hex(64),
-            ),
-        )
-        .unwrap();
+        let s3 = free_port();
+        let config = write_config(dir.path(), 1, &hex(64), s3, "");
         let access_key = format!("GK{}", hex(24));
         let secret_key = hex(64);
         let bucket = "strata-test".to_string();
@@ -204,23 +212,11 @@ impl GarageCluster {
         let mut configs = Vec::new();
         let mut endpoints = Vec::new();
         for i in 0..3 {
-            let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+            let s3 = free_port();
             let node = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&node).unwrap();
-            let config = node.join("garage.toml");
-            std::fs::write(
-                &config,
-                format!(
-                    "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/data\"\ndb_engine = \"sqlite\"\n\
-                     replication_factor = 3\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-                     rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
-                     [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
-                     root_domain = \".s3.garage.localhost\"\n\n\
-                     [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
-                    node.display(),
-                ),
-            )
-            .unwrap();
+            let admin = format!("\n[admin]\napi_bind_addr = \"127.0.0.1:{}\"\n", free_port());
+            let config = write_config(&node, 3, &secret, s3, &admin);
             let child = Command::new(garage_bin())
                 .arg("server")
                 .env("GARAGE_CONFIG_FILE", &config)
