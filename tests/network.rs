@@ -668,8 +668,9 @@ fn replicas_over_one_bucket_see_each_others_writes() {
     via(&a).ok(&["verify", "--read-data"]);
 }
 
-// A second process holds a server's store directory: the request waits,
-// and the server's log says why instead of hanging silently.
+// Other processes hold every metadata slot of a server's store directory:
+// the request waits, and the server's log says why instead of hanging
+// silently.
 #[test]
 fn a_server_waiting_for_its_store_directory_says_why() {
     let d = tempfile::tempdir().unwrap();
@@ -678,17 +679,28 @@ fn a_server_waiting_for_its_store_directory_says_why() {
     let client = Client::new(&server.ns("held"), &d.path().join("cache"));
     client.ok(&["run", "create", "r", "--job", "a"]);
     // Restart the server so the namespace is opened again, while this
-    // test holds the directory's lock as another strata process would.
+    // test holds the directory's eight slots as eight busy jobs would.
     drop(server);
-    let lock = fs::File::create(srv.join("held/.local/lock")).unwrap();
-    lock.lock().unwrap();
+    let local = srv.join("held/.local");
+    let slots: Vec<_> = (0..8)
+        .map(|i| {
+            let dir = match i {
+                0 => local.clone(),
+                i => local.join(format!("slot-{i}")),
+            };
+            fs::create_dir_all(&dir).unwrap();
+            let lock = fs::File::create(dir.join("lock")).unwrap();
+            lock.lock().unwrap();
+            lock
+        })
+        .collect();
     let server = Server::start(srv.to_str().unwrap(), &[], &[]);
     let client = Client::new(&server.ns("held"), &d.path().join("cache"));
     std::thread::scope(|s| {
         let ls = s.spawn(|| client.ok(&["ls"]));
         let line = server.wait_for_log("waiting for another process", Duration::from_secs(20));
         assert!(line.contains("held/.local"), "{line}");
-        lock.unlock().unwrap();
+        slots[0].unlock().unwrap();
         assert!(ls.join().unwrap().contains('r'));
     });
 }

@@ -22,7 +22,8 @@ pub struct Printer;
 impl Observer for Printer {
     fn waiting_for_lock(&self, store: &Path) {
         eprintln!(
-            "strata: waiting for another strata process to release the store {}",
+            "strata: waiting for another strata process to release the store {} \
+             (8 processes use it already)",
             store.display()
         );
     }

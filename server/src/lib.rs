@@ -85,8 +85,8 @@ struct LockLog;
 impl Observer for LockLog {
     fn waiting_for_lock(&self, dir: &std::path::Path) {
         log::line(format_args!(
-            "waiting for another process to release {}: is another strata serve or strata \
-             command using this store? Replicas of one store need an s3:// store",
+            "waiting for another process to release {}: its 8 metadata slots are all in use \
+             by strata serve or strata commands on this store",
             dir.display()
         ));
     }

@@ -1,5 +1,7 @@
 //! gc while others persist and attach, on one store shared by threads (as
-//! `strata serve` shares one store between requests), with a clock the
+//! `strata serve` shares one store between requests) or opened by each
+//! writer and gc on its own (as jobs on one runner do: each process its
+//! own metadata slot and index, synced from the objects), with a clock the
 //! test moves: each gc round moves it an eighth of the grace period, so
 //! packs condemned by one round are deleted eight rounds later. (A clock
 //! that jumps a whole grace period at once would model a persist frozen
@@ -52,7 +54,18 @@ struct Outcome {
 // chunks: with the commit guard, every committed layer attaches whole.
 #[test]
 fn gc_is_safe_while_others_persist() {
-    let o = scenario();
+    check(scenario(false));
+}
+
+// The same with each writer and gc in a store opened on its own, as
+// separate processes on one runner are: each learns of the others' packs
+// and of gc's condemned ones only by syncing its index.
+#[test]
+fn gc_is_safe_while_other_processes_persist() {
+    check(scenario(true));
+}
+
+fn check(o: Outcome) {
     // The old run's own files were reclaimed; everything committed reads
     // back whole.
     assert!(o.reclaimed > 100_000, "gc reclaimed {} bytes", o.reclaimed);
@@ -266,28 +279,36 @@ fn a_retried_persist_never_reuploads_into_a_condemned_pack() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
-fn scenario() -> Outcome {
+fn scenario(processes: bool) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicI64::new(T0));
-    let store = Store::open(&dir.path().join("store"), &Quiet)
-        .unwrap()
-        .with_clock(Clock::Manual(now.clone()))
-        .wrap_backend(|inner| {
-            // Every other manifest root a persist writes (its last object
-            // before the layer ref) takes a while: those persists commit
-            // many gc rounds after they chose which chunks to reuse, the
-            // case the grace-period guard exists for.
-            let n = std::sync::atomic::AtomicU64::new(0);
-            Arc::new(OnPut {
-                inner,
-                hook: Box::new(move |inner, key, data| {
-                    if key.starts_with("manifests/") && n.fetch_add(1, SeqCst) % 2 == 1 {
-                        std::thread::sleep(std::time::Duration::from_millis(300));
-                    }
-                    inner.put(key, data)
-                }),
+    let open = || {
+        Store::open(&dir.path().join("store"), &Quiet)
+            .unwrap()
+            .with_clock(Clock::Manual(now.clone()))
+            .wrap_backend(|inner| {
+                // Every other manifest root a persist writes (its last
+                // object before the layer ref) takes a while: those
+                // persists commit many gc rounds after they chose which
+                // chunks to reuse, the case the grace-period guard exists
+                // for.
+                let n = std::sync::atomic::AtomicU64::new(0);
+                Arc::new(OnPut {
+                    inner,
+                    hook: Box::new(move |inner, key, data| {
+                        if key.starts_with("manifests/") && n.fetch_add(1, SeqCst) % 2 == 1 {
+                            std::thread::sleep(std::time::Duration::from_millis(300));
+                        }
+                        inner.put(key, data)
+                    }),
+                })
             })
-        });
+    };
+    let store = open();
+    let writers: Vec<Store> = match processes {
+        true => (0..3).map(|_| open()).collect(),
+        false => vec![],
+    };
     let grace = store.config().gc_grace_secs as i64;
     let graph = Graph::from_specs(&["a", "b:a"]).unwrap();
 
@@ -317,8 +338,8 @@ fn scenario() -> Outcome {
     let mut gc_errors = Vec::new();
     std::thread::scope(|s| {
         for w in 0..3u64 {
-            let (store, graph, committed, too_slow, done) =
-                (&store, &graph, &committed, &too_slow, &done);
+            let store = writers.get(w as usize).unwrap_or(&store);
+            let (graph, committed, too_slow, done) = (&graph, &committed, &too_slow, &done);
             let base = dir.path().to_path_buf();
             s.spawn(move || {
                 for i in 0..6u64 {
@@ -393,4 +414,80 @@ fn scenario() -> Outcome {
         reclaimed,
         too_slow: too_slow.load(SeqCst),
     }
+}
+
+// Two processes on one store: a writer whose index was synced before
+// another process's gc condemned a pack stops reusing that pack's chunks
+// once its resync interval has passed (the bound gc's argument relies on),
+// and the layer it then writes survives the gc that deletes the pack.
+#[test]
+fn a_process_learns_of_another_processes_gc_within_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(T0));
+    let open = || {
+        Store::open(&dir.path().join("store"), &Quiet)
+            .unwrap()
+            .with_clock(Clock::Manual(now.clone()))
+    };
+    let (writer, collector) = (open(), open());
+    let graph = Graph::from_specs(&["a", "b:a"]).unwrap();
+    let request = |name: &str, root: &std::path::Path| {
+        let run = RunName::new(name).unwrap();
+        writer.create_run(&run, graph.clone()).unwrap();
+        PersistRequest {
+            run,
+            job: job("a"),
+            root: root.to_path_buf(),
+            paths: vec!["shared".into(), "own".into()],
+            allow_empty: false,
+            writer: None,
+        }
+    };
+    let old = dir.path().join("old");
+    write_tree(&old, 1, 3);
+    persist(&writer, &request("old", &old)).unwrap();
+    // The old run expires; the other process's gc condemns its packs.
+    now.store(T0 + 16 * DAY, SeqCst);
+    let report = gc(&collector, &GcOptions::default()).unwrap();
+    assert!(report.packs_condemned > 0, "{report:?}");
+    // Past the writer's resync interval (well within half the grace
+    // period), a persist of the same shared content uploads it again.
+    now.fetch_add(60, SeqCst);
+    let new = dir.path().join("new");
+    write_tree(&new, 2, 2);
+    let req = request("new", &new);
+    let wrote = persist(&writer, &req).unwrap();
+    let shared: u64 = walk_bytes(&new.join("shared"));
+    assert!(
+        wrote.bytes_new >= shared,
+        "the writer reused chunks of condemned packs: {} new bytes, {shared} shared",
+        wrote.bytes_new
+    );
+    // A grace period later gc deletes the condemned packs; the new layer
+    // attaches whole through either process.
+    now.fetch_add(collector.config().gc_grace_secs as i64 + 60, SeqCst);
+    let report = gc(&collector, &GcOptions::default()).unwrap();
+    assert!(report.packs_deleted > 0, "{report:?}");
+    for (i, store) in [&writer, &collector].into_iter().enumerate() {
+        let at = dir.path().join(format!("at{i}"));
+        attach(
+            store,
+            &AttachRequest {
+                run: req.run.clone(),
+                job: job("b"),
+                at: at.clone(),
+                keep_setuid: false,
+            },
+        )
+        .unwrap();
+        assert!(snapshot(&new) == snapshot(&at));
+    }
+}
+
+/// Bytes of the files under `root`.
+fn walk_bytes(root: &std::path::Path) -> u64 {
+    common::files(root)
+        .iter()
+        .map(|p| fs::metadata(root.join(p)).unwrap().len())
+        .sum()
 }

@@ -60,7 +60,7 @@ pub struct GcOptions {
     /// Overrides the store's grace period (0: delete at once; only safe
     /// when nothing persists meanwhile).
     pub grace_secs: Option<u64>,
-    /// On a store other processes share (S3), how long to wait between
+    /// On a store processes on other machines share (S3), how long to wait between
     /// writing this gc's lease and reading the others' (`ops::lease`);
     /// `None`: `lease::DEFAULT_SETTLE`.
     pub lease_settle: Option<std::time::Duration>,
@@ -124,14 +124,10 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
         return server.call_json("POST", &query.path());
     }
     let started = Instant::now();
-    // One gc at a time where other processes share the objects (a
-    // directory store is this process's alone while it holds its lock).
-    let _lease = match (store.location().is_shared(), options.dry_run) {
-        (true, false) => Some(lease::take(
-            store,
-            options.lease_settle.unwrap_or(lease::DEFAULT_SETTLE),
-        )?),
-        _ => None,
+    // One gc at a time (a dry run changes nothing, so it needs no turn).
+    let _guard = match options.dry_run {
+        false => lease::guard(store, options.lease_settle.unwrap_or(lease::DEFAULT_SETTLE))?,
+        true => None,
     };
     let now = store.now();
     let grace = options.grace_secs.unwrap_or(store.config().gc_grace_secs) as i64;

@@ -1,8 +1,13 @@
-//! One gc at a time on a store that several processes share (`strata
-//! serve` replicas over one bucket, S3-direct runners), without
-//! conditional writes, which S3-compatible stores do not all honour
-//! (Garage ignores them).
+//! One gc at a time on a store that several processes share.
 //!
+//! A directory store's processes are on one machine: its gc takes the
+//! file lock `.local/gc-lock` (`guard`), and one that finds it held ends
+//! with `GcBusy`, naming the holder written in the file.
+//!
+//! Processes on many machines (`strata serve` replicas over one bucket,
+//! S3-direct runners) share no lock, and conditional writes are not
+//! honoured by every S3-compatible store (Garage ignores them), so a lease
+//! decides:
 //! A gc that wants to run writes a lease under a key only it uses,
 //! `gc/lease/<time>-<nonce>`, waits a settle delay so that leases written
 //! about the same time are visible to each other, and lists the leases:
@@ -27,7 +32,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::keys::{key_time, timed_key, LEASE_PREFIX, RUNNING_PREFIX};
 use crate::format::records::{Lease, Record};
-use crate::repo::Store;
+use crate::repo::{FileLock, Store, StoreLocation};
 
 /// How long a lease lasts, in seconds.
 pub const LEASE_SECS: i64 = 3600;
@@ -48,6 +53,59 @@ impl Drop for Held<'_> {
         // Best effort: a lease left behind lapses after `LEASE_SECS`.
         for key in self.keys.iter().rev() {
             let _ = self.store.backend().delete(key);
+        }
+    }
+}
+
+/// What keeps other gcs out while this one runs: the lease, or a
+/// directory store's file lock (released when dropped).
+#[derive(Debug)]
+pub struct Guard<'a> {
+    _lease: Option<Held<'a>>,
+    _file: Option<FileLock>,
+}
+
+/// Keeps other gcs of `store` out while the result lives, or says who
+/// runs one (`Error::GcBusy`). A server's store (one process) needs
+/// nothing: `None`.
+pub fn guard(store: &Store, settle: Duration) -> Result<Option<Guard<'_>>> {
+    match store.location() {
+        StoreLocation::S3(_) => Ok(Some(Guard {
+            _lease: Some(take(store, settle)?),
+            _file: None,
+        })),
+        StoreLocation::Dir(root) => local(store, &root.join(".local").join("gc-lock")).map(Some),
+        StoreLocation::Http(_) => Ok(None),
+    }
+}
+
+/// Takes a directory store's gc lock at `path`, writing who holds it.
+fn local<'a>(store: &Store, path: &std::path::Path) -> Result<Guard<'a>> {
+    use std::io::Write;
+    match FileLock::try_take(path)? {
+        Some(lock) => {
+            let lease = Lease {
+                holder: holder(),
+                expires: store.now() + LEASE_SECS,
+            };
+            let mut file = lock.file();
+            file.set_len(0)
+                .and_then(|()| file.write_all(&lease.encode()))
+                .map_err(|e| Error::io("write", path, e))?;
+            Ok(Guard {
+                _lease: None,
+                _file: Some(lock),
+            })
+        }
+        None => {
+            let busy = std::fs::read(path)
+                .ok()
+                .and_then(|bytes| Lease::decode(&path.display().to_string(), &bytes).ok())
+                .unwrap_or_default();
+            Err(Error::GcBusy {
+                holder: busy.holder,
+                until: busy.expires,
+            })
         }
     }
 }
@@ -200,5 +258,33 @@ mod tests {
         std::mem::forget(dead);
         let later = replica(&b, dir.path(), "later", NOW + LEASE_SECS + 1);
         assert!(take(&later, Duration::ZERO).is_ok());
+    }
+
+    #[test]
+    fn a_directory_stores_second_gc_is_busy_and_names_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Store::open(&dir.path().join("store"), &crate::repo::Quiet).unwrap();
+        let (a, b) = (open(), open());
+        let held = guard(&a, Duration::ZERO)
+            .unwrap()
+            .expect("a directory gc locks");
+        match gc(&b, &GcOptions::default()) {
+            Err(Error::GcBusy { holder, until }) => {
+                assert!(
+                    holder.contains(&format!("pid {}", std::process::id())),
+                    "{holder}"
+                );
+                assert!(until > a.now(), "{until}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A dry run changes nothing and needs no turn.
+        let dry = GcOptions {
+            dry_run: true,
+            ..GcOptions::default()
+        };
+        gc(&b, &dry).unwrap();
+        drop(held);
+        gc(&b, &GcOptions::default()).unwrap();
     }
 }

@@ -8,13 +8,18 @@
 //! one per location; a server client needs none beyond the process (the
 //! server answers chunk queries), so its sled is temporary.
 //!
-//! Opening a directory or an S3 store takes an exclusive lock on its sled
+//! Opening a directory or an S3 store takes an exclusive lock on a sled
 //! directory for the life of the `Store` (sled allows one process at a
-//! time). A second process on a directory store waits and is told so
-//! through `Observer::waiting_for_lock`; on an S3 store it takes a
-//! metadata directory of its own (`free_meta_slot`). The sled database is
-//! a cache: if it is
-//! missing or unreadable it is rebuilt from the objects.
+//! time). Processes never queue behind each other for it: each takes a
+//! metadata directory, a *slot*, of its own (`free_meta_slot`; up to
+//! `META_SLOTS`, then it waits and is told so through
+//! `Observer::waiting_for_lock`), a complete index kept in step with the
+//! objects like an S3 replica's (`repo::synced`), so several jobs on one
+//! runner persist, attach and gc one store at once. A directory store's
+//! slot also names its temporary directory (`.tmp/<slot>`), which only the
+//! slot's holder writes and which it empties on taking the slot. The sled
+//! database is a cache: if it is missing or unreadable it is rebuilt from
+//! the objects.
 
 pub mod frame_cache;
 #[cfg(test)]
@@ -106,12 +111,6 @@ impl StoreLocation {
     pub fn is_remote(&self) -> bool {
         !matches!(self, StoreLocation::Dir(_))
     }
-
-    /// Whether other processes may write its objects while this one has it
-    /// open (an S3 store; a directory is locked, a server is one process).
-    pub fn is_shared(&self) -> bool {
-        matches!(self, StoreLocation::S3(_))
-    }
 }
 
 impl std::fmt::Display for StoreLocation {
@@ -197,7 +196,7 @@ pub struct Store {
     commit_guard: bool,
     /// Who hears of progress (`Quiet` unless the caller says).
     observer: Heard,
-    _lock: Option<File>,
+    _lock: Option<FileLock>,
 }
 
 impl Store {
@@ -254,7 +253,11 @@ impl Store {
                     .cache_root()
                     .join("stores")
                     .join(&blake3::hash(url.as_bytes()).to_hex()[..16]);
-                let (dir, lock) = free_meta_slot(&base, observer)?;
+                let slot = |i: usize| match i {
+                    0 => base.clone(),
+                    i => base.with_extension(i.to_string()),
+                };
+                let (_, dir, lock) = free_meta_slot(slot, observer)?;
                 let cache = open_frame_cache(options)?;
                 let every = options.resync_every.unwrap_or(DEFAULT_RESYNC_EVERY);
                 let meta = dir.join("meta");
@@ -286,20 +289,21 @@ impl Store {
         }
         let local = root.join(".local");
         fs::create_dir_all(&local).ctx("create directory", &local)?;
-        let lock = lock_dir(&local, observer)?;
-        // Holding the lock, no other process is writing: temporary files
-        // left in .tmp are from one that died mid-write.
-        let tmp = root.join(".tmp");
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).ctx("clean", &tmp)?;
-        }
+        // Slot 0 is `.local` itself, where a store of an earlier version
+        // kept its one index.
+        let slot = |i: usize| match i {
+            0 => local.clone(),
+            i => local.join(format!("slot-{i}")),
+        };
+        let (i, dir, lock) = free_meta_slot(slot, observer)?;
+        let tmp = clean_tmp(root, i)?;
         let backend: Arc<dyn Backend> = Arc::new(LocalDir::new(root, tmp)?);
         let location = StoreLocation::Dir(root.to_path_buf());
-        // No other process writes here while this one holds the lock (its
-        // own gc marks condemned packs in the index directly), so the index
-        // needs no periodic sync; a miss still syncs.
-        let meta = local.join("meta");
-        Store::with_local_index(backend, &meta, lock, None, location, None)
+        // Other jobs on the runner may write here meanwhile, as replicas
+        // over a bucket do: the index syncs on a miss and every interval.
+        let meta = dir.join("meta");
+        let every = Some(DEFAULT_RESYNC_EVERY);
+        Store::with_local_index(backend, &meta, lock, None, location, every)
     }
 
     /// A store whose chunk queries this process answers from its own sled
@@ -309,7 +313,7 @@ impl Store {
     fn with_local_index(
         backend: Arc<dyn Backend>,
         meta: &Path,
-        lock: File,
+        lock: FileLock,
         cache: Option<FrameCache>,
         location: StoreLocation,
         resync_every: Option<std::time::Duration>,
@@ -347,7 +351,9 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn shared_for_tests(backend: Arc<dyn Backend>, meta: &Path) -> Store {
         fs::create_dir_all(meta).unwrap();
-        let lock = File::create(meta.join("lock")).unwrap();
+        // Not locked: a test may open the same metadata twice on purpose.
+        let path = meta.join("lock");
+        let lock = FileLock::held(open_lock_file(&path).unwrap(), &path);
         let location = StoreLocation::S3("s3://shared/test".into());
         let every = Some(std::time::Duration::from_secs(3600));
         Store::with_local_index(backend, &meta.join("meta"), lock, None, location, every).unwrap()
@@ -365,6 +371,9 @@ impl Store {
 
     /// Replaces the clock (tests; `$STRATA_NOW`).
     pub fn with_clock(mut self, clock: Clock) -> Self {
+        if let Lookup::Local(index) = &mut self.lookup {
+            index.set_clock(clock.clone());
+        }
         self.clock = clock;
         self
     }
@@ -515,48 +524,132 @@ pub(crate) fn job_index(run: &RunName, record: &RunRecord, job: &JobName) -> Res
     })
 }
 
-/// How many metadata caches of one S3 store a runner keeps: one for each
+/// How many metadata slots one store has on a runner: one for each
 /// process using the store at once, up to this many.
 const META_SLOTS: usize = 8;
 
-/// The metadata directory of an S3 store for this process: the first of
-/// `base`, `base.1`, ... `base.7` whose lock no other process holds. A second
+/// A metadata slot for this process: the first of `slot(0)`, `slot(1)`,
+/// ... whose lock no other process holds, with its number. A second
 /// process on the runner (another job, a second `strata serve` replica)
-/// so takes a cache of its own instead of waiting for the first; each is
-/// a complete cache, synced from the bucket, and kept for the next
+/// so takes an index of its own instead of waiting for the first; each is
+/// a complete cache, synced from the objects, and kept for the next
 /// process. Only when all are in use does it wait for the first.
-fn free_meta_slot(base: &Path, observer: &dyn Observer) -> Result<(PathBuf, File)> {
+fn free_meta_slot(
+    slot: impl Fn(usize) -> PathBuf,
+    observer: &dyn Observer,
+) -> Result<(usize, PathBuf, FileLock)> {
     for i in 0..META_SLOTS {
-        let dir = match i {
-            0 => base.to_path_buf(),
-            i => base.with_extension(i.to_string()),
-        };
+        let dir = slot(i);
         fs::create_dir_all(&dir).ctx("create directory", &dir)?;
-        let lock_path = dir.join("lock");
-        let lock = File::create(&lock_path).ctx("create", &lock_path)?;
-        match lock.try_lock() {
-            Ok(()) => return Ok((dir, lock)),
-            Err(TryLockError::WouldBlock) => continue,
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        if let Some(lock) = FileLock::try_take(&dir.join("lock"))? {
+            return Ok((i, dir, lock));
         }
     }
-    Ok((base.to_path_buf(), lock_dir(base, observer)?))
+    let dir = slot(0);
+    let lock_path = dir.join("lock");
+    observer.waiting_for_lock(&dir);
+    Ok((0, dir, FileLock::take(&lock_path)?))
 }
 
-/// Takes the exclusive lock of a metadata directory, waiting (and saying
-/// so) while another process holds it.
-fn lock_dir(dir: &Path, observer: &dyn Observer) -> Result<File> {
-    let lock_path = dir.join("lock");
-    let lock = File::create(&lock_path).ctx("create", &lock_path)?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            observer.waiting_for_lock(dir);
-            lock.lock().ctx("lock", &lock_path)?;
-        }
-        Err(TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+/// The temporary directory of a directory store's slot `i`, emptied: only
+/// the slot's holder writes there, so what it holds is from a process
+/// that died mid-write. The holder of slot 0 also removes loose files an
+/// earlier version left directly in `.tmp`.
+fn clean_tmp(root: &Path, i: usize) -> Result<PathBuf> {
+    let top = root.join(".tmp");
+    let tmp = top.join(i.to_string());
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).ctx("clean", &tmp)?;
     }
-    Ok(lock)
+    if i == 0 && top.exists() {
+        for entry in fs::read_dir(&top).ctx("read", &top)? {
+            let entry = entry.ctx("read", &top)?;
+            let path = entry.path();
+            if !entry.file_type().ctx("stat", &path)?.is_dir() {
+                fs::remove_file(&path).ctx("clean", &path)?;
+            }
+        }
+    }
+    Ok(tmp)
+}
+
+/// An exclusive file lock (`flock`), held until dropped: a metadata
+/// slot's, for as long as its `Store` lives; gc's (`ops::lease`). With `$STRATA_LOCK_LOG` set (tests), taking and releasing it are
+/// logged to that file, one line each: `<pid> take|release <path> <unix
+/// nanoseconds>`.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// The lock at `path`, or `None` when another process holds it.
+    pub(crate) fn try_take(path: &Path) -> Result<Option<FileLock>> {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FileLock::held(file, path))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
+        }
+    }
+
+    /// The lock at `path`, waiting while another process holds it.
+    fn take(path: &Path) -> Result<FileLock> {
+        let file = open_lock_file(path)?;
+        file.lock().ctx("lock", path)?;
+        Ok(FileLock::held(file, path))
+    }
+
+    /// The locked file (gc writes its holder there).
+    pub(crate) fn file(&self) -> &File {
+        &self._file
+    }
+
+    fn held(file: File, path: &Path) -> FileLock {
+        log_lock("take", path);
+        FileLock {
+            _file: file,
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        log_lock("release", &self.path);
+    }
+}
+
+/// Opens (creating) a lock file without truncating it: what its holder
+/// wrote there stays readable to the others.
+fn open_lock_file(path: &Path) -> Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .ctx("open", path)
+}
+
+/// Appends a line to `$STRATA_LOCK_LOG`, if set (best effort).
+fn log_lock(event: &str, path: &Path) {
+    use std::io::Write;
+    let Some(log) = std::env::var_os("STRATA_LOCK_LOG") else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let line = format!(
+        "{} {event} {} {nanos}\n",
+        std::process::id(),
+        path.display()
+    );
+    if let Ok(mut f) = fs::OpenOptions::new().append(true).create(true).open(log) {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 fn read_config(backend: &dyn Backend) -> Result<StoreConfig> {

@@ -28,6 +28,7 @@ use crate::format::pack::FrameEntry;
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::lookup::ChunkLookup;
 use crate::meta::chunks::ChunkIndex;
+use crate::util::Clock;
 
 /// How long an index may go unsynced before a `missing` query syncs it, by
 /// default. (`Duration::MAX`: never; only misses sync.)
@@ -42,10 +43,14 @@ pub struct SyncedIndex {
     every: Duration,
     /// Whether the store has an index log (format 2; `ChunkIndex::sync`).
     log: bool,
-    /// When the last sync, and the last full sync, started. Held while a
-    /// sync runs, so threads that miss together wait for one sync instead
-    /// of each running their own.
-    synced: Mutex<(Instant, Instant)>,
+    /// When the last sync, and the last full sync, started, and the
+    /// store's clock then. Held while a sync runs, so threads that miss
+    /// together wait for one sync instead of each running their own.
+    synced: Mutex<(Instant, Instant, i64)>,
+    /// The store's clock: the interval is due by it too, so a test that
+    /// moves the clock past gc's grace period sees the index synced as a
+    /// process living that long would.
+    clock: Clock,
 }
 
 impl SyncedIndex {
@@ -63,8 +68,15 @@ impl SyncedIndex {
             backend,
             every,
             log,
-            synced: Mutex::new((started, started)),
+            synced: Mutex::new((started, started, Clock::System.now())),
+            clock: Clock::System,
         })
+    }
+
+    /// Measures the interval by `clock` too (the store's; tests move it).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.synced.get_mut().expect("poisoned").2 = clock.now();
+        self.clock = clock;
     }
 
     /// The index itself (gc and verify work on it directly).
@@ -87,8 +99,10 @@ impl SyncedIndex {
             return Ok(());
         }
         let started = Instant::now();
+        let clock = self.clock.now();
         self.index.sync(self.backend.as_ref(), self.log, full)?;
         synced.0 = started;
+        synced.2 = clock;
         if full || !self.log {
             synced.1 = started;
         }
@@ -116,7 +130,15 @@ impl ChunkLookup for SyncedIndex {
         // while it runs wait for it: the interval bounds how stale any
         // answer is (gc's argument relies on it, docs/lifecycle.md), and a
         // persist's parallel queries all see what the sync found.
-        if let Some(due) = Instant::now().checked_sub(self.every) {
+        let now = Instant::now();
+        let by_clock = {
+            let last = self.synced.lock().expect("poisoned").2;
+            self.every != Duration::MAX
+                && self.clock.now().saturating_sub(last) >= self.every.as_secs() as i64
+        };
+        if by_clock {
+            self.sync_since(now, false)?;
+        } else if let Some(due) = now.checked_sub(self.every) {
             self.sync_since(due, false)?;
         }
         self.index.missing(ids)
