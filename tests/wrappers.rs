@@ -33,7 +33,8 @@ fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) {
         .current_dir(dir)
         .env_clear()
         .env("PATH", path_with_strata())
-        .env("HOME", dir)
+        // A home of its own, as a runner's is, outside the checkout.
+        .env("HOME", dir.with_extension("home"))
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{program} (the wrapper's runtime) cannot run: {e}"));

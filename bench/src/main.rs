@@ -2,6 +2,7 @@
 //! `tar | zstd`), restic, borg and casync, on the same trees in the same
 //! run. docs/benchmarks.md explains every scenario and number.
 
+mod busy;
 mod corpus;
 mod measure;
 mod report;
@@ -98,6 +99,11 @@ struct Args {
         requires = "replicas"
     )]
     open_packs: Vec<u64>,
+    /// Scenario 7 instead of 1-5: a busy runner, this many jobs at once
+    /// on one local store (comma-separated crowd sizes, e.g. 4,8) against
+    /// one after another, on the corpus's trees (docs/benchmarks.md).
+    #[arg(long, value_name = "N,...", value_delimiter = ',', conflicts_with_all = ["render", "replicas"])]
+    busy: Vec<usize>,
     /// Measure nothing: print the report (and --svg) of saved results.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "corpus", "synthetic"])]
     render: Option<PathBuf>,
@@ -163,6 +169,7 @@ fn real_main() -> Result<()> {
         _ => bail!("give --base and --next, --corpus NAME, or --synthetic FILES"),
     };
     let strata_bin = strata_bin(&args)?;
+    let bin = strata_bin.clone();
 
     let link = link_of(&args);
     let mut all: Vec<Box<dyn Tool>> = vec![
@@ -218,6 +225,21 @@ fn real_main() -> Result<()> {
     // Read both trees once so every tool starts from a warm page cache.
     for tree in [&corpus.base, &corpus.next] {
         measure::run("tar -cf - . | cat > /dev/null", tree, &[])?;
+    }
+    if !args.busy.is_empty() {
+        let result = busy::run_busy(&bin, &corpus, &args.busy, &work);
+        if !args.keep_work {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        let results = result?;
+        if let Some(path) = &args.save {
+            std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+        }
+        match args.json {
+            true => println!("{}", serde_json::to_string_pretty(&results)?),
+            false => print!("{}", busy::markdown(&results)),
+        }
+        return Ok(());
     }
     let result = bench(&args, &corpus, &tools, &work);
     if args.keep_work {

@@ -71,6 +71,11 @@ struct Cli {
     #[arg(long, global = true, env = "STRATA_CACHE_MIB", value_name = "MIB")]
     cache_mib: Option<u64>,
 
+    /// Read and hash every file, even one whose stat is what the runner's
+    /// stat cache remembers (persist, attach, cache save and restore).
+    #[arg(long, global = true, env = "STRATA_NO_STAT_CACHE")]
+    no_stat_cache: bool,
+
     /// Print machine-readable JSON instead of a summary line.
     #[arg(long, global = true)]
     json: bool,
@@ -457,6 +462,10 @@ fn open(cli: &Cli) -> Result<Store> {
         cache_dir: cli.cache.clone(),
         cache_bytes: cli.cache_mib.map(|m| m << 20),
         resync_every: None,
+        stat_cache: match cli.no_stat_cache {
+            true => strata_store::StatCacheUse::Refresh,
+            false => strata_store::StatCacheUse::Trust,
+        },
     };
     let store = Store::open_at(&location, &options, &output::Printer)
         .with_context(|| format!("opening store {location}"))?;

@@ -224,14 +224,23 @@ pub fn plural(n: u64, word: &str) -> String {
 
 pub fn persist_line(r: &PersistReport) -> String {
     format!(
-        "persisted {} ({}) in {:.1} s: {} new, {:.1}% reused{}",
+        "persisted {} ({}) in {:.1} s: {} new, {:.1}% reused{}{}",
         plural(r.totals.files, "file"),
         bytes(r.totals.bytes),
         r.seconds,
         bytes(r.bytes_new),
         percent(r.bytes_reused, r.totals.bytes),
+        unchanged(r.files_unchanged),
         wire(&r.network)
     )
+}
+
+/// ", N unchanged (stat cache)" when the stat cache spared reading files.
+fn unchanged(files: u64) -> String {
+    match files {
+        0 => String::new(),
+        n => format!(", {} unchanged (stat cache)", count(n)),
+    }
 }
 
 /// "; network: X sent, Y received in N requests (M round trips)" for a
@@ -327,12 +336,13 @@ pub fn attach_line(r: &AttachReport) -> String {
         String::new()
     };
     format!(
-        "attached {} ({}) from {from} in {:.1} s: {} read from the store{cached}, {} already in place{}",
+        "attached {} ({}) from {from} in {:.1} s: {} read from the store{cached}, {} already in place{}{}",
         plural(r.files, "file"),
         bytes(r.bytes),
         r.seconds,
         bytes(r.write.bytes_from_store + r.manifest_bytes_from_store),
         plural(r.write.files_in_place, "file"),
+        unchanged(r.write.files_unchanged),
         wire(&r.network)
     )
 }

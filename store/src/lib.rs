@@ -50,5 +50,8 @@ pub use ops::{
     attach, cache_key, caches, ci_run, gc, ingest, lifecycle, persist, rerun, stats, verify,
 };
 pub use repo::remote::RemoteLookup;
-pub use repo::{default_cache_dir, Observer, OpenOptions, Progress, Quiet, Store, StoreLocation};
+pub use repo::{
+    default_cache_dir, Observer, OpenOptions, Progress, Quiet, StatCacheUse, Store, StoreLocation,
+};
+pub use tree::stat_cache;
 pub use util::Clock;

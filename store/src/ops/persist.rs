@@ -5,7 +5,10 @@
 //!    trip): the job exists, the run has not expired, and the new layer's
 //!    sequence number;
 //! 2. scan the paths (`scan`);
-//! 3. read, chunk and hash files in parallel, in contiguous batches of
+//! 3. skip the files the runner's stat cache knows unchanged
+//!    (`tree::stat_cache`) whose chunks the store still holds (their
+//!    chunk lists are reused, one batched query for all of them); read,
+//!    chunk and hash the other files in parallel, in contiguous batches of
 //!    neighbouring files. The chunking threads never wait on the store:
 //!    each batch of chunks (a few MiB) is handed to a pool of query
 //!    threads, which ask the store which of them it lacks (several
@@ -21,7 +24,8 @@
 //! 6. write the layer ref (one round trip): only now does the layer become
 //!    visible.
 //!
-//! A crash before step 6 leaves unreferenced packs (reclaimed by gc, never
+//! After step 5 the stat cache remembers every file read, with the stat
+//! the scan took. A crash before step 6 leaves unreferenced packs (reclaimed by gc, never
 //! seen by attach). This module knows nothing about attach.
 
 use std::cell::RefCell;
@@ -49,6 +53,7 @@ use crate::format::records::{LayerRecord, Writer};
 use crate::meta::catalog::Catalog;
 use crate::repo::{Progress, Store};
 use crate::tree::scan::{scan, ScanKind, Scanned, Tree};
+use crate::tree::stat_cache::StatCache;
 use crate::util::{Slot, Slots};
 
 /// What to persist: paths under a root, as a layer of a job.
@@ -94,6 +99,11 @@ pub struct PersistReport {
     pub bytes_written: u64,
     /// Packs uploaded.
     pub packs_written: u64,
+    /// Files read (chunked and hashed).
+    pub files_read: u64,
+    /// Files not read: their stat was what the runner's stat cache
+    /// remembered, and the store still held their chunks.
+    pub files_unchanged: u64,
     /// Bytes sent to and received from a networked store.
     pub network: Traffic,
     /// Wall-clock seconds the command took.
@@ -142,6 +152,8 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
         bytes_reused: tree.totals.bytes.saturating_sub(tree.bytes_new),
         bytes_written: tree.bytes_written,
         packs_written: tree.packs_written,
+        files_read: tree.files_read,
+        files_unchanged: tree.files_unchanged,
         network: store.traffic().since(traffic),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -157,6 +169,8 @@ pub(crate) struct WrittenTree {
     pub bytes_new: u64,
     pub bytes_written: u64,
     pub packs_written: u64,
+    pub files_read: u64,
+    pub files_unchanged: u64,
 }
 
 /// Steps 4 and 5: stores the scanned `tree`, everything but the ref that
@@ -166,10 +180,28 @@ pub(crate) struct WrittenTree {
 /// (docs/lifecycle.md).
 pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result<WrittenTree> {
     let clock_start = store.now();
+    // After the clock starts: reusing a cached file's chunks is a reuse
+    // decision like any other, within the commit guard.
+    let mut remembered = store.stat_cache().map(|(dir, trust)| {
+        (
+            StatCache::open(dir, &store.config().store_id, &tree.root),
+            trust,
+        )
+    });
+    let unchanged = match &remembered {
+        Some((cache, true)) if !cache.is_empty() => unchanged_files(store, tree, cache)?,
+        _ => vec![None; tree.entries.len()],
+    };
+    let files_unchanged = unchanged.iter().filter(|u| u.is_some()).count() as u64;
+    let files = tree
+        .entries
+        .iter()
+        .filter(|s| matches!(s.kind, ScanKind::File { .. }))
+        .count() as u64;
 
     let sink = ChunkSink::new(store);
     let size = |s: &Scanned| match s.kind {
-        ScanKind::File { size } => size,
+        ScanKind::File { size, .. } => size,
         _ => 0,
     };
     let total_bytes: u64 = tree.entries.iter().map(size).sum();
@@ -179,8 +211,8 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
         let contents: Vec<Vec<Option<FileContent>>> = batches(&tree.entries)
             .into_par_iter()
             .map(|range| {
-                let batch = &tree.entries[range];
-                let content = pipe.add_batch(tree, batch)?;
+                let batch = &tree.entries[range.clone()];
+                let content = pipe.add_batch(tree, batch, &unchanged[range])?;
                 let read: u64 = batch.iter().map(size).sum();
                 observer.progress(&Progress {
                     command: "persist",
@@ -253,6 +285,12 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
         + index.as_ref().map_or(0, |(_, bytes, _)| bytes.len() as u64);
 
     commit_guard(store, clock_start, started)?;
+    if let Some((cache, _)) = &mut remembered {
+        remember(cache, tree, &manifest);
+        // A cache that cannot be written costs the next run its reads,
+        // not this persist its layer.
+        let _ = cache.save();
+    }
     Ok(WrittenTree {
         manifest: manifest_id,
         totals,
@@ -261,7 +299,85 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
         bytes_new: sink.bytes_new.load(Relaxed),
         bytes_written,
         packs_written,
+        files_read: files - files_unchanged,
+        files_unchanged,
     })
+}
+
+/// For each scanned entry, the chunks of a file the stat cache knows
+/// unchanged and whose every chunk the store holds (asked in batches, in
+/// parallel): those files are not read. `None` for the rest.
+fn unchanged_files(
+    store: &Store,
+    tree: &Tree,
+    cache: &StatCache,
+) -> Result<Vec<Option<Vec<ChunkRef>>>> {
+    let mut known: Vec<Option<Vec<ChunkRef>>> = tree
+        .entries
+        .iter()
+        .map(|s| match &s.kind {
+            ScanKind::File { stat, .. } => cache.get(s.rel.as_bytes(), stat).map(<[_]>::to_vec),
+            _ => None,
+        })
+        .collect();
+    let mut ids: Vec<ChunkId> = known.iter().flatten().flatten().map(|c| c.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    const ASK: usize = 8192;
+    let threads = query_threads(store);
+    let lookup = store.chunk_lookup();
+    let answers: Vec<Vec<bool>> = std::thread::scope(|s| {
+        let mut out = Vec::new();
+        for group in ids.chunks(ASK * threads) {
+            let asked: Vec<_> = group
+                .chunks(ASK)
+                .map(|part| s.spawn(move || lookup.missing(part)))
+                .collect();
+            for a in asked {
+                out.push(a.join().expect("a chunk query panicked")?);
+            }
+        }
+        Ok::<_, Error>(out)
+    })?;
+    let missing: HashSet<ChunkId> = ids
+        .iter()
+        .zip(answers.into_iter().flatten())
+        .filter(|(_, m)| *m)
+        .map(|(id, _)| *id)
+        .collect();
+    if !missing.is_empty() {
+        for k in &mut known {
+            if k.as_ref()
+                .is_some_and(|c| c.iter().any(|c| missing.contains(&c.id)))
+            {
+                *k = None;
+            }
+        }
+    }
+    Ok(known)
+}
+
+/// Records every file of `tree` in `cache` with the stat the scan took
+/// and the chunks the manifest gives it, and forgets files that were not
+/// found in a directory the scan walked (deleted since).
+fn remember(cache: &mut StatCache, tree: &Tree, manifest: &Manifest) {
+    let mut dirs: HashSet<&[u8]> = HashSet::new();
+    for (s, e) in tree.entries.iter().zip(&manifest.entries) {
+        match (&s.kind, &e.kind) {
+            (ScanKind::Dir, _) => {
+                dirs.insert(s.rel.as_bytes());
+            }
+            (ScanKind::File { stat, .. }, EntryKind::File { chunks, .. }) => {
+                cache.record(s.rel.as_bytes(), *stat, chunks.clone(), tree.scanned_at);
+            }
+            _ => {}
+        }
+    }
+    let seen: HashSet<&[u8]> = tree.entries.iter().map(|s| s.rel.as_bytes()).collect();
+    cache.forget(|rel| {
+        let parent = rel.iter().rposition(|b| *b == b'/').map(|i| &rel[..i]);
+        !seen.contains(rel) && parent.is_some_and(|p| dirs.contains(p))
+    });
 }
 
 /// A persist must commit within the grace period of its first reuse
@@ -326,7 +442,7 @@ fn batches(scanned: &[Scanned]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut bytes, mut files) = (0, 0u64, 0usize);
     for (i, s) in scanned.iter().enumerate() {
-        if let ScanKind::File { size } = s.kind {
+        if let ScanKind::File { size, .. } = s.kind {
             bytes += size;
             files += 1;
         }
@@ -651,15 +767,28 @@ impl Pipe<'_, '_> {
     }
 
     /// Chunks a batch of entries (files get their size as read and chunk
-    /// list; other entries `None`), handing the chunks on as it goes.
-    fn add_batch(&self, tree: &Tree, entries: &[Scanned]) -> Result<Vec<Option<FileContent>>> {
+    /// list; other entries `None`), handing the chunks on as it goes. A
+    /// file `unchanged` gives chunks for is not read.
+    fn add_batch(
+        &self,
+        tree: &Tree,
+        entries: &[Scanned],
+        unchanged: &[Option<Vec<ChunkRef>>],
+    ) -> Result<Vec<Option<FileContent>>> {
         let mut pending = Pending::new(true);
         let mut out = Vec::with_capacity(entries.len());
-        for s in entries {
-            let ScanKind::File { size } = s.kind else {
+        for (s, known) in entries.iter().zip(unchanged) {
+            let ScanKind::File { size, .. } = s.kind else {
                 out.push(None);
                 continue;
             };
+            if let Some(chunks) = known {
+                out.push(Some(FileContent {
+                    size,
+                    chunks: chunks.clone(),
+                }));
+                continue;
+            }
             out.push(Some(self.add_file(&tree.abs(s), size, &mut pending)?));
         }
         self.submit(&mut pending)?;

@@ -138,6 +138,22 @@ pub struct OpenOptions {
     /// A long-lived process (a `strata serve` replica) sees other
     /// replicas' writes within this.
     pub resync_every: Option<std::time::Duration>,
+    /// Whether persist and attach use the runner's stat cache
+    /// (`$STRATA_CACHE/trees`, `tree::stat_cache`).
+    pub stat_cache: StatCacheUse,
+}
+
+/// Whether persist and attach use the runner's stat cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatCacheUse {
+    /// Skip reading a file whose stat is what the cache remembers; remember
+    /// what was read or written.
+    #[default]
+    Trust,
+    /// Read every file (`--no-stat-cache`); still remember what was read.
+    Refresh,
+    /// Neither read nor write the cache.
+    Off,
 }
 
 /// The default cache bound: 2 GiB.
@@ -196,12 +212,28 @@ pub struct Store {
     commit_guard: bool,
     /// Who hears of progress (`Quiet` unless the caller says).
     observer: Heard,
+    /// The runner's stat caches (`tree::stat_cache`): their directory,
+    /// and whether they are trusted (else only written).
+    stat_cache: Option<(PathBuf, bool)>,
     _lock: Option<FileLock>,
 }
 
 impl Store {
     /// Opens the store at `location`.
     pub fn open_at(
+        location: &StoreLocation,
+        options: &OpenOptions,
+        observer: &dyn Observer,
+    ) -> Result<Store> {
+        let mut store = Store::open_location(location, options, observer)?;
+        store.stat_cache = match options.stat_cache {
+            StatCacheUse::Off => None,
+            u => Some((options.cache_root().join("trees"), u == StatCacheUse::Trust)),
+        };
+        Ok(store)
+    }
+
+    fn open_location(
         location: &StoreLocation,
         options: &OpenOptions,
         observer: &dyn Observer,
@@ -237,6 +269,7 @@ impl Store {
                     clock: Clock::System,
                     commit_guard: true,
                     observer: Heard(Arc::new(Quiet)),
+                    stat_cache: None,
                     _lock: None,
                 })
             }
@@ -341,6 +374,7 @@ impl Store {
             clock: Clock::System,
             commit_guard: true,
             observer: Heard(Arc::new(Quiet)),
+            stat_cache: None,
             _lock: Some(lock),
         })
     }
@@ -406,6 +440,21 @@ impl Store {
     /// Where the store is.
     pub fn location(&self) -> &StoreLocation {
         &self.location
+    }
+
+    /// Where the runner's stat caches are, and whether persist and attach
+    /// trust them (`OpenOptions::stat_cache`); `None`: not used.
+    pub(crate) fn stat_cache(&self) -> Option<(&Path, bool)> {
+        self.stat_cache
+            .as_ref()
+            .map(|(dir, trust)| (dir.as_path(), *trust))
+    }
+
+    /// Uses the stat caches in `dir` (`trust`: skip reading files whose
+    /// stat is unchanged); a store opened with `open_at` does by default.
+    pub fn with_stat_cache(mut self, dir: PathBuf, trust: bool) -> Self {
+        self.stat_cache = Some((dir, trust));
+        self
     }
 
     /// The server of a `strata serve` store: server-side operations (gc,

@@ -1,7 +1,9 @@
 //! Files on disk: scanning a tree for persist (`scan`), merging layers into
-//! one planned tree (`plan`) and writing it (`write`). It reads chunks
+//! one planned tree (`plan`), writing it (`write`), and remembering what a
+//! runner last saw of a tree's files (`stat_cache`). It reads chunks
 //! through `read`, and knows nothing about runs, jobs or retention.
 
 pub mod plan;
 pub mod scan;
+pub mod stat_cache;
 pub mod write;

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::manifest::{Mtime, RelPath};
+use crate::tree::stat_cache::{now_nanos, FileStat};
 
 /// What one on-disk entry becomes in the layer.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub enum ScanKind {
     Dir,
     File {
         size: u64,
+        /// What the stat said, for the stat cache (`tree::stat_cache`).
+        stat: FileStat,
     },
     Symlink {
         target: Vec<u8>,
@@ -46,6 +49,8 @@ pub struct Tree {
     /// The root, with symlinks resolved.
     pub root: PathBuf,
     pub entries: Vec<Scanned>,
+    /// When the walk started, Unix nanoseconds: no stat is older.
+    pub scanned_at: i128,
 }
 
 impl Tree {
@@ -65,6 +70,8 @@ struct Stat {
     size: u64,
     /// Device and inode, for files with more than one link.
     inode: Option<(u64, u64)>,
+    /// A regular file's whole stat.
+    file: Option<FileStat>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +103,7 @@ impl From<&Metadata> for Stat {
             },
             size: m.len(),
             inode: (ft.is_file() && m.nlink() > 1).then(|| (m.dev(), m.ino())),
+            file: ft.is_file().then(|| FileStat::of(m)),
         }
     }
 }
@@ -198,6 +206,7 @@ fn expand(
 /// result is sorted by path, with every parent directory between the root
 /// and each path included, and overlapping paths merged.
 pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
+    let scanned_at = now_nanos();
     let root_abs = fs::canonicalize(root).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::PathNotFound { path: root.into() },
         _ => Error::io("resolve", root, e),
@@ -273,18 +282,24 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
                         target: t.as_os_str().as_bytes().to_vec(),
                     }
                 }
-                StatKind::File => match st.inode {
-                    Some(inode) => match first_of_inode.get(&inode) {
-                        Some(first) => ScanKind::Hardlink {
-                            target: first.clone(),
+                StatKind::File => {
+                    let file = ScanKind::File {
+                        size: st.size,
+                        stat: st.file.unwrap_or_default(),
+                    };
+                    match st.inode {
+                        Some(inode) => match first_of_inode.get(&inode) {
+                            Some(first) => ScanKind::Hardlink {
+                                target: first.clone(),
+                            },
+                            None => {
+                                first_of_inode.insert(inode, rel.clone());
+                                file
+                            }
                         },
-                        None => {
-                            first_of_inode.insert(inode, rel.clone());
-                            ScanKind::File { size: st.size }
-                        }
-                    },
-                    None => ScanKind::File { size: st.size },
-                },
+                        None => file,
+                    }
+                }
                 StatKind::Special(kind) => {
                     return Err(Error::UnsupportedFileType {
                         path: root_abs.join(rel.to_path()),
@@ -303,6 +318,7 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
     Ok(Tree {
         root: root_abs,
         entries,
+        scanned_at,
     })
 }
 

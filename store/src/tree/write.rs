@@ -9,7 +9,10 @@
 //! and an existing symlink at a final name is replaced, never written
 //! through. A file already at the target with the same content is left
 //! alone; one with other content lends the chunks it shares (desync's
-//! "seed"). Chunks come from the store pack by pack, each pack's needed
+//! "seed"). Whether it has the same content is read and hashed, unless the
+//! runner's stat cache (`tree::stat_cache`) knows the file unchanged since
+//! it last wrote or read it with the planned chunks; every planned file is
+//! remembered there once the attach is done. Chunks come from the store pack by pack, each pack's needed
 //! ranges read in one request, and are checked against their ids.
 //!
 //! Nothing outside the target is ever changed: modes and mtimes are set
@@ -47,6 +50,7 @@ use crate::format::manifest::Mtime;
 use crate::id::ChunkId;
 use crate::read::fetch_chunks;
 use crate::repo::{Observer, Progress, Store};
+use crate::tree::stat_cache::{now_nanos, FileStat, StatCache};
 use crate::util::unique_tmp_name;
 
 /// The prefix of every temporary name attach writes in the target.
@@ -78,6 +82,9 @@ pub struct WriteStats {
     pub files_written: u64,
     /// Regular files already at the target with the right content.
     pub files_in_place: u64,
+    /// Of those, files not read: the runner's stat cache knew them
+    /// unchanged, with the planned chunks.
+    pub files_unchanged: u64,
     /// Distinct chunks read from the store, and the stored bytes read.
     pub chunks_from_store: u64,
     /// Bytes of chunks read from the store (not already on disk).
@@ -127,6 +134,13 @@ pub fn execute_with(
 ) -> Result<WriteStats> {
     let at = prepare_target(at)?;
     let dest = |e: &Planned| at.join(e.path.to_path());
+    let mut remembered = store
+        .stat_cache()
+        .map(|(dir, trust)| (StatCache::open(dir, &store.config().store_id, &at), trust));
+    let trusted = match &remembered {
+        Some((cache, true)) if !cache.is_empty() => Some(cache),
+        _ => None,
+    };
 
     for e in plan.entries.iter().filter(|e| e.target == EntryKind::Dir) {
         ensure_dir(&dest(e))?;
@@ -163,7 +177,7 @@ pub fn execute_with(
         .entries
         .par_iter()
         .filter(|e| matches!(e.target, EntryKind::File { .. }))
-        .map(|e| classify(e, dest(e), chunker, opts.mode(e.mode)))
+        .map(|e| classify(e, dest(e), chunker, opts.mode(e.mode), trusted, &stats))
         .collect::<Result<_>>()?;
     // Files already in place stay as they are for the whole attach, so any
     // of their chunks can seed the files that must be written.
@@ -219,7 +233,38 @@ pub fn execute_with(
         let f = open_no_follow(&d, true).ctx("open directory", &d)?;
         set_mode_and_mtime(&f, &d, opts.mode(e.mode), e.mtime)?;
     }
+    if let Some((cache, _)) = &mut remembered {
+        remember(cache, plan, &at);
+        // A cache that cannot be written costs the next run its reads,
+        // not this attach its result.
+        let _ = cache.save();
+    }
     Ok(stats.snapshot())
+}
+
+/// Records every planned file in `cache` with its stat now (taken after
+/// the clock is read, so a file written in the last moments is racy and
+/// not recorded) and its planned chunks.
+fn remember(cache: &mut StatCache, plan: &Plan, at: &Path) {
+    let taken_at = now_nanos();
+    let stats: Vec<Option<FileStat>> = plan
+        .entries
+        .par_iter()
+        .map(|e| match e.target {
+            EntryKind::File { .. } => {
+                // Gone or replaced already (the job is running): not
+                // remembered.
+                let m = fs::symlink_metadata(at.join(e.path.to_path())).ok();
+                m.filter(|m| m.is_file()).map(|m| FileStat::of(&m))
+            }
+            _ => None,
+        })
+        .collect();
+    for (e, stat) in plan.entries.iter().zip(stats) {
+        if let (Some(stat), EntryKind::File { chunks, .. }) = (stat, &e.target) {
+            cache.record(e.path.as_bytes(), stat, chunks.clone(), taken_at);
+        }
+    }
 }
 
 /// Opens `path` itself, never what a symlink there points at; the result
@@ -273,6 +318,7 @@ struct Stats {
     progress: Option<(std::sync::Arc<dyn Observer + Send + Sync>, u64)>,
     files_written: AtomicU64,
     files_in_place: AtomicU64,
+    files_unchanged: AtomicU64,
     chunks_from_store: AtomicU64,
     bytes_from_store: AtomicU64,
     bytes_from_cache: AtomicU64,
@@ -298,6 +344,7 @@ impl Stats {
         WriteStats {
             files_written: self.files_written.load(Relaxed),
             files_in_place: self.files_in_place.load(Relaxed),
+            files_unchanged: self.files_unchanged.load(Relaxed),
             chunks_from_store: self.chunks_from_store.load(Relaxed),
             bytes_from_store: self.bytes_from_store.load(Relaxed),
             bytes_from_cache: self.bytes_from_cache.load(Relaxed),
@@ -375,18 +422,31 @@ enum Classified<'p> {
     Write(FileJob<'p>),
 }
 
-fn classify(
-    e: &Planned,
+fn classify<'p>(
+    e: &'p Planned,
     dest: PathBuf,
     chunker: crate::format::chunking::ChunkerParams,
     mode: u32,
-) -> Result<Classified<'_>> {
+    trusted: Option<&StatCache>,
+    stats: &Stats,
+) -> Result<Classified<'p>> {
     let EntryKind::File { size, chunks } = &e.target else {
         unreachable!("only files are classified")
     };
     let mut seeds = HashMap::new();
     match fs::symlink_metadata(&dest) {
         Ok(m) if m.is_file() => {
+            // Known unchanged since this runner wrote or read it with the
+            // planned content, mode and mtime: nothing to read or fix.
+            let unchanged = trusted
+                .and_then(|c| c.get(e.path.as_bytes(), &FileStat::of(&m)))
+                .is_some_and(|known| known == &chunks[..]);
+            let mode_ok = m.permissions().mode() & 0o7777 == mode;
+            let mtime_ok = (m.mtime(), m.mtime_nsec()) == (e.mtime.secs, e.mtime.nanos as i64);
+            if unchanged && mode_ok && mtime_ok {
+                stats.files_unchanged.fetch_add(1, Relaxed);
+                return Ok(Classified::InPlace(e));
+            }
             let file = match open_no_follow(&dest, false) {
                 Ok(f) => f,
                 // Replaced by a symlink since the stat: write it anew.
