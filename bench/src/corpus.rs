@@ -120,6 +120,51 @@ fn install(src: &Path, dst: &Path) -> Result<PathBuf> {
     Ok(tree)
 }
 
+/// The machine's Rust toolchains (`--corpus toolchain`): large files
+/// (compilers, rlibs, docs), the kind of tree users cache with
+/// `Swatinem/rust-cache`. Every developer and CI machine has one. The
+/// base is the default toolchain, the next another installed one
+/// (nightly, say) or the same again; both copied once into the cache
+/// (`cp -a`), so they end in the same name and are not changed under the
+/// benchmark by `rustup update`.
+pub fn toolchain(cache: &Path) -> Result<Corpus> {
+    let out = cache.join("toolchain");
+    let done = out.join(".materialized");
+    let base = out.join("base/toolchain");
+    let next = out.join("next/toolchain");
+    if !done.exists() {
+        let sysroot = run("rustc --print sysroot", Path::new("."), &[])
+            .context("finding the Rust toolchain (is rustup installed?)")?
+            .1;
+        let sysroot = PathBuf::from(sysroot.trim());
+        let toolchains = sysroot.parent().context("the sysroot has no parent")?;
+        let other = fs::read_dir(toolchains)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && !p.is_symlink())
+            .filter(|p| fs::canonicalize(p).ok() != fs::canonicalize(&sysroot).ok())
+            .max_by_key(|p| fs::read_dir(p).map(|d| d.count()).unwrap_or(0))
+            .unwrap_or_else(|| sysroot.clone());
+        if out.exists() {
+            fs::remove_dir_all(&out)?;
+        }
+        for (from, to) in [(&sysroot, &base), (&other, &next)] {
+            fs::create_dir_all(to.parent().expect("a parent"))?;
+            run(
+                &format!("cp -a '{}/.' '{}'", from.display(), to.display()),
+                Path::new("."),
+                &[],
+            )?;
+        }
+        fs::write(&done, b"")?;
+    }
+    Ok(Corpus {
+        name: "toolchain".into(),
+        base,
+        next,
+    })
+}
+
 /// A generated tree of about `files` files and its next run (1% of files
 /// changed, one package added), made once in the cache.
 pub fn synthetic(files: u64, cache: &Path) -> Result<Corpus> {

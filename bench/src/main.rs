@@ -30,7 +30,8 @@ struct Args {
     /// The tree the next run persists (with --base).
     #[arg(long, requires = "base")]
     next: Option<PathBuf>,
-    /// A checked-in corpus under bench/corpora (nextjs, pydata).
+    /// A checked-in corpus under bench/corpora (nextjs, pydata), or
+    /// `toolchain`: the machine's Rust toolchains.
     #[arg(long, conflicts_with = "synthetic")]
     corpus: Option<String>,
     /// A generated node_modules-like tree of this many files.
@@ -164,6 +165,7 @@ fn real_main() -> Result<()> {
     let corpora = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora");
     let corpus = match (&args.base, &args.next, &args.corpus, args.synthetic) {
         (Some(b), Some(n), _, _) => corpus::from_dirs(b, n)?,
+        (_, _, Some(name), _) if name == "toolchain" => corpus::toolchain(&args.cache)?,
         (_, _, Some(name), _) => corpus::materialize(&corpora, name, &args.cache)?,
         (_, _, _, Some(files)) => corpus::synthetic(files, &args.cache)?,
         _ => bail!("give --base and --next, --corpus NAME, or --synthetic FILES"),
