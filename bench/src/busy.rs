@@ -58,13 +58,13 @@ struct Command {
 }
 
 /// The jobs of a crowd of `n`, round `round` (fresh runs and targets): a
-/// large persist of the corpus's next tree, a small attach started during
+/// large persist of new content (`large`), a small attach started during
 /// it, then alternately an attach of the corpus's base layer and a persist
 /// of a medium tree of its own.
 fn jobs(
     bin: &Path,
     store: &Path,
-    corpus: &Corpus,
+    large: &Path,
     medium: &[PathBuf],
     n: usize,
     round: &str,
@@ -86,7 +86,7 @@ fn jobs(
     };
     let attach =
         |job: &str, at: PathBuf| format!("{strata} attach --run pre --job {job} --at {}", s(&at));
-    let (large, dir) = persist(&format!("large-{round}"), &corpus.next);
+    let (large, dir) = persist(&format!("large-{round}"), large);
     let mut out = vec![
         Command {
             what: "persist large".into(),
@@ -179,6 +179,10 @@ pub fn run_busy(bin: &Path, corpus: &Corpus, sizes: &[usize], work: &Path) -> Re
     }
     let small = work.join("small");
     strata_store::synth::generate(&small, 100, 7)?;
+    // New content for the large persist (about 150 MiB), in no store yet.
+    let large = work.join("large");
+    strata_store::synth::generate(&large, 20_000, 5)?;
+    let large = large.join("node_modules");
 
     let mut crowds = Vec::new();
     for &n in sizes {
@@ -186,7 +190,7 @@ pub fn run_busy(bin: &Path, corpus: &Corpus, sizes: &[usize], work: &Path) -> Re
         let store = work.join(format!("store-{n}-alone"));
         seed(bin, &store, corpus, &small, work)?;
         let mut alone = Vec::new();
-        for c in jobs(bin, &store, corpus, &medium, n, &format!("{n}-alone"), work) {
+        for c in jobs(bin, &store, &large, &medium, n, &format!("{n}-alone"), work) {
             alone.push(run(&c.script, &c.dir, &[])?.0);
         }
         // Together: all at once (the small attach a moment later).
@@ -196,7 +200,7 @@ pub fn run_busy(bin: &Path, corpus: &Corpus, sizes: &[usize], work: &Path) -> Re
         let commands = jobs(
             bin,
             &store,
-            corpus,
+            &large,
             &medium,
             n,
             &format!("{n}-together"),

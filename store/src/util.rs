@@ -1,8 +1,9 @@
 //! Small helpers every layer may use: names and bytes that no other
 //! thread, process or machine picks (temporary file names, nonces, pack
-//! salts), the clock every record's time comes from, and `Slots`, a
-//! counting semaphore for bounding work in flight. Knows nothing about
-//! stores, objects or files' contents.
+//! salts), the clock every record's time comes from, `Slots`, a
+//! counting semaphore for bounding work in flight, and
+//! `yield_to_small_jobs`, the CPU priority of bulk work. Knows nothing
+//! about stores, objects or files' contents.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -118,6 +119,27 @@ mod tests {
     }
 
     #[test]
+    fn bulk_work_lowers_its_priority_once_and_small_work_does_not() {
+        use rustix::process::getpriority_process;
+        // On a thread of its own: Linux keeps nice per thread.
+        std::thread::spawn(|| {
+            let before = getpriority_process(None).unwrap();
+            yield_to_small_jobs(BULK_BYTES - 1);
+            assert_eq!(getpriority_process(None).unwrap(), before);
+            yield_to_small_jobs(BULK_BYTES);
+            let after = getpriority_process(None).unwrap();
+            assert_eq!(after, (before + BULK_NICE).min(19));
+            let pool = rayon::broadcast(|_| getpriority_process(None).unwrap());
+            assert!(pool.iter().all(|p| *p >= after), "{pool:?}");
+            // Once per process: a second bulk job lowers nothing more.
+            yield_to_small_jobs(BULK_BYTES);
+            assert_eq!(getpriority_process(None).unwrap(), after);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn nonces_and_names_do_not_repeat() {
         let a: std::collections::HashSet<String> = (0..1000).map(|_| nonce()).collect();
         assert_eq!(a.len(), 1000);
@@ -149,6 +171,36 @@ impl Clock {
             Clock::Manual(t) => t.load(std::sync::atomic::Ordering::SeqCst),
         }
     }
+}
+
+/// Work of this many bytes or more is bulk work (`yield_to_small_jobs`).
+pub const BULK_BYTES: u64 = 64 << 20;
+/// How much lower bulk work's CPU priority is: at nice 5 a thread gets
+/// about a third of the CPU time of one at nice 0 when both want it.
+pub const BULK_NICE: i32 = 5;
+
+/// Lowers the CPU priority (nice) of this thread, of threads it starts
+/// from now on, and of rayon's pool by `BULK_NICE`, when `bytes` of work
+/// is bulk work; once per process. On a busy runner a small attach then
+/// gets most of the CPU while a large persist runs, shortest job first,
+/// and a job alone still gets all of it (docs/architecture.md,
+/// "Concurrency"). Best effort: a refused call changes nothing.
+pub fn yield_to_small_jobs(bytes: u64) {
+    static LOWERED: std::sync::Once = std::sync::Once::new();
+    if bytes < BULK_BYTES {
+        return;
+    }
+    LOWERED.call_once(|| {
+        // Linux keeps a nice value per thread; `None` is the caller.
+        let lower = || {
+            use rustix::process::{getpriority_process, setpriority_process};
+            if let Ok(nice) = getpriority_process(None) {
+                let _ = setpriority_process(None, (nice + BULK_NICE).min(19));
+            }
+        };
+        lower();
+        rayon::broadcast(|_| lower());
+    });
 }
 
 /// The system's time in Unix seconds (0 before 1970).

@@ -205,6 +205,15 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
         _ => 0,
     };
     let total_bytes: u64 = tree.entries.iter().map(size).sum();
+    // Bytes to read: a large persist yields the CPU to small jobs.
+    let to_read: u64 = tree
+        .entries
+        .iter()
+        .zip(&unchanged)
+        .filter(|(_, u)| u.is_none())
+        .map(|(s, _)| size(s))
+        .sum();
+    crate::util::yield_to_small_jobs(to_read);
     let done_bytes = AtomicU64::new(0);
     let observer = store.observer();
     let ((manifest, manifest_id, root_obj), packs) = sink.run(|pipe| {

@@ -200,6 +200,8 @@ pub fn execute_with(
     }
 
     check_space(&at, &jobs)?;
+    // A large attach yields the CPU to small jobs.
+    crate::util::yield_to_small_jobs(jobs.iter().map(|j| j.size).sum());
     let (result, beside) = std::thread::scope(|s| {
         let beside = s.spawn(alongside);
         let result = write_files(store, &jobs, &seeds, &stats);
