@@ -181,15 +181,18 @@ pub(crate) struct WrittenTree {
 pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result<WrittenTree> {
     let clock_start = store.now();
     // After the clock starts: reusing a cached file's chunks is a reuse
-    // decision like any other, within the commit guard.
-    let mut remembered = store.stat_cache().map(|(dir, trust)| {
-        (
-            StatCache::open(dir, &store.config().store_id, &tree.root),
-            trust,
-        )
-    });
-    let unchanged = match &remembered {
-        Some((cache, true)) if !cache.is_empty() => unchanged_files(store, tree, cache)?,
+    // decision like any other, within the commit guard. The cache is not
+    // held while the files are read and stored (read again to update it).
+    let cache_at = store
+        .stat_cache()
+        .map(|(dir, trust)| (dir.to_path_buf(), trust));
+    let open_cache =
+        |dir: &std::path::Path| StatCache::open(dir, &store.config().store_id, &tree.root);
+    let unchanged = match &cache_at {
+        Some((dir, true)) => match open_cache(dir) {
+            cache if cache.is_empty() => vec![None; tree.entries.len()],
+            cache => unchanged_files(store, tree, &cache)?,
+        },
         _ => vec![None; tree.entries.len()],
     };
     let files_unchanged = unchanged.iter().filter(|u| u.is_some()).count() as u64;
@@ -294,8 +297,9 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
         + index.as_ref().map_or(0, |(_, bytes, _)| bytes.len() as u64);
 
     commit_guard(store, clock_start, started)?;
-    if let Some((cache, _)) = &mut remembered {
-        remember(cache, tree, &manifest);
+    if let Some((dir, _)) = &cache_at {
+        let mut cache = open_cache(dir);
+        remember(&mut cache, tree, &manifest);
         // A cache that cannot be written costs the next run its reads,
         // not this persist its layer.
         let _ = cache.save();

@@ -12,8 +12,9 @@
 //! "seed"). Whether it has the same content is read and hashed, unless the
 //! runner's stat cache (`tree::stat_cache`) knows the file unchanged since
 //! it last wrote or read it with the planned chunks; every planned file is
-//! remembered there once the attach is done. Chunks come from the store pack by pack, each pack's needed
-//! ranges read in one request, and are checked against their ids.
+//! remembered there once the attach is done. Chunks come from the store
+//! pack by pack, each pack's needed ranges read in one request, and are
+//! checked against their ids.
 //!
 //! Nothing outside the target is ever changed: modes and mtimes are set
 //! through a descriptor opened without following links, and a file already
@@ -134,11 +135,14 @@ pub fn execute_with(
 ) -> Result<WriteStats> {
     let at = prepare_target(at)?;
     let dest = |e: &Planned| at.join(e.path.to_path());
-    let mut remembered = store
+    // The stat cache is held while files are classified, not while they
+    // are written (read again to update it at the end).
+    let cache_at = store
         .stat_cache()
-        .map(|(dir, trust)| (StatCache::open(dir, &store.config().store_id, &at), trust));
-    let trusted = match &remembered {
-        Some((cache, true)) if !cache.is_empty() => Some(cache),
+        .map(|(dir, trust)| (dir.to_path_buf(), trust));
+    let open_cache = |dir: &Path| StatCache::open(dir, &store.config().store_id, &at);
+    let trusted = match &cache_at {
+        Some((dir, true)) => Some(open_cache(dir)).filter(|c| !c.is_empty()),
         _ => None,
     };
 
@@ -177,8 +181,12 @@ pub fn execute_with(
         .entries
         .par_iter()
         .filter(|e| matches!(e.target, EntryKind::File { .. }))
-        .map(|e| classify(e, dest(e), chunker, opts.mode(e.mode), trusted, &stats))
+        .map(|e| {
+            let mode = opts.mode(e.mode);
+            classify(e, dest(e), chunker, mode, trusted.as_ref(), &stats)
+        })
         .collect::<Result<_>>()?;
+    drop(trusted);
     // Files already in place stay as they are for the whole attach, so any
     // of their chunks can seed the files that must be written.
     let mut seeds: HashMap<ChunkId, (PathBuf, u64)> = HashMap::new();
@@ -235,8 +243,9 @@ pub fn execute_with(
         let f = open_no_follow(&d, true).ctx("open directory", &d)?;
         set_mode_and_mtime(&f, &d, opts.mode(e.mode), e.mtime)?;
     }
-    if let Some((cache, _)) = &mut remembered {
-        remember(cache, plan, &at);
+    if let Some((dir, _)) = &cache_at {
+        let mut cache = open_cache(dir);
+        remember(&mut cache, plan, &at);
         // A cache that cannot be written costs the next run its reads,
         // not this attach its result.
         let _ = cache.save();
