@@ -233,15 +233,7 @@ fn real_main() -> Result<()> {
         if !args.keep_work {
             let _ = std::fs::remove_dir_all(&work);
         }
-        let results = result?;
-        if let Some(path) = &args.save {
-            std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
-        }
-        match args.json {
-            true => println!("{}", serde_json::to_string_pretty(&results)?),
-            false => print!("{}", busy::markdown(&results)),
-        }
-        return Ok(());
+        return save_and_print(&args, &result?, busy::markdown);
     }
     let result = bench(&args, &corpus, &tools, &work);
     if args.keep_work {
@@ -293,14 +285,22 @@ fn scale_main(args: &Args, replicas: usize) -> Result<()> {
     if !args.keep_work {
         let _ = std::fs::remove_dir_all(&work);
     }
-    let results = result?;
+    save_and_print(args, &result?, scale::markdown)
+}
+
+/// Saves `results` (`--save`) and prints them: JSON with `--json`, else
+/// `markdown`'s report.
+fn save_and_print<T: serde::Serialize>(
+    args: &Args,
+    results: &T,
+    markdown: fn(&T) -> String,
+) -> Result<()> {
     if let Some(path) = &args.save {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(results)?)?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
-    } else {
-        print!("{}", scale::markdown(&results));
+    match args.json {
+        true => println!("{}", serde_json::to_string_pretty(results)?),
+        false => print!("{}", markdown(results)),
     }
     Ok(())
 }

@@ -40,6 +40,21 @@ fn write_tree(root: &std::path::Path, seed: u64, unique: u64) {
     }
 }
 
+/// Creates run `name` of `graph` in `store`; the request to persist the
+/// tree at `root` (its `shared` and `own`) as job `a` of it.
+fn request(store: &Store, graph: &Graph, name: &str, root: &std::path::Path) -> PersistRequest {
+    let run = RunName::new(name).unwrap();
+    store.create_run(&run, graph.clone()).unwrap();
+    PersistRequest {
+        run,
+        job: job("a"),
+        root: root.to_path_buf(),
+        paths: vec!["shared".into(), "own".into()],
+        allow_empty: false,
+        writer: None,
+    }
+}
+
 /// What the random scenario left: the committed layers that did not attach back
 /// whole, the store's verify problems, and counts for the log.
 struct Outcome {
@@ -165,16 +180,7 @@ impl Gated {
     }
 
     fn request(&self, name: &str, root: &std::path::Path) -> PersistRequest {
-        let run = RunName::new(name).unwrap();
-        self.store.create_run(&run, self.graph.clone()).unwrap();
-        PersistRequest {
-            run,
-            job: job("a"),
-            root: root.to_path_buf(),
-            paths: vec!["shared".into(), "own".into()],
-            allow_empty: false,
-            writer: None,
-        }
+        request(&self.store, &self.graph, name, root)
     }
 
     /// gc `rounds` times, moving the clock an eighth of the grace period
@@ -431,18 +437,7 @@ fn a_process_learns_of_another_processes_gc_within_the_interval() {
     };
     let (writer, collector) = (open(), open());
     let graph = Graph::from_specs(&["a", "b:a"]).unwrap();
-    let request = |name: &str, root: &std::path::Path| {
-        let run = RunName::new(name).unwrap();
-        writer.create_run(&run, graph.clone()).unwrap();
-        PersistRequest {
-            run,
-            job: job("a"),
-            root: root.to_path_buf(),
-            paths: vec!["shared".into(), "own".into()],
-            allow_empty: false,
-            writer: None,
-        }
-    };
+    let request = |name: &str, root: &std::path::Path| request(&writer, &graph, name, root);
     let old = dir.path().join("old");
     write_tree(&old, 1, 3);
     persist(&writer, &request("old", &old)).unwrap();

@@ -77,7 +77,18 @@ pub fn garage_bin() -> PathBuf {
 /// too, its RPC port free), replicating `replication` times, serving S3 on
 /// port `s3`, with `extra` sections appended; returns its path.
 fn write_config(dir: &Path, replication: u32, secret: &str, s3: u16, extra: &str) -> PathBuf {
-    let rpc = free_port();
+    write_config_rpc(dir, replication, secret, s3, free_port(), extra)
+}
+
+/// `write_config` with the RPC port given.
+fn write_config_rpc(
+    dir: &Path,
+    replication: u32,
+    secret: &str,
+    s3: u16,
+    rpc: u16,
+    extra: &str,
+) -> PathBuf {
     let config = dir.join("garage.toml");
     std::fs::write(
         &config,
@@ -204,19 +215,34 @@ pub struct GarageCluster {
 }
 
 impl GarageCluster {
-    /// Starts the three nodes and forms the cluster.
+    /// Starts the three nodes and forms the cluster. A port picked free
+    /// can be taken by another process before the node binds it (tests
+    /// run in parallel): a node that exits, or whose RPC port does not
+    /// answer, has all three started again on new ports.
     pub fn start() -> GarageCluster {
+        for _ in 0..5 {
+            if let Some(mut cluster) = GarageCluster::spawn() {
+                cluster.form();
+                return cluster;
+            }
+        }
+        panic!("a three-node garage cluster did not start in five tries");
+    }
+
+    /// Starts the nodes; `None` if one exits or does not listen.
+    fn spawn() -> Option<GarageCluster> {
         let dir = tempfile::tempdir().unwrap();
         let secret = hex(64);
         let mut nodes = Vec::new();
         let mut configs = Vec::new();
         let mut endpoints = Vec::new();
+        let mut rpcs = Vec::new();
         for i in 0..3 {
-            let s3 = free_port();
+            let (s3, rpc) = (free_port(), free_port());
             let node = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&node).unwrap();
             let admin = format!("\n[admin]\napi_bind_addr = \"127.0.0.1:{}\"\n", free_port());
-            let config = write_config(&node, 3, &secret, s3, &admin);
+            let config = write_config_rpc(&node, 3, &secret, s3, rpc, &admin);
             let child = Command::new(garage_bin())
                 .arg("server")
                 .env("GARAGE_CONFIG_FILE", &config)
@@ -228,6 +254,7 @@ impl GarageCluster {
             nodes.push(Some(child));
             configs.push(config);
             endpoints.push(format!("http://127.0.0.1:{s3}"));
+            rpcs.push(rpc);
         }
         let mut cluster = GarageCluster {
             nodes,
@@ -238,8 +265,22 @@ impl GarageCluster {
             access_key: String::new(),
             secret_key: String::new(),
         };
-        cluster.form();
-        cluster
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut up = [false; 3];
+        while !up.iter().all(|u| *u) {
+            for (i, rpc) in rpcs.iter().enumerate() {
+                let node = cluster.nodes[i].as_mut().expect("started");
+                if node.try_wait().ok().flatten().is_some() {
+                    return None; // dropped: the others are killed
+                }
+                up[i] = up[i] || TcpStream::connect(("127.0.0.1", *rpc)).is_ok();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(cluster)
     }
 
     /// `garage` with node `i`'s config: its output, or a panic naming it.
