@@ -135,26 +135,24 @@ fn a_remembered_file_whose_chunks_are_gone_is_read_again() {
     settle();
     run(strata(d).args(["run", "create", "old", "--job", "a"]));
     persist(d, "old", "a", &src, &[]);
-    // The run expires and gc reclaims its chunks at once.
-    run(strata(d)
-        .env("STRATA_NOW", "2099-01-01")
-        .args(["gc", "--grace-secs", "0"]));
-    run(strata(d)
-        .env("STRATA_NOW", "2099-01-01")
-        .args(["gc", "--grace-secs", "0"]));
-    run(strata(d)
-        .env("STRATA_NOW", "2099-01-01")
-        .args(["run", "create", "new", "--job", "a", "--job", "b:a"]));
-    let v = run(strata(d)
-        .env("STRATA_NOW", "2099-01-01")
+    // The run expires and gc reclaims its chunks at once; what follows
+    // happens then.
+    let later = || {
+        let mut c = strata(d);
+        c.env("STRATA_NOW", "2099-01-01");
+        c
+    };
+    run(later().args(["gc", "--grace-secs", "0"]));
+    run(later().args(["gc", "--grace-secs", "0"]));
+    run(later().args(["run", "create", "new", "--job", "a", "--job", "b:a"]));
+    let v = run(later()
         .args(["persist", "--run", "new", "--job", "a", "--root"])
         .arg(&src)
         .arg("app"));
     assert_eq!(persisted(&v), (21, 0), "{v}");
     assert!(v["bytes_new"].as_u64().unwrap() >= 2_000_000, "{v}");
     let at = d.join("at");
-    run(strata(d)
-        .env("STRATA_NOW", "2099-01-01")
+    run(later()
         .args(["attach", "--run", "new", "--job", "b", "--at"])
         .arg(&at));
     same_tree(&src.join("app"), &at.join("app"));

@@ -40,6 +40,13 @@ fn write_tree(root: &std::path::Path, seed: u64, unique: u64) {
     }
 }
 
+/// The store in `dir`, opened as one process would, on the test's clock.
+fn open_with_clock(dir: &std::path::Path, now: &Arc<AtomicI64>) -> Store {
+    Store::open(&dir.join("store"), &Quiet)
+        .unwrap()
+        .with_clock(Clock::Manual(now.clone()))
+}
+
 /// Creates run `name` of `graph` in `store`; the request to persist the
 /// tree at `root` (its `shared` and `own`) as job `a` of it.
 fn request(store: &Store, graph: &Graph, name: &str, root: &std::path::Path) -> PersistRequest {
@@ -289,26 +296,23 @@ fn scenario(processes: bool) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicI64::new(T0));
     let open = || {
-        Store::open(&dir.path().join("store"), &Quiet)
-            .unwrap()
-            .with_clock(Clock::Manual(now.clone()))
-            .wrap_backend(|inner| {
-                // Every other manifest root a persist writes (its last
-                // object before the layer ref) takes a while: those
-                // persists commit many gc rounds after they chose which
-                // chunks to reuse, the case the grace-period guard exists
-                // for.
-                let n = std::sync::atomic::AtomicU64::new(0);
-                Arc::new(OnPut {
-                    inner,
-                    hook: Box::new(move |inner, key, data| {
-                        if key.starts_with("manifests/") && n.fetch_add(1, SeqCst) % 2 == 1 {
-                            std::thread::sleep(std::time::Duration::from_millis(300));
-                        }
-                        inner.put(key, data)
-                    }),
-                })
+        open_with_clock(dir.path(), &now).wrap_backend(|inner| {
+            // Every other manifest root a persist writes (its last
+            // object before the layer ref) takes a while: those
+            // persists commit many gc rounds after they chose which
+            // chunks to reuse, the case the grace-period guard exists
+            // for.
+            let n = std::sync::atomic::AtomicU64::new(0);
+            Arc::new(OnPut {
+                inner,
+                hook: Box::new(move |inner, key, data| {
+                    if key.starts_with("manifests/") && n.fetch_add(1, SeqCst) % 2 == 1 {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                    }
+                    inner.put(key, data)
+                }),
             })
+        })
     };
     let store = open();
     let writers: Vec<Store> = match processes {
@@ -430,11 +434,7 @@ fn scenario(processes: bool) -> Outcome {
 fn a_process_learns_of_another_processes_gc_within_the_interval() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicI64::new(T0));
-    let open = || {
-        Store::open(&dir.path().join("store"), &Quiet)
-            .unwrap()
-            .with_clock(Clock::Manual(now.clone()))
-    };
+    let open = || open_with_clock(dir.path(), &now);
     let (writer, collector) = (open(), open());
     let graph = Graph::from_specs(&["a", "b:a"]).unwrap();
     let request = |name: &str, root: &std::path::Path| request(&writer, &graph, name, root);

@@ -25,8 +25,9 @@
 //!    visible.
 //!
 //! After step 5 the stat cache remembers every file read, with the stat
-//! the scan took. A crash before step 6 leaves unreferenced packs (reclaimed by gc, never
-//! seen by attach). This module knows nothing about attach.
+//! the scan took. A crash before step 6 leaves unreferenced packs
+//! (reclaimed by gc, never seen by attach). This module knows nothing
+//! about attach.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
