@@ -190,6 +190,10 @@ pub fn encode(known: &HashMap<Vec<u8>, Known>) -> Vec<u8> {
     out
 }
 
+/// The smallest entry: the path's length (2), a one-byte path, five u64s
+/// and four u32s, no chunks.
+const MIN_ENTRY: u64 = 2 + 1 + 5 * 8 + 4 * 4;
+
 /// Reads `encode`'s bytes, checking everything.
 pub fn decode(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Known>> {
     let bad = |detail: &str| Error::corrupt("stat cache", detail);
@@ -206,8 +210,8 @@ pub fn decode(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Known>> {
         return Err(bad("checksum mismatch"));
     }
     let count = r.u64().ok_or_else(|| bad("truncated"))?;
-    // An entry takes at least 62 bytes: a count beyond that is a lie.
-    if count > r.0.len() as u64 / 62 {
+    // An entry takes at least MIN_ENTRY bytes: a count beyond that is a lie.
+    if count > r.0.len() as u64 / MIN_ENTRY {
         return Err(bad("entry count larger than the file"));
     }
     let mut known = HashMap::with_capacity(count as usize);
@@ -333,6 +337,21 @@ mod tests {
         bytes[last] ^= 1;
         fs::write(&c.file, bytes).unwrap();
         assert!(StatCache::open(dir.path(), "s", Path::new("/w")).is_empty());
+    }
+
+    #[test]
+    fn the_smallest_entry_decodes() {
+        // A one-byte path of an empty file: exactly MIN_ENTRY bytes.
+        let known = HashMap::from([(
+            b"a".to_vec(),
+            Known {
+                stat: stat(0, 0),
+                chunks: vec![],
+            },
+        )]);
+        let bytes = encode(&known);
+        assert_eq!(bytes.len() as u64, 52 + 8 + MIN_ENTRY);
+        assert_eq!(decode(&bytes).unwrap(), known);
     }
 
     proptest! {
