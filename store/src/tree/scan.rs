@@ -324,8 +324,9 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
 
 /// Everything below `dir`, walked without following symlinks; the
 /// subtrees of its children are walked in parallel (a `node_modules` has
-/// hundreds of them), which hides much of the cost of `lstat`.
-fn walk(root_abs: &Path, dir: &Path) -> Result<Vec<(RelPath, Stat)>> {
+/// hundreds of them), which hides much of the cost of `lstat`. The
+/// subtrees' lists are handed over one by one, never copied into one.
+fn walk(root_abs: &Path, dir: &Path) -> Result<impl Iterator<Item = (RelPath, Stat)>> {
     let children: Vec<PathBuf> = fs::read_dir(dir)
         .ctx("read directory", dir)?
         .map(|e| e.map(|e| e.path()).ctx("read directory", dir))
@@ -354,7 +355,7 @@ fn walk(root_abs: &Path, dir: &Path) -> Result<Vec<(RelPath, Stat)>> {
             Ok(out)
         })
         .collect::<Result<_>>()?;
-    Ok(parts.into_iter().flatten().collect())
+    Ok(parts.into_iter().flatten())
 }
 
 /// `given` as a path relative to the root, resolved lexically: `..` may not
