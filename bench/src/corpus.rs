@@ -166,9 +166,14 @@ pub fn toolchain(cache: &Path) -> Result<Corpus> {
 }
 
 /// A generated tree of about `files` files and its next run (1% of files
-/// changed, one package added), made once in the cache.
-pub fn synthetic(files: u64, cache: &Path) -> Result<Corpus> {
-    let out = cache.join(format!("synthetic-{files}"));
+/// changed, one package added), made once in the cache; with `max_size`,
+/// no file is larger (a million files in a few GiB of disk).
+pub fn synthetic(files: u64, max_size: Option<u64>, cache: &Path) -> Result<Corpus> {
+    let name = match max_size {
+        Some(max) => format!("synthetic-{files}-max{max}"),
+        None => format!("synthetic-{files}"),
+    };
+    let out = cache.join(&name);
     let base = out.join("base/node_modules");
     let next = out.join("next/node_modules");
     let done = out.join(".materialized");
@@ -177,14 +182,11 @@ pub fn synthetic(files: u64, cache: &Path) -> Result<Corpus> {
             fs::remove_dir_all(&out)?;
         }
         for side in ["base", "next"] {
-            strata_store::synth::generate(&out.join(side), files, 1)?;
+            let max = max_size.unwrap_or(u64::MAX);
+            strata_store::synth::generate_capped(&out.join(side), files, 1, max)?;
         }
         strata_store::synth::mutate(&next, 0.01, 2)?;
         fs::write(&done, b"")?;
     }
-    Ok(Corpus {
-        name: format!("synthetic-{files}"),
-        base,
-        next,
-    })
+    Ok(Corpus { name, base, next })
 }

@@ -37,6 +37,10 @@ struct Args {
     /// A generated node_modules-like tree of this many files.
     #[arg(long, value_name = "FILES")]
     synthetic: Option<u64>,
+    /// With --synthetic: no generated file is larger than this (a million
+    /// files of at most 4096 bytes take about 4 GiB of disk a side).
+    #[arg(long, value_name = "BYTES", requires = "synthetic")]
+    max_file_size: Option<u64>,
     /// Measured runs per scenario (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -167,7 +171,7 @@ fn real_main() -> Result<()> {
         (Some(b), Some(n), _, _) => corpus::from_dirs(b, n)?,
         (_, _, Some(name), _) if name == "toolchain" => corpus::toolchain(&args.cache)?,
         (_, _, Some(name), _) => corpus::materialize(&corpora, name, &args.cache)?,
-        (_, _, _, Some(files)) => corpus::synthetic(files, &args.cache)?,
+        (_, _, _, Some(files)) => corpus::synthetic(files, args.max_file_size, &args.cache)?,
         _ => bail!("give --base and --next, --corpus NAME, or --synthetic FILES"),
     };
     let strata_bin = strata_bin(&args)?;

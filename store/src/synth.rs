@@ -124,6 +124,12 @@ pub struct Summary {
 
 /// Writes about `files` files under `root/node_modules`.
 pub fn generate(root: &Path, files: u64, seed: u64) -> io::Result<Summary> {
+    generate_capped(root, files, seed, u64::MAX)
+}
+
+/// `generate` with no file larger than `max_size` bytes: the same paths,
+/// for a tree of many files that fits a small disk.
+pub fn generate_capped(root: &Path, files: u64, seed: u64, max_size: u64) -> io::Result<Summary> {
     let mut rng = Rng::new(seed);
     let mut summary = Summary::default();
     let mut pkg = 0u64;
@@ -139,7 +145,7 @@ pub fn generate(root: &Path, files: u64, seed: u64) -> io::Result<Summary> {
         summary.bytes += manifest.len() as u64;
         let n = rng.range(3, 20).min(files - summary.files);
         for f in 0..n {
-            let size = file_size(&mut rng);
+            let size = file_size(&mut rng).min(max_size);
             fs::write(dir.join(format!("lib/m{f}.js")), js_text(&mut rng, size))?;
             summary.files += 1;
             summary.bytes += size;
