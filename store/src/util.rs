@@ -52,12 +52,41 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A name for a temporary file that no other thread or process uses:
 /// `<prefix><pid>-<hex nanos>-<counter>`.
 pub(crate) fn unique_tmp_name(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}{}-{nanos:x}-{n}", std::process::id())
+    TmpNames::reserve(prefix, 1).name(0)
+}
+
+/// `count` names like `unique_tmp_name`'s, reserved at once and made when
+/// asked: a million files being written need not hold a million names.
+#[derive(Debug)]
+pub(crate) struct TmpNames {
+    prefix: String,
+    first: u64,
+    count: u64,
+}
+
+impl TmpNames {
+    pub(crate) fn reserve(prefix: &str, count: usize) -> TmpNames {
+        let first = COUNTER.fetch_add(count as u64, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        TmpNames {
+            prefix: format!("{prefix}{}-{nanos:x}-", std::process::id()),
+            first,
+            count: count as u64,
+        }
+    }
+
+    /// The `i`th name reserved.
+    pub(crate) fn name(&self, i: usize) -> String {
+        assert!(
+            (i as u64) < self.count,
+            "only {} names reserved",
+            self.count
+        );
+        format!("{}{}", self.prefix, self.first + i as u64)
+    }
 }
 
 /// 32 bytes no other call returns: the OS's randomness mixed with the

@@ -160,16 +160,6 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     let options = write::WriteOptions {
         keep_setuid: req.keep_setuid,
     };
-    // The workspace is used: its retention restarts. The record is
-    // written while the files are fetched, once the target has passed its
-    // checks, so it costs no round trip of its own (an attach that then
-    // fails mid-fetch has still used the run: it is kept a little longer).
-    let write = write::execute_with(store, &plan, &req.at, options, || {
-        crate::ops::lifecycle::record_use(store, &req.run)
-    })?;
-    if let Some(cache) = &store.frame_cache() {
-        cache.trim_if_grown()?;
-    }
     let mut report = AttachReport {
         run: req.run.clone(),
         job: req.job.clone(),
@@ -180,7 +170,7 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
                 job: l.job.clone(),
                 layer: l.key.clone(),
                 manifest: l.manifest_id,
-                totals: l.manifest.totals(),
+                totals: l.totals,
             })
             .collect(),
         files: 0,
@@ -189,7 +179,7 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
         hardlinks: 0,
         bytes: 0,
         manifest_bytes_from_store: plan.manifest_bytes,
-        write,
+        write: Default::default(),
         network: Traffic::default(),
         seconds: 0.0,
     };
@@ -204,6 +194,18 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
             EntryKind::Hardlink { .. } => report.hardlinks += 1,
         }
     }
+    // The report is counted first: writing takes the plan's entries.
+    // The workspace is used: its retention restarts. The record is
+    // written while the files are fetched, once the target has passed its
+    // checks, so it costs no round trip of its own (an attach that then
+    // fails mid-fetch has still used the run: it is kept a little longer).
+    let write = write::execute_with(store, plan, &req.at, options, || {
+        crate::ops::lifecycle::record_use(store, &req.run)
+    })?;
+    if let Some(cache) = &store.frame_cache() {
+        cache.trim_if_grown()?;
+    }
+    report.write = write;
     report.network = store.traffic().since(traffic);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

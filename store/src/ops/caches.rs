@@ -150,7 +150,7 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
         });
     }
     let scanned = crate::tree::scan::scan(root, paths, false)?;
-    let tree = crate::ops::persist::write_tree(store, &scanned, started)?;
+    let tree = crate::ops::persist::write_tree(store, scanned, started)?;
     let record = CacheRecord {
         key: key.into(),
         manifest: tree.manifest,
@@ -254,7 +254,7 @@ pub fn restore(
             manifest: std::sync::Arc::new(manifest),
         }],
     )?;
-    let stats = write::execute(store, &plan, at, options)?;
+    let stats = write::execute(store, plan, at, options)?;
     if let Some(cache) = &store.frame_cache() {
         cache.trim_if_grown()?;
     }

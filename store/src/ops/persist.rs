@@ -54,7 +54,7 @@ use crate::format::records::{LayerRecord, Writer};
 use crate::meta::catalog::Catalog;
 use crate::repo::{Progress, Store};
 use crate::tree::scan::{scan, ScanKind, Scanned, Tree};
-use crate::tree::stat_cache::StatCache;
+use crate::tree::stat_cache::{FileStat, StatCache};
 use crate::util::{Slot, Slots};
 
 /// What to persist: paths under a root, as a layer of a job.
@@ -130,7 +130,7 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
     // before this one's work still holds its highest layer; two racing
     // ones would take the same number, and their nonces order them.
     let seq = Catalog::next_seq(&req.run, &req.job, &keys);
-    let tree = write_tree(store, &scanned?, started)?;
+    let tree = write_tree(store, scanned?, started)?;
     let record = LayerRecord {
         manifest: tree.manifest,
         created: store.now(),
@@ -179,7 +179,7 @@ pub(crate) struct WrittenTree {
 /// finish once the work has taken half the gc grace period, since gc may
 /// then collect chunks it chose to reuse before the ref lands
 /// (docs/lifecycle.md).
-pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result<WrittenTree> {
+pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<WrittenTree> {
     let clock_start = store.now();
     // After the clock starts: reusing a cached file's chunks is a reuse
     // decision like any other, within the commit guard. The cache is not
@@ -187,12 +187,12 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
     let cache_at = store
         .stat_cache()
         .map(|(dir, trust)| (dir.to_path_buf(), trust));
-    let open_cache =
-        |dir: &std::path::Path| StatCache::open(dir, &store.config().store_id, &tree.root);
+    let (root, scanned_at) = (tree.root.clone(), tree.scanned_at);
+    let open_cache = |dir: &std::path::Path| StatCache::open(dir, &store.config().store_id, &root);
     let unchanged = match &cache_at {
         Some((dir, true)) => match open_cache(dir) {
             cache if cache.is_empty() => vec![None; tree.entries.len()],
-            cache => unchanged_files(store, tree, &cache)?,
+            cache => unchanged_files(store, &tree, cache)?,
         },
         _ => vec![None; tree.entries.len()],
     };
@@ -220,12 +220,20 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
     crate::util::yield_to_small_jobs(to_read);
     let done_bytes = AtomicU64::new(0);
     let observer = store.observer();
-    let ((manifest, manifest_id, root_obj), packs) = sink.run(|pipe| {
-        let contents: Vec<Vec<Option<FileContent>>> = batches(&tree.entries)
+    let ((manifest, manifest_id, root_obj, file_stats), packs) = sink.run(|pipe| {
+        // Each batch takes its files' known chunk lists (moved, not copied).
+        let ranges = batches(&tree.entries);
+        let mut known = unchanged.into_iter();
+        let known: Vec<Vec<Option<Vec<ChunkRef>>>> = ranges
+            .iter()
+            .map(|r| known.by_ref().take(r.len()).collect())
+            .collect();
+        let contents: Vec<Vec<Option<FileContent>>> = ranges
             .into_par_iter()
-            .map(|range| {
-                let batch = &tree.entries[range.clone()];
-                let content = pipe.add_batch(tree, batch, &unchanged[range])?;
+            .zip(known)
+            .map(|(range, known)| {
+                let batch = &tree.entries[range];
+                let content = pipe.add_batch(&tree, batch, known)?;
                 let read: u64 = batch.iter().map(size).sum();
                 observer.progress(&Progress {
                     command: "persist",
@@ -235,18 +243,26 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
                 Ok(content)
             })
             .collect::<Result<_>>()?;
+        // The scanned entries become the manifest's (their paths moved,
+        // not copied); the stat cache keeps each file's stat.
+        let mut file_stats = Vec::new();
         let entries: Vec<Entry> = tree
             .entries
-            .iter()
+            .into_iter()
             .zip(contents.into_iter().flatten())
-            .map(|(s, content)| entry_of(s, content))
+            .map(|(s, content)| {
+                if let ScanKind::File { stat, .. } = s.kind {
+                    file_stats.push(stat);
+                }
+                entry_of(s, content)
+            })
             .collect();
         let manifest = Manifest { entries };
         let (manifest_id, body) = manifest.encode();
         // The manifest's encoding is stored as chunks, like file content,
         // so what it shares with earlier manifests is not stored again.
         let root_obj = pipe.add_manifest(&body)?;
-        Ok((manifest, manifest_id, root_obj))
+        Ok((manifest, manifest_id, root_obj, file_stats))
     })?;
     let chunks = manifest
         .entries
@@ -296,11 +312,15 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
     let bytes_written = sink.pack_bytes.load(Relaxed)
         + root_bytes.len() as u64
         + index.as_ref().map_or(0, |(_, bytes, _)| bytes.len() as u64);
+    let (chunks_new, bytes_new) = (sink.chunks_new.load(Relaxed), sink.bytes_new.load(Relaxed));
+    // What the stat cache is built in: the index (a few words a chunk) and
+    // the set of chunks added are not needed any more.
+    drop((index, sink));
 
     commit_guard(store, clock_start, started)?;
     if let Some((dir, _)) = &cache_at {
         let mut cache = open_cache(dir);
-        remember(&mut cache, tree, &manifest);
+        remember(&mut cache, manifest, file_stats, scanned_at);
         // A cache that cannot be written costs the next run its reads,
         // not this persist its layer.
         let _ = cache.save();
@@ -309,8 +329,8 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
         manifest: manifest_id,
         totals,
         chunks,
-        chunks_new: sink.chunks_new.load(Relaxed),
-        bytes_new: sink.bytes_new.load(Relaxed),
+        chunks_new,
+        bytes_new,
         bytes_written,
         packs_written,
         files_read: files - files_unchanged,
@@ -320,20 +340,22 @@ pub(crate) fn write_tree(store: &Store, tree: &Tree, started: Instant) -> Result
 
 /// For each scanned entry, the chunks of a file the stat cache knows
 /// unchanged and whose every chunk the store holds (asked in batches, in
-/// parallel): those files are not read. `None` for the rest.
+/// parallel): those files are not read. `None` for the rest. The chunk
+/// lists are taken out of the cache, not copied.
 fn unchanged_files(
     store: &Store,
     tree: &Tree,
-    cache: &StatCache,
+    mut cache: StatCache,
 ) -> Result<Vec<Option<Vec<ChunkRef>>>> {
     let mut known: Vec<Option<Vec<ChunkRef>>> = tree
         .entries
         .iter()
         .map(|s| match &s.kind {
-            ScanKind::File { stat, .. } => cache.get(s.rel.as_bytes(), stat).map(<[_]>::to_vec),
+            ScanKind::File { stat, .. } => cache.take(s.rel.as_bytes(), stat),
             _ => None,
         })
         .collect();
+    drop(cache);
     let mut ids: Vec<ChunkId> = known.iter().flatten().flatten().map(|c| c.id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -371,27 +393,36 @@ fn unchanged_files(
     Ok(known)
 }
 
-/// Records every file of `tree` in `cache` with the stat the scan took
+/// Records every file of the tree in `cache` with the stat the scan took
+/// (`file_stats`, one per file in manifest order, taken at `scanned_at`)
 /// and the chunks the manifest gives it, and forgets files that were not
-/// found in a directory the scan walked (deleted since).
-fn remember(cache: &mut StatCache, tree: &Tree, manifest: &Manifest) {
-    let mut dirs: HashSet<&[u8]> = HashSet::new();
-    for (s, e) in tree.entries.iter().zip(&manifest.entries) {
-        match (&s.kind, &e.kind) {
-            (ScanKind::Dir, _) => {
-                dirs.insert(s.rel.as_bytes());
-            }
-            (ScanKind::File { stat, .. }, EntryKind::File { chunks, .. }) => {
-                cache.record(s.rel.as_bytes(), *stat, chunks.clone(), tree.scanned_at);
-            }
-            _ => {}
-        }
-    }
-    let seen: HashSet<&[u8]> = tree.entries.iter().map(|s| s.rel.as_bytes()).collect();
+/// found in a directory the scan walked (deleted since). Takes the
+/// manifest's paths and chunk lists rather than copying them: at a
+/// million files, a copy is hundreds of MiB.
+fn remember(
+    cache: &mut StatCache,
+    manifest: Manifest,
+    file_stats: Vec<FileStat>,
+    scanned_at: i128,
+) {
+    let is = |rel: &[u8], dir: bool| {
+        let found = manifest
+            .entries
+            .binary_search_by(|e| e.path.as_bytes().cmp(rel));
+        found.is_ok_and(|i| manifest.entries[i].is_dir() == dir)
+    };
     cache.forget(|rel| {
         let parent = rel.iter().rposition(|b| *b == b'/').map(|i| &rel[..i]);
-        !seen.contains(rel) && parent.is_some_and(|p| dirs.contains(p))
+        parent.is_some_and(|p| is(p, true)) && !is(rel, false)
     });
+    cache.reserve_for(file_stats.len());
+    let mut stats = file_stats.into_iter();
+    for e in manifest.entries {
+        if let EntryKind::File { chunks, .. } = e.kind {
+            let stat = stats.next().expect("one stat per file");
+            cache.record(e.path.into(), stat, chunks, scanned_at);
+        }
+    }
 }
 
 /// A persist must commit within the grace period of its first reuse
@@ -411,23 +442,19 @@ fn commit_guard(store: &Store, clock_start: i64, started: Instant) -> Result<()>
 }
 
 /// A manifest entry from a scanned one and, for a file, its content.
-fn entry_of(s: &Scanned, content: Option<FileContent>) -> Entry {
-    let kind = match (&s.kind, content) {
+fn entry_of(s: Scanned, content: Option<FileContent>) -> Entry {
+    let kind = match (s.kind, content) {
         (ScanKind::Dir, _) => EntryKind::Dir,
         (ScanKind::File { .. }, Some(c)) => EntryKind::File {
             size: c.size,
             chunks: c.chunks,
         },
-        (ScanKind::Symlink { target }, _) => EntryKind::Symlink {
-            target: target.clone(),
-        },
-        (ScanKind::Hardlink { target }, _) => EntryKind::Hardlink {
-            target: target.clone(),
-        },
+        (ScanKind::Symlink { target }, _) => EntryKind::Symlink { target },
+        (ScanKind::Hardlink { target }, _) => EntryKind::Hardlink { target },
         (ScanKind::File { .. }, None) => unreachable!("files always have content"),
     };
     Entry {
-        path: s.rel.clone(),
+        path: s.rel,
         mode: s.mode,
         mtime: s.mtime,
         kind,
@@ -787,7 +814,7 @@ impl Pipe<'_, '_> {
         &self,
         tree: &Tree,
         entries: &[Scanned],
-        unchanged: &[Option<Vec<ChunkRef>>],
+        unchanged: Vec<Option<Vec<ChunkRef>>>,
     ) -> Result<Vec<Option<FileContent>>> {
         let mut pending = Pending::new(true);
         let mut out = Vec::with_capacity(entries.len());
@@ -797,10 +824,7 @@ impl Pipe<'_, '_> {
                 continue;
             };
             if let Some(chunks) = known {
-                out.push(Some(FileContent {
-                    size,
-                    chunks: chunks.clone(),
-                }));
+                out.push(Some(FileContent { size, chunks }));
                 continue;
             }
             out.push(Some(self.add_file(&tree.abs(s), size, &mut pending)?));

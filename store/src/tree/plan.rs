@@ -15,13 +15,13 @@
 //! Since the topological order is fixed and every pair of unrelated writers
 //! is checked, the result never depends on scheduling or finish order.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::graph::Graph;
-use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, Mtime, RelPath};
+use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, Mtime, RelPath, Totals};
 use crate::id::{JobName, ManifestId};
 
 /// One layer to apply, in apply order.
@@ -50,9 +50,22 @@ pub struct Planned {
     pub layer: usize,
 }
 
+/// A layer applied by a plan: who wrote it and what it held (its entries
+/// are in the plan now).
+#[derive(Debug, Clone)]
+pub struct PlannedLayer {
+    pub job: JobName,
+    pub leg: Option<String>,
+    pub job_index: usize,
+    pub key: String,
+    pub manifest_id: ManifestId,
+    /// What the layer's manifest held.
+    pub totals: Totals,
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub layers: Vec<Layer>,
+    pub layers: Vec<PlannedLayer>,
     /// Sorted by path, so every directory comes before what it holds.
     pub entries: Vec<Planned>,
     /// Bytes read from the store to load the manifests.
@@ -100,83 +113,152 @@ fn content<'a>(manifest: &'a Manifest, e: &'a Entry) -> Content<'a> {
 }
 
 /// Merges `layers` (already in apply order) into one tree.
+///
+/// Every manifest is sorted by path, so the layers are walked side by
+/// side, one path at a time with all its writes (a k-way merge): nothing
+/// is held per path but the plan itself, and each entry is moved into the
+/// plan, not copied (a million-file layer is not held twice).
 pub fn merge(graph: &Graph, layers: Vec<Layer>) -> Result<Plan> {
-    // Every write of every path, in apply order.
-    let mut writes: HashMap<&RelPath, Vec<(usize, &Entry)>> = HashMap::new();
-    for (li, layer) in layers.iter().enumerate() {
-        for e in &layer.manifest.entries {
-            writes.entry(&e.path).or_default().push((li, e));
-        }
-    }
-    check_conflicts(graph, &layers, &writes)?;
-
-    // Keyed by path bytes: the same order as `RelPath`, and range-queryable.
-    let mut tree: BTreeMap<&[u8], (usize, &Entry)> = BTreeMap::new();
-    for (li, layer) in layers.iter().enumerate() {
-        for e in &layer.manifest.entries {
-            let key = e.path.as_bytes();
-            // Only a directory can have entries below it (each layer is a
-            // complete tree), so only replacing one needs the range scan.
-            let replaces_dir = tree.get(key).is_some_and(|(_, old)| old.is_dir());
-            if replaces_dir && !e.is_dir() {
-                remove_below(&mut tree, key);
-            }
-            tree.insert(key, (li, e));
-        }
-    }
-
-    let entries = tree
-        .iter()
-        .map(|(_, &(li, e))| {
-            let manifest = &layers[li].manifest;
-            let target = match &e.kind {
-                EntryKind::Hardlink { target } => {
-                    let t = link_target(manifest, target);
-                    let same_file_planned = tree
-                        .get(target.as_bytes())
-                        .is_some_and(|&(tl, te)| tl == li && std::ptr::eq(te, t));
-                    if same_file_planned {
-                        // The linked-to file survives: keep them one inode.
-                        e.kind.clone()
-                    } else {
-                        // A later layer replaced it: this name keeps the
-                        // content it had in its own layer.
-                        t.kind.clone()
-                    }
+    // Which entry of which layer each planned path takes, in path order,
+    // and the content a hardlink gets when its file did not survive.
+    let mut chosen: Vec<(usize, usize)> = Vec::new();
+    {
+        let entries = |li: usize| &layers[li].manifest.entries;
+        let mut next = vec![0usize; layers.len()];
+        let mut heap: BinaryHeap<Reverse<(&[u8], usize)>> = (0..layers.len())
+            .filter(|&li| !entries(li).is_empty())
+            .map(|li| Reverse((entries(li)[0].path.as_bytes(), li)))
+            .collect();
+        // Paths where a layer wrote a non-directory over an earlier
+        // layer's directory, and the last layer that did: what earlier
+        // layers had below them is gone.
+        let mut cut: HashMap<&[u8], usize> = HashMap::new();
+        let mut writes: Vec<(usize, &Entry)> = Vec::new();
+        while let Some(Reverse((path, li))) = heap.pop() {
+            writes.clear();
+            let mut take = |li: usize, heap: &mut BinaryHeap<_>| {
+                writes.push((li, &entries(li)[next[li]]));
+                next[li] += 1;
+                if let Some(e) = entries(li).get(next[li]) {
+                    heap.push(Reverse((e.path.as_bytes(), li)));
                 }
-                kind => kind.clone(),
             };
+            take(li, &mut heap);
+            // Ties pop in layer order: the writes come in apply order.
+            while let Some(&Reverse((p, l))) = heap.peek() {
+                if p != path {
+                    break;
+                }
+                heap.pop();
+                take(l, &mut heap);
+            }
+            check_conflicts(graph, &layers, &writes)?;
+            let first_dir = writes.iter().position(|(_, e)| e.is_dir());
+            let last_other = writes.iter().rposition(|(_, e)| !e.is_dir());
+            if let (Some(d), Some(o)) = (first_dir, last_other) {
+                if d < o {
+                    cut.insert(path, writes[o].0);
+                }
+            }
+            // Only writes after every cut above this path count; the last
+            // of them is the one planned.
+            let after = ancestors(path)
+                .filter_map(|a| cut.get(a))
+                .max()
+                .map_or(0, |&l| l + 1);
+            if let Some(&(li, _)) = writes.iter().rev().find(|(li, _)| *li >= after) {
+                chosen.push((li, next[li] - 1));
+            }
+        }
+    }
+
+    // A hardlink whose file was replaced keeps the content it had in its
+    // own layer: it becomes a file of its own.
+    let planned_at = |path: &RelPath| {
+        chosen
+            .binary_search_by(|&(li, ei)| layers[li].manifest.entries[ei].path.cmp(path))
+            .ok()
+            .map(|i| chosen[i])
+    };
+    let mut unlinked: HashMap<usize, EntryKind> = HashMap::new();
+    for (i, &(li, ei)) in chosen.iter().enumerate() {
+        let manifest = &layers[li].manifest;
+        if let EntryKind::Hardlink { target } = &manifest.entries[ei].kind {
+            let t = manifest
+                .get(target)
+                .expect("validated: hardlink targets exist");
+            let same_file_planned = planned_at(target)
+                .is_some_and(|(tl, te)| tl == li && std::ptr::eq(&manifest.entries[te], t));
+            if !same_file_planned {
+                unlinked.insert(i, t.kind.clone());
+            }
+        }
+    }
+
+    // Move the chosen entries out of the manifests (each layer's are
+    // taken in order).
+    let mut summaries = Vec::with_capacity(layers.len());
+    let mut sources = Vec::with_capacity(layers.len());
+    for l in layers {
+        summaries.push(PlannedLayer {
+            totals: l.manifest.totals(),
+            job: l.job,
+            leg: l.leg,
+            job_index: l.job_index,
+            key: l.key,
+            manifest_id: l.manifest_id,
+        });
+        sources.push(
+            Arc::unwrap_or_clone(l.manifest)
+                .entries
+                .into_iter()
+                .enumerate(),
+        );
+    }
+    let entries = chosen
+        .into_iter()
+        .enumerate()
+        .map(|(i, (li, ei))| {
+            let e = sources[li]
+                .find(|(j, _)| *j == ei)
+                .map(|(_, e)| e)
+                .expect("chosen entries come in each layer's order");
             Planned {
-                path: e.path.clone(),
+                path: e.path,
                 mode: e.mode,
                 mtime: e.mtime,
-                target,
+                target: unlinked.remove(&i).unwrap_or(e.kind),
                 layer: li,
             }
         })
         .collect();
     Ok(Plan {
-        layers,
+        layers: summaries,
         entries,
         manifest_bytes: 0,
     })
 }
 
-/// Checks every pair of writes of a path by different, unrelated writers:
-/// jobs neither of which is the other's ancestor, or two legs of one job.
-fn check_conflicts(
-    graph: &Graph,
-    layers: &[Layer],
-    writes: &HashMap<&RelPath, Vec<(usize, &Entry)>>,
-) -> Result<()> {
+/// The proper ancestors of `path`, deepest first.
+fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'/')
+        .map(|(i, _)| &path[..i])
+}
+
+/// Checks every pair of writes of one path (in apply order) by
+/// different, unrelated writers: jobs neither of which is the other's
+/// ancestor, or two legs of one job. Paths come in order, so the conflict
+/// reported is always the same one.
+fn check_conflicts(graph: &Graph, layers: &[Layer], w: &[(usize, &Entry)]) -> Result<()> {
     let writer = |li: usize| (layers[li].job_index, layers[li].leg.as_deref());
-    // Sorted, so the conflict reported is always the same one.
-    let mut contested: Vec<_> = writes
-        .iter()
-        .filter(|(_, w)| w.iter().any(|(li, _)| writer(*li) != writer(w[0].0)))
-        .collect();
-    contested.sort_by_key(|(p, _)| **p);
-    for (path, w) in contested {
+    if w.iter().all(|(li, _)| writer(*li) == writer(w[0].0)) {
+        return Ok(());
+    }
+    let path = &w[0].1.path;
+    {
         for (i, &(la, ea)) in w.iter().enumerate() {
             for &(lb, eb) in &w[i + 1..] {
                 let (ja, jb) = (layers[la].job_index, layers[lb].job_index);
@@ -223,23 +305,11 @@ fn check_conflicts(
     Ok(())
 }
 
-/// Removes every entry strictly below `dir`: the keys in `[dir/, dir0)`.
-fn remove_below(tree: &mut BTreeMap<&[u8], (usize, &Entry)>, dir: &[u8]) {
-    let lo = [dir, b"/"].concat();
-    let hi = [dir, &[b'/' + 1]].concat();
-    let doomed: Vec<&[u8]> = tree
-        .range::<[u8], _>((Bound::Included(&lo[..]), Bound::Excluded(&hi[..])))
-        .map(|(k, _)| *k)
-        .collect();
-    for k in doomed {
-        tree.remove(k);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::ChunkId;
+    use std::collections::BTreeMap;
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s.as_bytes().to_vec()).unwrap()
@@ -416,5 +486,93 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("a file in a, a directory in b"), "{e}");
+    }
+
+    /// The merge as first written, one map over every path: the model
+    /// the streaming merge must agree with.
+    fn reference(graph: &Graph, layers: &[Layer]) -> Result<Vec<(String, usize, EntryKind)>> {
+        let mut writes: BTreeMap<&[u8], Vec<(usize, &Entry)>> = BTreeMap::new();
+        for (li, layer) in layers.iter().enumerate() {
+            for e in &layer.manifest.entries {
+                writes.entry(e.path.as_bytes()).or_default().push((li, e));
+            }
+        }
+        for w in writes.values() {
+            check_conflicts(graph, layers, w)?;
+        }
+        let mut tree: BTreeMap<&[u8], (usize, &Entry)> = BTreeMap::new();
+        for (li, layer) in layers.iter().enumerate() {
+            for e in &layer.manifest.entries {
+                let key = e.path.as_bytes();
+                if tree.get(key).is_some_and(|(_, old)| old.is_dir()) && !e.is_dir() {
+                    let below = [key, b"/"].concat();
+                    tree.retain(|k, _| !k.starts_with(&below));
+                }
+                tree.insert(key, (li, e));
+            }
+        }
+        Ok(tree
+            .values()
+            .map(|(li, e)| (e.path.to_string(), *li, e.kind.clone()))
+            .collect())
+    }
+
+    /// A random complete tree over a few colliding names: each path a
+    /// directory or one of two files; what a file would hold is dropped,
+    /// missing parents become directories.
+    fn random_layer(g: &Graph, job: &str, picks: &[(usize, u8)]) -> Layer {
+        const NAMES: [&str; 8] = ["x", "x/y", "x/y/z", "x-y", "x/a", "k", "k/l", "x/y-z"];
+        let mut kinds: BTreeMap<&str, u8> = picks.iter().map(|&(n, k)| (NAMES[n], k)).collect();
+        let all: Vec<&str> = kinds.keys().copied().collect();
+        for path in all {
+            let ups: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
+            if ups.iter().any(|up| kinds.get(up).is_some_and(|k| *k != 0)) {
+                kinds.remove(path);
+            } else {
+                for up in ups {
+                    kinds.entry(up).or_insert(0);
+                }
+            }
+        }
+        let entries = kinds
+            .into_iter()
+            .map(|(path, k)| match k {
+                0 => dir(path),
+                1 => file(path, "one"),
+                _ => file(path, "two"),
+            })
+            .collect();
+        layer(g, job, entries)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn streaming_merge_agrees_with_the_whole_tree_model(
+            spec in proptest::collection::vec(
+                (0usize..3, proptest::collection::vec((0usize..8, 0u8..3), 0..8)),
+                0..5,
+            ),
+        ) {
+            let g = Graph::from_specs(&["a", "b", "c:a,b"]).unwrap();
+            let mut spec = spec;
+            // Apply order: a job's layers after its ancestors'.
+            spec.sort_by_key(|(job, _)| *job);
+            let layers: Vec<Layer> = spec
+                .iter()
+                .map(|(job, picks)| random_layer(&g, ["a", "b", "c"][*job], picks))
+                .collect();
+            let want = reference(&g, &layers);
+            let got = merge(&g, layers).map(|plan| {
+                plan.entries
+                    .into_iter()
+                    .map(|e| (e.path.to_string(), e.layer, e.target))
+                    .collect::<Vec<_>>()
+            });
+            match (want, got) {
+                (Ok(w), Ok(g)) => proptest::prop_assert_eq!(w, g),
+                (Err(w), Err(g)) => proptest::prop_assert_eq!(w.to_string(), g.to_string()),
+                (w, g) => proptest::prop_assert!(false, "model {w:?}, merge {g:?}"),
+            }
+        }
     }
 }

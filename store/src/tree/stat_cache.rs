@@ -17,12 +17,14 @@
 //! and mtime (2 s on a file system whose timestamps have whole seconds);
 //! a file changed just before a persist is read again next time.
 //!
-//! The file is checked (BLAKE3 of its body) and read whole; one that is
+//! The file is checked (BLAKE3 of its body, hashed as it is read and
+//! written, so a large cache is never held twice); one that is
 //! unreadable, corrupt or of another version counts as empty. Knows
 //! nothing about stores, packs or manifests beyond chunk references.
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -116,9 +118,9 @@ impl StatCache {
         h.update(&[0]);
         h.update(root.as_os_str().as_bytes());
         let file = dir.join(&h.finalize().to_hex()[..32]);
-        let known = fs::read(&file)
+        let known = fs::File::open(&file)
             .ok()
-            .and_then(|bytes| decode(&bytes).ok())
+            .and_then(|f| decode_from(BufReader::with_capacity(1 << 20, f)).ok())
             .unwrap_or_default();
         StatCache { file, known }
     }
@@ -131,6 +133,15 @@ impl StatCache {
             .map(|k| &k.chunks[..])
     }
 
+    /// `get`, taking the chunks out of the cache (the path is forgotten
+    /// either way).
+    pub fn take(&mut self, rel: &[u8], stat: &FileStat) -> Option<Vec<ChunkRef>> {
+        self.known
+            .remove(rel)
+            .filter(|k| k.stat == *stat)
+            .map(|k| k.chunks)
+    }
+
     /// Whether it knows no file.
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
@@ -138,12 +149,18 @@ impl StatCache {
 
     /// Remembers the file at `rel` as `stat` (taken at `taken_at`) with
     /// `chunks`, unless the stat is racy; a racy one forgets the path.
-    pub fn record(&mut self, rel: &[u8], stat: FileStat, chunks: Vec<ChunkRef>, taken_at: i128) {
+    pub fn record(&mut self, rel: Vec<u8>, stat: FileStat, chunks: Vec<ChunkRef>, taken_at: i128) {
         if stat.is_racy(taken_at) {
-            self.known.remove(rel);
+            self.known.remove(&rel);
         } else {
-            self.known.insert(rel.to_vec(), Known { stat, chunks });
+            self.known.insert(rel, Known { stat, chunks });
         }
+    }
+
+    /// Makes room for `files` files in all at once, rather than growing
+    /// by doubling (which holds the old and the new table together).
+    pub fn reserve_for(&mut self, files: usize) {
+        self.known.reserve(files.saturating_sub(self.known.len()));
     }
 
     /// Forgets every path `drop` says to (files gone from a tree walked).
@@ -156,38 +173,85 @@ impl StatCache {
         let dir = self.file.parent().expect("the cache file has a directory");
         fs::create_dir_all(dir).ctx("create directory", dir)?;
         let tmp = dir.join(unique_tmp_name(".tmp-"));
-        fs::write(&tmp, encode(&self.known)).ctx("write", &tmp)?;
+        let written = fs::File::create(&tmp).and_then(|f| {
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            encode_into(&self.known, &mut w)?;
+            w.flush()
+        });
+        if let Err(err) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("write", &tmp, err));
+        }
         fs::rename(&tmp, &self.file).ctx("rename into", &self.file)
     }
 }
 
+/// The header: magic, version, the body's length and its BLAKE3.
+const HEADER_LEN: usize = 8 + 4 + 8 + 32;
+
 /// The cache's bytes: magic, version, the body's length and BLAKE3, the
 /// body (the entry count, then each entry).
 pub fn encode(known: &HashMap<Vec<u8>, Known>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(known.len() * 120);
-    body.extend_from_slice(&(known.len() as u64).to_le_bytes());
+    let mut out = std::io::Cursor::new(Vec::with_capacity(HEADER_LEN + known.len() * 120));
+    encode_into(known, &mut out).expect("writing to memory cannot fail");
+    out.into_inner()
+}
+
+/// Writes `encode`'s bytes to `w` as they are made (a large cache is
+/// never held twice): the body first, behind a header that is filled in
+/// once the body's length and hash are known.
+fn encode_into(known: &HashMap<Vec<u8>, Known>, w: &mut (impl Write + Seek)) -> io::Result<()> {
+    let start = w.stream_position()?;
+    w.write_all(&[0; HEADER_LEN])?;
+    let mut body = HashingWriter {
+        inner: &mut *w,
+        hasher: blake3::Hasher::new(),
+        len: 0,
+    };
+    body.write_all(&(known.len() as u64).to_le_bytes())?;
     for (rel, k) in known {
-        body.extend_from_slice(&(rel.len() as u16).to_le_bytes());
-        body.extend_from_slice(rel);
+        body.write_all(&(rel.len() as u16).to_le_bytes())?;
+        body.write_all(rel)?;
         let s = &k.stat;
         for v in [s.dev, s.ino, s.size, s.mtime.0 as u64, s.ctime.0 as u64] {
-            body.extend_from_slice(&v.to_le_bytes());
+            body.write_all(&v.to_le_bytes())?;
         }
         for v in [s.mtime.1, s.ctime.1, s.mode, k.chunks.len() as u32] {
-            body.extend_from_slice(&v.to_le_bytes());
+            body.write_all(&v.to_le_bytes())?;
         }
         for c in &k.chunks {
-            body.extend_from_slice(&c.id.0);
-            body.extend_from_slice(&c.len.to_le_bytes());
+            body.write_all(&c.id.0)?;
+            body.write_all(&c.len.to_le_bytes())?;
         }
     }
-    let mut out = Vec::with_capacity(body.len() + 52);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(blake3::hash(&body).as_bytes());
-    out.extend_from_slice(&body);
-    out
+    let (len, sum) = (body.len, body.hasher.finalize());
+    let end = w.stream_position()?;
+    w.seek(SeekFrom::Start(start))?;
+    w.write_all(MAGIC)?;
+    w.write_all(&VERSION.to_le_bytes())?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(sum.as_bytes())?;
+    w.seek(SeekFrom::Start(end))?;
+    Ok(())
+}
+
+/// Passes writes on, hashing and counting them.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The smallest entry: the path's length (2), a one-byte path, five u64s
@@ -196,38 +260,50 @@ const MIN_ENTRY: u64 = 2 + 1 + 5 * 8 + 4 * 4;
 
 /// Reads `encode`'s bytes, checking everything.
 pub fn decode(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Known>> {
+    decode_from(bytes)
+}
+
+/// `decode`, reading as it goes (a large cache is never held twice): the
+/// entries are parsed while the body is hashed, and all of them are
+/// dropped if the hash, the length or any entry is wrong.
+fn decode_from(r: impl Read) -> Result<HashMap<Vec<u8>, Known>> {
     let bad = |detail: &str| Error::corrupt("stat cache", detail);
-    let mut r = Reader(bytes);
-    if r.take(8).ok_or_else(|| bad("truncated"))? != MAGIC {
+    let mut r = Reader {
+        inner: r,
+        hasher: None,
+        left: u64::MAX,
+    };
+    if r.take::<8>().ok_or_else(|| bad("truncated"))? != *MAGIC {
         return Err(bad("not a strata stat cache"));
     }
     if r.u32() != Some(VERSION) {
         return Err(bad("another version"));
     }
     let len = r.u64().ok_or_else(|| bad("truncated"))?;
-    let sum = r.take(32).ok_or_else(|| bad("truncated"))?;
-    if len != r.0.len() as u64 || blake3::hash(r.0).as_bytes() != sum {
-        return Err(bad("checksum mismatch"));
-    }
-    let count = r.u64().ok_or_else(|| bad("truncated"))?;
+    let sum = r.take::<32>().ok_or_else(|| bad("truncated"))?;
+    (r.hasher, r.left) = (Some(blake3::Hasher::new()), len);
+    let count = r.u64().ok_or_else(|| bad("checksum mismatch"))?;
     // An entry takes at least MIN_ENTRY bytes: a count beyond that is a lie.
-    if count > r.0.len() as u64 / MIN_ENTRY {
+    if count > r.left / MIN_ENTRY {
         return Err(bad("entry count larger than the file"));
     }
     let mut known = HashMap::with_capacity(count as usize);
     for _ in 0..count {
         let entry = (|| {
             let n = r.u16()? as usize;
-            let rel = r.take(n)?.to_vec();
+            if n == 0 || n > MAX_PATH_LEN {
+                return None;
+            }
+            let rel = r.bytes(n)?;
             let (dev, ino, size) = (r.u64()?, r.u64()?, r.u64()?);
             let (ms, cs) = (r.u64()? as i64, r.u64()? as i64);
             let (mn, cn, mode, chunks) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
-            if rel.is_empty() || n > MAX_PATH_LEN || chunks as usize > r.0.len() / 36 {
+            if chunks as u64 > r.left / 36 {
                 return None;
             }
             let chunks = (0..chunks)
                 .map(|_| {
-                    let id = ChunkId(r.take(32)?.try_into().ok()?);
+                    let id = ChunkId(r.take::<32>()?);
                     Some(ChunkRef { id, len: r.u32()? })
                 })
                 .collect::<Option<Vec<_>>>()?;
@@ -242,34 +318,61 @@ pub fn decode(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Known>> {
             let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
             (total == size).then_some((rel, Known { stat, chunks }))
         })()
+        // A short file reads as a bad entry: its hash is wrong too.
         .ok_or_else(|| bad("bad entry"))?;
         known.insert(entry.0, entry.1);
     }
-    if !r.0.is_empty() {
+    if r.left != 0 {
         return Err(bad("trailing bytes"));
+    }
+    let mut more = [0u8; 1];
+    if r.inner.read(&mut more).map_err(|_| bad("unreadable"))? != 0 {
+        return Err(bad("checksum mismatch"));
+    }
+    if r.hasher.expect("set").finalize().as_bytes() != &sum {
+        return Err(bad("checksum mismatch"));
     }
     Ok(known)
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads fixed-size fields, hashing the body's bytes and counting down
+/// the body's length (`None` past it or at the end of the input).
+struct Reader<R> {
+    inner: R,
+    hasher: Option<blake3::Hasher>,
+    left: u64,
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
+impl<R: Read> Reader<R> {
+    fn fill(&mut self, buf: &mut [u8]) -> Option<()> {
+        if (buf.len() as u64) > self.left {
             return None;
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
+        self.inner.read_exact(buf).ok()?;
+        self.left -= buf.len() as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(buf);
+        }
+        Some(())
+    }
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let mut buf = [0; N];
+        self.fill(&mut buf)?;
+        Some(buf)
+    }
+    fn bytes(&mut self, n: usize) -> Option<Vec<u8>> {
+        let mut buf = vec![0; n];
+        self.fill(&mut buf)?;
+        Some(buf)
     }
     fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+        self.take().map(u16::from_le_bytes)
     }
     fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+        self.take().map(u32::from_le_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        self.take().map(u64::from_le_bytes)
     }
 }
 
@@ -301,9 +404,9 @@ mod tests {
         }];
         // Changed 50 ms before the stat: racy. 1 s before: trusted.
         let s = stat(3, 1_800_000_000);
-        c.record(b"a", s, chunks.clone(), T + 50_000_000);
+        c.record(b"a".to_vec(), s, chunks.clone(), T + 50_000_000);
         assert!(c.get(b"a", &s).is_none());
-        c.record(b"a", s, chunks.clone(), T + 1_000_000_000);
+        c.record(b"a".to_vec(), s, chunks.clone(), T + 1_000_000_000);
         assert_eq!(c.get(b"a", &s), Some(&chunks[..]));
         // Whole-second timestamps need two seconds.
         let coarse = FileStat {
@@ -316,7 +419,7 @@ mod tests {
         // Any field that differs misses; a racy record forgets the path.
         assert!(c.get(b"a", &FileStat { ino: 3, ..s }).is_none());
         assert!(c.get(b"a", &FileStat { ctime: (1, 0), ..s }).is_none());
-        c.record(b"a", s, chunks, T);
+        c.record(b"a".to_vec(), s, chunks, T);
         assert!(c.is_empty());
     }
 
@@ -325,10 +428,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = StatCache::open(dir.path(), "s", Path::new("/w"));
         let s = stat(0, 1);
-        c.record(b"dir/a", s, vec![], T);
+        c.record(b"dir/a".to_vec(), s, vec![], T);
         c.save().unwrap();
-        let again = StatCache::open(dir.path(), "s", Path::new("/w"));
+        let mut again = StatCache::open(dir.path(), "s", Path::new("/w"));
         assert_eq!(again.get(b"dir/a", &s), Some(&[][..]));
+        // Taken once: another stat misses and forgets it too.
+        assert!(again.take(b"dir/a", &FileStat { ino: 9, ..s }).is_none());
+        assert!(again.take(b"dir/a", &s).is_none());
+        let mut again = StatCache::open(dir.path(), "s", Path::new("/w"));
+        assert_eq!(again.take(b"dir/a", &s), Some(vec![]));
+        assert!(again.is_empty());
         // Another root or store: another cache.
         assert!(StatCache::open(dir.path(), "s", Path::new("/v")).is_empty());
         assert!(StatCache::open(dir.path(), "t", Path::new("/w")).is_empty());

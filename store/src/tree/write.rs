@@ -52,7 +52,7 @@ use crate::id::ChunkId;
 use crate::read::fetch_chunks;
 use crate::repo::{Observer, Progress, Store};
 use crate::tree::stat_cache::{now_nanos, FileStat, StatCache};
-use crate::util::unique_tmp_name;
+use crate::util::{unique_tmp_name, TmpNames};
 
 /// The prefix of every temporary name attach writes in the target.
 const TMP_PREFIX: &str = ".strata-tmp-";
@@ -100,23 +100,34 @@ pub struct WriteStats {
     pub stale_temp_files_removed: u64,
 }
 
-/// A regular file being written.
+/// A regular file being written. A few words: an attach of a million
+/// files holds a million of these, so paths are made when needed.
 struct FileJob<'p> {
     entry: &'p Planned,
-    dest: PathBuf,
-    tmp: PathBuf,
+    /// Where the tree is written, and the temporary names reserved for it.
+    target: &'p Target,
+    /// The entry's index in the plan: which temporary name is its own.
+    index: usize,
     size: u64,
     /// Chunk placements still to write; the file is renamed at zero.
     remaining: AtomicUsize,
     /// Whether the temporary file exists (so cleanup knows to remove it).
     created: Mutex<bool>,
-    /// Chunks the file's old version at `dest` can provide: id -> offset.
-    seeds: HashMap<ChunkId, u64>,
+    /// Chunks the file's old version at its path can provide, sorted by
+    /// id: (id, offset).
+    seeds: Vec<(ChunkId, u64)>,
     /// The mode the file gets.
     mode: u32,
 }
 
-pub fn execute(store: &Store, plan: &Plan, at: &Path, opts: WriteOptions) -> Result<WriteStats> {
+/// The directory a plan is written to, and a temporary name for each of
+/// the plan's entries.
+struct Target {
+    at: PathBuf,
+    names: TmpNames,
+}
+
+pub fn execute(store: &Store, plan: Plan, at: &Path, opts: WriteOptions) -> Result<WriteStats> {
     execute_with(store, plan, at, opts, || Ok(()))
 }
 
@@ -128,13 +139,17 @@ pub fn execute(store: &Store, plan: &Plan, at: &Path, opts: WriteOptions) -> Res
 /// succeeded, is the result.
 pub fn execute_with(
     store: &Store,
-    plan: &Plan,
+    plan: Plan,
     at: &Path,
     opts: WriteOptions,
     alongside: impl FnOnce() -> Result<()> + Send,
 ) -> Result<WriteStats> {
     let at = prepare_target(at)?;
     let dest = |e: &Planned| at.join(e.path.to_path());
+    let target = Target {
+        at: at.clone(),
+        names: TmpNames::reserve(TMP_PREFIX, plan.entries.len()),
+    };
     // The stat cache is held while files are classified, not while they
     // are written (read again to update it at the end).
     let cache_at = store
@@ -180,10 +195,11 @@ pub fn execute_with(
     let candidates: Vec<Classified> = plan
         .entries
         .par_iter()
-        .filter(|e| matches!(e.target, EntryKind::File { .. }))
-        .map(|e| {
-            let mode = opts.mode(e.mode);
-            classify(e, dest(e), chunker, mode, trusted.as_ref(), &stats)
+        .enumerate()
+        .filter(|(_, e)| matches!(e.target, EntryKind::File { .. }))
+        .map(|(index, e)| {
+            let job = (&target, index, opts.mode(e.mode));
+            classify(e, job, chunker, trusted.as_ref(), &stats)
         })
         .collect::<Result<_>>()?;
     drop(trusted);
@@ -218,7 +234,7 @@ pub fn execute_with(
     if result.is_err() {
         for job in &jobs {
             if *job.created.lock().expect("poisoned") && job.remaining.load(Relaxed) > 0 {
-                let _ = fs::remove_file(&job.tmp);
+                let _ = fs::remove_file(job.tmp());
             }
         }
     }
@@ -255,8 +271,9 @@ pub fn execute_with(
 
 /// Records every planned file in `cache` with its stat now (taken after
 /// the clock is read, so a file written in the last moments is racy and
-/// not recorded) and its planned chunks.
-fn remember(cache: &mut StatCache, plan: &Plan, at: &Path) {
+/// not recorded) and its planned chunks, which it takes from the plan
+/// rather than copying them.
+fn remember(cache: &mut StatCache, plan: Plan, at: &Path) {
     let taken_at = now_nanos();
     let stats: Vec<Option<FileStat>> = plan
         .entries
@@ -271,9 +288,10 @@ fn remember(cache: &mut StatCache, plan: &Plan, at: &Path) {
             _ => None,
         })
         .collect();
-    for (e, stat) in plan.entries.iter().zip(stats) {
-        if let (Some(stat), EntryKind::File { chunks, .. }) = (stat, &e.target) {
-            cache.record(e.path.as_bytes(), stat, chunks.clone(), taken_at);
+    cache.reserve_for(stats.iter().flatten().count());
+    for (e, stat) in plan.entries.into_iter().zip(stats) {
+        if let (Some(stat), EntryKind::File { chunks, .. }) = (stat, e.target) {
+            cache.record(e.path.into(), stat, chunks, taken_at);
         }
     }
 }
@@ -433,18 +451,22 @@ enum Classified<'p> {
     Write(FileJob<'p>),
 }
 
+/// Where a file job writes: the target, the entry's index, its mode.
+type JobAt<'p> = (&'p Target, usize, u32);
+
 fn classify<'p>(
     e: &'p Planned,
-    dest: PathBuf,
+    (target, index, mode): JobAt<'p>,
     chunker: crate::format::chunking::ChunkerParams,
-    mode: u32,
     trusted: Option<&StatCache>,
     stats: &Stats,
 ) -> Result<Classified<'p>> {
     let EntryKind::File { size, chunks } = &e.target else {
         unreachable!("only files are classified")
     };
-    let mut seeds = HashMap::new();
+    let dest = target.at.join(e.path.to_path());
+    let job = (target, index, mode);
+    let mut seeds = Vec::new();
     match fs::symlink_metadata(&dest) {
         Ok(m) if m.is_file() => {
             // Known unchanged since this runner wrote or read it with the
@@ -462,7 +484,7 @@ fn classify<'p>(
                 Ok(f) => f,
                 // Replaced by a symlink since the stat: write it anew.
                 Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-                    return write_job(e, dest, seeds, mode)
+                    return write_job(e, job, seeds)
                 }
                 Err(err) => return Err(Error::io("read", &dest, err)),
             };
@@ -476,11 +498,14 @@ fn classify<'p>(
                 &|err| Error::io("read", &dest, err),
                 &mut |id, b| {
                     ids.push(id);
-                    seeds.entry(id).or_insert(offset);
+                    seeds.push((id, offset));
                     offset += b.len() as u64;
                     Ok(())
                 },
             )?;
+            // By id, each at its first offset (the sort is stable).
+            seeds.sort_by_key(|s| s.0);
+            seeds.dedup_by_key(|s| s.0);
             if offset == *size && ids.iter().eq(chunks.iter().map(|c| &c.id)) {
                 let mode_ok = m.permissions().mode() & 0o7777 == mode;
                 let mtime_ok = (m.mtime(), m.mtime_nsec()) == (e.mtime.secs, e.mtime.nanos as i64);
@@ -499,22 +524,20 @@ fn classify<'p>(
         Ok(m) if m.is_dir() => fs::remove_dir_all(&dest).ctx("replace directory", &dest)?,
         _ => {}
     }
-    write_job(e, dest, seeds, mode)
+    write_job(e, job, seeds)
 }
 
-fn write_job(
-    e: &Planned,
-    dest: PathBuf,
-    seeds: HashMap<ChunkId, u64>,
-    mode: u32,
-) -> Result<Classified<'_>> {
+fn write_job<'p>(
+    e: &'p Planned,
+    (target, index, mode): JobAt<'p>,
+    seeds: Vec<(ChunkId, u64)>,
+) -> Result<Classified<'p>> {
     let EntryKind::File { size, chunks } = &e.target else {
         unreachable!("only files are written")
     };
-    let dir = dest.parent().expect("planned paths have a parent");
     Ok(Classified::Write(FileJob {
-        tmp: dir.join(unique_tmp_name(TMP_PREFIX)),
-        dest,
+        target,
+        index,
         size: *size,
         remaining: AtomicUsize::new(chunks.len()),
         created: Mutex::new(false),
@@ -540,8 +563,9 @@ fn write_files(
     in_place: &HashMap<ChunkId, (PathBuf, u64)>,
     stats: &Stats,
 ) -> Result<()> {
-    // Which placements come from files at the target, and which from the store.
-    let mut from_store: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
+    // Which placements come from files at the target, and which from the
+    // store: (chunk, job, offset), sorted by chunk once all are known.
+    let mut from_store: Vec<(ChunkId, usize, u64)> = Vec::new();
     let mut seeded: Vec<(usize, Vec<SeedCopy>)> = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
         let EntryKind::File { chunks, .. } = &job.entry.target else {
@@ -550,8 +574,9 @@ fn write_files(
         let mut offset = 0u64;
         let mut mine = Vec::new();
         for c in chunks {
-            let seed = match (job.seeds.get(&c.id), in_place.get(&c.id)) {
-                (Some(&from), _) => Some((None, from)),
+            let own = job.seeds.binary_search_by_key(&c.id, |s| s.0).ok();
+            let seed = match (own.map(|i| job.seeds[i].1), in_place.get(&c.id)) {
+                (Some(from), _) => Some((None, from)),
                 (None, Some((path, from))) => Some((Some(path.as_path()), *from)),
                 (None, None) => None,
             };
@@ -563,7 +588,7 @@ fn write_files(
                     to: offset,
                     len: c.len,
                 }),
-                None => from_store.entry(c.id).or_default().push((j, offset)),
+                None => from_store.push((c.id, j, offset)),
             }
             offset += c.len as u64;
         }
@@ -571,6 +596,15 @@ fn write_files(
             seeded.push((j, mine));
         }
     }
+
+    from_store.sort_unstable_by_key(|p| p.0);
+    let placements = |id: ChunkId| {
+        let start = from_store.partition_point(|p| p.0 < id);
+        let end = start + from_store[start..].partition_point(|p| p.0 == id);
+        &from_store[start..end]
+    };
+    let mut ids: Vec<ChunkId> = from_store.iter().map(|p| p.0).collect();
+    ids.dedup();
 
     // Empty files have no chunk to trigger their completion.
     jobs.par_iter()
@@ -581,8 +615,9 @@ fn write_files(
     // renames the new one over it; files in place are never rewritten.
     seeded.par_iter().try_for_each(|(j, placements)| {
         let job = &jobs[*j];
+        let dest = job.dest();
         for c in placements {
-            let source = c.source.unwrap_or(&job.dest);
+            let source = c.source.unwrap_or(&dest);
             let mut buf = vec![0u8; c.len as usize];
             File::open(source)
                 .and_then(|f| f.read_exact_at(&mut buf, c.from))
@@ -600,13 +635,13 @@ fn write_files(
 
     let fetched = fetch_chunks(
         store,
-        from_store.keys().copied(),
+        ids,
         &|id| Error::MissingChunk {
             chunk: id,
-            path: jobs[from_store[&id][0].0].entry.path.to_string(),
+            path: jobs[placements(id)[0].1].entry.path.to_string(),
         },
         &|id, bytes| {
-            for &(j, offset) in &from_store[&id] {
+            for &(_, j, offset) in placements(id) {
                 jobs[j].write(offset, bytes, stats)?;
             }
             Ok(())
@@ -621,51 +656,65 @@ fn write_files(
 }
 
 impl FileJob<'_> {
+    /// Where the file goes.
+    fn dest(&self) -> PathBuf {
+        self.target.at.join(self.entry.path.to_path())
+    }
+
+    /// Where it is written first, beside where it goes.
+    fn tmp(&self) -> PathBuf {
+        let dest = self.dest();
+        dest.with_file_name(self.target.names.name(self.index))
+    }
+
     /// Writes one chunk placement; the last one completes the file.
     fn write(&self, offset: u64, bytes: &[u8], stats: &Stats) -> Result<()> {
         let single = self.size == bytes.len() as u64;
+        let tmp = self.tmp();
         {
             let mut created = self.created.lock().expect("poisoned");
             if !*created {
-                let f = create_tmp(&self.tmp)?;
+                let f = create_tmp(&tmp)?;
                 if !single {
-                    f.set_len(self.size).ctx("write", &self.tmp)?;
+                    f.set_len(self.size).ctx("write", &tmp)?;
                 }
                 *created = true;
                 if single {
                     drop(created);
-                    f.write_all_at(bytes, 0).ctx("write", &self.tmp)?;
+                    f.write_all_at(bytes, 0).ctx("write", &tmp)?;
                     stats.wrote(bytes.len() as u64);
                     self.remaining.fetch_sub(1, Relaxed);
-                    return self.finish(f, stats);
+                    return self.finish(f, &tmp, stats);
                 }
             }
         }
         let f = OpenOptions::new()
             .write(true)
-            .open(&self.tmp)
-            .ctx("write", &self.tmp)?;
-        f.write_all_at(bytes, offset).ctx("write", &self.tmp)?;
+            .open(&tmp)
+            .ctx("write", &tmp)?;
+        f.write_all_at(bytes, offset).ctx("write", &tmp)?;
         stats.wrote(bytes.len() as u64);
         // AcqRel: the thread that writes the last placement must see every
         // other placement's write as done before it renames the file.
         if self.remaining.fetch_sub(1, AcqRel) == 1 {
-            self.finish(f, stats)?;
+            self.finish(f, &tmp, stats)?;
         }
         Ok(())
     }
 
     /// An empty file: create and complete it.
     fn complete(&self, stats: &Stats) -> Result<()> {
-        let f = create_tmp(&self.tmp)?;
+        let tmp = self.tmp();
+        let f = create_tmp(&tmp)?;
         *self.created.lock().expect("poisoned") = true;
-        self.finish(f, stats)
+        self.finish(f, &tmp, stats)
     }
 
-    fn finish(&self, f: File, stats: &Stats) -> Result<()> {
-        set_mode_and_mtime(&f, &self.tmp, self.mode, self.entry.mtime)?;
+    fn finish(&self, f: File, tmp: &Path, stats: &Stats) -> Result<()> {
+        set_mode_and_mtime(&f, tmp, self.mode, self.entry.mtime)?;
         drop(f);
-        fs::rename(&self.tmp, &self.dest).ctx("rename into", &self.dest)?;
+        let dest = self.dest();
+        fs::rename(tmp, &dest).ctx("rename into", &dest)?;
         stats.files_written.fetch_add(1, Relaxed);
         Ok(())
     }
