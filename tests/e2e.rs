@@ -772,3 +772,38 @@ fn progress_lines_fit_a_ci_log() {
     ]);
     assert!(!log.contains("strata attach:"), "{log}");
 }
+
+// A file the next layer adds with the content of a file already in place is
+// copied from that file at the target, not fetched from the store.
+#[test]
+fn new_files_are_seeded_from_files_already_in_place() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a", "--job", "b:a"]);
+    let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    w.write("r", "a", "dir/one", &text);
+    w.persist("r", "a", &["dir"]);
+    let at = w.machine("target");
+    w.attach_into("r", "b", &at);
+    w.write("r", "a", "dir/two", &text);
+    w.persist("r", "a", &["dir"]);
+    let out = w.ok(&[
+        "--json",
+        "attach",
+        "--run",
+        "r",
+        "--job",
+        "b",
+        "--at",
+        at.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let write = &report;
+    assert_eq!(write["files_in_place"], 1, "{report}");
+    assert_eq!(write["files_written"], 1, "{report}");
+    assert!(
+        write["chunks_from_target"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert_eq!(write["chunks_from_store"], 0, "{report}");
+    assert_eq!(read(&at.join("dir/two")), text);
+}

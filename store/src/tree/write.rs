@@ -28,7 +28,7 @@
 //!
 //! Knows nothing about graphs or conflicts: the plan is already final.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -46,8 +46,8 @@ use serde::Serialize;
 use super::plan::{Plan, Planned};
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunking::chunk_stream;
-use crate::format::manifest::EntryKind;
 use crate::format::manifest::Mtime;
+use crate::format::manifest::{ChunkRef, EntryKind};
 use crate::id::ChunkId;
 use crate::read::fetch_chunks;
 use crate::repo::{Observer, Progress, Store};
@@ -203,23 +203,36 @@ pub fn execute_with(
         })
         .collect::<Result<_>>()?;
     drop(trusted);
-    // Files already in place stay as they are for the whole attach, so any
-    // of their chunks can seed the files that must be written.
-    let mut seeds: HashMap<ChunkId, (PathBuf, u64)> = HashMap::new();
+    let mut in_place = Vec::new();
     let mut jobs = Vec::new();
     for c in candidates {
         match c {
-            Classified::InPlace(e) => {
-                stats.files_in_place.fetch_add(1, Relaxed);
-                if let EntryKind::File { chunks, .. } = &e.target {
-                    let mut offset = 0;
-                    for c in chunks {
-                        seeds.entry(c.id).or_insert_with(|| (dest(e), offset));
-                        offset += c.len as u64;
-                    }
-                }
-            }
+            Classified::InPlace(e) => in_place.push(e),
             Classified::Write(job) => jobs.push(job),
+        }
+    }
+    stats
+        .files_in_place
+        .fetch_add(in_place.len() as u64, Relaxed);
+    // Files already in place stay as they are for the whole attach, so any
+    // of their chunks can seed the files that must be written: the chunks
+    // those files need, located (a warm runner with little to write does
+    // not index every chunk it already has).
+    let mut seeds: HashMap<ChunkId, (PathBuf, u64)> = HashMap::new();
+    if !jobs.is_empty() && !in_place.is_empty() {
+        let wanted: HashSet<ChunkId> = jobs
+            .iter()
+            .flat_map(|j| file_chunks(j.entry))
+            .map(|c| c.id)
+            .collect();
+        for e in in_place {
+            let mut offset = 0;
+            for c in file_chunks(e) {
+                if wanted.contains(&c.id) {
+                    seeds.entry(c.id).or_insert_with(|| (dest(e), offset));
+                }
+                offset += c.len as u64;
+            }
         }
     }
 
@@ -449,6 +462,14 @@ enum Classified<'p> {
     /// and mtime were fixed).
     InPlace(&'p Planned),
     Write(FileJob<'p>),
+}
+
+/// A planned file's chunks (none for other entries).
+fn file_chunks(e: &Planned) -> &[ChunkRef] {
+    match &e.target {
+        EntryKind::File { chunks, .. } => chunks,
+        _ => &[],
+    }
 }
 
 /// Where a file job writes: the target, the entry's index, its mode.
