@@ -204,3 +204,26 @@ fn a_tree_edited_between_attach_and_persist_gives_the_right_layer() {
     same_tree(&fresh.join("app"), &ws.join("app"));
     assert!(attached_unchanged(&v) >= 18, "{v}");
 }
+
+// Two parts of one root persisted in turn (`app/lib`, then `app/big.bin`)
+// keep each other's files known: the cache loads only what a persist does
+// not cover, and keeps it.
+#[test]
+fn parts_of_one_root_persisted_in_turn_stay_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    tree(&src);
+    settle();
+    run(strata(d).args(["run", "create", "r", "--job", "a"]));
+    let part = |path: &str| {
+        persisted(&run(strata(d)
+            .args(["persist", "--run", "r", "--job", "a", "--root"])
+            .arg(&src)
+            .arg(path)))
+    };
+    assert_eq!(part("app/lib"), (20, 0));
+    assert_eq!(part("app/big.bin"), (1, 0));
+    assert_eq!(part("app/lib"), (0, 20));
+    assert_eq!(part("app/big.bin"), (0, 1));
+}

@@ -53,7 +53,7 @@ use crate::format::keys::{index_key, index_log_key, manifest_key, pack_key};
 use crate::format::records::{LayerRecord, Writer};
 use crate::meta::catalog::Catalog;
 use crate::repo::{Progress, Store};
-use crate::tree::scan::{scan, ScanKind, Scanned, Tree};
+use crate::tree::scan::{scan, ScanKind, Scanned, Tree, Walked};
 use crate::tree::stat_cache::{FileStat, StatCache};
 use crate::util::{Slot, Slots};
 
@@ -188,6 +188,7 @@ pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<
         .stat_cache()
         .map(|(dir, trust)| (dir.to_path_buf(), trust));
     let (root, scanned_at) = (tree.root.clone(), tree.scanned_at);
+    let walked = tree.walked.clone();
     let open_cache = |dir: &std::path::Path| StatCache::open(dir, &store.config().store_id, &root);
     let unchanged = match &cache_at {
         Some((dir, true)) => match open_cache(dir) {
@@ -319,7 +320,10 @@ pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<
 
     commit_guard(store, clock_start, started)?;
     if let Some((dir, _)) = &cache_at {
-        let mut cache = open_cache(dir);
+        // What the tree covers is recorded again: only the rest is loaded.
+        let store_id = &store.config().store_id;
+        let skip = |rel: &[u8]| covered(&manifest, &walked, rel);
+        let mut cache = StatCache::open_except(dir, store_id, &root, skip);
         remember(&mut cache, manifest, file_stats, scanned_at);
         // A cache that cannot be written costs the next run its reads,
         // not this persist its layer.
@@ -393,28 +397,30 @@ fn unchanged_files(
     Ok(known)
 }
 
-/// Records every file of the tree in `cache` with the stat the scan took
-/// (`file_stats`, one per file in manifest order, taken at `scanned_at`)
-/// and the chunks the manifest gives it, and forgets files that were not
-/// found in a directory the scan walked (deleted since). Takes the
-/// manifest's paths and chunk lists rather than copying them: at a
-/// million files, a copy is hundreds of MiB.
+/// Whether the stat cache's entry at `rel` is one this persist replaces:
+/// a file of the manifest, or anything in a directory the scan walked
+/// whole (found again, or deleted since). The directories between the
+/// root and a given path are in the manifest but were not walked: what
+/// else they hold is kept.
+fn covered(manifest: &Manifest, walked: &Walked, rel: &[u8]) -> bool {
+    let file = manifest
+        .entries
+        .binary_search_by(|e| e.path.as_bytes().cmp(rel))
+        .is_ok_and(|i| !manifest.entries[i].is_dir());
+    file || walked.holds(rel)
+}
+
+/// Records every file of the tree in `cache` (opened without what the
+/// tree covers) with the stat the scan took (`file_stats`, one per file
+/// in manifest order, taken at `scanned_at`) and the chunks the manifest
+/// gives it. Takes the manifest's paths and chunk lists rather than
+/// copying them: at a million files, a copy is hundreds of MiB.
 fn remember(
     cache: &mut StatCache,
     manifest: Manifest,
     file_stats: Vec<FileStat>,
     scanned_at: i128,
 ) {
-    let is = |rel: &[u8], dir: bool| {
-        let found = manifest
-            .entries
-            .binary_search_by(|e| e.path.as_bytes().cmp(rel));
-        found.is_ok_and(|i| manifest.entries[i].is_dir() == dir)
-    };
-    cache.forget(|rel| {
-        let parent = rel.iter().rposition(|b| *b == b'/').map(|i| &rel[..i]);
-        parent.is_some_and(|p| is(p, true)) && !is(rel, false)
-    });
     cache.reserve_for(file_stats.len());
     let mut stats = file_stats.into_iter();
     for e in manifest.entries {

@@ -5,7 +5,7 @@
 //! Owns the rules for what may be persisted (paths inside the root, which
 //! file types) and the detection of hardlinks. Knows nothing about chunks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -51,6 +51,27 @@ pub struct Tree {
     pub entries: Vec<Scanned>,
     /// When the walk started, Unix nanoseconds: no stat is older.
     pub scanned_at: i128,
+    /// The directories walked whole (the given paths that are
+    /// directories; empty for the root): what lies below one of them and
+    /// is not an entry is not there. The directories between the root and
+    /// a given path are entries, but were not walked.
+    pub walked: Walked,
+}
+
+/// The directories a scan walked whole, by path inside the layer.
+#[derive(Debug, Default, Clone)]
+pub struct Walked(HashSet<Vec<u8>>);
+
+impl Walked {
+    /// Whether `rel` lies inside a directory walked whole.
+    pub fn holds(&self, rel: &[u8]) -> bool {
+        self.0.contains(&b""[..])
+            || rel
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'/')
+                .any(|(i, _)| self.0.contains(&rel[..i]))
+    }
 }
 
 impl Tree {
@@ -216,6 +237,7 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
     }
     let (paths, excludes) = expand(&root_abs, paths, allow_empty)?;
     let mut found: BTreeMap<RelPath, Stat> = BTreeMap::new();
+    let mut walked = Walked::default();
     for given in &paths {
         let rel = relative_to_root(&root_abs, root, given)?;
         let abs = root_abs.join(&rel);
@@ -253,6 +275,7 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
             found.insert(rel_path(&rel, &abs)?, Stat::from(&meta));
         }
         if meta.is_dir() {
+            walked.0.insert(rel.as_os_str().as_bytes().to_vec());
             found.extend(walk(&root_abs, &abs)?);
         }
     }
@@ -319,6 +342,7 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
         root: root_abs,
         entries,
         scanned_at,
+        walked,
     })
 }
 

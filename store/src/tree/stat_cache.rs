@@ -112,6 +112,27 @@ impl StatCache {
     /// `store_id`, kept in `dir`; empty if there is none or it cannot be
     /// read.
     pub fn open(dir: &Path, store_id: &str, root: &Path) -> StatCache {
+        Self::load(dir, store_id, root, None)
+    }
+
+    /// `open`, leaving out the paths `skip` names: a command about to
+    /// record a whole tree again loads only what lies outside it, rather
+    /// than a second copy of every path and chunk list.
+    pub fn open_except(
+        dir: &Path,
+        store_id: &str,
+        root: &Path,
+        skip: impl Fn(&[u8]) -> bool,
+    ) -> StatCache {
+        Self::load(dir, store_id, root, Some(&skip))
+    }
+
+    fn load(
+        dir: &Path,
+        store_id: &str,
+        root: &Path,
+        skip: Option<&dyn Fn(&[u8]) -> bool>,
+    ) -> StatCache {
         use std::os::unix::ffi::OsStrExt;
         let mut h = blake3::Hasher::new();
         h.update(store_id.as_bytes());
@@ -120,7 +141,7 @@ impl StatCache {
         let file = dir.join(&h.finalize().to_hex()[..32]);
         let known = fs::File::open(&file)
             .ok()
-            .and_then(|f| decode_from(BufReader::with_capacity(1 << 20, f)).ok())
+            .and_then(|f| decode_from(BufReader::with_capacity(1 << 20, f), skip).ok())
             .unwrap_or_default();
         StatCache { file, known }
     }
@@ -260,13 +281,16 @@ const MIN_ENTRY: u64 = 2 + 1 + 5 * 8 + 4 * 4;
 
 /// Reads `encode`'s bytes, checking everything.
 pub fn decode(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Known>> {
-    decode_from(bytes)
+    decode_from(bytes, None)
 }
 
 /// `decode`, reading as it goes (a large cache is never held twice): the
 /// entries are parsed while the body is hashed, and all of them are
 /// dropped if the hash, the length or any entry is wrong.
-fn decode_from(r: impl Read) -> Result<HashMap<Vec<u8>, Known>> {
+fn decode_from(
+    r: impl Read,
+    skip: Option<&dyn Fn(&[u8]) -> bool>,
+) -> Result<HashMap<Vec<u8>, Known>> {
     let bad = |detail: &str| Error::corrupt("stat cache", detail);
     let mut r = Reader {
         inner: r,
@@ -287,7 +311,10 @@ fn decode_from(r: impl Read) -> Result<HashMap<Vec<u8>, Known>> {
     if count > r.left / MIN_ENTRY {
         return Err(bad("entry count larger than the file"));
     }
-    let mut known = HashMap::with_capacity(count as usize);
+    let mut known = match skip {
+        Some(_) => HashMap::new(),
+        None => HashMap::with_capacity(count as usize),
+    };
     for _ in 0..count {
         let entry = (|| {
             let n = r.u16()? as usize;
@@ -320,7 +347,9 @@ fn decode_from(r: impl Read) -> Result<HashMap<Vec<u8>, Known>> {
         })()
         // A short file reads as a bad entry: its hash is wrong too.
         .ok_or_else(|| bad("bad entry"))?;
-        known.insert(entry.0, entry.1);
+        if !skip.is_some_and(|skip| skip(&entry.0)) {
+            known.insert(entry.0, entry.1);
+        }
     }
     if r.left != 0 {
         return Err(bad("trailing bytes"));
@@ -446,6 +475,20 @@ mod tests {
         bytes[last] ^= 1;
         fs::write(&c.file, bytes).unwrap();
         assert!(StatCache::open(dir.path(), "s", Path::new("/w")).is_empty());
+    }
+
+    #[test]
+    fn opened_except_a_tree_keeps_only_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = StatCache::open(dir.path(), "s", Path::new("/w"));
+        for rel in ["x/1", "x/2", "y/1"] {
+            c.record(rel.as_bytes().to_vec(), stat(0, 1), vec![], T);
+        }
+        c.save().unwrap();
+        let rest = StatCache::open_except(dir.path(), "s", Path::new("/w"), |rel| {
+            rel.starts_with(b"x/")
+        });
+        assert_eq!(rest.known.keys().collect::<Vec<_>>(), [&b"y/1".to_vec()]);
     }
 
     #[test]

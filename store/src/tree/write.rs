@@ -273,7 +273,15 @@ pub fn execute_with(
         set_mode_and_mtime(&f, &d, opts.mode(e.mode), e.mtime)?;
     }
     if let Some((dir, _)) = &cache_at {
-        let mut cache = open_cache(dir);
+        // Every planned file is recorded again: only the rest is loaded.
+        let planned = |rel: &[u8]| {
+            let found = plan
+                .entries
+                .binary_search_by(|e| e.path.as_bytes().cmp(rel));
+            found.is_ok_and(|i| matches!(plan.entries[i].target, EntryKind::File { .. }))
+        };
+        let store_id = &store.config().store_id;
+        let mut cache = StatCache::open_except(dir, store_id, &at, planned);
         remember(&mut cache, plan, &at);
         // A cache that cannot be written costs the next run its reads,
         // not this attach its result.
