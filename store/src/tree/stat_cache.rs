@@ -127,12 +127,7 @@ impl StatCache {
         Self::load(dir, store_id, root, Some(&skip))
     }
 
-    fn load(
-        dir: &Path,
-        store_id: &str,
-        root: &Path,
-        skip: Option<&dyn Fn(&[u8]) -> bool>,
-    ) -> StatCache {
+    fn load(dir: &Path, store_id: &str, root: &Path, skip: Option<Skip<'_>>) -> StatCache {
         use std::os::unix::ffi::OsStrExt;
         let mut h = blake3::Hasher::new();
         h.update(store_id.as_bytes());
@@ -206,6 +201,9 @@ impl StatCache {
         fs::rename(&tmp, &self.file).ctx("rename into", &self.file)
     }
 }
+
+/// Which paths a load leaves out.
+type Skip<'a> = &'a dyn Fn(&[u8]) -> bool;
 
 /// The header: magic, version, the body's length and its BLAKE3.
 const HEADER_LEN: usize = 8 + 4 + 8 + 32;
@@ -287,10 +285,7 @@ pub fn decode(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Known>> {
 /// `decode`, reading as it goes (a large cache is never held twice): the
 /// entries are parsed while the body is hashed, and all of them are
 /// dropped if the hash, the length or any entry is wrong.
-fn decode_from(
-    r: impl Read,
-    skip: Option<&dyn Fn(&[u8]) -> bool>,
-) -> Result<HashMap<Vec<u8>, Known>> {
+fn decode_from(r: impl Read, skip: Option<Skip<'_>>) -> Result<HashMap<Vec<u8>, Known>> {
     let bad = |detail: &str| Error::corrupt("stat cache", detail);
     let mut r = Reader {
         inner: r,
