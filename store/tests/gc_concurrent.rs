@@ -295,19 +295,26 @@ fn a_retried_persist_never_reuploads_into_a_condemned_pack() {
 fn scenario(processes: bool) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicI64::new(T0));
+    let grace = open_with_clock(dir.path(), &now).config().gc_grace_secs as i64;
+    // Set once the gc rounds are over: nothing moves the clock any more.
+    let gc_over = Arc::new(AtomicBool::new(false));
     let open = || {
+        let (now, gc_over) = (now.clone(), gc_over.clone());
         open_with_clock(dir.path(), &now).wrap_backend(|inner| {
-            // Every other manifest root a persist writes (its last
-            // object before the layer ref) takes a while: those
-            // persists commit many gc rounds after they chose which
-            // chunks to reuse, the case the grace-period guard exists
-            // for.
+            // Every other manifest root a persist writes (its last object
+            // before the layer ref) is held until gc rounds have moved the
+            // clock past half the grace period: those persists commit many
+            // gc rounds after they chose which chunks to reuse, the case
+            // the grace-period guard exists for (however slow the rounds).
             let n = std::sync::atomic::AtomicU64::new(0);
             Arc::new(OnPut {
                 inner,
                 hook: Box::new(move |inner, key, data| {
                     if key.starts_with("manifests/") && n.fetch_add(1, SeqCst) % 2 == 1 {
-                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        let from = now.load(SeqCst);
+                        while now.load(SeqCst) - from <= grace / 2 && !gc_over.load(SeqCst) {
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
                     }
                     inner.put(key, data)
                 }),
@@ -319,7 +326,6 @@ fn scenario(processes: bool) -> Outcome {
         true => (0..3).map(|_| open()).collect(),
         false => vec![],
     };
-    let grace = store.config().gc_grace_secs as i64;
     let graph = Graph::from_specs(&["a", "b:a"]).unwrap();
 
     // An old run holding the shared content; it expires.
@@ -397,6 +403,7 @@ fn scenario(processes: bool) -> Outcome {
             rounds += 1;
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        gc_over.store(true, SeqCst);
     });
     let mut lost = Vec::new();
     for (run, root) in committed.into_inner().unwrap() {
