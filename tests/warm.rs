@@ -227,3 +227,36 @@ fn parts_of_one_root_persisted_in_turn_stay_known() {
     assert_eq!(part("app/lib"), (0, 20));
     assert_eq!(part("app/big.bin"), (0, 1));
 }
+
+// A next run's layer holds the same files with other mtimes (a tree
+// extracted anew): a warm attach trusts what the stat cache knows of their
+// content and fixes only the mtimes, reading none of them.
+#[test]
+fn files_whose_mtime_alone_changed_are_fixed_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    tree(&src);
+    settle();
+    run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    run(strata(d).args(["run", "create", "r2", "--job", "a", "--job", "b:a"]));
+    persist(d, "r", "a", &src, &[]);
+    let ws = d.join("ws");
+    attach(d, "r", "b", &ws, &[]);
+    // Written just now, so racy: the next attach remembers them.
+    settle();
+    attach(d, "r", "b", &ws, &[]);
+    for e in walkdir::WalkDir::new(src.join("app")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let t = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+            filetime::set_file_mtime(e.path(), t).unwrap();
+        }
+    }
+    settle();
+    persist(d, "r2", "a", &src, &[]);
+    let v = attach(d, "r2", "b", &ws, &[]);
+    assert_eq!(attached_unchanged(&v), 21, "{v}");
+    assert_eq!(v["files_written"].as_u64(), Some(0), "{v}");
+    same_tree(&src.join("app"), &ws.join("app"));
+}

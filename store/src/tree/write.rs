@@ -509,6 +509,22 @@ fn classify<'p>(
                 stats.files_unchanged.fetch_add(1, Relaxed);
                 return Ok(Classified::InPlace(e));
             }
+            // Known to hold the planned content, with another mode or
+            // mtime (a next run's tree, extracted anew): fix those without
+            // reading it, if the file opened is still the one trusted and
+            // no other path shares its inode.
+            if unchanged && m.nlink() == 1 {
+                if let Ok(f) = open_no_follow(&dest, false) {
+                    let same = f
+                        .metadata()
+                        .is_ok_and(|now| FileStat::of(&now) == FileStat::of(&m));
+                    if same {
+                        set_mode_and_mtime(&f, &dest, mode, e.mtime)?;
+                        stats.files_unchanged.fetch_add(1, Relaxed);
+                        return Ok(Classified::InPlace(e));
+                    }
+                }
+            }
             let file = match open_no_follow(&dest, false) {
                 Ok(f) => f,
                 // Replaced by a symlink since the stat: write it anew.
