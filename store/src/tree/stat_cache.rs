@@ -136,7 +136,10 @@ impl StatCache {
         let file = dir.join(&h.finalize().to_hex()[..32]);
         let known = fs::File::open(&file)
             .ok()
-            .and_then(|f| decode_from(BufReader::with_capacity(1 << 20, f), skip).ok())
+            .and_then(|f| {
+                let size = f.metadata().ok()?.len();
+                decode_from(BufReader::with_capacity(1 << 20, f), size, skip).ok()
+            })
             .unwrap_or_default();
         StatCache { file, known }
     }
@@ -279,13 +282,15 @@ const MIN_ENTRY: u64 = 2 + 1 + 5 * 8 + 4 * 4;
 
 /// Reads `encode`'s bytes, checking everything.
 pub fn decode(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Known>> {
-    decode_from(bytes, None)
+    decode_from(bytes, bytes.len() as u64, None)
 }
 
 /// `decode`, reading as it goes (a large cache is never held twice): the
 /// entries are parsed while the body is hashed, and all of them are
 /// dropped if the hash, the length or any entry is wrong.
-fn decode_from(r: impl Read, skip: Option<Skip<'_>>) -> Result<HashMap<Vec<u8>, Known>> {
+/// `size` is the input's length: the header's claimed body length must
+/// match it before any count read from the body is believed.
+fn decode_from(r: impl Read, size: u64, skip: Option<Skip<'_>>) -> Result<HashMap<Vec<u8>, Known>> {
     let bad = |detail: &str| Error::corrupt("stat cache", detail);
     let mut r = Reader {
         inner: r,
@@ -300,6 +305,9 @@ fn decode_from(r: impl Read, skip: Option<Skip<'_>>) -> Result<HashMap<Vec<u8>, 
     }
     let len = r.u64().ok_or_else(|| bad("truncated"))?;
     let sum = r.take::<32>().ok_or_else(|| bad("truncated"))?;
+    if len != size - HEADER_LEN as u64 {
+        return Err(bad("checksum mismatch"));
+    }
     (r.hasher, r.left) = (Some(blake3::Hasher::new()), len);
     let count = r.u64().ok_or_else(|| bad("checksum mismatch"))?;
     // An entry takes at least MIN_ENTRY bytes: a count beyond that is a lie.
@@ -484,6 +492,23 @@ mod tests {
             rel.starts_with(b"x/")
         });
         assert_eq!(rest.known.keys().collect::<Vec<_>>(), [&b"y/1".to_vec()]);
+    }
+
+    #[test]
+    fn a_claimed_length_is_checked_before_any_count_is_believed() {
+        // Found by the fuzzer: a header claiming a huge body and a body
+        // claiming a huge entry count made decode reserve that many.
+        let known = HashMap::from([(
+            b"a".to_vec(),
+            Known {
+                stat: stat(0, 0),
+                chunks: vec![],
+            },
+        )]);
+        let mut bytes = encode(&known);
+        bytes[12..20].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        bytes[52..60].copy_from_slice(&(u64::MAX / 200).to_le_bytes());
+        assert!(decode(&bytes).is_err());
     }
 
     #[test]
