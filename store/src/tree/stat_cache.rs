@@ -182,11 +182,6 @@ impl StatCache {
         self.known.reserve(files.saturating_sub(self.known.len()));
     }
 
-    /// Forgets every path `drop` says to (files gone from a tree walked).
-    pub fn forget(&mut self, drop: impl Fn(&[u8]) -> bool) {
-        self.known.retain(|rel, _| !drop(rel));
-    }
-
     /// Writes the cache (to a temporary name, renamed into place).
     pub fn save(&self) -> Result<()> {
         let dir = self.file.parent().expect("the cache file has a directory");
