@@ -94,6 +94,15 @@ fn change_keeping_size_and_mtime(path: &Path) {
     assert_eq!(fs::metadata(path).unwrap().len(), before.len());
 }
 
+/// A scratch directory holding `tree` at `src`, past the racy margin.
+fn settled_tree() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree(&src);
+    settle();
+    (dir, src)
+}
+
 /// Past the stat cache's racy margin (100 ms): a stat taken now of a file
 /// written before is recorded.
 fn settle() {
@@ -104,11 +113,8 @@ fn settle() {
 // read again; the others are not; `--no-stat-cache` reads every file.
 #[test]
 fn a_file_changed_with_its_size_and_mtime_kept_is_read_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, src) = settled_tree();
     let d = dir.path();
-    let src = d.join("src");
-    tree(&src);
-    settle();
     run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
     assert_eq!(persisted(&persist(d, "r", "a", &src, &[])), (21, 0));
     assert_eq!(persisted(&persist(d, "r", "a", &src, &[])), (0, 21));
@@ -128,11 +134,8 @@ fn a_file_changed_with_its_size_and_mtime_kept_is_read_again() {
 // the file is read and its chunks stored again.
 #[test]
 fn a_remembered_file_whose_chunks_are_gone_is_read_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, src) = settled_tree();
     let d = dir.path();
-    let src = d.join("src");
-    tree(&src);
-    settle();
     run(strata(d).args(["run", "create", "old", "--job", "a"]));
     persist(d, "old", "a", &src, &[]);
     // The run expires and gc reclaims its chunks at once; what follows
@@ -210,11 +213,8 @@ fn a_tree_edited_between_attach_and_persist_gives_the_right_layer() {
 // not cover, and keeps it.
 #[test]
 fn parts_of_one_root_persisted_in_turn_stay_known() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, src) = settled_tree();
     let d = dir.path();
-    let src = d.join("src");
-    tree(&src);
-    settle();
     run(strata(d).args(["run", "create", "r", "--job", "a"]));
     let part = |path: &str| {
         persisted(&run(strata(d)
@@ -233,11 +233,8 @@ fn parts_of_one_root_persisted_in_turn_stay_known() {
 // content and fixes only the mtimes, reading none of them.
 #[test]
 fn files_whose_mtime_alone_changed_are_fixed_without_reading() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, src) = settled_tree();
     let d = dir.path();
-    let src = d.join("src");
-    tree(&src);
-    settle();
     run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
     run(strata(d).args(["run", "create", "r2", "--job", "a", "--job", "b:a"]));
     persist(d, "r", "a", &src, &[]);
