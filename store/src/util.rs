@@ -1,49 +1,70 @@
 //! Small helpers every layer may use: names and bytes that no other
 //! thread, process or machine picks (temporary file names, nonces, pack
-//! salts), the clock every record's time comes from, `Slots`, a
-//! counting semaphore for bounding work in flight, and
+//! salts), the clock every record's time comes from, `Buffers`, a
+//! bounded pool of reusable buffers for work in flight, and
 //! `yield_to_small_jobs`, the CPU priority of bulk work. Knows nothing
 //! about stores, objects or files' contents.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-/// At most `n` holders at once: `take` waits for a free slot; the slot is
-/// given back when its `Slot` is dropped. Shared through an `Arc` so a
-/// slot can travel with the work it bounds, across threads.
+/// At most `n` byte buffers out at once: `take` waits while all are out;
+/// a `Buffer` goes back when dropped, keeping its memory for the next
+/// taker. Bounds what a pipeline holds in flight, and spares it a fresh
+/// allocation (and the kernel's zeroing of fresh pages) for every batch.
+/// Shared through an `Arc` so a buffer can travel with its work, across
+/// threads.
 #[derive(Debug)]
-pub(crate) struct Slots {
-    free: Mutex<usize>,
+pub(crate) struct Buffers {
+    /// Buffers not out (at most `n`) and how many more may be made.
+    free: Mutex<(Vec<Vec<u8>>, usize)>,
     freed: Condvar,
 }
 
-/// One slot of `Slots`, held until dropped.
+/// A buffer of `Buffers`, held until dropped. Its bytes are whatever the
+/// last holder left (its length too): only a holder's own writes mean
+/// anything to it.
 #[derive(Debug)]
-pub(crate) struct Slot(Arc<Slots>);
+pub(crate) struct Buffer {
+    pub(crate) bytes: Vec<u8>,
+    home: Arc<Buffers>,
+}
 
-impl Slots {
-    pub(crate) fn new(n: usize) -> Arc<Slots> {
-        Arc::new(Slots {
-            free: Mutex::new(n.max(1)),
+impl Buffers {
+    pub(crate) fn new(n: usize) -> Arc<Buffers> {
+        Arc::new(Buffers {
+            free: Mutex::new((Vec::new(), n.max(1))),
             freed: Condvar::new(),
         })
     }
 
-    /// Waits for a free slot and takes it.
-    pub(crate) fn take(self: &Arc<Self>) -> Slot {
+    /// Waits for a buffer and takes it.
+    pub(crate) fn take(self: &Arc<Self>) -> Buffer {
         let mut free = self.free.lock().expect("poisoned");
-        while *free == 0 {
+        loop {
+            if let Some(bytes) = free.0.pop() {
+                return Buffer {
+                    bytes,
+                    home: self.clone(),
+                };
+            }
+            if free.1 > 0 {
+                free.1 -= 1;
+                return Buffer {
+                    bytes: Vec::new(),
+                    home: self.clone(),
+                };
+            }
             free = self.freed.wait(free).expect("poisoned");
         }
-        *free -= 1;
-        Slot(self.clone())
     }
 }
 
-impl Drop for Slot {
+impl Drop for Buffer {
     fn drop(&mut self) {
-        *self.0.free.lock().expect("poisoned") += 1;
-        self.0.freed.notify_one();
+        let bytes = std::mem::take(&mut self.bytes);
+        self.home.free.lock().expect("poisoned").0.push(bytes);
+        self.home.freed.notify_one();
     }
 }
 
@@ -124,27 +145,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_bound_the_holders_and_come_back_when_dropped() {
-        let slots = Slots::new(2);
-        let (a, b) = (slots.take(), slots.take());
+    fn buffers_bound_the_holders_and_come_back_with_their_memory() {
+        let buffers = Buffers::new(2);
+        let (mut a, b) = (buffers.take(), buffers.take());
+        a.bytes.extend_from_slice(b"kept");
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = {
-            let slots = slots.clone();
+            let buffers = buffers.clone();
             std::thread::spawn(move || {
-                let _c = slots.take();
-                tx.send(()).unwrap();
+                let c = buffers.take();
+                tx.send(c.bytes.clone()).unwrap();
             })
         };
-        // Both slots are held: the third taker waits.
+        // Both buffers are out: the third taker waits.
         assert!(rx
             .recv_timeout(std::time::Duration::from_millis(50))
             .is_err());
         drop(a);
-        rx.recv_timeout(std::time::Duration::from_secs(10))
-            .expect("a dropped slot lets the waiter in");
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a dropped buffer lets the waiter in");
+        assert_eq!(got, b"kept", "the buffer came back, not a new one");
         waiter.join().unwrap();
         drop(b);
-        assert_eq!(*slots.free.lock().unwrap(), 2);
+        let free = buffers.free.lock().unwrap();
+        assert_eq!((free.0.len(), free.1), (2, 0));
     }
 
     #[test]

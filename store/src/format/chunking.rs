@@ -124,6 +124,39 @@ fn stream<R: Read>(
     Ok(())
 }
 
+/// Cuts the chunks at the front of `window` whose ends do not depend on
+/// any byte past it, calls `each(id, bytes)` for each in order, and returns
+/// how many bytes they cover; the rest of `window` is the start of a chunk
+/// still to be cut, once more bytes follow it. With `eof` (nothing follows
+/// `window`) every byte is cut.
+///
+/// Cutting a stream window by window like this, each window starting at
+/// the last one's uncut bytes, gives the boundaries `chunk_slice` gives the
+/// whole: a cut point is decided by at most `max` bytes from the chunk's
+/// start, so a chunk is cut only while `max` bytes of it are in view.
+pub fn cut_window(
+    window: &[u8],
+    eof: bool,
+    params: ChunkerParams,
+    each: &mut dyn FnMut(ChunkId, &[u8]) -> Result<()>,
+) -> Result<usize> {
+    let max = params.max as usize;
+    if !eof && window.len() < max {
+        return Ok(0);
+    }
+    let mut cut = 0;
+    let cdc = FastCDC::new(window, params.min as usize, params.avg as usize, max);
+    for c in cdc {
+        if !eof && window.len() - c.offset < max {
+            break;
+        }
+        let bytes = &window[c.offset..c.offset + c.length];
+        each(ChunkId::of(bytes), bytes)?;
+        cut = c.offset + c.length;
+    }
+    Ok(cut)
+}
+
 /// Cuts an in-memory buffer; same boundaries as the streaming path.
 pub fn chunk_slice(
     data: &[u8],
@@ -196,6 +229,45 @@ mod tests {
         assert_eq!(streamed, cuts_slice(&data));
         assert!(streamed.len() > 10);
         assert!(streamed.iter().all(|(_, l)| *l <= p.max as usize));
+    }
+
+    proptest::proptest! {
+        /// Cutting window by window, each read a random size, gives the
+        /// chunks cutting the whole does.
+        #[test]
+        fn windows_cut_like_the_whole(
+            len in 0usize..(1 << 20),
+            seed in proptest::prelude::any::<u64>(),
+            reads in proptest::collection::vec(1usize..(300 << 10), 1..64),
+        ) {
+            let p = ChunkerParams {
+                min: 2 << 10,
+                avg: 8 << 10,
+                max: 32 << 10,
+            };
+            let data = noise(len, seed);
+            let mut whole = vec![];
+            chunk_slice(&data, p, &mut |id, b| {
+                whole.push((id, b.len()));
+                Ok(())
+            })
+            .unwrap();
+            let (mut windowed, mut start, mut filled) = (vec![], 0, 0);
+            for read in reads.iter().cycle() {
+                filled = (filled + read).min(data.len());
+                let eof = filled == data.len();
+                start += cut_window(&data[start..filled], eof, p, &mut |id, b| {
+                    windowed.push((id, b.len()));
+                    Ok(())
+                })
+                .unwrap();
+                if eof {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(start, data.len());
+            proptest::prop_assert_eq!(windowed, whole);
+        }
     }
 
     #[test]

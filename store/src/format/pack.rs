@@ -196,16 +196,37 @@ impl FrameBuilder {
     pub fn seal(&mut self, compressor: &mut zstd::bulk::Compressor<'_>) -> SealedFrame {
         let chunks = std::mem::take(&mut self.chunks);
         let raw_len = self.raw.len() as u32;
-        let (compression, bytes) = match compressor.compress(&self.raw) {
-            Ok(z) if z.len() < self.raw.len() => (Compression::Zstd, z),
-            _ => (Compression::Raw, self.raw.clone()),
-        };
+        let mut bytes = Vec::new();
+        let compression = compress_frame(&self.raw, compressor, &mut bytes);
+        if compression == Compression::Raw {
+            bytes = std::mem::take(&mut self.raw);
+        }
         self.raw.clear();
         SealedFrame {
             bytes,
             raw_len,
             compression,
             chunks,
+        }
+    }
+}
+
+/// Compresses a frame's chunks (`raw`, back to back) into `out`, replacing
+/// what it held but keeping its memory. Returns `Compression::Raw`, and
+/// leaves `out` empty, when compressing does not make them smaller: the
+/// frame is then stored as `raw`.
+pub fn compress_frame(
+    raw: &[u8],
+    compressor: &mut zstd::bulk::Compressor<'_>,
+    out: &mut Vec<u8>,
+) -> Compression {
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+    match compressor.compress_to_buffer(raw, out) {
+        Ok(n) if n < raw.len() => Compression::Zstd,
+        _ => {
+            out.clear();
+            Compression::Raw
         }
     }
 }
@@ -247,14 +268,26 @@ impl PackBuilder {
 
     /// Adds a sealed frame to the pack.
     pub fn push(&mut self, frame: SealedFrame) {
+        self.push_frame(&frame.bytes, frame.raw_len, frame.compression, frame.chunks);
+    }
+
+    /// Adds a frame stored as `stored` (compressed with `compression`, or
+    /// the raw chunks themselves), holding `chunks` in `raw_len` bytes.
+    pub fn push_frame(
+        &mut self,
+        stored: &[u8],
+        raw_len: u32,
+        compression: Compression,
+        chunks: Vec<FrameChunk>,
+    ) {
         self.frames.push(FrameEntry {
             offset: self.bytes.len() as u32,
-            stored_len: frame.bytes.len() as u32,
-            raw_len: frame.raw_len,
-            compression: frame.compression,
-            chunks: frame.chunks,
+            stored_len: stored.len() as u32,
+            raw_len,
+            compression,
+            chunks,
         });
-        self.bytes.extend_from_slice(&frame.bytes);
+        self.bytes.extend_from_slice(stored);
     }
 
     /// Appends a salt frame, the trailer and the footer; returns the pack's

@@ -32,6 +32,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::File;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -43,10 +44,10 @@ use serde::Serialize;
 
 use crate::backend::Traffic;
 use crate::error::{Error, Result};
-use crate::format::chunking::{chunk_slice, chunk_stream};
+use crate::format::chunking::{chunk_slice, cut_window};
 use crate::format::index::{IndexObject, IndexedPack};
 use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Totals};
-use crate::format::pack::{FrameBuilder, PackBuilder};
+use crate::format::pack::{compress_frame, Compression, FrameChunk, PackBuilder};
 use crate::id::{ChunkId, JobName, ManifestId, RunName};
 
 use crate::format::keys::{index_key, index_log_key, manifest_key, pack_key};
@@ -55,7 +56,7 @@ use crate::meta::catalog::Catalog;
 use crate::repo::{Progress, Store};
 use crate::tree::scan::{scan, ScanKind, Scanned, Tree, Walked};
 use crate::tree::stat_cache::{FileStat, StatCache};
-use crate::util::{Slot, Slots};
+use crate::util::{Buffer, Buffers};
 
 /// What to persist: paths under a root, as a layer of a job.
 #[derive(Debug, Clone)]
@@ -474,9 +475,18 @@ struct FileContent {
 }
 
 thread_local! {
-    /// One zstd context per thread, reused for every frame.
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { RefCell::new(None) };
+    /// One sealer per compression thread, reused for every frame.
+    static SEALER: RefCell<Option<Sealer>> = const { RefCell::new(None) };
+}
+
+/// What a compression thread seals frames with: a zstd context and its
+/// output buffer, and a buffer to gather a frame whose chunks do not lie
+/// back to back in their batch.
+struct Sealer {
+    level: i32,
+    compressor: zstd::bulk::Compressor<'static>,
+    gathered: Vec<u8>,
+    out: Vec<u8>,
 }
 
 /// A batch closes once its files hold this many bytes, or this many files.
@@ -504,9 +514,9 @@ fn batches(scanned: &[Scanned]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// Chunks are asked about in batches of at most about this many bytes (a
-/// file batch's chunks, or part of a large file's).
-const PENDING_BYTES: usize = 4 << 20;
+/// A batch's buffer holds this many bytes of chunks: files are read
+/// straight into it, and a file that fits is read whole in one call.
+const BATCH_BUFFER: usize = 5 << 20;
 
 /// Batches of chunks waiting for a query thread, and full packs waiting
 /// for an upload thread, beyond the ones being worked on.
@@ -516,7 +526,7 @@ const QUEUED_PACKS: usize = 2;
 /// How many batches may be held at once, wherever they are: being filled
 /// by a chunking thread, queued, asked about, or having their new chunks
 /// compressed. This, not the number of threads, bounds the batches'
-/// memory; a chunking thread waits for a slot before it starts a batch.
+/// memory; a chunking thread waits for a buffer before it starts a batch.
 const BATCHES_HELD: usize = 16;
 
 /// How many chunk queries may be in flight at once (the lookup says: a
@@ -531,14 +541,15 @@ fn upload_threads(store: &Store) -> usize {
 }
 
 /// Chunks read but not yet asked about: their ids and lengths, and their
-/// bytes back to back.
+/// bytes back to back at the front of a buffer.
 struct Pending {
     ids: Vec<(ChunkId, usize)>,
-    bytes: Vec<u8>,
+    /// One of the `BATCHES_HELD` buffers, taken at the first read.
+    buf: Option<Buffer>,
+    /// How much of the buffer the chunks cover (`bytes[..used]`).
+    used: usize,
     /// File content (counted in the report), or a manifest's encoding.
     content: bool,
-    /// One of the `BATCHES_HELD` slots, taken at the first chunk.
-    slot: Option<Slot>,
 }
 
 impl Pending {
@@ -546,8 +557,48 @@ impl Pending {
         Self {
             content,
             ids: Vec::new(),
-            bytes: Vec::new(),
-            slot: None,
+            buf: None,
+            used: 0,
+        }
+    }
+
+    /// The chunks' bytes, back to back.
+    fn bytes(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], |b| &b.bytes[..self.used])
+    }
+}
+
+/// Writes `bytes` into `buf` at `at`. What lies past them is left as it
+/// was: a buffer's memory is set once (it is reused, batch after batch),
+/// not again at every batch.
+fn put(buf: &mut Vec<u8>, at: usize, bytes: &[u8]) {
+    let end = at + bytes.len();
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[at..end].copy_from_slice(bytes);
+}
+
+/// A frame being gathered from a batch: its chunks, and where their bytes
+/// lie in the batch (runs of neighbours merged).
+#[derive(Default)]
+struct Gathering {
+    chunks: Vec<FrameChunk>,
+    ranges: Vec<std::ops::Range<usize>>,
+    raw_len: usize,
+}
+
+impl Gathering {
+    fn push(&mut self, id: ChunkId, range: std::ops::Range<usize>) {
+        self.chunks.push(FrameChunk {
+            id,
+            offset: self.raw_len as u32,
+            len: range.len() as u32,
+        });
+        self.raw_len += range.len();
+        match self.ranges.last_mut() {
+            Some(last) if last.end == range.start => last.end = range.end,
+            _ => self.ranges.push(range),
         }
     }
 }
@@ -568,8 +619,8 @@ struct ChunkSink<'a> {
     failed: Mutex<Option<Error>>,
     /// Set at the first error: the pools drain their queues unworked.
     stopped: AtomicBool,
-    /// Bounds the batches held (`BATCHES_HELD`).
-    held: Arc<Slots>,
+    /// The batches' buffers, at most `BATCHES_HELD`.
+    held: Arc<Buffers>,
 }
 
 /// A batch the store has answered about: which of its chunks it lacks.
@@ -596,7 +647,7 @@ impl<'a> ChunkSink<'a> {
             bytes_new: AtomicU64::new(0),
             failed: Mutex::new(None),
             stopped: AtomicBool::new(false),
-            held: Slots::new(BATCHES_HELD),
+            held: Buffers::new(BATCHES_HELD),
         }
     }
 
@@ -604,11 +655,11 @@ impl<'a> ChunkSink<'a> {
     /// the query and upload pools behind it; once it is done and every
     /// chunk is stored, returns its result and the packs written, sorted.
     ///
-    /// Memory: at most `BATCHES_HELD` batches (each at most
-    /// `PENDING_BYTES` and a chunk) wherever they are; one pack is open,
+    /// Memory: at most `BATCHES_HELD` batches (each `BATCH_BUFFER`)
+    /// wherever they are; one pack is open,
     /// `QUEUED_PACKS` wait and each upload thread holds one
     /// (`pack_target_bytes` each). With the defaults and a network store:
-    /// 16 x 4 MiB + (1 + 2 + 4) x 4 MiB, about 92 MiB at most.
+    /// 16 x 5 MiB + (1 + 2 + 4) x 4 MiB, about 108 MiB at most.
     fn run<T>(
         &self,
         chunk: impl FnOnce(&Pipe<'_, 'a>) -> Result<T>,
@@ -713,53 +764,74 @@ impl<'a> ChunkSink<'a> {
     /// into frames of their own; full packs go to the upload threads.
     fn store_new(&self, answered: Answered, packs: &SyncSender<PackBuilder>) -> Result<()> {
         let Answered { pending, missing } = answered;
-        let mut frame = FrameBuilder::default();
+        let bytes = pending.bytes();
+        let target = self.store.config().frame_target_bytes as usize;
+        let mut frame = Gathering::default();
         let mut start = 0usize;
         for ((id, len), missing) in pending.ids.iter().zip(missing) {
-            let bytes = &pending.bytes[start..start + len];
+            let range = start..start + len;
             start += len;
             if missing && self.added.lock().expect("poisoned").insert(*id) {
                 // Manifest chunks are not file content: the report's
                 // new-content counts leave them out.
                 if pending.content {
                     self.chunks_new.fetch_add(1, Relaxed);
-                    self.bytes_new.fetch_add(bytes.len() as u64, Relaxed);
+                    self.bytes_new.fetch_add(*len as u64, Relaxed);
                 }
-                frame.push(*id, bytes);
-                if frame.raw_len() >= self.store.config().frame_target_bytes as usize {
-                    self.seal(&mut frame, packs);
+                frame.push(*id, range);
+                if frame.raw_len >= target {
+                    self.seal(std::mem::take(&mut frame), bytes, packs);
                 }
             }
         }
-        if !frame.is_empty() {
-            self.seal(&mut frame, packs);
+        if !frame.chunks.is_empty() {
+            self.seal(frame, bytes, packs);
         }
         Ok(())
     }
 
-    /// Compresses the frame and appends it to the open pack; a full pack
-    /// goes to the upload threads (waiting while their queue is full).
-    fn seal(&self, frame: &mut FrameBuilder, packs: &SyncSender<PackBuilder>) {
+    /// Compresses a frame of `batch`'s bytes (straight from the batch when
+    /// its chunks lie back to back there) and appends it to the open pack;
+    /// a full pack goes to the upload threads (waiting while their queue
+    /// is full).
+    fn seal(&self, frame: Gathering, batch: &[u8], packs: &SyncSender<PackBuilder>) {
         let level = self.store.config().zstd_level;
-        let sealed = COMPRESSOR.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.as_ref().is_none_or(|(l, _)| *l != level) {
-                *c = Some((
+        let full = SEALER.with(|sealer| {
+            let mut sealer = sealer.borrow_mut();
+            if sealer.as_ref().is_none_or(|s| s.level != level) {
+                *sealer = Some(Sealer {
                     level,
-                    zstd::bulk::Compressor::new(level).expect("valid zstd level"),
-                ));
+                    compressor: zstd::bulk::Compressor::new(level).expect("valid zstd level"),
+                    gathered: Vec::new(),
+                    out: Vec::new(),
+                });
             }
-            frame.seal(&mut c.as_mut().expect("set above").1)
-        });
-        let full = {
+            let Sealer {
+                compressor,
+                gathered,
+                out,
+                ..
+            } = sealer.as_mut().expect("set above");
+            let raw: &[u8] = match frame.ranges.as_slice() {
+                [one] => &batch[one.clone()],
+                ranges => {
+                    gathered.clear();
+                    for r in ranges {
+                        gathered.extend_from_slice(&batch[r.clone()]);
+                    }
+                    gathered
+                }
+            };
+            let compression = compress_frame(raw, compressor, out);
+            let stored = match compression {
+                Compression::Raw => raw,
+                _ => out,
+            };
             let mut open = self.open.lock().expect("poisoned");
-            open.push(sealed);
-            if open.len() >= self.store.config().pack_target_bytes as usize {
-                Some(std::mem::take(&mut *open))
-            } else {
-                None
-            }
-        };
+            open.push_frame(stored, frame.raw_len as u32, compression, frame.chunks);
+            (open.len() >= self.store.config().pack_target_bytes as usize)
+                .then(|| std::mem::take(&mut *open))
+        });
         if let Some(pack) = full {
             packs.send(pack).expect("the upload threads live");
         }
@@ -787,6 +859,10 @@ impl Pipe<'_, '_> {
             return Err(e);
         }
         if pending.ids.is_empty() || self.sink.stopped.load(Relaxed) {
+            // Nothing to ask about (or no one to ask): the buffer, if
+            // any, is kept for the next chunks.
+            pending.ids.clear();
+            pending.used = 0;
             return Ok(());
         }
         let next = Pending::new(pending.content);
@@ -796,20 +872,24 @@ impl Pipe<'_, '_> {
         Ok(())
     }
 
-    /// Adds a chunk to `pending`, first waiting for a batch slot if it has
-    /// none; a full batch is handed on.
+    /// The batch's buffer, first waiting for one if it has none.
+    fn hold<'p>(&self, pending: &'p mut Pending) -> &'p mut Vec<u8> {
+        &mut pending
+            .buf
+            .get_or_insert_with(|| self.sink.held.take())
+            .bytes
+    }
+
+    /// Adds a chunk to `pending` (a copy of its bytes), handing a full
+    /// batch on first.
     fn push(&self, pending: &mut Pending, id: ChunkId, bytes: &[u8]) -> Result<()> {
-        if pending.slot.is_none() {
-            pending.slot = Some(self.sink.held.take());
-            // Reserved, not touched: growing by doubling would copy and
-            // hold up to twice the batch.
-            pending.bytes.reserve_exact(PENDING_BYTES + (1 << 20));
-        }
-        pending.ids.push((id, bytes.len()));
-        pending.bytes.extend_from_slice(bytes);
-        if pending.bytes.len() >= PENDING_BYTES {
+        if pending.used + bytes.len() > BATCH_BUFFER {
             self.submit(pending)?;
         }
+        let used = pending.used;
+        put(self.hold(pending), used, bytes);
+        pending.used += bytes.len();
+        pending.ids.push((id, bytes.len()));
         Ok(())
     }
 
@@ -824,6 +904,7 @@ impl Pipe<'_, '_> {
     ) -> Result<Vec<Option<FileContent>>> {
         let mut pending = Pending::new(true);
         let mut out = Vec::with_capacity(entries.len());
+        let mut opener = tree.opener();
         for (s, known) in entries.iter().zip(unchanged) {
             let ScanKind::File { size, .. } = s.kind else {
                 out.push(None);
@@ -833,37 +914,95 @@ impl Pipe<'_, '_> {
                 out.push(Some(FileContent { size, chunks }));
                 continue;
             }
-            out.push(Some(self.add_file(&tree.abs(s), size, &mut pending)?));
+            let file = opener
+                .open(s)
+                .map_err(|e| Error::io("read", tree.abs(s), e))?;
+            let path = || tree.abs(s);
+            out.push(Some(self.add_file(file, &path, size, &mut pending)?));
         }
         self.submit(&mut pending)?;
         Ok(out)
     }
 
-    /// Chunks one file; returns its size as read and its chunk list.
+    /// Chunks one file (`path` names it in errors), read straight into the
+    /// batch's buffer; returns its size as read and its chunk list. A file
+    /// that fits what the batch has left is read in one call (a file that
+    /// would fit an empty batch starts one); a larger one is read a buffer
+    /// at a time, each full batch handed on and its uncut end carried into
+    /// the next.
+    ///
+    /// The file is read to its end: a read that returns less than asked
+    /// for once the scanned size is reached is taken as the end (what
+    /// Linux does for regular files), else a read that returns nothing.
     fn add_file(
         &self,
-        path: &std::path::Path,
+        mut file: File,
+        path: &dyn Fn() -> PathBuf,
         size_hint: u64,
         pending: &mut Pending,
     ) -> Result<FileContent> {
-        let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
+        let read_error = |e| Error::io("read", path(), e);
+        let params = self.sink.store.config().chunker;
+        let whole = usize::try_from(size_hint)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        if pending.used + whole > BATCH_BUFFER && whole <= BATCH_BUFFER {
+            self.submit(pending)?;
+        }
         let mut refs = Vec::with_capacity(1);
-        let mut size = 0u64;
-        chunk_stream(
-            file,
-            size_hint,
-            self.sink.store.config().chunker,
-            &|e| Error::io("read", path, e),
-            &mut |id, bytes| {
-                size += bytes.len() as u64;
+        let mut read = 0u64;
+        // The file's uncut bytes are `start..filled` of the buffer.
+        let (mut start, mut filled) = (pending.used, pending.used);
+        let mut carried = Vec::new();
+        loop {
+            if filled == BATCH_BUFFER {
+                // Full: the cut chunks go on; the uncut end (less than a
+                // chunk's maximum) begins the next batch.
+                let buf = self.hold(pending);
+                carried.clear();
+                carried.extend_from_slice(&buf[start..filled]);
+                self.submit(pending)?;
+                put(self.hold(pending), 0, &carried);
+                (start, filled) = (0, carried.len());
+            }
+            // Up to one byte past the scanned size, so that the read that
+            // reaches it sees the end; past it, as much as fits.
+            let limit = match usize::try_from(size_hint - read.min(size_hint)) {
+                Ok(left) if read < size_hint => BATCH_BUFFER.min(filled.saturating_add(left + 1)),
+                _ => BATCH_BUFFER,
+            };
+            let buf = self.hold(pending);
+            if buf.len() < limit {
+                buf.resize(limit, 0);
+            }
+            let n = loop {
+                match file.read(&mut buf[filled..limit]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(read_error(e)),
+                }
+            };
+            filled += n;
+            read += n as u64;
+            let eof = n == 0 || (filled < limit && read >= size_hint);
+            let ids = &mut pending.ids;
+            let window = &pending.buf.as_ref().expect("held above").bytes[start..filled];
+            start += cut_window(window, eof, params, &mut |id, bytes| {
+                ids.push((id, bytes.len()));
                 refs.push(ChunkRef {
                     id,
                     len: bytes.len() as u32,
                 });
-                self.push(pending, id, bytes)
-            },
-        )?;
-        Ok(FileContent { size, chunks: refs })
+                Ok(())
+            })?;
+            pending.used = start;
+            if eof {
+                return Ok(FileContent {
+                    size: read,
+                    chunks: refs,
+                });
+            }
+        }
     }
 
     /// Stores a manifest's encoding as chunks in frames of their own (so

@@ -79,6 +79,57 @@ impl Tree {
     pub fn abs(&self, s: &Scanned) -> PathBuf {
         self.root.join(s.rel.to_path())
     }
+
+    /// Opens the tree's files for reading, one after another.
+    pub fn opener(&self) -> Opener<'_> {
+        Opener {
+            tree: self,
+            dir: None,
+        }
+    }
+}
+
+/// Opens files of a tree relative to their directory, which it keeps open
+/// while the next file is in it too: opening `root/a/b/c/f` by its whole
+/// path walks every component again, file after file (a `node_modules`
+/// file lies a dozen components deep). A file's directories are the
+/// scanned ones, never symlinks, so the file opened is the one its whole
+/// path names.
+pub struct Opener<'t> {
+    tree: &'t Tree,
+    /// The directory of the last file opened: its path in the tree, and it.
+    dir: Option<(Vec<u8>, std::os::fd::OwnedFd)>,
+}
+
+impl Opener<'_> {
+    /// Opens `s`, a file of the tree, for reading.
+    pub fn open(&mut self, s: &Scanned) -> std::io::Result<fs::File> {
+        use rustix::fs::{openat, Mode, OFlags};
+        let rel = s.rel.as_bytes();
+        let (parent, name) = match rel.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&rel[..0], rel),
+        };
+        let cached = matches!(&self.dir, Some((p, _)) if p.as_slice() == parent);
+        if !cached {
+            let path = self.tree.root.join(std::ffi::OsStr::from_bytes(parent));
+            let fd = openat(
+                rustix::fs::CWD,
+                &path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.dir = Some((parent.to_vec(), fd));
+        }
+        let (_, dir) = self.dir.as_ref().expect("set above");
+        let fd = openat(
+            dir,
+            std::ffi::OsStr::from_bytes(name),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(fs::File::from(fd))
+    }
 }
 
 /// What the walk keeps of an entry's metadata: a few words, since a large
