@@ -5,7 +5,7 @@
 //! Owns the rules for what may be persisted (paths inside the root, which
 //! file types) and the detection of hardlinks. Knows nothing about chunks.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -154,6 +154,44 @@ enum StatKind {
     Special(&'static str),
 }
 
+impl Stat {
+    /// The same from a raw `stat` (`fstatat`). Its fields' types differ
+    /// between architectures, hence the casts.
+    #[allow(clippy::unnecessary_cast)]
+    fn from_raw(st: &rustix::fs::Stat) -> Self {
+        use rustix::fs::FileType;
+        let kind = match FileType::from_raw_mode(st.st_mode as _) {
+            FileType::Directory => StatKind::Dir,
+            FileType::Symlink => StatKind::Symlink,
+            FileType::RegularFile => StatKind::File,
+            FileType::Socket => StatKind::Special("socket"),
+            FileType::Fifo => StatKind::Special("named pipe"),
+            FileType::BlockDevice | FileType::CharacterDevice => StatKind::Special("device"),
+            _ => StatKind::Special("special file"),
+        };
+        let is_file = matches!(kind, StatKind::File);
+        let file = FileStat {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as u32),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as u32),
+            mode: st.st_mode as u32,
+        };
+        Stat {
+            kind,
+            mode: st.st_mode as u32 & 0o7777,
+            mtime: Mtime {
+                secs: file.mtime.0,
+                nanos: file.mtime.1,
+            },
+            size: file.size,
+            inode: (is_file && st.st_nlink > 1).then_some((file.dev, file.ino)),
+            file: is_file.then_some(file),
+        }
+    }
+}
+
 impl From<&Metadata> for Stat {
     fn from(m: &Metadata) -> Self {
         let ft = m.file_type();
@@ -287,7 +325,10 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
         return Err(Error::NotADirectory { path: root.into() });
     }
     let (paths, excludes) = expand(&root_abs, paths, allow_empty)?;
-    let mut found: BTreeMap<RelPath, Stat> = BTreeMap::new();
+    // Gathered unordered, then sorted once (in parallel): inserting a
+    // million entries into an ordered map one by one is a second or more
+    // on one core.
+    let mut found: Vec<(RelPath, Stat)> = Vec::new();
     let mut walked = Walked::default();
     for given in &paths {
         let rel = relative_to_root(&root_abs, root, given)?;
@@ -318,22 +359,25 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
             ancestor.push(c);
             let a = root_abs.join(&ancestor);
             let m = fs::symlink_metadata(&a).ctx("stat", &a)?;
-            found.insert(rel_path(&ancestor, &a)?, Stat::from(&m));
+            found.push((rel_path(&ancestor, &a)?, Stat::from(&m)));
         }
         if rel.as_os_str().is_empty() {
             // The root itself: its contents, not the root, form the layer.
         } else {
-            found.insert(rel_path(&rel, &abs)?, Stat::from(&meta));
+            found.push((rel_path(&rel, &abs)?, Stat::from(&meta)));
         }
         if meta.is_dir() {
             walked.0.insert(rel.as_os_str().as_bytes().to_vec());
-            found.extend(walk(&root_abs, &abs)?);
+            found.extend(walk(&root_abs, &abs, &rel)?);
         }
     }
+    // Paths given twice, or inside one another, are found twice.
+    found.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    found.dedup_by(|a, b| a.0 == b.0);
     if !excludes.is_empty() {
         // An excluded directory takes what is below it along.
         let mut dropped: std::collections::HashSet<PathBuf> = Default::default();
-        found.retain(|rel, st| {
+        found.retain(|(rel, st)| {
             let p = rel.to_path();
             let out = excludes.iter().any(|g| g.is_match(p))
                 || p.ancestors().skip(1).any(|a| dropped.contains(a));
@@ -397,40 +441,94 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
     })
 }
 
-/// Everything below `dir`, walked without following symlinks; the
-/// subtrees of its children are walked in parallel (a `node_modules` has
-/// hundreds of them), which hides much of the cost of `lstat`. The
+/// Everything below `dir` (the directory at `rel` in the tree), walked
+/// without following symlinks. Each directory is opened once and its
+/// entries stat'ed relative to it (`fstatat`), not by their whole paths,
+/// which would walk every component again; the subtrees of its children
+/// are walked in parallel (a `node_modules` has hundreds of them). The
 /// subtrees' lists are handed over one by one, never copied into one.
-fn walk(root_abs: &Path, dir: &Path) -> Result<impl Iterator<Item = (RelPath, Stat)>> {
-    let children: Vec<PathBuf> = fs::read_dir(dir)
-        .ctx("read directory", dir)?
-        .map(|e| e.map(|e| e.path()).ctx("read directory", dir))
-        .collect::<Result<_>>()?;
+fn walk(root_abs: &Path, dir: &Path, rel: &Path) -> Result<impl Iterator<Item = (RelPath, Stat)>> {
+    use rustix::fs::{openat, Mode, OFlags};
+    let fd = openat(
+        rustix::fs::CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("read directory", dir, e.into()))?;
+    let (dir_fd, children) = read_dir_at(fd, &|| dir.to_path_buf())?;
+    let fd = dir_fd.fd().expect("an open directory has a descriptor");
+    let rel = rel.as_os_str().as_bytes();
     let parts: Vec<Vec<(RelPath, Stat)>> = children
         .par_iter()
-        .map(|child| {
+        .map(|name| {
             let mut out = Vec::new();
-            let walker = walkdir::WalkDir::new(child)
-                .follow_links(false)
-                .follow_root_links(false);
-            for entry in walker {
-                let entry = entry.map_err(|e| {
-                    let p = e.path().unwrap_or(child).to_path_buf();
-                    Error::io("read directory", p, e.into())
-                })?;
-                let m = entry
-                    .metadata()
-                    .map_err(|e| Error::io("stat", entry.path(), e.into()))?;
-                let r = entry
-                    .path()
-                    .strip_prefix(root_abs)
-                    .expect("walk stays under root");
-                out.push((rel_path(r, entry.path())?, Stat::from(&m)));
-            }
+            visit(root_abs, fd, rel, name, &mut out)?;
             Ok(out)
         })
         .collect::<Result<_>>()?;
     Ok(parts.into_iter().flatten())
+}
+
+/// Stats the entry `name` of the directory `parent` (at `parent_rel` in
+/// the tree) and, for a directory, everything below it, into `out`.
+fn visit(
+    root_abs: &Path,
+    parent: std::os::fd::BorrowedFd<'_>,
+    parent_rel: &[u8],
+    name: &[u8],
+    out: &mut Vec<(RelPath, Stat)>,
+) -> Result<()> {
+    use rustix::fs::{openat, statat, AtFlags, Mode, OFlags};
+    let rel = match parent_rel {
+        [] => name.to_vec(),
+        p => [p, b"/", name].concat(),
+    };
+    let abs = || root_abs.join(std::ffi::OsStr::from_bytes(&rel));
+    let name = std::ffi::OsStr::from_bytes(name);
+    let st = statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| Error::io("stat", abs(), e.into()))?;
+    let stat = Stat::from_raw(&st);
+    let path = RelPath::new(rel.clone()).map_err(|reason| Error::UnsafePath {
+        path: abs().display().to_string(),
+        object: "the tree being persisted".into(),
+        reason,
+    })?;
+    out.push((path, stat));
+    if matches!(stat.kind, StatKind::Dir) {
+        let fd = openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("read directory", abs(), e.into()))?;
+        let (dir, children) = read_dir_at(fd, &abs)?;
+        let fd = dir.fd().expect("an open directory has a descriptor");
+        for child in &children {
+            visit(root_abs, fd, &rel, child, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The names in the directory `fd` (`path` names it in errors), and the
+/// directory, to stat them in.
+fn read_dir_at(
+    fd: std::os::fd::OwnedFd,
+    path: &dyn Fn() -> PathBuf,
+) -> Result<(rustix::fs::Dir, Vec<Vec<u8>>)> {
+    let err = |e: rustix::io::Errno| Error::io("read directory", path(), e.into());
+    let mut dir = rustix::fs::Dir::new(fd).map_err(err)?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Ok((dir, names))
 }
 
 /// `given` as a path relative to the root, resolved lexically: `..` may not
