@@ -2,7 +2,10 @@
 //! `sled` trees that cache the packs' trailers and the index objects, and
 //! `sync`, which keeps them in step with the store's objects.
 //!
-//! `chunks` maps a chunk id to its location; `loaded-indexes` and
+//! `chunk-entries` maps a chunk id to its frame's number and its place in
+//! the frame, and `frames` a frame's number to its pack and where it lies
+//! there: a pack's id and a frame's place, said once per frame rather than
+//! once per chunk, would be two thirds of every entry. `loaded-indexes` and
 //! `loaded-packs` record what has been merged in, so `sync` reads only new
 //! objects; `index-sync` holds a format-2 store's log position. A pack no index object lists (its persist died before writing
 //! one, or a server indexed it on arrival) is read from its trailer, so a
@@ -16,14 +19,14 @@ use std::collections::{HashMap, HashSet};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::format::index::{
-    chunk_locations, read_pack_trailer, IndexObject, Location, LOCATION_LEN, LOG_KEEP_SECS,
-    LOG_MARGIN_SECS, SNAPSHOT_AFTER_ENTRIES,
+    read_pack_trailer, IndexObject, Location, LOCATION_LEN, LOG_KEEP_SECS, LOG_MARGIN_SECS,
+    SNAPSHOT_AFTER_ENTRIES,
 };
 use crate::format::keys::{
     index_id_of, index_log_start, log_time_and_id, pack_id_of, snapshot_key, INDEX_PREFIX,
     PACK_PREFIX, SNAPSHOT_PREFIX,
 };
-use crate::format::pack::FrameEntry;
+use crate::format::pack::{FrameChunk, FrameEntry};
 use crate::format::records::{read_condemned, read_deleted};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::lookup::ChunkLookup;
@@ -31,7 +34,11 @@ use crate::lookup::ChunkLookup;
 /// The local chunk index over a store's packs and index objects.
 #[derive(Debug, Clone)]
 pub struct ChunkIndex {
+    db: sled::Db,
+    /// Chunk id -> `ENTRY_LEN` bytes: its frame's number, its place there.
     chunks: sled::Tree,
+    /// Frame number -> `FRAME_LEN` bytes: the pack and the frame's place.
+    frames: sled::Tree,
     loaded: sled::Tree,
     packs: sled::Tree,
     /// Packs gc has condemned (pack id -> when): their chunks count as
@@ -47,9 +54,25 @@ pub struct ChunkIndex {
     state: sled::Tree,
 }
 
+/// A frame record: a location record's first bytes, its pack and frame.
+const FRAME_LEN: usize = LOCATION_LEN - 8;
+/// A chunk entry: its frame's number (big-endian u64), then its offset and
+/// length in the frame (the last 8 bytes of a location record).
+const ENTRY_LEN: usize = 16;
+
+/// The trees of the layout before frame records, dropped when found (the
+/// cache is then rebuilt from the objects).
+const OLD_TREES: &[&str] = &["chunks"];
+
+/// Frame records read during one call, by number: a call's chunks mostly
+/// share a few frames.
+#[derive(Default)]
+struct FrameMemo(HashMap<u64, Option<sled::IVec>>);
+
 impl ChunkLookup for ChunkIndex {
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
         let none_condemned = self.condemned.is_empty();
+        let mut memo = FrameMemo::default();
         ids.iter()
             .map(|id| {
                 if none_condemned {
@@ -57,13 +80,17 @@ impl ChunkLookup for ChunkIndex {
                 }
                 Ok(match self.chunks.get(id.0)? {
                     None => true,
-                    Some(v) => v.len() < 32 || self.condemned.contains_key(&v[..32])?,
+                    Some(v) => match self.pack_of(&v, &mut memo)? {
+                        None => true,
+                        Some(pack) => self.condemned.contains_key(pack)?,
+                    },
                 })
             })
             .collect()
     }
     fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<Location>>> {
-        ids.iter().map(|id| self.get(id)).collect()
+        let mut memo = FrameMemo::default();
+        ids.iter().map(|id| self.get_with(id, &mut memo)).collect()
     }
     fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
         ChunkIndex::add_pack(self, pack, frames)
@@ -78,21 +105,69 @@ impl ChunkLookup for ChunkIndex {
 
 impl ChunkIndex {
     pub fn open(db: &sled::Db) -> Result<Self> {
-        Ok(Self {
-            chunks: db.open_tree("chunks")?,
+        let names = db.tree_names();
+        let old = OLD_TREES
+            .iter()
+            .any(|t| names.iter().any(|n| n.as_ref() == t.as_bytes()));
+        let index = Self {
+            db: db.clone(),
+            chunks: db.open_tree("chunk-entries")?,
+            frames: db.open_tree("frames")?,
             loaded: db.open_tree("loaded-indexes")?,
             packs: db.open_tree("loaded-packs")?,
             condemned: db.open_tree("condemned-packs")?,
             deleted: db.open_tree("deleted-packs")?,
             state: db.open_tree("index-sync")?,
-        })
+        };
+        if old {
+            // An index of the earlier layout: start over (sync rebuilds).
+            for t in OLD_TREES {
+                db.drop_tree(t)?;
+            }
+            index.reset()?;
+        }
+        Ok(index)
     }
 
     pub fn get(&self, id: &ChunkId) -> Result<Option<Location>> {
-        match self.chunks.get(id.0)? {
-            Some(v) => Location::from_bytes(*id, &v).map(Some),
-            None => Ok(None),
+        self.get_with(id, &mut FrameMemo::default())
+    }
+
+    fn get_with(&self, id: &ChunkId, memo: &mut FrameMemo) -> Result<Option<Location>> {
+        let Some(v) = self.chunks.get(id.0)? else {
+            return Ok(None);
+        };
+        let bad = || Error::corrupt("local chunk index", format!("bad entry for chunk {id}"));
+        let frame = self.frame(&v, memo)?.ok_or_else(bad)?;
+        let mut record = [0u8; LOCATION_LEN];
+        record[..FRAME_LEN].copy_from_slice(&frame);
+        record[FRAME_LEN..].copy_from_slice(&v[8..]);
+        Location::from_bytes(*id, &record).map(Some)
+    }
+
+    /// The frame record a chunk entry `v` names (`None`: none, or a
+    /// malformed entry, which counts as no entry).
+    fn frame(&self, v: &[u8], memo: &mut FrameMemo) -> Result<Option<sled::IVec>> {
+        let Ok(entry) = <[u8; ENTRY_LEN]>::try_from(v) else {
+            return Ok(None);
+        };
+        let n = u64::from_be_bytes(entry[..8].try_into().expect("8 bytes"));
+        if let Some(f) = memo.0.get(&n) {
+            return Ok(f.clone());
         }
+        let f = self
+            .frames
+            .get(n.to_be_bytes())?
+            .filter(|f| f.len() == FRAME_LEN);
+        memo.0.insert(n, f.clone());
+        Ok(f)
+    }
+
+    /// The pack of the frame a chunk entry `v` names.
+    fn pack_of(&self, v: &[u8], memo: &mut FrameMemo) -> Result<Option<[u8; 32]>> {
+        Ok(self
+            .frame(v, memo)?
+            .map(|f| f[..32].try_into().expect("32 bytes")))
     }
 
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
@@ -130,11 +205,31 @@ impl ChunkIndex {
     /// win, or the chunk would be forgotten with the pack.
     pub fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
         let condemned = self.condemned.contains_key(pack.0)?;
-        for loc in chunk_locations(*pack, frames) {
-            if condemned && self.chunks.contains_key(loc.chunk.id.0)? {
-                continue;
+        for f in frames {
+            let n = self.db.generate_id()?;
+            let record = Location {
+                pack: *pack,
+                frame: f.frame_ref(),
+                chunk: FrameChunk {
+                    id: ChunkId([0; 32]),
+                    offset: 0,
+                    len: 0,
+                },
             }
-            self.chunks.insert(loc.chunk.id.0, &loc.to_bytes()[..])?;
+            .to_bytes();
+            // The frame before its chunks: an entry never names a number
+            // that has no record.
+            self.frames.insert(n.to_be_bytes(), &record[..FRAME_LEN])?;
+            for c in &f.chunks {
+                if condemned && self.chunks.contains_key(c.id.0)? {
+                    continue;
+                }
+                let mut entry = [0u8; ENTRY_LEN];
+                entry[..8].copy_from_slice(&n.to_be_bytes());
+                entry[8..12].copy_from_slice(&c.offset.to_le_bytes());
+                entry[12..].copy_from_slice(&c.len.to_le_bytes());
+                self.chunks.insert(c.id.0, &entry[..])?;
+            }
         }
         // Written (again): present, whatever was deleted before.
         self.deleted.remove(pack.0)?;
@@ -142,20 +237,27 @@ impl ChunkIndex {
         Ok(())
     }
 
-    /// Forgets a pack (gc deleted it): its chunks' entries that point at it.
-    pub fn remove_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
-        for f in frames {
-            for c in &f.chunks {
+    /// Forgets packs gc deleted: their chunks' entries that point at them,
+    /// then their frame records (one pass over those for all of them).
+    pub fn remove_packs<'a>(
+        &self,
+        packs: impl IntoIterator<Item = (&'a PackId, &'a [FrameEntry])>,
+    ) -> Result<()> {
+        let mut memo = FrameMemo::default();
+        let mut gone = HashSet::new();
+        for (pack, frames) in packs {
+            for c in frames.iter().flat_map(|f| &f.chunks) {
                 if let Some(v) = self.chunks.get(c.id.0)? {
-                    if v.len() == LOCATION_LEN && v[..32] == pack.0 {
+                    if self.pack_of(&v, &mut memo)? == Some(pack.0) {
                         self.chunks.remove(c.id.0)?;
                     }
                 }
             }
+            self.packs.remove(pack.0)?;
+            self.deleted.insert(pack.0, &[])?;
+            gone.insert(pack.0);
         }
-        self.packs.remove(pack.0)?;
-        self.deleted.insert(pack.0, &[])?;
-        Ok(())
+        self.forget_frames(&gone)
     }
 
     /// Replaces the set of condemned packs.
@@ -410,15 +512,32 @@ impl ChunkIndex {
             return Ok(());
         }
         let gone_set: HashSet<[u8; 32]> = gone.iter().map(|p| p.0).collect();
+        let mut memo = FrameMemo::default();
         for item in self.chunks.iter() {
             let (k, v) = item?;
-            if v.len() >= 32 && gone_set.contains(&v[..32]) {
+            if self
+                .pack_of(&v, &mut memo)?
+                .is_some_and(|p| gone_set.contains(&p))
+            {
                 self.chunks.remove(k)?;
             }
         }
+        self.forget_frames(&gone_set)?;
         for g in gone {
             self.packs.remove(g.0)?;
             self.deleted.insert(g.0, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Drops the frame records of `packs` (after their chunks' entries).
+    /// Frame records are a few per MiB of packs: read them all.
+    fn forget_frames(&self, packs: &HashSet<[u8; 32]>) -> Result<()> {
+        for item in self.frames.iter() {
+            let (k, f) = item?;
+            if f.len() < 32 || packs.contains(&f[..32]) {
+                self.frames.remove(k)?;
+            }
         }
         Ok(())
     }
@@ -427,6 +546,7 @@ impl ChunkIndex {
     /// tombstones said is deleted): the cache starts over.
     fn reset(&self) -> Result<()> {
         self.chunks.clear()?;
+        self.frames.clear()?;
         self.loaded.clear()?;
         self.packs.clear()?;
         self.state.remove(POSITION)?;
@@ -502,8 +622,55 @@ mod tests {
         fresh.sync(&backend, false, false).unwrap();
         assert!(fresh.get(&chunk.id).unwrap().is_none());
         assert_eq!(fresh.missing(&[chunk.id]).unwrap(), vec![true]);
+        assert!(fresh.frames.is_empty(), "the gone pack's frames go too");
         let mut bad = bytes.clone();
         bad[20] ^= 1;
         assert!(IndexObject::decode(&id, &bad).is_err());
+    }
+
+    #[test]
+    fn entries_name_their_frame_once_and_the_old_layout_starts_over() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        // An index of the layout before frame records, marked loaded.
+        db.open_tree("chunks").unwrap().insert(b"k", b"v").unwrap();
+        db.open_tree("loaded-packs")
+            .unwrap()
+            .insert(b"p", b"")
+            .unwrap();
+        let idx = ChunkIndex::open(&db).unwrap();
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"chunks"));
+        assert!(idx.packs.is_empty(), "what it loaded is loaded again");
+        let chunks: Vec<FrameChunk> = (0..3u32)
+            .map(|i| FrameChunk {
+                id: ChunkId::of(&i.to_le_bytes()),
+                offset: i * 10,
+                len: 10,
+            })
+            .collect();
+        let frame = FrameEntry {
+            offset: 12,
+            stored_len: 20,
+            raw_len: 30,
+            compression: Compression::Zstd,
+            chunks,
+        };
+        let pack = PackId::of(b"q");
+        idx.add_pack(&pack, std::slice::from_ref(&frame)).unwrap();
+        assert_eq!(idx.frames.len(), 1);
+        for c in &frame.chunks {
+            let loc = idx.get(&c.id).unwrap().unwrap();
+            assert_eq!(
+                (loc.pack, loc.frame, loc.chunk),
+                (pack, frame.frame_ref(), *c)
+            );
+            assert_eq!(idx.chunks.get(c.id.0).unwrap().unwrap().len(), ENTRY_LEN);
+        }
+        let mut condemned = std::collections::BTreeMap::new();
+        condemned.insert(pack, 1);
+        idx.set_condemned(&condemned).unwrap();
+        assert_eq!(idx.missing(&[frame.chunks[0].id]).unwrap(), vec![true]);
+        idx.remove_packs([(&pack, std::slice::from_ref(&frame))])
+            .unwrap();
+        assert!(idx.chunks.is_empty() && idx.frames.is_empty());
     }
 }

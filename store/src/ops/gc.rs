@@ -375,11 +375,12 @@ fn sweep(
         if store.config().has_index_log() {
             write_tombstones(store, &deleted, now)?;
         }
-        for p in packs.iter().filter(|p| deleted.contains(&p.id)) {
+        let gone: Vec<_> = packs.iter().filter(|p| deleted.contains(&p.id)).collect();
+        for p in &gone {
             b.delete(&pack_key(&p.id))?;
-            if let Some(ix) = store.local_index() {
-                ix.remove_pack(&p.id, &p.frames)?;
-            }
+        }
+        if let Some(ix) = store.local_index() {
+            ix.remove_packs(gone.iter().map(|p| (&p.id, &p.frames[..])))?;
         }
     }
 
