@@ -124,10 +124,11 @@ impl Tool for Strata {
         true
     }
 
-    /// The store's objects; `.local` (the sled cache, rebuildable) and
-    /// `.tmp` are not the store.
+    /// All the store puts on disk: its objects and its `.local` index
+    /// (rebuildable, but it is disk the runner pays for); `.tmp` holds
+    /// only what a command still writes.
     fn repo_bytes(&self, repo: &Path) -> u64 {
-        tree_bytes(repo, &[".local", ".tmp"])
+        tree_bytes(repo, &[".tmp"])
     }
 }
 
@@ -595,7 +596,8 @@ impl Tool for StrataHttp {
         true
     }
 
+    /// As for `Strata`: the server's objects and its `.local` index.
     fn repo_bytes(&self, repo: &Path) -> u64 {
-        tree_bytes(&repo.join("store/bench"), &[".local", ".tmp"])
+        tree_bytes(&repo.join("store/bench"), &[".tmp"])
     }
 }
