@@ -11,7 +11,8 @@
 //! alone; one with other content lends the chunks it shares (desync's
 //! "seed"). Whether it has the same content is read and hashed, unless the
 //! runner's stat cache (`tree::stat_cache`) knows the file unchanged since
-//! it last wrote or read it with the planned chunks; every planned file is
+//! it last wrote or read it with the planned chunks; into an empty target
+//! (a fresh runner's) nothing is looked at first. Every planned file is
 //! remembered there once the attach is done. Chunks come from the store
 //! pack by pack, each pack's needed ranges read in one request, and are
 //! checked against their ids.
@@ -144,7 +145,7 @@ pub fn execute_with(
     opts: WriteOptions,
     alongside: impl FnOnce() -> Result<()> + Send,
 ) -> Result<WriteStats> {
-    let at = prepare_target(at)?;
+    let (at, fresh) = prepare_target(at)?;
     let dest = |e: &Planned| at.join(e.path.to_path());
     let target = Target {
         at: at.clone(),
@@ -161,9 +162,21 @@ pub fn execute_with(
         _ => None,
     };
 
-    for e in plan.entries.iter().filter(|e| e.target == EntryKind::Dir) {
-        ensure_dir(&dest(e))?;
+    // Parents before children: one depth at a time, each in parallel.
+    let mut made: Vec<(usize, PathBuf)> = plan
+        .entries
+        .iter()
+        .filter(|e| e.target == EntryKind::Dir)
+        .map(|e| (e.path.depth(), dest(e)))
+        .collect();
+    made.sort_by_key(|d| d.0);
+    for level in made.chunk_by(|a, b| a.0 == b.0) {
+        level.par_iter().try_for_each(|(_, d)| match fresh {
+            true => make_dir(d),
+            false => ensure_dir(d),
+        })?;
     }
+    drop(made);
     let total: u64 = plan
         .entries
         .iter()
@@ -184,10 +197,14 @@ pub fn execute_with(
                 .map(dest),
         )
         .collect();
-    let swept: u64 = dirs
-        .par_iter()
-        .map(|d| sweep_temp_files(d))
-        .try_reduce(|| 0, |a, b| Ok(a + b))?;
+    // An empty target has no temporary files, nor any file to classify.
+    let swept: u64 = match fresh {
+        true => 0,
+        false => dirs
+            .par_iter()
+            .map(|d| sweep_temp_files(d))
+            .try_reduce(|| 0, |a, b| Ok(a + b))?,
+    };
     stats.stale_temp_files_removed.fetch_add(swept, Relaxed);
 
     // Decide, for every regular file, whether it is already in place.
@@ -199,7 +216,10 @@ pub fn execute_with(
         .filter(|(_, e)| matches!(e.target, EntryKind::File { .. }))
         .map(|(index, e)| {
             let job = (&target, index, opts.mode(e.mode));
-            classify(e, job, chunker, trusted.as_ref(), &stats)
+            match fresh {
+                true => write_job(e, job, Vec::new()),
+                false => classify(e, job, chunker, trusted.as_ref(), &stats),
+            }
         })
         .collect::<Result<_>>()?;
     drop(trusted);
@@ -425,17 +445,28 @@ fn check_space(at: &Path, jobs: &[FileJob]) -> Result<()> {
 
 /// The attach directory, created if missing; a regular file there is an
 /// error. The user named it, so a symlink to a directory is followed here,
-/// and nowhere below.
-fn prepare_target(at: &Path) -> Result<PathBuf> {
-    match fs::metadata(at) {
-        Ok(m) if m.is_dir() => {}
+/// and nowhere below. With whether it is empty (a fresh runner's): then
+/// nothing in it needs a look before it is written.
+fn prepare_target(at: &Path) -> Result<(PathBuf, bool)> {
+    let fresh = match fs::metadata(at) {
+        Ok(m) if m.is_dir() => fs::read_dir(at).ctx("list", at)?.next().is_none(),
         Ok(_) => return Err(Error::NotADirectory { path: at.into() }),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             fs::create_dir_all(at).ctx("create directory", at)?;
+            true
         }
         Err(e) => return Err(Error::io("stat", at, e)),
+    };
+    Ok((fs::canonicalize(at).ctx("resolve", at)?, fresh))
+}
+
+/// `ensure_dir` in a target that was empty: made without a look first,
+/// unless something has appeared there since.
+fn make_dir(path: &Path) -> Result<()> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => ensure_dir(path),
+        done => done.ctx("create directory", path),
     }
-    fs::canonicalize(at).ctx("resolve", at)
 }
 
 /// Makes `path` a real, writable directory, replacing a file or symlink.
