@@ -3,6 +3,7 @@
 //! run. docs/benchmarks.md explains every scenario and number.
 
 mod busy;
+mod cold;
 mod corpus;
 mod measure;
 mod report;
@@ -109,6 +110,12 @@ struct Args {
     /// one after another, on the corpus's trees (docs/benchmarks.md).
     #[arg(long, value_name = "N,...", value_delimiter = ',', conflicts_with_all = ["render", "replicas"])]
     busy: Vec<usize>,
+    /// Scenario 8 instead of 1-5: a warm runner with a cold page cache,
+    /// --runs rounds of attaching the base tree over a workspace that
+    /// holds it, the page cache dropped before each (needs root), against
+    /// extracting the tar.zst over a copy (docs/benchmarks.md).
+    #[arg(long, conflicts_with_all = ["render", "replicas", "busy"])]
+    cold: bool,
     /// Measure nothing: print the report (and --svg) of saved results.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "corpus", "synthetic"])]
     render: Option<PathBuf>,
@@ -238,6 +245,13 @@ fn real_main() -> Result<()> {
             let _ = std::fs::remove_dir_all(&work);
         }
         return save_and_print(&args, &result?, busy::markdown);
+    }
+    if args.cold {
+        let result = cold::run_cold(&bin, &corpus, args.runs, &work);
+        if !args.keep_work {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        return save_and_print(&args, &result?, cold::markdown);
     }
     let result = bench(&args, &corpus, &tools, &work);
     if args.keep_work {

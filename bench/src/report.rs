@@ -171,7 +171,7 @@ pub struct Results {
 
 use crate::wire::Link;
 
-fn count_files(p: &Path) -> u64 {
+pub(crate) fn count_files(p: &Path) -> u64 {
     walkdir::WalkDir::new(p)
         .into_iter()
         .filter_map(|e| e.ok())
