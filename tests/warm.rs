@@ -257,3 +257,45 @@ fn files_whose_mtime_alone_changed_are_fixed_without_reading() {
     assert_eq!(v["files_written"].as_u64(), Some(0), "{v}");
     same_tree(&src.join("app"), &ws.join("app"));
 }
+
+/// The stat cache files in `d/cache` (one per store and tree root), with
+/// their inodes: a cache saved again is a new file renamed into place.
+fn cache_files(d: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<_> = walkdir::WalkDir::new(d.join("cache"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file() && e.path().to_string_lossy().contains("/trees/"))
+        .map(|e| (e.path().to_path_buf(), e.metadata().unwrap().ino()))
+        .collect();
+    out.sort();
+    out
+}
+
+// An attach that finds every file as the stat cache knows it leaves the
+// cache as it is (no second stat of every file, no rewrite), and the next
+// attach still trusts every file; one changed file makes it record again.
+#[test]
+fn an_attach_that_changes_nothing_leaves_the_stat_cache_alone() {
+    let (dir, src) = settled_tree();
+    let d = dir.path();
+    run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    persist(d, "r", "a", &src, &[]);
+    let ws = d.join("ws");
+    attach(d, "r", "b", &ws, &[]);
+    // Written just now, so racy: the next attach reads and remembers them.
+    settle();
+    attach(d, "r", "b", &ws, &[]);
+    let saved = cache_files(d);
+    assert!(!saved.is_empty());
+    let v = attach(d, "r", "b", &ws, &[]);
+    assert_eq!(attached_unchanged(&v), 21, "{v}");
+    assert_eq!(cache_files(d), saved, "the cache was not written again");
+    let v = attach(d, "r", "b", &ws, &[]);
+    assert_eq!(attached_unchanged(&v), 21, "{v}");
+    change_keeping_size_and_mtime(&ws.join("app/lib/f3.js"));
+    let v = attach(d, "r", "b", &ws, &[]);
+    assert_eq!(attached_unchanged(&v), 20, "{v}");
+    assert_ne!(cache_files(d), saved, "a file written is recorded");
+    same_tree(&src.join("app"), &ws.join("app"));
+}

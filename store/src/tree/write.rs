@@ -13,7 +13,8 @@
 //! runner's stat cache (`tree::stat_cache`) knows the file unchanged since
 //! it last wrote or read it with the planned chunks; into an empty target
 //! (a fresh runner's) nothing is looked at first. Every planned file is
-//! remembered there once the attach is done. Chunks come from the store
+//! remembered there once the attach is done (unless the attach changed
+//! nothing the cache knows: then it is left as it is). Chunks come from the store
 //! pack by pack, each pack's needed ranges read in one request, and are
 //! checked against their ids.
 //!
@@ -162,6 +163,11 @@ pub fn execute_with(
         _ => None,
     };
 
+    // Over a tree already there, the look at every directory and file is
+    // mostly waiting on the disk when the page cache is cold: more threads
+    // than cores keep more of those reads in flight (git's preload-index).
+    let look = (!fresh).then(metadata_threads).flatten();
+    let look = look.as_ref();
     // Parents before children: one depth at a time, each in parallel.
     let mut made: Vec<(usize, PathBuf)> = plan
         .entries
@@ -171,9 +177,11 @@ pub fn execute_with(
         .collect();
     made.sort_by_key(|d| d.0);
     for level in made.chunk_by(|a, b| a.0 == b.0) {
-        level.par_iter().try_for_each(|(_, d)| match fresh {
-            true => make_dir(d),
-            false => ensure_dir(d),
+        on(look, || {
+            level.par_iter().try_for_each(|(_, d)| match fresh {
+                true => make_dir(d),
+                false => ensure_dir(d),
+            })
         })?;
     }
     drop(made);
@@ -200,28 +208,30 @@ pub fn execute_with(
     // An empty target has no temporary files, nor any file to classify.
     let swept: u64 = match fresh {
         true => 0,
-        false => dirs
-            .par_iter()
-            .map(|d| sweep_temp_files(d))
-            .try_reduce(|| 0, |a, b| Ok(a + b))?,
+        false => on(look, || {
+            dirs.par_iter()
+                .map(|d| sweep_temp_files(d))
+                .try_reduce(|| 0, |a, b| Ok(a + b))
+        })?,
     };
     stats.stale_temp_files_removed.fetch_add(swept, Relaxed);
 
     // Decide, for every regular file, whether it is already in place.
     let chunker = store.config().chunker;
-    let candidates: Vec<Classified> = plan
-        .entries
-        .par_iter()
-        .enumerate()
-        .filter(|(_, e)| matches!(e.target, EntryKind::File { .. }))
-        .map(|(index, e)| {
-            let job = (&target, index, opts.mode(e.mode));
-            match fresh {
-                true => write_job(e, job, Vec::new()),
-                false => classify(e, job, chunker, trusted.as_ref(), &stats),
-            }
-        })
-        .collect::<Result<_>>()?;
+    let candidates: Vec<Classified> = on(look, || {
+        plan.entries
+            .par_iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.target, EntryKind::File { .. }))
+            .map(|(index, e)| {
+                let job = (&target, index, opts.mode(e.mode));
+                match fresh {
+                    true => write_job(e, job, Vec::new()),
+                    false => classify(e, job, chunker, trusted.as_ref(), &stats),
+                }
+            })
+            .collect::<Result<_>>()
+    })?;
     drop(trusted);
     let mut in_place = Vec::new();
     let mut jobs = Vec::new();
@@ -292,7 +302,16 @@ pub fn execute_with(
         let f = open_no_follow(&d, true).ctx("open directory", &d)?;
         set_mode_and_mtime(&f, &d, opts.mode(e.mode), e.mtime)?;
     }
-    if let Some((dir, _)) = &cache_at {
+    // Nothing written and every file as the stat cache knows it: its
+    // entries are what recording them again would write (a runner
+    // attaching the same layers again skips a second stat of every file).
+    let planned_files = plan
+        .entries
+        .iter()
+        .filter(|e| matches!(e.target, EntryKind::File { .. }))
+        .count() as u64;
+    let all_known = jobs.is_empty() && stats.files_untouched.load(Relaxed) == planned_files;
+    if let Some((dir, _)) = cache_at.as_ref().filter(|_| !all_known) {
         // Every planned file is recorded again: only the rest is loaded.
         let planned = |rel: &[u8]| {
             let found = plan
@@ -334,6 +353,28 @@ fn remember(cache: &mut StatCache, plan: Plan, at: &Path) {
         if let (Some(stat), EntryKind::File { chunks, .. }) = (stat, e.target) {
             cache.record(e.path.into(), stat, chunks, taken_at);
         }
+    }
+}
+
+/// Threads for looking at what a target holds: a stat or a directory
+/// listing from a cold page cache waits on the disk, not on a core.
+const LOOK_THREADS: usize = 16;
+
+/// A pool of `LOOK_THREADS` threads (none if one cannot be started: the
+/// work then runs on the caller's pool).
+fn metadata_threads() -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(LOOK_THREADS.max(rayon::current_num_threads()))
+        .thread_name(|i| format!("strata-look-{i}"))
+        .build()
+        .ok()
+}
+
+/// Runs `f` on `pool`, or where it is called without one.
+fn on<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
     }
 }
 
@@ -389,6 +430,9 @@ struct Stats {
     files_written: AtomicU64,
     files_in_place: AtomicU64,
     files_unchanged: AtomicU64,
+    /// Of those, files left exactly as the stat cache knows them (no mode
+    /// or mtime fixed): their entries need no recording again.
+    files_untouched: AtomicU64,
     chunks_from_store: AtomicU64,
     bytes_from_store: AtomicU64,
     bytes_from_cache: AtomicU64,
@@ -538,6 +582,7 @@ fn classify<'p>(
             let mtime_ok = (m.mtime(), m.mtime_nsec()) == (e.mtime.secs, e.mtime.nanos as i64);
             if unchanged && mode_ok && mtime_ok {
                 stats.files_unchanged.fetch_add(1, Relaxed);
+                stats.files_untouched.fetch_add(1, Relaxed);
                 return Ok(Classified::InPlace(e));
             }
             // Known to hold the planned content, with another mode or
