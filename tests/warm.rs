@@ -109,6 +109,18 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(250));
 }
 
+/// `src` persisted as run `r`, job `a`, and attached for job `b` into
+/// `d/ws` twice: the first attach's files are racy (written just now), so
+/// the second reads them and the stat cache remembers them all.
+fn remembered_workspace(d: &Path, src: &Path) -> std::path::PathBuf {
+    persist(d, "r", "a", src, &[]);
+    let ws = d.join("ws");
+    attach(d, "r", "b", &ws, &[]);
+    settle();
+    attach(d, "r", "b", &ws, &[]);
+    ws
+}
+
 // A file rewritten in place with its size and mtime kept (a new ctime) is
 // read again; the others are not; `--no-stat-cache` reads every file.
 #[test]
@@ -237,12 +249,7 @@ fn files_whose_mtime_alone_changed_are_fixed_without_reading() {
     let d = dir.path();
     run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
     run(strata(d).args(["run", "create", "r2", "--job", "a", "--job", "b:a"]));
-    persist(d, "r", "a", &src, &[]);
-    let ws = d.join("ws");
-    attach(d, "r", "b", &ws, &[]);
-    // Written just now, so racy: the next attach remembers them.
-    settle();
-    attach(d, "r", "b", &ws, &[]);
+    let ws = remembered_workspace(d, &src);
     for e in walkdir::WalkDir::new(src.join("app")) {
         let e = e.unwrap();
         if e.file_type().is_file() {
@@ -280,12 +287,7 @@ fn an_attach_that_changes_nothing_leaves_the_stat_cache_alone() {
     let (dir, src) = settled_tree();
     let d = dir.path();
     run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
-    persist(d, "r", "a", &src, &[]);
-    let ws = d.join("ws");
-    attach(d, "r", "b", &ws, &[]);
-    // Written just now, so racy: the next attach reads and remembers them.
-    settle();
-    attach(d, "r", "b", &ws, &[]);
+    let ws = remembered_workspace(d, &src);
     let saved = cache_files(d);
     assert!(!saved.is_empty());
     let v = attach(d, "r", "b", &ws, &[]);

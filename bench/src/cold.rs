@@ -84,6 +84,9 @@ pub fn run_cold(bin: &Path, corpus: &Corpus, runs: usize, work: &Path) -> Result
         work,
         &[],
     )?;
+    // A job runs between its attach and its persist: past the stat
+    // cache's racy margin (100 ms), so the files just written are recorded.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     run(&format!("{strata} run create r2 --job a"), work, &[])?;
     run(
         &format!("{strata} persist --run r2 --job a --root . '{name}'"),
@@ -102,19 +105,15 @@ pub fn run_cold(bin: &Path, corpus: &Corpus, runs: usize, work: &Path) -> Result
     let extract = format!("zstd -dc {} | tar -xf -", q(&archive));
     run(&extract, &checkout, &[])?;
 
-    let attach = format!("{strata} attach --run r1 --job b --at {}", q(&ws));
+    let attach = |flags: &str| format!("{strata} {flags} attach --run r1 --job b --at {}", q(&ws));
     let mut rounds = Vec::new();
     for _ in 0..runs {
         drop_caches()?;
-        let (stat_cache, out) = run(&attach, work, &[])?;
+        let (stat_cache, out) = run(&attach(""), work, &[])?;
         let v: serde_json::Value =
             serde_json::from_str(&out).with_context(|| format!("strata attach printed {out:?}"))?;
         drop_caches()?;
-        let (no_stat_cache, _) = run(
-            &attach.replacen(" attach ", " --no-stat-cache attach ", 1),
-            work,
-            &[],
-        )?;
+        let (no_stat_cache, _) = run(&attach("--no-stat-cache"), work, &[])?;
         drop_caches()?;
         let (tar, _) = run(&extract, &checkout, &[])?;
         rounds.push(Round {
