@@ -67,32 +67,22 @@ pub fn run_cold(bin: &Path, corpus: &Corpus, runs: usize, work: &Path) -> Result
         .context("the tree has no name")?
         .to_string_lossy()
         .into_owned();
-    // The layer, and a workspace that attached it and persisted it again.
-    run(
-        &format!("{strata} run create r1 --job a --job b:a"),
-        work,
-        &[],
-    )?;
-    run(
-        &format!("{strata} persist --run r1 --job a --root . '{name}'"),
-        parent,
-        &[],
-    )?;
     let ws = work.join("workspace");
-    run(
-        &format!("{strata} attach --run r1 --job b --at {}", q(&ws)),
-        work,
-        &[],
-    )?;
+    let persist = |run_name: &str, dir: &Path| {
+        let script = format!("{strata} persist --run {run_name} --job a --root . '{name}'");
+        run(&script, dir, &[])
+    };
+    let attach = |flags: &str| format!("{strata} {flags} attach --run r1 --job b --at {}", q(&ws));
+    // The layer, and a workspace that attached it and persisted it again.
+    for create in ["r1 --job a --job b:a", "r2 --job a"] {
+        run(&format!("{strata} run create {create}"), work, &[])?;
+    }
+    persist("r1", parent)?;
+    run(&attach(""), work, &[])?;
     // A job runs between its attach and its persist: past the stat
     // cache's racy margin (100 ms), so the files just written are recorded.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    run(&format!("{strata} run create r2 --job a"), work, &[])?;
-    run(
-        &format!("{strata} persist --run r2 --job a --root . '{name}'"),
-        &ws,
-        &[],
-    )?;
+    persist("r2", &ws)?;
     // The baseline's archive, and its own copy of the tree to extract over.
     let archive = work.join("base.tar.zst");
     run(
@@ -105,7 +95,6 @@ pub fn run_cold(bin: &Path, corpus: &Corpus, runs: usize, work: &Path) -> Result
     let extract = format!("zstd -dc {} | tar -xf -", q(&archive));
     run(&extract, &checkout, &[])?;
 
-    let attach = |flags: &str| format!("{strata} {flags} attach --run r1 --job b --at {}", q(&ws));
     let mut rounds = Vec::new();
     for _ in 0..runs {
         drop_caches()?;
