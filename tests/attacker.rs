@@ -146,9 +146,9 @@ fn setuid_and_setgid_are_dropped_unless_kept() {
     assert_eq!(mode(&restored.join("out/su")), 0o755);
 }
 
-// An attach was killed and left its temporary files in the target; the
-// next attach into the same target removes them, and nothing of the
-// user's that merely looks similar.
+// An attach was killed and left its temporary files and staging directory
+// in the target; the next attach into the same target removes them, and
+// nothing of the user's that merely looks similar.
 #[test]
 fn a_later_attach_removes_a_killed_attachs_temp_files() {
     let (d, c) = local();
@@ -165,9 +165,16 @@ fn a_later_attach_removes_a_killed_attachs_temp_files() {
     // Not ours: other names, and a directory.
     fs::write(at.join("out/.strata-tmp-notes"), "mine").unwrap();
     fs::create_dir_all(at.join("out/.strata-tmp-1-a-2")).unwrap();
+    // The staging directory an attach into an empty target builds in, at
+    // the top (and only there: below, a directory of that name is the user's).
+    fs::create_dir_all(at.join(".strata-staging-4242-1a2b3c-5/out/deep")).unwrap();
+    fs::write(at.join(".strata-staging-4242-1a2b3c-5/out/deep/f"), "h").unwrap();
+    fs::create_dir_all(at.join("out/.strata-staging-4242-1a2b3c-6")).unwrap();
 
     let report: Value = c.attach("r", "b", &at);
-    assert_eq!(report["stale_temp_files_removed"], 3, "{report}");
+    assert_eq!(report["stale_temp_files_removed"], 4, "{report}");
+    assert!(!at.join(".strata-staging-4242-1a2b3c-5").exists());
+    assert!(at.join("out/.strata-staging-4242-1a2b3c-6").is_dir());
     assert!(!at.join(".strata-tmp-4242-1a2b3c-0").exists());
     assert!(!at.join("out/deep/.strata-tmp-4242-1a2b3c-17").exists());
     assert!(fs::symlink_metadata(at.join("out/.strata-tmp-99-ff-3")).is_err());

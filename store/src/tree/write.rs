@@ -3,20 +3,24 @@
 //!
 //! Order: directories (parents first), then regular files in parallel, then
 //! symlinks and hardlinks, then directory modes and mtimes deepest first (so
-//! read-only directories can still be filled). Every file is written under
-//! a temporary name in its final directory and renamed into place complete,
-//! so a failed attach never leaves a half-written file under a final name,
-//! and an existing symlink at a final name is replaced, never written
-//! through. A file already at the target with the same content is left
-//! alone; one with other content lends the chunks it shares (desync's
-//! "seed"). Whether it has the same content is read and hashed, unless the
-//! runner's stat cache (`tree::stat_cache`) knows the file unchanged since
-//! it last wrote or read it with the planned chunks; into an empty target
-//! (a fresh runner's) nothing is looked at first. Every planned file is
-//! remembered there once the attach is done (unless the attach changed
-//! nothing the cache knows: then it is left as it is). Chunks come from the store
-//! pack by pack, each pack's needed ranges read in one request, and are
-//! checked against their ids.
+//! read-only directories can still be filled). A failed attach never leaves
+//! a half-written file under a final name: into a target already holding
+//! something, every file is written under a temporary name in its final
+//! directory and renamed into place complete, and an existing symlink at a
+//! final name is replaced, never written through; into an empty target (a
+//! fresh runner's), the tree is built in a staging directory inside it and
+//! its top-level entries are moved into place once all of it is complete
+//! (one rename for a whole `node_modules`, not one per file).
+//!
+//! A file already at the target with the same content is left alone; one
+//! with other content lends the chunks it shares (desync's "seed"). Whether
+//! it has the same content is read and hashed, unless the runner's stat
+//! cache (`tree::stat_cache`) knows the file unchanged since it last wrote
+//! or read it with the planned chunks; into an empty target nothing is
+//! looked at first. Every planned file is remembered there once the attach
+//! is done (unless the attach changed nothing the cache knows: then it is
+//! left as it is). Chunks come from the store pack by pack, each pack's
+//! needed ranges read in one request, and are checked against their ids.
 //!
 //! Nothing outside the target is ever changed: modes and mtimes are set
 //! through a descriptor opened without following links, and a file already
@@ -25,8 +29,8 @@
 //! already has the planned mode and mtime. setuid and setgid bits are
 //! dropped unless the caller keeps them (`WriteOptions::keep_setuid`): a
 //! job that can persist must not plant a setuid binary for a later job run
-//! as root. Temporary files a killed attach left in the target's
-//! directories (recognisable by their name) are removed first.
+//! as root. Temporary files and a staging directory a killed attach left
+//! in the target (recognisable by their names) are removed first.
 //!
 //! Knows nothing about graphs or conflicts: the plan is already final.
 
@@ -58,6 +62,10 @@ use crate::util::{unique_tmp_name, TmpNames};
 
 /// The prefix of every temporary name attach writes in the target.
 const TMP_PREFIX: &str = ".strata-tmp-";
+
+/// The prefix of the staging directory an attach into an empty target
+/// builds the tree in, at the target's top.
+const STAGING_PREFIX: &str = ".strata-staging-";
 
 /// How a tree is written.
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,7 +106,8 @@ pub struct WriteStats {
     pub chunks_from_target: u64,
     /// Bytes of file content written.
     pub bytes_written: u64,
-    /// Temporary files of an earlier, interrupted attach that were removed.
+    /// Temporary files of an earlier, interrupted attach that were removed
+    /// (its staging directory, if it left one, counts as one).
     pub stale_temp_files_removed: u64,
 }
 
@@ -127,6 +136,55 @@ struct FileJob<'p> {
 struct Target {
     at: PathBuf,
     names: TmpNames,
+    /// Files are written under their final names: `at` is a staging
+    /// directory no one else looks at until the attach moves it in.
+    direct: bool,
+}
+
+/// Where an attach into an empty target builds the tree: a directory at
+/// the target's top whose top-level entries are moved into the target once
+/// every file in them is complete. Removed, with whatever is left in it,
+/// when dropped (an attach that fails leaves nothing of its own behind).
+struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    fn make(at: &Path) -> Result<Staging> {
+        let dir = at.join(unique_tmp_name(STAGING_PREFIX));
+        fs::create_dir(&dir).ctx("create directory", &dir)?;
+        Ok(Staging { dir })
+    }
+
+    /// Moves each of `names` from the staging directory into `at`, never
+    /// over something that has appeared there since the attach began.
+    fn move_into(&self, at: &Path, names: &[&Path]) -> Result<()> {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        for name in names {
+            let (from, to) = (self.dir.join(name), at.join(name));
+            match renameat_with(CWD, &from, CWD, &to, RenameFlags::NOREPLACE) {
+                Ok(()) => continue,
+                Err(rustix::io::Errno::EXIST) => {}
+                // A file system without RENAME_NOREPLACE: look, then rename.
+                Err(rustix::io::Errno::INVAL) if fs::symlink_metadata(&to).is_err() => {
+                    fs::rename(&from, &to).ctx("move into", &to)?;
+                    continue;
+                }
+                Err(rustix::io::Errno::INVAL) => {}
+                Err(e) => return Err(Error::io("move into", &to, e.into())),
+            }
+            return Err(Error::Changed {
+                detail: format!("{} appeared while the attach was writing it", to.display()),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }
 
 pub fn execute(store: &Store, plan: Plan, at: &Path, opts: WriteOptions) -> Result<WriteStats> {
@@ -148,9 +206,14 @@ pub fn execute_with(
 ) -> Result<WriteStats> {
     let (at, fresh) = prepare_target(at)?;
     let dest = |e: &Planned| at.join(e.path.to_path());
+    // Where the tree is built: the target, or its staging directory.
+    let staging = fresh.then(|| Staging::make(&at)).transpose()?;
+    let root = staging.as_ref().map_or(&at, |s| &s.dir);
+    let built = |e: &Planned| root.join(e.path.to_path());
     let target = Target {
-        at: at.clone(),
+        at: root.clone(),
         names: TmpNames::reserve(TMP_PREFIX, plan.entries.len()),
+        direct: fresh,
     };
     // The stat cache is held while files are classified, not while they
     // are written (read again to update it at the end).
@@ -173,7 +236,7 @@ pub fn execute_with(
         .entries
         .iter()
         .filter(|e| e.target == EntryKind::Dir)
-        .map(|e| (e.path.depth(), dest(e)))
+        .map(|e| (e.path.depth(), built(e)))
         .collect();
     made.sort_by_key(|d| d.0);
     for level in made.chunk_by(|a, b| a.0 == b.0) {
@@ -210,7 +273,7 @@ pub fn execute_with(
         true => 0,
         false => on(look, || {
             dirs.par_iter()
-                .map(|d| sweep_temp_files(d))
+                .map(|d| sweep_temp_files(d, d == &at))
                 .try_reduce(|| 0, |a, b| Ok(a + b))
         })?,
     };
@@ -286,10 +349,21 @@ pub fn execute_with(
 
     for e in &plan.entries {
         match &e.target {
-            EntryKind::Symlink { target } => place_symlink(&dest(e), target, e.mtime)?,
-            EntryKind::Hardlink { target } => place_hardlink(&at.join(target.to_path()), &dest(e))?,
+            EntryKind::Symlink { target } => place_symlink(&built(e), target, e.mtime, fresh)?,
+            EntryKind::Hardlink { target } => {
+                place_hardlink(&root.join(target.to_path()), &built(e), fresh)?
+            }
             _ => {}
         }
+    }
+    if let Some(staging) = staging {
+        let top: Vec<&Path> = plan
+            .entries
+            .iter()
+            .filter(|e| e.path.depth() == 1)
+            .map(|e| e.path.to_path())
+            .collect();
+        staging.move_into(&at, &top)?;
     }
     let mut dirs: Vec<&Planned> = plan
         .entries
@@ -392,11 +466,11 @@ fn set_mode_and_mtime(f: &File, path: &Path, mode: u32, mtime: Mtime) -> Result<
     filetime::set_file_handle_times(f, None, Some(to_filetime(mtime))).ctx("set mtime of", path)
 }
 
-/// Whether `name` is one attach gives its temporary files:
-/// `.strata-tmp-<pid>-<hex nanos>-<counter>` (see `unique_tmp_name`).
-fn is_temp_name(name: &std::ffi::OsStr) -> bool {
+/// Whether `name` is one attach gives its temporary files or staging
+/// directory: `<prefix><pid>-<hex nanos>-<counter>` (see `unique_tmp_name`).
+fn is_temp_name(name: &std::ffi::OsStr, prefix: &str) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let Some(rest) = name.as_bytes().strip_prefix(TMP_PREFIX.as_bytes()) else {
+    let Some(rest) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
         return false;
     };
     let parts: Vec<&[u8]> = rest.split(|&b| b == b'-').collect();
@@ -405,20 +479,25 @@ fn is_temp_name(name: &std::ffi::OsStr) -> bool {
         if all(pid, u8::is_ascii_digit) && all(nanos, u8::is_ascii_hexdigit) && all(n, u8::is_ascii_digit))
 }
 
-/// Removes the temporary files an interrupted attach left in `dir`
-/// (files and symlinks only: a directory of that name is the user's).
-fn sweep_temp_files(dir: &Path) -> Result<u64> {
+/// Removes the temporary files an interrupted attach left in `dir` (files
+/// and symlinks only: a directory of that name is the user's), and, at the
+/// target's `top`, its staging directory.
+fn sweep_temp_files(dir: &Path, top: bool) -> Result<u64> {
     let mut removed = 0;
     for entry in fs::read_dir(dir).ctx("list", dir)? {
         let entry = entry.ctx("list", dir)?;
-        if !is_temp_name(&entry.file_name()) {
-            continue;
+        let name = entry.file_name();
+        let is_dir = || entry.file_type().map(|t| t.is_dir());
+        if is_temp_name(&name, TMP_PREFIX) && !is_dir().ctx("stat", entry.path())? {
+            fs::remove_file(entry.path()).ctx("remove stale temporary file", entry.path())?;
+            removed += 1;
+        } else if top
+            && is_temp_name(&name, STAGING_PREFIX)
+            && is_dir().ctx("stat", entry.path())?
+        {
+            fs::remove_dir_all(entry.path()).ctx("remove stale staging directory", entry.path())?;
+            removed += 1;
         }
-        if entry.file_type().ctx("stat", entry.path())?.is_dir() {
-            continue;
-        }
-        fs::remove_file(entry.path()).ctx("remove stale temporary file", entry.path())?;
-        removed += 1;
     }
     Ok(removed)
 }
@@ -782,10 +861,14 @@ impl FileJob<'_> {
         self.target.at.join(self.entry.path.to_path())
     }
 
-    /// Where it is written first, beside where it goes.
+    /// Where it is written first: beside where it goes, or there in a
+    /// staging directory.
     fn tmp(&self) -> PathBuf {
         let dest = self.dest();
-        dest.with_file_name(self.target.names.name(self.index))
+        match self.target.direct {
+            true => dest,
+            false => dest.with_file_name(self.target.names.name(self.index)),
+        }
     }
 
     /// Writes one chunk placement; the last one completes the file.
@@ -834,8 +917,10 @@ impl FileJob<'_> {
     fn finish(&self, f: File, tmp: &Path, stats: &Stats) -> Result<()> {
         set_mode_and_mtime(&f, tmp, self.mode, self.entry.mtime)?;
         drop(f);
-        let dest = self.dest();
-        fs::rename(tmp, &dest).ctx("rename into", &dest)?;
+        if !self.target.direct {
+            let dest = self.dest();
+            fs::rename(tmp, &dest).ctx("rename into", &dest)?;
+        }
         stats.files_written.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -850,11 +935,14 @@ fn create_tmp(path: &Path) -> Result<File> {
         .ctx("create", path)
 }
 
-fn place_symlink(dest: &Path, target: &[u8], mtime: Mtime) -> Result<()> {
+/// Makes `dest` a symlink to `target` (in an empty staging directory,
+/// `direct`: made there, with nothing to replace).
+fn place_symlink(dest: &Path, target: &[u8], mtime: Mtime, direct: bool) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let target = Path::new(std::ffi::OsStr::from_bytes(target));
-    let in_place = fs::read_link(dest).is_ok_and(|t| t == target);
-    if !in_place {
+    if direct {
+        std::os::unix::fs::symlink(target, dest).ctx("create symlink", dest)?;
+    } else if !fs::read_link(dest).is_ok_and(|t| t == target) {
         clear_dir_at(dest)?;
         let tmp = dest.with_file_name(unique_tmp_name(TMP_PREFIX));
         std::os::unix::fs::symlink(target, &tmp).ctx("create symlink", &tmp)?;
@@ -867,7 +955,11 @@ fn place_symlink(dest: &Path, target: &[u8], mtime: Mtime) -> Result<()> {
         .ctx("set mtime of", dest)
 }
 
-fn place_hardlink(original: &Path, dest: &Path) -> Result<()> {
+/// Makes `dest` a hardlink to `original` (`direct` as `place_symlink`'s).
+fn place_hardlink(original: &Path, dest: &Path, direct: bool) -> Result<()> {
+    if direct {
+        return fs::hard_link(original, dest).ctx("create hardlink", dest);
+    }
     let orig = fs::symlink_metadata(original).ctx("stat", original)?;
     if let Ok(m) = fs::symlink_metadata(dest) {
         if m.dev() == orig.dev() && m.ino() == orig.ino() {
