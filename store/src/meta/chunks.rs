@@ -16,6 +16,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::format::index::{
@@ -64,6 +66,9 @@ const ENTRY_LEN: usize = 16;
 /// cache is then rebuilt from the objects).
 const OLD_TREES: &[&str] = &["chunks"];
 
+/// How many ids one thread looks up at a time in `missing`.
+const MISSING_PART: usize = 4096;
+
 /// Frame records read during one call, by number: a call's chunks mostly
 /// share a few frames.
 #[derive(Default)]
@@ -71,6 +76,15 @@ struct FrameMemo(HashMap<u64, Option<sled::IVec>>);
 
 impl ChunkLookup for ChunkIndex {
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        // A whole manifest's chunks (a server checking a layer ref) are
+        // looked up on every core: each is a walk of sled's tree.
+        if ids.len() > MISSING_PART {
+            let parts: Vec<Vec<bool>> = ids
+                .par_chunks(MISSING_PART)
+                .map(|part| self.missing(part))
+                .collect::<Result<_>>()?;
+            return Ok(parts.concat());
+        }
         let none_condemned = self.condemned.is_empty();
         let mut memo = FrameMemo::default();
         ids.iter()
@@ -626,6 +640,40 @@ mod tests {
         let mut bad = bytes.clone();
         bad[20] ^= 1;
         assert!(IndexObject::decode(&id, &bad).is_err());
+    }
+
+    // More ids than one thread looks up at once: answered in order, a
+    // condemned pack's chunks missing, across the parts.
+    #[test]
+    fn many_ids_are_answered_in_order() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let idx = ChunkIndex::open(&db).unwrap();
+        let id = |i: u32| ChunkId::of(&i.to_le_bytes());
+        let frame = |from: u32| FrameEntry {
+            offset: 12,
+            stored_len: 10,
+            raw_len: 10,
+            compression: Compression::Raw,
+            chunks: (from..from + 2 * MISSING_PART as u32)
+                .step_by(2)
+                .map(|i| FrameChunk {
+                    id: id(i),
+                    offset: 0,
+                    len: 1,
+                })
+                .collect(),
+        };
+        let (kept, condemned) = (PackId::of(b"kept"), PackId::of(b"condemned"));
+        let n = 4 * MISSING_PART as u32;
+        idx.add_pack(&kept, &[frame(0)]).unwrap();
+        idx.add_pack(&condemned, &[frame(n / 2)]).unwrap();
+        let ids: Vec<ChunkId> = (0..n).map(id).collect();
+        let expect: Vec<bool> = (0..n).map(|i| i % 2 == 1).collect();
+        assert_eq!(idx.missing(&ids).unwrap(), expect);
+        idx.set_condemned(&[(condemned, 1)].into_iter().collect())
+            .unwrap();
+        let expect: Vec<bool> = (0..n).map(|i| i % 2 == 1 || i >= n / 2).collect();
+        assert_eq!(idx.missing(&ids).unwrap(), expect);
     }
 
     #[test]

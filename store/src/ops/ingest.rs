@@ -20,11 +20,11 @@
 //!
 //! This module knows nothing about HTTP.
 
-use std::collections::HashMap;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::index::IndexObject;
-use crate::format::manifest::{EntryKind, ManifestRoot, RelPath};
+use crate::format::manifest::{ChunkRef, Entry, EntryKind, ManifestRoot};
 use crate::format::pack::verify_pack;
 use crate::id::{ChunkId, ManifestId};
 
@@ -49,6 +49,14 @@ fn require_manifest(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
     }
 }
 
+/// A manifest entry's chunks (none unless it is a file).
+fn file_chunks(e: &Entry) -> &[ChunkRef] {
+    match &e.kind {
+        EntryKind::File { chunks, .. } => chunks,
+        _ => &[],
+    }
+}
+
 /// Refuses a ref (`key`) to a manifest unless the store holds the manifest
 /// and every chunk its files name: a ref is what makes a layer or cache
 /// entry visible, so it must never point at data a reader cannot fetch.
@@ -56,26 +64,28 @@ fn require_manifest(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
 fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<()> {
     require_manifest(store, key, manifest)?;
     let (m, _) = crate::read::load_manifest(store, manifest)?;
-    let mut first_user: HashMap<ChunkId, &RelPath> = HashMap::new();
-    for e in &m.entries {
-        if let EntryKind::File { chunks, .. } = &e.kind {
-            for c in chunks {
-                first_user.entry(c.id).or_insert(&e.path);
-            }
-        }
-    }
-    let mut ids: Vec<ChunkId> = first_user.keys().copied().collect();
-    ids.sort_unstable();
+    let mut ids: Vec<ChunkId> = m
+        .entries
+        .iter()
+        .flat_map(|e| file_chunks(e).iter().map(|c| c.id))
+        .collect();
+    ids.par_sort_unstable();
+    ids.dedup();
     let missing = store.chunk_lookup().missing_now(&ids)?;
-    match ids.iter().zip(missing).find(|(_, m)| *m) {
-        None => Ok(()),
-        Some((chunk, _)) => Err(Error::Incomplete {
-            key: key.to_string(),
-            manifest: *manifest,
-            chunk: *chunk,
-            path: first_user[chunk].to_string(),
-        }),
-    }
+    let Some((chunk, _)) = ids.iter().zip(missing).find(|(_, m)| *m) else {
+        return Ok(());
+    };
+    // Named by the first file that needs it.
+    let user = m
+        .entries
+        .iter()
+        .find(|e| file_chunks(e).iter().any(|c| c.id == *chunk));
+    Err(Error::Incomplete {
+        key: key.to_string(),
+        manifest: *manifest,
+        chunk: *chunk,
+        path: user.map_or_else(String::new, |e| e.path.to_string()),
+    })
 }
 
 /// Checks `bytes` as the object `key` and stores it. Returns its kind.
