@@ -319,14 +319,13 @@ impl Manifest {
                     "path shares more than its predecessor has",
                 ));
             }
-            let mut p = prev[..shared].to_vec();
-            p.extend_from_slice(&rest);
-            let path = RelPath::new(p.clone()).map_err(|reason| Error::UnsafePath {
-                path: String::from_utf8_lossy(&p).into_owned(),
+            prev.truncate(shared);
+            prev.extend_from_slice(&rest);
+            let path = RelPath::new(prev.clone()).map_err(|reason| Error::UnsafePath {
+                path: String::from_utf8_lossy(&prev).into_owned(),
                 object: object.clone(),
                 reason,
             })?;
-            prev = p;
             secs = secs.wrapping_add(dsecs);
             entries.push(Entry {
                 path,
@@ -347,16 +346,16 @@ impl Manifest {
             object: object.to_string(),
             reason,
         };
-        let mut dirs: HashSet<&RelPath> = HashSet::new();
-        let mut files: HashSet<&RelPath> = HashSet::new();
+        let mut dirs: HashSet<&[u8]> = HashSet::new();
         let mut prev: Option<&RelPath> = None;
-        for e in &self.entries {
+        for (i, e) in self.entries.iter().enumerate() {
             if prev.is_some_and(|p| p >= &e.path) {
                 return Err(unsafe_path(&e.path, "entries not sorted or duplicated"));
             }
             prev = Some(&e.path);
-            if let Some(parent) = e.path.parent() {
-                if !dirs.contains(&parent) {
+            let path = e.path.as_bytes();
+            if let Some(end) = path.iter().rposition(|b| *b == b'/') {
+                if !dirs.contains(&path[..end]) {
                     return Err(unsafe_path(
                         &e.path,
                         "its parent is not a directory of the layer",
@@ -368,7 +367,7 @@ impl Manifest {
             }
             match &e.kind {
                 EntryKind::Dir => {
-                    dirs.insert(&e.path);
+                    dirs.insert(path);
                 }
                 EntryKind::File { size, chunks } => {
                     let mut sum: u64 = 0;
@@ -381,7 +380,6 @@ impl Manifest {
                     if sum != *size {
                         return Err(unsafe_path(&e.path, "size does not match its chunks"));
                     }
-                    files.insert(&e.path);
                 }
                 EntryKind::Symlink { target } => {
                     if target.is_empty() || target.contains(&0) || target.len() > MAX_PATH_LEN {
@@ -389,7 +387,11 @@ impl Manifest {
                     }
                 }
                 EntryKind::Hardlink { target } => {
-                    if !files.contains(target) {
+                    // Entries are sorted: an earlier file is found before `i`.
+                    let earlier = &self.entries[..i];
+                    let found = earlier.binary_search_by(|x| x.path.cmp(target));
+                    let is_file = |j: usize| matches!(earlier[j].kind, EntryKind::File { .. });
+                    if !found.is_ok_and(is_file) {
                         return Err(unsafe_path(
                             &e.path,
                             "hardlink to no earlier file of the layer",
@@ -473,6 +475,58 @@ mod tests {
         };
         let bytes = codec::encode(MANIFEST_MAGIC, MANIFEST_VERSION, &owned);
         assert_eq!(m.encode().1, bytes);
+    }
+
+    /// A tree attach could not write safely is refused, naming why: an
+    /// entry below something that is not a directory of the layer, a
+    /// hardlink to anything but an earlier file of it.
+    #[test]
+    fn parents_and_hardlink_targets_are_checked() {
+        let file = || EntryKind::File {
+            size: 1,
+            chunks: vec![ChunkRef {
+                id: ChunkId::of(b"x"),
+                len: 1,
+            }],
+        };
+        let link = |t: &str| EntryKind::Hardlink { target: p(t) };
+        let check = |entries: Vec<Entry>| {
+            Manifest { entries }
+                .validate("m")
+                .map_err(|e| e.to_string())
+        };
+        let fine = vec![
+            entry("a", EntryKind::Dir),
+            entry("a/b", file()),
+            entry("a/b-x", link("a/b")),
+            entry("a/c", EntryKind::Dir),
+            entry("a/c/d", link("a/b")),
+            entry("a/c/e", file()),
+            entry("z", link("a/c/e")),
+        ];
+        check(fine).unwrap();
+        for (entries, why) in [
+            (vec![entry("a/b", file())], "its parent is not a directory"),
+            (
+                vec![entry("a", file()), entry("a/b", file())],
+                "its parent is not a directory",
+            ),
+            (
+                vec![entry("a", link("b")), entry("b", file())],
+                "hardlink to no earlier file",
+            ),
+            (
+                vec![entry("a", EntryKind::Dir), entry("b", link("a"))],
+                "hardlink to no earlier file",
+            ),
+            (
+                vec![entry("a", file()), entry("b", link("c"))],
+                "hardlink to no earlier file",
+            ),
+        ] {
+            let err = check(entries).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     /// Hostile bytes: a valid encoding with a path patched to an escape,
