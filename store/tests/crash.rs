@@ -87,7 +87,7 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
             "\"pack_target_bytes\": 65536",
         )
         .replace(
-            "\"frame_target_bytes\": 1048576",
+            "\"frame_target_bytes\": 2097152",
             "\"frame_target_bytes\": 16384",
         );
     assert_ne!(small, config);

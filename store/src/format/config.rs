@@ -64,7 +64,7 @@ impl StoreConfig {
             chunker: ChunkerParams::DEFAULT,
             manifest_chunker: ChunkerParams::METADATA,
             pack_target_bytes: 4 << 20,
-            frame_target_bytes: 1 << 20,
+            frame_target_bytes: 2 << 20,
             zstd_level: 3,
             retention_days: default_retention_days(),
             gc_grace_secs: default_gc_grace_secs(),

@@ -2,7 +2,7 @@
 //! one object per chunk is slow on disk and costly on object stores.
 //!
 //! Chunks are compressed in *frames*: a frame is a run of chunks (about
-//! 1 MiB, from neighbouring files of one persist) compressed as one zstd
+//! 2 MiB, from neighbouring files of one persist) compressed as one zstd
 //! frame, so the small files that make up most of a `node_modules` compress
 //! with their neighbours' context, as in a tarball, instead of alone. A
 //! pack is `header | frame* | trailer | footer`; the trailer lists every

@@ -13,7 +13,7 @@
 //!    each batch of chunks (a few MiB) is handed to a pool of query
 //!    threads, which ask the store which of them it lacks (several
 //!    queries in flight), put the new ones into frames (compressed at
-//!    about 1 MiB) and the frames into the open pack; a full pack (about
+//!    about 2 MiB) and the frames into the open pack; a full pack (about
 //!    4 MiB) goes to a pool of upload threads, several in flight.
 //!    Bounded queues between the pools bound the memory (docs/protocol.md
 //!    "Pipelined persist");
