@@ -856,7 +856,7 @@ fn write_files(
 }
 
 impl FileJob<'_> {
-    /// Where the file goes.
+    /// Where the file goes (for an empty target, in the staging directory).
     fn dest(&self) -> PathBuf {
         self.target.at.join(self.entry.path.to_path())
     }
