@@ -5,7 +5,7 @@
 //! The unit is a stored (compressed) frame, named by its pack and place in
 //! it: packs are content-addressed, so a name always means the same bytes,
 //! whichever store or namespace it came from. Caching frames rather than
-//! chunks keeps the cache compressed and its files few (a 1 MiB frame holds
+//! chunks keeps the cache compressed and its files few (a 2 MiB frame holds
 //! dozens of small files' chunks). Cached bytes are trusted no more than the
 //! network's: every chunk is checked against its id when used, and a frame
 //! that fails is dropped and fetched again.
