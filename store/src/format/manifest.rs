@@ -77,12 +77,6 @@ impl RelPath {
         &self.0
     }
 
-    /// The parent path, or `None` at the top level.
-    pub fn parent(&self) -> Option<RelPath> {
-        let i = self.0.iter().rposition(|b| *b == b'/')?;
-        Some(RelPath(self.0[..i].to_vec()))
-    }
-
     /// As a relative OS path.
     pub fn to_path(&self) -> &std::path::Path {
         use std::os::unix::ffi::OsStrExt;
@@ -160,6 +154,16 @@ pub enum EntryKind {
         /// The path of the file entry it names.
         target: RelPath,
     },
+}
+
+impl EntryKind {
+    /// A file's chunks, in order (none for any other kind).
+    pub fn chunks(&self) -> &[ChunkRef] {
+        match self {
+            EntryKind::File { chunks, .. } => chunks,
+            _ => &[],
+        }
+    }
 }
 
 /// One path of a layer.
@@ -601,8 +605,6 @@ mod tests {
             assert!(RelPath::new(bad.as_bytes().to_vec()).is_err(), "{bad:?}");
         }
         assert!(RelPath::new("x".repeat(256).into_bytes()).is_err());
-        assert_eq!(p("a/b/c").parent(), Some(p("a/b")));
-        assert_eq!(p("a").parent(), None);
         assert!(RelPath::new("ünï cödé/..x".as_bytes().to_vec()).is_ok());
     }
 

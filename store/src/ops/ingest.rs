@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::index::IndexObject;
-use crate::format::manifest::{ChunkRef, Entry, EntryKind, ManifestRoot};
+use crate::format::manifest::ManifestRoot;
 use crate::format::pack::verify_pack;
 use crate::id::{ChunkId, ManifestId};
 
@@ -49,14 +49,6 @@ fn require_manifest(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
     }
 }
 
-/// A manifest entry's chunks (none unless it is a file).
-fn file_chunks(e: &Entry) -> &[ChunkRef] {
-    match &e.kind {
-        EntryKind::File { chunks, .. } => chunks,
-        _ => &[],
-    }
-}
-
 /// Refuses a ref (`key`) to a manifest unless the store holds the manifest
 /// and every chunk its files name: a ref is what makes a layer or cache
 /// entry visible, so it must never point at data a reader cannot fetch.
@@ -67,7 +59,7 @@ fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
     let mut ids: Vec<ChunkId> = m
         .entries
         .iter()
-        .flat_map(|e| file_chunks(e).iter().map(|c| c.id))
+        .flat_map(|e| e.kind.chunks().iter().map(|c| c.id))
         .collect();
     ids.par_sort_unstable();
     ids.dedup();
@@ -79,7 +71,7 @@ fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
     let user = m
         .entries
         .iter()
-        .find(|e| file_chunks(e).iter().any(|c| c.id == *chunk));
+        .find(|e| e.kind.chunks().iter().any(|c| c.id == *chunk));
     Err(Error::Incomplete {
         key: key.to_string(),
         manifest: *manifest,

@@ -52,8 +52,8 @@ use serde::Serialize;
 use super::plan::{Plan, Planned};
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunking::chunk_stream;
+use crate::format::manifest::EntryKind;
 use crate::format::manifest::Mtime;
-use crate::format::manifest::{ChunkRef, EntryKind};
 use crate::id::ChunkId;
 use crate::read::fetch_chunks;
 use crate::repo::{Observer, Progress, Store};
@@ -315,12 +315,12 @@ pub fn execute_with(
     if !jobs.is_empty() && !in_place.is_empty() {
         let wanted: HashSet<ChunkId> = jobs
             .iter()
-            .flat_map(|j| file_chunks(j.entry))
+            .flat_map(|j| j.entry.target.chunks())
             .map(|c| c.id)
             .collect();
         for e in in_place {
             let mut offset = 0;
-            for c in file_chunks(e) {
+            for c in e.target.chunks() {
                 if wanted.contains(&c.id) {
                     seeds.entry(c.id).or_insert_with(|| (dest(e), offset));
                 }
@@ -624,14 +624,6 @@ enum Classified<'p> {
     /// and mtime were fixed).
     InPlace(&'p Planned),
     Write(FileJob<'p>),
-}
-
-/// A planned file's chunks (none for other entries).
-fn file_chunks(e: &Planned) -> &[ChunkRef] {
-    match &e.target {
-        EntryKind::File { chunks, .. } => chunks,
-        _ => &[],
-    }
 }
 
 /// Where a file job writes: the target, the entry's index, its mode.
