@@ -247,7 +247,6 @@ pub fn execute_with(
             })
         })?;
     }
-    drop(made);
     let total: u64 = plan
         .entries
         .iter()
@@ -260,23 +259,18 @@ pub fn execute_with(
         progress: Some((store.observer(), total)),
         ..Stats::default()
     };
-    let dirs: Vec<PathBuf> = std::iter::once(at.clone())
-        .chain(
-            plan.entries
-                .iter()
-                .filter(|e| e.target == EntryKind::Dir)
-                .map(dest),
-        )
-        .collect();
     // An empty target has no temporary files, nor any file to classify.
     let swept: u64 = match fresh {
         true => 0,
         false => on(look, || {
-            dirs.par_iter()
-                .map(|d| sweep_temp_files(d, d == &at))
-                .try_reduce(|| 0, |a, b| Ok(a + b))
+            let below: u64 = made
+                .par_iter()
+                .map(|(_, d)| sweep_temp_files(d, false))
+                .try_reduce(|| 0, |a, b| Ok(a + b))?;
+            Ok::<_, Error>(below + sweep_temp_files(&at, true)?)
         })?,
     };
+    drop(made);
     stats.stale_temp_files_removed.fetch_add(swept, Relaxed);
 
     // Decide, for every regular file, whether it is already in place.
@@ -583,8 +577,8 @@ fn prepare_target(at: &Path) -> Result<(PathBuf, bool)> {
     Ok((fs::canonicalize(at).ctx("resolve", at)?, fresh))
 }
 
-/// `ensure_dir` in a target that was empty: made without a look first,
-/// unless something has appeared there since.
+/// `ensure_dir` in the staging directory of a target that was empty: made
+/// without a look first, unless something has appeared there since.
 fn make_dir(path: &Path) -> Result<()> {
     match fs::create_dir(path) {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => ensure_dir(path),
@@ -970,4 +964,36 @@ fn place_hardlink(original: &Path, dest: &Path, direct: bool) -> Result<()> {
 
 fn to_filetime(m: Mtime) -> FileTime {
     FileTime::from_unix_time(m.secs, m.nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The staging directory's entries move in whole; one that appeared at
+    // the target meanwhile is never replaced, and dropping the staging
+    // directory removes what was not moved.
+    #[test]
+    fn staging_moves_in_without_replacing() {
+        let t = tempfile::tempdir().unwrap();
+        let staging = Staging::make(t.path()).unwrap();
+        let dir = staging.dir.clone();
+        assert!(is_temp_name(dir.file_name().unwrap(), STAGING_PREFIX));
+        fs::create_dir_all(dir.join("a/b")).unwrap();
+        fs::write(dir.join("a/b/f"), "new").unwrap();
+        fs::write(dir.join("g"), "new").unwrap();
+        fs::write(t.path().join("g"), "theirs").unwrap();
+        let err = staging
+            .move_into(t.path(), &[Path::new("a"), Path::new("g")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("appeared while the attach was writing it"),
+            "{err}"
+        );
+        assert_eq!(fs::read(t.path().join("a/b/f")).unwrap(), b"new");
+        assert_eq!(fs::read(t.path().join("g")).unwrap(), b"theirs");
+        drop(staging);
+        assert!(!dir.exists());
+    }
 }
