@@ -2,7 +2,8 @@
 //! thread, process or machine picks (temporary file names, nonces, pack
 //! salts), the clock every record's time comes from, `Buffers`, a
 //! bounded pool of reusable buffers for work in flight, and
-//! `yield_to_small_jobs`, the CPU priority of bulk work. Knows nothing
+//! `yield_to_small_jobs`, the CPU priority of bulk work, and
+//! `write_in_pieces`, how a whole object goes to a file. Knows nothing
 //! about stores, objects or files' contents.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,6 +146,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_large_write_goes_in_small_calls() {
+        struct Calls(Vec<usize>, Vec<u8>);
+        impl std::io::Write for Calls {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.push(buf.len());
+                self.1.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let data: Vec<u8> = (0..2 * WRITE_PIECE + 7).map(|i| i as u8).collect();
+        let mut w = Calls(Vec::new(), Vec::new());
+        write_in_pieces(&mut w, &data).unwrap();
+        assert_eq!(w.0, [WRITE_PIECE, WRITE_PIECE, 7]);
+        assert_eq!(w.1, data);
+    }
+
+    #[test]
     fn buffers_bound_the_holders_and_come_back_with_their_memory() {
         let buffers = Buffers::new(2);
         let (mut a, b) = (buffers.take(), buffers.take());
@@ -263,4 +284,19 @@ pub fn system_clock() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// The most one `write` call hands the kernel when a whole object is
+/// written at once (`write_in_pieces`).
+pub const WRITE_PIECE: usize = 512 << 10;
+
+/// Writes `data` in pieces of at most `WRITE_PIECE` bytes. The kernel
+/// sizes the page-cache folios of a buffered write by the length of the
+/// call, and on the virtual machine the benchmarks run on, calls of 2 MiB
+/// and more cost ten times the system time of the same bytes in calls of
+/// 1 MiB or less (docs/benchmarks.md, "Packs written in 512 KiB calls").
+/// Small calls are what `cp` and the `zstd` command line make.
+pub fn write_in_pieces(w: &mut impl std::io::Write, data: &[u8]) -> std::io::Result<()> {
+    data.chunks(WRITE_PIECE)
+        .try_for_each(|piece| w.write_all(piece))
 }

@@ -5,7 +5,7 @@
 //! durable, even across a crash.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -47,8 +47,7 @@ impl LocalDir {
     fn write_tmp(&self, data: &[u8]) -> Result<PathBuf> {
         let tmp = self.tmp.join(unique_tmp_name("put-"));
         let mut f = File::create(&tmp).ctx("create", &tmp)?;
-        let res = f
-            .write_all(data)
+        let res = crate::util::write_in_pieces(&mut f, data)
             .and_then(|_| f.sync_all())
             .ctx("write", &tmp);
         if res.is_err() {

@@ -18,7 +18,6 @@
 //! of the bound. This module knows nothing about stores or attach.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -86,7 +85,8 @@ impl FrameCache {
             fs::create_dir_all(dir)?;
             let tmp = dir.join(crate::util::unique_tmp_name(".tmp-"));
             let mut f = fs::File::create(&tmp)?;
-            let done = f.write_all(stored).and_then(|_| fs::rename(&tmp, &path));
+            let done =
+                crate::util::write_in_pieces(&mut f, stored).and_then(|_| fs::rename(&tmp, &path));
             if done.is_err() {
                 let _ = fs::remove_file(&tmp);
             }
