@@ -3,8 +3,8 @@
 //! salts), the clock every record's time comes from, `Buffers`, a
 //! bounded pool of reusable buffers for work in flight, and
 //! `yield_to_small_jobs`, the CPU priority of bulk work, and
-//! `write_in_pieces`, how a whole object goes to a file. Knows nothing
-//! about stores, objects or files' contents.
+//! `write_in_pieces`, the size of the calls that write a buffer to a file.
+//! Knows nothing about stores, objects or files' contents.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
