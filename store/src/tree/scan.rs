@@ -444,9 +444,11 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
 /// Everything below `dir` (the directory at `rel` in the tree), walked
 /// without following symlinks. Each directory is opened once and its
 /// entries stat'ed relative to it (`fstatat`), not by their whole paths,
-/// which would walk every component again; the subtrees of its children
-/// are walked in parallel (a `node_modules` has hundreds of them). The
-/// subtrees' lists are handed over one by one, never copied into one.
+/// which would walk every component again. Every directory's
+/// subdirectories are walked in parallel, at every depth: one package of
+/// a `node_modules` or a `site-packages` can hold most of the tree. Each
+/// directory's entries are one list, handed over as it is, never copied
+/// into its parent's.
 fn walk(root_abs: &Path, dir: &Path, rel: &Path) -> Result<impl Iterator<Item = (RelPath, Stat)>> {
     use rustix::fs::{openat, Mode, OFlags};
     let fd = openat(
@@ -456,67 +458,75 @@ fn walk(root_abs: &Path, dir: &Path, rel: &Path) -> Result<impl Iterator<Item = 
         Mode::empty(),
     )
     .map_err(|e| Error::io("read directory", dir, e.into()))?;
-    let (dir_fd, children) = read_dir_at(fd, &|| dir.to_path_buf())?;
-    let fd = dir_fd.fd().expect("an open directory has a descriptor");
-    let rel = rel.as_os_str().as_bytes();
-    let parts: Vec<Vec<(RelPath, Stat)>> = children
-        .par_iter()
-        .map(|name| {
-            let mut out = Vec::new();
-            visit(root_abs, fd, rel, name, &mut out)?;
-            Ok(out)
-        })
-        .collect::<Result<_>>()?;
-    Ok(parts.into_iter().flatten())
+    let lists = std::sync::Mutex::new(Vec::new());
+    walk_dir(
+        root_abs,
+        fd,
+        rel.as_os_str().as_bytes(),
+        &|| dir.to_path_buf(),
+        &lists,
+    )?;
+    let lists: Vec<Vec<(RelPath, Stat)>> = lists.into_inner().expect("poisoned");
+    Ok(lists.into_iter().flatten())
 }
 
-/// Stats the entry `name` of the directory `parent` (at `parent_rel` in
-/// the tree) and, for a directory, everything below it, into `out`.
-fn visit(
+/// Stats the entries of the open directory `fd` (at `rel` in the tree;
+/// `path` names it in errors) into one list, then walks its
+/// subdirectories in parallel, each relative to it.
+fn walk_dir(
     root_abs: &Path,
-    parent: std::os::fd::BorrowedFd<'_>,
-    parent_rel: &[u8],
-    name: &[u8],
-    out: &mut Vec<(RelPath, Stat)>,
+    fd: std::os::fd::OwnedFd,
+    rel: &[u8],
+    path: &(dyn Fn() -> PathBuf + Sync),
+    lists: &std::sync::Mutex<Vec<Vec<(RelPath, Stat)>>>,
 ) -> Result<()> {
     use rustix::fs::{openat, statat, AtFlags, Mode, OFlags};
-    let rel = match parent_rel {
-        [] => name.to_vec(),
-        p => [p, b"/", name].concat(),
-    };
-    let abs = || root_abs.join(std::ffi::OsStr::from_bytes(&rel));
-    let name = std::ffi::OsStr::from_bytes(name);
-    let st = statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+    let (dir, names) = read_dir_at(fd, path)?;
+    let fd = dir.fd().expect("an open directory has a descriptor");
+    let mut here = Vec::with_capacity(names.len());
+    let mut subdirs = Vec::new();
+    for name in names {
+        let child = match rel {
+            [] => name.clone(),
+            p => [p, b"/", &name].concat(),
+        };
+        let abs = || root_abs.join(std::ffi::OsStr::from_bytes(&child));
+        let st = statat(
+            fd,
+            std::ffi::OsStr::from_bytes(&name),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
         .map_err(|e| Error::io("stat", abs(), e.into()))?;
-    let stat = Stat::from_raw(&st);
-    let path = RelPath::new(rel.clone()).map_err(|reason| Error::UnsafePath {
-        path: abs().display().to_string(),
-        object: "the tree being persisted".into(),
-        reason,
-    })?;
-    out.push((path, stat));
-    if matches!(stat.kind, StatKind::Dir) {
-        let fd = openat(
-            parent,
-            name,
+        let stat = Stat::from_raw(&st);
+        let path = RelPath::new(child.clone()).map_err(|reason| Error::UnsafePath {
+            path: abs().display().to_string(),
+            object: "the tree being persisted".into(),
+            reason,
+        })?;
+        here.push((path, stat));
+        if matches!(stat.kind, StatKind::Dir) {
+            subdirs.push((name, child));
+        }
+    }
+    lists.lock().expect("poisoned").push(here);
+    subdirs.par_iter().try_for_each(|(name, child)| {
+        let abs = || root_abs.join(std::ffi::OsStr::from_bytes(child));
+        let sub = openat(
+            fd,
+            std::ffi::OsStr::from_bytes(name),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| Error::io("read directory", abs(), e.into()))?;
-        let (dir, children) = read_dir_at(fd, &abs)?;
-        let fd = dir.fd().expect("an open directory has a descriptor");
-        for child in &children {
-            visit(root_abs, fd, &rel, child, out)?;
-        }
-    }
-    Ok(())
+        walk_dir(root_abs, sub, child, &abs, lists)
+    })
 }
 
 /// The names in the directory `fd` (`path` names it in errors), and the
 /// directory, to stat them in.
 fn read_dir_at(
     fd: std::os::fd::OwnedFd,
-    path: &dyn Fn() -> PathBuf,
+    path: &(dyn Fn() -> PathBuf + Sync),
 ) -> Result<(rustix::fs::Dir, Vec<Vec<u8>>)> {
     let err = |e: rustix::io::Errno| Error::io("read directory", path(), e.into());
     let mut dir = rustix::fs::Dir::new(fd).map_err(err)?;
