@@ -490,7 +490,10 @@ fn walk_dir(
             [] => name.clone(),
             p => [p, b"/", &name].concat(),
         };
-        let abs = || root_abs.join(std::ffi::OsStr::from_bytes(&child));
+        let abs = || {
+            let parent = root_abs.join(std::ffi::OsStr::from_bytes(rel));
+            parent.join(std::ffi::OsStr::from_bytes(&name))
+        };
         let st = statat(
             fd,
             std::ffi::OsStr::from_bytes(&name),
@@ -498,13 +501,16 @@ fn walk_dir(
         )
         .map_err(|e| Error::io("stat", abs(), e.into()))?;
         let stat = Stat::from_raw(&st);
-        let path = RelPath::new(child.clone()).map_err(|reason| Error::UnsafePath {
+        let is_dir = matches!(stat.kind, StatKind::Dir);
+        let unsafe_path = |reason| Error::UnsafePath {
             path: abs().display().to_string(),
             object: "the tree being persisted".into(),
             reason,
-        })?;
-        here.push((path, stat));
-        if matches!(stat.kind, StatKind::Dir) {
+        };
+        // Only a directory's path is needed again, to walk it.
+        let kept = is_dir.then(|| child.clone());
+        here.push((RelPath::new(child).map_err(unsafe_path)?, stat));
+        if let Some(child) = kept {
             subdirs.push((name, child));
         }
     }
