@@ -303,7 +303,8 @@ fn decode_from(r: impl Read, size: u64, skip: Option<Skip<'_>>) -> Result<HashMa
         hasher: blake3::Hasher::new(),
     };
     let mut r = Reader {
-        inner: BufReader::with_capacity(1 << 20, hashing),
+        // A small input (a fuzzed one) gets a buffer its size.
+        inner: BufReader::with_capacity((size as usize).clamp(HEADER_LEN, 1 << 20), hashing),
         left: u64::MAX,
     };
     if r.take::<8>().ok_or_else(|| bad("truncated"))? != *MAGIC {
