@@ -19,8 +19,12 @@
 //!
 //! The file is checked (BLAKE3 of its body, hashed as it is read and
 //! written, so a large cache is never held twice); one that is
-//! unreadable, corrupt or of another version counts as empty. Knows
-//! nothing about stores, packs or manifests beyond chunk references.
+//! unreadable, corrupt or of another version counts as empty. A save
+//! removes the directory's cache files not written for `STALE_AFTER` (a
+//! store or a workspace the runner no longer uses; every persist writes
+//! its file again, and every attach that changed something) and temporary
+//! files older than `TMP_STALE_AFTER` (a save that died). Knows nothing
+//! about stores, packs or manifests beyond chunk references.
 
 use std::collections::HashMap;
 use std::fs;
@@ -34,6 +38,13 @@ use crate::id::ChunkId;
 use crate::util::unique_tmp_name;
 
 const MAGIC: &[u8; 8] = b"STRASTAT";
+/// A cache file not written for this long is removed by the next save in
+/// its directory: its store or tree root is not in use on this runner.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+/// A temporary file this old is a save that died.
+pub const TMP_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Temporary files of a save start with this.
+const TMP_PREFIX: &str = ".tmp-";
 const VERSION: u32 = 1;
 /// How long after a file's last change a stat of it may be recorded, in
 /// nanoseconds: well over a kernel clock tick (1-10 ms).
@@ -186,7 +197,7 @@ impl StatCache {
     pub fn save(&self) -> Result<()> {
         let dir = self.file.parent().expect("the cache file has a directory");
         fs::create_dir_all(dir).ctx("create directory", dir)?;
-        let tmp = dir.join(unique_tmp_name(".tmp-"));
+        let tmp = dir.join(unique_tmp_name(TMP_PREFIX));
         let written = fs::File::create(&tmp).and_then(|f| {
             let mut w = BufWriter::with_capacity(1 << 20, f);
             encode_into(&self.known, &mut w)?;
@@ -196,7 +207,36 @@ impl StatCache {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io("write", &tmp, err));
         }
-        fs::rename(&tmp, &self.file).ctx("rename into", &self.file)
+        fs::rename(&tmp, &self.file).ctx("rename into", &self.file)?;
+        prune(dir);
+        Ok(())
+    }
+}
+
+/// Removes, best effort, the cache files of `dir` not written for
+/// `STALE_AFTER` and its temporary files older than `TMP_STALE_AFTER`.
+/// Only names a cache or a save makes are looked at.
+fn prune(dir: &Path) {
+    let now = std::time::SystemTime::now();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_cache = name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        let keep_for = if is_cache {
+            STALE_AFTER
+        } else if name.starts_with(TMP_PREFIX) {
+            TMP_STALE_AFTER
+        } else {
+            continue;
+        };
+        let written = entry.metadata().and_then(|m| m.modified());
+        let age = written.map(|w| now.duration_since(w).unwrap_or_default());
+        if age.is_ok_and(|age| age > keep_for) {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -476,6 +516,30 @@ mod tests {
         assert!(c.get(b"a", &FileStat { ctime: (1, 0), ..s }).is_none());
         c.record(b"a".to_vec(), s, chunks, T);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_save_removes_stale_caches_and_dead_saves_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let aged = |name: &str, age: std::time::Duration| {
+            let p = dir.path().join(name);
+            fs::write(&p, b"x").unwrap();
+            let when = std::time::SystemTime::now() - age;
+            filetime::set_file_mtime(&p, filetime::FileTime::from_system_time(when)).unwrap();
+            p
+        };
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let stale = aged("0123456789abcdef0123456789abcdef", STALE_AFTER + day);
+        let recent = aged("fedcba9876543210fedcba9876543210", STALE_AFTER - day);
+        let dead_save = aged(".tmp-1-2-3", TMP_STALE_AFTER + day);
+        let live_save = aged(".tmp-4-5-6", std::time::Duration::from_secs(60));
+        let other = aged("notes.txt", STALE_AFTER + day);
+        let mut c = StatCache::open(dir.path(), "s", Path::new("/w"));
+        c.record(b"a".to_vec(), stat(0, 1), vec![], T);
+        c.save().unwrap();
+        assert!(!stale.exists() && !dead_save.exists());
+        assert!(recent.exists() && live_save.exists() && other.exists());
+        assert!(c.file.exists(), "the cache just saved is kept");
     }
 
     #[test]
