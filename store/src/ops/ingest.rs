@@ -71,12 +71,13 @@ fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
     let user = m
         .entries
         .iter()
-        .find(|e| e.kind.chunks().iter().any(|c| c.id == *chunk));
+        .find(|e| e.kind.chunks().iter().any(|c| c.id == *chunk))
+        .expect("every id was taken from an entry");
     Err(Error::Incomplete {
         key: key.to_string(),
         manifest: *manifest,
         chunk: *chunk,
-        path: user.map_or_else(String::new, |e| e.path.to_string()),
+        path: user.path.to_string(),
     })
 }
 
