@@ -295,7 +295,7 @@ pub const WRITE_PIECE: usize = 512 << 10;
 /// call, and on the virtual machine the benchmarks run on, calls of 2 MiB
 /// and more cost ten times the system time of the same bytes in calls of
 /// 1 MiB or less (docs/benchmarks.md, "Packs written in 512 KiB calls").
-/// Small calls are what `cp` and the `zstd` command line make.
+/// The `zstd` command line writes 128 KiB at a time.
 pub fn write_in_pieces(w: &mut impl std::io::Write, data: &[u8]) -> std::io::Result<()> {
     data.chunks(WRITE_PIECE)
         .try_for_each(|piece| w.write_all(piece))
