@@ -82,6 +82,10 @@ const CI_VARS: &[&str] = &[
     "STRATA_LEG",
     "CIRCLE_BUILD_NUM",
     "BUILDKITE_JOB_ID",
+    "BUILDKITE_COMMAND",
+    "BUILDKITE_PLUGINS",
+    "BUILDKITE_RETRY_COUNT",
+    "STRATA_CONFIG",
 ];
 
 // GitHub Actions: attempt 1 builds and tests, deploy fails; "re-run failed
@@ -575,6 +579,87 @@ fn buildkite_steps_with_wait_and_depends_on() {
             && !got.contains(&"shards/0/partial.xml".to_string()),
         "{got:?}"
     );
+}
+
+// Buildkite matrix jobs share BUILDKITE_STEP_KEY and have no
+// BUILDKITE_PARALLEL_JOB: two matrix jobs persist different binaries, a
+// downstream job attaches both, and a retry of one replaces its own failed
+// try and not the other leg's layer (issue 27: each later persist used to
+// replace the earlier leg's).
+#[test]
+fn buildkite_matrix_jobs_are_separate_writers() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    // Buildkite's own example: one label for every leg, the values in the
+    // command only.
+    write(
+        &repo,
+        &[(
+            ".buildkite/pipeline.yml",
+            "steps:\n  - label: \"Matrix build\"\n    key: build\n    command: \"make {{matrix}}\"\n    matrix: [linux, darwin]\n  - wait\n  - key: package\n    command: make package\n",
+        )],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |step: &'static str, cmd: &'static str, job: &'static str, retry: &'static str| {
+        vec![
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_BUILD_ID", "0190b-m"),
+            ("BUILDKITE_STEP_KEY", step),
+            (
+                "BUILDKITE_LABEL",
+                if step == "build" {
+                    "Matrix build"
+                } else {
+                    "package"
+                },
+            ),
+            ("BUILDKITE_COMMAND", cmd),
+            ("BUILDKITE_JOB_ID", job),
+            ("BUILDKITE_RETRY_COUNT", retry),
+            ("BUILDKITE_BUILD_CHECKOUT_PATH", repo_s),
+        ]
+    };
+    write(
+        &repo,
+        &[("bin/linux/tool", "elf"), ("bin/darwin/tool", "mach-o")],
+    );
+    ci(
+        &repo,
+        &store,
+        &env("build", "make linux", "j-1", "0"),
+        &["persist", "bin/linux"],
+    );
+    ci(
+        &repo,
+        &store,
+        &env("build", "make darwin", "j-2", "0"),
+        &["persist", "bin/darwin"],
+    );
+    let at = d.path().join("pkg");
+    ci(
+        &repo,
+        &store,
+        &env("package", "make package", "j-3", "0"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["bin/darwin/tool", "bin/linux/tool"]);
+    // The linux job is retried (a new job id, BUILDKITE_RETRY_COUNT 1): its
+    // new layer replaces its first try's, darwin's stays.
+    write(&repo, &[("bin/linux/tool2", "elf 2")]);
+    ci(
+        &repo,
+        &store,
+        &env("build", "make linux", "j-4", "1"),
+        &["persist", "bin/linux/tool2"],
+    );
+    let at = d.path().join("pkg2");
+    ci(
+        &repo,
+        &store,
+        &env("package", "make package", "j-3", "0"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["bin/darwin/tool", "bin/linux/tool2"]);
 }
 
 // Caches scoped like the CI's own: a pull request restores what its base

@@ -656,7 +656,8 @@ fn run(cli: Cli) -> Result<()> {
                     writer: writer.clone(),
                 },
             )?;
-            if let Some(writer) = &writer {
+            let may_be_a_retry = ci.as_ref().is_some_and(|c| c.may_be_a_retry());
+            if let (Some(writer), true) = (&writer, may_be_a_retry) {
                 // A job (or leg) run again in a later attempt replaces the
                 // layers its earlier attempt left.
                 ci_run::replace_earlier_attempts(&store, &report.run, &report.job, writer)?;

@@ -156,7 +156,9 @@ impl CiContext {
                 env("CIRCLE_BUILD_NUM"),
             ),
             CiSystem::Buildkite => (
-                env("STRATA_LEG").or_else(|| self.leg.as_ref().map(|l| l.value.clone())),
+                env("STRATA_LEG")
+                    .or_else(|| self.leg.as_ref().map(|l| l.value.clone()))
+                    .or_else(|| buildkite_matrix_leg(&env)),
                 env("BUILDKITE_JOB_ID"),
             ),
         };
@@ -164,6 +166,19 @@ impl CiContext {
             leg: leg.unwrap_or_default(),
             attempt: attempt.unwrap_or_default(),
         }
+    }
+
+    /// Whether this job may be a retry of an earlier one, whose layers its
+    /// persist then replaces. Buildkite numbers a job's tries
+    /// (`BUILDKITE_RETRY_COUNT`, 0 for the first): a first try replaces
+    /// nothing, so two jobs that strata could not tell apart as legs never
+    /// drop each other's layers.
+    pub fn may_be_a_retry(&self) -> bool {
+        let first = self
+            .writer_vars
+            .iter()
+            .any(|(k, v)| *k == "BUILDKITE_RETRY_COUNT" && v == "0");
+        !(self.system == CiSystem::Buildkite && first)
     }
 
     /// The store's name for this job: the CI's name of the job (a GitLab
@@ -206,6 +221,30 @@ pub fn job_name(ci: &str) -> JobName {
     JobName::new(&out).expect("the encoding is a valid name")
 }
 
+/// The leg of a Buildkite matrix job. The agent names no matrix values
+/// (Buildkite's environment variables list none: docs/ci.md), and a matrix
+/// job shares its step's key; but Buildkite interpolates the values into
+/// the job's label, command and plugins, which the agent exports
+/// (`BUILDKITE_LABEL`, `BUILDKITE_COMMAND`, `BUILDKITE_PLUGINS`) and which a
+/// retry of the job keeps. So the leg is the label, with a hash of the
+/// command and plugins: distinct legs for distinct matrix values, the same
+/// leg for a retry. A step that is not a matrix has one leg, which this
+/// names too.
+fn buildkite_matrix_leg(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let label = env("BUILDKITE_LABEL").unwrap_or_default();
+    let command = env("BUILDKITE_COMMAND");
+    let plugins = env("BUILDKITE_PLUGINS");
+    if command.is_none() && plugins.is_none() {
+        return (!label.is_empty()).then_some(label);
+    }
+    let body = format!(
+        "{}\0{}",
+        command.unwrap_or_default(),
+        plugins.unwrap_or_default()
+    );
+    Some(format!("{label} #{}", &short_hash(&body)[..8]))
+}
+
 /// Keeps the characters run names take; others become `-`.
 fn safe(s: &str) -> String {
     s.chars()
@@ -234,6 +273,10 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         "CI_JOB_ID",
         "CIRCLE_BUILD_NUM",
         "BUILDKITE_JOB_ID",
+        "BUILDKITE_LABEL",
+        "BUILDKITE_COMMAND",
+        "BUILDKITE_PLUGINS",
+        "BUILDKITE_RETRY_COUNT",
     ]
     .into_iter()
     .filter_map(|k| var(k).filter(|v| !v.is_empty()).map(|v| (k, v)))
