@@ -1,32 +1,46 @@
 //! Job graphs read from configs written in the shape of real projects'
 //! (tests/fixtures/ci, each file says whose): what each produces.
 
-use strata_store::ci::config::graph;
+use std::path::Path;
+
+use strata_store::ci::config::{read, Format, Select};
 use strata_store::ci::{job_name, CiSystem};
 use strata_store::Graph;
 
-fn fixture(name: &str) -> String {
-    let path = format!("{}/../tests/fixtures/ci/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+/// The graph of fixture `name` as `system`'s CI reads it, from the
+/// workflows holding `job`.
+fn graph(system: CiSystem, name: &str, job: &str) -> strata_store::Result<Graph> {
+    let dir = format!("{}/../tests/fixtures/ci", env!("CARGO_MANIFEST_DIR"));
+    let g = read(
+        Format::of(system),
+        Path::new(&dir),
+        Path::new(name),
+        Select::Job(job),
+    )?;
+    Ok(g.graph)
 }
 
-/// What `job` requires, as the CI names them.
+/// What `job` requires, as the CI names them (encoded), sorted.
 fn requires(g: &Graph, job: &str) -> Vec<String> {
     let i = g
         .index_of(&job_name(job))
         .unwrap_or_else(|| panic!("no job {job:?} in {}", g.job_list()));
-    g.jobs()[i].requires.iter().map(|r| r.to_string()).collect()
+    let mut v: Vec<String> = g.jobs()[i].requires.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v
 }
 
 fn encoded(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| job_name(n).to_string()).collect()
+    let mut v: Vec<String> = names.iter().map(|n| job_name(n).to_string()).collect();
+    v.sort();
+    v
 }
 
 #[test]
 fn circleci_react_like() {
-    let text = fixture("circleci-react-like.yml");
+    let text = "circleci-react-like.yml";
     // setup is in three workflows: their union.
-    let g = graph(CiSystem::Circleci, &text, "setup").unwrap();
+    let g = graph(CiSystem::Circleci, text, "setup").unwrap();
     assert_eq!(g.jobs().len(), 8, "{}", g.job_list());
     assert_eq!(
         requires(&g, "yarn_test--r=stable --env=development"),
@@ -40,7 +54,7 @@ fn circleci_react_like() {
     // A matrix leg's own workflow only.
     let g = graph(
         CiSystem::Circleci,
-        &text,
+        text,
         "yarn_test--r=experimental --env=production",
     )
     .unwrap();
@@ -52,7 +66,7 @@ fn circleci_react_like() {
 fn github_rust_analyzer_like() {
     let g = graph(
         CiSystem::GithubActions,
-        &fixture("github-rust-analyzer-like.yml"),
+        "github-rust-analyzer-like.yml",
         "rust",
     )
     .unwrap();
@@ -69,7 +83,7 @@ fn github_rust_analyzer_like() {
 fn buildkite_vllm_like() {
     let g = graph(
         CiSystem::Buildkite,
-        &fixture("buildkite-vllm-like.yml"),
+        "buildkite-vllm-like.yml",
         "image-build",
     )
     .unwrap();
@@ -96,12 +110,7 @@ fn buildkite_vllm_like() {
 
 #[test]
 fn gitlab_monorepo_like() {
-    let g = graph(
-        CiSystem::Gitlab,
-        &fixture("gitlab-monorepo-like.yml"),
-        "jest",
-    )
-    .unwrap();
+    let g = graph(CiSystem::Gitlab, "gitlab-monorepo-like.yml", "jest").unwrap();
     // Hidden templates and keywords are not jobs.
     assert_eq!(g.jobs().len(), 7, "{}", g.job_list());
     assert_eq!(requires(&g, "setup-db"), encoded(&["lint"]));

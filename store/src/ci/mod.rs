@@ -1,10 +1,13 @@
 //! Who is running strata, read from the CI system's own environment: the
 //! run, attempt, job and leg of GitHub Actions, GitLab CI, CircleCI and
 //! Buildkite, from their documented variables (docs/ci.md cites each), and
-//! the store names they map to. `config` reads the job graph from the
-//! CI's config file. Knows nothing about the store.
+//! the store names they map to; the overrides `STRATA_JOB`, `STRATA_LEG`
+//! and `STRATA_CONFIG` win over what the CI says. `config` reads the job
+//! graph from the CI's config file, `resolve` finds the running job in it.
+//! Knows nothing about the store.
 
 pub mod config;
+mod resolve;
 
 use std::path::PathBuf;
 
@@ -71,6 +74,8 @@ pub struct CiContext {
     /// The config file that defines the job graph, relative to the
     /// checkout.
     pub config: PathBuf,
+    /// Where `config` came from: a variable, or the CI's default place.
+    pub config_from: &'static str,
     /// Where the checkout is, when the CI says it.
     pub checkout: Option<Found>,
     /// The ref whose caches this job writes: its branch, or for a pull
@@ -150,7 +155,10 @@ impl CiContext {
         let (leg, attempt) = match self.system {
             CiSystem::GithubActions => (env("STRATA_LEG"), self.attempt.map(|a| a.to_string())),
             // The leg's whole name: `rspec 1/20`, `deploy: [aws, app1]`.
-            CiSystem::Gitlab => (Some(self.job.value.clone()), env("CI_JOB_ID")),
+            CiSystem::Gitlab => (
+                env("STRATA_LEG").or_else(|| env("CI_JOB_NAME")),
+                env("CI_JOB_ID"),
+            ),
             CiSystem::Circleci => (
                 env("STRATA_LEG").or_else(|| self.leg.as_ref().map(|l| l.value.clone())),
                 env("CIRCLE_BUILD_NUM"),
@@ -184,10 +192,27 @@ impl CiContext {
     /// The store's name for this job: the CI's name of the job (a GitLab
     /// `parallel` leg's job is the one the config names), encoded.
     pub fn job_name(&self) -> JobName {
-        match self.system {
-            CiSystem::Gitlab => job_name(config::gitlab_job_of_leg(&self.job.value)),
+        match (self.system, self.job.from) {
+            (CiSystem::Gitlab, "CI_JOB_NAME") => {
+                job_name(config::gitlab_job_of_leg(&self.job.value))
+            }
             _ => job_name(&self.job.value),
         }
+    }
+
+    /// The job as the user named it (`--job`), which wins over the CI's.
+    pub fn override_job(&mut self, written: &str, from: &'static str) {
+        self.job = Found {
+            value: written.to_string(),
+            from,
+        };
+    }
+
+    /// The config as the user named it (`--config`), which wins over the
+    /// CI's.
+    pub fn override_config(&mut self, path: PathBuf, from: &'static str) {
+        self.config = path;
+        self.config_from = from;
     }
 }
 
@@ -260,8 +285,20 @@ fn short_hash(s: &str) -> String {
 }
 
 /// Reads the CI's identity from `var` (the environment); `None` outside a
-/// CI strata knows, or when a variable it needs is missing.
+/// CI strata knows, or when a variable it needs is missing. `STRATA_JOB`
+/// and `STRATA_CONFIG` win over the CI's job and config.
 pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
+    let mut ci = detect_ci(var)?;
+    if let Some(job) = var("STRATA_JOB").filter(|v| !v.is_empty()) {
+        ci.override_job(&job, "STRATA_JOB");
+    }
+    if let Some(config) = var("STRATA_CONFIG").filter(|v| !v.is_empty()) {
+        ci.override_config(PathBuf::from(config), "STRATA_CONFIG");
+    }
+    Some(ci)
+}
+
+fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     let get = |name: &'static str| {
         var(name)
             .filter(|v| !v.is_empty())
@@ -271,6 +308,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     let writer_vars: Vec<(&'static str, String)> = [
         "STRATA_LEG",
         "CI_JOB_ID",
+        "CI_JOB_NAME",
         "CIRCLE_BUILD_NUM",
         "BUILDKITE_JOB_ID",
         "BUILDKITE_LABEL",
@@ -316,6 +354,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             default_branch,
             commit: get("GITHUB_SHA"),
             config,
+            config_from: "GITHUB_WORKFLOW_REF",
             checkout: get("GITHUB_WORKSPACE"),
         });
     }
@@ -334,6 +373,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             default_branch: get("CI_DEFAULT_BRANCH"),
             commit: get("CI_COMMIT_SHA"),
             config: PathBuf::from(var("CI_CONFIG_PATH").unwrap_or_else(|| ".gitlab-ci.yml".into())),
+            config_from: "CI_CONFIG_PATH",
             checkout: get("CI_PROJECT_DIR"),
         });
     }
@@ -352,6 +392,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             default_branch: None,
             commit: get("CIRCLE_SHA1"),
             config: PathBuf::from(".circleci/config.yml"),
+            config_from: "CircleCI's default place",
             checkout: get("CIRCLE_WORKING_DIRECTORY"),
         });
     }
@@ -368,6 +409,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             default_branch: get("BUILDKITE_PIPELINE_DEFAULT_BRANCH"),
             commit: get("BUILDKITE_COMMIT"),
             config: PathBuf::from(".buildkite/pipeline.yml"),
+            config_from: "Buildkite's default place",
             checkout: get("BUILDKITE_BUILD_CHECKOUT_PATH"),
         });
     }
