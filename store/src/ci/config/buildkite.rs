@@ -34,6 +34,7 @@ pub(super) fn read(ctx: &mut Ctx) -> Result<Vec<Spec>> {
     };
     let mut p = Pipeline::default();
     p.walk(steps, &[])?;
+    p.drop_unknown_keys(&file, &mut ctx.warnings);
     p.specs(&file)
 }
 
@@ -153,6 +154,27 @@ impl Pipeline {
             seen.push(index);
         }
         Ok(seen)
+    }
+
+    /// Buildkite runs a pipeline whose `depends_on` names no step: the
+    /// step that depends on it does not run ("If the step you're dependent
+    /// on doesn't exist, the build will fail without running the step that
+    /// is waiting for the dependency"). So the graph keeps the rest, and
+    /// the user is told.
+    fn drop_unknown_keys(&mut self, file: &Path, warnings: &mut Vec<String>) {
+        let keys: BTreeSet<String> = self.items.iter().filter_map(|i| i.key.clone()).collect();
+        for item in &mut self.items {
+            item.refs.retain(|r| match r {
+                Ref::Key(k, line) if !keys.contains(k) => {
+                    warnings.push(format!(
+                        "{}:{line}: `depends_on: {k}` names no step of this pipeline:                          Buildkite does not run the step that waits for it",
+                        file.display()
+                    ));
+                    false
+                }
+                _ => true,
+            });
+        }
     }
 
     fn resolve(&self, file: &Path, r: &Ref) -> Result<usize> {
