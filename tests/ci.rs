@@ -82,6 +82,10 @@ const CI_VARS: &[&str] = &[
     "STRATA_LEG",
     "CIRCLE_BUILD_NUM",
     "BUILDKITE_JOB_ID",
+    "BUILDKITE_COMMAND",
+    "BUILDKITE_PLUGINS",
+    "BUILDKITE_RETRY_COUNT",
+    "STRATA_CONFIG",
 ];
 
 // GitHub Actions: attempt 1 builds and tests, deploy fails; "re-run failed
@@ -577,6 +581,87 @@ fn buildkite_steps_with_wait_and_depends_on() {
     );
 }
 
+// Buildkite matrix jobs share BUILDKITE_STEP_KEY and have no
+// BUILDKITE_PARALLEL_JOB: two matrix jobs persist different binaries, a
+// downstream job attaches both, and a retry of one replaces its own failed
+// try and not the other leg's layer (issue 27: each later persist used to
+// replace the earlier leg's).
+#[test]
+fn buildkite_matrix_jobs_are_separate_writers() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    // Buildkite's own example: one label for every leg, the values in the
+    // command only.
+    write(
+        &repo,
+        &[(
+            ".buildkite/pipeline.yml",
+            "steps:\n  - label: \"Matrix build\"\n    key: build\n    command: \"make {{matrix}}\"\n    matrix: [linux, darwin]\n  - wait\n  - key: package\n    command: make package\n",
+        )],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |step: &'static str, cmd: &'static str, job: &'static str, retry: &'static str| {
+        vec![
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_BUILD_ID", "0190b-m"),
+            ("BUILDKITE_STEP_KEY", step),
+            (
+                "BUILDKITE_LABEL",
+                if step == "build" {
+                    "Matrix build"
+                } else {
+                    "package"
+                },
+            ),
+            ("BUILDKITE_COMMAND", cmd),
+            ("BUILDKITE_JOB_ID", job),
+            ("BUILDKITE_RETRY_COUNT", retry),
+            ("BUILDKITE_BUILD_CHECKOUT_PATH", repo_s),
+        ]
+    };
+    write(
+        &repo,
+        &[("bin/linux/tool", "elf"), ("bin/darwin/tool", "mach-o")],
+    );
+    ci(
+        &repo,
+        &store,
+        &env("build", "make linux", "j-1", "0"),
+        &["persist", "bin/linux"],
+    );
+    ci(
+        &repo,
+        &store,
+        &env("build", "make darwin", "j-2", "0"),
+        &["persist", "bin/darwin"],
+    );
+    let at = d.path().join("pkg");
+    ci(
+        &repo,
+        &store,
+        &env("package", "make package", "j-3", "0"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["bin/darwin/tool", "bin/linux/tool"]);
+    // The linux job is retried (a new job id, BUILDKITE_RETRY_COUNT 1): its
+    // new layer replaces its first try's, darwin's stays.
+    write(&repo, &[("bin/linux/tool2", "elf 2")]);
+    ci(
+        &repo,
+        &store,
+        &env("build", "make linux", "j-4", "1"),
+        &["persist", "bin/linux/tool2"],
+    );
+    let at = d.path().join("pkg2");
+    ci(
+        &repo,
+        &store,
+        &env("package", "make package", "j-3", "0"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["bin/darwin/tool", "bin/linux/tool2"]);
+}
+
 // Caches scoped like the CI's own: a pull request restores what its base
 // saved, but what it saves is never restored on the default branch.
 #[test]
@@ -653,5 +738,150 @@ fn github_caches_are_scoped_to_the_ref() {
     assert_eq!(
         fs::read_to_string(at.join("node_modules/dep/index.js")).unwrap(),
         "from main"
+    );
+}
+
+// GitHub reusable workflows: inside the called workflow GITHUB_JOB is the
+// called job's id and GITHUB_WORKFLOW_REF the caller's file. A called job
+// that only one caller has is found as `<caller> / <id>`; where two
+// callers call the same workflow the job says which with STRATA_JOB, also
+// when it is the first job of the run.
+#[test]
+fn github_reusable_workflow_jobs_and_the_override_on_run_creation() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[
+            (
+                ".github/workflows/ci.yml",
+                "on: push\njobs:\n  linux:\n    uses: ./.github/workflows/build.yml\n  mac:\n    uses: ./.github/workflows/build.yml\n  ship:\n    needs: [linux, mac]\n",
+            ),
+            (
+                ".github/workflows/build.yml",
+                "on: workflow_call\njobs:\n  compile: {}\n",
+            ),
+        ],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |job: &'static str, over: Option<&'static str>| {
+        let mut e = vec![
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", "31"),
+            ("GITHUB_RUN_ATTEMPT", "1"),
+            ("GITHUB_JOB", job),
+            (
+                "GITHUB_WORKFLOW_REF",
+                "o/r/.github/workflows/ci.yml@refs/heads/main",
+            ),
+            ("GITHUB_WORKSPACE", repo_s),
+        ];
+        if let Some(o) = over {
+            e.push(("STRATA_JOB", o));
+        }
+        e
+    };
+    // Two callers: the job cannot tell which it is, and says so.
+    let out = run(&repo, &store, &env("compile", None), &["persist", "."]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"linux / compile\", \"mac / compile\"") && err.contains("STRATA_JOB"),
+        "{err}"
+    );
+    // STRATA_JOB, given as the run shows the job, creates the run.
+    for (leg, file) in [
+        ("linux / compile", "out/linux"),
+        ("mac / compile", "out/mac"),
+    ] {
+        write(&repo, &[(file, leg)]);
+        let leak: &'static str = Box::leak(leg.to_string().into_boxed_str());
+        ci(
+            &repo,
+            &store,
+            &env("compile", Some(leak)),
+            &["persist", file],
+        );
+    }
+    let at = d.path().join("ship");
+    ci(
+        &repo,
+        &store,
+        &env("ship", None),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["out/linux", "out/mac"]);
+}
+
+// STRATA_CONFIG: a CircleCI continuation's graph lives in another file.
+#[test]
+fn circleci_continuation_config_from_strata_config() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[
+            (
+                ".circleci/config.yml",
+                "version: 2.1\nsetup: true\nworkflows:\n  setup:\n    jobs: [generate]\n",
+            ),
+            (
+                ".circleci/continue.yml",
+                "version: 2.1\nworkflows:\n  main:\n    jobs:\n      - build\n      - test: {requires: [build]}\n",
+            ),
+        ],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |job: &'static str| {
+        vec![
+            ("CIRCLECI", "true"),
+            ("CIRCLE_WORKFLOW_ID", "wf-9"),
+            ("CIRCLE_JOB", job),
+            ("CIRCLE_WORKING_DIRECTORY", repo_s),
+            ("STRATA_CONFIG", ".circleci/continue.yml"),
+        ]
+    };
+    write(&repo, &[("dist/app", "1")]);
+    ci(&repo, &store, &env("build"), &["persist", "dist"]);
+    let at = d.path().join("t");
+    ci(
+        &repo,
+        &store,
+        &env("test"),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(files(&at), ["dist/app"]);
+    let shown = ci(&repo, &store, &env("test"), &["ci"]);
+    assert_eq!(shown["config_from"], "STRATA_CONFIG", "{shown}");
+}
+
+// `strata run create --graph` reads a config with the CI path's reader:
+// CircleCI matrix legs, names with spaces.
+#[test]
+fn run_create_graph_uses_the_ci_readers() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    write(
+        d.path(),
+        &[(
+            ".circleci/config.yml",
+            "version: 2.1\nworkflows:\n  w:\n    jobs:\n      - build:\n          matrix: {parameters: {os: [linux, mac]}}\n      - publish:\n          name: Publish to Next channel\n          requires: [build]\n",
+        )],
+    );
+    let r = ci(
+        d.path(),
+        &store,
+        &[],
+        &["run", "create", "r1", "--graph", ".circleci/config.yml"],
+    );
+    let jobs: Vec<&str> = r["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        jobs,
+        ["build-linux", "build-mac", "Publish_20to_20Next_20channel"]
     );
 }

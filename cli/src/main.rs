@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use strata_store::backend::http::HttpOptions;
+use strata_store::ci::config::{CiGraph, Format, Select};
 use strata_store::Clock;
 use strata_store::{
     attach, caches, ci_run, gc, lifecycle, persist, rerun, stats, Graph, JobName, OpenOptions,
@@ -291,10 +292,20 @@ struct CreateArgs {
         conflicts_with = "graph"
     )]
     jobs: Vec<String>,
-    /// A YAML file: a CircleCI config's `workflows:` or `jobs: {NAME: [REQUIRES]}`.
+    /// A CI's config (GitHub workflow, .gitlab-ci.yml, CircleCI config,
+    /// Buildkite pipeline), read as the CI reads it, or strata's own
+    /// `jobs: {NAME: [REQUIRES]}`.
     #[arg(long, value_name = "FILE")]
     graph: Option<PathBuf>,
-    /// The workflow to take from --graph when it has several.
+    /// Which CI's config --graph is, when its path does not say
+    /// (github, gitlab, circleci, buildkite, plain).
+    #[arg(long, requires = "graph", value_parser = parse_format)]
+    ci: Option<Format>,
+    /// The repository checkout that --graph's includes and reusable
+    /// workflows are read from.
+    #[arg(long, requires = "graph", default_value = ".")]
+    checkout: PathBuf,
+    /// The workflow to take from a CircleCI --graph when it has several.
     #[arg(long, requires = "graph")]
     workflow: Option<String>,
 }
@@ -305,9 +316,16 @@ struct RunJob {
     /// use from its config; `strata ci` shows it).
     #[arg(long, env = "STRATA_RUN")]
     run: Option<RunName>,
-    /// The job (inside a CI strata knows: the CI's job).
+    /// The job (inside a CI strata knows: the CI's job; given, its name as
+    /// the CI's config writes it, `"build / test"`).
     #[arg(long, env = "STRATA_JOB")]
-    job: Option<JobName>,
+    job: Option<String>,
+    /// Inside a CI: the config file holding the job graph, relative to the
+    /// checkout, when it is not where the CI's own is (a CircleCI
+    /// continuation, an uploaded Buildkite pipeline, a GitLab child
+    /// pipeline); also `STRATA_CONFIG`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 impl RunJob {
@@ -318,21 +336,33 @@ impl RunJob {
         store: &Store,
     ) -> Result<(RunName, JobName, Option<strata_store::ci::CiContext>)> {
         if let (Some(run), Some(job)) = (&self.run, &self.job) {
-            return Ok((run.clone(), job.clone(), None));
+            // A store name as it is; a CI's name (spaces, `/`) encoded as
+            // the CI path encodes it.
+            let job = JobName::new(job).unwrap_or_else(|_| strata_store::ci::job_name(job));
+            return Ok((run.clone(), job, None));
         }
-        let Some(ci) = detect_ci() else {
+        let Some(mut ci) = detect_ci() else {
             anyhow::bail!(
                 "no --run and --job (or STRATA_RUN and STRATA_JOB), and no CI strata knows \
                  in the environment (GitHub Actions, GitLab CI, CircleCI, Buildkite): \
                  `strata ci` shows what it sees"
             );
         };
+        // Given names win over the CI's, also when this job creates the run.
+        if let Some(job) = self.job.as_deref().filter(|j| *j != ci.job.value) {
+            ci.override_job(job, "--job");
+        }
+        if let Some(config) = &self.config {
+            ci.override_config(config.clone(), "--config");
+        }
         let checkout = ci_checkout(&ci)?;
         let ci_run = ci_run::prepare(store, &ci, &checkout)
             .with_context(|| format!("the {:?} run {}", ci.system, ci.run.value))?;
+        for w in &ci_run.warnings {
+            eprintln!("strata: warning: {w}");
+        }
         let run = self.run.clone().unwrap_or(ci_run.run);
-        let job = self.job.clone().unwrap_or(ci_run.job);
-        Ok((run, job, Some(ci)))
+        Ok((run, ci_run.job, Some(ci)))
     }
 }
 
@@ -565,6 +595,40 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--ci`'s value.
+fn parse_format(s: &str) -> Result<Format, String> {
+    Ok(match s {
+        "github" => Format::Github,
+        "gitlab" => Format::Gitlab,
+        "circleci" => Format::Circleci,
+        "buildkite" => Format::Buildkite,
+        "plain" => Format::Plain,
+        _ => {
+            return Err(format!(
+                "{s:?}: one of github, gitlab, circleci, buildkite, plain"
+            ))
+        }
+    })
+}
+
+/// The graph of `run create --graph FILE`, read by the CI's own reader.
+fn graph_file(file: &std::path::Path, a: &CreateArgs) -> Result<CiGraph> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading graph {}", file.display()))?;
+    let format = a.ci.unwrap_or_else(|| Format::guess(file, &text));
+    let entry = file.strip_prefix(&a.checkout).unwrap_or(file);
+    let select = match &a.workflow {
+        Some(w) => Select::Workflow(w),
+        None => Select::Only,
+    };
+    Ok(strata_store::ci::config::read(
+        format,
+        &a.checkout,
+        entry,
+        select,
+    )?)
+}
+
 /// A positive number of seconds.
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -580,10 +644,11 @@ fn run(cli: Cli) -> Result<()> {
             let run = a.run.clone();
             let graph = match &a.graph {
                 Some(file) => {
-                    let text = std::fs::read_to_string(file)
-                        .with_context(|| format!("reading graph {}", file.display()))?;
-                    Graph::from_yaml(&text, a.workflow.as_deref())
-                        .with_context(|| format!("in {}", file.display()))?
+                    let read = graph_file(file, a)?;
+                    for w in &read.warnings {
+                        eprintln!("strata: warning: {w}");
+                    }
+                    read.graph
                 }
                 None => Graph::from_specs(&a.jobs)?,
             };

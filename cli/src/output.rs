@@ -531,7 +531,7 @@ pub fn ci(json: bool, ci: &strata_store::ci::CiContext, run: &RunName, job: &Job
     line("default branch", ci.default_branch.as_ref());
     line("commit", ci.commit.as_ref());
     line("checkout", ci.checkout.as_ref());
-    println!("config: {}", ci.config.display());
+    println!("config: {} (from {})", ci.config.display(), ci.config_from);
     println!("store run: {run}");
     println!("store job: {job}");
 }

@@ -261,6 +261,18 @@ pub enum Error {
         cycle: Vec<String>,
     },
 
+    /// A CI config file (or a file it includes) cannot be read as its CI
+    /// reads it; names the file and, where known, the line.
+    #[error("{}{}: {detail}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Config {
+        /// The config file, relative to the checkout.
+        file: PathBuf,
+        /// The 1-based line at fault.
+        line: Option<usize>,
+        /// What is wrong, for a person, jobs named as the config writes them.
+        detail: String,
+    },
+
     /// A graph file is malformed.
     #[error("graph: {detail}")]
     Graph {

@@ -1,16 +1,19 @@
 //! Who is running strata, read from the CI system's own environment: the
 //! run, attempt, job and leg of GitHub Actions, GitLab CI, CircleCI and
 //! Buildkite, from their documented variables (docs/ci.md cites each), and
-//! the store names they map to. `config` reads the job graph from the
-//! CI's config file. Knows nothing about the store.
+//! the store names they map to; the overrides `STRATA_JOB`, `STRATA_LEG`
+//! and `STRATA_CONFIG` win over what the CI says. `config` reads the job
+//! graph from the CI's config file, `resolve` finds the running job in it.
+//! Knows nothing about the store.
 
 pub mod config;
+mod resolve;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::format::records::Writer;
+use crate::format::records::{Writer, FIRST_TRY};
 use crate::id::{JobName, RunName};
 
 /// A CI system strata knows.
@@ -71,6 +74,8 @@ pub struct CiContext {
     /// The config file that defines the job graph, relative to the
     /// checkout.
     pub config: PathBuf,
+    /// Where `config` came from: a variable, or the CI's default place.
+    pub config_from: &'static str,
     /// Where the checkout is, when the CI says it.
     pub checkout: Option<Found>,
     /// The ref whose caches this job writes: its branch, or for a pull
@@ -150,29 +155,60 @@ impl CiContext {
         let (leg, attempt) = match self.system {
             CiSystem::GithubActions => (env("STRATA_LEG"), self.attempt.map(|a| a.to_string())),
             // The leg's whole name: `rspec 1/20`, `deploy: [aws, app1]`.
-            CiSystem::Gitlab => (Some(self.job.value.clone()), env("CI_JOB_ID")),
+            CiSystem::Gitlab => (
+                env("STRATA_LEG").or_else(|| env("CI_JOB_NAME")),
+                env("CI_JOB_ID"),
+            ),
             CiSystem::Circleci => (
                 env("STRATA_LEG").or_else(|| self.leg.as_ref().map(|l| l.value.clone())),
                 env("CIRCLE_BUILD_NUM"),
             ),
             CiSystem::Buildkite => (
-                env("STRATA_LEG").or_else(|| self.leg.as_ref().map(|l| l.value.clone())),
+                env("STRATA_LEG")
+                    .or_else(|| self.leg.as_ref().map(|l| l.value.clone()))
+                    .or_else(|| buildkite_matrix_leg(&env)),
                 env("BUILDKITE_JOB_ID"),
             ),
         };
+        let attempt = attempt.unwrap_or_default();
+        // Buildkite numbers a job's tries (`BUILDKITE_RETRY_COUNT`, 0 for
+        // the first): a first try supersedes nothing, so two jobs strata
+        // could not tell apart as legs never hide each other's layers.
+        let first_try = self.system == CiSystem::Buildkite
+            && env("BUILDKITE_RETRY_COUNT").as_deref() == Some("0");
         Writer {
             leg: leg.unwrap_or_default(),
-            attempt: attempt.unwrap_or_default(),
+            attempt: match first_try {
+                true => format!("{FIRST_TRY}{attempt}"),
+                false => attempt,
+            },
         }
     }
 
     /// The store's name for this job: the CI's name of the job (a GitLab
     /// `parallel` leg's job is the one the config names), encoded.
     pub fn job_name(&self) -> JobName {
-        match self.system {
-            CiSystem::Gitlab => job_name(config::gitlab_job_of_leg(&self.job.value)),
+        match (self.system, self.job.from) {
+            (CiSystem::Gitlab, "CI_JOB_NAME") => {
+                job_name(config::gitlab_job_of_leg(&self.job.value))
+            }
             _ => job_name(&self.job.value),
         }
+    }
+
+    /// The job as the user named it (`--job`), which wins over the CI's.
+    pub fn override_job(&mut self, written: &str, from: &'static str) {
+        self.job = Found {
+            value: written.to_string(),
+            from,
+        };
+    }
+
+    /// The config as the user named it (`--config`), which wins over the
+    /// CI's.
+    pub fn override_config(&mut self, path: PathBuf, from: &'static str) {
+        self.config = path;
+        self.config_from = from;
     }
 }
 
@@ -206,6 +242,30 @@ pub fn job_name(ci: &str) -> JobName {
     JobName::new(&out).expect("the encoding is a valid name")
 }
 
+/// The leg of a Buildkite matrix job. The agent names no matrix values
+/// (Buildkite's environment variables list none: docs/ci.md), and a matrix
+/// job shares its step's key; but Buildkite interpolates the values into
+/// the job's label, command and plugins, which the agent exports
+/// (`BUILDKITE_LABEL`, `BUILDKITE_COMMAND`, `BUILDKITE_PLUGINS`) and which a
+/// retry of the job keeps. So the leg is the label, with a hash of the
+/// command and plugins: distinct legs for distinct matrix values, the same
+/// leg for a retry. A step that is not a matrix has one leg, which this
+/// names too.
+fn buildkite_matrix_leg(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let label = env("BUILDKITE_LABEL").unwrap_or_default();
+    let command = env("BUILDKITE_COMMAND");
+    let plugins = env("BUILDKITE_PLUGINS");
+    if command.is_none() && plugins.is_none() {
+        return (!label.is_empty()).then_some(label);
+    }
+    let body = format!(
+        "{}\0{}",
+        command.unwrap_or_default(),
+        plugins.unwrap_or_default()
+    );
+    Some(format!("{label} #{}", &short_hash(&body)[..8]))
+}
+
 /// Keeps the characters run names take; others become `-`.
 fn safe(s: &str) -> String {
     s.chars()
@@ -221,8 +281,20 @@ fn short_hash(s: &str) -> String {
 }
 
 /// Reads the CI's identity from `var` (the environment); `None` outside a
-/// CI strata knows, or when a variable it needs is missing.
+/// CI strata knows, or when a variable it needs is missing. `STRATA_JOB`
+/// and `STRATA_CONFIG` win over the CI's job and config.
 pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
+    let mut ci = detect_ci(var)?;
+    if let Some(job) = var("STRATA_JOB").filter(|v| !v.is_empty()) {
+        ci.override_job(&job, "STRATA_JOB");
+    }
+    if let Some(config) = var("STRATA_CONFIG").filter(|v| !v.is_empty()) {
+        ci.override_config(PathBuf::from(config), "STRATA_CONFIG");
+    }
+    Some(ci)
+}
+
+fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     let get = |name: &'static str| {
         var(name)
             .filter(|v| !v.is_empty())
@@ -232,8 +304,13 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     let writer_vars: Vec<(&'static str, String)> = [
         "STRATA_LEG",
         "CI_JOB_ID",
+        "CI_JOB_NAME",
         "CIRCLE_BUILD_NUM",
         "BUILDKITE_JOB_ID",
+        "BUILDKITE_LABEL",
+        "BUILDKITE_COMMAND",
+        "BUILDKITE_PLUGINS",
+        "BUILDKITE_RETRY_COUNT",
     ]
     .into_iter()
     .filter_map(|k| var(k).filter(|v| !v.is_empty()).map(|v| (k, v)))
@@ -273,6 +350,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             default_branch,
             commit: get("GITHUB_SHA"),
             config,
+            config_from: "GITHUB_WORKFLOW_REF",
             checkout: get("GITHUB_WORKSPACE"),
         });
     }
@@ -291,6 +369,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             default_branch: get("CI_DEFAULT_BRANCH"),
             commit: get("CI_COMMIT_SHA"),
             config: PathBuf::from(var("CI_CONFIG_PATH").unwrap_or_else(|| ".gitlab-ci.yml".into())),
+            config_from: "CI_CONFIG_PATH",
             checkout: get("CI_PROJECT_DIR"),
         });
     }
@@ -309,6 +388,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             default_branch: None,
             commit: get("CIRCLE_SHA1"),
             config: PathBuf::from(".circleci/config.yml"),
+            config_from: "CircleCI's default place",
             checkout: get("CIRCLE_WORKING_DIRECTORY"),
         });
     }
@@ -325,6 +405,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             default_branch: get("BUILDKITE_PIPELINE_DEFAULT_BRANCH"),
             commit: get("BUILDKITE_COMMIT"),
             config: PathBuf::from(".buildkite/pipeline.yml"),
+            config_from: "Buildkite's default place",
             checkout: get("BUILDKITE_BUILD_CHECKOUT_PATH"),
         });
     }

@@ -3,14 +3,12 @@
 //! Owns validation (duplicate names, unknown requires, cycles), ancestry and
 //! the one topological order that attach applies layers in: Kahn's
 //! algorithm breaking ties by declaration order, so the order never depends
-//! on scheduling or on when jobs finished. Also reads graphs from YAML
-//! (a CircleCI config's `workflows:` or a plain `jobs:` mapping). Knows
-//! nothing about layers or storage.
+//! on scheduling or on when jobs finished. Graphs are read from config
+//! files by `ci::config`. Knows nothing about layers or storage.
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
-use serde_yaml_ng::Value;
 
 use crate::error::{Error, Result};
 use crate::id::JobName;
@@ -124,67 +122,6 @@ impl Graph {
         Graph::new(jobs)
     }
 
-    /// Reads a graph from YAML: a CircleCI config's `workflows:` section
-    /// (pick one with `workflow` when there are several) or a plain
-    /// `jobs: {NAME: [REQUIRES...]}` mapping.
-    pub fn from_yaml(text: &str, workflow: Option<&str>) -> Result<Self> {
-        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::Graph {
-            detail: format!("invalid YAML: {e}"),
-        })?;
-        let bad = |detail: String| Error::Graph { detail };
-        if let Some(workflows) = doc.get("workflows") {
-            let map = workflows
-                .as_mapping()
-                .ok_or_else(|| bad("`workflows` is not a mapping".into()))?;
-            // CircleCI's `version: 2` sits among the workflows; skip scalars.
-            let named: Vec<(String, &Value)> = map
-                .iter()
-                .filter(|(_, v)| v.is_mapping())
-                .filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), v)))
-                .collect();
-            let names = || {
-                named
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let chosen = match workflow {
-                Some(w) => named
-                    .iter()
-                    .find(|(n, _)| n == w)
-                    .ok_or_else(|| bad(format!("no workflow {w:?} (workflows: {})", names())))?,
-                None if named.len() == 1 => &named[0],
-                None if named.is_empty() => return Err(bad("`workflows` has no workflow".into())),
-                None => {
-                    return Err(bad(format!(
-                        "several workflows ({}); pick one with --workflow",
-                        names()
-                    )))
-                }
-            };
-            return Graph::new(circleci_jobs(&chosen.0, chosen.1)?);
-        }
-        if let Some(jobs) = doc.get("jobs").and_then(Value::as_mapping) {
-            let specs = jobs
-                .iter()
-                .map(|(k, v)| {
-                    let name = k
-                        .as_str()
-                        .ok_or_else(|| bad("a job name is not a string".into()))?;
-                    Ok(JobSpec {
-                        name: JobName::new(name)?,
-                        requires: string_list(v, name)?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            return Graph::new(specs);
-        }
-        Err(bad(
-            "expected a `workflows:` section or a `jobs:` mapping".into()
-        ))
-    }
-
     /// The jobs, in the order the graph declares them (`topo_order` is
     /// the order layers apply in).
     pub fn jobs(&self) -> &[JobSpec] {
@@ -219,66 +156,6 @@ impl Graph {
             .collect::<Vec<_>>()
             .join(", ")
     }
-}
-
-fn string_list(v: &Value, job: &str) -> Result<Vec<JobName>> {
-    match v {
-        Value::Null => Ok(vec![]),
-        Value::String(s) => Ok(vec![JobName::new(s)?]),
-        Value::Sequence(seq) => seq
-            .iter()
-            .map(|r| {
-                r.as_str()
-                    .map(|r| JobName::new(r).map_err(Error::from))
-                    .unwrap_or_else(|| {
-                        Err(Error::Graph {
-                            detail: format!("job {job}: a required job is not a string"),
-                        })
-                    })
-            })
-            .collect(),
-        _ => Err(Error::Graph {
-            detail: format!("job {job}: `requires` must be a list of job names"),
-        }),
-    }
-}
-
-/// A CircleCI workflow's `jobs:` list: `- name` or `- name: {requires: [..],
-/// name: alias}` entries.
-fn circleci_jobs(workflow: &str, wf: &Value) -> Result<Vec<JobSpec>> {
-    let bad = |detail: String| Error::Graph {
-        detail: format!("workflow {workflow}: {detail}"),
-    };
-    let list = wf
-        .get("jobs")
-        .and_then(Value::as_sequence)
-        .ok_or_else(|| bad("no `jobs:` list".into()))?;
-    list.iter()
-        .map(|item| match item {
-            Value::String(s) => Ok(JobSpec {
-                name: JobName::new(s)?,
-                requires: vec![],
-            }),
-            Value::Mapping(m) if m.len() == 1 => {
-                let (k, params) = m.iter().next().expect("one entry");
-                let job = k
-                    .as_str()
-                    .ok_or_else(|| bad("a job name is not a string".into()))?;
-                let name = params.get("name").and_then(Value::as_str).unwrap_or(job);
-                let requires = match params.get("requires") {
-                    Some(r) => string_list(r, name)?,
-                    None => vec![],
-                };
-                Ok(JobSpec {
-                    name: JobName::new(name)?,
-                    requires,
-                })
-            }
-            _ => Err(bad(
-                "each job entry must be a name or a one-key mapping".into()
-            )),
-        })
-        .collect()
 }
 
 /// A cycle in `edges` (job -> required jobs), as a closed path of indices.
@@ -392,33 +269,5 @@ mod tests {
         let e = Graph::from_specs(&["a:ghost"]).unwrap_err().to_string();
         assert!(e.contains("requires ghost"), "{e}");
         assert!(Graph::from_specs(&["a:a"]).is_err());
-    }
-
-    #[test]
-    fn circleci_yaml() {
-        let y = r#"
-version: 2.1
-workflows:
-  version: 2
-  build-test-deploy:
-    jobs:
-      - compile-code
-      - test:
-          requires: [compile-code]
-      - deploy:
-          name: deploy-prod
-          requires:
-            - test
-"#;
-        let g = Graph::from_yaml(y, None).unwrap();
-        assert_eq!(g.job_list(), "compile-code, test, deploy-prod");
-        let plain = "jobs:\n  a: []\n  b: [a]\n";
-        assert_eq!(Graph::from_yaml(plain, None).unwrap().jobs().len(), 2);
-        let two = "workflows:\n  x: {jobs: [a]}\n  y: {jobs: [b]}\n";
-        assert!(Graph::from_yaml(two, None)
-            .unwrap_err()
-            .to_string()
-            .contains("--workflow"));
-        assert_eq!(Graph::from_yaml(two, Some("y")).unwrap().job_list(), "b");
     }
 }

@@ -114,8 +114,20 @@ pub struct LayerRecord {
 pub struct Writer {
     /// The parallel or matrix leg.
     pub leg: String,
-    /// The CI's id of the try.
+    /// The CI's id of the try; `first-try:<id>` for a try the CI says is a
+    /// job's first (Buildkite), which supersedes no other.
     pub attempt: String,
+}
+
+/// How an attempt that is known to be a job's first try starts.
+pub const FIRST_TRY: &str = "first-try:";
+
+impl Writer {
+    /// Whether this try may be a retry of another of its leg, whose
+    /// layers it then supersedes (format.md, "Layer refs").
+    pub fn may_supersede(&self) -> bool {
+        !self.attempt.starts_with(FIRST_TRY)
+    }
 }
 
 /// The body of a version-1 layer ref.

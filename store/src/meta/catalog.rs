@@ -13,8 +13,6 @@
 //! plain caches: a key listed by the backend and found in sled is not read
 //! again. This module knows nothing about manifests' contents or attach.
 
-use std::collections::HashMap;
-
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::format::graph::Graph;
@@ -39,19 +37,22 @@ pub fn require_ref(run: &RunName, record: &RunRecord, ours: Option<&str>) -> Res
     }
 }
 
-/// Drops from `layers` (one job's, in persist order) every layer of a leg
-/// written by an attempt other than the leg's newest (the attempt of its
-/// last layer): a retried or rerun leg supersedes its earlier attempts'
-/// layers without deleting them (format.md, "Layer refs"). Layers without
-/// a writer (persisted outside a CI) all stay.
+/// Drops from `layers` (one job's) every layer of a leg that a later try
+/// of the same leg superseded: a layer of another attempt with a higher
+/// `seq` that may be a retry. So a retried or rerun leg replaces its
+/// earlier attempts' layers without deleting them (format.md, "Layer
+/// refs"). Layers without a writer (persisted outside a CI) all stay.
 fn supersede(layers: &mut Vec<LayerRef>) {
-    let newest: HashMap<String, String> = layers
+    let later: Vec<(String, String, u64)> = layers
         .iter()
-        .filter_map(|l| l.record.writer.as_ref())
-        .map(|w| (w.leg.clone(), w.attempt.clone()))
+        .filter_map(|l| Some((l.record.writer.as_ref()?, l.seq)))
+        .filter(|(w, _)| w.may_supersede())
+        .map(|(w, seq)| (w.leg.clone(), w.attempt.clone(), seq))
         .collect();
     layers.retain(|l| match &l.record.writer {
-        Some(w) => newest.get(&w.leg) == Some(&w.attempt),
+        Some(w) => !later
+            .iter()
+            .any(|(leg, attempt, seq)| *leg == w.leg && *attempt != w.attempt && *seq > l.seq),
         None => true,
     });
 }

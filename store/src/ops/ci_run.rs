@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::ci::{config, CiContext, CiSystem};
+use crate::ci::CiContext;
 use crate::error::{Error, Result};
 use crate::id::{JobName, RunName};
 use crate::meta::catalog::require_ref;
@@ -29,6 +29,8 @@ pub struct CiRun {
     pub created: bool,
     /// The earlier attempt this run reruns, if it was created so.
     pub rerun_of: Option<RunName>,
+    /// What the config reader could not follow, for the user.
+    pub warnings: Vec<String>,
 }
 
 /// The run of `ci` in `store`, created if this is its first use: from the
@@ -44,11 +46,19 @@ pub fn prepare(store: &Store, ci: &CiContext, checkout: &Path) -> Result<CiRun> 
         job: job.clone(),
         created: false,
         rerun_of: None,
+        warnings: Vec::new(),
     };
     let ours = ci.cache_scopes().map(|(write, _)| write);
     match store.run(&run) {
         Ok(record) => {
             require_ref(&run, &record, ours.as_deref())?;
+            if record.graph.index_of(&job).is_none() {
+                // The CI's name for the job is not the config's (a
+                // reusable workflow's job, a Buildkite label with matrix
+                // values): the config says which it is.
+                let graph = ci.read_config(checkout)?;
+                out.job = ci.job_in(&graph)?;
+            }
             return Ok(out);
         }
         Err(Error::UnknownRun { .. }) => {}
@@ -66,33 +76,18 @@ pub fn prepare(store: &Store, ci: &CiContext, checkout: &Path) -> Result<CiRun> 
             Ok(_) => {
                 out.created = true;
                 out.rerun_of = Some(from);
+                if store.run(&run)?.graph.index_of(&job).is_none() {
+                    out.job = ci.job_in(&ci.read_config(checkout)?)?;
+                }
                 return Ok(out);
             }
             Err(Error::UnknownRun { .. }) => continue,
             Err(e) => return Err(e),
         }
     }
-    let path = checkout.join(&ci.config);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Graph {
-        detail: format!(
-            "reading the {:?} config {} (from {}): {e}",
-            ci.system,
-            path.display(),
-            if ci.system == CiSystem::GithubActions {
-                "GITHUB_WORKFLOW_REF"
-            } else {
-                "the CI's default place"
-            }
-        ),
-    })?;
-    let graph = config::graph(ci.system, &text, &ci.job.value)?;
-    if graph.index_of(&job).is_none() {
-        return Err(Error::UnknownJob {
-            run: run.clone(),
-            job,
-            known: graph.job_list(),
-        });
-    }
-    out.created = store.create_run(&run, graph, ours)?;
+    let graph = ci.read_config(checkout)?;
+    out.job = ci.job_in(&graph)?;
+    out.warnings = graph.warnings;
+    out.created = store.create_run(&run, graph.graph, ours)?;
     Ok(out)
 }
