@@ -14,6 +14,11 @@
 //! that work and the server answers "which of these chunks are missing",
 //! "where are these chunks", and moves objects.
 
+// What a request reaches must not panic: every unwrap or expect here is
+// refused unless its line says why it cannot fail.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod auth;
 mod limits;
 mod listen;
@@ -110,7 +115,7 @@ pub(crate) struct Namespaces {
 impl Namespaces {
     /// The store of namespace `ns`, opened (and created) on first use.
     pub(crate) fn get(&self, ns: &str) -> strata_store::Result<Arc<Store>> {
-        if let Some(s) = self.open.lock().expect("poisoned").get(ns) {
+        if let Some(s) = self.open.lock().unwrap_or_else(|p| p.into_inner()).get(ns) {
             return Ok(s.clone());
         }
         let location = if self.base.starts_with("s3://") {
@@ -126,7 +131,7 @@ impl Namespaces {
         };
         let store =
             Arc::new(Store::open_at(&location, &options, &LockLog)?.with_clock(self.clock.clone()));
-        let mut open = self.open.lock().expect("poisoned");
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         Ok(open.entry(ns.to_string()).or_insert(store).clone())
     }
 
@@ -136,7 +141,7 @@ impl Namespaces {
         let mut names: Vec<String> = self
             .open
             .lock()
-            .expect("poisoned")
+            .unwrap_or_else(|p| p.into_inner())
             .keys()
             .cloned()
             .collect();

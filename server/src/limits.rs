@@ -29,7 +29,7 @@ impl Limiter {
 
     /// Takes one request from `client`'s bucket; `Err(seconds)` to wait.
     pub(crate) fn take(&self, client: &str, now: Instant) -> Result<(), u64> {
-        let mut buckets = self.buckets.lock().expect("poisoned");
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let (tokens, last) = buckets
             .entry(client.to_string())
             .or_insert((self.limit.burst, now));

@@ -13,6 +13,11 @@
 //! This module knows nothing about tokens, HTTP or how a grant was proven
 //! (a static token today; a verified CI identity may fill the same fields).
 
+// What a request reaches must not panic: every unwrap or expect here is
+// refused unless its line says why it cannot fail.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 use crate::error::{Error, Result};
 use crate::format::keys::ObjectKind;
 

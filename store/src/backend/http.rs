@@ -452,6 +452,7 @@ impl Backend for HttpStore {
             key: key.into(),
             ranges: ranges.iter().map(|r| (r.start, r.end)).collect(),
         };
+        #[allow(clippy::expect_used)] // a string and numbers always serialize
         let body = serde_json::to_vec(&req).expect("serializes");
         let r = self.transport.call("POST", route::RANGES, Some(&body))?;
         let all = self.transport.expect_ok(r, key)?;
@@ -479,7 +480,8 @@ impl Backend for HttpStore {
             .call("HEAD", &format!("{}{key}", route::OBJECT), None)?;
         let b = self.transport.expect_ok(r, key)?;
         b.get(..8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
             .ok_or_else(|| Error::Remote {
                 server: self.transport.location_string(),
                 detail: format!("{key}: no content-length"),

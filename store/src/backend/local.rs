@@ -60,7 +60,9 @@ impl LocalDir {
 impl Backend for LocalDir {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         let path = self.path(key)?;
-        let dir = path.parent().expect("keys have a parent");
+        let dir = path
+            .parent()
+            .ok_or_else(|| Error::corrupt(format!("object key {key:?}"), "not a valid key"))?;
         let tmp = self.write_tmp(data)?;
         let moved = fs::create_dir_all(dir)
             .ctx("create directory", dir)
@@ -148,10 +150,9 @@ impl Backend for LocalDir {
             if !entry.file_type().is_file() {
                 continue;
             }
-            let rel = entry
-                .path()
-                .strip_prefix(&self.root)
-                .expect("walk stays below root");
+            let Ok(rel) = entry.path().strip_prefix(&self.root) else {
+                continue;
+            };
             let Some(key) = rel.to_str() else { continue };
             // Only objects: not the local index or temporary files.
             if key.starts_with(prefix) && validate_key(key).is_ok() {

@@ -21,7 +21,7 @@ impl Memory {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> T) -> T {
-        f(&mut self.objects.lock().expect("poisoned"))
+        f(&mut self.objects.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

@@ -7,6 +7,11 @@
 //! one writer ever uses a key, and a repeated `put` is always harmless.
 //! This module knows nothing about packs, manifests or runs.
 
+// What a request reaches must not panic: every unwrap or expect here is
+// refused unless its line says why it cannot fail.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod http;
 mod local;
 mod memory;

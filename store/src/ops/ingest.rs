@@ -25,6 +25,11 @@
 //!
 //! This module knows nothing about HTTP.
 
+// What a request reaches must not panic: every unwrap or expect here is
+// refused unless its line says why it cannot fail.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -77,16 +82,17 @@ fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
         return Ok(());
     };
     // Named by the first file that needs it.
-    let user = m
+    let path = m
         .entries
         .iter()
         .find(|e| e.kind.chunks().iter().any(|c| c.id == *chunk))
-        .expect("every id was taken from an entry");
+        .map(|e| e.path.to_string())
+        .unwrap_or_default();
     Err(Error::Incomplete {
         key: key.to_string(),
         manifest: *manifest,
         chunk: *chunk,
-        path: user.path.to_string(),
+        path,
     })
 }
 
