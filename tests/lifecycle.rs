@@ -16,9 +16,11 @@ const DAY10: &str = "2026-11-11";
 const DAY20: &str = "2026-11-21";
 const DAY30: &str = "2026-12-01";
 const DAY40: &str = "2026-12-11";
+/// Day 40, once gc's grace period (an hour) has passed.
+const DAY40_LATER: &str = "2026-12-11T02:00:00";
 
 /// Where the store is: a directory, a server (kept alive) whose clock
-/// reads `server_now`, or an S3 prefix; and a client of it working in the
+/// each command moves to its own time, or an S3 prefix; and a client of it working in the
 /// target's directory.
 struct Target {
     dir: tempfile::TempDir,
@@ -58,13 +60,15 @@ impl Target {
         t
     }
 
-    /// A server whose own clock (gc's) reads `server_now`.
-    fn http(server_now: &str) -> Target {
+    /// A server whose clock (the time of every record it stores, and
+    /// gc's) is the scenario's: each command moves it to its own `now`.
+    fn http() -> Target {
         let dir = tempfile::tempdir().unwrap();
+        let clock = dir.path().join("server-now");
         let server = Server::start(
             dir.path().join("srv").to_str().unwrap(),
             &["--quiet"],
-            &[("STRATA_NOW", server_now)],
+            &[("STRATA_NOW", &format!("@{}", clock.display()))],
         );
         let mut t = Target::new(dir, &server.ns("life"), vec![]);
         t._server = Some(server);
@@ -75,11 +79,21 @@ impl Target {
         self.dir.path().join(p)
     }
 
+    /// Moves the server's clock (when there is one) to `now`.
+    fn at(&self, now: &str) {
+        // A time that does not parse is the test's own (a bad STRATA_NOW).
+        if let Some(secs) = strata_store::lifecycle::parse_time(now) {
+            std::fs::write(self.path("server-now"), secs.to_string()).unwrap();
+        }
+    }
+
     fn ok(&self, now: &str, args: &[&str]) -> Value {
+        self.at(now);
         self.client.json_with(&[("STRATA_NOW", now)], args)
     }
 
     fn fails(&self, now: &str, args: &[&str]) -> String {
+        self.at(now);
         self.client.fails_with(&[("STRATA_NOW", now)], args)
     }
 
@@ -121,8 +135,7 @@ impl Target {
 /// Runs a scenario on a directory, over `strata serve`, and on S3.
 fn both(scenario: fn(&Target)) {
     scenario(&Target::local());
-    // The server's clock is the latest any scenario asks gc about.
-    scenario(&Target::http(DAY40));
+    scenario(&Target::http());
     scenario(&Target::s3());
 }
 
@@ -345,7 +358,7 @@ fn retention(t: &Target) {
     );
     assert!(e.contains("expired on 2026-12-06"), "{e}");
     // After gc has dropped its layers, the error is the same, not "not found".
-    let gc = t.ok(DAY40, &["gc", "--grace-secs", "0"]);
+    let gc = t.ok(DAY40, &["gc"]);
     assert_eq!(gc["runs_expired"], serde_json::json!(["r1"]));
     let e = t.fails(
         DAY40,
@@ -427,8 +440,8 @@ fn gc_reclaims(t: &Target) {
     let at = t.attach(DAY30, "r-new", "b", "new-b");
     same_tree(&t.path("src/new"), &at.join("new"));
     same_tree(&t.path("src/keep"), &at.join("keep"));
-    // Once the grace period has passed (here: told it has), they go.
-    let second = t.ok(DAY40, &["gc", "--grace-secs", "0"]);
+    // Once the grace period has passed, they go.
+    let second = t.ok(DAY40_LATER, &["gc"]);
     let reclaimed = second["bytes_reclaimed"].as_u64().unwrap();
     assert!(reclaimed > 10 << 20, "{second}");
     let after = t.ok(DAY30, &["stats"])["stored_bytes"].as_u64().unwrap();
@@ -438,7 +451,7 @@ fn gc_reclaims(t: &Target) {
     same_tree(&t.path("src/new"), &at.join("new"));
     same_tree(&t.path("src/keep"), &at.join("keep"));
     // Nothing left to do.
-    let third = t.ok(DAY40, &["gc", "--grace-secs", "0"]);
+    let third = t.ok(DAY40_LATER, &["gc"]);
     assert_eq!(third["packs_deleted"], 0);
     assert_eq!(third["bytes_reclaimed"], 0);
 }
@@ -456,7 +469,7 @@ fn gc_reclaims_expired_runs_and_keeps_live_ones() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    gc_reclaims(&Target::http(DAY40));
+    gc_reclaims(&Target::http());
     gc_reclaims(&Target::s3());
 }
 
@@ -467,6 +480,7 @@ fn caches(t: &Target) {
     strata_store::synth::generate(&src.join("node_modules"), 300, 9).unwrap();
     let tpl = "deps-{{ .Branch }}-{{ checksum \"src/package-lock.json\" }}";
     let save = |now: &str| {
+        t.at(now);
         t.client.json_with(
             &[("STRATA_NOW", now), ("CIRCLE_BRANCH", "main")],
             &[
@@ -537,7 +551,7 @@ fn caches(t: &Target) {
     assert_eq!(r["restored_key"], "deps-main-zzz");
     let r = restore(DAY40, &["deps-main-"], "r5");
     assert!(r["restored_key"].is_null(), "{r}");
-    let gc = t.ok(DAY40, &["gc", "--grace-secs", "0"]);
+    let gc = t.ok(DAY40, &["gc"]);
     assert_eq!(gc["caches_expired"], 2);
 }
 
@@ -588,7 +602,7 @@ fn bad_cache_keys_and_statuses_fail_clearly() {
 #[test]
 fn the_server_runs_gc_on_a_schedule() {
     // A run persisted on day 0 through a server without a schedule...
-    let mut t = Target::http(DAY0);
+    let mut t = Target::http();
     random_files(&t.path("src/out"), 2, 100_000, 8);
     t.ok(DAY0, &["run", "create", "r1", "--job", "a"]);
     t.persist(DAY0, "r1", "a", "out");

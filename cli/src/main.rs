@@ -538,6 +538,8 @@ fn few_malloc_arenas() {
 /// and for asking "what would expire by then".
 fn clock() -> Result<Clock> {
     match std::env::var("STRATA_NOW") {
+        // Tests: the Unix seconds in a file, read at every call.
+        Ok(v) if v.starts_with('@') => Ok(Clock::File(v[1..].into())),
         Ok(v) => strata_store::lifecycle::parse_time(&v)
             .map(Clock::Fixed)
             .with_context(|| {

@@ -110,6 +110,20 @@ fn main() {
         seed.extend_from_slice(a);
         write("server_answers", &format!("answer{i}"), &seed);
     }
+    for (i, seed) in [
+        &b"\x00{\"key\":\"packs/00/00\",\"ranges\":[[0,10],[20,30]]}"[..],
+        b"\x00{\"key\":\"packs/00/00\",\"ranges\":[[0,4611686018427387904],[0,4611686018427387904]]}",
+        b"\x01runs/\x00runs/r1/used/",
+        b"\x01../b/runs/",
+        b"\x02\x10\x0e\x00\x00\x00\x00\x00\x00",
+        b"\x04runs/r/used/000000000001-ab",
+        b"\x04caches/6162/000000000001-ab",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write("server_requests", &format!("request{i}"), seed);
+    }
     let (_, index) = IndexObject {
         packs: vec![IndexedPack {
             pack: pack_id,

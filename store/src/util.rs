@@ -235,6 +235,10 @@ pub enum Clock {
     Fixed(i64),
     /// Whatever the shared cell holds; a test moves it.
     Manual(Arc<std::sync::atomic::AtomicI64>),
+    /// The Unix seconds a file holds, read at every call
+    /// (`$STRATA_NOW=@FILE`): a test moves a server's clock from outside
+    /// its process. An unreadable file reads as the system's clock.
+    File(std::path::PathBuf),
 }
 
 impl Clock {
@@ -244,6 +248,10 @@ impl Clock {
             Clock::System => system_clock(),
             Clock::Fixed(t) => *t,
             Clock::Manual(t) => t.load(std::sync::atomic::Ordering::SeqCst),
+            Clock::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or_else(system_clock),
         }
     }
 }

@@ -1,0 +1,67 @@
+//! What a client sends `strata serve` besides objects: a `ranges` body, a
+//! `list` prefix and cursor, a `gc` grace, chunk queries, and the keys of
+//! object routes as the access rules see them. Each is refused or accepted
+//! without a panic, and what is accepted keeps the promises the server
+//! relies on: a ranges request within its limits (summed without
+//! overflow), a prefix that cannot leave the namespace, no grace below the
+//! store's, and a read grant that writes nothing but uses.
+//! (Byte 0 picks the request; the rest is its body.)
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use strata_store::access::{self, Grant, Role};
+use strata_store::format::keys::{classify, ObjectKind};
+use strata_store::protocol::{decode_ids, ListQuery, RangesRequest, MAX_RANGES_BYTES};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(body);
+    match kind % 5 {
+        0 => {
+            if let Ok((req, total)) = RangesRequest::decode(body) {
+                let sum: u128 = req.ranges.iter().map(|&(a, b)| u128::from(b - a)).sum();
+                assert_eq!(sum, u128::from(total));
+                assert!(total <= MAX_RANGES_BYTES);
+            }
+        }
+        1 => {
+            let (prefix, after) = text.split_once('\0').unwrap_or((&text, ""));
+            let q = ListQuery {
+                prefix: prefix.to_string(),
+                after: (!after.is_empty()).then(|| after.to_string()),
+            };
+            if q.validate().is_ok() {
+                for s in [&q.prefix, q.after.as_ref().unwrap_or(&String::new())] {
+                    assert!(!s.starts_with('/'), "{s:?}");
+                    assert!(s.split('/').all(|c| !c.starts_with('.')), "{s:?}");
+                }
+            }
+        }
+        2 => {
+            let asked = body.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+            if let Ok(grace) = access::gc_grace(asked, 3600) {
+                assert!(grace >= 3600);
+            }
+        }
+        3 => {
+            let _ = decode_ids(body);
+        }
+        _ => {
+            let Ok(object) = classify(&text) else {
+                return;
+            };
+            let read = Grant {
+                name: "fuzz".into(),
+                namespace: "ns".into(),
+                role: Role::Read,
+                runs: None,
+                cache_keys: None,
+            };
+            if access::allow(&read, "ns", &access::Request::Put(&object)).is_ok() {
+                assert!(matches!(object, ObjectKind::Used(_) | ObjectKind::CacheUsed));
+            }
+            assert!(access::allow(&read, "ns", &access::Request::Delete(&object)).is_err());
+        }
+    }
+});
