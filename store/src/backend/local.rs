@@ -128,8 +128,16 @@ impl Backend for LocalDir {
         let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
         let start = self.root.join(dir_part);
         let mut keys = Vec::new();
-        if !start.exists() {
-            return Ok(keys);
+        // Missing: no keys. Any other error (a name too long, no
+        // permission) is one, never an empty answer.
+        match fs::symlink_metadata(&start) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(keys),
+            Err(e) => return Err(Error::io("list", &start, e)),
+            Ok(m) if !m.is_dir() => {
+                let e = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+                return Err(Error::io("list", &start, e));
+            }
+            Ok(_) => {}
         }
         for entry in walkdir::WalkDir::new(&start).min_depth(1) {
             let entry = entry.map_err(|e| {

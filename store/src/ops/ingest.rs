@@ -29,8 +29,8 @@ use crate::format::pack::verify_pack;
 use crate::id::{ChunkId, ManifestId};
 
 use crate::format::keys::{
-    cache_hex_of, classify, hex_key, index_log_key, manifest_key, pack_key, run_key, ObjectKind,
-    RUNS_PREFIX,
+    cache_hex_of, cache_name, classify, hex_key, index_log_key, manifest_key, pack_key, run_key,
+    ObjectKind, RUNS_PREFIX,
 };
 use crate::format::records::{
     CacheRecord, JobResult, LayerRecord, Record, RerunRecord, RunRecord, UseRecord,
@@ -114,7 +114,12 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
         }
         ObjectKind::Cache => {
             let record = CacheRecord::decode(key, bytes)?;
-            if cache_hex_of(key) != Some(hex_key(&record.key).as_str()) {
+            // Its name (docs/format.md, "Cache entry names"), or the
+            // version 1 name an older client gives a long key.
+            let name = cache_hex_of(key);
+            if name != Some(cache_name(&record.key).as_str())
+                && name != Some(hex_key(&record.key).as_str())
+            {
                 return Err(Error::corrupt(
                     key,
                     "the entry's key does not match its name",
