@@ -326,11 +326,11 @@ impl RunJob {
 
 /// The cache scopes of the CI this runs in (none outside one, or with
 /// `--unscoped`).
-fn cache_scopes(unscoped: bool) -> Option<(String, Vec<String>)> {
+fn cache_scopes(unscoped: bool) -> Option<strata_store::ci::scope::CacheScopes> {
     if unscoped {
         return None;
     }
-    detect_ci()?.cache_scopes()
+    detect_ci()?.cache_scopes(&|v| std::env::var(v).ok())
 }
 
 /// The CI this runs in, from the environment.
@@ -597,7 +597,7 @@ fn run(cli: Cli) -> Result<()> {
             let key = render_key(&a.key, &store)?;
             // Inside a CI, under this job's ref (docs/ci.md, "Caches").
             let key = match cache_scopes(a.unscoped) {
-                Some((write, _)) => format!("{write}{key}"),
+                Some(scopes) => format!("{}{key}", scopes.write),
                 None => key,
             };
             output::cache_saved(json, &caches::save(&store, &key, &a.root, &a.paths)?);
@@ -611,7 +611,8 @@ fn run(cli: Cli) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             // Inside a CI: this job's ref first, then the default branch.
             let keys = match cache_scopes(a.unscoped) {
-                Some((_, read)) => read
+                Some(scopes) => scopes
+                    .read
                     .iter()
                     .flat_map(|scope| keys.iter().map(move |k| format!("{scope}{k}")))
                     .collect(),

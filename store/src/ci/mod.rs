@@ -5,6 +5,7 @@
 //! CI's config file. Knows nothing about the store.
 
 pub mod config;
+pub mod scope;
 
 use std::path::PathBuf;
 
@@ -101,31 +102,15 @@ impl CiContext {
         })
     }
 
-    /// Cache scoping as the CI's own caches do it: the scope this job's
-    /// saves go under, and the scopes its restores try, in order: its own
-    /// ref, then the default branch. A pull request's job writes under its
-    /// own ref, so nothing it saves is ever restored on the default branch
-    /// (cache poisoning: CVE-2025-36852). `None` when the CI names no ref.
-    pub fn cache_scopes(&self) -> Option<(String, Vec<String>)> {
-        let own = self.cache_ref.as_ref()?;
-        let scope = |r: &str| format!("ref:{r}:");
-        let write = scope(&own.value);
-        let mut read = vec![write.clone()];
-        if let Some(default) = &self.default_branch {
-            let default = scope(&self.ref_of_branch(&default.value));
-            if default != write {
-                read.push(default);
-            }
-        }
-        Some((write, read))
-    }
-
-    /// A branch as this CI writes its ref.
-    fn ref_of_branch(&self, branch: &str) -> String {
-        match self.system {
-            CiSystem::GithubActions => format!("refs/heads/{branch}"),
-            _ => branch.to_string(),
-        }
+    /// Cache scoping as the CI's own caches do it (`scope::scopes`, from
+    /// the ref facts `var`, the environment, gives): the scope this job's
+    /// saves go under, and the scopes its restores try, in order. A pull
+    /// request's job writes under its own ref, so nothing it saves is ever
+    /// restored on the default branch (cache poisoning: CVE-2025-36852).
+    /// `None` when the CI names no ref.
+    pub fn cache_scopes(&self, var: &dyn Fn(&str) -> Option<String>) -> Option<scope::CacheScopes> {
+        let default = self.default_branch.as_ref().map(|d| d.value.clone());
+        scope::facts(self.system, var, default).map(|f| scope::scopes(&f))
     }
 
     /// Where the checkout is, as a path: CircleCI writes its working
@@ -408,28 +393,34 @@ mod tests {
             ("GITHUB_EVENT_PATH", event),
         ]))
         .unwrap();
-        let (write, read) = pr.cache_scopes().unwrap();
-        assert_eq!(write, "ref:refs/pull/7/merge:");
-        assert_eq!(read, ["ref:refs/pull/7/merge:", "ref:refs/heads/main:"]);
-        let main = detect(&env(&[
+        let pr_env = [("GITHUB_REF", "refs/pull/7/merge")];
+        let s = pr.cache_scopes(&env(&pr_env)).unwrap();
+        assert_eq!(s.write, "ref:refs/pull/7/merge:");
+        assert_eq!(s.read, ["ref:refs/pull/7/merge:", "ref:refs/heads/main:"]);
+        let main_env = [
             ("GITHUB_ACTIONS", "true"),
             ("GITHUB_RUN_ID", "2"),
             ("GITHUB_JOB", "build"),
             ("GITHUB_REF", "refs/heads/main"),
             ("GITHUB_EVENT_PATH", event),
-        ]))
-        .unwrap();
+        ];
+        let main = detect(&env(&main_env)).unwrap();
         // The default branch reads its own scope only: never a PR's.
-        assert_eq!(main.cache_scopes().unwrap().1, ["ref:refs/heads/main:"]);
-        let gl = detect(&env(&[
+        let s = main.cache_scopes(&env(&main_env)).unwrap();
+        assert_eq!(s.read, ["ref:refs/heads/main:"]);
+        let gl_env = [
             ("GITLAB_CI", "true"),
             ("CI_PIPELINE_ID", "3"),
             ("CI_JOB_NAME", "deps"),
             ("CI_COMMIT_REF_NAME", "feature"),
+            ("CI_COMMIT_REF_PROTECTED", "true"),
             ("CI_DEFAULT_BRANCH", "main"),
-        ]))
-        .unwrap();
-        assert_eq!(gl.cache_scopes().unwrap().1, ["ref:feature:", "ref:main:"]);
+        ];
+        let gl = detect(&env(&gl_env)).unwrap();
+        assert_eq!(
+            gl.cache_scopes(&env(&gl_env)).unwrap().read,
+            ["ref:refs/heads/feature:", "ref:refs/heads/main:"]
+        );
     }
 
     #[test]
