@@ -73,8 +73,15 @@ struct Cli {
 
     /// Read and hash every file, even one whose stat is what the runner's
     /// stat cache remembers (persist, attach, cache save and restore).
-    #[arg(long, global = true, env = "STRATA_NO_STAT_CACHE")]
+    #[arg(long, global = true, env = "STRATA_NO_STAT_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
     no_stat_cache: bool,
+
+    /// Let the group read and write the store, caches and temporary
+    /// directories strata creates (0770 / 0660, umask 007); by default
+    /// they are private to the user (0700 / 0600): a store holds every
+    /// persisted file, secrets included.
+    #[arg(long, global = true, env = "STRATA_GROUP_ACCESS", value_parser = clap::builder::FalseyValueParser::new())]
+    group_access: bool,
 
     /// Print machine-readable JSON instead of a summary line.
     #[arg(long, global = true)]
@@ -410,12 +417,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("strata: error: {e:#}");
+            let text = error_text(&e);
+            eprintln!("strata: error: {text}");
             if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
                 // A workflow command: GitHub shows it as an annotation on
-                // the run (its newlines escaped as GitHub asks).
-                let text = format!("{e:#}").replace('%', "%25").replace('\n', "%0A");
-                eprintln!("::error title=strata::{text}");
+                // the run. Escaped as GitHub's runner unescapes messages,
+                // so a path holding a newline cannot start a command.
+                eprintln!("::error title=strata::{}", workflow_escape(&text));
             }
             let code = match e.downcast_ref::<strata_store::Error>() {
                 Some(e) if e.is_conflict() => EXIT_CONFLICT,
@@ -433,6 +441,32 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// An error and its causes, each said once: the library's I/O errors
+/// already end with their cause ("read F: Permission denied"), which the
+/// chain then gives again as the next error.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.ends_with(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
+/// A workflow command's message as GitHub's runner reads it back: `%`,
+/// `\r` and `\n` escaped.
+fn workflow_escape(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn default_store() -> PathBuf {
@@ -558,6 +592,9 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 
 fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
+    if cli.group_access {
+        strata_store::util::set_group_access();
+    }
     match &cli.command {
         Command::Run(RunCommand::Create(a)) => {
             let run = a.run.clone();

@@ -34,9 +34,17 @@ impl LocalDir {
     pub fn new(root: impl Into<PathBuf>, tmp: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         let tmp = tmp.into();
-        fs::create_dir_all(&root).ctx("create directory", &root)?;
-        fs::create_dir_all(&tmp).ctx("create directory", &tmp)?;
+        crate::util::private_dir(&root).ctx("create directory", &root)?;
+        crate::util::private_dir(&tmp).ctx("create directory", &tmp)?;
         Ok(Self { root, tmp })
+    }
+
+    /// Objects under `root`, which this process cannot write (a read-only
+    /// mount): nothing is created; a write fails naming `root/.tmp`.
+    pub fn read_only(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let tmp = root.join(".tmp");
+        Self { root, tmp }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -46,7 +54,7 @@ impl LocalDir {
 
     fn write_tmp(&self, data: &[u8]) -> Result<PathBuf> {
         let tmp = self.tmp.join(unique_tmp_name("put-"));
-        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+        let mut f = crate::util::private_file(&tmp).ctx("create", &tmp)?;
         let res = crate::util::write_in_pieces(&mut f, data)
             .and_then(|_| f.sync_all())
             .ctx("write", &tmp);
@@ -62,7 +70,7 @@ impl Backend for LocalDir {
         let path = self.path(key)?;
         let dir = path.parent().expect("keys have a parent");
         let tmp = self.write_tmp(data)?;
-        let moved = fs::create_dir_all(dir)
+        let moved = crate::util::private_dir(dir)
             .ctx("create directory", dir)
             .and_then(|_| fs::rename(&tmp, &path).ctx("rename into", &path));
         if moved.is_err() {
