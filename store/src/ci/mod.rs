@@ -205,6 +205,19 @@ fn short_hash(s: &str) -> String {
     blake3::hash(s.as_bytes()).to_hex()[..16].to_string()
 }
 
+/// The largest event payload read: GitHub caps webhook payloads at 25 MB.
+const MAX_EVENT_BYTES: u64 = 25 << 20;
+
+/// The file at `path` if it holds at most `limit` bytes (never more is
+/// read: `GITHUB_EVENT_PATH=/dev/zero` ends); `None` otherwise.
+fn read_bounded(path: &std::path::Path, limit: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(path).ok()?;
+    file.take(limit + 1).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 <= limit).then_some(bytes)
+}
+
 /// Reads the CI's identity from `var` (the environment); `None` outside a
 /// CI strata knows, or when a variable it needs is missing.
 pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
@@ -235,7 +248,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         // The default branch is not an environment variable on GitHub; the
         // event payload the runner writes to GITHUB_EVENT_PATH has it.
         let default_branch = var("GITHUB_EVENT_PATH")
-            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|p| read_bounded(p.as_ref(), MAX_EVENT_BYTES))
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| {
                 v["repository"]["default_branch"]

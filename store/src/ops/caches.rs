@@ -279,9 +279,11 @@ pub fn restore(
     }
     let now = store.now();
     let used = timed_key(&format!("{CACHE_USED_PREFIX}{}/", name_of(&entry)), now);
-    store
-        .backend()
-        .put(&used, &UseRecord { at: now }.encode())?;
+    if !store.is_read_only() {
+        store
+            .backend()
+            .put(&used, &UseRecord { at: now }.encode())?;
+    }
     Ok(RestoreReport {
         matched: Some(asked),
         restored_key: Some(entry.record.key.clone()),
