@@ -857,28 +857,3 @@ fn an_io_errors_cause_is_said_once() {
     assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
     assert!(err.contains(file.to_str().unwrap()), "{err}");
 }
-
-// A runner whose GITHUB_EVENT_PATH is an endless file (/dev/zero) reads a
-// bounded part of it and goes on (it read until allocation failed; the
-// test caps the process's memory so that ends quickly).
-#[test]
-fn an_endless_github_event_file_is_read_with_a_bound() {
-    let w = World::new();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -v 4000000; exec \"$0\" ci --json")
-        .arg(env!("CARGO_BIN_EXE_strata"))
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_RUN_ID", "1")
-        .env("GITHUB_JOB", "build")
-        .env("GITHUB_REF", "refs/heads/main")
-        .env("GITHUB_EVENT_PATH", "/dev/zero")
-        .current_dir(w.machine("repo"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}

@@ -827,3 +827,36 @@ fn a_read_only_store_is_attached_from() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(ro.to_str().unwrap()), "{stderr}");
 }
+
+// A runner whose GITHUB_EVENT_PATH is an endless file (/dev/zero) reads a
+// bounded part of it and goes on: it read until no memory was left (the
+// read then fails and is ignored). Measured by the child's peak RSS (GNU
+// time), with its address space capped so the old behaviour ends soon.
+#[test]
+fn an_endless_github_event_file_is_read_with_a_bound() {
+    if !Path::new("/usr/bin/time").exists() {
+        skip("no /usr/bin/time to measure the peak memory with");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4000000; exec /usr/bin/time -f 'peak-kb=%M' \"$0\" ci --json")
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_RUN_ID", "1")
+        .env("GITHUB_JOB", "build")
+        .env("GITHUB_REF", "refs/heads/main")
+        .env("GITHUB_EVENT_PATH", "/dev/zero")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let peak: u64 = stderr
+        .split("peak-kb=")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {stderr}"));
+    assert!(peak < 200_000, "peak RSS {peak} KB");
+}
