@@ -13,11 +13,14 @@ use std::time::{Duration, SystemTime};
 use common::{attach_b, files, persist_a};
 use strata_store::{Observer, OpenOptions, Quiet, StatCacheUse, Step, Store, StoreLocation};
 
+/// What runs at a step, once.
+type Hook = Box<dyn FnOnce(&Path) + Send>;
+
 /// Tells `to` of every wait for a target, and runs `hook` once when attach
 /// reaches `at`.
 struct Hooked {
     at: Step,
-    hook: Mutex<Option<Box<dyn FnOnce(&Path) + Send>>>,
+    hook: Mutex<Option<Hook>>,
     waits: Mutex<Option<Sender<&'static str>>>,
 }
 

@@ -223,7 +223,8 @@ mod tests {
     #[test]
     fn different_kinds_of_ref_never_share_a_scope() {
         use CiSystem::*;
-        let cases: Vec<(CiSystem, Vec<Vec<(&str, &str)>>)> = vec![
+        type Env<'a> = Vec<(&'a str, &'a str)>;
+        let cases: Vec<(CiSystem, Vec<Env>)> = vec![
             (
                 GithubActions,
                 vec![

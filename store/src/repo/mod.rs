@@ -432,7 +432,8 @@ impl Store {
         let lock = FileLock::held(open_lock_file(&path).unwrap(), &path);
         let location = StoreLocation::S3("s3://shared/test".into());
         let every = Some(std::time::Duration::from_secs(3600));
-        Store::with_local_index(backend, &meta.join("meta"), lock, None, location, every).unwrap()
+        let db = open_meta(&meta.join("meta")).unwrap();
+        Store::with_local_index(backend, db, Some(lock), None, location, every).unwrap()
     }
 
     /// Wraps the backend in an adapter of the same trait (fault injection
