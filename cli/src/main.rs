@@ -150,6 +150,18 @@ struct ServeArgs {
     /// The largest request body accepted, in MiB.
     #[arg(long, default_value_t = 64)]
     max_body_mib: usize,
+    /// Close a connection that has not sent a whole request head this long
+    /// after it opened or after its previous answer (idle ones too).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    header_timeout: std::time::Duration,
+    /// Cut off a request body that sends nothing this long (no limit on a
+    /// whole request, so a large pack on a slow link is never cut).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    body_idle_timeout: std::time::Duration,
+    /// Connections served at once (64 runners with 16 requests each in
+    /// flight); more wait to be accepted.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
     /// Requests per second per token (per address without --auth); 0: no limit.
     #[arg(long, default_value_t = 0.0)]
     rate_limit: f64,
@@ -337,7 +349,7 @@ fn cache_scopes(unscoped: bool) -> Option<strata_store::ci::scope::CacheScopes> 
     if unscoped {
         return None;
     }
-    detect_ci()?.cache_scopes(&|v| std::env::var(v).ok())
+    detect_ci()?.cache_scopes()
 }
 
 /// The CI this runs in, from the environment.
@@ -559,6 +571,11 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
         insecure: a.insecure,
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
         max_body: a.max_body_mib << 20,
+        limits: strata_server::Limits {
+            header_timeout: a.header_timeout,
+            body_idle_timeout: a.body_idle_timeout,
+            max_connections: a.max_connections,
+        },
         rate: (a.rate_limit > 0.0).then_some(strata_server::RateLimit {
             per_second: a.rate_limit,
             burst: (a.rate_limit * 2.0).max(1.0),
@@ -608,7 +625,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => Graph::from_specs(&a.jobs)?,
             };
             let store = open(&cli)?;
-            let created = store.create_run(&run, graph.clone())?;
+            let created = store.create_run(&run, graph.clone(), None)?;
             output::run_created(json, &run, &graph, created);
         }
         Command::Run(RunCommand::Rerun(a)) => {
@@ -694,11 +711,6 @@ fn run(cli: Cli) -> Result<()> {
                     writer: writer.clone(),
                 },
             )?;
-            if let Some(writer) = &writer {
-                // A job (or leg) run again in a later attempt replaces the
-                // layers its earlier attempt left.
-                ci_run::replace_earlier_attempts(&store, &report.run, &report.job, writer)?;
-            }
             output::persisted(json, &report);
         }
         Command::Attach(a) => {

@@ -1,4 +1,5 @@
-//! Tokens, namespaces and scopes: who may do what (`--auth FILE`).
+//! Tokens: which grant each token carries (`--auth FILE`). What a grant
+//! allows is `strata_store::access`'s, not this module's.
 //!
 //! The file is YAML:
 //!
@@ -7,23 +8,27 @@
 //!   - name: team-a-ci          # for the access log
 //!     token: "long random"     # or token_blake3: <hex of its BLAKE3 hash>
 //!     namespace: team-a
-//!     scope: write             # read | write
+//!     scope: write             # read | write | admin
+//!     runs: ["ref:refs/pull/"]         # optional: the only refs whose runs it may write
 //!     cache_keys: ["ref:refs/pull/"]   # optional: the only cache keys it may save
 //! ```
 //!
-//! Tokens are compared by their BLAKE3 hashes (a constant-time comparison),
-//! so the file may hold hashes instead of the tokens themselves. Knows
-//! nothing about HTTP beyond the two answers it chooses between.
+//! Tokens are compared by their BLAKE3 hashes (a constant-time
+//! comparison), so the file may hold hashes instead of the tokens
+//! themselves. Knows nothing about HTTP.
 
 use std::path::Path;
 
 use serde::Deserialize;
+use strata_store::access::{Grant, Role};
 
+/// What a token may do at most (`access::Role`, as the file spells it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
     Write,
+    Admin,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +40,8 @@ struct TokenSpec {
     namespace: String,
     scope: Scope,
     #[serde(default)]
+    runs: Option<Vec<String>>,
+    #[serde(default)]
     cache_keys: Option<Vec<String>>,
 }
 
@@ -44,32 +51,15 @@ struct AuthFile {
     tokens: Vec<TokenSpec>,
 }
 
-#[derive(Debug, Clone)]
-struct Grant {
-    name: String,
-    hash: blake3::Hash,
-    namespace: String,
-    scope: Scope,
-    /// The prefixes of the cache keys it may save under, if limited (a pull
-    /// request's CI token: `ref:refs/pull/`, so it never writes an entry
-    /// the default branch restores).
-    cache_keys: Option<Vec<String>>,
-}
-
-/// The server's tokens.
+/// The server's tokens and the grant of each.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    grants: Vec<Grant>,
+    tokens: Vec<(blake3::Hash, Grant)>,
 }
 
-/// Why a request is refused.
+/// Why a token is refused before anything else is looked at: `401`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// No token, or one the server does not know: 401.
-    Unauthenticated(&'static str),
-    /// A known token without the right to this: 403.
-    Forbidden(String),
-}
+pub struct Unauthenticated(pub &'static str);
 
 impl Auth {
     pub fn load(path: &Path) -> Result<Auth, String> {
@@ -80,7 +70,7 @@ impl Auth {
 
     pub fn parse(text: &str) -> Result<Auth, String> {
         let file: AuthFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
-        let mut grants = Vec::new();
+        let mut tokens: Vec<(blake3::Hash, Grant)> = Vec::new();
         for t in file.tokens {
             strata_store::protocol::validate_namespace(&t.namespace)
                 .map_err(|e| format!("token {}: namespace: {e}", t.name))?;
@@ -98,73 +88,51 @@ impl Auth {
                     ))
                 }
             };
-            if grants.iter().any(|g: &Grant| g.hash == hash) {
+            if tokens.iter().any(|(h, _)| *h == hash) {
                 return Err(format!("token {}: the same token is listed twice", t.name));
             }
-            grants.push(Grant {
-                name: t.name,
+            let role = match t.scope {
+                Scope::Read => Role::Read,
+                Scope::Write => Role::Write,
+                Scope::Admin => Role::Admin,
+            };
+            tokens.push((
                 hash,
-                namespace: t.namespace,
-                scope: t.scope,
-                cache_keys: t.cache_keys,
-            });
+                Grant {
+                    name: t.name,
+                    namespace: t.namespace,
+                    role,
+                    runs: t.runs,
+                    cache_keys: t.cache_keys,
+                },
+            ));
         }
-        if grants.is_empty() {
+        if tokens.is_empty() {
             return Err("no tokens".into());
         }
-        Ok(Auth { grants })
+        Ok(Auth { tokens })
     }
 
-    /// Checks a bearer token for `scope` in `namespace`; returns the
-    /// token's name.
-    pub fn check(
-        &self,
-        token: Option<&str>,
-        namespace: &str,
-        scope: Scope,
-    ) -> Result<String, Refusal> {
-        let token = token.ok_or(Refusal::Unauthenticated("no token"))?;
+    /// The grant of a bearer token.
+    pub fn grant(&self, token: Option<&str>) -> Result<&Grant, Unauthenticated> {
+        let token = token.ok_or(Unauthenticated("no token"))?;
         let hash = blake3::hash(token.as_bytes());
         // blake3::Hash's equality is constant-time.
-        let grant = self
-            .grants
+        self.tokens
             .iter()
-            .find(|g| g.hash == hash)
-            .ok_or(Refusal::Unauthenticated("unknown token"))?;
-        if grant.namespace != namespace {
-            return Err(Refusal::Forbidden(format!(
-                "token {} is not for namespace {namespace}",
-                grant.name
-            )));
-        }
-        if grant.scope < scope {
-            return Err(Refusal::Forbidden(format!(
-                "token {} may only read namespace {namespace}",
-                grant.name
-            )));
-        }
-        Ok(grant.name.clone())
+            .find(|(h, _)| *h == hash)
+            .map(|(_, g)| g)
+            .ok_or(Unauthenticated("unknown token"))
     }
+}
 
-    /// Whether `token` (already checked for writing) may save a cache
-    /// entry under `cache_key`: a token limited by `cache_keys` only under
-    /// one of those prefixes.
-    pub fn may_save_cache(&self, token: Option<&str>, cache_key: &str) -> Result<(), Refusal> {
-        let hash = blake3::hash(token.unwrap_or_default().as_bytes());
-        let Some(grant) = self.grants.iter().find(|g| g.hash == hash) else {
-            return Err(Refusal::Unauthenticated("unknown token"));
-        };
-        match &grant.cache_keys {
-            Some(prefixes) if !prefixes.iter().any(|p| cache_key.starts_with(p.as_str())) => {
-                Err(Refusal::Forbidden(format!(
-                    "token {} may save caches only under {} (not {cache_key:?})",
-                    grant.name,
-                    prefixes.join(", ")
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
+/// The token of an `Authorization` header's value: the scheme `Bearer`
+/// is matched without regard to case (RFC 9110, section 11.1).
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 #[cfg(test)]
@@ -172,50 +140,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scopes_and_namespaces() {
+    fn tokens_carry_their_grants() {
         let hashed = blake3::hash(b"reader-token-0123456789").to_hex();
         let auth = Auth::parse(&format!(
             "tokens:\n  - {{name: w, token: writer-token-0123456789, namespace: a, scope: write}}\n  \
-             - {{name: r, token_blake3: \"{hashed}\", namespace: a, scope: read}}\n"
+             - {{name: r, token_blake3: \"{hashed}\", namespace: a, scope: read}}\n  \
+             - {{name: pr, token: pr-token-0123456789ab, namespace: a, scope: write, \
+             runs: [\"ref:refs/pull/\"], cache_keys: [\"ref:refs/pull/\"]}}\n  \
+             - {{name: ops, token: admin-token-0123456789, namespace: a, scope: admin}}\n"
         ))
         .unwrap();
-        let w = Some("writer-token-0123456789");
-        let r = Some("reader-token-0123456789");
-        assert_eq!(auth.check(w, "a", Scope::Write).unwrap(), "w");
-        assert_eq!(auth.check(r, "a", Scope::Read).unwrap(), "r");
-        assert!(matches!(
-            auth.check(r, "a", Scope::Write),
-            Err(Refusal::Forbidden(_))
-        ));
-        assert!(matches!(
-            auth.check(w, "b", Scope::Read),
-            Err(Refusal::Forbidden(_))
-        ));
+        let g = auth.grant(Some("writer-token-0123456789")).unwrap();
+        assert_eq!((g.name.as_str(), g.role), ("w", Role::Write));
         assert_eq!(
-            auth.check(None, "a", Scope::Read),
-            Err(Refusal::Unauthenticated("no token"))
+            auth.grant(Some("reader-token-0123456789")).unwrap().role,
+            Role::Read
+        );
+        let pr = auth.grant(Some("pr-token-0123456789ab")).unwrap();
+        assert_eq!(
+            pr.runs.as_deref(),
+            Some(&["ref:refs/pull/".to_string()][..])
         );
         assert_eq!(
-            auth.check(Some("nope-nope-nope-nope"), "a", Scope::Read),
-            Err(Refusal::Unauthenticated("unknown token"))
+            auth.grant(Some("admin-token-0123456789")).unwrap().role,
+            Role::Admin
         );
-        // A token limited to pull-request cache keys.
-        let pr = Auth::parse(
-            "tokens:\n  - {name: pr, token: pr-token-0123456789ab, namespace: a, scope: write, \
-             cache_keys: [\"ref:refs/pull/\"]}\n",
-        )
-        .unwrap();
-        let t = Some("pr-token-0123456789ab");
-        assert!(pr.may_save_cache(t, "ref:refs/pull/7/merge:deps").is_ok());
-        assert!(matches!(
-            pr.may_save_cache(t, "ref:refs/heads/main:deps"),
-            Err(Refusal::Forbidden(_))
-        ));
-        assert!(auth.may_save_cache(w, "anything").is_ok());
+        assert_eq!(auth.grant(None), Err(Unauthenticated("no token")));
+        assert_eq!(
+            auth.grant(Some("nope-nope-nope-nope")),
+            Err(Unauthenticated("unknown token"))
+        );
         assert!(Auth::parse("tokens: []").is_err());
         assert!(
             Auth::parse("tokens:\n  - {name: x, token: short, namespace: a, scope: read}\n")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn an_old_auth_file_still_loads() {
+        let auth = Auth::parse(
+            "tokens:\n  - {name: pr, token: pr-token-0123456789ab, namespace: a, scope: write, \
+             cache_keys: [\"ref:refs/pull/\"]}\n",
+        )
+        .unwrap();
+        let g = auth.grant(Some("pr-token-0123456789ab")).unwrap();
+        assert_eq!(g.role, Role::Write);
+        assert_eq!(g.runs, None);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for h in ["Bearer t0k", "bearer t0k", "BEARER t0k"] {
+            assert_eq!(bearer(h), Some("t0k"), "{h}");
+        }
+        assert_eq!(bearer("Basic dXNlcg=="), None);
+        assert_eq!(bearer("Bearer"), None);
     }
 }

@@ -2,10 +2,11 @@
 //! machines share one store (docs/protocol.md is the API, docs/deploy.md
 //! how to run it).
 //!
-//! A thin adapter: every route parses its request, checks the token
-//! (`auth`), and calls the store library on a blocking thread; objects a
-//! client writes are checked by `strata_store::ingest` before they are
-//! stored. Each namespace is a store of its own (a directory or an S3
+//! A thin adapter: every request is authenticated (`auth`) and allowed
+//! (`strata_store::access`) before its body is read, then parsed, and the
+//! store library is called on a blocking thread; objects a client writes
+//! are checked by `strata_store::ingest` before they are stored. `listen`
+//! accepts connections within the limits and timeouts. Each namespace is a store of its own (a directory or an S3
 //! prefix under `--store`), so namespaces share nothing: a client cannot
 //! read another namespace's chunks, nor learn whether they exist.
 //!
@@ -15,6 +16,7 @@
 
 pub mod auth;
 mod limits;
+mod listen;
 mod log;
 mod routes;
 
@@ -28,6 +30,7 @@ use strata_store::{Clock, Observer, OpenOptions, StoreLocation};
 
 pub use auth::{Auth, Scope};
 pub use limits::RateLimit;
+pub use listen::Limits;
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -42,6 +45,8 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The largest request body accepted (a pack is about 4 MiB).
     pub max_body: usize,
+    /// Timeouts and the connection cap.
+    pub limits: Limits,
     /// Requests per second per token (per client address without auth).
     pub rate: Option<RateLimit>,
     /// Where S3 namespaces keep their local metadata.
@@ -224,6 +229,17 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
             "no --auth and --insecure: serving anyone who can reach this address".to_string()
         }
     });
+    let descriptors = listen::raise_descriptor_limit();
+    let cap = listen::connection_cap(config.limits.max_connections, descriptors);
+    if cap < config.limits.max_connections {
+        log::line(format_args!(
+            "serving at most {cap} connections at once: {descriptors} descriptors allowed"
+        ));
+    }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(listen::tls_acceptor(cert, key).map_err(ServeError::Tls)?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -250,23 +266,9 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         runtime.spawn(scheduled_gc(state, every));
     }
     let result = runtime.block_on(async move {
-        let make = app.into_make_service_with_connect_info::<SocketAddr>();
-        match &config.tls {
-            Some((cert, key)) => {
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .map_err(ServeError::Tls)?;
-                let server = axum_server::from_tcp_rustls(listener, tls)?;
-                ready(&started);
-                server.serve(make).await?;
-            }
-            None => {
-                let server = axum_server::from_tcp(listener)?;
-                ready(&started);
-                server.serve(make).await?;
-            }
-        }
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        ready(&started);
+        listen::serve(listener, tls, app, config.limits, cap).await;
         Ok(())
     });
     // The stores (and an S3 store's own runtime) are dropped here, outside

@@ -1,6 +1,10 @@
-//! The HTTP routes of protocol v1 (docs/protocol.md), each a thin adapter:
-//! check the namespace, token and rate; run the store call on a blocking
-//! thread; map the library's error to a status.
+//! The HTTP routes of protocol v1 (docs/protocol.md), each a thin adapter.
+//! Every request of a namespace passes `gate` first, before its body is
+//! read: the namespace's name, the token's grant, the rate, and what
+//! `strata_store::access` allows for the route and the object's kind.
+//! Handlers then run the store call on a blocking thread, with the grant
+//! for what only the body says (`ingest`), and map the library's error to
+//! a status.
 
 // Handlers return `Result<_, Response>` so `?` turns a refusal into the
 // answer; a response is large, but built once per refused request.
@@ -11,22 +15,24 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State as AxState};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State as AxState};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
+use strata_store::access::{self, Grant};
 use strata_store::format::index::LOCATION_LEN;
+use strata_store::format::keys::classify;
 use strata_store::id::ChunkId;
 use strata_store::lookup::ChunkLookup;
 use strata_store::protocol::{
-    decode_ids, encode_located, encode_missing, validate_namespace, ErrorBody, GcQuery, Hello,
-    KeyList, ListQuery, RangesRequest, MAX_RANGES, MAX_RANGES_BYTES, OBJECT_SIZE_HEADER,
-    PROTOCOL_VERSION,
+    decode_ids, encode_located, encode_missing, validate_key, validate_namespace, ErrorBody,
+    GcQuery, Hello, KeyList, ListQuery, RangesRequest, OBJECT_SIZE_HEADER, PROTOCOL_VERSION,
 };
 use strata_store::{Error, Store};
 
-use crate::auth::{Auth, Refusal, Scope};
+use crate::auth::{bearer, Auth};
 use crate::limits::Limiter;
 use crate::Namespaces;
 
@@ -40,12 +46,12 @@ pub(crate) struct State {
 }
 
 type St = AxState<Arc<State>>;
-type Peer = ConnectInfo<SocketAddr>;
+/// The grant `gate` found for the request, and the client's name.
+type Granted = Extension<Arc<(Grant, String)>>;
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     let max_body = state.max_body;
-    Router::new()
-        .route("/v1", get(hello_server))
+    let namespaced = Router::new()
         .route("/v1/ns/{ns}", get(hello))
         .route("/v1/ns/{ns}/", get(hello))
         .route(
@@ -61,6 +67,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/ns/{ns}/chunks/locate", post(locate))
         .route("/v1/ns/{ns}/stats", get(stats))
         .route("/v1/ns/{ns}/gc", post(gc))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gate));
+    Router::new()
+        .route("/v1", get(hello_server))
+        .merge(namespaced)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -72,7 +82,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The status for a library error.
+/// The status for a library error. What a client did wrong is told as the
+/// library says it (keys, names, limits); the server's own failures (its
+/// disk, its paths) go to its log, and the client learns only their kind.
 fn from_store(e: Error) -> Response {
     let status = match &e {
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -83,49 +95,95 @@ fn from_store(e: Error) -> Response {
         | Error::MissingChunk { .. }
         | Error::UnknownRun { .. }
         | Error::UnknownJob { .. }
+        | Error::BadRequest { .. }
+        | Error::GraceTooShort { .. }
         | Error::UnsupportedVersion { .. } => StatusCode::BAD_REQUEST,
-        Error::Incomplete { .. } | Error::GcBusy { .. } => StatusCode::CONFLICT,
-        Error::Refused { .. } => StatusCode::FORBIDDEN,
-        Error::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Incomplete { .. }
+        | Error::GcBusy { .. }
+        | Error::Immutable { .. }
+        | Error::RunExists { .. }
+        | Error::RunOfAnotherRef { .. } => StatusCode::CONFLICT,
+        Error::Refused { .. } | Error::NotAllowed { .. } => StatusCode::FORBIDDEN,
+        Error::NoSpace { .. } => {
+            crate::log::line(format_args!("{e}"));
+            return error(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "the server's disk is full (its log has the detail)",
+            );
+        }
+        _ => {
+            crate::log::line(format_args!("internal error: {e}"));
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error (the server's log has the detail)",
+            );
+        }
     };
     error(status, e.to_string())
 }
 
-/// Checks the namespace's name, the token and the rate; returns the
-/// client's name for the log.
-fn gate(
-    state: &State,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    ns: &str,
-    scope: Scope,
-) -> Result<String, Response> {
-    if validate_namespace(ns).is_err() {
+/// What `access` is asked about a request whose path, after
+/// `/v1/ns/{ns}`, is `tail` (before its body is read): `kind` is its
+/// object's, `dry_run` a gc's query.
+fn access_request<'k>(
+    method: &Method,
+    tail: &str,
+    kind: Option<&'k strata_store::format::keys::ObjectKind>,
+    dry_run: bool,
+) -> access::Request<'k> {
+    match (tail, kind) {
+        (_, Some(kind)) if method == Method::PUT => access::Request::Put(kind),
+        (_, Some(kind)) if method == Method::DELETE => access::Request::Delete(kind),
+        ("/gc", _) => access::Request::Gc { dry_run },
+        ("" | "/", _) => access::Request::Hello,
+        _ => access::Request::Read,
+    }
+}
+
+/// The gate of every namespaced request, run before its body is read:
+/// the namespace's name, the key's form, the token's grant, the rate, and
+/// what the grant allows for the route and the object's kind. The grant
+/// and the client's name go on to the handler.
+async fn gate(
+    AxState(s): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    mut request: Request,
+    next: Next,
+) -> Answer {
+    let ns = params.get("ns").cloned().unwrap_or_default();
+    if validate_namespace(&ns).is_err() {
         return Err(error(
             StatusCode::BAD_REQUEST,
             format!("invalid namespace {ns:?}"),
         ));
     }
-    let client = match &state.auth {
-        None => peer.ip().to_string(),
+    let kind = match params.get("key") {
+        Some(key) => {
+            validate_key(key).map_err(from_store)?;
+            Some(classify(key).map_err(from_store)?)
+        }
+        None => None,
+    };
+    let (grant, client) = match &s.auth {
+        None => (Grant::everything(&ns), peer.ip().to_string()),
         Some(auth) => {
-            let token = headers
+            let token = request
+                .headers()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            auth.check(token, ns, scope).map_err(|r| match r {
-                Refusal::Unauthenticated(why) => {
-                    let mut resp = error(StatusCode::UNAUTHORIZED, why);
-                    resp.headers_mut()
-                        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-                    resp
-                }
-                Refusal::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
-            })?
+                .and_then(bearer);
+            let grant = auth.grant(token).map_err(|why| {
+                let mut resp = error(StatusCode::UNAUTHORIZED, why.0);
+                resp.headers_mut()
+                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                resp
+            })?;
+            (grant.clone(), grant.name.clone())
         }
     };
-    if let Some(limiter) = &state.limiter {
+    if let Some(limiter) = &s.limiter {
         if let Err(wait) = limiter.take(&client, Instant::now()) {
             let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate limit; retry later");
             resp.headers_mut()
@@ -133,7 +191,19 @@ fn gate(
             return Err(resp);
         }
     }
-    Ok(client)
+    let path = request.uri().path();
+    let tail = path
+        .strip_prefix("/v1/ns/")
+        .and_then(|p| p.strip_prefix(ns.as_str()))
+        .unwrap_or(path)
+        .to_string();
+    // A gc query that does not parse counts as a real gc, the stricter;
+    // its handler then refuses it.
+    let dry_run = Query::<GcQuery>::try_from_uri(request.uri()).is_ok_and(|Query(q)| q.dry_run);
+    let asked = access_request(request.method(), &tail, kind.as_ref(), dry_run);
+    access::allow(&grant, &ns, &asked).map_err(from_store)?;
+    request.extensions_mut().insert(Arc::new((grant, client)));
+    Ok(next.run(request).await)
 }
 
 /// Runs `f` on the namespace's store on a blocking thread.
@@ -149,7 +219,10 @@ async fn with_store<T: Send + 'static>(
         f(&store)
     })
     .await
-    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| {
+        crate::log::line(format_args!("a request's task failed: {e}"));
+        error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?
     .map_err(from_store)
 }
 
@@ -160,7 +233,7 @@ fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
 }
 
 /// A handler's answer: a refusal (`Err`) is an answer too, so `?` on
-/// `gate` and `with_store` returns it.
+/// `with_store` returns it.
 type Answer = Result<Response, Response>;
 
 fn hello_body(ns: Option<&str>) -> Response {
@@ -176,37 +249,19 @@ async fn hello_server() -> Response {
     hello_body(None)
 }
 
-async fn hello(
-    AxState(s): St,
-    Path(ns): Path<String>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-) -> Answer {
-    gate(&s, &headers, peer, &ns, Scope::Read)?;
+async fn hello(AxState(s): St, Path(ns): Path<String>) -> Answer {
     // Opening the namespace here creates its store, so the first command
     // of a new namespace finds a config to read.
     with_store(&s, &ns, |_| Ok(())).await?;
     Ok(hello_body(Some(&ns)))
 }
 
-async fn get_object(
-    AxState(s): St,
-    Path((ns, key)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-) -> Answer {
-    gate(&s, &headers, peer, &ns, Scope::Read)?;
+async fn get_object(AxState(s): St, Path((ns, key)): Path<(String, String)>) -> Answer {
     let bytes = with_store(&s, &ns, move |store| store.backend().get(&key)).await?;
     Ok(bytes.into_response())
 }
 
-async fn head_object(
-    AxState(s): St,
-    Path((ns, key)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-) -> Answer {
-    gate(&s, &headers, peer, &ns, Scope::Read)?;
+async fn head_object(AxState(s): St, Path((ns, key)): Path<(String, String)>) -> Answer {
     let size = with_store(&s, &ns, move |store| store.backend().size(&key)).await?;
     let mut resp = StatusCode::OK.into_response();
     resp.headers_mut()
@@ -217,34 +272,15 @@ async fn head_object(
 async fn put_object(
     AxState(s): St,
     Path((ns, key)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
+    Extension(granted): Granted,
     body: Bytes,
 ) -> Answer {
-    // Use records are written by readers too (an attach is a use).
-    let scope = match strata_store::format::keys::classify(&key) {
-        Ok(kind) if kind.is_use_record() => Scope::Read,
-        _ => Scope::Write,
-    };
-    let client = gate(&s, &headers, peer, &ns, scope)?;
-    // A token may be limited to some cache keys (a pull request's).
-    if let (Some(auth), Some(hex)) = (&s.auth, strata_store::format::keys::cache_hex_of(&key)) {
-        let token = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let cache_key = strata_store::format::keys::unhex_key(hex).unwrap_or_default();
-        auth.may_save_cache(token, &cache_key)
-            .map_err(|r| match r {
-                Refusal::Unauthenticated(why) => error(StatusCode::UNAUTHORIZED, why),
-                Refusal::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
-            })?;
-    }
     let started = Instant::now();
     let len = body.len();
     let k = key.clone();
+    let g = granted.clone();
     let result = with_store(&s, &ns, move |store| {
-        strata_store::ingest::put_checked(store, &k, &body)
+        strata_store::ingest::put_checked(store, &g.0, &k, &body)
     })
     .await;
     let status = match &result {
@@ -253,7 +289,7 @@ async fn put_object(
     };
     log(
         &s,
-        &client,
+        &granted.1,
         format_args!(
             "PUT {ns}/{key} {len} B -> {status} in {} ms",
             started.elapsed().as_millis()
@@ -266,11 +302,9 @@ async fn put_object(
 async fn delete_object(
     AxState(s): St,
     Path((ns, key)): Path<(String, String)>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
+    Extension(granted): Granted,
 ) -> Answer {
-    let client = gate(&s, &headers, peer, &ns, Scope::Write)?;
-    log(&s, &client, format_args!("DELETE {ns}/{key}"));
+    log(&s, &granted.1, format_args!("DELETE {ns}/{key}"));
     with_store(&s, &ns, move |store| {
         strata_store::ingest::delete_checked(store, &key)
     })
@@ -281,34 +315,15 @@ async fn delete_object(
 async fn ranges(
     AxState(s): St,
     Path(ns): Path<String>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
+    Extension(granted): Granted,
     body: Bytes,
 ) -> Answer {
-    let client = gate(&s, &headers, peer, &ns, Scope::Read)?;
-    let req: RangesRequest = serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("ranges: {e}")))?;
-    let mut total = 0u64;
-    for &(a, b) in &req.ranges {
-        if b < a {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("range {a}..{b} is reversed"),
-            ));
-        }
-        total += b - a;
-    }
-    if total > MAX_RANGES_BYTES || req.ranges.len() > MAX_RANGES {
-        return Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too many bytes in one ranges request",
-        ));
-    }
+    let (req, total) = RangesRequest::decode(&body).map_err(from_store)?;
     let ranges: Vec<std::ops::Range<u64>> = req.ranges.iter().map(|&(a, b)| a..b).collect();
     let key = req.key;
     log(
         &s,
-        &client,
+        &granted.1,
         format_args!("POST {ns}/ranges {key}: {} ranges, {total} B", ranges.len()),
     );
     let bytes = with_store(&s, &ns, move |store| {
@@ -318,14 +333,8 @@ async fn ranges(
     Ok(bytes.into_response())
 }
 
-async fn list(
-    AxState(s): St,
-    Path(ns): Path<String>,
-    Query(q): Query<ListQuery>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-) -> Answer {
-    gate(&s, &headers, peer, &ns, Scope::Read)?;
+async fn list(AxState(s): St, Path(ns): Path<String>, Query(q): Query<ListQuery>) -> Answer {
+    q.validate().map_err(from_store)?;
     let keys = with_store(&s, &ns, move |store| match &q.after {
         Some(after) => store.backend().list_after(&q.prefix, after),
         None => store.backend().list(&q.prefix),
@@ -339,12 +348,9 @@ async fn list(
 async fn chunk_query(
     s: Arc<State>,
     ns: String,
-    peer: SocketAddr,
-    headers: HeaderMap,
     body: Bytes,
     answer: fn(&dyn ChunkLookup, &[ChunkId]) -> strata_store::Result<Vec<u8>>,
 ) -> Answer {
-    gate(&s, &headers, peer, &ns, Scope::Read)?;
     let ids = decode_ids(&body).map_err(|why| {
         let status = if body.len().is_multiple_of(32) {
             StatusCode::PAYLOAD_TOO_LARGE
@@ -357,27 +363,15 @@ async fn chunk_query(
     Ok(bytes.into_response())
 }
 
-async fn missing(
-    AxState(s): St,
-    Path(ns): Path<String>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    chunk_query(s, ns, peer, headers, body, |lookup, ids| {
+async fn missing(AxState(s): St, Path(ns): Path<String>, body: Bytes) -> Answer {
+    chunk_query(s, ns, body, |lookup, ids| {
         Ok(encode_missing(&lookup.missing(ids)?))
     })
     .await
 }
 
-async fn locate(
-    AxState(s): St,
-    Path(ns): Path<String>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
-    chunk_query(s, ns, peer, headers, body, |lookup, ids| {
+async fn locate(AxState(s): St, Path(ns): Path<String>, body: Bytes) -> Answer {
+    chunk_query(s, ns, body, |lookup, ids| {
         let records: Vec<Option<[u8; LOCATION_LEN]>> = lookup
             .locate(ids)?
             .into_iter()
@@ -388,13 +382,7 @@ async fn locate(
     .await
 }
 
-async fn stats(
-    AxState(s): St,
-    Path(ns): Path<String>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-) -> Answer {
-    gate(&s, &headers, peer, &ns, Scope::Read)?;
+async fn stats(AxState(s): St, Path(ns): Path<String>) -> Answer {
     let stats = with_store(&s, &ns, strata_store::stats::store_stats).await?;
     Ok(axum::Json(stats).into_response())
 }
@@ -403,21 +391,21 @@ async fn gc(
     AxState(s): St,
     Path(ns): Path<String>,
     Query(q): Query<GcQuery>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
+    Extension(granted): Granted,
 ) -> Answer {
-    // A dry run changes nothing: readers may ask what gc would do.
-    let scope = if q.dry_run { Scope::Read } else { Scope::Write };
-    let client = gate(&s, &headers, peer, &ns, scope)?;
-    let options = strata_store::gc::GcOptions {
-        dry_run: q.dry_run,
-        grace_secs: q.grace_secs,
-        ..Default::default()
-    };
-    let report = with_store(&s, &ns, move |store| strata_store::gc::gc(store, &options)).await?;
+    let report = with_store(&s, &ns, move |store| {
+        let grace = access::gc_grace(q.grace_secs, store.config().gc_grace_secs)?;
+        let options = strata_store::gc::GcOptions {
+            dry_run: q.dry_run,
+            grace_secs: Some(grace),
+            ..Default::default()
+        };
+        strata_store::gc::gc(store, &options)
+    })
+    .await?;
     log(
         &s,
-        &client,
+        &granted.1,
         format_args!(
             "gc {ns}: {} runs expired, {} packs deleted, {} B reclaimed",
             report.runs_expired.len(),

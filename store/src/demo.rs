@@ -80,7 +80,7 @@ fn run_in(scratch: &Path, files: u64) -> Result<DemoReport> {
     let mut steps = Vec::new();
     for (n, change) in [(1, 0.0), (2, 0.01)] {
         let run = RunName::new(&format!("demo-run-{n}"))?;
-        store.create_run(&run, Graph::from_specs(WORKFLOW)?)?;
+        store.create_run(&run, Graph::from_specs(WORKFLOW)?, None)?;
         steps.push(Step::RunCreated {
             run: run.clone(),
             jobs: WORKFLOW.join(" "),

@@ -170,6 +170,63 @@ pub enum Error {
         run: RunName,
     },
 
+    /// A run was created for another ref than the job that uses it: a
+    /// job of another branch (or pull request) created it first.
+    #[error(
+        "run {run} was created for {theirs}, not this job's {ours}: refusing to use it \
+         (a job of another ref created a run of this name first)"
+    )]
+    RunOfAnotherRef {
+        /// The run.
+        run: RunName,
+        /// The ref it records.
+        theirs: String,
+        /// The ref of the job that found it.
+        ours: String,
+    },
+
+    /// An object that is written once exists with other contents.
+    #[error("{key} exists and is never replaced: {detail}")]
+    Immutable {
+        /// The object.
+        key: String,
+        /// What differs.
+        detail: String,
+    },
+
+    /// A client's request is malformed.
+    #[error("bad request: {detail}")]
+    BadRequest {
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// A client's request asks for more than the server gives at once.
+    #[error("request too large: {detail}")]
+    TooLarge {
+        /// The limit.
+        detail: String,
+    },
+
+    /// The access rules (docs/deploy.md, "Who may do what") refuse this.
+    #[error("not allowed: {detail}")]
+    NotAllowed {
+        /// Which grant, and what it lacks.
+        detail: String,
+    },
+
+    /// A gc was asked for with a grace period below the store's.
+    #[error(
+        "a grace period of {asked} s is below the store's {floor} s (gc_grace_secs): \
+         no request may shorten it, since it protects the packs of persists in flight"
+    )]
+    GraceTooShort {
+        /// The grace asked for, in seconds.
+        asked: u64,
+        /// The store's grace, in seconds.
+        floor: u64,
+    },
+
     /// The run's graph has no job of this name.
     #[error("run {run} has no job {job} (its jobs: {known})")]
     UnknownJob {

@@ -11,7 +11,8 @@
 //!    object API), and the HTTP transport;
 //! 3. `format`: the durable bytes (object keys, chunking, packs, manifests,
 //!    index objects, records, the config, workflow graphs);
-//! 4. `protocol`: `strata serve`'s wire format, shared with the server;
+//! 4. `protocol`, `access`: `strata serve`'s wire format, shared with the
+//!    server, and who may do what through it;
 //! 5. `lookup`: the chunk lookup contract;
 //! 6. `meta`: the local `sled` caches (chunk index, run catalog);
 //! 7. `repo`: a `Store` opened for use, and the runner's frame cache;
@@ -21,6 +22,7 @@
 //! 11. `demo`, `synth`, `testing`: the README's first command, generated
 //!     trees, and what the test suites share.
 
+pub mod access;
 pub mod backend;
 pub mod ci;
 pub mod demo;

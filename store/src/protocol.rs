@@ -58,6 +58,59 @@ pub fn validate_namespace(ns: &str) -> Result<()> {
     RunName::new(ns).map(|_| ()).map_err(Error::from)
 }
 
+/// Checks an object key: `/`-separated components of `A-Z a-z 0-9 . _ -`,
+/// none empty or starting with `.` (so keys can never climb out of a
+/// directory, nor collide with a local store's `.local` and `.tmp`).
+pub fn validate_key(key: &str) -> Result<()> {
+    let valid = !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key.split('/').all(|c| {
+            !c.is_empty()
+                && !c.starts_with('.')
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::corrupt(
+            format!("object key {key:?}"),
+            "not a valid key",
+        ))
+    }
+}
+
+/// The longest key or prefix a client may send.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Checks a listing's prefix or `after` cursor: empty, or key components
+/// (as `validate_key`) of which only the last may be empty (a prefix
+/// ending in `/`) or partial. Every prefix and cursor a client sends goes
+/// through here before it reaches a backend, and a directory backend
+/// checks again, so a listing never leaves the store's root.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    let parts: Vec<&str> = prefix.split('/').collect();
+    let last = parts.len() - 1;
+    let valid = prefix.len() <= MAX_KEY_LEN
+        && (prefix.is_empty()
+            || parts.iter().enumerate().all(|(i, c)| {
+                (!c.is_empty() || i == last)
+                    && !c.starts_with('.')
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            }));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            what: "key prefix",
+            value: prefix.chars().take(200).collect(),
+            reason: "a prefix is made of key components (A-Z a-z 0-9 . _ -, not starting with .) \
+                     separated by /",
+        })
+    }
+}
+
 /// The answer to hello: the protocol the server speaks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -97,6 +150,49 @@ pub struct RangesRequest {
     pub key: String,
     /// Half-open byte ranges.
     pub ranges: Vec<(u64, u64)>,
+}
+
+impl RangesRequest {
+    /// Reads a ranges request a client sent, refusing (before anything is
+    /// read from the store or a buffer sized) a malformed body, an invalid
+    /// key, a reversed range, more than `MAX_RANGES` ranges or more than
+    /// `MAX_RANGES_BYTES` in all (summed without overflow). Returns the
+    /// request and its total bytes.
+    pub fn decode(body: &[u8]) -> Result<(RangesRequest, u64)> {
+        let req: RangesRequest = serde_json::from_slice(body).map_err(|e| Error::BadRequest {
+            detail: format!("ranges: {e}"),
+        })?;
+        validate_key(&req.key)?;
+        if req.ranges.len() > MAX_RANGES {
+            return Err(Error::TooLarge {
+                detail: format!("at most {MAX_RANGES} ranges per request"),
+            });
+        }
+        let mut total = 0u64;
+        for &(a, b) in &req.ranges {
+            let len = b.checked_sub(a).ok_or_else(|| Error::BadRequest {
+                detail: format!("range {a}..{b} is reversed"),
+            })?;
+            total = total
+                .checked_add(len)
+                .filter(|&t| t <= MAX_RANGES_BYTES)
+                .ok_or_else(|| Error::TooLarge {
+                    detail: format!("at most {MAX_RANGES_BYTES} bytes per ranges request"),
+                })?;
+        }
+        Ok((req, total))
+    }
+}
+
+impl ListQuery {
+    /// Checks a listing's prefix and cursor (`validate_prefix`).
+    pub fn validate(&self) -> Result<()> {
+        validate_prefix(&self.prefix)?;
+        match &self.after {
+            Some(after) => validate_prefix(after),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The query of `gc`.

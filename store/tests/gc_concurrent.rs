@@ -51,7 +51,7 @@ fn open_with_clock(dir: &std::path::Path, now: &Arc<AtomicI64>) -> Store {
 /// tree at `root` (its `shared` and `own`) as job `a` of it.
 fn request(store: &Store, graph: &Graph, name: &str, root: &std::path::Path) -> PersistRequest {
     let run = RunName::new(name).unwrap();
-    store.create_run(&run, graph.clone()).unwrap();
+    store.create_run(&run, graph.clone(), None).unwrap();
     PersistRequest {
         run,
         job: job("a"),
@@ -332,7 +332,7 @@ fn scenario(processes: bool) -> Outcome {
     let old = dir.path().join("old");
     write_tree(&old, 1, 3);
     let r_old = RunName::new("old").unwrap();
-    store.create_run(&r_old, graph.clone()).unwrap();
+    store.create_run(&r_old, graph.clone(), None).unwrap();
     persist(
         &store,
         &PersistRequest {
@@ -362,7 +362,7 @@ fn scenario(processes: bool) -> Outcome {
                     let root = base.join(format!("w{w}-{i}"));
                     write_tree(&root, 100 + w * 10 + i, 2);
                     let run = RunName::new(&format!("w{w}-{i}")).unwrap();
-                    store.create_run(&run, graph.clone()).unwrap();
+                    store.create_run(&run, graph.clone(), None).unwrap();
                     let req = PersistRequest {
                         run: run.clone(),
                         job: job("a"),

@@ -51,7 +51,31 @@ impl Server {
     }
 
     pub fn start_on(listen: &str, store: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = strata();
+        Server::spawn(strata(), listen, store, args, env)
+    }
+
+    /// `start`, run under `wrapper` (`prlimit --nofile=256:4096`, say).
+    pub fn start_under(
+        wrapper: &[&str],
+        store: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(strata_bin());
+        Server::spawn(cmd, "127.0.0.1:0", store, args, env)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        listen: &str,
+        store: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        for v in ["STRATA_STORE", "STRATA_TOKEN", "STRATA_CACHE"] {
+            cmd.env_remove(v);
+        }
         cmd.args(["--store", store, "serve", "--listen", listen])
             .args(args)
             .envs(env.iter().copied())
@@ -88,6 +112,11 @@ impl Server {
     /// The store location of namespace `ns` on this server.
     pub fn ns(&self, ns: &str) -> String {
         format!("{}/{ns}", self.url)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(&mut self) {

@@ -229,7 +229,9 @@ impl HttpTransport {
             match answer {
                 Ok((status, bytes, retry_after)) => {
                     self.inner.traffic.received(bytes.len() as u64);
-                    if status == 429 || status >= 500 {
+                    // 507: the server's disk is full; trying again
+                    // only adds to the load.
+                    if status == 429 || (status >= 500 && status != 507) {
                         last = format!("HTTP {status}: {}", error_text(&bytes));
                         if let Some(s) = retry_after {
                             wait = wait.max(Duration::from_secs(s.min(30)));

@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{validate_key, Backend};
+use super::{validate_key, validate_prefix, Backend};
 use crate::error::{Error, IoContext, Result};
 use crate::util::unique_tmp_name;
 
@@ -94,6 +94,14 @@ impl Backend for LocalDir {
             ErrorKind::NotFound => Error::NotFound { key: key.into() },
             _ => Error::io("open", &path, e),
         })?;
+        let len = file.metadata().ctx("stat", &path)?.len();
+        if let Some(r) = ranges.iter().find(|r| r.start > r.end || r.end > len) {
+            // Refused before any buffer is sized by the range.
+            return Err(Error::corrupt(
+                format!("object {key}"),
+                format!("shorter than the range {}..{}", r.start, r.end),
+            ));
+        }
         ranges
             .iter()
             .map(|r| {
@@ -132,6 +140,7 @@ impl Backend for LocalDir {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
         // Walk only the directory that holds the prefix, then filter.
         let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
         let start = self.root.join(dir_part);
@@ -160,7 +169,8 @@ impl Backend for LocalDir {
                 .strip_prefix(&self.root)
                 .expect("walk stays below root");
             let Some(key) = rel.to_str() else { continue };
-            if key.starts_with(prefix) {
+            // Only objects: not the local index or temporary files.
+            if key.starts_with(prefix) && validate_key(key).is_ok() {
                 keys.push(key.to_string());
             }
         }

@@ -21,26 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use crate::error::{Error, Result};
 
-/// Checks an object key: `/`-separated components of `A-Z a-z 0-9 . _ -`,
-/// none empty or starting with `.` (so keys can never climb out of a
-/// directory, nor collide with a local store's `.local` and `.tmp`).
-pub fn validate_key(key: &str) -> Result<()> {
-    let valid = !key.is_empty()
-        && key.split('/').all(|c| {
-            !c.is_empty()
-                && !c.starts_with('.')
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::corrupt(
-            format!("object key {key:?}"),
-            "not a valid key",
-        ))
-    }
-}
+pub use crate::protocol::{validate_key, validate_prefix, MAX_KEY_LEN};
 
 /// A store's object storage.
 pub trait Backend: Send + Sync + Debug {

@@ -77,7 +77,8 @@ pub struct CiContext {
     /// The ref whose caches this job writes: its branch, or for a pull
     /// request its own ref (`refs/pull/N/merge`), never the base branch's.
     pub cache_ref: Option<Found>,
-    /// The variables `writer` reads (leg and attempt ids).
+    /// The variables `writer` and `cache_scopes` read (leg and attempt
+    /// ids; the ref's kind, protection and fork: `scope::VARS`).
     #[serde(skip)]
     writer_vars: Vec<(&'static str, String)>,
 }
@@ -103,14 +104,20 @@ impl CiContext {
     }
 
     /// Cache scoping as the CI's own caches do it (`scope::scopes`, from
-    /// the ref facts `var`, the environment, gives): the scope this job's
-    /// saves go under, and the scopes its restores try, in order. A pull
-    /// request's job writes under its own ref, so nothing it saves is ever
-    /// restored on the default branch (cache poisoning: CVE-2025-36852).
-    /// `None` when the CI names no ref.
-    pub fn cache_scopes(&self, var: &dyn Fn(&str) -> Option<String>) -> Option<scope::CacheScopes> {
+    /// the ref facts the environment gave): the scope this job's saves go
+    /// under, and the scopes its restores try, in order. A pull request's
+    /// job writes under its own ref, so nothing it saves is ever restored
+    /// on the default branch (cache poisoning: CVE-2025-36852). `None`
+    /// when the CI names no ref.
+    pub fn cache_scopes(&self) -> Option<scope::CacheScopes> {
         let default = self.default_branch.as_ref().map(|d| d.value.clone());
-        scope::facts(self.system, var, default).map(|f| scope::scopes(&f))
+        let var = |v: &str| {
+            self.writer_vars
+                .iter()
+                .find(|(k, _)| *k == v)
+                .map(|(_, x)| x.clone())
+        };
+        scope::facts(self.system, &var, default).map(|f| scope::scopes(&f))
     }
 
     /// Where the checkout is, as a path: CircleCI writes its working
@@ -234,6 +241,7 @@ pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         "BUILDKITE_JOB_ID",
     ]
     .into_iter()
+    .chain(scope::VARS.iter().copied())
     .filter_map(|k| var(k).filter(|v| !v.is_empty()).map(|v| (k, v)))
     .collect();
     if is("GITHUB_ACTIONS") {
@@ -406,8 +414,7 @@ mod tests {
             ("GITHUB_EVENT_PATH", event),
         ]))
         .unwrap();
-        let pr_env = [("GITHUB_REF", "refs/pull/7/merge")];
-        let s = pr.cache_scopes(&env(&pr_env)).unwrap();
+        let s = pr.cache_scopes().unwrap();
         assert_eq!(s.write, "ref:refs/pull/7/merge:");
         assert_eq!(s.read, ["ref:refs/pull/7/merge:", "ref:refs/heads/main:"]);
         let main_env = [
@@ -419,7 +426,7 @@ mod tests {
         ];
         let main = detect(&env(&main_env)).unwrap();
         // The default branch reads its own scope only: never a PR's.
-        let s = main.cache_scopes(&env(&main_env)).unwrap();
+        let s = main.cache_scopes().unwrap();
         assert_eq!(s.read, ["ref:refs/heads/main:"]);
         let gl_env = [
             ("GITLAB_CI", "true"),
@@ -431,7 +438,7 @@ mod tests {
         ];
         let gl = detect(&env(&gl_env)).unwrap();
         assert_eq!(
-            gl.cache_scopes(&env(&gl_env)).unwrap().read,
+            gl.cache_scopes().unwrap().read,
             ["ref:refs/heads/feature:", "ref:refs/heads/main:"]
         );
     }

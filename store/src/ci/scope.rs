@@ -108,6 +108,31 @@ pub fn scopes(facts: &RefFacts) -> CacheScopes {
     CacheScopes { write, read }
 }
 
+/// Every variable `facts` reads, for a caller that captures them.
+pub const VARS: &[&str] = &[
+    "GITHUB_REF",
+    "GITHUB_HEAD_REF",
+    "GITHUB_BASE_REF",
+    "CI_COMMIT_REF_PROTECTED",
+    "CI_MERGE_REQUEST_SOURCE_PROJECT_ID",
+    "CI_MERGE_REQUEST_PROJECT_ID",
+    "CI_COMMIT_TAG",
+    "CI_MERGE_REQUEST_IID",
+    "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
+    "CI_COMMIT_BRANCH",
+    "CI_COMMIT_REF_NAME",
+    "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
+    "CIRCLE_PR_NUMBER",
+    "CIRCLE_BRANCH",
+    "CIRCLE_TAG",
+    "BUILDKITE_PULL_REQUEST",
+    "BUILDKITE_PULL_REQUEST_REPO",
+    "BUILDKITE_REPO",
+    "BUILDKITE_TAG",
+    "BUILDKITE_BRANCH",
+    "BUILDKITE_PULL_REQUEST_BASE_BRANCH",
+];
+
 /// Reads a job's ref facts from its CI's environment (`var`), the
 /// variables each CI documents (docs/ci.md cites them); `None` when the CI
 /// names no ref. `default_branch` is what `ci::detect` found (GitHub's is
@@ -371,5 +396,27 @@ mod tests {
             scopes(&bk).read,
             ["ref:refs/pull/7/head:", "ref:refs/heads/main:"]
         );
+    }
+
+    // `facts` reads only variables `VARS` lists (what `CiContext` keeps).
+    #[test]
+    fn vars_lists_every_variable_facts_reads() {
+        use std::cell::RefCell;
+        for system in [
+            CiSystem::GithubActions,
+            CiSystem::Gitlab,
+            CiSystem::Circleci,
+            CiSystem::Buildkite,
+        ] {
+            let asked = RefCell::new(Vec::new());
+            let var = |k: &str| {
+                asked.borrow_mut().push(k.to_string());
+                Some("x".to_string())
+            };
+            facts(system, &var, None);
+            for k in asked.borrow().iter() {
+                assert!(VARS.contains(&k.as_str()), "{k}");
+            }
+        }
     }
 }

@@ -271,6 +271,11 @@ pub fn cache_hex_of(key: &str) -> Option<&str> {
     key.strip_prefix(CACHES_PREFIX)?.split('/').next()
 }
 
+/// The hex cache key of a `cache-used/<hex>/…` key.
+pub fn cache_used_hex_of(key: &str) -> Option<&str> {
+    key.strip_prefix(CACHE_USED_PREFIX)?.split('/').next()
+}
+
 /// `prefix<time, 12 digits>-<nonce>`: a key only this writer uses, that
 /// sorts by time.
 pub fn timed_key(prefix: &str, now: i64) -> String {

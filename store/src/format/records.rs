@@ -42,11 +42,57 @@ pub struct RunRecord {
     pub created: i64,
     /// The run's jobs and what each requires.
     pub graph: Graph,
+    /// The ref of the CI job that created it, as its cache scope names it
+    /// (`ref:refs/heads/main:`); `None` for a run created by hand (written
+    /// as version 1).
+    pub ref_scope: Option<String>,
+}
+
+impl RunRecord {
+    /// Whether `other` is this run written again: the same graph and ref
+    /// (the time may differ).
+    pub fn same_run(&self, other: &RunRecord) -> bool {
+        self.graph == other.graph && self.ref_scope == other.ref_scope
+    }
+}
+
+/// The body of a version-1 run record.
+#[derive(Serialize, Deserialize)]
+struct RunRecordV1 {
+    created: i64,
+    graph: Graph,
 }
 
 impl Record for RunRecord {
     const MAGIC: &'static [u8; 8] = b"STRARUN1";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+
+    /// Version 1 when there is no ref, so older readers read it.
+    fn encode(&self) -> Vec<u8> {
+        match &self.ref_scope {
+            None => codec::encode(
+                Self::MAGIC,
+                1,
+                &RunRecordV1 {
+                    created: self.created,
+                    graph: self.graph.clone(),
+                },
+            ),
+            Some(_) => codec::encode(Self::MAGIC, Self::VERSION, self),
+        }
+    }
+
+    fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
+        if bytes.get(8..12) == Some(&1u32.to_le_bytes()[..]) {
+            let v1: RunRecordV1 = codec::decode(Self::MAGIC, 1, key, bytes)?;
+            return Ok(RunRecord {
+                created: v1.created,
+                graph: v1.graph,
+                ref_scope: None,
+            });
+        }
+        codec::decode(Self::MAGIC, Self::VERSION, key, bytes)
+    }
 }
 
 /// `runs/<run>/layers/<job>/<seq>-<nonce>`: one persist's layer.

@@ -13,6 +13,8 @@
 //! plain caches: a key listed by the backend and found in sled is not read
 //! again. This module knows nothing about manifests' contents or attach.
 
+use std::collections::HashMap;
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::format::graph::Graph;
@@ -21,6 +23,38 @@ use crate::format::keys::{
 };
 use crate::format::records::{LayerRecord, Record, RunRecord};
 use crate::id::{JobName, RunName};
+
+/// Refuses `record` (of `run`) to a job of ref `ours` when the run was
+/// created for another ref: a job of another branch or pull request
+/// created a run of this name first. A run that records no ref (created by
+/// hand), or a job that names none, is not checked.
+pub fn require_ref(run: &RunName, record: &RunRecord, ours: Option<&str>) -> Result<()> {
+    match (record.ref_scope.as_deref(), ours) {
+        (Some(theirs), Some(ours)) if theirs != ours => Err(Error::RunOfAnotherRef {
+            run: run.clone(),
+            theirs: theirs.to_string(),
+            ours: ours.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Drops from `layers` (one job's, in persist order) every layer of a leg
+/// written by an attempt other than the leg's newest (the attempt of its
+/// last layer): a retried or rerun leg supersedes its earlier attempts'
+/// layers without deleting them (format.md, "Layer refs"). Layers without
+/// a writer (persisted outside a CI) all stay.
+fn supersede(layers: &mut Vec<LayerRef>) {
+    let newest: HashMap<String, String> = layers
+        .iter()
+        .filter_map(|l| l.record.writer.as_ref())
+        .map(|w| (w.leg.clone(), w.attempt.clone()))
+        .collect();
+    layers.retain(|l| match &l.record.writer {
+        Some(w) => newest.get(&w.leg) == Some(&w.attempt),
+        None => true,
+    });
+}
 
 /// A layer of a job, as found in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,25 +81,34 @@ impl Catalog {
         })
     }
 
-    /// Creates `run` with `graph`. Creating a run again with the same graph
-    /// is a no-op (every job of a workflow may call it); with another graph
-    /// it is `Error::RunExists`. Returns whether the run was new.
+    /// Creates `run` with `graph`, recording `ref_scope` (the creating CI
+    /// job's ref). Creating a run again with the same graph is a no-op
+    /// (every job of a workflow may call it); with another graph it is
+    /// `Error::RunExists`, and a run created for another ref is
+    /// `Error::RunOfAnotherRef`. Returns whether the run was new.
     pub fn create_run(
         &self,
         backend: &dyn Backend,
         run: &RunName,
         graph: Graph,
+        ref_scope: Option<String>,
         now: i64,
     ) -> Result<bool> {
         match self.run(backend, run) {
-            Ok(existing) if existing.graph == graph => return Ok(false),
-            Ok(_) => return Err(Error::RunExists { run: run.clone() }),
+            Ok(existing) => {
+                require_ref(run, &existing, ref_scope.as_deref())?;
+                return match existing.graph == graph {
+                    true => Ok(false),
+                    false => Err(Error::RunExists { run: run.clone() }),
+                };
+            }
             Err(Error::UnknownRun { .. }) => {}
             Err(e) => return Err(e),
         }
         let record = RunRecord {
             created: now,
             graph,
+            ref_scope,
         };
         let bytes = record.encode();
         backend.put(&run_key(run), &bytes)?;
@@ -171,6 +214,7 @@ impl Catalog {
         // Keys sort by zero-padded seq, then nonce: the persist order.
         for layers in &mut out {
             layers.sort_by(|a, b| (a.seq, &a.key).cmp(&(b.seq, &b.key)));
+            supersede(layers);
         }
         Ok(out)
     }

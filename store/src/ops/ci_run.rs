@@ -2,20 +2,19 @@
 //! CI's identity (`ci`) names the run and job; the run is created on first
 //! use from the config the CI names; a later attempt of a GitHub run (its
 //! "re-run" buttons) is created as a rerun of the attempt before it, so it
-//! keeps the layers of the jobs that do not run again, and a job that does
-//! run again replaces, not stacks on, the layers its earlier attempt left.
+//! keeps the layers of the jobs that do not run again (a job that does run
+//! again supersedes them: format.md, "Layer refs"). A run records the ref
+//! of the job that created it, and a job of another ref refuses it.
 //! This module knows nothing about files or chunks.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::ci::{config, CiContext, CiSystem};
 use crate::error::{Error, Result};
-use crate::format::keys::rerun_key;
-use crate::format::records::{Record, RerunRecord, Writer};
-use crate::id::{JobName, ManifestId, RunName};
+use crate::id::{JobName, RunName};
+use crate::meta::catalog::require_ref;
 use crate::ops::rerun::{rerun, Select};
 use crate::repo::Store;
 
@@ -35,8 +34,8 @@ pub struct CiRun {
 /// The run of `ci` in `store`, created if this is its first use: from the
 /// config file under `checkout`, or (a later GitHub attempt) as a rerun of
 /// the latest earlier attempt the store holds, keeping the layers of every
-/// job that left some there (a job that runs again replaces them:
-/// `replace_kept_layers`).
+/// job that left some there. A run (or earlier attempt) created for
+/// another ref than this job's is `Error::RunOfAnotherRef`.
 pub fn prepare(store: &Store, ci: &CiContext, checkout: &Path) -> Result<CiRun> {
     let run = ci.run_name();
     let job = ci.job_name();
@@ -46,14 +45,23 @@ pub fn prepare(store: &Store, ci: &CiContext, checkout: &Path) -> Result<CiRun> 
         created: false,
         rerun_of: None,
     };
+    let ours = ci.cache_scopes().map(|s| s.write);
     match store.run(&run) {
-        Ok(_) => return Ok(out),
+        Ok(record) => {
+            require_ref(&run, &record, ours.as_deref())?;
+            return Ok(out);
+        }
         Err(Error::UnknownRun { .. }) => {}
         Err(e) => return Err(e),
     }
     let earlier = ci.attempt.unwrap_or(1);
     for attempt in (1..earlier).rev() {
         let from = ci.run_name_at(Some(attempt));
+        match store.run(&from) {
+            Ok(record) => require_ref(&from, &record, ours.as_deref())?,
+            Err(Error::UnknownRun { .. }) => continue,
+            Err(e) => return Err(e),
+        }
         match rerun(store, &from, &run, &Select::Unpersisted) {
             Ok(_) => {
                 out.created = true;
@@ -85,60 +93,6 @@ pub fn prepare(store: &Store, ci: &CiContext, checkout: &Path) -> Result<CiRun> 
             known: graph.job_list(),
         });
     }
-    out.created = store.create_run(&run, graph)?;
+    out.created = store.create_run(&run, graph, ours)?;
     Ok(out)
-}
-
-/// After a persist by `writer` (a leg and attempt of `job` in `run`): the
-/// layers an earlier attempt of the same leg wrote go (a GitLab retry, a
-/// Buildkite retry, a CircleCI rerun into the same workspace), and so do
-/// the copies a rerun run kept of an earlier GitHub attempt's layers, so
-/// the leg's layers are this attempt's only. Returns how many were dropped.
-pub fn replace_earlier_attempts(
-    store: &Store,
-    run: &RunName,
-    job: &JobName,
-    writer: &Writer,
-) -> Result<usize> {
-    let mut dropped = 0;
-    for layer in store.layers(run, job)? {
-        let earlier = layer
-            .record
-            .writer
-            .as_ref()
-            .is_some_and(|w| w.leg == writer.leg && w.attempt != writer.attempt);
-        if earlier {
-            store.backend().delete(&layer.key)?;
-            dropped += 1;
-        }
-    }
-    Ok(dropped + replace_kept_layers(store, run, job)?)
-}
-
-/// The copies of an earlier GitHub attempt's layers of `job` that a rerun
-/// run kept, dropped once the job persists in this attempt.
-fn replace_kept_layers(store: &Store, run: &RunName, job: &JobName) -> Result<usize> {
-    let record = match store.backend().get(&rerun_key(run)) {
-        Ok(bytes) => RerunRecord::decode(&rerun_key(run), &bytes)?,
-        Err(Error::NotFound { .. }) => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    if !record.reused.contains(job) {
-        return Ok(0);
-    }
-    // The kept copies are the earlier attempt's layers of the job, under
-    // the same sequence numbers; this attempt's persists come after them.
-    let kept: HashSet<(u64, ManifestId)> = store
-        .layers(&record.from, job)?
-        .into_iter()
-        .map(|l| (l.seq, l.record.manifest))
-        .collect();
-    let mut dropped = 0;
-    for layer in store.layers(run, job)? {
-        if kept.contains(&(layer.seq, layer.record.manifest)) {
-            store.backend().delete(&layer.key)?;
-            dropped += 1;
-        }
-    }
-    Ok(dropped)
 }

@@ -130,7 +130,9 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
         true => None,
     };
     let now = store.now();
-    let grace = options.grace_secs.unwrap_or(store.config().gc_grace_secs) as i64;
+    // u64::MAX is "never", not -1.
+    let grace = i64::try_from(options.grace_secs.unwrap_or(store.config().gc_grace_secs))
+        .unwrap_or(i64::MAX);
     let dry = options.dry_run;
     let b = store.backend();
     let mut report = GcReport {
@@ -346,7 +348,7 @@ fn sweep(
             if since.is_none() {
                 report.packs_condemned += 1;
             }
-            if at + grace <= now {
+            if at.saturating_add(grace) <= now {
                 report.packs_deleted += 1;
                 report.bytes_reclaimed += p.size;
                 deleted.insert(p.id);

@@ -16,21 +16,30 @@
 //!   holds whose every file chunk the store holds too, so no client can
 //!   make a layer visible that a reader could not attach;
 //! - the store's config, and gc's records and snapshots, are the server's
-//!   to write, never a client's.
+//!   to write, never a client's;
+//! - run records, layer refs and rerun records are create-only (the same
+//!   object again is a retry; another under the name is refused), a run's
+//!   writes follow its recorded ref (`access::allow_run`), a cache entry
+//!   its key (`access::allow_cache_key`), and every time in an object is
+//!   the server's.
 //!
 //! This module knows nothing about HTTP.
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
+use crate::access::{self, Grant};
 use crate::error::{Error, Result};
 use crate::format::index::IndexObject;
 use crate::format::manifest::ManifestRoot;
 use crate::format::pack::verify_pack;
-use crate::id::{ChunkId, ManifestId};
+use crate::id::{ChunkId, IndexId, JobName, ManifestId, RunName};
 
 use crate::format::keys::{
-    cache_hex_of, cache_name, classify, hex_key, index_log_key, manifest_key, pack_key, run_key,
-    ObjectKind, RUNS_PREFIX,
+    cache_hex_of, cache_name, cache_prefix, cache_used_hex_of, cache_used_prefix, classify,
+    hex_key, index_log_key, job_results_prefix, manifest_key, pack_key, run_key, timed_key,
+    used_prefix, ObjectKind,
 };
 use crate::format::records::{
     CacheRecord, JobResult, LayerRecord, Record, RerunRecord, RunRecord, UseRecord,
@@ -81,81 +90,64 @@ fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
     })
 }
 
-/// Checks `bytes` as the object `key` and stores it. Returns its kind.
-pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind> {
+/// Create-only objects (run records, layer refs, rerun records) are
+/// checked for an existing copy and written under this lock, so two
+/// requests to this process never both find the name free. (Replicas
+/// over one bucket do not share it: there the only writer of a name is
+/// the client whose nonce or run it is, and correctness never depends on
+/// a conditional write.)
+static CREATE: Mutex<()> = Mutex::new(());
+
+/// Checks `bytes` as the object `key`, written by a client holding
+/// `grant` (already allowed to write this kind: `access::allow`), and
+/// stores it, under the server's clock wherever the object holds a time
+/// (so no client moves an expiry date). Returns the key it was stored
+/// under, which for a use, a result or a cache entry is a new name of the
+/// server's time.
+pub fn put_checked(store: &Store, grant: &Grant, key: &str, bytes: &[u8]) -> Result<String> {
     let kind = classify(key)?;
+    let now = store.now();
     match &kind {
         ObjectKind::Config
         | ObjectKind::Expired(_)
         | ObjectKind::Condemned
         | ObjectKind::Deleted
         | ObjectKind::Lease
-        | ObjectKind::Snapshot(_) => {
-            return Err(Error::corrupt(
-                key,
-                "this object is written by the server only (its config and gc)",
-            ))
-        }
+        | ObjectKind::Snapshot(_) => Err(Error::corrupt(
+            key,
+            "this object is written by the server only (its config and gc)",
+        )),
         ObjectKind::Result(run, job) => {
-            JobResult::decode(key, bytes)?;
-            store.run_job(run, job)?;
-            store.backend().put(key, bytes)?;
+            let record = JobResult::decode(key, bytes)?;
+            let (run_record, _) = store.run_job(run, job)?;
+            access::allow_run(grant, run.as_str(), run_record.ref_scope.as_deref())?;
+            let stamped = JobResult {
+                finished: now,
+                ..record
+            };
+            let key = timed_key(&job_results_prefix(run, job), now);
+            store.backend().put(&key, &stamped.encode())?;
+            Ok(key)
         }
         ObjectKind::Used(run) => {
             UseRecord::decode(key, bytes)?;
             store.run(run)?;
-            store.backend().put(key, bytes)?;
-        }
-        ObjectKind::Rerun(run) => {
-            let record = RerunRecord::decode(key, bytes)?;
-            store.run(run)?;
-            store.run(&record.from)?;
-            store.backend().put(key, bytes)?;
-        }
-        ObjectKind::Cache => {
-            let record = CacheRecord::decode(key, bytes)?;
-            // Its name (docs/format.md, "Cache entry names"), or the
-            // version 1 name an older client gives a long key.
-            let name = cache_hex_of(key);
-            if name != Some(cache_name(&record.key).as_str())
-                && name != Some(hex_key(&record.key).as_str())
-            {
-                return Err(Error::corrupt(
-                    key,
-                    "the entry's key does not match its name",
-                ));
-            }
-            require_complete(store, key, &record.manifest)?;
-            store.backend().put(key, bytes)?;
+            put_use(store, &used_prefix(run), now)
         }
         ObjectKind::CacheUsed => {
             UseRecord::decode(key, bytes)?;
-            store.backend().put(key, bytes)?;
+            let hex = cache_used_hex_of(key).unwrap_or_default();
+            put_use(store, &cache_used_prefix(&format!("{hex}/")), now)
         }
+        ObjectKind::Rerun(run) => put_rerun(store, grant, key, run, bytes, now),
+        ObjectKind::Cache => put_cache(store, grant, key, bytes, now),
         ObjectKind::Pack(id) => {
             let frames = verify_pack(id, bytes, key)?;
             store.backend().put(key, bytes)?;
             store.chunk_lookup().add_pack(id, &frames)?;
+            Ok(key.to_string())
         }
-        ObjectKind::Index(id) => {
-            let object = IndexObject::decode(id, bytes)?;
-            for p in &object.packs {
-                if !store.backend().exists(&pack_key(&p.pack))? {
-                    return Err(Error::corrupt(
-                        key,
-                        format!("lists pack {} which the store does not hold", p.pack),
-                    ));
-                }
-            }
-            // In the index log it is named by this server's clock, not
-            // the client's: readers list the log from a time (format.md).
-            let key = match store.config().has_index_log() {
-                true => index_log_key(id, store.now()),
-                false => key.to_string(),
-            };
-            store.backend().put(&key, bytes)?;
-            store.chunk_lookup().add(id, &object)?;
-        }
+        ObjectKind::Index(id) => put_index(store, key, id, bytes),
         ObjectKind::Manifest(id) => {
             let root = ManifestRoot::decode(id, bytes)?;
             let ids: Vec<_> = root.chunks.iter().map(|c| c.id).collect();
@@ -167,32 +159,183 @@ pub fn put_checked(store: &Store, key: &str, bytes: &[u8]) -> Result<ObjectKind>
                 });
             }
             store.backend().put(key, bytes)?;
+            Ok(key.to_string())
         }
-        ObjectKind::Run(run) => {
-            // Decoding validates the graph (names, requires, no cycle).
-            RunRecord::decode(key, bytes)?;
-            debug_assert_eq!(run_key(run), key);
-            store.backend().put(key, bytes)?;
-        }
-        ObjectKind::Layer(run, job) => {
-            let record = LayerRecord::decode(key, bytes)?;
-            store.run_job(run, job)?;
-            require_complete(store, key, &record.manifest)?;
-            store.backend().put(key, bytes)?;
-        }
+        ObjectKind::Run(run) => put_run(store, grant, key, run, bytes, now),
+        ObjectKind::Layer(run, job) => put_layer(store, grant, key, (run, job), bytes, now),
     }
-    Ok(kind)
 }
 
-/// Deletes `key` for an untrusted client: only what a client writes for
-/// itself (run records, layer refs and a run's other records) may be
-/// deleted by it; packs, index objects and manifests are gc's.
-pub fn delete_checked(store: &Store, key: &str) -> Result<()> {
-    if !key.starts_with(RUNS_PREFIX) {
-        return Err(Error::Refused {
-            key: key.to_string(),
-            reason: "only run records and layer refs may be deleted by a client",
-        });
+/// A use (of a run or a cache key), at the server's time.
+fn put_use(store: &Store, prefix: &str, now: i64) -> Result<String> {
+    let key = timed_key(prefix, now);
+    store.backend().put(&key, &UseRecord { at: now }.encode())?;
+    Ok(key)
+}
+
+fn put_index(store: &Store, key: &str, id: &IndexId, bytes: &[u8]) -> Result<String> {
+    let object = IndexObject::decode(id, bytes)?;
+    for p in &object.packs {
+        if !store.backend().exists(&pack_key(&p.pack))? {
+            return Err(Error::corrupt(
+                key,
+                format!("lists pack {} which the store does not hold", p.pack),
+            ));
+        }
     }
-    store.backend().delete(key)
+    // In the index log it is named by this server's clock, not the
+    // client's: readers list the log from a time (format.md).
+    let key = match store.config().has_index_log() {
+        true => index_log_key(id, store.now()),
+        false => key.to_string(),
+    };
+    store.backend().put(&key, bytes)?;
+    store.chunk_lookup().add(id, &object)?;
+    Ok(key)
+}
+
+/// The existing object under `key` decoded, if there is one.
+fn existing<R: Record>(store: &Store, key: &str) -> Result<Option<R>> {
+    match store.backend().get(key) {
+        Ok(bytes) => Ok(Some(R::decode(key, &bytes)?)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn immutable(key: &str, what: &str) -> Error {
+    Error::Immutable {
+        key: key.to_string(),
+        detail: format!("it holds {what}"),
+    }
+}
+
+fn put_run(
+    store: &Store,
+    grant: &Grant,
+    key: &str,
+    run: &RunName,
+    bytes: &[u8],
+    now: i64,
+) -> Result<String> {
+    // Decoding validates the graph (names, requires, no cycle).
+    let record = RunRecord::decode(key, bytes)?;
+    debug_assert_eq!(run_key(run), key);
+    access::allow_run(grant, run.as_str(), record.ref_scope.as_deref())?;
+    let _create = CREATE.lock().unwrap_or_else(|p| p.into_inner());
+    match existing::<RunRecord>(store, key)? {
+        Some(old) if old.same_run(&record) => {}
+        Some(_) => return Err(immutable(key, "another graph or ref")),
+        None => {
+            let stamped = RunRecord {
+                created: now,
+                ..record
+            };
+            store.backend().put(key, &stamped.encode())?;
+        }
+    }
+    Ok(key.to_string())
+}
+
+fn put_layer(
+    store: &Store,
+    grant: &Grant,
+    key: &str,
+    (run, job): (&RunName, &JobName),
+    bytes: &[u8],
+    now: i64,
+) -> Result<String> {
+    let record = LayerRecord::decode(key, bytes)?;
+    let (run_record, _) = store.run_job(run, job)?;
+    access::allow_run(grant, run.as_str(), run_record.ref_scope.as_deref())?;
+    require_complete(store, key, &record.manifest)?;
+    let _create = CREATE.lock().unwrap_or_else(|p| p.into_inner());
+    match existing::<LayerRecord>(store, key)? {
+        Some(old)
+            if (old.manifest, old.totals, &old.writer)
+                == (record.manifest, record.totals, &record.writer) => {}
+        Some(_) => return Err(immutable(key, "another layer")),
+        None => {
+            let stamped = LayerRecord {
+                created: now,
+                ..record
+            };
+            store.backend().put(key, &stamped.encode())?;
+        }
+    }
+    Ok(key.to_string())
+}
+
+fn put_rerun(
+    store: &Store,
+    grant: &Grant,
+    key: &str,
+    run: &RunName,
+    bytes: &[u8],
+    now: i64,
+) -> Result<String> {
+    let record = RerunRecord::decode(key, bytes)?;
+    let run_record = store.run(run)?;
+    access::allow_run(grant, run.as_str(), run_record.ref_scope.as_deref())?;
+    store.run(&record.from)?;
+    let _create = CREATE.lock().unwrap_or_else(|p| p.into_inner());
+    match existing::<RerunRecord>(store, key)? {
+        Some(old)
+            if (&old.from, &old.rerun, &old.reused)
+                == (&record.from, &record.rerun, &record.reused) => {}
+        Some(_) => return Err(immutable(key, "another rerun")),
+        None => {
+            let stamped = RerunRecord {
+                created: now,
+                ..record
+            };
+            store.backend().put(key, &stamped.encode())?;
+        }
+    }
+    Ok(key.to_string())
+}
+
+/// A cache entry: under a new name of the server's time, so no entry is
+/// ever replaced and none is dated by the client.
+fn put_cache(store: &Store, grant: &Grant, key: &str, bytes: &[u8], now: i64) -> Result<String> {
+    let record = CacheRecord::decode(key, bytes)?;
+    // Its name (docs/format.md, "Cache entry names"), or the version 1
+    // name an older client gives a long key (kept: that client finds it
+    // there; today's find it by prefix).
+    let name = cache_hex_of(key).unwrap_or_default();
+    if name != cache_name(&record.key) && name != hex_key(&record.key) {
+        return Err(Error::corrupt(
+            key,
+            "the entry's key does not match its name",
+        ));
+    }
+    access::allow_cache_key(grant, &record.key)?;
+    require_complete(store, key, &record.manifest)?;
+    let key = timed_key(&cache_prefix(&format!("{name}/")), now);
+    let stamped = CacheRecord {
+        created: now,
+        ..record
+    };
+    store.backend().put(&key, &stamped.encode())?;
+    Ok(key)
+}
+
+/// Deletes `key` for a client holding `grant` (already allowed to delete
+/// this kind: `access::allow`, an admin's): only runs' records and cache
+/// entries and uses; packs, index objects and manifests are gc's.
+pub fn delete_checked(store: &Store, key: &str) -> Result<()> {
+    match classify(key)? {
+        ObjectKind::Run(_)
+        | ObjectKind::Layer(..)
+        | ObjectKind::Result(..)
+        | ObjectKind::Used(_)
+        | ObjectKind::Rerun(_)
+        | ObjectKind::Expired(_)
+        | ObjectKind::Cache
+        | ObjectKind::CacheUsed => store.backend().delete(key),
+        _ => Err(Error::Refused {
+            key: key.to_string(),
+            reason: "only runs' records and cache entries may be deleted by a client",
+        }),
+    }
 }

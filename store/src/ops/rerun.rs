@@ -123,7 +123,8 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
         })
         .collect();
 
-    if !store.create_run(to, graph.clone())? {
+    // A rerun belongs to the ref its run was created for.
+    if !store.create_run(to, graph.clone(), source.ref_scope.clone())? {
         check_resumable(store, from, to, graph, &again)?;
     }
     let mut report = RerunReport {

@@ -563,12 +563,19 @@ impl Store {
         self.backend.clone()
     }
 
-    /// Creates a run with its job graph (idempotent for the same graph).
-    /// Returns whether it was new.
-    pub fn create_run(&self, run: &RunName, graph: Graph) -> Result<bool> {
+    /// Creates a run with its job graph (idempotent for the same graph),
+    /// recording the ref of the CI job that creates it, if any; a run that
+    /// exists for another ref is `Error::RunOfAnotherRef`. Returns whether
+    /// it was new.
+    pub fn create_run(
+        &self,
+        run: &RunName,
+        graph: Graph,
+        ref_scope: Option<String>,
+    ) -> Result<bool> {
         let created = self
             .catalog
-            .create_run(self.backend(), run, graph, self.now())?;
+            .create_run(self.backend(), run, graph, ref_scope, self.now())?;
         self.flush()?;
         Ok(created)
     }

@@ -140,6 +140,7 @@ pub fn check(b: &dyn Backend) {
     let run = RunRecord {
         created: 1,
         graph: Graph::from_specs(&jobs).unwrap(),
+        ref_scope: None,
     };
     b.put(
         &keys::run_key(&RunName::new("conf").unwrap()),

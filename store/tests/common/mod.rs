@@ -25,7 +25,7 @@ pub fn run() -> RunName {
 /// Creates run `r` (jobs `a`, `b:a`; again is a no-op) and persists
 /// `paths` under `root` as a layer of job `a`.
 pub fn persist_a(store: &Store, root: &Path, paths: &[&str]) -> Result<PersistReport> {
-    store.create_run(&run(), Graph::from_specs(&["a", "b:a"]).unwrap())?;
+    store.create_run(&run(), Graph::from_specs(&["a", "b:a"]).unwrap(), None)?;
     persist(
         store,
         &PersistRequest {

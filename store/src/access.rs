@@ -1,0 +1,215 @@
+//! Who may do what to a shared store: the one definition of the
+//! authorization rules (docs/deploy.md, "Who may do what", whose table the
+//! tests here read and check cell by cell).
+//!
+//! A `Grant` is what a client was given (a namespace, a role, and
+//! optional limits on the runs and cache keys it may write); a `Request` is
+//! what it asks, as far as the rules care. `allow` decides a request from
+//! what is known before its body is read (route, object kind); `allow_run`,
+//! `allow_cache_key` and `gc_grace` decide what only the body or the store
+//! says (a run's recorded ref, a cache key, a grace period). The server
+//! calls them for every request; `ops::ingest` calls the body-level ones.
+//!
+//! This module knows nothing about tokens, HTTP or how a grant was proven
+//! (a static token today; a verified CI identity may fill the same fields).
+
+use crate::error::{Error, Result};
+use crate::format::keys::ObjectKind;
+
+/// What a grant allows at most; each includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Read everything of the namespace; record uses.
+    Read,
+    /// Also write packs, index objects, manifests, runs, layers, results,
+    /// reruns and cache entries (create-only).
+    Write,
+    /// Also delete runs and caches, and run gc.
+    Admin,
+}
+
+/// What a client may do in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Who holds it, for logs and refusals.
+    pub name: String,
+    /// The namespace it is for.
+    pub namespace: String,
+    /// What it allows at most.
+    pub role: Role,
+    /// If limited: the prefixes of the refs whose runs it may create and
+    /// write (a run records its ref: `RunRecord::ref_scope`).
+    pub runs: Option<Vec<String>>,
+    /// If limited: the prefixes of the cache keys it may save.
+    pub cache_keys: Option<Vec<String>>,
+}
+
+impl Grant {
+    /// Everything in `namespace`: a server without authentication.
+    pub fn everything(namespace: &str) -> Grant {
+        Grant {
+            name: "anyone".into(),
+            namespace: namespace.into(),
+            role: Role::Admin,
+            runs: None,
+            cache_keys: None,
+        }
+    }
+}
+
+/// A request, as far as the rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `GET /v1`: which protocol the server speaks.
+    ServerHello,
+    /// `GET /v1/ns/N/`.
+    Hello,
+    /// Reading: an object, ranges, a listing, chunk queries, stats.
+    Read,
+    /// `POST gc`, a dry run or not.
+    Gc {
+        /// Whether it only reports.
+        dry_run: bool,
+    },
+    /// Writing an object of this kind.
+    Put(&'a ObjectKind),
+    /// Deleting an object of this kind.
+    Delete(&'a ObjectKind),
+}
+
+/// Decides `request` by `grant` in `namespace` from what is known before
+/// its body is read. `Err` is `Error::NotAllowed`, naming the grant and
+/// what it lacks.
+pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
+    if grant.namespace != namespace {
+        return Err(denied(grant, format!("is not for namespace {namespace}")));
+    }
+    let needs = match request {
+        Request::ServerHello => return Ok(()),
+        Request::Hello | Request::Read | Request::Gc { dry_run: true } => Role::Read,
+        Request::Gc { dry_run: false } => Role::Admin,
+        Request::Put(kind) => match kind {
+            ObjectKind::Used(_) | ObjectKind::CacheUsed => Role::Read,
+            ObjectKind::Pack(_)
+            | ObjectKind::Index(_)
+            | ObjectKind::Manifest(_)
+            | ObjectKind::Run(_)
+            | ObjectKind::Layer(..)
+            | ObjectKind::Result(..)
+            | ObjectKind::Rerun(_)
+            | ObjectKind::Cache => Role::Write,
+            ObjectKind::Config
+            | ObjectKind::Expired(_)
+            | ObjectKind::Snapshot(_)
+            | ObjectKind::Condemned
+            | ObjectKind::Deleted
+            | ObjectKind::Lease => {
+                return Err(denied(
+                    grant,
+                    "may not write it: the server writes its config and gc's records".into(),
+                ))
+            }
+        },
+        Request::Delete(kind) => match kind {
+            ObjectKind::Run(_)
+            | ObjectKind::Layer(..)
+            | ObjectKind::Result(..)
+            | ObjectKind::Used(_)
+            | ObjectKind::Rerun(_)
+            | ObjectKind::Expired(_)
+            | ObjectKind::Cache
+            | ObjectKind::CacheUsed => Role::Admin,
+            _ => {
+                return Err(denied(
+                    grant,
+                    "may not delete it: packs, index objects and manifests are gc's".into(),
+                ))
+            }
+        },
+    };
+    if grant.role < needs {
+        let what = match needs {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "administer (delete, gc)",
+        };
+        return Err(denied(
+            grant,
+            format!("may not {what} in namespace {namespace}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Decides `request` for a client without a grant (no token, or one the
+/// server does not know): only which protocol the server speaks.
+pub fn allow_anonymous(request: &Request) -> Result<()> {
+    match request {
+        Request::ServerHello => Ok(()),
+        _ => Err(Error::NotAllowed {
+            detail: "this needs a token".into(),
+        }),
+    }
+}
+
+/// Whether `grant` may create or write run `run`, which records
+/// `ref_scope` (the ref of the CI job that created it, if any).
+pub fn allow_run(grant: &Grant, run: &str, ref_scope: Option<&str>) -> Result<()> {
+    let Some(prefixes) = &grant.runs else {
+        return Ok(());
+    };
+    match ref_scope {
+        Some(r) if prefixes.iter().any(|p| r.starts_with(p.as_str())) => Ok(()),
+        Some(r) => Err(denied(
+            grant,
+            format!(
+                "may write only runs of {}; run {run} is {r}",
+                prefixes.join(", ")
+            ),
+        )),
+        None => Err(denied(
+            grant,
+            format!(
+                "may write only runs of {}; run {run} records no ref",
+                prefixes.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Whether `grant` may save a cache entry under `key`.
+pub fn allow_cache_key(grant: &Grant, key: &str) -> Result<()> {
+    match &grant.cache_keys {
+        Some(prefixes) if !prefixes.iter().any(|p| key.starts_with(p.as_str())) => Err(denied(
+            grant,
+            format!(
+                "may save caches only under {} (not {key:?})",
+                prefixes.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The grace period of a gc a client asked for: the store's, or a longer
+/// one; never shorter, since packs a persist in flight has uploaded are
+/// protected by it (docs/lifecycle.md).
+pub fn gc_grace(requested: Option<u64>, store_grace: u64) -> Result<u64> {
+    match requested {
+        Some(g) if g < store_grace => Err(Error::GraceTooShort {
+            asked: g,
+            floor: store_grace,
+        }),
+        Some(g) => Ok(g),
+        None => Ok(store_grace),
+    }
+}
+
+fn denied(grant: &Grant, why: String) -> Error {
+    Error::NotAllowed {
+        detail: format!("token {} {why}", grant.name),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,658 @@
+//! One `strata serve` shared by namespaces a and b, tried as hostile or
+//! careless clients would (issue 25): each test is a hole found against the
+//! server and the request that used it, sent raw so no client-side check
+//! hides the server's answer. Tokens follow docs/deploy.md, "Who may do
+//! what".
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use strata_store::format::keys::pack_key;
+use strata_store::format::pack::{FrameBuilder, PackBuilder};
+use strata_store::format::records::{Record, UseRecord};
+use strata_store::id::ChunkId;
+
+use crate::support::{random_files, write_files, Client, Server};
+
+const A_WRITE: &str = "a-write-token-0123456789";
+const A_READ: &str = "a-read-token-0123456789";
+const B_WRITE: &str = "b-write-token-0123456789";
+const A_PR: &str = "a-pull-request-token-0123";
+const A_ADMIN: &str = "a-admin-token-0123456789";
+
+/// The tokens of every test: write and read for a, write for b; with
+/// `limited`, a pull request's token limited to its refs' runs and cache
+/// keys, and an admin token for a.
+fn auth_file(dir: &Path, limited: bool) -> PathBuf {
+    let mut text = format!(
+        "tokens:\n\
+         - {{name: a-write, token: {A_WRITE}, namespace: a, scope: write}}\n\
+         - {{name: a-read, token: {A_READ}, namespace: a, scope: read}}\n\
+         - {{name: b-write, token: {B_WRITE}, namespace: b, scope: write}}\n"
+    );
+    if limited {
+        text.push_str(&format!(
+            "- {{name: a-pr, token: {A_PR}, namespace: a, scope: write, \
+               runs: [\"ref:refs/pull/\"], cache_keys: [\"ref:refs/pull/\"]}}\n\
+             - {{name: a-admin, token: {A_ADMIN}, namespace: a, scope: admin}}\n"
+        ));
+    }
+    let path = dir.join("tokens.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A server over `dir/srv` with the tokens of `auth_file` and `args`.
+fn server(dir: &Path, limited: bool, args: &[&str]) -> Server {
+    let auth = auth_file(dir, limited);
+    let mut all = vec!["--auth", auth.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Server::start(dir.join("srv").to_str().unwrap(), &all, &[])
+}
+
+/// An answer to a raw request.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn addr(server: &Server) -> String {
+    server.url.strip_prefix("http://").unwrap().to_string()
+}
+
+/// One request on a new connection, as a client that skips every check
+/// of its own would send it; status 0 when the server closed the
+/// connection without an answer.
+fn raw(server: &Server, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
+    raw_with(
+        server,
+        method,
+        path,
+        token.map(|t| format!("Bearer {t}")),
+        body,
+    )
+}
+
+fn raw_with(
+    server: &Server,
+    method: &str,
+    path: &str,
+    authorization: Option<String>,
+    body: &[u8],
+) -> Answer {
+    raw_to(&server.url, method, path, authorization, body)
+}
+
+fn raw_to(
+    url: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<String>,
+    body: &[u8],
+) -> Answer {
+    let mut s = TcpStream::connect(url.strip_prefix("http://").unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(a) = authorization {
+        head.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    parse_answer(&all)
+}
+
+fn parse_answer(all: &[u8]) -> Answer {
+    let Some(split) = all.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Answer {
+            status: 0,
+            body: all.to_vec(),
+        };
+    };
+    let head = String::from_utf8_lossy(&all[..split]);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut body = all[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = unchunk(&body);
+    }
+    Answer { status, body }
+}
+
+fn unchunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+    out
+}
+
+fn o(ns: &str, key: &str) -> String {
+    format!("/v1/ns/{ns}/o/{key}")
+}
+
+fn list(server: &Server, ns: &str, query: &str, token: &str) -> Answer {
+    raw(
+        server,
+        "GET",
+        &format!("/v1/ns/{ns}/list?{query}"),
+        Some(token),
+        b"",
+    )
+}
+
+fn keys(server: &Server, ns: &str, prefix: &str, token: &str) -> Vec<String> {
+    let a = list(server, ns, &format!("prefix={prefix}"), token);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The server still answers: a hello with a read token.
+fn still_serves(server: &Server) {
+    let a = raw(server, "GET", "/v1/ns/a/", Some(A_READ), b"");
+    assert_eq!(a.status, 200, "the server no longer serves: {a:?}");
+}
+
+/// A client of namespace `ns` with `token`, and a persisted layer of job
+/// `build` in run `r` (files `out/*`).
+fn persisted(dir: &Path, server: &Server, ns: &str, token: &str, run: &str) -> Client {
+    let c = Client::new(&server.ns(ns), &dir.join(format!("cache-{ns}-{run}"))).with_token(token);
+    c.ok(&[
+        "run",
+        "create",
+        "--job",
+        "build",
+        "--job",
+        "deploy:build",
+        run,
+    ]);
+    let src = dir.join(format!("src-{ns}-{run}"));
+    random_files(&src.join("out"), 3, 10_000, run.len() as u64);
+    c.persist(run, "build", &src, "out");
+    c
+}
+
+/// A pack holding one chunk no layer uses, uploaded raw; returns its key.
+fn stray_pack(server: &Server, token: &str) -> String {
+    let body = b"a chunk that no layer refers to";
+    let mut frame = FrameBuilder::default();
+    frame.push(ChunkId::of(body), body);
+    let mut pack = PackBuilder::new();
+    pack.push(frame.seal(&mut zstd::bulk::Compressor::new(3).unwrap()));
+    let (id, bytes, _) = pack.finish();
+    let key = pack_key(&id);
+    let a = raw(server, "PUT", &o("a", &key), Some(token), &bytes);
+    assert_eq!(a.status, 204, "{}", a.text());
+    key
+}
+
+// Hole 1: four ranges of 2^62 bytes overflowed the sum that is checked
+// against the limit; a read token crashed the server (release) or its
+// handler (dev). The request is refused and the server serves on.
+#[test]
+fn huge_ranges_are_refused_and_the_server_serves_on() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    persisted(d.path(), &s, "a", A_WRITE, "r1");
+    let pack = keys(&s, "a", "packs/", A_READ).remove(0);
+    let big = 1u64 << 62;
+    let body = serde_json::json!({
+        "key": pack,
+        "ranges": [[0, big], [0, big], [0, big], [0, big]],
+    });
+    let a = raw(
+        &s,
+        "POST",
+        "/v1/ns/a/ranges",
+        Some(A_READ),
+        body.to_string().as_bytes(),
+    );
+    assert!(
+        (400..500).contains(&a.status),
+        "huge ranges got {a:?}, not a 4xx"
+    );
+    // A range past the object's end is refused without a buffer its size.
+    let body = serde_json::json!({"key": pack, "ranges": [[0, 200u64 << 20]]});
+    let a = raw(
+        &s,
+        "POST",
+        "/v1/ns/a/ranges",
+        Some(A_READ),
+        body.to_string().as_bytes(),
+    );
+    assert!((400..500).contains(&a.status), "{a:?}");
+    still_serves(&s);
+}
+
+// Hole 2: `list`'s prefix and cursor were joined to the store's directory:
+// a's read token listed b's runs and the host's files, and `/etc/` made
+// the handler panic.
+#[test]
+fn list_stays_inside_its_namespace() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    persisted(d.path(), &s, "a", A_WRITE, "ours");
+    persisted(d.path(), &s, "b", B_WRITE, "theirs-secret");
+    for query in [
+        "prefix=../b/runs/",
+        "prefix=../../../../etc/",
+        "prefix=/etc/",
+        "prefix=runs/../../b/",
+        "prefix=runs/&after=../../b/runs/",
+        "prefix=%2e%2e/b/",
+    ] {
+        let a = list(&s, "a", query, A_READ);
+        assert_eq!(a.status, 400, "list?{query}: {a:?}");
+        assert!(!a.text().contains("theirs-secret"), "list?{query}: {a:?}");
+    }
+    // The namespace's own listing still works.
+    assert!(keys(&s, "a", "runs/", A_READ)
+        .iter()
+        .any(|k| k.contains("ours")));
+    still_serves(&s);
+}
+
+// Hole 3: a write token could replace a layer ref and a run record. Refs
+// and run records are create-only: the same bytes again are accepted,
+// other bytes are 409 and the original stays.
+#[test]
+fn refs_and_run_records_are_create_only() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    let c = persisted(d.path(), &s, "a", A_WRITE, "r1");
+    persisted(d.path(), &s, "a", A_WRITE, "r2");
+    let ref1 = keys(&s, "a", "runs/r1/layers/", A_READ).remove(0);
+    let ref2 = keys(&s, "a", "runs/r2/layers/", A_READ).remove(0);
+    let get = |k: &str| raw(&s, "GET", &o("a", k), Some(A_READ), b"").body;
+    let (bytes1, bytes2) = (get(&ref1), get(&ref2));
+    assert_eq!(
+        raw(&s, "PUT", &o("a", &ref1), Some(A_WRITE), &bytes1).status,
+        204,
+        "an identical re-put is a retry"
+    );
+    let a = raw(&s, "PUT", &o("a", &ref1), Some(A_WRITE), &bytes2);
+    assert_eq!(a.status, 409, "a layer ref was replaced: {a:?}");
+    assert_eq!(get(&ref1), bytes1);
+    // A run record replaced by another run's graph.
+    Client::new(&s.ns("a"), &d.path().join("c2"))
+        .with_token(A_WRITE)
+        .ok(&["run", "create", "other", "--job", "x"]);
+    let other = get("runs/other/run");
+    let a = raw(&s, "PUT", &o("a", "runs/r1/run"), Some(A_WRITE), &other);
+    assert_eq!(a.status, 409, "a run record was replaced: {a:?}");
+    let at = d.path().join("at");
+    c.attach("r1", "deploy", &at);
+    assert_eq!(crate::support::file_names(&at).len(), 3);
+}
+
+// Hole 3: a write token deleted refs and ran gc with no grace, deleting
+// the packs of a persist in flight. Deletes and gc need an admin grant.
+#[test]
+fn writers_cannot_delete_or_collect() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    let c = persisted(d.path(), &s, "a", A_WRITE, "r1");
+    let layer = keys(&s, "a", "runs/r1/layers/", A_READ).remove(0);
+    let a = raw(&s, "DELETE", &o("a", &layer), Some(A_WRITE), b"");
+    assert_eq!(a.status, 403, "a writer deleted a layer ref: {a:?}");
+    // A persist in flight: its pack is uploaded, its ref not yet written.
+    let in_flight = stray_pack(&s, A_WRITE);
+    let a = raw(
+        &s,
+        "POST",
+        "/v1/ns/a/gc?dry_run=false&grace_secs=0",
+        Some(A_WRITE),
+        b"",
+    );
+    assert_eq!(a.status, 403, "a writer ran gc: {a:?}");
+    assert!(keys(&s, "a", "packs/", A_READ).contains(&in_flight));
+    let at = d.path().join("at");
+    c.attach("r1", "deploy", &at);
+    assert_eq!(crate::support::file_names(&at).len(), 3);
+}
+
+// Hole 6 and the admin's side of hole 3: no grace below the store's, and a
+// grace of u64::MAX is not cast to -1.
+#[test]
+fn no_request_sets_a_grace_below_the_stores() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), true, &[]);
+    persisted(d.path(), &s, "a", A_WRITE, "r1");
+    let in_flight = stray_pack(&s, A_WRITE);
+    let gc = |grace: &str| {
+        raw(
+            &s,
+            "POST",
+            &format!("/v1/ns/a/gc?dry_run=false&grace_secs={grace}"),
+            Some(A_ADMIN),
+            b"",
+        )
+    };
+    let a = gc("0");
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.text().contains("3600"), "names the store's grace: {a:?}");
+    let a = gc(&u64::MAX.to_string());
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(
+        keys(&s, "a", "packs/", A_READ).contains(&in_flight),
+        "a fresh pack was collected"
+    );
+    // An admin may collect with the store's grace.
+    assert_eq!(
+        raw(&s, "POST", "/v1/ns/a/gc?dry_run=false", Some(A_ADMIN), b"").status,
+        200
+    );
+}
+
+/// A GitHub job's environment in `repo` for run `id`, on `git_ref`.
+fn github(repo: &Path, id: &str, git_ref: &str, job: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("GITHUB_ACTIONS", "true".into()),
+        ("GITHUB_RUN_ID", id.into()),
+        ("GITHUB_RUN_ATTEMPT", "1".into()),
+        ("GITHUB_JOB", job.into()),
+        ("GITHUB_REF", git_ref.into()),
+        (
+            "GITHUB_WORKFLOW_REF",
+            "o/r/.github/workflows/ci.yml@refs/heads/main".into(),
+        ),
+        ("GITHUB_WORKSPACE", repo.to_str().unwrap().into()),
+    ]
+}
+
+/// `strata ARGS` in `repo` with a CI's environment.
+fn in_ci(
+    s: &Server,
+    repo: &Path,
+    token: &str,
+    env: &[(&'static str, String)],
+    args: &[&str],
+) -> std::process::Output {
+    let mut c = Client::new(&s.ns("a"), &repo.join("../cache")).with_token(token);
+    c.dir = Some(repo.to_path_buf());
+    c.env = env.to_vec();
+    c.run(args)
+}
+
+// Hole 3: a pull request's token, limited to its own refs, wrote into the
+// default branch's run and could create the default branch's next run
+// before its first job. The server refuses both; a default-branch job that
+// finds its run created under another ref refuses it, naming both refs.
+#[test]
+fn a_pull_request_token_cannot_write_or_squat_the_default_branchs_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), true, &[]);
+    let repo = d.path().join("repo");
+    write_files(
+        &repo,
+        &[
+            (
+                ".github/workflows/ci.yml",
+                "jobs:\n  build: {}\n  deploy: {needs: build}\n",
+            ),
+            ("out/app", "built on main"),
+        ],
+    );
+    let main = github(&repo, "100", "refs/heads/main", "build");
+    let out = in_ci(&s, &repo, A_WRITE, &main, &["persist", "out"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Into main's run, raw: a copy of main's own ref under a new name.
+    let layer = keys(&s, "a", "runs/gh-100.1/layers/build/", A_READ).remove(0);
+    let bytes = raw(&s, "GET", &o("a", &layer), Some(A_READ), b"").body;
+    let forged = "runs/gh-100.1/layers/build/0000000009-00ff00ff";
+    let a = raw(&s, "PUT", &o("a", forged), Some(A_PR), &bytes);
+    assert_eq!(a.status, 403, "a PR token wrote main's run: {a:?}");
+    assert!(a.text().contains("refs/heads/main"), "{a:?}");
+    // Main's next run, pre-created by the PR's token claiming main's ref.
+    let squat = github(&repo, "101", "refs/heads/main", "build");
+    let out = in_ci(&s, &repo, A_PR, &squat, &["persist", "out"]);
+    assert!(!out.status.success(), "a PR token created a run of main");
+    assert!(keys(&s, "a", "runs/gh-101.1/", A_READ).is_empty());
+    // ...or under its own ref, with main's next run id: main refuses it.
+    let squat = github(&repo, "102", "refs/pull/7/merge", "build");
+    let out = in_ci(&s, &repo, A_PR, &squat, &["persist", "out"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let main = github(&repo, "102", "refs/heads/main", "deploy");
+    let at = d.path().join("at");
+    let out = in_ci(
+        &s,
+        &repo,
+        A_WRITE,
+        &main,
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "main attached a squatted run");
+    assert!(
+        err.contains("refs/pull/7/merge") && err.contains("refs/heads/main"),
+        "{err}"
+    );
+    assert!(!at.join("out/app").exists());
+}
+
+// Hole 4: a use record's time came from its key, which the client picks:
+// a read token moved a run's expiry to the year 33658. The server records
+// its own time.
+#[test]
+fn use_records_get_the_servers_time() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    let c = persisted(d.path(), &s, "a", A_WRITE, "r1");
+    let far = 999_999_999_999i64;
+    let body = UseRecord { at: far }.encode();
+    let key = format!("runs/r1/used/{far}-abcd");
+    let a = raw(&s, "PUT", &o("a", &key), Some(A_READ), &body);
+    assert_eq!(a.status, 204, "{a:?}");
+    let ls = c.json(&["ls"]);
+    let expires = ls["runs"][0]["expires_on"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let year: i32 = expires.get(..4).and_then(|y| y.parse().ok()).unwrap_or(0);
+    assert!((2020..2200).contains(&year), "expires {expires}: {ls}");
+    let used = keys(&s, "a", "runs/r1/used/", A_READ);
+    assert!(
+        used.iter().all(|k| !k.contains(&far.to_string())),
+        "{used:?}"
+    );
+}
+
+/// The server's peak resident memory, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+// Hole 5: bodies were read before the token was checked: 16 unauthenticated
+// 60 MiB PUTs grew the server by 790 MB before each got its 401.
+#[test]
+fn bodies_without_a_valid_token_are_not_read() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    still_serves(&s);
+    let before = peak_rss(s.pid());
+    let body = vec![7u8; 60 << 20];
+    let url = s.url.clone();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (url, body) = (&url, &body);
+                scope.spawn(move || {
+                    let token = (i % 2 == 1).then(|| "Bearer not-a-token-of-this-server".into());
+                    let key = format!("packs/00/{}", "0".repeat(64));
+                    raw_to(url, "PUT", &o("a", &key), token, body).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let grown = peak_rss(s.pid()).saturating_sub(before);
+    assert!(
+        statuses.iter().all(|&st| st == 401 || st == 0),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&401), "{statuses:?}");
+    assert!(grown < 64 << 20, "the server grew by {} MiB", grown >> 20);
+    still_serves(&s);
+}
+
+// Hole 5: no header or body timeout: slow and idle connections were held
+// for as long as the client liked. With 1 s timeouts each is closed while
+// a normal client is served.
+#[test]
+fn slow_and_idle_connections_are_closed() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(
+        d.path(),
+        false,
+        &["--header-timeout", "1s", "--body-idle-timeout", "1s"],
+    );
+    let connect = || {
+        let c = TcpStream::connect(addr(&s)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        c
+    };
+    let idle = connect();
+    let mut half_header = connect();
+    half_header
+        .write_all(b"GET /v1/ns/a/ HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut half_body = connect();
+    half_body
+        .write_all(
+            format!(
+                "PUT {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {A_WRITE}\r\n\
+                 Content-Length: 1000\r\n\r\nsome",
+                o("a", "runs/x/run")
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let started = Instant::now();
+    still_serves(&s);
+    for (what, mut c) in [
+        ("idle", idle),
+        ("half a header", half_header),
+        ("half a body", half_body),
+    ] {
+        let mut rest = Vec::new();
+        let closed = c.read_to_end(&mut rest);
+        assert!(
+            closed.is_ok(),
+            "{what}: not closed within 15 s ({:?})",
+            closed.err()
+        );
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(10), "{what}: {waited:?}");
+    }
+    still_serves(&s);
+}
+
+// Hole 5: with 256 descriptors, 300 idle connections stopped all service.
+// The server raises its soft limit to the hard one at start.
+#[test]
+fn idle_connections_do_not_exhaust_descriptors() {
+    let d = tempfile::tempdir().unwrap();
+    let auth = auth_file(d.path(), false);
+    let s = Server::start_under(
+        &["prlimit", "--nofile=256:4096"],
+        d.path().join("srv").to_str().unwrap(),
+        &["--auth", auth.to_str().unwrap()],
+        &[],
+    );
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(addr(&s)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    still_serves(&s);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(idle);
+}
+
+// Hole 6: `Bearer` is matched case-insensitively (RFC 7235: the scheme is
+// case-insensitive).
+#[test]
+fn the_auth_scheme_is_case_insensitive() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let a = raw_with(
+            &s,
+            "GET",
+            "/v1/ns/a/",
+            Some(format!("{scheme} {A_READ}")),
+            b"",
+        );
+        assert_eq!(a.status, 200, "{scheme}: {a:?}");
+    }
+}
+
+// Hole 6: a %0a in a key forged a line of the access log, and error bodies
+// showed the server's file paths.
+#[test]
+fn the_log_and_error_bodies_leak_and_forge_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    persisted(d.path(), &s, "a", A_WRITE, "r1");
+    let forged = "runs/r1/used/x%0astrata%20serve:%20FORGED";
+    raw(&s, "PUT", &o("a", forged), Some(A_WRITE), b"x");
+    still_serves(&s);
+    // A directory where an object is read: an I/O error on the server.
+    let a = raw(&s, "GET", &o("a", "runs/r1/layers"), Some(A_READ), b"");
+    assert!(a.status >= 400, "{a:?}");
+    let srv = d.path().join("srv");
+    assert!(
+        !a.text().contains(srv.to_str().unwrap()),
+        "an error body shows the server's path: {a:?}"
+    );
+    let mut lines = Vec::new();
+    while let Ok(l) = s.log.recv_timeout(Duration::from_millis(500)) {
+        lines.push(l);
+    }
+    assert!(
+        !lines.iter().any(|l| l.starts_with("strata serve: FORGED")),
+        "{lines:#?}"
+    );
+}
