@@ -86,6 +86,23 @@ const CI_VARS: &[&str] = &[
     "BUILDKITE_PLUGINS",
     "BUILDKITE_RETRY_COUNT",
     "STRATA_CONFIG",
+    "GITHUB_REF",
+    "GITHUB_BASE_REF",
+    "GITHUB_EVENT_PATH",
+    "CI_COMMIT_TAG",
+    "CI_COMMIT_REF_PROTECTED",
+    "CI_MERGE_REQUEST_IID",
+    "CI_MERGE_REQUEST_PROJECT_ID",
+    "CI_MERGE_REQUEST_SOURCE_PROJECT_ID",
+    "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
+    "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
+    "CIRCLE_TAG",
+    "CIRCLE_PR_NUMBER",
+    "BUILDKITE_TAG",
+    "BUILDKITE_REPO",
+    "BUILDKITE_PULL_REQUEST",
+    "BUILDKITE_PULL_REQUEST_REPO",
+    "BUILDKITE_PULL_REQUEST_BASE_BRANCH",
 ];
 
 // GitHub Actions: attempt 1 builds and tests, deploy fails; "re-run failed
@@ -885,3 +902,233 @@ fn run_create_graph_uses_the_ci_readers() {
         ["build-linux", "build-mac", "Publish_20to_20Next_20channel"]
     );
 }
+
+}
+
+/// Saves `node_modules` holding `content` as cache `key` in the job `env`
+/// describes, run in `repo`.
+fn save_cache(repo: &Path, store: &Path, env: &[(&str, &str)], key: &str, content: &str) {
+    write(repo, &[("node_modules/dep/index.js", content)]);
+    ci(
+        repo,
+        store,
+        env,
+        &["cache", "save", "--key", key, "node_modules"],
+    );
+}
+
+/// What a restore of `keys` in the job `env` describes writes to
+/// `node_modules/dep/index.js` (`None`: nothing matched).
+fn restored(repo: &Path, store: &Path, env: &[(&str, &str)], keys: &[&str]) -> Option<String> {
+    let at = tempfile::tempdir_in(repo.parent().unwrap()).unwrap();
+    let mut args = vec!["cache", "restore", "--at", at.path().to_str().unwrap()];
+    for k in keys {
+        args.extend(["--key", k]);
+    }
+    let r = ci(repo, store, env, &args);
+    r["restored_key"].as_str()?;
+    Some(fs::read_to_string(at.path().join("node_modules/dep/index.js")).unwrap())
+}
+
+// GitLab: a merge request from a fork whose branch is also named `main`,
+// a tag `main` and an unprotected `main` each save a poisoned entry under
+// a key the protected default branch matches by prefix; main restores its
+// own (issue 26: they all saved into `ref:main:`).
+#[test]
+fn gitlab_forks_tags_and_unprotected_refs_cannot_poison_protected_main() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(&repo, &[(".gitlab-ci.yml", "deps:\n  script: [make]\n")]);
+    let base = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("GITLAB_CI", "true"),
+            ("CI_PIPELINE_ID", "5"),
+            ("CI_JOB_NAME", "deps"),
+            ("CI_COMMIT_REF_NAME", "main"),
+            ("CI_DEFAULT_BRANCH", "main"),
+        ];
+        env.extend_from_slice(extra);
+        env
+    };
+    let main = base(&[
+        ("CI_COMMIT_BRANCH", "main"),
+        ("CI_COMMIT_REF_PROTECTED", "true"),
+    ]);
+    save_cache(&repo, &store, &main, "deps-1", "from main");
+    let fork = base(&[
+        ("CI_MERGE_REQUEST_IID", "7"),
+        ("CI_MERGE_REQUEST_PROJECT_ID", "1"),
+        ("CI_MERGE_REQUEST_SOURCE_PROJECT_ID", "99"),
+        ("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", "main"),
+        ("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "main"),
+        ("CI_COMMIT_REF_PROTECTED", "false"),
+    ]);
+    save_cache(&repo, &store, &fork, "deps-2", "from a fork");
+    let tag = base(&[
+        ("CI_COMMIT_TAG", "main"),
+        ("CI_COMMIT_REF_PROTECTED", "true"),
+    ]);
+    save_cache(&repo, &store, &tag, "deps-3", "from a tag");
+    let unprotected = base(&[
+        ("CI_COMMIT_BRANCH", "main"),
+        ("CI_COMMIT_REF_PROTECTED", "false"),
+    ]);
+    save_cache(&repo, &store, &unprotected, "deps-4", "unprotected");
+    assert_eq!(
+        restored(&repo, &store, &main, &["deps-"]).as_deref(),
+        Some("from main")
+    );
+    // Each reads its own; the fork's merge request no protected cache.
+    assert_eq!(
+        restored(&repo, &store, &fork, &["deps-"]).as_deref(),
+        Some("from a fork")
+    );
+    assert_eq!(
+        restored(&repo, &store, &tag, &["deps-"]).as_deref(),
+        Some("from a tag")
+    );
+    assert_eq!(
+        restored(&repo, &store, &tag, &["deps-1"]).as_deref(),
+        Some("from main")
+    );
+    assert_eq!(restored(&repo, &store, &fork, &["deps-1"]), None);
+}
+
+// Buildkite (no protected refs) and CircleCI: a fork's pull request from a
+// branch named `main`, and a tag `main`, save into scopes of their own; a
+// CircleCI tag build (no CIRCLE_BRANCH) is scoped, not saved unscoped where
+// every ref's `--unscoped` restore would read it.
+#[test]
+fn buildkite_and_circleci_tags_and_forks_get_scopes_of_their_own() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[
+            (
+                ".buildkite/pipeline.yml",
+                "steps:\n  - key: deps\n    command: make\n",
+            ),
+            (
+                ".circleci/config.yml",
+                "workflows:\n  w:\n    jobs: [deps]\n",
+            ),
+        ],
+    );
+    let bk = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_BUILD_ID", "b-1"),
+            ("BUILDKITE_STEP_KEY", "deps"),
+            ("BUILDKITE_BRANCH", "main"),
+            ("BUILDKITE_PIPELINE_DEFAULT_BRANCH", "main"),
+            ("BUILDKITE_REPO", "git@github.com:org/app.git"),
+        ];
+        env.extend_from_slice(extra);
+        env
+    };
+    let main = bk(&[("BUILDKITE_PULL_REQUEST", "false")]);
+    save_cache(&repo, &store, &main, "deps-1", "from main");
+    let fork = bk(&[
+        ("BUILDKITE_PULL_REQUEST", "7"),
+        ("BUILDKITE_PULL_REQUEST_BASE_BRANCH", "main"),
+        (
+            "BUILDKITE_PULL_REQUEST_REPO",
+            "git://github.com/fork/app.git",
+        ),
+    ]);
+    save_cache(&repo, &store, &fork, "deps-2", "from a fork");
+    save_cache(
+        &repo,
+        &store,
+        &bk(&[("BUILDKITE_TAG", "main")]),
+        "deps-3",
+        "from a tag",
+    );
+    assert_eq!(
+        restored(&repo, &store, &main, &["deps-"]).as_deref(),
+        Some("from main")
+    );
+    // The fork's pull request still reads its base branch's.
+    assert_eq!(
+        restored(&repo, &store, &fork, &["deps-1"]).as_deref(),
+        Some("from main")
+    );
+
+    let cc = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("CIRCLECI", "true"),
+            ("CIRCLE_WORKFLOW_ID", "w-1"),
+            ("CIRCLE_JOB", "deps"),
+        ];
+        env.extend_from_slice(extra);
+        env
+    };
+    let branch = cc(&[("CIRCLE_BRANCH", "pull/7")]);
+    save_cache(&repo, &store, &branch, "cc-1", "from branch pull/7");
+    let pr = cc(&[("CIRCLE_BRANCH", "pull/7"), ("CIRCLE_PR_NUMBER", "7")]);
+    save_cache(&repo, &store, &pr, "cc-2", "from a fork");
+    let tag = cc(&[("CIRCLE_TAG", "v1")]);
+    save_cache(&repo, &store, &tag, "cc-3", "from a tag");
+    assert_eq!(
+        restored(&repo, &store, &branch, &["cc-"]).as_deref(),
+        Some("from branch pull/7")
+    );
+    assert_eq!(
+        restored(&repo, &store, &tag, &["cc-"]).as_deref(),
+        Some("from a tag")
+    );
+    let unscoped = ci(
+        &repo,
+        &store,
+        &branch,
+        &["cache", "restore", "--unscoped", "--key", "cc-"],
+    );
+    assert!(unscoped["restored_key"].is_null(), "{unscoped}");
+}
+
+// A cache key of 150 bytes (with its scope, 170) is saved on a directory
+// store and restored exactly and by prefix (it failed with "File name too
+// long" after uploading the packs); a restore whose listing fails is an
+// error, never "no cache matched" with exit 0.
+#[test]
+fn long_cache_keys_save_and_restore_and_a_failed_listing_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[(".github/workflows/ci.yml", "jobs:\n  build: {}\n")],
+    );
+    let env = [
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_RUN_ID", "9"),
+        ("GITHUB_JOB", "build"),
+        ("GITHUB_REF", "refs/heads/main"),
+    ];
+    let long = format!("deps-linux-x64-{}", "0123456789abcdef".repeat(8));
+    let longer = format!("{long}-node-22.11.0-with-a-tail");
+    save_cache(&repo, &store, &env, &long, "long");
+    save_cache(&repo, &store, &env, &longer, "longer");
+    assert_eq!(
+        restored(&repo, &store, &env, &[&long]).as_deref(),
+        Some("long")
+    );
+    assert_eq!(
+        restored(&repo, &store, &env, &[&longer]).as_deref(),
+        Some("longer")
+    );
+    assert_eq!(
+        restored(&repo, &store, &env, &["deps-linux"]).as_deref(),
+        Some("longer")
+    );
+    assert_eq!(
+        restored(&repo, &store, &env, &[&long[..130]]).as_deref(),
+        Some("longer")
+    );
+    // The store's caches/ is not a directory: an error, exit 1.
+    fs::rename(store.join("caches"), d.path().join("moved")).unwrap();
+    fs::write(store.join("caches"), "not a directory").unwrap();
+    let out = run(&repo, &store, &env, &["cache", "restore", "--key", "deps-"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("caches"), "{stderr}");

@@ -807,3 +807,53 @@ fn new_files_are_seeded_from_files_already_in_place() {
     assert_eq!(write["chunks_from_store"], 0, "{report}");
     assert_eq!(read(&at.join("dir/two")), text);
 }
+
+// A job persists a directory holding a name of the shape attach gives its
+// staging directory: persist refuses it, naming it (a layer holding one made
+// every later attach into that target fail), and the store is unchanged.
+#[test]
+fn names_strata_reserves_are_refused_at_persist() {
+    let w = World::new();
+    w.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    w.write("r", "a", "out/.strata-staging-4242-1f2e-7/f", "x");
+    w.write("r", "a", "out/.strata-tmp-notes", "a user's file: fine");
+    let before = w.store_snapshot();
+    let root = w.machine("r-a");
+    let err = w.fails(
+        1,
+        &[
+            "persist",
+            "--run",
+            "r",
+            "--job",
+            "a",
+            "--root",
+            root.to_str().unwrap(),
+            "out",
+        ],
+    );
+    assert!(err.contains(".strata-staging-4242-1f2e-7"), "{err}");
+    assert_eq!(w.store_snapshot(), before);
+    fs::remove_dir_all(root.join("out/.strata-staging-4242-1f2e-7")).unwrap();
+    w.persist("r", "a", &["out"]);
+    let at = w.attach("r", "b");
+    assert_eq!(
+        read(&at.join("out/.strata-tmp-notes")),
+        "a user's file: fine"
+    );
+}
+
+// An I/O error names what failed and says its cause once (it said "Not a
+// directory (os error 20): Not a directory (os error 20)").
+#[test]
+fn an_io_errors_cause_is_said_once() {
+    let w = World::new();
+    w.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    w.write("r", "a", "out/f", "x");
+    w.persist("r", "a", &["out"]);
+    let file = w.machine("m").join("file");
+    fs::write(&file, "x").unwrap();
+    let err = w.attach_fails(1, "r", "b", &file.join("at"));
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+}

@@ -694,3 +694,169 @@ fn attach_refuses_what_cannot_fit() {
     let left: Vec<_> = fs::read_dir(&at).unwrap().collect();
     assert!(left.is_empty(), "left in the target: {left:?}");
 }
+
+// A job persists a 0600 `.env`: the store and the runner's caches are
+// created private (directories 0700, objects 0600), and another local user
+// (`nobody`) cannot read the packs holding it (it could, from 0644 packs
+// in 0755 directories); `--group-access` opens them to the group only.
+#[test]
+fn the_store_and_caches_are_private_to_their_user() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reachable by nobody up to the store, as a runner's home would be.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (store, cache, src) = (
+        dir.path().join("store"),
+        dir.path().join("cache"),
+        dir.path().join("src"),
+    );
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join(".env"), "TOKEN=hunter2-hunter2-hunter2\n").unwrap();
+    fs::set_permissions(src.join(".env"), fs::Permissions::from_mode(0o600)).unwrap();
+    let with_cache = |c: &mut Command| {
+        c.env("STRATA_CACHE", &cache);
+    };
+    let mut create = strata(&store);
+    with_cache(&mut create);
+    ok(create.args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    let mut persist = strata(&store);
+    with_cache(&mut persist);
+    ok(persist
+        .args(["persist", "--run", "r", "--job", "a", "--root"])
+        .arg(&src)
+        .arg(".env"));
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut packs = Vec::new();
+    for root in [&store, &cache] {
+        assert_eq!(mode(root), 0o700, "{root:?}");
+        for e in walkdir::WalkDir::new(root).into_iter().map(Result::unwrap) {
+            let p = e.path();
+            // sled makes its own files and directories inside .local
+            // (0700), where no other user reaches them.
+            if p.ancestors().skip(1).any(|a| a.ends_with(".local/meta")) {
+                continue;
+            }
+            if e.file_type().is_dir() {
+                assert_eq!(mode(p), 0o700, "{p:?}");
+            } else {
+                assert_eq!(mode(p), 0o600, "{p:?}");
+            }
+            if p.starts_with(store.join("packs")) && e.file_type().is_file() {
+                packs.push(p.to_path_buf());
+            }
+        }
+    }
+    assert!(!packs.is_empty());
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .output();
+    if matches!(probe, Ok(ref o) if o.status.success()) {
+        let read = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(&packs[0])
+            .output()
+            .unwrap();
+        assert!(!read.status.success(), "nobody read a pack");
+    } else {
+        skip("cannot run as nobody (setpriv) here");
+    }
+    // Asked for, the group gets in; others still do not.
+    let shared = dir.path().join("shared");
+    let mut grouped = strata(&shared);
+    with_cache(&mut grouped);
+    ok(grouped
+        .env("STRATA_GROUP_ACCESS", "1")
+        .args(["run", "create", "r", "--job", "a"]));
+    assert_eq!(mode(&shared), 0o770);
+    assert_eq!(mode(&shared.join("config")), 0o660);
+}
+
+// Runners attach from a shared store mounted read-only: attach and cache
+// restore work (it failed: `open .local/lock: Read-only file system`),
+// recording no use; a persist fails naming the store.
+#[test]
+fn a_read_only_store_is_attached_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, src) = (dir.path().join("store"), dir.path().join("src"));
+    fs::create_dir_all(src.join("out")).unwrap();
+    fs::write(src.join("out/a.txt"), "from the shared store").unwrap();
+    ok(strata(&store).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    ok(strata(&store)
+        .args(["persist", "--run", "r", "--job", "a", "--root"])
+        .arg(&src)
+        .arg("out"));
+    ok(strata(&store)
+        .args(["cache", "save", "--key", "deps-1", "--root"])
+        .arg(&src)
+        .arg("out"));
+    let ro = dir.path().join("ro");
+    fs::create_dir_all(&ro).unwrap();
+    let bound = privileged(
+        "bind-mount a directory",
+        Command::new("mount").args(["--bind"]).arg(&store).arg(&ro),
+    );
+    if !bound {
+        return;
+    }
+    let _unmount = Mount(ro.clone());
+    let remounted = privileged(
+        "remount it read-only",
+        Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(&ro),
+    );
+    if !remounted {
+        return;
+    }
+    let at = dir.path().join("at");
+    ok(strata(&ro)
+        .args(["attach", "--run", "r", "--job", "b", "--at"])
+        .arg(&at));
+    same_tree(&src.join("out"), &at.join("out"));
+    let restored = dir.path().join("restored");
+    ok(strata(&ro)
+        .args(["cache", "restore", "--key", "deps-", "--at"])
+        .arg(&restored));
+    same_tree(&src.join("out"), &restored.join("out"));
+    let out = strata(&ro)
+        .args(["persist", "--run", "r", "--job", "a", "--root"])
+        .arg(&src)
+        .arg("out")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(ro.to_str().unwrap()), "{stderr}");
+}
+
+// A runner whose GITHUB_EVENT_PATH is an endless file (/dev/zero) reads a
+// bounded part of it and goes on: it read until no memory was left (the
+// read then fails and is ignored). Measured by the child's peak RSS (GNU
+// time), with its address space capped so the old behaviour ends soon.
+#[test]
+fn an_endless_github_event_file_is_read_with_a_bound() {
+    if !Path::new("/usr/bin/time").exists() {
+        skip("no /usr/bin/time to measure the peak memory with");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4000000; exec /usr/bin/time -f 'peak-kb=%M' \"$0\" ci --json")
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_RUN_ID", "1")
+        .env("GITHUB_JOB", "build")
+        .env("GITHUB_REF", "refs/heads/main")
+        .env("GITHUB_EVENT_PATH", "/dev/zero")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let peak: u64 = stderr
+        .split("peak-kb=")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {stderr}"));
+    assert!(peak < 200_000, "peak RSS {peak} KB");
+}

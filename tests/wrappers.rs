@@ -26,18 +26,39 @@ fn path_with_strata() -> String {
     )
 }
 
-/// Runs `program args` in `dir` with only `env` (and PATH): it must succeed.
-fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) {
-    let out = Command::new(program)
+/// Runs `program args` in `dir` with only `env` and PATH (holding the
+/// strata under test when `strata` is true).
+fn outcome(
+    dir: &Path,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    strata: bool,
+) -> std::process::Output {
+    let path = match strata {
+        true => path_with_strata(),
+        // The machine's PATH without any directory holding a strata.
+        false => std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .filter(|d| !d.join("strata").exists())
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":"),
+    };
+    Command::new(program)
         .args(args)
         .current_dir(dir)
         .env_clear()
-        .env("PATH", path_with_strata())
+        .env("PATH", path)
         // A home of its own, as a runner's is, outside the checkout.
         .env("HOME", dir.with_extension("home"))
         .envs(env.iter().copied())
         .output()
-        .unwrap_or_else(|e| panic!("{program} (the wrapper's runtime) cannot run: {e}"));
+        .unwrap_or_else(|e| panic!("{program} (the wrapper's runtime) cannot run: {e}"))
+}
+
+/// Runs `program args` in `dir` with only `env` (and PATH): it must succeed.
+fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) {
+    let out = outcome(dir, program, args, env, true);
     assert!(
         out.status.success(),
         "{program} {args:?}: {}{}",
@@ -165,17 +186,41 @@ fn buildkite_plugin_hooks() {
     assert_eq!(files(&at), ["bin/tool", "docs/a.md"]);
 }
 
-/// The `run: command:` of an orb command, its parameters filled in.
-fn orb_command(orb: &Value, command: &str, params: &[(&str, &str)]) -> String {
-    let mut text = orb["commands"][command]["steps"][0]["run"]["command"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for (k, v) in params {
-        text = text.replace(&format!("<< parameters.{k} >>"), v);
-    }
-    assert!(!text.contains("<<"), "an unfilled parameter: {text}");
-    text
+/// The `run:` step of an orb command, its parameters filled in as
+/// CircleCI fills them: its command, and its `environment`.
+fn orb_step(
+    orb: &Value,
+    command: &str,
+    params: &[(&str, &str)],
+) -> (String, Vec<(String, String)>) {
+    let fill = |text: &str| {
+        let mut text = text.to_string();
+        for (k, v) in params {
+            text = text.replace(&format!("<< parameters.{k} >>"), v);
+        }
+        assert!(!text.contains("<<"), "an unfilled parameter: {text}");
+        text
+    };
+    let step = &orb["commands"][command]["steps"][0]["run"];
+    let env = step["environment"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str().unwrap().to_string(), fill(v.as_str().unwrap())))
+        .collect();
+    (fill(step["command"].as_str().unwrap()), env)
+}
+
+/// Runs an orb step in `dir` with the CI's `env` beside its own.
+fn orb_run(
+    dir: &Path,
+    (command, own): &(String, Vec<(String, String)>),
+    env: &[(&str, &str)],
+    strata: bool,
+) -> std::process::Output {
+    let mut all: Vec<(&str, &str)> = env.to_vec();
+    all.extend(own.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    outcome(dir, "sh", &["-c", command], &all, strata)
 }
 
 // The CircleCI orb's persist and attach commands, as CircleCI would run
@@ -200,24 +245,26 @@ fn circleci_orb_commands() {
             ("CIRCLE_WORKING_DIRECTORY", repo_s),
         ]
     };
-    let persist = orb_command(
+    let persist = orb_step(
         &orb,
         "persist",
-        &[("store", store_s), ("paths", "'sandbox/**'")],
+        &[("store", store_s), ("paths", "sandbox/**")],
     );
-    run(&repo, "sh", &["-c", &persist], &env("build"));
+    assert!(orb_run(&repo, &persist, &env("build"), true)
+        .status
+        .success());
     let at = d.path().join("at");
-    let attach = orb_command(
+    let attach = orb_step(
         &orb,
         "attach",
         &[("store", store_s), ("at", at.to_str().unwrap())],
     );
-    run(&repo, "sh", &["-c", &attach], &env("test"));
+    assert!(orb_run(&repo, &attach, &env("test"), true).status.success());
     assert_eq!(files(&at), ["sandbox/app/x"]);
 }
 
-// The GitLab component's `.strata` job template: after_script persists
-// only when the job succeeded; before_script attaches.
+// The GitLab component: `.strata-persist`'s script persists as part of
+// the job's script; `.strata`'s before_script attaches.
 #[test]
 fn gitlab_component_template() {
     let d = tempfile::tempdir().unwrap();
@@ -238,17 +285,9 @@ fn gitlab_component_template() {
         .expect("a spec header and a body");
     let spec: Value = serde_yaml_ng::from_str(spec).unwrap();
     assert!(spec["spec"]["inputs"]["store"].is_mapping());
-    let lines = |section: &str, persist: &str| -> Vec<String> {
-        let filled = body
-            .replace("$[[ inputs.store ]]", store_s)
-            .replace("$[[ inputs.persist ]]", persist);
-        let doc: Value = serde_yaml_ng::from_str(&filled).unwrap();
-        doc[".strata"][section]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|l| l.as_str().unwrap().to_string())
-            .collect()
+    let component = Component {
+        body: body.to_string(),
+        store: store_s.to_string(),
     };
     let env = |job: &'static str, status: &'static str| {
         vec![
@@ -260,13 +299,302 @@ fn gitlab_component_template() {
             ("CI_PROJECT_DIR", repo_s),
         ]
     };
-    for line in lines("after_script", "public") {
-        run(&repo, "sh", &["-c", &line], &env("build", "success"));
-    }
+    assert!(component
+        .run(&repo, "persist", "public", &env("build", "running"), true)
+        .status
+        .success());
     let at = d.path().join("at");
     fs::create_dir_all(&at).unwrap();
-    for line in lines("before_script", "") {
-        run(&at, "sh", &["-c", &line], &env("test", "running"));
-    }
+    assert!(component
+        .run(&at, "attach", "", &env("test", "running"), true)
+        .status
+        .success());
     assert_eq!(files(&at), ["public/app.css"]);
+}
+
+/// The GitLab component's body, for one store.
+struct Component {
+    body: String,
+    store: String,
+}
+
+impl Component {
+    /// Runs its `attach` (`.strata`'s before_script) or `persist`
+    /// (`.strata-persist`'s script) lines under sh, with `.strata`'s
+    /// variables, its inputs filled in as GitLab fills them; stops at the
+    /// first line that fails, as a job does.
+    fn run(
+        &self,
+        dir: &Path,
+        what: &str,
+        persist: &str,
+        ci: &[(&str, &str)],
+        strata: bool,
+    ) -> std::process::Output {
+        let filled = self
+            .body
+            .replace("$[[ inputs.store ]]", &self.store)
+            .replace("$[[ inputs.persist ]]", persist);
+        let doc: Value = serde_yaml_ng::from_str(&filled).unwrap();
+        let mut env: Vec<(String, String)> = ci
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (k, v) in doc[".strata"]["variables"].as_mapping().unwrap() {
+            env.push((k.as_str().unwrap().into(), v.as_str().unwrap().into()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let lines = match what {
+            "attach" => &doc[".strata"]["before_script"],
+            _ => &doc[".strata-persist"]["script"],
+        };
+        let mut last = None;
+        for line in lines.as_sequence().expect("the component's lines") {
+            let out = outcome(dir, "sh", &["-c", line.as_str().unwrap()], &env, strata);
+            let failed = !out.status.success();
+            last = Some(out);
+            if failed {
+                break;
+            }
+        }
+        last.expect("at least one line")
+    }
+}
+
+/// What each wrapper does with an input, persisting in job `build` and
+/// attaching in job `test` of one run (its CI's environment): the outcome
+/// of `persist` of `paths` (one per line, or as the wrapper separates
+/// them), or of `attach` into `at`.
+enum Act<'a> {
+    Persist(&'a [&'a str]),
+    Attach(&'a Path),
+}
+
+/// Runs `act` through the wrapper named `wrapper`, in `repo`, with `store`
+/// (and strata on the PATH when `strata`).
+fn through(
+    wrapper: &str,
+    repo: &Path,
+    store: &str,
+    act: Act,
+    strata: bool,
+) -> std::process::Output {
+    let repo_s = repo.to_str().unwrap();
+    let job = match act {
+        Act::Persist(_) => "build",
+        Act::Attach(_) => "test",
+    };
+    match wrapper {
+        "github" => {
+            let script = wrappers().join("github").join(match act {
+                Act::Persist(_) => "post.js",
+                Act::Attach(_) => "main.js",
+            });
+            let (input, value) = match act {
+                Act::Persist(paths) => ("INPUT_PATH", paths.join("\n")),
+                Act::Attach(at) => ("INPUT_ATTACH", at.to_str().unwrap().to_string()),
+            };
+            let env = [
+                ("GITHUB_ACTIONS", "true"),
+                ("GITHUB_RUN_ID", "42"),
+                ("GITHUB_RUN_ATTEMPT", "1"),
+                ("GITHUB_JOB", job),
+                (
+                    "GITHUB_WORKFLOW_REF",
+                    "o/r/.github/workflows/ci.yml@refs/heads/main",
+                ),
+                ("GITHUB_WORKSPACE", repo_s),
+                ("INPUT_STORE", store),
+                (input, value.as_str()),
+            ];
+            outcome(repo, "node", &[script.to_str().unwrap()], &env, strata)
+        }
+        "buildkite" => {
+            let hook = wrappers().join("buildkite/hooks").join(match act {
+                Act::Persist(_) => "post-command",
+                Act::Attach(_) => "pre-command",
+            });
+            let mut env: Vec<(String, String)> = [
+                ("BUILDKITE", "true"),
+                ("BUILDKITE_BUILD_ID", "b-1"),
+                ("BUILDKITE_STEP_KEY", job),
+                ("BUILDKITE_JOB_ID", job),
+                ("BUILDKITE_BUILD_CHECKOUT_PATH", repo_s),
+                ("BUILDKITE_PLUGIN_STRATA_STORE", store),
+                ("BUILDKITE_COMMAND_EXIT_STATUS", "0"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            match act {
+                Act::Persist(paths) => env.extend(paths.iter().enumerate().map(|(i, p)| {
+                    (
+                        format!("BUILDKITE_PLUGIN_STRATA_PERSIST_{i}"),
+                        p.to_string(),
+                    )
+                })),
+                Act::Attach(at) => env.push((
+                    "BUILDKITE_PLUGIN_STRATA_ATTACH".into(),
+                    at.to_str().unwrap().into(),
+                )),
+            }
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            outcome(repo, "bash", &[hook.to_str().unwrap()], &env, strata)
+        }
+        "circleci" => {
+            let orb: Value = serde_yaml_ng::from_str(
+                &fs::read_to_string(wrappers().join("circleci/orb.yml")).unwrap(),
+            )
+            .unwrap();
+            let env = [
+                ("CIRCLECI", "true"),
+                ("CIRCLE_WORKFLOW_WORKSPACE_ID", "ws-9"),
+                ("CIRCLE_JOB", job),
+                ("CIRCLE_BUILD_NUM", job),
+                ("CIRCLE_WORKING_DIRECTORY", repo_s),
+            ];
+            let step = match act {
+                Act::Persist(paths) => orb_step(
+                    &orb,
+                    "persist",
+                    &[("store", store), ("paths", &paths.join(" "))],
+                ),
+                Act::Attach(at) => orb_step(
+                    &orb,
+                    "attach",
+                    &[("store", store), ("at", at.to_str().unwrap())],
+                ),
+            };
+            orb_run(repo, &step, &env, strata)
+        }
+        _ => {
+            let text = fs::read_to_string(wrappers().join("gitlab/templates/strata.yml")).unwrap();
+            let (_, body) = text.split_once("\n---\n").unwrap();
+            let component = Component {
+                body: body.to_string(),
+                store: store.to_string(),
+            };
+            let env = [
+                ("GITLAB_CI", "true"),
+                ("CI_PIPELINE_ID", "31"),
+                ("CI_JOB_NAME", job),
+                ("CI_JOB_ID", job),
+                ("CI_PROJECT_DIR", repo_s),
+            ];
+            match act {
+                Act::Persist(paths) => {
+                    component.run(repo, "persist", &paths.join(" "), &env, strata)
+                }
+                Act::Attach(at) => {
+                    fs::create_dir_all(at).unwrap();
+                    component.run(at, "attach", "", &env, strata)
+                }
+            }
+        }
+    }
+}
+
+// Every wrapper under its CI's environment: a glob reaches strata as
+// written (`dist/**/*.js` persisted 1 of 3 files through the orb and the
+// component, whose sh expanded it), `$(...)` in an input is a path, never
+// run, a path `--help` is a path (no wrapper passed `--`), and the step
+// fails when persist fails, when attach fails, and when strata is missing
+// (the GitLab component persisted in after_script, whose failure GitLab
+// ignores).
+#[test]
+fn every_wrapper_passes_inputs_as_written_and_fails_when_strata_fails() {
+    for wrapper in ["github", "buildkite", "circleci", "gitlab"] {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("repo");
+        write(
+            &repo,
+            &[
+                (".github/workflows/ci.yml", "jobs:\n  build: {}\n  test: {needs: build}\n"),
+                (".buildkite/pipeline.yml", "steps:\n  - key: build\n  - wait\n  - key: test\n"),
+                (".circleci/config.yml", "version: 2.1\nworkflows:\n  main:\n    jobs:\n      - build\n      - test: {requires: [build]}\n"),
+                (".gitlab-ci.yml", "stages: [build, test]\nbuild:\n  stage: build\ntest:\n  stage: test\n"),
+                ("dist/a.js", "a"),
+                ("dist/sub/b.js", "b"),
+                ("dist/sub/deep/c.js", "c"),
+                ("dist/sub/b.css", "css"),
+            ],
+        );
+        let store = d.path().join("store");
+        let store_s = store.to_str().unwrap();
+        let fails = |out: std::process::Output, what: &str| {
+            assert!(
+                !out.status.success(),
+                "{wrapper}: {what} did not fail the step"
+            );
+        };
+        // Persist fails: a path that is not there, `--help`, `$(...)`.
+        fails(
+            through(wrapper, &repo, store_s, Act::Persist(&["missing"]), true),
+            "a missing path",
+        );
+        fails(
+            through(wrapper, &repo, store_s, Act::Persist(&["--help"]), true),
+            "the path --help",
+        );
+        fails(
+            through(
+                wrapper,
+                &repo,
+                store_s,
+                Act::Persist(&["$(touch pwned)"]),
+                true,
+            ),
+            "$(touch pwned)",
+        );
+        assert!(!repo.join("pwned").exists(), "{wrapper} ran $(touch pwned)");
+        // strata missing.
+        fails(
+            through(wrapper, &repo, store_s, Act::Persist(&["dist"]), false),
+            "a missing strata",
+        );
+        // The glob reaches strata whole.
+        let out = through(
+            wrapper,
+            &repo,
+            store_s,
+            Act::Persist(&["dist/**/*.js"]),
+            true,
+        );
+        assert!(
+            out.status.success(),
+            "{wrapper}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let at = d.path().join("at");
+        let out = through(wrapper, &repo, store_s, Act::Attach(&at), true);
+        assert!(
+            out.status.success(),
+            "{wrapper}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            files(&at),
+            ["dist/a.js", "dist/sub/b.js", "dist/sub/deep/c.js"],
+            "{wrapper}"
+        );
+        // Attach fails: a store that is a file; strata missing.
+        let not_a_store = d.path().join("file");
+        fs::write(&not_a_store, "x").unwrap();
+        let at2 = d.path().join("at2");
+        fails(
+            through(
+                wrapper,
+                &repo,
+                not_a_store.to_str().unwrap(),
+                Act::Attach(&at2),
+                true,
+            ),
+            "a bad store",
+        );
+        fails(
+            through(wrapper, &repo, store_s, Act::Attach(&at2), false),
+            "a missing strata",
+        );
+    }
 }

@@ -74,8 +74,15 @@ struct Cli {
 
     /// Read and hash every file, even one whose stat is what the runner's
     /// stat cache remembers (persist, attach, cache save and restore).
-    #[arg(long, global = true, env = "STRATA_NO_STAT_CACHE")]
+    #[arg(long, global = true, env = "STRATA_NO_STAT_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
     no_stat_cache: bool,
+
+    /// Let the group read and write the store, caches and temporary
+    /// directories strata creates (0770 / 0660, umask 007); by default
+    /// they are private to the user (0700 / 0600): a store holds every
+    /// persisted file, secrets included.
+    #[arg(long, global = true, env = "STRATA_GROUP_ACCESS", value_parser = clap::builder::FalseyValueParser::new())]
+    group_access: bool,
 
     /// Print machine-readable JSON instead of a summary line.
     #[arg(long, global = true)]
@@ -368,7 +375,7 @@ impl RunJob {
 
 /// The cache scopes of the CI this runs in (none outside one, or with
 /// `--unscoped`).
-fn cache_scopes(unscoped: bool) -> Option<(String, Vec<String>)> {
+fn cache_scopes(unscoped: bool) -> Option<strata_store::ci::scope::CacheScopes> {
     if unscoped {
         return None;
     }
@@ -452,12 +459,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("strata: error: {e:#}");
+            let text = error_text(&e);
+            eprintln!("strata: error: {text}");
             if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
                 // A workflow command: GitHub shows it as an annotation on
-                // the run (its newlines escaped as GitHub asks).
-                let text = format!("{e:#}").replace('%', "%25").replace('\n', "%0A");
-                eprintln!("::error title=strata::{text}");
+                // the run. Escaped as GitHub's runner unescapes messages,
+                // so a path holding a newline cannot start a command.
+                eprintln!("::error title=strata::{}", workflow_escape(&text));
             }
             let code = match e.downcast_ref::<strata_store::Error>() {
                 Some(e) if e.is_conflict() => EXIT_CONFLICT,
@@ -475,6 +483,32 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// An error and its causes, each said once: the library's I/O errors
+/// already end with their cause ("read F: Permission denied"), which the
+/// chain then gives again as the next error.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.ends_with(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
+/// A workflow command's message as GitHub's runner reads it back: `%`,
+/// `\r` and `\n` escaped.
+fn workflow_escape(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn default_store() -> PathBuf {
@@ -641,6 +675,9 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 
 fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
+    if cli.group_access {
+        strata_store::util::set_group_access();
+    }
     match &cli.command {
         Command::Run(RunCommand::Create(a)) => {
             let run = a.run.clone();
@@ -681,7 +718,7 @@ fn run(cli: Cli) -> Result<()> {
             let key = render_key(&a.key, &store)?;
             // Inside a CI, under this job's ref (docs/ci.md, "Caches").
             let key = match cache_scopes(a.unscoped) {
-                Some((write, _)) => format!("{write}{key}"),
+                Some(scopes) => format!("{}{key}", scopes.write),
                 None => key,
             };
             output::cache_saved(json, &caches::save(&store, &key, &a.root, &a.paths)?);
@@ -695,7 +732,8 @@ fn run(cli: Cli) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             // Inside a CI: this job's ref first, then the default branch.
             let keys = match cache_scopes(a.unscoped) {
-                Some((_, read)) => read
+                Some(scopes) => scopes
+                    .read
                     .iter()
                     .flat_map(|scope| keys.iter().map(move |k| format!("{scope}{k}")))
                     .collect(),

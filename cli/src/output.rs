@@ -27,6 +27,13 @@ impl Observer for Printer {
             store.display()
         );
     }
+
+    fn waiting_for_target(&self, target: &Path) {
+        eprintln!(
+            "strata: waiting for another strata attach into {} to finish",
+            target.display()
+        );
+    }
 }
 
 /// How `--progress` shows a persist's or attach's progress.
@@ -73,6 +80,10 @@ impl ProgressPrinter {
 impl Observer for ProgressPrinter {
     fn waiting_for_lock(&self, store: &Path) {
         Printer.waiting_for_lock(store);
+    }
+
+    fn waiting_for_target(&self, target: &Path) {
+        Printer.waiting_for_target(target);
     }
 
     fn progress(&self, p: &strata_store::Progress) {

@@ -53,7 +53,8 @@ pub use ops::{
 };
 pub use repo::remote::RemoteLookup;
 pub use repo::{
-    default_cache_dir, Observer, OpenOptions, Progress, Quiet, StatCacheUse, Store, StoreLocation,
+    default_cache_dir, Observer, OpenOptions, Progress, Quiet, StatCacheUse, Step, Store,
+    StoreLocation,
 };
 pub use tree::stat_cache;
 pub use util::Clock;

@@ -3,8 +3,9 @@
 //! salts), the clock every record's time comes from, `Buffers`, a
 //! bounded pool of reusable buffers for work in flight, and
 //! `yield_to_small_jobs`, the CPU priority of bulk work, and
-//! `write_in_pieces`, the size of the calls that write a buffer to a file.
-//! Knows nothing about stores, objects or files' contents.
+//! `write_in_pieces`, the size of the calls that write a buffer to a file,
+//! and the modes strata's own files and directories get (`private_dir`,
+//! `private_file`). Knows nothing about stores, objects or files' contents.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -307,4 +308,59 @@ pub const WRITE_PIECE: usize = 512 << 10;
 pub fn write_in_pieces(w: &mut impl std::io::Write, data: &[u8]) -> std::io::Result<()> {
     data.chunks(WRITE_PIECE)
         .try_for_each(|piece| w.write_all(piece))
+}
+
+/// Whether strata's own files may be shared with the group
+/// (`set_group_access`).
+static GROUP_ACCESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets the group read and write what strata creates for itself (a store,
+/// the runner's caches, temporary directories): directories 0770 and files
+/// 0660 instead of 0700 and 0600, for a store that runners of several
+/// users share through a group (`--group-access`). It sets the process's
+/// umask to 007, so the group bits survive it; files a tree is attached
+/// into keep their layer's modes either way.
+pub fn set_group_access() {
+    GROUP_ACCESS.store(true, Ordering::Relaxed);
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o007));
+}
+
+/// The mode of a directory strata creates for itself.
+pub(crate) fn dir_mode() -> u32 {
+    match GROUP_ACCESS.load(Ordering::Relaxed) {
+        true => 0o770,
+        false => 0o700,
+    }
+}
+
+/// The mode of a file strata creates for itself.
+pub(crate) fn file_mode() -> u32 {
+    match GROUP_ACCESS.load(Ordering::Relaxed) {
+        true => 0o660,
+        false => 0o600,
+    }
+}
+
+/// Creates `dir` and its missing parents, private to this user (or the
+/// group, `set_group_access`): a store or cache holds every persisted
+/// file's bytes, secrets included. Directories already there keep their
+/// modes.
+pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(dir_mode())
+        .create(dir)
+}
+
+/// Opens a new file at `path` for writing, private as `private_dir`; one
+/// already there is truncated.
+pub(crate) fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(file_mode())
+        .open(path)
 }

@@ -137,3 +137,38 @@ fn a_v1_cache_restores_and_new_writes_mix_with_old() {
     let report = strata_store::verify::verify(&store, true).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+// A cache key of 101 to 127 bytes was named by its whole hex (format.md,
+// "Cache entry names", version 1), which still fit a directory store's
+// file names; today's names for such keys differ, and an entry under the
+// old name still restores, exactly and by prefix. The entry is written
+// as the version 1 code wrote it: the v1 fixture's record, under a long
+// key, at `caches/<hex of the key>/`.
+#[test]
+fn a_version_1_name_of_a_long_cache_key_still_restores() {
+    use strata_store::format::keys::{cache_name, hex_key, timed_key, CACHES_PREFIX};
+    use strata_store::format::records::{CacheRecord, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_copy(dir.path());
+    let v1 = strata_store::caches::entries(&store).unwrap();
+    let mut record: CacheRecord = v1[0].record.clone();
+    record.key = format!("ref:refs/heads/main:deps-{}", "0123456789".repeat(10));
+    assert!(record.key.len() > 100 && 2 * record.key.len() <= 255);
+    assert_ne!(cache_name(&record.key), hex_key(&record.key));
+    let key = timed_key(
+        &format!("{CACHES_PREFIX}{}/", hex_key(&record.key)),
+        WRITTEN,
+    );
+    store.backend().put(&key, &record.encode()).unwrap();
+    for (asked, exact) in [
+        (record.key.clone(), true),
+        (record.key[..110].to_string(), false),
+    ] {
+        let at = dir.path().join(format!("restored-{exact}"));
+        let r =
+            strata_store::caches::restore(&store, &[asked], &at, WriteOptions::default()).unwrap();
+        assert_eq!(r.exact, exact, "{r:?}");
+        assert_eq!(r.restored_key.as_deref(), Some(record.key.as_str()));
+        check_out_tree(&at);
+    }
+}

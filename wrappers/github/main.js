@@ -5,7 +5,7 @@ const { input, lines, strata } = require("./strata.js");
 
 if (input("key")) {
   const keys = [input("key"), ...lines("restore-keys")];
-  strata(["cache", "restore", ...keys.flatMap((k) => ["--key", k])]);
+  strata(["cache", "restore", ...keys.map((k) => `--key=${k}`)]);
 } else if (input("attach")) {
-  strata(["attach", "--at", input("attach")]);
+  strata(["attach", `--at=${input("attach")}`]);
 }

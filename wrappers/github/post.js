@@ -5,7 +5,7 @@ const { input, lines, strata } = require("./strata.js");
 
 const paths = lines("path");
 if (input("key")) {
-  if (paths.length > 0) strata(["cache", "save", "--key", input("key"), ...paths]);
+  if (paths.length > 0) strata(["cache", "save", `--key=${input("key")}`, "--", ...paths]);
 } else if (paths.length > 0) {
-  strata(["persist", ...paths]);
+  strata(["persist", "--", ...paths]);
 }

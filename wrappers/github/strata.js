@@ -15,17 +15,24 @@ function lines(name) {
     .filter((l) => l.length > 0);
 }
 
-// Runs `strata ARGS`; a failure fails the step with strata's own message.
+// A workflow command's message, escaped as the runner unescapes it, so a
+// path holding a newline cannot start a command of its own.
+function escape(text) {
+  return String(text).replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
+}
+
+// Runs `strata ARGS` (no shell: every argument reaches strata as is); a
+// failure fails the step with strata's own message.
 function strata(args) {
   const env = { ...process.env, STRATA_STORE: input("store") };
   if (input("token")) env.STRATA_TOKEN = input("token");
   const bin = process.env.STRATA_BIN || "strata";
   const r = spawnSync(bin, args, { env, stdio: "inherit" });
   if (r.error) {
-    console.log(`::error title=strata::cannot run ${bin}: ${r.error.message}`);
+    console.log(`::error title=strata::${escape(`cannot run ${bin}: ${r.error.message}`)}`);
     process.exit(1);
   }
   if (r.status !== 0) process.exit(r.status || 1);
 }
 
-module.exports = { input, lines, strata };
+module.exports = { escape, input, lines, strata };

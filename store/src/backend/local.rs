@@ -34,9 +34,17 @@ impl LocalDir {
     pub fn new(root: impl Into<PathBuf>, tmp: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         let tmp = tmp.into();
-        fs::create_dir_all(&root).ctx("create directory", &root)?;
-        fs::create_dir_all(&tmp).ctx("create directory", &tmp)?;
+        crate::util::private_dir(&root).ctx("create directory", &root)?;
+        crate::util::private_dir(&tmp).ctx("create directory", &tmp)?;
         Ok(Self { root, tmp })
+    }
+
+    /// Objects under `root`, which this process cannot write (a read-only
+    /// mount): nothing is created; a write fails naming `root/.tmp`.
+    pub fn read_only(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let tmp = root.join(".tmp");
+        Self { root, tmp }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -46,7 +54,7 @@ impl LocalDir {
 
     fn write_tmp(&self, data: &[u8]) -> Result<PathBuf> {
         let tmp = self.tmp.join(unique_tmp_name("put-"));
-        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+        let mut f = crate::util::private_file(&tmp).ctx("create", &tmp)?;
         let res = crate::util::write_in_pieces(&mut f, data)
             .and_then(|_| f.sync_all())
             .ctx("write", &tmp);
@@ -64,7 +72,7 @@ impl Backend for LocalDir {
             .parent()
             .ok_or_else(|| Error::corrupt(format!("object key {key:?}"), "not a valid key"))?;
         let tmp = self.write_tmp(data)?;
-        let moved = fs::create_dir_all(dir)
+        let moved = crate::util::private_dir(dir)
             .ctx("create directory", dir)
             .and_then(|_| fs::rename(&tmp, &path).ctx("rename into", &path));
         if moved.is_err() {
@@ -139,8 +147,16 @@ impl Backend for LocalDir {
         let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
         let start = self.root.join(dir_part);
         let mut keys = Vec::new();
-        if !start.exists() {
-            return Ok(keys);
+        // Missing: no keys. Any other error (a name too long, no
+        // permission) is one, never an empty answer.
+        match fs::symlink_metadata(&start) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(keys),
+            Err(e) => return Err(Error::io("list", &start, e)),
+            Ok(m) if !m.is_dir() => {
+                let e = std::io::Error::from_raw_os_error(libc::ENOTDIR);
+                return Err(Error::io("list", &start, e));
+            }
+            Ok(_) => {}
         }
         for entry in walkdir::WalkDir::new(&start).min_depth(1) {
             let entry = entry.map_err(|e| {

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod resolve;
+pub mod scope;
 
 use std::path::PathBuf;
 
@@ -81,7 +82,8 @@ pub struct CiContext {
     /// The ref whose caches this job writes: its branch, or for a pull
     /// request its own ref (`refs/pull/N/merge`), never the base branch's.
     pub cache_ref: Option<Found>,
-    /// The variables `writer` reads (leg and attempt ids).
+    /// The variables `writer` and `cache_scopes` read (leg and attempt
+    /// ids; the ref's kind, protection and fork: `scope::VARS`).
     #[serde(skip)]
     writer_vars: Vec<(&'static str, String)>,
 }
@@ -106,31 +108,21 @@ impl CiContext {
         })
     }
 
-    /// Cache scoping as the CI's own caches do it: the scope this job's
-    /// saves go under, and the scopes its restores try, in order: its own
-    /// ref, then the default branch. A pull request's job writes under its
-    /// own ref, so nothing it saves is ever restored on the default branch
-    /// (cache poisoning: CVE-2025-36852). `None` when the CI names no ref.
-    pub fn cache_scopes(&self) -> Option<(String, Vec<String>)> {
-        let own = self.cache_ref.as_ref()?;
-        let scope = |r: &str| format!("ref:{r}:");
-        let write = scope(&own.value);
-        let mut read = vec![write.clone()];
-        if let Some(default) = &self.default_branch {
-            let default = scope(&self.ref_of_branch(&default.value));
-            if default != write {
-                read.push(default);
-            }
-        }
-        Some((write, read))
-    }
-
-    /// A branch as this CI writes its ref.
-    fn ref_of_branch(&self, branch: &str) -> String {
-        match self.system {
-            CiSystem::GithubActions => format!("refs/heads/{branch}"),
-            _ => branch.to_string(),
-        }
+    /// Cache scoping as the CI's own caches do it (`scope::scopes`, from
+    /// the ref facts the environment gave): the scope this job's saves go
+    /// under, and the scopes its restores try, in order. A pull request's
+    /// job writes under its own ref, so nothing it saves is ever restored
+    /// on the default branch (cache poisoning: CVE-2025-36852). `None`
+    /// when the CI names no ref.
+    pub fn cache_scopes(&self) -> Option<scope::CacheScopes> {
+        let default = self.default_branch.as_ref().map(|d| d.value.clone());
+        let var = |v: &str| {
+            self.writer_vars
+                .iter()
+                .find(|(k, _)| *k == v)
+                .map(|(_, x)| x.clone())
+        };
+        scope::facts(self.system, &var, default).map(|f| scope::scopes(&f))
     }
 
     /// Where the checkout is, as a path: CircleCI writes its working
@@ -280,6 +272,19 @@ fn short_hash(s: &str) -> String {
     blake3::hash(s.as_bytes()).to_hex()[..16].to_string()
 }
 
+/// The largest event payload read: GitHub caps webhook payloads at 25 MB.
+const MAX_EVENT_BYTES: u64 = 25 << 20;
+
+/// The file at `path` if it holds at most `limit` bytes (never more is
+/// read: `GITHUB_EVENT_PATH=/dev/zero` ends); `None` otherwise.
+fn read_bounded(path: &std::path::Path, limit: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(path).ok()?;
+    file.take(limit + 1).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 <= limit).then_some(bytes)
+}
+
 /// Reads the CI's identity from `var` (the environment); `None` outside a
 /// CI strata knows, or when a variable it needs is missing. `STRATA_JOB`
 /// and `STRATA_CONFIG` win over the CI's job and config.
@@ -313,6 +318,7 @@ fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         "BUILDKITE_RETRY_COUNT",
     ]
     .into_iter()
+    .chain(scope::VARS.iter().copied())
     .filter_map(|k| var(k).filter(|v| !v.is_empty()).map(|v| (k, v)))
     .collect();
     if is("GITHUB_ACTIONS") {
@@ -327,7 +333,7 @@ fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         // The default branch is not an environment variable on GitHub; the
         // event payload the runner writes to GITHUB_EVENT_PATH has it.
         let default_branch = var("GITHUB_EVENT_PATH")
-            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|p| read_bounded(p.as_ref(), MAX_EVENT_BYTES))
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| {
                 v["repository"]["default_branch"]
@@ -489,28 +495,33 @@ mod tests {
             ("GITHUB_EVENT_PATH", event),
         ]))
         .unwrap();
-        let (write, read) = pr.cache_scopes().unwrap();
-        assert_eq!(write, "ref:refs/pull/7/merge:");
-        assert_eq!(read, ["ref:refs/pull/7/merge:", "ref:refs/heads/main:"]);
-        let main = detect(&env(&[
+        let s = pr.cache_scopes().unwrap();
+        assert_eq!(s.write, "ref:refs/pull/7/merge:");
+        assert_eq!(s.read, ["ref:refs/pull/7/merge:", "ref:refs/heads/main:"]);
+        let main_env = [
             ("GITHUB_ACTIONS", "true"),
             ("GITHUB_RUN_ID", "2"),
             ("GITHUB_JOB", "build"),
             ("GITHUB_REF", "refs/heads/main"),
             ("GITHUB_EVENT_PATH", event),
-        ]))
-        .unwrap();
+        ];
+        let main = detect(&env(&main_env)).unwrap();
         // The default branch reads its own scope only: never a PR's.
-        assert_eq!(main.cache_scopes().unwrap().1, ["ref:refs/heads/main:"]);
-        let gl = detect(&env(&[
+        let s = main.cache_scopes().unwrap();
+        assert_eq!(s.read, ["ref:refs/heads/main:"]);
+        let gl_env = [
             ("GITLAB_CI", "true"),
             ("CI_PIPELINE_ID", "3"),
             ("CI_JOB_NAME", "deps"),
             ("CI_COMMIT_REF_NAME", "feature"),
+            ("CI_COMMIT_REF_PROTECTED", "true"),
             ("CI_DEFAULT_BRANCH", "main"),
-        ]))
-        .unwrap();
-        assert_eq!(gl.cache_scopes().unwrap().1, ["ref:feature:", "ref:main:"]);
+        ];
+        let gl = detect(&env(&gl_env)).unwrap();
+        assert_eq!(
+            gl.cache_scopes().unwrap().read,
+            ["ref:refs/heads/feature:", "ref:refs/heads/main:"]
+        );
     }
 
     #[test]

@@ -187,8 +187,54 @@ pub fn hex_key(key: &str) -> String {
     key.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The cache key a `hex_key` names (`None` for hex that is not one).
-pub fn unhex_key(hex: &str) -> Option<String> {
+/// Cache keys up to this many bytes are named by their hex alone; a longer
+/// one by the hex of these first bytes and a hash (docs/format.md, "Cache
+/// entry names", version 2).
+pub const CACHE_NAME_HEAD: usize = 100;
+
+/// Hex digits of the whole key's BLAKE3 in a long key's name.
+const CACHE_NAME_HASH: usize = 32;
+
+/// The name a cache key's entries are stored under (`caches/<name>/`):
+/// its hex, or for a key over `CACHE_NAME_HEAD` bytes the hex of its head,
+/// `-` and a hash of the whole, so the name fits one path component of a
+/// directory store (255 bytes) and a short prefix's hex stays its prefix.
+pub fn cache_name(key: &str) -> String {
+    if key.len() <= CACHE_NAME_HEAD {
+        return hex_key(key);
+    }
+    let head: String = key.as_bytes()[..CACHE_NAME_HEAD]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let hash = blake3::hash(key.as_bytes()).to_hex();
+    format!("{head}-{}", &hash[..CACHE_NAME_HASH])
+}
+
+/// What every name of a key starting with `prefix` starts with: the hex of
+/// its first `CACHE_NAME_HEAD` bytes (a listing of it is a superset; the
+/// records say which entries really match).
+pub fn cache_name_prefix(prefix: &str) -> String {
+    let head = &prefix.as_bytes()[..prefix.len().min(CACHE_NAME_HEAD)];
+    head.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cache key a name stands for, as far as the name tells: the whole
+/// key for a hex name, and for a long key's name (version 2) its head, the
+/// longest valid UTF-8 of it, which is a prefix of the key (`None` for a
+/// name that is neither).
+pub fn unhex_key(name: &str) -> Option<String> {
+    let (hex, long) = match name.split_once('-') {
+        Some((head, hash))
+            if head.len() == 2 * CACHE_NAME_HEAD
+                && hash.len() == CACHE_NAME_HASH
+                && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            (head, true)
+        }
+        Some(_) => return None,
+        None => (name, false),
+    };
     if !hex.len().is_multiple_of(2) {
         return None;
     }
@@ -196,7 +242,17 @@ pub fn unhex_key(hex: &str) -> Option<String> {
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect();
-    String::from_utf8(bytes?).ok()
+    match String::from_utf8(bytes?) {
+        Ok(key) => Some(key),
+        // The head may end inside a character.
+        Err(e) if long => {
+            let valid = e.utf8_error().valid_up_to();
+            let mut bytes = e.into_bytes();
+            bytes.truncate(valid);
+            String::from_utf8(bytes).ok()
+        }
+        Err(_) => None,
+    }
 }
 
 /// `caches/<hex>`: the entries of every cache key starting with the
@@ -210,7 +266,7 @@ pub fn cache_used_prefix(hex: &str) -> String {
     format!("{CACHE_USED_PREFIX}{hex}")
 }
 
-/// The hex cache key of a `caches/<hex>/…` key.
+/// The name (`cache_name`) in a `caches/<name>/…` key.
 pub fn cache_hex_of(key: &str) -> Option<&str> {
     key.strip_prefix(CACHES_PREFIX)?.split('/').next()
 }
@@ -286,6 +342,13 @@ fn is_timed(name: &str) -> bool {
 }
 
 fn is_hex_key(h: &str) -> bool {
+    // A long key's name (version 2): its head's hex, `-`, a hash.
+    if let Some((head, hash)) = h.split_once('-') {
+        return head.len() == 2 * CACHE_NAME_HEAD
+            && is_hex_key(head)
+            && hash.len() == CACHE_NAME_HASH
+            && is_hex_key(hash);
+    }
     !h.is_empty()
         && h.len() <= 2 * MAX_CACHE_KEY_LEN
         && h.len().is_multiple_of(2)
@@ -446,5 +509,36 @@ mod tests {
         }
         let id = PackId::of(b"x");
         assert!(classify(&format!("packs/zz/{}", id.to_hex())).is_err());
+    }
+
+    // A key's name fits one path component of a directory store however
+    // long the key, a short key keeps its version 1 name, and a prefix's
+    // hex stays a prefix of the name of every key that starts with it.
+    #[test]
+    fn cache_names_fit_a_file_name_and_keep_prefixes() {
+        assert_eq!(cache_name("npm-v1"), hex_key("npm-v1"));
+        let short = "k".repeat(CACHE_NAME_HEAD);
+        assert_eq!(cache_name(&short), hex_key(&short));
+        let scope = "ref:refs/heads/main:";
+        let long = format!("{scope}deps-{}", "a1b2c3".repeat(25));
+        let name = cache_name(&long);
+        assert!(name.len() <= 255, "{}", name.len());
+        assert!(name.starts_with(&hex_key(scope)));
+        assert!(name.starts_with(&cache_name_prefix(&long[..150])));
+        assert_ne!(name, cache_name(&format!("{long}x")));
+        let key = timed_key(&format!("{CACHES_PREFIX}{name}/"), 5);
+        assert_eq!(classify(&key).unwrap(), ObjectKind::Cache);
+        assert_eq!(cache_hex_of(&key), Some(name.as_str()));
+        // The server's view of a long name: its head, a prefix of the key.
+        assert_eq!(unhex_key(&name).unwrap(), long[..CACHE_NAME_HEAD]);
+        let wide = format!("{}é{}", "x".repeat(CACHE_NAME_HEAD - 1), "y".repeat(20));
+        assert_eq!(unhex_key(&cache_name(&wide)).unwrap(), "x".repeat(99));
+        // A version 1 name of a long key (S3 took them) still classifies.
+        let v1 = timed_key(&format!("{CACHES_PREFIX}{}/", hex_key(&long)), 5);
+        assert_eq!(classify(&v1).unwrap(), ObjectKind::Cache);
+        for bad in [format!("{name}0"), format!("ab-{}", "0".repeat(32))] {
+            assert!(classify(&format!("{CACHES_PREFIX}{bad}/000000000005-ab")).is_err());
+            assert!(unhex_key(&bad).is_none());
+        }
     }
 }

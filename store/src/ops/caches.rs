@@ -3,10 +3,12 @@
 //! workspace is stored once.
 //!
 //! Objects:
-//! - `caches/<hex of key>/<time>-<nonce>`: a cache entry (key, manifest,
-//!   totals); hex keeps any key a valid object key, and a key's prefix
-//!   stays a prefix of the object key, so a prefix restore is one listing;
-//! - `cache-used/<hex of key>/<time>-<nonce>`: written by every restore.
+//! - `caches/<name of key>/<time>-<nonce>`: a cache entry (key, manifest,
+//!   totals); the name (`keys::cache_name`: hex, a long key's head in hex
+//!   and a hash) keeps any key a valid object key that fits a file name,
+//!   and a key's prefix a prefix of the name, so a prefix restore is one
+//!   listing;
+//! - `cache-used/<name of key>/<time>-<nonce>`: written by every restore.
 //!
 //! A key is immutable: saving a key that has a live entry is a no-op, and
 //! if two jobs save one key at once the earliest entry is the one restored.
@@ -22,7 +24,7 @@ use serde::Serialize;
 use crate::backend::Traffic;
 use crate::error::Result;
 use crate::format::graph::Graph;
-use crate::format::keys::{hex_key, CACHES_PREFIX, CACHE_USED_PREFIX};
+use crate::format::keys::{cache_name, cache_name_prefix, CACHES_PREFIX, CACHE_USED_PREFIX};
 use crate::format::keys::{key_time, timed_key};
 use crate::format::manifest::Totals;
 use crate::format::records::{CacheRecord, Record, UseRecord};
@@ -52,11 +54,13 @@ pub fn entries(store: &Store) -> Result<Vec<CacheEntry>> {
 }
 
 /// The entries whose key starts with `key_prefix`, oldest first: one
-/// listing of the prefix's hex, and a read of only the entries it finds.
+/// listing of the names that may hold such keys (`cache_name_prefix`), a
+/// read of only the entries it finds, and those whose record's key starts
+/// with the prefix kept (a long key's name holds only its head).
 pub fn entries_under(store: &Store, key_prefix: &str) -> Result<Vec<CacheEntry>> {
     let b = store.backend();
     let days = store.config().retention_days as i64;
-    let hex_prefix = hex_key(key_prefix);
+    let hex_prefix = cache_name_prefix(key_prefix);
     let mut used: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for key in b.list(&format!("{CACHE_USED_PREFIX}{hex_prefix}"))? {
         let hex = key[CACHE_USED_PREFIX.len()..]
@@ -75,6 +79,9 @@ pub fn entries_under(store: &Store, key_prefix: &str) -> Result<Vec<CacheEntry>>
             Err(crate::Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
+        if !record.key.starts_with(key_prefix) {
+            continue;
+        }
         let hex = object[CACHES_PREFIX.len()..]
             .split('/')
             .next()
@@ -91,12 +98,21 @@ pub fn entries_under(store: &Store, key_prefix: &str) -> Result<Vec<CacheEntry>>
     Ok(out)
 }
 
+/// The name an entry is stored under (a version 1 name of a long key
+/// stays its own: its uses go beside it).
+fn name_of(entry: &CacheEntry) -> &str {
+    entry.object[CACHES_PREFIX.len()..]
+        .split('/')
+        .next()
+        .unwrap_or("")
+}
+
 /// Deletes an entry (gc, once it expired) and, when it was the key's last
 /// entry, the key's use records.
 pub fn delete_entry(store: &Store, entry: &CacheEntry) -> Result<()> {
     let b = store.backend();
     b.delete(&entry.object)?;
-    let hex = hex_key(&entry.record.key);
+    let hex = name_of(entry);
     if b.list(&format!("{CACHES_PREFIX}{hex}/"))?.is_empty() {
         for key in b.list(&format!("{CACHE_USED_PREFIX}{hex}/"))? {
             b.delete(&key)?;
@@ -157,7 +173,10 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
         created: store.now(),
         totals: tree.totals,
     };
-    let object = timed_key(&format!("{CACHES_PREFIX}{}/", hex_key(key)), record.created);
+    let object = timed_key(
+        &format!("{CACHES_PREFIX}{}/", cache_name(key)),
+        record.created,
+    );
     let bytes = record.encode();
     store.backend().put(&object, &bytes)?;
     Ok(SaveReport {
@@ -259,13 +278,12 @@ pub fn restore(
         cache.trim_if_grown()?;
     }
     let now = store.now();
-    let used = timed_key(
-        &format!("{CACHE_USED_PREFIX}{}/", hex_key(&entry.record.key)),
-        now,
-    );
-    store
-        .backend()
-        .put(&used, &UseRecord { at: now }.encode())?;
+    let used = timed_key(&format!("{CACHE_USED_PREFIX}{}/", name_of(&entry)), now);
+    if !store.is_read_only() {
+        store
+            .backend()
+            .put(&used, &UseRecord { at: now }.encode())?;
+    }
     Ok(RestoreReport {
         matched: Some(asked),
         restored_key: Some(entry.record.key.clone()),

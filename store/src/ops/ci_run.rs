@@ -48,7 +48,7 @@ pub fn prepare(store: &Store, ci: &CiContext, checkout: &Path) -> Result<CiRun> 
         rerun_of: None,
         warnings: Vec::new(),
     };
-    let ours = ci.cache_scopes().map(|(write, _)| write);
+    let ours = ci.cache_scopes().map(|s| s.write);
     match store.run(&run) {
         Ok(record) => {
             require_ref(&run, &record, ours.as_deref())?;

@@ -42,9 +42,9 @@ use crate::format::pack::verify_pack;
 use crate::id::{ChunkId, IndexId, JobName, ManifestId, RunName};
 
 use crate::format::keys::{
-    cache_hex_of, cache_prefix, cache_used_hex_of, cache_used_prefix, classify, hex_key,
-    index_log_key, job_results_prefix, manifest_key, pack_key, run_key, timed_key, used_prefix,
-    ObjectKind,
+    cache_hex_of, cache_name, cache_prefix, cache_used_hex_of, cache_used_prefix, classify,
+    hex_key, index_log_key, job_results_prefix, manifest_key, pack_key, run_key, timed_key,
+    used_prefix, ObjectKind,
 };
 use crate::format::records::{
     CacheRecord, JobResult, LayerRecord, Record, RerunRecord, RunRecord, UseRecord,
@@ -305,8 +305,11 @@ fn put_rerun(
 /// ever replaced and none is dated by the client.
 fn put_cache(store: &Store, grant: &Grant, key: &str, bytes: &[u8], now: i64) -> Result<String> {
     let record = CacheRecord::decode(key, bytes)?;
-    let hex = hex_key(&record.key);
-    if cache_hex_of(key) != Some(hex.as_str()) {
+    // Its name (docs/format.md, "Cache entry names"), or the version 1
+    // name an older client gives a long key (kept: that client finds it
+    // there; today's find it by prefix).
+    let name = cache_hex_of(key).unwrap_or_default();
+    if name != cache_name(&record.key) && name != hex_key(&record.key) {
         return Err(Error::corrupt(
             key,
             "the entry's key does not match its name",
@@ -314,7 +317,7 @@ fn put_cache(store: &Store, grant: &Grant, key: &str, bytes: &[u8], now: i64) ->
     }
     access::allow_cache_key(grant, &record.key)?;
     require_complete(store, key, &record.manifest)?;
-    let key = timed_key(&cache_prefix(&format!("{hex}/")), now);
+    let key = timed_key(&cache_prefix(&format!("{name}/")), now);
     let stamped = CacheRecord {
         created: now,
         ..record

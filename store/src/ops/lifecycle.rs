@@ -67,6 +67,11 @@ pub fn job_results(store: &Store, run: &RunName) -> Result<BTreeMap<JobName, Job
 pub fn record_use(store: &Store, run: &RunName) -> Result<()> {
     let now = store.now();
     let key = timed_key(&used_prefix(run), now);
+    // A read-only store (a read-only mount of a shared one) is attached
+    // from without a record: its retention is its writers' to keep.
+    if store.is_read_only() {
+        return Ok(());
+    }
     store.backend().put(&key, &UseRecord { at: now }.encode())
 }
 

@@ -44,7 +44,7 @@ pub struct Trimmed {
 
 impl FrameCache {
     pub fn at(dir: &Path, limit: u64) -> Result<FrameCache> {
-        fs::create_dir_all(dir).ctx("create cache directory", dir)?;
+        crate::util::private_dir(dir).ctx("create cache directory", dir)?;
         Ok(FrameCache {
             dir: dir.to_path_buf(),
             limit,
@@ -82,9 +82,9 @@ impl FrameCache {
         }
         let write = || -> std::io::Result<()> {
             let dir = path.parent().expect("has a parent");
-            fs::create_dir_all(dir)?;
+            crate::util::private_dir(dir)?;
             let tmp = dir.join(crate::util::unique_tmp_name(".tmp-"));
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = crate::util::private_file(&tmp)?;
             let done =
                 crate::util::write_in_pieces(&mut f, stored).and_then(|_| fs::rename(&tmp, &path));
             if done.is_err() {

@@ -53,9 +53,30 @@ use synced::{SyncedIndex, DEFAULT_RESYNC_EVERY};
 pub trait Observer: Sync {
     /// Another process holds the store; this one waits for it.
     fn waiting_for_lock(&self, _store: &Path) {}
+    /// Another attach is writing into the same target; this one waits for
+    /// it to finish.
+    fn waiting_for_target(&self, _target: &Path) {}
     /// A persist or attach moved on (called often, from any thread: the
     /// observer decides what to show, and how often).
     fn progress(&self, _progress: &Progress) {}
+    /// A step of attach or persist was reached (`Step` says which), on the
+    /// thread doing it. For tests: a hook that runs something at a precise
+    /// point between two steps, instead of a sleep hoping to land there.
+    fn reached(&self, _step: Step, _path: &Path) {}
+}
+
+/// The points of attach and persist an observer hears of (`reached`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Attach holds its target's lock and has not looked at it yet.
+    AttachLocked,
+    /// Attach has written every file (into the staging directory, for an
+    /// empty target), and has not yet recorded them in the stat cache.
+    AttachWritten,
+    /// Persist has read (and hashed) the file at the path, and has not yet
+    /// recorded it in the stat cache.
+    PersistRead,
 }
 
 /// A store's progress observer (a wrapper, so `Store` stays `Debug`).
@@ -216,6 +237,9 @@ pub struct Store {
     /// and whether they are trusted (else only written).
     stat_cache: Option<(PathBuf, bool)>,
     _lock: Option<FileLock>,
+    /// This process cannot write the store (a read-only mount): it is
+    /// read without a metadata slot, and reads record no use.
+    read_only: bool,
 }
 
 impl Store {
@@ -271,6 +295,7 @@ impl Store {
                     observer: Heard(Arc::new(Quiet)),
                     stat_cache: None,
                     _lock: None,
+                    read_only: false,
                 })
             }
             StoreLocation::S3(url) => {
@@ -293,8 +318,15 @@ impl Store {
                 let (_, dir, lock) = free_meta_slot(slot, observer)?;
                 let cache = open_frame_cache(options)?;
                 let every = options.resync_every.unwrap_or(DEFAULT_RESYNC_EVERY);
-                let meta = dir.join("meta");
-                Store::with_local_index(backend, &meta, lock, cache, location.clone(), Some(every))
+                let db = open_meta(&dir.join("meta"))?;
+                Store::with_local_index(
+                    backend,
+                    db,
+                    Some(lock),
+                    cache,
+                    location.clone(),
+                    Some(every),
+                )
             }
         }
     }
@@ -320,8 +352,18 @@ impl Store {
                 detail: "it is not empty and has no strata config".into(),
             });
         }
+        if !fresh && cannot_write(root) {
+            // A read-only mount of a shared store: an index in memory,
+            // built from the objects, and no slot or temporary directory.
+            let backend: Arc<dyn Backend> = Arc::new(LocalDir::read_only(root));
+            let db = sled::Config::new().temporary(true).open()?;
+            let location = StoreLocation::Dir(root.to_path_buf());
+            let mut store = Store::with_local_index(backend, db, None, None, location, None)?;
+            store.read_only = true;
+            return Ok(store);
+        }
         let local = root.join(".local");
-        fs::create_dir_all(&local).ctx("create directory", &local)?;
+        crate::util::private_dir(&local).ctx("create directory", &local)?;
         // Slot 0 is `.local` itself, where a store of an earlier version
         // kept its one index.
         let slot = |i: usize| match i {
@@ -334,9 +376,9 @@ impl Store {
         let location = StoreLocation::Dir(root.to_path_buf());
         // Other jobs on the runner may write here meanwhile, as replicas
         // over a bucket do: the index syncs on a miss and every interval.
-        let meta = dir.join("meta");
+        let db = open_meta(&dir.join("meta"))?;
         let every = Some(DEFAULT_RESYNC_EVERY);
-        Store::with_local_index(backend, &meta, lock, None, location, every)
+        Store::with_local_index(backend, db, Some(lock), None, location, every)
     }
 
     /// A store whose chunk queries this process answers from its own sled
@@ -345,14 +387,13 @@ impl Store {
     /// (`repo::synced`): a directory or S3.
     fn with_local_index(
         backend: Arc<dyn Backend>,
-        meta: &Path,
-        lock: FileLock,
+        db: sled::Db,
+        lock: Option<FileLock>,
         cache: Option<FrameCache>,
         location: StoreLocation,
         resync_every: Option<std::time::Duration>,
     ) -> Result<Store> {
         let config = read_or_create_config(backend.as_ref())?;
-        let db = open_meta(meta)?;
         let index = ChunkIndex::open(&db)?;
         let catalog = Catalog::open(&db)?;
         // gc's safety argument allows a persist's view of condemned packs
@@ -375,7 +416,8 @@ impl Store {
             commit_guard: true,
             observer: Heard(Arc::new(Quiet)),
             stat_cache: None,
-            _lock: Some(lock),
+            _lock: lock,
+            read_only: false,
         })
     }
 
@@ -390,7 +432,8 @@ impl Store {
         let lock = FileLock::held(open_lock_file(&path).unwrap(), &path);
         let location = StoreLocation::S3("s3://shared/test".into());
         let every = Some(std::time::Duration::from_secs(3600));
-        Store::with_local_index(backend, &meta.join("meta"), lock, None, location, every).unwrap()
+        let db = open_meta(&meta.join("meta")).unwrap();
+        Store::with_local_index(backend, db, Some(lock), None, location, every).unwrap()
     }
 
     /// Wraps the backend in an adapter of the same trait (fault injection
@@ -410,6 +453,12 @@ impl Store {
         }
         self.clock = clock;
         self
+    }
+
+    /// Whether this process cannot write the store (a directory store on
+    /// a read-only mount): attach and restore work, recording no use.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Tells `observer` of the progress of persists and attaches.
@@ -580,6 +629,16 @@ pub(crate) fn job_index(run: &RunName, record: &RunRecord, job: &JobName) -> Res
     })
 }
 
+/// Whether this process cannot write the directory `root` (a read-only
+/// mount, or a store another user owns).
+fn cannot_write(root: &Path) -> bool {
+    use rustix::fs::{access, Access};
+    matches!(
+        access(root, Access::WRITE_OK),
+        Err(rustix::io::Errno::ROFS | rustix::io::Errno::ACCESS)
+    )
+}
+
 /// How many metadata slots one store has on a runner: one for each
 /// process using the store at once, up to this many.
 const META_SLOTS: usize = 8;
@@ -596,7 +655,7 @@ fn free_meta_slot(
 ) -> Result<(usize, PathBuf, FileLock)> {
     for i in 0..META_SLOTS {
         let dir = slot(i);
-        fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+        crate::util::private_dir(&dir).ctx("create directory", &dir)?;
         if let Some(lock) = FileLock::try_take(&dir.join("lock"))? {
             return Ok((i, dir, lock));
         }
@@ -680,7 +739,9 @@ impl Drop for FileLock {
 /// Opens (creating) a lock file without truncating it: what its holder
 /// wrote there stays readable to the others.
 fn open_lock_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
+        .mode(crate::util::file_mode())
         .read(true)
         .write(true)
         .create(true)
@@ -730,6 +791,8 @@ fn read_or_create_config(backend: &dyn Backend) -> Result<StoreConfig> {
 /// Opens the sled cache; if it cannot be read (say, after a crash mid-write
 /// of sled's own files) it is thrown away and rebuilt from the objects.
 fn open_meta(path: &Path) -> Result<sled::Db> {
+    // sled makes what it lacks 0755; its directory is made private first.
+    crate::util::private_dir(path).ctx("create directory", path)?;
     let config = || {
         sled::Config::new()
             .path(path)

@@ -4,6 +4,8 @@
 //! through `read`, and knows nothing about runs, jobs or retention.
 
 pub mod plan;
+pub(crate) mod reserved;
 pub mod scan;
 pub mod stat_cache;
+pub(crate) mod target;
 pub mod write;

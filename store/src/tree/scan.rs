@@ -507,6 +507,9 @@ fn walk_dir(
             object: "the tree being persisted".into(),
             reason,
         };
+        if super::reserved::is_reserved(&name) {
+            return Err(unsafe_path(super::reserved::RESERVED_REASON));
+        }
         // Only a directory's path is needed again, to walk it.
         let kept = is_dir.then(|| child.clone());
         here.push((RelPath::new(child).map_err(unsafe_path)?, stat));
@@ -580,6 +583,16 @@ fn relative_to_root(root_abs: &Path, root: &Path, given: &Path) -> Result<PathBu
 }
 
 fn rel_path(rel: &Path, abs: &Path) -> Result<RelPath> {
+    let reserved = rel
+        .components()
+        .any(|c| super::reserved::is_reserved(c.as_os_str().as_bytes()));
+    if reserved {
+        return Err(Error::UnsafePath {
+            path: abs.display().to_string(),
+            object: "the tree being persisted".into(),
+            reason: super::reserved::RESERVED_REASON,
+        });
+    }
     RelPath::new(rel.as_os_str().as_bytes().to_vec()).map_err(|reason| Error::UnsafePath {
         path: abs.display().to_string(),
         object: "the tree being persisted".into(),

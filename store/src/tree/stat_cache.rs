@@ -196,9 +196,9 @@ impl StatCache {
     /// Writes the cache (to a temporary name, renamed into place).
     pub fn save(&self) -> Result<()> {
         let dir = self.file.parent().expect("the cache file has a directory");
-        fs::create_dir_all(dir).ctx("create directory", dir)?;
+        crate::util::private_dir(dir).ctx("create directory", dir)?;
         let tmp = dir.join(unique_tmp_name(TMP_PREFIX));
-        let written = fs::File::create(&tmp).and_then(|f| {
+        let written = crate::util::private_file(&tmp).and_then(|f| {
             let mut w = BufWriter::with_capacity(1 << 20, f);
             encode_into(&self.known, &mut w)?;
             w.flush()

@@ -43,7 +43,7 @@ use std::sync::atomic::{
     AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Relaxed},
 };
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use filetime::FileTime;
 use rayon::prelude::*;
@@ -56,16 +56,13 @@ use crate::format::manifest::EntryKind;
 use crate::format::manifest::Mtime;
 use crate::id::ChunkId;
 use crate::read::fetch_chunks;
-use crate::repo::{Observer, Progress, Store};
+use crate::repo::{Observer, Progress, Step, Store};
+use crate::tree::reserved::{
+    held_by_another_live_process, is_temp_name, STAGING_PREFIX, TMP_PREFIX,
+};
 use crate::tree::stat_cache::{now_nanos, FileStat, StatCache};
+use crate::tree::target::TargetLock;
 use crate::util::{unique_tmp_name, TmpNames};
-
-/// The prefix of every temporary name attach writes in the target.
-const TMP_PREFIX: &str = ".strata-tmp-";
-
-/// The prefix of the staging directory an attach into an empty target
-/// builds the tree in, at the target's top.
-const STAGING_PREFIX: &str = ".strata-staging-";
 
 /// How a tree is written.
 #[derive(Debug, Clone, Copy, Default)]
@@ -139,6 +136,20 @@ struct Target {
     /// Files are written under their final names: `at` is a staging
     /// directory no one else looks at until the attach moves it in.
     direct: bool,
+    /// When the stat cache is kept, each planned file's stat as this
+    /// attach left it, taken from its descriptor when it was written or
+    /// found in place (by plan index): what the stat cache records, if the
+    /// file still has it at the end.
+    seen: Vec<OnceLock<FileStat>>,
+}
+
+impl Target {
+    /// Notes the stat of the file of plan entry `index` as written or found.
+    fn saw(&self, index: usize, stat: FileStat) {
+        if let Some(slot) = self.seen.get(index) {
+            let _ = slot.set(stat);
+        }
+    }
 }
 
 /// Where an attach into an empty target builds the tree: a directory at
@@ -204,22 +215,32 @@ pub fn execute_with(
     opts: WriteOptions,
     alongside: impl FnOnce() -> Result<()> + Send,
 ) -> Result<WriteStats> {
-    let (at, fresh) = prepare_target(at)?;
+    let at = prepare_target(at)?;
+    // One attach at a time into a target: held until the end (dropped
+    // after the staging directory).
+    let _lock = TargetLock::take(&at, store.observer().as_ref())?;
+    store.observer().reached(Step::AttachLocked, &at);
+    // Empty (a fresh runner's): nothing in it needs a look first.
+    let fresh = fs::read_dir(&at).ctx("list", &at)?.next().is_none();
     let dest = |e: &Planned| at.join(e.path.to_path());
     // Where the tree is built: the target, or its staging directory.
     let staging = fresh.then(|| Staging::make(&at)).transpose()?;
     let root = staging.as_ref().map_or(&at, |s| &s.dir);
     let built = |e: &Planned| root.join(e.path.to_path());
-    let target = Target {
-        at: root.clone(),
-        names: TmpNames::reserve(TMP_PREFIX, plan.entries.len()),
-        direct: fresh,
-    };
     // The stat cache is held while files are classified, not while they
     // are written (read again to update it at the end).
     let cache_at = store
         .stat_cache()
         .map(|(dir, trust)| (dir.to_path_buf(), trust));
+    let target = Target {
+        at: root.clone(),
+        names: TmpNames::reserve(TMP_PREFIX, plan.entries.len()),
+        direct: fresh,
+        seen: match cache_at {
+            Some(_) => (0..plan.entries.len()).map(|_| OnceLock::new()).collect(),
+            None => Vec::new(),
+        },
+    };
     let open_cache = |dir: &Path| StatCache::open(dir, &store.config().store_id, &at);
     let trusted = match &cache_at {
         Some((dir, true)) => Some(open_cache(dir)).filter(|c| !c.is_empty()),
@@ -350,6 +371,7 @@ pub fn execute_with(
             _ => {}
         }
     }
+    store.observer().reached(Step::AttachWritten, &at);
     if let Some(staging) = staging {
         let top: Vec<&Path> = plan
             .entries
@@ -389,7 +411,7 @@ pub fn execute_with(
         };
         let store_id = &store.config().store_id;
         let mut cache = StatCache::open_except(dir, store_id, &at, planned);
-        remember(&mut cache, plan, &at);
+        remember(&mut cache, plan, &at, &target.seen);
         // A cache that cannot be written costs the next run its reads,
         // not this attach its result.
         let _ = cache.save();
@@ -397,21 +419,26 @@ pub fn execute_with(
     Ok(stats.snapshot())
 }
 
-/// Records every planned file in `cache` with its stat now (taken after
-/// the clock is read, so a file written in the last moments is racy and
-/// not recorded) and its planned chunks, which it takes from the plan
-/// rather than copying them.
-fn remember(cache: &mut StatCache, plan: Plan, at: &Path) {
+/// Records every planned file in `cache` with the stat this attach saw
+/// when it wrote the file or found it in place (`seen`, from the file's
+/// descriptor), and its planned chunks, which it takes from the plan
+/// rather than copying them; only if the file has that stat still, taken
+/// after the clock is read (so a file written in the last moments is racy
+/// and not recorded). A file changed since this attach wrote it has
+/// other content than the plan's, and is read again next time.
+fn remember(cache: &mut StatCache, plan: Plan, at: &Path, seen: &[OnceLock<FileStat>]) {
     let taken_at = now_nanos();
     let stats: Vec<Option<FileStat>> = plan
         .entries
         .par_iter()
-        .map(|e| match e.target {
+        .enumerate()
+        .map(|(i, e)| match e.target {
             EntryKind::File { .. } => {
-                // Gone or replaced already (the job is running): not
-                // remembered.
-                let m = fs::symlink_metadata(at.join(e.path.to_path())).ok();
-                m.filter(|m| m.is_file()).map(|m| FileStat::of(&m))
+                let seen = *seen.get(i)?.get()?;
+                // Gone, replaced or changed already (the job is running):
+                // not remembered.
+                let m = fs::symlink_metadata(at.join(e.path.to_path())).ok()?;
+                (m.is_file() && FileStat::of(&m) == seen).then_some(seen)
             }
             _ => None,
         })
@@ -460,27 +487,20 @@ fn set_mode_and_mtime(f: &File, path: &Path, mode: u32, mtime: Mtime) -> Result<
     filetime::set_file_handle_times(f, None, Some(to_filetime(mtime))).ctx("set mtime of", path)
 }
 
-/// Whether `name` is one attach gives its temporary files or staging
-/// directory: `<prefix><pid>-<hex nanos>-<counter>` (see `unique_tmp_name`).
-fn is_temp_name(name: &std::ffi::OsStr, prefix: &str) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Some(rest) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
-        return false;
-    };
-    let parts: Vec<&[u8]> = rest.split(|&b| b == b'-').collect();
-    let all = |p: &[u8], f: fn(&u8) -> bool| !p.is_empty() && p.iter().all(f);
-    matches!(parts.as_slice(), [pid, nanos, n]
-        if all(pid, u8::is_ascii_digit) && all(nanos, u8::is_ascii_hexdigit) && all(n, u8::is_ascii_digit))
-}
-
 /// Removes the temporary files an interrupted attach left in `dir` (files
 /// and symlinks only: a directory of that name is the user's), and, at the
-/// target's `top`, its staging directory.
+/// target's `top`, its staging directory; never one another running
+/// process made (an attach into a directory below this target).
 fn sweep_temp_files(dir: &Path, top: bool) -> Result<u64> {
     let mut removed = 0;
     for entry in fs::read_dir(dir).ctx("list", dir)? {
         let entry = entry.ctx("list", dir)?;
         let name = entry.file_name();
+        if held_by_another_live_process(&name, TMP_PREFIX)
+            || held_by_another_live_process(&name, STAGING_PREFIX)
+        {
+            continue;
+        }
         let is_dir = || entry.file_type().map(|t| t.is_dir());
         if is_temp_name(&name, TMP_PREFIX) && !is_dir().ctx("stat", entry.path())? {
             fs::remove_file(entry.path()).ctx("remove stale temporary file", entry.path())?;
@@ -562,19 +582,17 @@ fn check_space(at: &Path, jobs: &[FileJob]) -> Result<()> {
 
 /// The attach directory, created if missing; a regular file there is an
 /// error. The user named it, so a symlink to a directory is followed here,
-/// and nowhere below. With whether it is empty (a fresh runner's): then
-/// nothing in it needs a look before it is written.
-fn prepare_target(at: &Path) -> Result<(PathBuf, bool)> {
-    let fresh = match fs::metadata(at) {
-        Ok(m) if m.is_dir() => fs::read_dir(at).ctx("list", at)?.next().is_none(),
+/// and nowhere below.
+fn prepare_target(at: &Path) -> Result<PathBuf> {
+    match fs::metadata(at) {
+        Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(Error::NotADirectory { path: at.into() }),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             fs::create_dir_all(at).ctx("create directory", at)?;
-            true
         }
         Err(e) => return Err(Error::io("stat", at, e)),
-    };
-    Ok((fs::canonicalize(at).ctx("resolve", at)?, fresh))
+    }
+    fs::canonicalize(at).ctx("resolve", at)
 }
 
 /// `ensure_dir` in the staging directory of a target that was empty: made
@@ -648,6 +666,7 @@ fn classify<'p>(
             if unchanged && mode_ok && mtime_ok {
                 stats.files_unchanged.fetch_add(1, Relaxed);
                 stats.files_untouched.fetch_add(1, Relaxed);
+                target.saw(index, FileStat::of(&m));
                 return Ok(Classified::InPlace(e));
             }
             // Known to hold the planned content, with another mode or
@@ -662,6 +681,7 @@ fn classify<'p>(
                     if same {
                         set_mode_and_mtime(&f, &dest, mode, e.mtime)?;
                         stats.files_unchanged.fetch_add(1, Relaxed);
+                        see_through(target, index, &f);
                         return Ok(Classified::InPlace(e));
                     }
                 }
@@ -692,10 +712,16 @@ fn classify<'p>(
             // By id, each at its first offset (the sort is stable).
             seeds.sort_by_key(|s| s.0);
             seeds.dedup_by_key(|s| s.0);
-            if offset == *size && ids.iter().eq(chunks.iter().map(|c| &c.id)) {
+            // Read whole and unchanged while it was read: what it holds is
+            // what was hashed.
+            let still = file
+                .metadata()
+                .is_ok_and(|now| FileStat::of(&now) == FileStat::of(&m));
+            if still && offset == *size && ids.iter().eq(chunks.iter().map(|c| &c.id)) {
                 let mode_ok = m.permissions().mode() & 0o7777 == mode;
                 let mtime_ok = (m.mtime(), m.mtime_nsec()) == (e.mtime.secs, e.mtime.nanos as i64);
                 if mode_ok && mtime_ok {
+                    target.saw(index, FileStat::of(&m));
                     return Ok(Classified::InPlace(e));
                 }
                 // Another path shares this inode (perhaps outside the
@@ -703,6 +729,7 @@ fn classify<'p>(
                 // path too, so the file is written anew instead.
                 if m.nlink() == 1 {
                     set_mode_and_mtime(&file, &dest, mode, e.mtime)?;
+                    see_through(target, index, &file);
                     return Ok(Classified::InPlace(e));
                 }
             }
@@ -902,13 +929,35 @@ impl FileJob<'_> {
 
     fn finish(&self, f: File, tmp: &Path, stats: &Stats) -> Result<()> {
         set_mode_and_mtime(&f, tmp, self.mode, self.entry.mtime)?;
-        drop(f);
+        // The stat the stat cache may record: from the descriptor just
+        // written, so it is this content's, whatever happens at the path
+        // later. The rename moves its ctime; a stat that changed in more
+        // than that meanwhile (another writer) is not kept.
+        let written = f.metadata().ok().map(|m| FileStat::of(&m));
         if !self.target.direct {
             let dest = self.dest();
             fs::rename(tmp, &dest).ctx("rename into", &dest)?;
         }
+        let now = f.metadata().ok().map(|m| FileStat::of(&m));
+        if let (Some(written), Some(now)) = (written, now) {
+            let moved_only = FileStat {
+                ctime: now.ctime,
+                ..written
+            };
+            if moved_only == now {
+                self.target.saw(self.index, now);
+            }
+        }
+        drop(f);
         stats.files_written.fetch_add(1, Relaxed);
         Ok(())
+    }
+}
+
+/// Notes the stat of the file open as `f`, the one of plan entry `index`.
+fn see_through(target: &Target, index: usize, f: &File) {
+    if let Ok(m) = f.metadata() {
+        target.saw(index, FileStat::of(&m));
     }
 }
 
