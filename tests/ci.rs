@@ -903,8 +903,6 @@ fn run_create_graph_uses_the_ci_readers() {
     );
 }
 
-}
-
 /// Saves `node_modules` holding `content` as cache `key` in the job `env`
 /// describes, run in `repo`.
 fn save_cache(repo: &Path, store: &Path, env: &[(&str, &str)], key: &str, content: &str) {
@@ -1132,3 +1130,4 @@ fn long_cache_keys_save_and_restore_and_a_failed_listing_is_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("caches"), "{stderr}");
+}

@@ -208,7 +208,7 @@ pub fn default_cache_dir() -> PathBuf {
 #[derive(Debug)]
 enum Lookup {
     /// This process, from its own index (directory and S3 stores).
-    Local(SyncedIndex),
+    Local(Box<SyncedIndex>),
     /// The server (`strata serve` stores).
     Remote(RemoteLookup),
 }
@@ -406,7 +406,7 @@ impl Store {
         Ok(Store {
             backend,
             config,
-            lookup: Lookup::Local(index),
+            lookup: Lookup::Local(Box::new(index)),
             server: None,
             catalog,
             cache,
@@ -523,7 +523,7 @@ impl Store {
     /// What chunk queries go to (the local index or the server).
     pub fn chunk_lookup(&self) -> &dyn ChunkLookup {
         match &self.lookup {
-            Lookup::Local(index) => index,
+            Lookup::Local(index) => index.as_ref(),
             Lookup::Remote(remote) => remote,
         }
     }
