@@ -551,6 +551,53 @@ fn encode_query(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A server on loopback that answers every request with `status`, for
+    /// at most two seconds; returns its address and the count of requests.
+    fn answering(status: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                let Ok((mut c, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                seen.fetch_add(1, Relaxed);
+                c.set_nonblocking(false).unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let body = r#"{"error": "the server's disk is full"}"#;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (addr, count)
+    }
+
+    // A full disk on the server (507) is an answer, not a fault: trying
+    // again six times only adds to the load.
+    #[test]
+    fn a_full_disk_is_not_retried() {
+        let (addr, count) = answering("507 Insufficient Storage");
+        let t = HttpTransport::new(&format!("http://{addr}/ns"), HttpOptions::default()).unwrap();
+        let (status, _) = t.call("PUT", "o/runs/r/run", Some(b"x")).unwrap();
+        assert_eq!(status, 507);
+        assert_eq!(count.load(Relaxed), 1);
+        // A 503 is retried.
+        let (addr, count) = answering("503 Service Unavailable");
+        let t = HttpTransport::new(&format!("http://{addr}/ns"), HttpOptions::default()).unwrap();
+        assert!(t.call("PUT", "o/runs/r/run", Some(b"x")).is_err());
+        assert!(count.load(Relaxed) > 1);
+    }
+
     #[test]
     fn several_servers_are_named_with_commas_and_taken_in_turn() {
         let t = HttpTransport::new("http://a:1,http://b:2/ns", HttpOptions::default()).unwrap();
