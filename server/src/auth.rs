@@ -31,9 +31,10 @@ pub enum Scope {
     Admin,
 }
 
+/// A token as the config file gives it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenSpec {
+pub(crate) struct TokenSpec {
     name: String,
     token: Option<String>,
     token_blake3: Option<String>,
@@ -43,12 +44,6 @@ struct TokenSpec {
     runs: Option<Vec<String>>,
     #[serde(default)]
     cache_keys: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthFile {
-    tokens: Vec<TokenSpec>,
 }
 
 /// The server's tokens and the grant of each.
@@ -62,16 +57,18 @@ pub struct Auth {
 pub struct Unauthenticated(pub &'static str);
 
 impl Auth {
+    /// The tokens of a config file (`crate::config`: an auth file is one).
     pub fn load(path: &Path) -> Result<Auth, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Auth::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        crate::config::ServerFile::load(path).map(|f| f.auth)
     }
 
     pub fn parse(text: &str) -> Result<Auth, String> {
-        let file: AuthFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        crate::config::ServerFile::parse(text).map(|f| f.auth)
+    }
+
+    pub(crate) fn from_specs(specs: Vec<TokenSpec>) -> Result<Auth, String> {
         let mut tokens: Vec<(blake3::Hash, Grant)> = Vec::new();
-        for t in file.tokens {
+        for t in specs {
             strata_store::protocol::validate_namespace(&t.namespace)
                 .map_err(|e| format!("token {}: namespace: {e}", t.name))?;
             let hash = match (&t.token, &t.token_blake3) {
