@@ -115,22 +115,13 @@ pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
                 ))
             }
         },
-        Request::Delete(kind) => match kind {
-            ObjectKind::Run(_)
-            | ObjectKind::Layer(..)
-            | ObjectKind::Result(..)
-            | ObjectKind::Used(_)
-            | ObjectKind::Rerun(_)
-            | ObjectKind::Expired(_)
-            | ObjectKind::Cache
-            | ObjectKind::CacheUsed => Role::Admin,
-            _ => {
-                return Err(denied(
-                    grant,
-                    "may not delete it: packs, index objects and manifests are gc's".into(),
-                ))
-            }
-        },
+        Request::Delete(kind) if deletable(kind) => Role::Admin,
+        Request::Delete(_) => {
+            return Err(denied(
+                grant,
+                "may not delete it: packs, index objects and manifests are gc's".into(),
+            ))
+        }
     };
     if grant.role < needs {
         let what = match needs {
@@ -144,6 +135,23 @@ pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether a client (an admin's) may delete an object of `kind`: a run's
+/// records and cache entries and uses; packs, index objects, manifests
+/// and gc's records are gc's alone.
+pub fn deletable(kind: &ObjectKind) -> bool {
+    matches!(
+        kind,
+        ObjectKind::Run(_)
+            | ObjectKind::Layer(..)
+            | ObjectKind::Result(..)
+            | ObjectKind::Used(_)
+            | ObjectKind::Rerun(_)
+            | ObjectKind::Expired(_)
+            | ObjectKind::Cache
+            | ObjectKind::CacheUsed
+    )
 }
 
 /// Decides `request` for a client without a grant (no token, or one the

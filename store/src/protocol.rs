@@ -69,12 +69,7 @@ pub fn validate_namespace(ns: &str) -> Result<()> {
 pub fn validate_key(key: &str) -> Result<()> {
     let valid = !key.is_empty()
         && key.len() <= MAX_KEY_LEN
-        && key.split('/').all(|c| {
-            !c.is_empty()
-                && !c.starts_with('.')
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        });
+        && key.split('/').all(|c| !c.is_empty() && is_component(c));
     if valid {
         Ok(())
     } else {
@@ -83,6 +78,14 @@ pub fn validate_key(key: &str) -> Result<()> {
             "not a valid key",
         ))
     }
+}
+
+/// A key's component, or its start: `A-Z a-z 0-9 . _ -`, not starting
+/// with `.` (so no `..`, and no `.local` or `.tmp`).
+fn is_component(c: &str) -> bool {
+    !c.starts_with('.')
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// The longest key or prefix a client may send.
@@ -98,12 +101,10 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
     let last = parts.len() - 1;
     let valid = prefix.len() <= MAX_KEY_LEN
         && (prefix.is_empty()
-            || parts.iter().enumerate().all(|(i, c)| {
-                (!c.is_empty() || i == last)
-                    && !c.starts_with('.')
-                    && c.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            }));
+            || parts
+                .iter()
+                .enumerate()
+                .all(|(i, c)| (!c.is_empty() || i == last) && is_component(c)));
     if valid {
         Ok(())
     } else {

@@ -200,19 +200,28 @@ fn put_index(store: &Store, key: &str, id: &IndexId, bytes: &[u8]) -> Result<Str
     Ok(key)
 }
 
-/// The existing object under `key` decoded, if there is one.
-fn existing<R: Record>(store: &Store, key: &str) -> Result<Option<R>> {
-    match store.backend().get(key) {
-        Ok(bytes) => Ok(Some(R::decode(key, &bytes)?)),
-        Err(Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn immutable(key: &str, what: &str) -> Error {
-    Error::Immutable {
-        key: key.to_string(),
-        detail: format!("it holds {what}"),
+/// Writes `record` under `key` unless the name holds one already: one
+/// that is `same` (a retry, whatever its time) leaves it as it is, and
+/// another is `Error::Immutable` (it holds `what`).
+fn create_only<R: Record>(
+    store: &Store,
+    key: &str,
+    record: R,
+    same: impl Fn(&R, &R) -> bool,
+    what: &str,
+) -> Result<()> {
+    let _create = CREATE.lock().unwrap_or_else(|p| p.into_inner());
+    let old = match store.backend().get(key) {
+        Ok(bytes) => R::decode(key, &bytes)?,
+        Err(Error::NotFound { .. }) => return store.backend().put(key, &record.encode()),
+        Err(e) => return Err(e),
+    };
+    match same(&old, &record) {
+        true => Ok(()),
+        false => Err(Error::Immutable {
+            key: key.to_string(),
+            detail: format!("it holds {what}"),
+        }),
     }
 }
 
@@ -228,18 +237,17 @@ fn put_run(
     let record = RunRecord::decode(key, bytes)?;
     debug_assert_eq!(run_key(run), key);
     access::allow_run(grant, run.as_str(), record.ref_scope.as_deref())?;
-    let _create = CREATE.lock().unwrap_or_else(|p| p.into_inner());
-    match existing::<RunRecord>(store, key)? {
-        Some(old) if old.same_run(&record) => {}
-        Some(_) => return Err(immutable(key, "another graph or ref")),
-        None => {
-            let stamped = RunRecord {
-                created: now,
-                ..record
-            };
-            store.backend().put(key, &stamped.encode())?;
-        }
-    }
+    let stamped = RunRecord {
+        created: now,
+        ..record
+    };
+    create_only(
+        store,
+        key,
+        stamped,
+        RunRecord::same_run,
+        "another graph or ref",
+    )?;
     Ok(key.to_string())
 }
 
@@ -255,20 +263,14 @@ fn put_layer(
     let (run_record, _) = store.run_job(run, job)?;
     access::allow_run(grant, run.as_str(), run_record.ref_scope.as_deref())?;
     require_complete(store, key, &record.manifest)?;
-    let _create = CREATE.lock().unwrap_or_else(|p| p.into_inner());
-    match existing::<LayerRecord>(store, key)? {
-        Some(old)
-            if (old.manifest, old.totals, &old.writer)
-                == (record.manifest, record.totals, &record.writer) => {}
-        Some(_) => return Err(immutable(key, "another layer")),
-        None => {
-            let stamped = LayerRecord {
-                created: now,
-                ..record
-            };
-            store.backend().put(key, &stamped.encode())?;
-        }
-    }
+    let stamped = LayerRecord {
+        created: now,
+        ..record
+    };
+    let same = |a: &LayerRecord, b: &LayerRecord| {
+        (a.manifest, a.totals, &a.writer) == (b.manifest, b.totals, &b.writer)
+    };
+    create_only(store, key, stamped, same, "another layer")?;
     Ok(key.to_string())
 }
 
@@ -284,20 +286,14 @@ fn put_rerun(
     let run_record = store.run(run)?;
     access::allow_run(grant, run.as_str(), run_record.ref_scope.as_deref())?;
     store.run(&record.from)?;
-    let _create = CREATE.lock().unwrap_or_else(|p| p.into_inner());
-    match existing::<RerunRecord>(store, key)? {
-        Some(old)
-            if (&old.from, &old.rerun, &old.reused)
-                == (&record.from, &record.rerun, &record.reused) => {}
-        Some(_) => return Err(immutable(key, "another rerun")),
-        None => {
-            let stamped = RerunRecord {
-                created: now,
-                ..record
-            };
-            store.backend().put(key, &stamped.encode())?;
-        }
-    }
+    let stamped = RerunRecord {
+        created: now,
+        ..record
+    };
+    let same = |a: &RerunRecord, b: &RerunRecord| {
+        (&a.from, &a.rerun, &a.reused) == (&b.from, &b.rerun, &b.reused)
+    };
+    create_only(store, key, stamped, same, "another rerun")?;
     Ok(key.to_string())
 }
 
@@ -330,18 +326,12 @@ fn put_cache(store: &Store, grant: &Grant, key: &str, bytes: &[u8], now: i64) ->
 /// this kind: `access::allow`, an admin's): only runs' records and cache
 /// entries and uses; packs, index objects and manifests are gc's.
 pub fn delete_checked(store: &Store, key: &str) -> Result<()> {
-    match classify(key)? {
-        ObjectKind::Run(_)
-        | ObjectKind::Layer(..)
-        | ObjectKind::Result(..)
-        | ObjectKind::Used(_)
-        | ObjectKind::Rerun(_)
-        | ObjectKind::Expired(_)
-        | ObjectKind::Cache
-        | ObjectKind::CacheUsed => store.backend().delete(key),
-        _ => Err(Error::Refused {
+    if access::deletable(&classify(key)?) {
+        store.backend().delete(key)
+    } else {
+        Err(Error::Refused {
             key: key.to_string(),
             reason: "only runs' records and cache entries may be deleted by a client",
-        }),
+        })
     }
 }
