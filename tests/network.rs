@@ -756,3 +756,64 @@ fn a_pull_request_token_cannot_poison_the_default_branch_cache() {
         "{e}"
     );
 }
+
+/// The code and stderr of one command.
+fn outcome(c: &Client, args: &[&str]) -> (Option<i32>, String) {
+    let out = c.run(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// A team moves its store behind `strata serve`: an unknown job, an unknown
+// run and a run created again with another graph read and exit as they did
+// from the directory; what only the server refuses (a gc asking for less
+// grace than the store's, a run record replaced) reads as the library says
+// it, not as "corrupt"; a server that is not there exits 4.
+#[test]
+fn errors_read_and_exit_the_same_locally_and_through_a_server() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("srv");
+    let local = Client::new(root.join("ns1").to_str().unwrap(), &d.path().join("c1"));
+    local.ok(&["run", "create", "r1", "--job", "a", "--job", "b:a"]);
+    local.ok(&["run", "create", "r2", "--job", "a"]);
+    let src = d.path().join("src");
+    support::write_files(&src, &[("f", "x")]);
+    let src_arg = src.to_str().unwrap();
+    let server = Server::start(root.to_str().unwrap(), &[], &[]);
+    let remote = Client::new(&server.ns("ns1"), &d.path().join("c2"));
+    let cases: [&[&str]; 4] = [
+        &[
+            "persist", "--run", "r1", "--job", "nosuch", "--root", src_arg, "f",
+        ],
+        &[
+            "persist", "--run", "nosuch", "--job", "a", "--root", src_arg, "f",
+        ],
+        &["attach", "--run", "r1", "--job", "zz", "--at", src_arg],
+        &["run", "create", "r1", "--job", "a"],
+    ];
+    for args in cases {
+        let (code, err) = outcome(&local, args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert_eq!(outcome(&remote, args), (code, err), "{args:?}");
+    }
+
+    // Only the server raises these; they read as the library's errors.
+    let (code, err) = outcome(&remote, &["gc", "--grace-secs", "1"]);
+    let grace = strata_store::Error::GraceTooShort {
+        asked: 1,
+        floor: 3600,
+    };
+    assert_eq!(code, Some(1));
+    assert_eq!(err.trim_end(), format!("strata: error: {grace}"));
+    let http = HttpStore::new(&server.ns("ns1"), HttpOptions::default()).unwrap();
+    let other_graph = fs::read(root.join("ns1/runs/r2/run")).unwrap();
+    let e = http.put("runs/r1/run", &other_graph).unwrap_err();
+    assert_eq!(e.kind(), strata_store::ErrorKind::Immutable, "{e}");
+    assert!(e.to_string().starts_with("runs/r1/run exists"), "{e}");
+
+    let gone = Client::new("http://127.0.0.1:1/ns1", &d.path().join("c3"));
+    let (code, err) = outcome(&gone, &["--net-timeout", "1", "ls"]);
+    assert_eq!(code, Some(4), "{err}");
+}

@@ -11,11 +11,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use strata_store::backend::http::HttpOptions;
 use strata_store::ci::config::{CiGraph, Format, Select};
-use strata_store::Clock;
 use strata_store::{
     attach, caches, ci_run, gc, lifecycle, persist, rerun, stats, Graph, JobName, OpenOptions,
     RunName, Store, StoreLocation,
 };
+use strata_store::{Clock, ErrorKind};
 
 /// Renders a cache key template with the process's environment.
 fn render_key(template: &str, store: &Store) -> Result<String> {
@@ -35,13 +35,15 @@ fn render_key(template: &str, store: &Store) -> Result<String> {
 const EXIT_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_CONFLICT: u8 = 3;
+const EXIT_UNREACHABLE: u8 = 4;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "strata",
     version,
     about = "Pass files between the jobs of a CI workflow, storing only what changed",
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 workspace conflict."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 workspace conflict, \
+                  4 the store cannot be reached."
 )]
 struct Cli {
     /// The store: a directory (created on first use), a `strata serve`
@@ -467,9 +469,11 @@ fn main() -> ExitCode {
                 // so a path holding a newline cannot start a command.
                 eprintln!("::error title=strata::{}", workflow_escape(&text));
             }
-            let code = match e.downcast_ref::<strata_store::Error>() {
-                Some(e) if e.is_conflict() => EXIT_CONFLICT,
-                Some(strata_store::Error::InvalidName { .. }) => EXIT_USAGE,
+            // By kind, so an error a server raised exits as a local one.
+            let code = match e.downcast_ref::<strata_store::Error>().map(|e| e.kind()) {
+                Some(ErrorKind::Conflict) => EXIT_CONFLICT,
+                Some(ErrorKind::InvalidName) => EXIT_USAGE,
+                Some(ErrorKind::Unreachable) => EXIT_UNREACHABLE,
                 None if e
                     .downcast_ref::<strata_server::ServeError>()
                     .is_some_and(|e| {

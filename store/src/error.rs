@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 use crate::id::{ChunkId, IdError, JobName, ManifestId, RunName};
 
+mod kind;
+pub use kind::ErrorKind;
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -432,6 +435,29 @@ pub enum Error {
         detail: String,
     },
 
+    /// A server cannot be reached: no connection, no answer in time, or a
+    /// proxy in front of it saying so (502-504), after every retry.
+    #[error("strata server {server}: {detail}")]
+    Unreachable {
+        /// The server's address.
+        server: String,
+        /// What is wrong, for a person.
+        detail: String,
+    },
+
+    /// An error a server raised and named (docs/protocol.md, "Errors"):
+    /// its kind and message are what the server's library said, so it
+    /// reads as the same error from a local store.
+    #[error("{message}")]
+    Served {
+        /// The kind the server named.
+        kind: ErrorKind,
+        /// The server's address.
+        server: String,
+        /// The server's message.
+        message: String,
+    },
+
     /// A server refused the token.
     #[error("strata server {server} refused the token: {detail} (pass one with --token or $STRATA_TOKEN)")]
     Unauthorized {
@@ -489,7 +515,7 @@ impl Error {
 
     /// True for a workspace conflict between two jobs (CLI exit code 3).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
+        self.kind() == ErrorKind::Conflict
     }
 }
 

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{validate_key, Backend, Traffic, TrafficCounter};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
-    decode_answer, error_text, namespace_root, route, validate_namespace, Hello, KeyList,
-    RangesRequest, OBJECT_SIZE_HEADER, PROTOCOL_VERSION,
+    decode_answer, error_text, namespace_root, route, validate_namespace, ErrorBody, Hello,
+    KeyList, RangesRequest, OBJECT_SIZE_HEADER, PROTOCOL_VERSION,
 };
 
 /// How many times a failed request is tried in all, and the first wait.
@@ -209,6 +209,8 @@ impl HttpTransport {
         let budget = self.inner.stall * BUDGET_IN_STALLS;
         let mut wait = FIRST_BACKOFF;
         let mut last = String::new();
+        // Whether the last attempt got no answer from the server itself.
+        let mut unreachable = false;
         let mut last_server = 0;
         let mut tried = 0;
         for attempt in 1..=ATTEMPTS {
@@ -232,6 +234,8 @@ impl HttpTransport {
                     // 507: the server's disk is full; trying again
                     // only adds to the load.
                     if status == 429 || (status >= 500 && status != 507) {
+                        // 502-504: a proxy in front says the server is not there.
+                        unreachable = (502..=504).contains(&status);
                         last = format!("HTTP {status}: {}", error_text(&bytes));
                         if let Some(s) = retry_after {
                             wait = wait.max(Duration::from_secs(s.min(30)));
@@ -241,6 +245,7 @@ impl HttpTransport {
                     return Ok((status, bytes));
                 }
                 Err((e, retry)) => {
+                    unreachable = true;
                     last = e;
                     if !retry {
                         break;
@@ -257,9 +262,11 @@ impl HttpTransport {
         } else {
             format!("{method} /{tail}: {last}")
         };
-        Err(Error::Remote {
-            server: self.location_of(last_server),
-            detail,
+        let server = self.location_of(last_server);
+        Err(if unreachable {
+            Error::Unreachable { server, detail }
+        } else {
+            Error::Remote { server, detail }
         })
     }
 
@@ -323,8 +330,37 @@ impl HttpTransport {
         Ok((status, bytes, retry_after))
     }
 
-    /// Maps an error status to the library's error for `what`.
+    /// Maps an error answer to the library's error for `what`: the error
+    /// the body's `kind` names, with the server's message, so it reads as
+    /// a local store's would; without a kind this version knows (an older
+    /// server), by its status (docs/protocol.md, "Errors").
     fn status_error(&self, status: u16, body: &[u8], what: &str) -> Error {
+        // A token's refusals (401, 403) are about the server's grants, which
+        // a local store has none of: they name the server, kind or not.
+        let named = decode_answer::<ErrorBody>(body)
+            .ok()
+            .filter(|_| status != 401 && status != 403)
+            .and_then(|b| Some((b.error_kind()?, b.error)));
+        match named {
+            // The variants the library's own code matches on stay those
+            // variants: a missing object, and a corrupt one (a range past
+            // the end, gc and verify skipping a damaged pack).
+            Some((ErrorKind::NotFound, _)) => Error::NotFound { key: what.into() },
+            Some((ErrorKind::Corrupt, message)) => Error::Corrupt {
+                object: what.into(),
+                detail: format!("refused by {}: {message}", self.location_string()),
+            },
+            Some((kind, message)) => Error::Served {
+                kind,
+                server: self.location_string(),
+                message,
+            },
+            None => self.status_only_error(status, body, what),
+        }
+    }
+
+    /// The error for an answer that names no kind, by its status.
+    fn status_only_error(&self, status: u16, body: &[u8], what: &str) -> Error {
         let detail = error_text(body);
         match status {
             401 => Error::Unauthorized {
