@@ -37,7 +37,7 @@ fn local() -> (tempfile::TempDir, Client) {
         d.path().join("store").to_str().unwrap(),
         &d.path().join("cache"),
     );
-    client.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    client.ok(&["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]);
     (d, client)
 }
 
@@ -242,7 +242,7 @@ fn the_server_refuses_a_ref_to_data_it_does_not_hold() {
     let d = tempfile::tempdir().unwrap();
     let server = Server::start(d.path().join("srv").to_str().unwrap(), &[], &[]);
     let client = Client::new(&server.ns("team"), &d.path().join("cache"));
-    client.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    client.ok(&["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]);
     let http = HttpStore::new(&server.ns("team"), HttpOptions::default()).unwrap();
     let manifest = upload_hollow_manifest(&http);
     let totals = Totals {
@@ -322,7 +322,7 @@ fn a_rerun_into_itself_or_into_another_runs_work_is_refused() {
     assert!(ls["rerun_of"].is_null(), "{ls}");
 
     // r2 exists with a layer of its own for job a.
-    c.ok(&["run", "create", "r2", "--job", "a", "--job", "b:a"]);
+    c.ok(&["run", "create", "--run", "r2", "--job", "a", "--job", "b:a"]);
     fs::write(src.join("out/f"), "r2's own").unwrap();
     c.persist("r2", "a", &src, "out");
     let err = c.fails(&["run", "rerun", "--from", "r", "--run", "r2", "--jobs", "b"]);
@@ -331,7 +331,7 @@ fn a_rerun_into_itself_or_into_another_runs_work_is_refused() {
         "{err}"
     );
     // r3 holds a layer of the job the rerun would run again.
-    c.ok(&["run", "create", "r3", "--job", "a", "--job", "b:a"]);
+    c.ok(&["run", "create", "--run", "r3", "--job", "a", "--job", "b:a"]);
     c.persist("r3", "a", &src, "out");
     let err = c.fails(&["run", "rerun", "--from", "r", "--run", "r3", "--jobs", "a"]);
     assert!(err.contains("cannot rerun into run r3"), "{err}");

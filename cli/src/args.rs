@@ -2,7 +2,10 @@
 //! the subcommands and their options, and the parsers of their values.
 //! What a command does with them is in `commands/`.
 
+mod values;
+
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use strata_store::ci::config::Format;
@@ -28,23 +31,38 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
 
-    /// Seconds a connection to a `strata serve` store may make no progress
-    /// before the request is retried on a fresh one; a request gives up
-    /// after six of these in all (default 10: a stalled server ends the
-    /// command within a minute).
-    #[arg(long, global = true, env = "STRATA_NET_TIMEOUT", value_name = "SECS", value_parser = parse_secs)]
-    pub(crate) net_timeout: Option<f64>,
+    /// How long a connection to a `strata serve` store may make no
+    /// progress before the request is retried on a fresh one (10s, 1m; a
+    /// bare number is seconds); a request gives up after six of these in
+    /// all (default 10s: a stalled server ends the command within a minute).
+    #[arg(long, global = true, env = "STRATA_NET_TIMEOUT", value_name = "DURATION", value_parser = values::duration)]
+    pub(crate) net_timeout: Option<Duration>,
 
     /// A PEM certificate to trust for an https:// store (self-signed servers).
     #[arg(long, global = true, env = "STRATA_CA_CERT", value_name = "FILE")]
     pub(crate) ca_cert: Option<PathBuf>,
 
-    /// The runner's cache directory (chunks fetched from remote stores).
+    /// The runner's cache directory (frames fetched from remote stores, the
+    /// stat cache, an S3 store's local index).
     #[arg(long, global = true, env = "STRATA_CACHE", value_name = "DIR")]
-    pub(crate) cache: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
 
-    /// The chunk cache's size bound in MiB (0 turns it off).
-    #[arg(long, global = true, env = "STRATA_CACHE_MIB", value_name = "MIB")]
+    /// The old spelling of --cache-dir (a warning says so).
+    #[arg(long = "cache", global = true, value_name = "DIR", hide = true)]
+    pub(crate) old_cache: Option<PathBuf>,
+
+    /// The frame cache's bound (512MiB, 2GiB; 0 turns it off).
+    #[arg(long, global = true, env = "STRATA_CACHE_SIZE", value_name = "SIZE", value_parser = values::size)]
+    pub(crate) cache_size: Option<u64>,
+
+    /// The old spelling of --cache-size, in MiB (a warning says so).
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_CACHE_MIB",
+        value_name = "MIB",
+        hide = true
+    )]
     pub(crate) cache_mib: Option<u64>,
 
     /// Read and hash every file, even one whose stat is what the runner's
@@ -123,16 +141,19 @@ pub(crate) struct ServeArgs {
     /// PEM private key for HTTPS.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
-    /// The largest request body accepted, in MiB.
-    #[arg(long, default_value_t = 64)]
-    pub(crate) max_body_mib: usize,
+    /// The largest request body accepted (64MiB, 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = values::size)]
+    pub(crate) max_body: u64,
+    /// The old spelling of --max-body, in MiB (a warning says so).
+    #[arg(long, value_name = "MIB", hide = true)]
+    pub(crate) max_body_mib: Option<u64>,
     /// Close a connection that has not sent a whole request head this long
     /// after it opened or after its previous answer (idle ones too).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = values::duration)]
     pub(crate) header_timeout: std::time::Duration,
     /// Cut off a request body that sends nothing this long (no limit on a
     /// whole request, so a large pack on a slow link is never cut).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = values::duration)]
     pub(crate) body_idle_timeout: std::time::Duration,
     /// Connections served at once (64 runners with 16 requests each in
     /// flight); more wait to be accepted.
@@ -146,12 +167,12 @@ pub(crate) struct ServeArgs {
     pub(crate) quiet: bool,
     /// Run gc on every namespace this often: a number with s, m, h or d
     /// (30m, 6h, 1d).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = values::duration)]
     pub(crate) gc_every: Option<std::time::Duration>,
     /// With an s3:// store: sync a namespace's chunk index from the bucket
     /// when it is older than this (another replica's writes are reused
     /// within it; a chunk not found syncs at once). Default 10s.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = values::duration)]
     pub(crate) resync_every: Option<std::time::Duration>,
 }
 
@@ -167,7 +188,11 @@ pub(crate) enum RunCommand {
 #[derive(Args, Debug)]
 pub(crate) struct CreateArgs {
     /// The run's name.
-    pub(crate) run: RunName,
+    #[arg(long, required_unless_present = "old_run", conflicts_with = "old_run")]
+    pub(crate) run: Option<RunName>,
+    /// The old spelling of --run, a positional (a warning says so).
+    #[arg(hide = true, value_name = "RUN")]
+    pub(crate) old_run: Option<RunName>,
     /// A job, as NAME or NAME:REQUIRED,REQUIRED...
     #[arg(
         long = "job",
@@ -269,9 +294,12 @@ pub(crate) struct GcArgs {
     /// Report what would be removed; change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
-    /// Override the store's grace period (0 deletes at once: only when no
-    /// persist runs meanwhile).
-    #[arg(long, value_name = "SECONDS")]
+    /// Override the store's grace period (30m, 2h; 0 deletes at once: only
+    /// when no persist runs meanwhile).
+    #[arg(long, value_name = "DURATION", value_parser = values::duration_or_zero)]
+    pub(crate) grace: Option<Duration>,
+    /// The old spelling of --grace, in seconds (a warning says so).
+    #[arg(long, value_name = "SECONDS", hide = true, conflicts_with = "grace")]
     pub(crate) grace_secs: Option<u64>,
 }
 
@@ -350,31 +378,6 @@ pub(crate) struct DemoArgs {
     pub(crate) keep: bool,
 }
 
-pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("{s:?} is not a duration like 45s, 30m, 6h or 1d");
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(bad()),
-    };
-    if secs == 0 {
-        return Err(bad());
-    }
-    Ok(std::time::Duration::from_secs(secs))
-}
-
-/// A positive number of seconds.
-pub(crate) fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of seconds")),
-    }
-}
-
 /// `--ci`'s value.
 pub(crate) fn parse_format(s: &str) -> Result<Format, String> {
     Ok(match s {
@@ -389,4 +392,68 @@ pub(crate) fn parse_format(s: &str) -> Result<Format, String> {
             ))
         }
     })
+}
+
+/// Prints the warning for an old spelling that still works.
+fn deprecated(old: &str, new: &str) {
+    eprintln!("strata: warning: {old} is deprecated and will go; use {new}");
+}
+
+impl Cli {
+    /// The runner's cache directory, under its new spelling or its old.
+    pub(crate) fn cache_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.old_cache {
+            deprecated("--cache DIR", "--cache-dir DIR");
+            return Some(dir.clone());
+        }
+        self.cache_dir.clone()
+    }
+
+    /// The frame cache's bound in bytes, under its new spelling or its old.
+    pub(crate) fn cache_bytes(&self) -> Option<u64> {
+        if let (None, Some(mib)) = (self.cache_size, self.cache_mib) {
+            deprecated(
+                "--cache-mib N (STRATA_CACHE_MIB)",
+                "--cache-size SIZE (STRATA_CACHE_SIZE), e.g. 2GiB",
+            );
+            return Some(mib << 20);
+        }
+        self.cache_size
+    }
+}
+
+impl CreateArgs {
+    /// The run, as `--run` or the old positional.
+    pub(crate) fn run(&self) -> anyhow::Result<RunName> {
+        match (&self.run, &self.old_run) {
+            (Some(run), _) => Ok(run.clone()),
+            (None, Some(run)) => {
+                deprecated("`run create RUN`", "`run create --run RUN`");
+                Ok(run.clone())
+            }
+            (None, None) => anyhow::bail!("run create needs --run RUN"),
+        }
+    }
+}
+
+impl GcArgs {
+    /// The grace asked for, in seconds, under its new spelling or its old.
+    pub(crate) fn grace_secs(&self) -> Option<u64> {
+        if let Some(secs) = self.grace_secs {
+            deprecated("--grace-secs N", "--grace DURATION (30m, 2h)");
+            return Some(secs);
+        }
+        self.grace.map(|d| d.as_secs())
+    }
+}
+
+impl ServeArgs {
+    /// The largest request body, in bytes, under its new spelling or its old.
+    pub(crate) fn max_body(&self) -> u64 {
+        if let Some(mib) = self.max_body_mib {
+            deprecated("--max-body-mib N", "--max-body SIZE (64MiB)");
+            return mib << 20;
+        }
+        self.max_body
+    }
 }

@@ -34,10 +34,10 @@ pub(crate) fn open(cli: &Cli) -> Result<Store> {
         http: HttpOptions {
             token: cli.token.clone(),
             ca_cert,
-            stall_timeout: cli.net_timeout.map(std::time::Duration::from_secs_f64),
+            stall_timeout: cli.net_timeout,
         },
-        cache_dir: cli.cache.clone(),
-        cache_bytes: cli.cache_mib.map(|m| m << 20),
+        cache_dir: cli.cache_dir(),
+        cache_bytes: cli.cache_bytes(),
         resync_every: None,
         stat_cache: match cli.no_stat_cache {
             true => strata_store::StatCacheUse::Refresh,

@@ -12,7 +12,7 @@ pub(crate) fn exec(cli: &Cli, a: &GcArgs) -> Result<()> {
     let store = open(cli)?;
     let options = gc::GcOptions {
         dry_run: a.dry_run,
-        grace_secs: a.grace_secs,
+        grace_secs: a.grace_secs(),
         ..Default::default()
     };
     collected(cli.json, &gc::gc(&store, &options)?);

@@ -10,7 +10,7 @@ use crate::context::open;
 use crate::output::{bytes, plural, print_json, wire};
 
 pub(crate) fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
-    let run = a.run.clone();
+    let run = a.run()?;
     let graph = match &a.graph {
         Some(file) => {
             let read = graph_file(file, a)?;

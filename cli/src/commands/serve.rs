@@ -25,7 +25,7 @@ pub(crate) fn exec(cli: &Cli, a: &ServeArgs) -> Result<()> {
         auth,
         insecure: a.insecure,
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
-        max_body: a.max_body_mib << 20,
+        max_body: usize::try_from(a.max_body()).unwrap_or(usize::MAX),
         limits: strata_server::Limits {
             header_timeout: a.header_timeout,
             body_idle_timeout: a.body_idle_timeout,
@@ -36,8 +36,7 @@ pub(crate) fn exec(cli: &Cli, a: &ServeArgs) -> Result<()> {
             burst: (a.rate_limit * 2.0).max(1.0),
         }),
         meta_dir: cli
-            .cache
-            .clone()
+            .cache_dir()
             .unwrap_or_else(strata_store::default_cache_dir)
             .join("server"),
         log: !a.quiet,
