@@ -970,3 +970,38 @@ fn boolean_variables_take_1_0_true_false() {
         assert_eq!(persist(value), unchanged, "STRATA_NO_STAT_CACHE={value}");
     }
 }
+
+// A program drives strata with --json: a failure is a JSON document on
+// stdout too (message, kind, exit code), a usage error as well; stderr
+// keeps the line for people.
+#[test]
+fn errors_are_json_under_json() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a"]);
+    let cases: [(&[&str], i32, &str); 3] = [
+        (
+            &["--json", "attach", "--run", "nope", "--job", "a"],
+            1,
+            "unknown_run",
+        ),
+        (
+            &["--json", "attach", "--run", "r", "--job", "zz"],
+            1,
+            "unknown_job",
+        ),
+        (&["--json", "attach", "--run", "r", "--bogus"], 2, "usage"),
+    ];
+    for (args, code, kind) in cases {
+        let out = strata_with(&w, &[], args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e})"));
+        assert_eq!(doc["error"]["kind"], kind, "{args:?}");
+        assert_eq!(doc["error"]["exit_code"], code, "{args:?}");
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(message),
+            "{args:?}"
+        );
+    }
+}

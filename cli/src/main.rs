@@ -24,7 +24,10 @@ const EXIT_UNREACHABLE: u8 = 4;
 
 fn main() -> ExitCode {
     few_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match commands::exec(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -36,24 +39,52 @@ fn main() -> ExitCode {
                 // so a path holding a newline cannot start a command.
                 eprintln!("::error title=strata::{}", workflow_escape(&text));
             }
-            // By kind, so an error a server raised exits as a local one.
-            let code = match e.downcast_ref::<strata_store::Error>().map(|e| e.kind()) {
-                Some(ErrorKind::Conflict) => EXIT_CONFLICT,
-                Some(ErrorKind::InvalidName) => EXIT_USAGE,
-                Some(ErrorKind::Unreachable) => EXIT_UNREACHABLE,
-                None if e
-                    .downcast_ref::<strata_server::ServeError>()
-                    .is_some_and(|e| {
-                        matches!(e, strata_server::ServeError::InsecureAddress(_))
-                    }) =>
-                {
-                    EXIT_USAGE
-                }
-                _ => EXIT_ERROR,
-            };
+            let kind = e.downcast_ref::<strata_store::Error>().map(|e| e.kind());
+            let code = exit_code(&e, kind);
+            if cli.json {
+                print_error_json(&text, kind.map(ErrorKind::name), code);
+            }
             ExitCode::from(code)
         }
     }
+}
+
+/// The exit code of an error, by its kind, so an error a server raised
+/// exits as a local one (docs/cli.md, "Exit codes").
+fn exit_code(e: &anyhow::Error, kind: Option<ErrorKind>) -> u8 {
+    let insecure = || {
+        e.downcast_ref::<strata_server::ServeError>()
+            .is_some_and(|e| matches!(e, strata_server::ServeError::InsecureAddress(_)))
+    };
+    match kind {
+        Some(ErrorKind::Conflict) => EXIT_CONFLICT,
+        Some(ErrorKind::InvalidName) => EXIT_USAGE,
+        Some(ErrorKind::Unreachable) => EXIT_UNREACHABLE,
+        None if insecure() => EXIT_USAGE,
+        _ => EXIT_ERROR,
+    }
+}
+
+/// Under `--json`, the error as a document on stdout, where the report
+/// would have been (docs/cli.md, "Errors"); stderr keeps its line.
+fn print_error_json(message: &str, kind: Option<&str>, code: u8) {
+    let doc = serde_json::json!({
+        "error": { "message": message, "kind": kind, "exit_code": code }
+    });
+    println!("{doc:#}");
+}
+
+/// Arguments clap refuses (exit 2), or `--help` and `--version` (exit 0);
+/// a refusal is also a JSON document when `--json` was among them.
+fn usage_error(e: clap::Error) -> ExitCode {
+    let code = u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE);
+    let _ = e.print();
+    if code != 0 && std::env::args().any(|a| a == "--json") {
+        let rendered = e.render().to_string();
+        let line = rendered.lines().next().unwrap_or_default();
+        print_error_json(line.trim_start_matches("error: "), Some("usage"), code);
+    }
+    ExitCode::from(code)
 }
 
 /// An error and its causes, each said once: the library's I/O errors
