@@ -1005,3 +1005,45 @@ fn errors_are_json_under_json() {
         );
     }
 }
+
+// A user installs completions and the man page: both come from the
+// arguments strata parses, so they name every command and the new
+// spellings (the man page never the old ones).
+#[test]
+fn completions_and_man_page_come_from_the_arguments() {
+    let w = World::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = w.ok(&["completions", shell]);
+        for word in [
+            "persist",
+            "attach",
+            "cache-dir",
+            "net-timeout",
+            "completions",
+        ] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let bash = w.ok(&["completions", "bash"]);
+    let sourced = Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p strata"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bash.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(sourced.status.success(), "bash cannot source the script");
+    let man = w.ok(&["man"]);
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH strata 1"),
+        "{man}"
+    );
+    for word in ["persist", "attach", "Exit codes", "cache\\-dir"] {
+        assert!(man.contains(word), "man: no {word}");
+    }
+    assert!(!man.contains("cache\\-mib"), "man: a hidden old spelling");
+}

@@ -121,6 +121,18 @@ pub(crate) enum Command {
     /// Show the CI run, attempt and job strata reads from the environment,
     /// and from which variables.
     Ci,
+    /// Print the completion script of a shell (bash, zsh, fish, elvish,
+    /// powershell), e.g. `strata completions bash > /etc/bash_completion.d/strata`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `strata man > strata.1`.
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]

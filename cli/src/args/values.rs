@@ -29,7 +29,7 @@ pub(crate) fn duration_or_zero(s: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     let secs = n * scale;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+    if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))

@@ -6,6 +6,7 @@ mod attach;
 mod cache;
 mod ci;
 mod demo;
+mod docs;
 mod gc;
 mod job;
 mod ls;
@@ -38,5 +39,7 @@ pub(crate) fn exec(cli: &Cli) -> Result<()> {
         Command::Serve(a) => serve::exec(cli, a),
         Command::Ci => ci::exec(cli),
         Command::Demo(a) => demo::exec(cli, a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man => docs::man(),
     }
 }
