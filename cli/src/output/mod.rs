@@ -10,11 +10,43 @@ pub(crate) use progress::{LogGroup, Printer, ProgressMode, ProgressPrinter};
 use serde::Serialize;
 use strata_store::backend::Traffic;
 
+/// Prints a report as JSON, its totals in the one shape every report
+/// uses (`with_totals`).
 pub(crate) fn print_json<T: Serialize>(value: &T) {
+    let mut doc = serde_json::to_value(value).expect("reports serialize");
+    with_totals(&mut doc);
     println!(
         "{}",
-        serde_json::to_string_pretty(value).expect("reports serialize")
+        serde_json::to_string_pretty(&doc).expect("values serialize")
     );
+}
+
+/// What a tree or an entry holds, as every report says it (docs/cli.md,
+/// "Totals"): `"totals": {"files", "bytes"}` and, where known, `"dirs"`,
+/// `"symlinks"`, `"hardlinks"`. The library's reports say it flat in some
+/// places (attach, `ls`); any object with a `files` and a `bytes` count
+/// gets them moved into its `totals`.
+fn with_totals(doc: &mut serde_json::Value) {
+    const KEYS: [&str; 5] = ["files", "dirs", "symlinks", "hardlinks", "bytes"];
+    match doc {
+        serde_json::Value::Array(items) => items.iter_mut().for_each(with_totals),
+        serde_json::Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if key != "totals" {
+                    with_totals(value);
+                }
+            }
+            let counts = |k: &str| map.get(k).is_some_and(serde_json::Value::is_u64);
+            if counts("files") && counts("bytes") && !map.contains_key("totals") {
+                let totals: serde_json::Map<_, _> = KEYS
+                    .iter()
+                    .filter_map(|k| Some((k.to_string(), map.remove(*k)?)))
+                    .collect();
+                map.insert("totals".into(), totals.into());
+            }
+        }
+        _ => {}
+    }
 }
 
 /// 34037 -> "34,037".
@@ -109,5 +141,32 @@ pub(crate) fn step_summary(command: &str, rows: &[(&str, String)]) {
         .open(path)
     {
         let _ = f.write_all(table.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::with_totals;
+
+    #[test]
+    fn flat_totals_move_into_totals_and_nested_ones_stay() {
+        let mut doc = json!({
+            "files": 2, "dirs": 1, "bytes": 9, "files_written": 2,
+            "totals_elsewhere": [{"files": 1, "bytes": 3, "key": "k"}],
+            "persisted": {"totals": {"files": 4, "bytes": 5}},
+            "runs": [{"bytes": 7, "layers": 1}],
+        });
+        with_totals(&mut doc);
+        assert_eq!(
+            doc,
+            json!({
+                "totals": {"files": 2, "dirs": 1, "bytes": 9}, "files_written": 2,
+                "totals_elsewhere": [{"totals": {"files": 1, "bytes": 3}, "key": "k"}],
+                "persisted": {"totals": {"files": 4, "bytes": 5}},
+                "runs": [{"bytes": 7, "layers": 1}],
+            })
+        );
     }
 }
