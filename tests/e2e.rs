@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+mod docs;
+
 struct World {
     dir: TempDir,
 }
