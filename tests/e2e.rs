@@ -1049,3 +1049,53 @@ fn completions_and_man_page_come_from_the_arguments() {
     }
     assert!(!man.contains("cache\\-mib"), "man: a hidden old spelling");
 }
+
+// A program reads how much a report moved: persist, attach (and each layer
+// it applied), cache save and `ls` all say it as totals{files, bytes}.
+#[test]
+fn every_report_says_its_totals_one_way() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a", "--job", "b:a"]);
+    w.write("r", "a", "d/f", "hello");
+    let persisted = w.persist("r", "a", &["d"]);
+    let at = w.machine("at");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--json", "--progress", "none"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&w.ok(&all)).unwrap()
+    };
+    let attached = json(&[
+        "attach",
+        "--run",
+        "r",
+        "--job",
+        "b",
+        "--at",
+        at.to_str().unwrap(),
+    ]);
+    let root = w.machine("r-a");
+    let saved = json(&[
+        "cache",
+        "save",
+        "--key",
+        "k",
+        "--root",
+        root.to_str().unwrap(),
+        "d",
+    ]);
+    let run = json(&["ls", "--run", "r"]);
+    let store = json(&["ls"]);
+    let said = [
+        &persisted["totals"],
+        &attached["totals"],
+        &attached["layers"][0]["totals"],
+        &saved["totals"],
+        &run["jobs"][0]["layers"][0]["totals"],
+        &store["caches"][0]["totals"],
+    ];
+    for (i, totals) in said.into_iter().enumerate() {
+        assert_eq!(totals["files"], 1, "report {i}: {totals}");
+        assert_eq!(totals["bytes"], 5, "report {i}: {totals}");
+    }
+    assert!(attached.get("files").is_none(), "{attached}");
+}
