@@ -340,9 +340,16 @@ impl HttpTransport {
             // variants: a missing object, and a corrupt one (a range past
             // the end, gc and verify skipping a damaged pack).
             Some((ErrorKind::NotFound, _)) => Error::NotFound { key: what.into() },
-            Some((ErrorKind::Corrupt, message)) => Error::Corrupt {
-                object: what.into(),
-                detail: format!("refused by {}: {message}", self.location_string()),
+            Some((ErrorKind::Corrupt, message)) => match message
+                .strip_prefix("corrupt ")
+                .and_then(|m| m.split_once(": "))
+            {
+                // As the server's library said it: the same object, the same words.
+                Some((object, detail)) => Error::corrupt(object, detail),
+                None => Error::Corrupt {
+                    object: what.into(),
+                    detail: format!("refused by {}: {message}", self.location_string()),
+                },
             },
             Some((kind, message)) => Error::Served {
                 kind,
@@ -476,5 +483,42 @@ mod tests {
         t.move_on_from(1);
         t.move_on_from(2);
         assert_eq!(t.location_string(), "https://a:1/ns");
+    }
+
+    /// A named error reads back as the server's library raised it; one
+    /// without a kind (an older server) by its status; a token's refusal
+    /// always names the server.
+    #[test]
+    fn answers_map_back_to_the_library_error_by_kind_else_by_status() {
+        let t = HttpTransport::new("http://h:1/ns", HttpOptions::default()).unwrap();
+        let body = |e: &Error| crate::protocol::encode_answer(&ErrorBody::of(e));
+        let run = crate::id::RunName::new("r").unwrap();
+        let local = [
+            Error::UnknownRun { run: run.clone() },
+            Error::RunExists { run },
+            Error::GraceTooShort { asked: 1, floor: 9 },
+            Error::corrupt("packs/ab/abcd", "bytes: do not hash to its name"),
+        ];
+        for (status, e) in [400, 409, 400, 400].into_iter().zip(&local) {
+            let back = t.status_error(status, &body(e), "k");
+            assert_eq!(back.kind(), e.kind(), "{e}");
+            assert_eq!(back.to_string(), e.to_string());
+        }
+        let back = t.status_error(400, &body(&local[3]), "k");
+        assert!(matches!(back, Error::Corrupt { .. }), "{back:?}");
+        assert!(matches!(
+            t.status_error(404, &body(&Error::NotFound { key: "x".into() }), "k"),
+            Error::NotFound { key } if key == "k"
+        ));
+        let old = br#"{"error":"run r does not exist"}"#;
+        assert_eq!(t.status_error(400, old, "k").kind(), ErrorKind::Corrupt);
+        assert_eq!(t.status_error(409, old, "k").kind(), ErrorKind::Remote);
+        let refused = body(&Error::NotAllowed {
+            detail: "read only".into(),
+        });
+        assert_eq!(
+            t.status_error(403, &refused, "k").kind(),
+            ErrorKind::Forbidden
+        );
     }
 }
