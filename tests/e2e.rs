@@ -940,6 +940,11 @@ fn old_spellings_work_and_warn_and_new_ones_are_quiet() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && err.is_empty(), "{args:?}: {err}");
     }
+    // Existing CI configs set STRATA_NET_TIMEOUT=10: still ten seconds.
+    for value in ["10", "10s", "0.5"] {
+        let out = strata_with(&w, &[("STRATA_NET_TIMEOUT", value)], &["ls"]);
+        assert!(out.status.success() && out.stderr.is_empty(), "{value}");
+    }
     let out = strata_with(&w, &[], &["--net-timeout", "10 parsecs", "ls"]);
     assert_eq!(out.status.code(), Some(2));
 }
