@@ -32,12 +32,12 @@ net() { python3 -c 'import json,sys; n=json.load(sys.stdin)["network"]; print(n[
 echo "| tree | persist first | persist next (1% changed) | attach fresh | attach warm |"
 echo "|---|---|---|---|---|"
 for n in 128 512; do
-  st=(--store "http://$addr/ns$n" --cache "$work/cache$n" --json)
+  st=(--store "http://$addr/ns$n" --cache-dir "$work/cache$n" --json)
   gen "$work/t$n/out" "$n" 0
-  "$S" "${st[@]}" run create r --job build --job test:build >/dev/null
+  "$S" "${st[@]}" run create --run r --job build --job test:build >/dev/null
   p1=$("$S" "${st[@]}" persist --run r --job build --root "$work/t$n" out | net)
   gen "$work/t$n/out" "$n" 0.01
-  "$S" "${st[@]}" run create r2 --job build --job test:build >/dev/null
+  "$S" "${st[@]}" run create --run r2 --job build --job test:build >/dev/null
   p2=$("$S" "${st[@]}" persist --run r2 --job build --root "$work/t$n" out | net)
   a1=$("$S" "${st[@]}" attach --run r --job test --at "$work/a$n" | net)
   a2=$("$S" "${st[@]}" attach --run r2 --job test --at "$work/a$n" | net)

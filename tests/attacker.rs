@@ -37,7 +37,7 @@ fn local() -> (tempfile::TempDir, Client) {
         d.path().join("store").to_str().unwrap(),
         &d.path().join("cache"),
     );
-    client.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    client.ok(&["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]);
     (d, client)
 }
 
@@ -235,14 +235,15 @@ fn upload_hollow_manifest(http: &HttpStore) -> strata_store::ManifestId {
 }
 
 // A client uploads a manifest and a layer ref (or a cache entry) but not
-// the packs holding the files' chunks: the server refuses the ref with
-// 409, naming the missing chunk, and no layer becomes visible.
+// the packs holding the files' chunks: the server refuses the ref (409,
+// read back as Incomplete), naming the missing chunk, and no layer becomes
+// visible.
 #[test]
 fn the_server_refuses_a_ref_to_data_it_does_not_hold() {
     let d = tempfile::tempdir().unwrap();
     let server = Server::start(d.path().join("srv").to_str().unwrap(), &[], &[]);
     let client = Client::new(&server.ns("team"), &d.path().join("cache"));
-    client.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    client.ok(&["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]);
     let http = HttpStore::new(&server.ns("team"), HttpOptions::default()).unwrap();
     let manifest = upload_hollow_manifest(&http);
     let totals = Totals {
@@ -260,11 +261,13 @@ fn the_server_refuses_a_ref_to_data_it_does_not_hold() {
     .encode();
     let err = http
         .put("runs/r/layers/a/0000000001-00ff00ff00ff00ff", &layer)
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    // The server's Incomplete, read back as itself (docs/protocol.md, "Errors").
+    assert_eq!(err.kind(), strata_store::ErrorKind::Incomplete, "{err}");
+    let err = err.to_string();
     let absent = ChunkId::of(b"bytes nobody uploaded");
     assert!(
-        err.contains("409") && err.contains(&absent.to_hex()) && err.contains("out/secret"),
+        err.contains(&absent.to_hex()) && err.contains("out/secret"),
         "{err}"
     );
     let ls = client.json(&["ls", "--run", "r"]);
@@ -284,11 +287,9 @@ fn the_server_refuses_a_ref_to_data_it_does_not_hold() {
         "{}/001790000000-00ff00ff00ff00ff",
         cache_prefix(&hex_key("deps"))
     );
-    let err = http.put(&key, &entry).unwrap_err().to_string();
-    assert!(
-        err.contains("409") && err.contains(&absent.to_hex()),
-        "{err}"
-    );
+    let err = http.put(&key, &entry).unwrap_err();
+    assert_eq!(err.kind(), strata_store::ErrorKind::Incomplete, "{err}");
+    assert!(err.to_string().contains(&absent.to_hex()), "{err}");
     let restored = client.json(&[
         "cache",
         "restore",
@@ -322,7 +323,7 @@ fn a_rerun_into_itself_or_into_another_runs_work_is_refused() {
     assert!(ls["rerun_of"].is_null(), "{ls}");
 
     // r2 exists with a layer of its own for job a.
-    c.ok(&["run", "create", "r2", "--job", "a", "--job", "b:a"]);
+    c.ok(&["run", "create", "--run", "r2", "--job", "a", "--job", "b:a"]);
     fs::write(src.join("out/f"), "r2's own").unwrap();
     c.persist("r2", "a", &src, "out");
     let err = c.fails(&["run", "rerun", "--from", "r", "--run", "r2", "--jobs", "b"]);
@@ -331,7 +332,7 @@ fn a_rerun_into_itself_or_into_another_runs_work_is_refused() {
         "{err}"
     );
     // r3 holds a layer of the job the rerun would run again.
-    c.ok(&["run", "create", "r3", "--job", "a", "--job", "b:a"]);
+    c.ok(&["run", "create", "--run", "r3", "--job", "a", "--job", "b:a"]);
     c.persist("r3", "a", &src, "out");
     let err = c.fails(&["run", "rerun", "--from", "r", "--run", "r3", "--jobs", "a"]);
     assert!(err.contains("cannot rerun into run r3"), "{err}");

@@ -889,7 +889,14 @@ fn run_create_graph_uses_the_ci_readers() {
         d.path(),
         &store,
         &[],
-        &["run", "create", "r1", "--graph", ".circleci/config.yml"],
+        &[
+            "run",
+            "create",
+            "--run",
+            "r1",
+            "--graph",
+            ".circleci/config.yml",
+        ],
     );
     let jobs: Vec<&str> = r["jobs"]
         .as_array()

@@ -26,7 +26,12 @@ fn replicas(
             let env = cluster.env(i % 2);
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let meta = dir.join(format!("replica-{i}"));
-            let mut args = vec!["--cache", meta.to_str().unwrap(), "--resync-every", "1s"];
+            let mut args = vec![
+                "--cache-dir",
+                meta.to_str().unwrap(),
+                "--resync-every",
+                "1s",
+            ];
             args.extend_from_slice(extra);
             Server::start(&cluster.location(prefix), &args, &env)
         })
@@ -56,6 +61,7 @@ fn sixteen_clients_through_random_replicas_outlive_a_garage_node() {
     first.ok(&[
         "run",
         "create",
+        "--run",
         "base",
         "--job",
         "build",
@@ -81,6 +87,7 @@ fn sixteen_clients_through_random_replicas_outlive_a_garage_node() {
                     replica(0).ok(&[
                         "run",
                         "create",
+                        "--run",
                         &run,
                         "--job",
                         "build",
@@ -133,6 +140,7 @@ fn a_replica_killed_mid_persist_hands_the_client_over() {
     client.ok(&[
         "run",
         "create",
+        "--run",
         "r",
         "--job",
         "build",
@@ -226,6 +234,7 @@ fn gc_on_every_replica_while_persists_run() {
         c(0).ok(&[
             "run",
             "create",
+            "--run",
             &run,
             "--job",
             "build",

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+mod docs;
+
 struct World {
     dir: TempDir,
 }
@@ -143,7 +145,7 @@ const SEEDS: &[&str] = &[
 ];
 
 fn create(w: &World, run: &str, jobs: &[&str]) {
-    let mut args = vec!["run", "create", run];
+    let mut args = vec!["run", "create", "--run", run];
     args.extend_from_slice(jobs);
     w.ok(&args);
 }
@@ -330,7 +332,14 @@ fn graph_from_circleci_yaml() {
         "version: 2.1\nworkflows:\n  main:\n    jobs:\n      - build\n      - test:\n          requires: [build]\n",
     )
     .unwrap();
-    w.ok(&["run", "create", "r", "--graph", cfg.to_str().unwrap()]);
+    w.ok(&[
+        "run",
+        "create",
+        "--run",
+        "r",
+        "--graph",
+        cfg.to_str().unwrap(),
+    ]);
     w.write("r", "build", "a.txt", "built");
     w.persist("r", "build", &["a.txt"]);
     assert_eq!(read(&w.attach("r", "test").join("a.txt")), "built");
@@ -400,17 +409,20 @@ fn bad_input_fails_clearly_and_changes_nothing() {
     let e = w.fails(
         1,
         &[
-            "run", "create", "cyc", "--job", "a:c", "--job", "b:a", "--job", "c:b",
+            "run", "create", "--run", "cyc", "--job", "a:c", "--job", "b:a", "--job", "c:b",
         ],
     );
     assert!(e.contains("cycle") && e.contains("a -> c -> b -> a"), "{e}");
-    let e = w.fails(1, &["run", "create", "dup", "--job", "a", "--job", "a"]);
+    let e = w.fails(
+        1,
+        &["run", "create", "--run", "dup", "--job", "a", "--job", "a"],
+    );
     assert!(e.contains("job a is listed twice"), "{e}");
-    let e = w.fails(1, &["run", "create", "unk", "--job", "a:zzz"]);
+    let e = w.fails(1, &["run", "create", "--run", "unk", "--job", "a:zzz"]);
     assert!(e.contains("requires zzz"), "{e}");
-    let e = w.fails(1, &["run", "create", "r", "--job", "other"]);
+    let e = w.fails(1, &["run", "create", "--run", "r", "--job", "other"]);
     assert!(e.contains("already exists"), "{e}");
-    let e = w.fails(2, &["run", "create", "bad/name", "--job", "a"]);
+    let e = w.fails(2, &["run", "create", "--run", "bad/name", "--job", "a"]);
     assert!(e.contains("invalid run name"), "{e}");
     let file = w.dir.path().join("a-file");
     fs::write(&file, "not a dir").unwrap();
@@ -425,7 +437,7 @@ fn bad_input_fails_clearly_and_changes_nothing() {
         "failed commands changed the store"
     );
     // Creating the same run again with the same graph is a harmless no-op.
-    w.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    w.ok(&["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]);
 }
 
 // Attaching over existing files overwrites them, keeps unrelated files, and
@@ -703,7 +715,7 @@ fn a_persist_larger_than_its_queues_ends() {
 #[test]
 fn progress_lines_fit_a_ci_log() {
     let w = World::new();
-    w.ok(&["run", "create", "p", "--job", "a", "--job", "b:a"]);
+    w.ok(&["run", "create", "--run", "p", "--job", "a", "--job", "b:a"]);
     let src = w.machine("a");
     strata_store::synth::generate(&src.join("out"), 2000, 3).unwrap();
     let run = |args: &[&str]| {
@@ -814,7 +826,7 @@ fn new_files_are_seeded_from_files_already_in_place() {
 #[test]
 fn names_strata_reserves_are_refused_at_persist() {
     let w = World::new();
-    w.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    w.ok(&["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]);
     w.write("r", "a", "out/.strata-staging-4242-1f2e-7/f", "x");
     w.write("r", "a", "out/.strata-tmp-notes", "a user's file: fine");
     let before = w.store_snapshot();
@@ -848,7 +860,7 @@ fn names_strata_reserves_are_refused_at_persist() {
 #[test]
 fn an_io_errors_cause_is_said_once() {
     let w = World::new();
-    w.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    w.ok(&["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]);
     w.write("r", "a", "out/f", "x");
     w.persist("r", "a", &["out"]);
     let file = w.machine("m").join("file");
@@ -856,4 +868,242 @@ fn an_io_errors_cause_is_said_once() {
     let err = w.attach_fails(1, "r", "b", &file.join("at"));
     assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
     assert!(err.contains(file.to_str().unwrap()), "{err}");
+}
+
+/// `strata` on `w`'s store with the runner's cache in `w`, more
+/// environment, and `args`.
+fn strata_with(w: &World, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--store")
+        .arg(w.store())
+        .env("STRATA_CACHE", w.dir.path().join("cache"))
+        .env_remove("STRATA_NO_STAT_CACHE")
+        .env("STRATA_PROGRESS", "none")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+// A CI config written for an older strata keeps working: the old spellings
+// of the run, the runner's cache, its size and gc's grace still take effect
+// and say on stderr what to write instead; the new spellings say nothing.
+#[test]
+fn old_spellings_work_and_warn_and_new_ones_are_quiet() {
+    let w = World::new();
+    let old_cache = w.dir.path().join("old-cache");
+    let oc = old_cache.to_str().unwrap();
+    let root = w.machine("src");
+    fs::write(root.join("f"), "x").unwrap();
+    let r = root.to_str().unwrap();
+    let old: [&[&str]; 4] = [
+        &["run", "create", "r1", "--job", "a"],
+        &[
+            "--cache", oc, "persist", "--run", "r1", "--job", "a", "--root", r, "f",
+        ],
+        &["--cache-mib", "16", "ls"],
+        &["gc", "--dry-run", "--grace-secs", "0"],
+    ];
+    for args in old {
+        let out = strata_with(&w, &[], args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.starts_with("strata: warning: ") && err.contains("deprecated"),
+            "{args:?}: {err}"
+        );
+    }
+    // --cache took effect: the stat cache went there.
+    assert!(old_cache.join("trees").is_dir());
+    assert!(w.ok(&["ls"]).contains("r1"));
+    let new: [&[&str]; 6] = [
+        &["run", "create", "--run", "r2", "--job", "a"],
+        &[
+            "--cache-dir",
+            oc,
+            "persist",
+            "--run",
+            "r2",
+            "--job",
+            "a",
+            "--root",
+            r,
+            "f",
+        ],
+        &["--cache-size", "16MiB", "ls"],
+        &["gc", "--dry-run", "--grace", "0"],
+        &["--net-timeout", "10", "ls"],
+        &["--net-timeout", "1m", "ls"],
+    ];
+    for args in new {
+        let out = strata_with(&w, &[], args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.is_empty(), "{args:?}: {err}");
+    }
+    // Existing CI configs set STRATA_NET_TIMEOUT=10: still ten seconds.
+    for value in ["10", "10s", "0.5"] {
+        let out = strata_with(&w, &[("STRATA_NET_TIMEOUT", value)], &["ls"]);
+        assert!(out.status.success() && out.stderr.is_empty(), "{value}");
+    }
+    let out = strata_with(&w, &[], &["--net-timeout", "10 parsecs", "ls"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+// STRATA_NO_STAT_CACHE=1, as docs/cli.md writes it, and =true read every
+// file again; =0 and =false trust the runner's stat cache.
+#[test]
+fn boolean_variables_take_1_0_true_false() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a"]);
+    let root = w.machine("src");
+    fs::write(root.join("f"), "x").unwrap();
+    let r = root.to_str().unwrap();
+    let persist = |value: &str| {
+        let env = [("STRATA_NO_STAT_CACHE", value)];
+        let args = [
+            "--json", "persist", "--run", "r", "--job", "a", "--root", r, "f",
+        ];
+        let out = strata_with(&w, &env, &args);
+        assert!(
+            out.status.success(),
+            "{value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["files_unchanged"].as_u64().unwrap()
+    };
+    // Past the stat cache's racy margin (100 ms after the file's ctime,
+    // which no call can set back), so what persist reads is remembered.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    persist("0");
+    for (value, unchanged) in [("1", 0), ("true", 0), ("0", 1), ("false", 1)] {
+        assert_eq!(persist(value), unchanged, "STRATA_NO_STAT_CACHE={value}");
+    }
+}
+
+// A program drives strata with --json: a failure is a JSON document on
+// stdout too (message, kind, exit code), a usage error as well; stderr
+// keeps the line for people.
+#[test]
+fn errors_are_json_under_json() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a"]);
+    let cases: [(&[&str], i32, &str); 3] = [
+        (
+            &["--json", "attach", "--run", "nope", "--job", "a"],
+            1,
+            "unknown_run",
+        ),
+        (
+            &["--json", "attach", "--run", "r", "--job", "zz"],
+            1,
+            "unknown_job",
+        ),
+        (&["--json", "attach", "--run", "r", "--bogus"], 2, "usage"),
+    ];
+    for (args, code, kind) in cases {
+        let out = strata_with(&w, &[], args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e})"));
+        assert_eq!(doc["error"]["kind"], kind, "{args:?}");
+        assert_eq!(doc["error"]["exit_code"], code, "{args:?}");
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(message),
+            "{args:?}"
+        );
+    }
+}
+
+// A user installs completions and the man page: both come from the
+// arguments strata parses, so they name every command and the new
+// spellings (the man page never the old ones).
+#[test]
+fn completions_and_man_page_come_from_the_arguments() {
+    let w = World::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = w.ok(&["completions", shell]);
+        for word in [
+            "persist",
+            "attach",
+            "cache-dir",
+            "net-timeout",
+            "completions",
+        ] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let bash = w.ok(&["completions", "bash"]);
+    let sourced = Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p strata"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bash.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(sourced.status.success(), "bash cannot source the script");
+    let man = w.ok(&["man"]);
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH strata 1"),
+        "{man}"
+    );
+    for word in ["persist", "attach", "Exit codes", "cache\\-dir"] {
+        assert!(man.contains(word), "man: no {word}");
+    }
+    assert!(!man.contains("cache\\-mib"), "man: a hidden old spelling");
+}
+
+// A program reads how much a report moved: persist, attach (and each layer
+// it applied), cache save and `ls` all say it as totals{files, bytes}.
+#[test]
+fn every_report_says_its_totals_one_way() {
+    let w = World::new();
+    create(&w, "r", &["--job", "a", "--job", "b:a"]);
+    w.write("r", "a", "d/f", "hello");
+    let persisted = w.persist("r", "a", &["d"]);
+    let at = w.machine("at");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--json", "--progress", "none"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&w.ok(&all)).unwrap()
+    };
+    let attached = json(&[
+        "attach",
+        "--run",
+        "r",
+        "--job",
+        "b",
+        "--at",
+        at.to_str().unwrap(),
+    ]);
+    let root = w.machine("r-a");
+    let saved = json(&[
+        "cache",
+        "save",
+        "--key",
+        "k",
+        "--root",
+        root.to_str().unwrap(),
+        "d",
+    ]);
+    let run = json(&["ls", "--run", "r"]);
+    let store = json(&["ls"]);
+    let said = [
+        &persisted["totals"],
+        &attached["totals"],
+        &attached["layers"][0]["totals"],
+        &saved["totals"],
+        &run["jobs"][0]["layers"][0]["totals"],
+        &store["caches"][0]["totals"],
+    ];
+    for (i, totals) in said.into_iter().enumerate() {
+        assert_eq!(totals["files"], 1, "report {i}: {totals}");
+        assert_eq!(totals["bytes"], 5, "report {i}: {totals}");
+    }
+    assert!(attached.get("files").is_none(), "{attached}");
 }

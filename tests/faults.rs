@@ -28,6 +28,7 @@ fn create_build_test(c: &Client, run: &str) {
     c.ok(&[
         "run",
         "create",
+        "--run",
         run,
         "--job",
         "build",
@@ -484,7 +485,7 @@ fn a_client_naming_two_replicas_moves_to_the_other_when_one_fails() {
         let meta = d.join(meta);
         Server::start(
             &store,
-            &["--quiet", "--cache", meta.to_str().unwrap()],
+            &["--quiet", "--cache-dir", meta.to_str().unwrap()],
             &env,
         )
     };

@@ -142,6 +142,7 @@ fn both(scenario: fn(&Target)) {
 const GRAPH: &[&str] = &[
     "run",
     "create",
+    "--run",
     "r1",
     "--job",
     "build",
@@ -257,6 +258,7 @@ fn rerun_cost_is_independent_of_size(t: &Target) {
             &[
                 "run",
                 "create",
+                "--run",
                 &run,
                 "--job",
                 "build",
@@ -320,6 +322,7 @@ fn retention(t: &Target) {
         &[
             "run",
             "create",
+            "--run",
             "r1",
             "--job",
             "build",
@@ -378,6 +381,7 @@ fn retention(t: &Target) {
         &[
             "run",
             "create",
+            "--run",
             "r2",
             "--job",
             "build",
@@ -408,13 +412,17 @@ fn gc_reclaims(t: &Target) {
     fs::copy(t.path("src/mixed/keep"), t.path("src/keep/keep")).unwrap();
     t.ok(
         DAY0,
-        &["run", "create", "r-old", "--job", "a", "--job", "b:a"],
+        &[
+            "run", "create", "--run", "r-old", "--job", "a", "--job", "b:a",
+        ],
     );
     t.persist(DAY0, "r-old", "a", "old");
     t.persist(DAY0, "r-old", "a", "mixed");
     t.ok(
         DAY30,
-        &["run", "create", "r-new", "--job", "a", "--job", "b:a"],
+        &[
+            "run", "create", "--run", "r-new", "--job", "a", "--job", "b:a",
+        ],
     );
     t.persist(DAY30, "r-new", "a", "new");
     t.persist(DAY30, "r-new", "a", "keep");
@@ -504,7 +512,7 @@ fn caches(t: &Target) {
     assert_eq!(again["saved"], false);
     // The same tree persisted to a workspace is stored once.
     fs::remove_file(src.join("node_modules/extra.js")).unwrap();
-    t.ok(DAY0, &["run", "create", "w", "--job", "build"]);
+    t.ok(DAY0, &["run", "create", "--run", "w", "--job", "build"]);
     let p = t.persist(DAY0, "w", "build", "node_modules");
     assert_eq!(p["bytes_new"], 0, "{p}");
     // Restore: exact, then prefix (the most recent), in the order given.
@@ -563,7 +571,7 @@ fn dependency_caches_share_the_chunk_store() {
 #[test]
 fn bad_cache_keys_and_statuses_fail_clearly() {
     let t = Target::local();
-    t.ok(DAY0, &["run", "create", "r", "--job", "a"]);
+    t.ok(DAY0, &["run", "create", "--run", "r", "--job", "a"]);
     let e = t.fails(
         DAY0,
         &[
@@ -604,7 +612,7 @@ fn the_server_runs_gc_on_a_schedule() {
     // A run persisted on day 0 through a server without a schedule...
     let mut t = Target::http();
     random_files(&t.path("src/out"), 2, 100_000, 8);
-    t.ok(DAY0, &["run", "create", "r1", "--job", "a"]);
+    t.ok(DAY0, &["run", "create", "--run", "r1", "--job", "a"]);
     t.persist(DAY0, "r1", "a", "out");
     t._server = None;
     // ...is dropped by the scheduled gc of a server whose clock reads day 40.

@@ -73,6 +73,7 @@ fn only_what_is_missing_crosses(store: &str, env: Vec<(&'static str, String)>) {
         runner.ok(&[
             "run",
             "create",
+            "--run",
             run,
             "--job",
             "build",
@@ -189,6 +190,7 @@ fn tokens_scopes_and_isolated_namespaces() {
     writer.ok(&[
         "run",
         "create",
+        "--run",
         "r",
         "--job",
         "build",
@@ -314,6 +316,7 @@ fn killable(seed: u64) -> (tempfile::TempDir, Server, Client) {
     client.ok(&[
         "run",
         "create",
+        "--run",
         "r",
         "--job",
         "build",
@@ -406,7 +409,7 @@ fn a_server_killed_mid_attach_leaves_no_partial_file() {
         .args([
             "--store",
             &server.ns("team"),
-            "--cache-mib",
+            "--cache-size",
             "0",
             "attach",
             "--run",
@@ -453,7 +456,7 @@ fn sixteen_clients_persist_and_attach_at_once() {
         jobs.push(format!("p{i}"));
         jobs.push(format!("c{i}:p{i}"));
     }
-    let mut create = vec!["run", "create", "r"];
+    let mut create = vec!["run", "create", "--run", "r"];
     for j in &jobs {
         create.push("--job");
         create.push(j);
@@ -552,7 +555,7 @@ fn https_with_a_self_signed_certificate() {
         .env
         .push(("STRATA_CA_CERT", cert.to_str().unwrap().into()));
     random_files(&d.join("src/x"), 2, 50_000, 4);
-    trusting.ok(&["run", "create", "r", "--job", "a", "--job", "b:a"]);
+    trusting.ok(&["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]);
     trusting.persist("r", "a", &d.join("src"), "x");
     trusting.attach("r", "b", &d.join("at"));
     same_tree(&d.join("src/x"), &d.join("at/x"));
@@ -564,12 +567,12 @@ fn requests_over_the_size_limit_are_refused_clearly() {
     let d = dir.path();
     let server = Server::start(
         d.join("srv").to_str().unwrap(),
-        &["--max-body-mib", "1"],
+        &["--max-body", "1MiB"],
         &[],
     );
     let c = Client::new(&server.ns("t"), &d.join("cache"));
     random_files(&d.join("src/x"), 3, 1 << 20, 5);
-    c.ok(&["run", "create", "r", "--job", "a"]);
+    c.ok(&["run", "create", "--run", "r", "--job", "a"]);
     let e = c.fails(&[
         "persist",
         "--run",
@@ -630,7 +633,7 @@ fn replicas_over_one_bucket_see_each_others_writes() {
     let meta = d.path().join("meta");
     let meta = meta.to_str().unwrap();
     let store = garage.location("replicas");
-    let args = ["--quiet", "--cache", meta, "--resync-every", "1s"];
+    let args = ["--quiet", "--cache-dir", meta, "--resync-every", "1s"];
     let (a, b) = (
         Server::start(&store, &args, &env),
         Server::start(&store, &args, &env),
@@ -645,8 +648,8 @@ fn replicas_over_one_bucket_see_each_others_writes() {
     let jobs = ["--job", "build", "--job", "test:build"];
     // Both replicas open the namespace, each taking a metadata directory
     // (before: the second waited on the first's lock for good).
-    via(&a).ok(&[&["run", "create", "r1"][..], &jobs].concat());
-    via(&b).ok(&[&["run", "create", "r2"][..], &jobs].concat());
+    via(&a).ok(&[&["run", "create", "--run", "r1"][..], &jobs].concat());
+    via(&b).ok(&[&["run", "create", "--run", "r2"][..], &jobs].concat());
     let (one, two) = (d.path().join("one"), d.path().join("two"));
     random_files(&one.join("out"), 100, 50_000, 7);
     random_files(&two.join("out"), 100, 50_000, 7);
@@ -677,7 +680,7 @@ fn a_server_waiting_for_its_store_directory_says_why() {
     let srv = d.path().join("srv");
     let server = Server::start(srv.to_str().unwrap(), &[], &[]);
     let client = Client::new(&server.ns("held"), &d.path().join("cache"));
-    client.ok(&["run", "create", "r", "--job", "a"]);
+    client.ok(&["run", "create", "--run", "r", "--job", "a"]);
     // Restart the server so the namespace is opened again, while this
     // test holds the directory's eight slots as eight busy jobs would.
     drop(server);
@@ -755,4 +758,65 @@ fn a_pull_request_token_cannot_poison_the_default_branch_cache() {
         e.contains("may save caches only under ref:refs/pull/"),
         "{e}"
     );
+}
+
+/// The code and stderr of one command.
+fn outcome(c: &Client, args: &[&str]) -> (Option<i32>, String) {
+    let out = c.run(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// A team moves its store behind `strata serve`: an unknown job, an unknown
+// run and a run created again with another graph read and exit as they did
+// from the directory; what only the server refuses (a gc asking for less
+// grace than the store's, a run record replaced) reads as the library says
+// it, not as "corrupt"; a server that is not there exits 4.
+#[test]
+fn errors_read_and_exit_the_same_locally_and_through_a_server() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("srv");
+    let local = Client::new(root.join("ns1").to_str().unwrap(), &d.path().join("c1"));
+    local.ok(&["run", "create", "--run", "r1", "--job", "a", "--job", "b:a"]);
+    local.ok(&["run", "create", "--run", "r2", "--job", "a"]);
+    let src = d.path().join("src");
+    support::write_files(&src, &[("f", "x")]);
+    let src_arg = src.to_str().unwrap();
+    let server = Server::start(root.to_str().unwrap(), &[], &[]);
+    let remote = Client::new(&server.ns("ns1"), &d.path().join("c2"));
+    let cases: [&[&str]; 4] = [
+        &[
+            "persist", "--run", "r1", "--job", "nosuch", "--root", src_arg, "f",
+        ],
+        &[
+            "persist", "--run", "nosuch", "--job", "a", "--root", src_arg, "f",
+        ],
+        &["attach", "--run", "r1", "--job", "zz", "--at", src_arg],
+        &["run", "create", "--run", "r1", "--job", "a"],
+    ];
+    for args in cases {
+        let (code, err) = outcome(&local, args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert_eq!(outcome(&remote, args), (code, err), "{args:?}");
+    }
+
+    // Only the server raises these; they read as the library's errors.
+    let (code, err) = outcome(&remote, &["gc", "--grace", "1s"]);
+    let grace = strata_store::Error::GraceTooShort {
+        asked: 1,
+        floor: 3600,
+    };
+    assert_eq!(code, Some(1));
+    assert_eq!(err.trim_end(), format!("strata: error: {grace}"));
+    let http = HttpStore::new(&server.ns("ns1"), HttpOptions::default()).unwrap();
+    let other_graph = fs::read(root.join("ns1/runs/r2/run")).unwrap();
+    let e = http.put("runs/r1/run", &other_graph).unwrap_err();
+    assert_eq!(e.kind(), strata_store::ErrorKind::Immutable, "{e}");
+    assert!(e.to_string().starts_with("runs/r1/run exists"), "{e}");
+
+    let gone = Client::new("http://127.0.0.1:1/ns1", &d.path().join("c3"));
+    let (code, err) = outcome(&gone, &["--net-timeout", "1", "ls"]);
+    assert_eq!(code, Some(4), "{err}");
 }

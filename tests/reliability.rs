@@ -87,7 +87,7 @@ fn kill_trials(trials: u64) {
     // end earlier).
     let calib = dir.path().join("calibration");
     trial_tree(&calib, u64::MAX / 2);
-    ok(strata(&store).args(["run", "create", "calibration", "--job", "a"]));
+    ok(strata(&store).args(["run", "create", "--run", "calibration", "--job", "a"]));
     let t0 = std::time::Instant::now();
     ok(&mut persist("calibration", &calib));
     let whole = t0.elapsed().as_micros() as f64;
@@ -103,7 +103,7 @@ fn kill_trials(trials: u64) {
         let run = format!("r{i}");
         let src = dir.path().join(format!("src{i}"));
         trial_tree(&src, i);
-        ok(strata(&store).args(["run", "create", &run, "--job", "a", "--job", "b:a"]));
+        ok(strata(&store).args(["run", "create", "--run", &run, "--job", "a", "--job", "b:a"]));
         let before = store_objects(&store);
         let delay = rng.range(lo as u64, hi.max(lo + 1.0) as u64);
         let mut child = persist(&run, &src)
@@ -187,7 +187,7 @@ fn eight_processes_share_one_store() {
     let store = dir.path().join("store");
     let jobs: Vec<String> = (0..8).map(|i| format!("j{i}")).collect();
     let mut create = strata(&store);
-    create.args(["run", "create", "r"]);
+    create.args(["run", "create", "--run", "r"]);
     for j in &jobs {
         create.arg("--job").arg(j);
     }
@@ -286,7 +286,7 @@ fn jobs_on_one_store_run_at_once() {
     let log = d.join("locks.log");
     let jobs = ["a", "b", "c", "d"];
     let mut create = strata(&store);
-    create.args(["run", "create", "r", "--job", "all:a,b,c,d"]);
+    create.args(["run", "create", "--run", "r", "--job", "all:a,b,c,d"]);
     for j in jobs {
         create.arg("--job").arg(j);
     }
@@ -294,7 +294,7 @@ fn jobs_on_one_store_run_at_once() {
     // A layer to attach while the others persist.
     let first = d.join("src-first");
     busy_tree(&first.join("x"), 2, 99);
-    ok(strata(&store).args(["run", "create", "r0", "--job", "x", "--job", "y:x"]));
+    ok(strata(&store).args(["run", "create", "--run", "r0", "--job", "x", "--job", "y:x"]));
     ok(strata(&store)
         .args(["persist", "--run", "r0", "--job", "x", "--root"])
         .arg(&first)
@@ -395,6 +395,7 @@ fn a_job_killed_beside_others_leaves_them_unaffected() {
         ok(strata(&store).args([
             "run",
             "create",
+            "--run",
             &run,
             "--job",
             "a",
@@ -511,7 +512,7 @@ fn disk_full_fails_clearly() {
         return;
     }
     let _unmount = Mount(store.clone());
-    ok(strata(&store).args(["run", "create", "r", "--job", "a"]));
+    ok(strata(&store).args(["run", "create", "--run", "r", "--job", "a"]));
     // Incompressible content, four times what the disk holds.
     let src = dir.path().join("src/data");
     fs::create_dir_all(&src).unwrap();
@@ -594,7 +595,7 @@ fn an_unprivileged_user_persists_and_attaches() {
         .unwrap();
     assert!(chown.success());
     let store = base.join("store");
-    ok(as_nobody(&store).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    ok(as_nobody(&store).args(["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]));
     ok(as_nobody(&store)
         .args(["persist", "--run", "r", "--job", "a", "--root"])
         .arg(&src)
@@ -654,7 +655,7 @@ impl Drop for Cleanup {
 fn attach_refuses_what_cannot_fit() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    ok(strata(&store).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    ok(strata(&store).args(["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]));
     let src = dir.path().join("src/data");
     fs::create_dir_all(&src).unwrap();
     let mut rng = strata_store::synth::Rng::new(3);
@@ -717,7 +718,7 @@ fn the_store_and_caches_are_private_to_their_user() {
     };
     let mut create = strata(&store);
     with_cache(&mut create);
-    ok(create.args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    ok(create.args(["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]));
     let mut persist = strata(&store);
     with_cache(&mut persist);
     ok(persist
@@ -765,7 +766,7 @@ fn the_store_and_caches_are_private_to_their_user() {
     with_cache(&mut grouped);
     ok(grouped
         .env("STRATA_GROUP_ACCESS", "1")
-        .args(["run", "create", "r", "--job", "a"]));
+        .args(["run", "create", "--run", "r", "--job", "a"]));
     assert_eq!(mode(&shared), 0o770);
     assert_eq!(mode(&shared.join("config")), 0o660);
 }
@@ -779,7 +780,7 @@ fn a_read_only_store_is_attached_from() {
     let (store, src) = (dir.path().join("store"), dir.path().join("src"));
     fs::create_dir_all(src.join("out")).unwrap();
     fs::write(src.join("out/a.txt"), "from the shared store").unwrap();
-    ok(strata(&store).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    ok(strata(&store).args(["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]));
     ok(strata(&store)
         .args(["persist", "--run", "r", "--job", "a", "--root"])
         .arg(&src)

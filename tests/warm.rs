@@ -24,7 +24,7 @@ fn strata(d: &Path) -> Command {
     }
     c.arg("--store")
         .arg(d.join("store"))
-        .arg("--cache")
+        .arg("--cache-dir")
         .arg(d.join("cache"))
         .args(["--json", "--progress", "none"]);
     c
@@ -127,7 +127,7 @@ fn remembered_workspace(d: &Path, src: &Path) -> std::path::PathBuf {
 fn a_file_changed_with_its_size_and_mtime_kept_is_read_again() {
     let (dir, src) = settled_tree();
     let d = dir.path();
-    run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    run(strata(d).args(["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]));
     assert_eq!(persisted(&persist(d, "r", "a", &src, &[])), (21, 0));
     assert_eq!(persisted(&persist(d, "r", "a", &src, &[])), (0, 21));
     change_keeping_size_and_mtime(&src.join("app/lib/f3.js"));
@@ -148,7 +148,7 @@ fn a_file_changed_with_its_size_and_mtime_kept_is_read_again() {
 fn a_remembered_file_whose_chunks_are_gone_is_read_again() {
     let (dir, src) = settled_tree();
     let d = dir.path();
-    run(strata(d).args(["run", "create", "old", "--job", "a"]));
+    run(strata(d).args(["run", "create", "--run", "old", "--job", "a"]));
     persist(d, "old", "a", &src, &[]);
     // The run expires and gc reclaims its chunks at once; what follows
     // happens then.
@@ -157,9 +157,11 @@ fn a_remembered_file_whose_chunks_are_gone_is_read_again() {
         c.env("STRATA_NOW", "2099-01-01");
         c
     };
-    run(later().args(["gc", "--grace-secs", "0"]));
-    run(later().args(["gc", "--grace-secs", "0"]));
-    run(later().args(["run", "create", "new", "--job", "a", "--job", "b:a"]));
+    run(later().args(["gc", "--grace", "0"]));
+    run(later().args(["gc", "--grace", "0"]));
+    run(later().args([
+        "run", "create", "--run", "new", "--job", "a", "--job", "b:a",
+    ]));
     let v = run(later()
         .args(["persist", "--run", "new", "--job", "a", "--root"])
         .arg(&src)
@@ -183,8 +185,8 @@ fn a_tree_edited_between_attach_and_persist_gives_the_right_layer() {
     let d = dir.path();
     let src = d.join("src");
     tree(&src);
-    run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
-    run(strata(d).args(["run", "create", "r2", "--job", "b", "--job", "c:b"]));
+    run(strata(d).args(["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]));
+    run(strata(d).args(["run", "create", "--run", "r2", "--job", "b", "--job", "c:b"]));
     persist(d, "r", "a", &src, &[]);
     let ws = d.join("ws");
     attach(d, "r", "b", &ws, &[]);
@@ -227,7 +229,7 @@ fn a_tree_edited_between_attach_and_persist_gives_the_right_layer() {
 fn parts_of_one_root_persisted_in_turn_stay_known() {
     let (dir, src) = settled_tree();
     let d = dir.path();
-    run(strata(d).args(["run", "create", "r", "--job", "a"]));
+    run(strata(d).args(["run", "create", "--run", "r", "--job", "a"]));
     let part = |path: &str| {
         persisted(&run(strata(d)
             .args(["persist", "--run", "r", "--job", "a", "--root"])
@@ -247,8 +249,8 @@ fn parts_of_one_root_persisted_in_turn_stay_known() {
 fn files_whose_mtime_alone_changed_are_fixed_without_reading() {
     let (dir, src) = settled_tree();
     let d = dir.path();
-    run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
-    run(strata(d).args(["run", "create", "r2", "--job", "a", "--job", "b:a"]));
+    run(strata(d).args(["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]));
+    run(strata(d).args(["run", "create", "--run", "r2", "--job", "a", "--job", "b:a"]));
     let ws = remembered_workspace(d, &src);
     for e in walkdir::WalkDir::new(src.join("app")) {
         let e = e.unwrap();
@@ -286,7 +288,7 @@ fn cache_files(d: &Path) -> Vec<(std::path::PathBuf, u64)> {
 fn an_attach_that_changes_nothing_leaves_the_stat_cache_alone() {
     let (dir, src) = settled_tree();
     let d = dir.path();
-    run(strata(d).args(["run", "create", "r", "--job", "a", "--job", "b:a"]));
+    run(strata(d).args(["run", "create", "--run", "r", "--job", "a", "--job", "b:a"]));
     let ws = remembered_workspace(d, &src);
     let saved = cache_files(d);
     assert!(!saved.is_empty());

@@ -80,7 +80,7 @@ fn jobs(
             .to_string_lossy()
             .into_owned();
         (
-            format!("{strata} run create {run} --job a >/dev/null && {strata} persist --run {run} --job a --root . '{name}'"),
+            format!("{strata} run create --run {run} --job a >/dev/null && {strata} persist --run {run} --job a --root . '{name}'"),
             parent,
         )
     };
@@ -127,7 +127,7 @@ fn jobs(
 fn seed(bin: &Path, store: &Path, corpus: &Corpus, small: &Path, work: &Path) -> Result<()> {
     let strata = format!("'{}' --store '{}'", bin.display(), store.display());
     run(
-        &format!("{strata} run create pre --job base --job base-down:base --job small --job small-down:small"),
+        &format!("{strata} run create --run pre --job base --job base-down:base --job small --job small-down:small"),
         work,
         &[],
     )?;

@@ -55,7 +55,7 @@ pub fn run_cold(bin: &Path, corpus: &Corpus, runs: usize, work: &Path) -> Result
     let store = work.join("store");
     let cache = work.join("runner-cache");
     let strata = format!(
-        "{} --store {} --cache {} --json --progress none",
+        "{} --store {} --cache-dir {} --json --progress none",
         q(bin),
         q(&store),
         q(&cache)
@@ -74,7 +74,7 @@ pub fn run_cold(bin: &Path, corpus: &Corpus, runs: usize, work: &Path) -> Result
     };
     let attach = |flags: &str| format!("{strata} {flags} attach --run r1 --job b --at {}", q(&ws));
     // The layer, and a workspace that attached it and persisted it again.
-    for create in ["r1 --job a --job b:a", "r2 --job a"] {
+    for create in ["--run r1 --job a --job b:a", "--run r2 --job a"] {
         run(&format!("{strata} run create {create}"), work, &[])?;
     }
     persist("r1", parent)?;

@@ -144,7 +144,7 @@ fn start_replica(bin: &Path, store: &str, meta: &Path, garage: &Garage) -> Resul
     let mut cmd = Command::new(bin);
     cmd.arg("--store")
         .arg(store)
-        .arg("--cache")
+        .arg("--cache-dir")
         .arg(meta)
         .args([
             "serve",
@@ -196,6 +196,7 @@ fn throughput(
             &ns(0),
             "run",
             "create",
+            "--run",
             "base",
             "--job",
             "a",
@@ -208,7 +209,7 @@ fn throughput(
         &[
             "--store",
             &ns(0),
-            "--cache",
+            "--cache-dir",
             &s(&cache(999)),
             "persist",
             "--run",
@@ -228,6 +229,7 @@ fn throughput(
                 &ns(i),
                 "run",
                 "create",
+                "--run",
                 &format!("c{i}"),
                 "--job",
                 "a",
@@ -257,7 +259,7 @@ fn throughput(
             &[
                 "--store",
                 &ns(i),
-                "--cache",
+                "--cache-dir",
                 &s(&cache(i)),
                 "persist",
                 "--run",
@@ -276,7 +278,7 @@ fn throughput(
             &[
                 "--store",
                 &ns(i + 1),
-                "--cache",
+                "--cache-dir",
                 &s(&cache(i + 1000)),
                 "attach",
                 "--run",

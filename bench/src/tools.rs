@@ -79,7 +79,10 @@ impl Tool for Strata {
         let (parent, name) = split(tree)?;
         let b = q(&self.bin);
         run(
-            &format!("{b} --store {} run create r{n} --job a --job b:a", q(repo)),
+            &format!(
+                "{b} --store {} run create --run r{n} --job a --job b:a",
+                q(repo)
+            ),
             &parent,
             &[],
         )?;
@@ -530,7 +533,7 @@ impl Tool for StrataHttp {
         let mut cmd = std::process::Command::new(&self.bin);
         cmd.arg("--store")
             .arg(repo.join("store"))
-            .arg("--cache")
+            .arg("--cache-dir")
             .arg(repo.join("server-meta"))
             .args(["serve", "--listen", "127.0.0.1:0", "--quiet"]);
         let (child, url) = start_server(cmd)?;
@@ -559,12 +562,12 @@ impl Tool for StrataHttp {
         let b = q(&self.bin);
         let url = self.with(|s| s.url.clone());
         run(
-            &format!("{b} --store {url} run create r{n} --job a --job b:a"),
+            &format!("{b} --store {url} run create --run r{n} --job a --job b:a"),
             &parent,
             &[],
         )?;
         let (sample, v) = self.timed(
-            &format!("{b} --store {url} --cache-mib 0 --json persist --run r{n} --job a --root . '{name}'"),
+            &format!("{b} --store {url} --cache-size 0 --json persist --run r{n} --job a --root . '{name}'"),
             &parent,
         )?;
         Ok(Step {
@@ -578,7 +581,7 @@ impl Tool for StrataHttp {
         let (url, cache) = self.with(|s| (s.url.clone(), s.cache.clone()));
         let (sample, v) = self.timed(
             &format!(
-                "{} --store {url} --cache {} --json attach --run r{n} --job b --at {}",
+                "{} --store {url} --cache-dir {} --json attach --run r{n} --job b --at {}",
                 q(&self.bin),
                 q(&cache),
                 q(target)

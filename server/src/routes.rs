@@ -75,9 +75,12 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
+/// An error the server says on its own (the gate's, its failures): no
+/// `kind`, so the client maps the status.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = ErrorBody {
         error: message.into(),
+        kind: None,
     };
     (status, axum::Json(body)).into_response()
 }
@@ -120,7 +123,9 @@ fn from_store(e: Error) -> Response {
             );
         }
     };
-    error(status, e.to_string())
+    // The library's own error, named, so the client reads it back as the
+    // same error a local store gives (docs/protocol.md, "Errors").
+    (status, axum::Json(ErrorBody::of(&e))).into_response()
 }
 
 /// What `access` is asked about a request whose path, after

@@ -6,7 +6,13 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::id::{ChunkId, IdError, JobName, ManifestId, RunName};
+use crate::id::{ChunkId, JobName, ManifestId, RunName};
+
+mod convert;
+mod kind;
+
+pub(crate) use convert::IoContext;
+pub use kind::ErrorKind;
 
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -432,6 +438,29 @@ pub enum Error {
         detail: String,
     },
 
+    /// A server cannot be reached: no connection, no answer in time, or a
+    /// proxy in front of it saying so (502-504), after every retry.
+    #[error("strata server {server}: {detail}")]
+    Unreachable {
+        /// The server's address.
+        server: String,
+        /// What is wrong, for a person.
+        detail: String,
+    },
+
+    /// An error a server raised and named (docs/protocol.md, "Errors"):
+    /// its kind and message are what the server's library said, so it
+    /// reads as the same error from a local store.
+    #[error("{message}")]
+    Served {
+        /// The kind the server named.
+        kind: ErrorKind,
+        /// The server's address.
+        server: String,
+        /// The server's message.
+        message: String,
+    },
+
     /// A server refused the token.
     #[error("strata server {server} refused the token: {detail} (pass one with --token or $STRATA_TOKEN)")]
     Unauthorized {
@@ -465,64 +494,4 @@ pub enum Error {
         /// What is wrong, for a person.
         detail: String,
     },
-}
-
-impl Error {
-    /// Wraps an I/O error with the operation and path it concerns; a full
-    /// disk gets its own variant so users see "no space left" plainly.
-    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) {
-            Error::NoSpace { path, source }
-        } else {
-            Error::Io { op, path, source }
-        }
-    }
-
-    /// An `Error::Corrupt` for `object`.
-    pub fn corrupt(object: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Corrupt {
-            object: object.into(),
-            detail: detail.into(),
-        }
-    }
-
-    /// True for a workspace conflict between two jobs (CLI exit code 3).
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
-    }
-}
-
-impl From<IdError> for Error {
-    fn from(e: IdError) -> Self {
-        match e {
-            IdError::InvalidId { what, value } => Error::InvalidId { what, value },
-            IdError::InvalidName {
-                what,
-                value,
-                reason,
-            } => Error::InvalidName {
-                what,
-                value,
-                reason,
-            },
-        }
-    }
-}
-
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Meta(e.to_string())
-    }
-}
-
-/// Shorthand for attaching a path and operation to `io::Result`s.
-pub(crate) trait IoContext<T> {
-    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for io::Result<T> {
-    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|e| Error::io(op, path, e))
-    }
 }

@@ -41,7 +41,7 @@ pub mod testing;
 pub(crate) mod tree;
 pub mod util;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use format::graph::Graph;
 pub use format::records::{JobResult, JobStatus};
 pub use id::{ChunkId, JobName, ManifestId, RunName};

@@ -231,11 +231,30 @@ pub struct StatsCount {
     pub chunks: u64,
 }
 
-/// The body of every error answer.
+/// The body of every error answer (docs/protocol.md, "Errors").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// What went wrong, for a person.
     pub error: String,
+    /// The library error's stable name (`ErrorKind::name`), when the
+    /// library raised it; an older server sends none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+impl ErrorBody {
+    /// The body for a library error, named by its kind.
+    pub fn of(e: &crate::Error) -> Self {
+        ErrorBody {
+            error: e.to_string(),
+            kind: Some(e.kind().name().to_string()),
+        }
+    }
+
+    /// The kind named, if this version knows it.
+    pub fn error_kind(&self) -> Option<crate::ErrorKind> {
+        crate::ErrorKind::from_name(self.kind.as_deref()?)
+    }
 }
 
 /// Decodes a JSON answer from a server: every JSON body a client reads
@@ -394,8 +413,23 @@ mod tests {
         );
         let body = encode_answer(&ErrorBody {
             error: "no such thing".into(),
+            kind: None,
         });
         assert_eq!(error_text(&body), "no such thing");
+        // An old server's body has no kind; it reads as none, and a body
+        // without one is what an old client reads too.
+        assert_eq!(body, br#"{"error":"no such thing"}"#);
+        let old: ErrorBody = decode_answer(br#"{"error":"x"}"#).unwrap();
+        assert_eq!(old.error_kind(), None);
+        let e = crate::Error::GraceTooShort {
+            asked: 1,
+            floor: 60,
+        };
+        let sent: ErrorBody = decode_answer(&encode_answer(&ErrorBody::of(&e))).unwrap();
+        assert_eq!(sent.error_kind(), Some(crate::ErrorKind::GraceTooShort));
+        assert_eq!(sent.error, e.to_string());
+        let newer: ErrorBody = decode_answer(br#"{"error":"x","kind":"from_2030"}"#).unwrap();
+        assert_eq!(newer.error_kind(), None);
         assert_eq!(error_text(b"plain text"), "plain text");
         let q = GcQuery {
             dry_run: true,

@@ -539,15 +539,25 @@ fn bodies_without_a_valid_token_are_not_read() {
 }
 
 // Hole 5: no header or body timeout: slow and idle connections were held
-// for as long as the client liked. With 1 s timeouts each is closed while
-// a normal client is served.
+// for as long as the client liked. With 1 s timeouts (the header's from
+// the config file, the body's a flag) each is closed while a normal
+// client is served.
 #[test]
 fn slow_and_idle_connections_are_closed() {
     let d = tempfile::tempdir().unwrap();
-    let s = server(
-        d.path(),
-        false,
-        &["--header-timeout", "1s", "--body-idle-timeout", "1s"],
+    let config = auth_file(d.path(), false);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("limits: {header_timeout_secs: 1, body_idle_timeout_secs: 600}\n");
+    std::fs::write(&config, text).unwrap();
+    let s = Server::start(
+        d.path().join("srv").to_str().unwrap(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--body-idle-timeout",
+            "1s",
+        ],
+        &[],
     );
     let connect = || {
         let c = TcpStream::connect(addr(&s)).unwrap();

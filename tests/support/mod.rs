@@ -219,7 +219,7 @@ impl Client {
         let mut c = strata();
         c.arg("--store")
             .arg(&self.store)
-            .arg("--cache")
+            .arg("--cache-dir")
             .arg(&self.cache);
         if let Some(t) = &self.token {
             c.env("STRATA_TOKEN", t);

@@ -8,21 +8,24 @@
 //! content-addressed or single-writer, queries change nothing), so a
 //! failed connection moves the client to the next replica named. Bytes on
 //! the wire (request and response bodies) are counted for reports.
-//! `HttpStore` is the object API over it. The routes and bodies are
+//! `HttpStore` (`object_api`) is the object API over it. The routes and bodies are
 //! `protocol`'s. This module knows nothing about packs, chunk queries,
 //! persist or attach; the chunk queries are `repo::remote`'s.
 
+mod object_api;
+
+pub use object_api::HttpStore;
+
 use std::io::Read;
-use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{validate_key, Backend, Traffic, TrafficCounter};
-use crate::error::{Error, Result};
+use super::TrafficCounter;
+use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
-    decode_answer, error_text, namespace_root, route, validate_namespace, Hello, KeyList,
-    RangesRequest, OBJECT_SIZE_HEADER, PROTOCOL_VERSION,
+    decode_answer, error_text, namespace_root, route, validate_namespace, ErrorBody, Hello,
+    OBJECT_SIZE_HEADER, PROTOCOL_VERSION,
 };
 
 /// How many times a failed request is tried in all, and the first wait.
@@ -44,15 +47,6 @@ const BUDGET_IN_STALLS: u32 = 6;
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     inner: Arc<Inner>,
-}
-
-/// The object API of a `strata serve` namespace, as a `Backend`. The
-/// server checks what it is given: it refuses objects that do not verify,
-/// and deletes of anything but run records and layer refs
-/// (`protocol::client_may_delete`).
-#[derive(Debug, Clone)]
-pub struct HttpStore {
-    transport: HttpTransport,
 }
 
 #[derive(Debug)]
@@ -209,6 +203,8 @@ impl HttpTransport {
         let budget = self.inner.stall * BUDGET_IN_STALLS;
         let mut wait = FIRST_BACKOFF;
         let mut last = String::new();
+        // Whether the last attempt got no answer from the server itself.
+        let mut unreachable = false;
         let mut last_server = 0;
         let mut tried = 0;
         for attempt in 1..=ATTEMPTS {
@@ -232,6 +228,8 @@ impl HttpTransport {
                     // 507: the server's disk is full; trying again
                     // only adds to the load.
                     if status == 429 || (status >= 500 && status != 507) {
+                        // 502-504: a proxy in front says the server is not there.
+                        unreachable = (502..=504).contains(&status);
                         last = format!("HTTP {status}: {}", error_text(&bytes));
                         if let Some(s) = retry_after {
                             wait = wait.max(Duration::from_secs(s.min(30)));
@@ -241,6 +239,7 @@ impl HttpTransport {
                     return Ok((status, bytes));
                 }
                 Err((e, retry)) => {
+                    unreachable = true;
                     last = e;
                     if !retry {
                         break;
@@ -257,9 +256,11 @@ impl HttpTransport {
         } else {
             format!("{method} /{tail}: {last}")
         };
-        Err(Error::Remote {
-            server: self.location_of(last_server),
-            detail,
+        let server = self.location_of(last_server);
+        Err(if unreachable {
+            Error::Unreachable { server, detail }
+        } else {
+            Error::Remote { server, detail }
         })
     }
 
@@ -323,8 +324,44 @@ impl HttpTransport {
         Ok((status, bytes, retry_after))
     }
 
-    /// Maps an error status to the library's error for `what`.
+    /// Maps an error answer to the library's error for `what`: the error
+    /// the body's `kind` names, with the server's message, so it reads as
+    /// a local store's would; without a kind this version knows (an older
+    /// server), by its status (docs/protocol.md, "Errors").
     fn status_error(&self, status: u16, body: &[u8], what: &str) -> Error {
+        // A token's refusals (401, 403) are about the server's grants, which
+        // a local store has none of: they name the server, kind or not.
+        let named = decode_answer::<ErrorBody>(body)
+            .ok()
+            .filter(|_| status != 401 && status != 403)
+            .and_then(|b| Some((b.error_kind()?, b.error)));
+        match named {
+            // The variants the library's own code matches on stay those
+            // variants: a missing object, and a corrupt one (a range past
+            // the end, gc and verify skipping a damaged pack).
+            Some((ErrorKind::NotFound, _)) => Error::NotFound { key: what.into() },
+            Some((ErrorKind::Corrupt, message)) => match message
+                .strip_prefix("corrupt ")
+                .and_then(|m| m.split_once(": "))
+            {
+                // As the server's library said it: the same object, the same words.
+                Some((object, detail)) => Error::corrupt(object, detail),
+                None => Error::Corrupt {
+                    object: what.into(),
+                    detail: format!("refused by {}: {message}", self.location_string()),
+                },
+            },
+            Some((kind, message)) => Error::Served {
+                kind,
+                server: self.location_string(),
+                message,
+            },
+            None => self.status_only_error(status, body, what),
+        }
+    }
+
+    /// The error for an answer that names no kind, by its status.
+    fn status_only_error(&self, status: u16, body: &[u8], what: &str) -> Error {
         let detail = error_text(body);
         match status {
             401 => Error::Unauthorized {
@@ -415,138 +452,6 @@ fn with_auth<B>(
     }
 }
 
-impl HttpStore {
-    /// Parses `http(s)://HOST[:PORT]/NAMESPACE`.
-    pub fn new(url: &str, options: HttpOptions) -> Result<Self> {
-        Ok(Self {
-            transport: HttpTransport::new(url, options)?,
-        })
-    }
-
-    /// The transport under the object API (for the other routes).
-    pub fn transport(&self) -> &HttpTransport {
-        &self.transport
-    }
-}
-
-impl Backend for HttpStore {
-    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        validate_key(key)?;
-        let r = self
-            .transport
-            .call("PUT", &format!("{}{key}", route::OBJECT), Some(data))?;
-        self.transport.expect_ok(r, key).map(|_| ())
-    }
-
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        validate_key(key)?;
-        let r = self
-            .transport
-            .call("GET", &format!("{}{key}", route::OBJECT), None)?;
-        self.transport.expect_ok(r, key)
-    }
-
-    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
-        validate_key(key)?;
-        let req = RangesRequest {
-            key: key.into(),
-            ranges: ranges.iter().map(|r| (r.start, r.end)).collect(),
-        };
-        #[allow(clippy::expect_used)] // a string and numbers always serialize
-        let body = serde_json::to_vec(&req).expect("serializes");
-        let r = self.transport.call("POST", route::RANGES, Some(&body))?;
-        let all = self.transport.expect_ok(r, key)?;
-        let want: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-        if all.len() as u64 != want {
-            return Err(Error::Remote {
-                server: self.transport.location_string(),
-                detail: format!("{key}: asked for {want} bytes, got {}", all.len()),
-            });
-        }
-        let mut out = Vec::with_capacity(ranges.len());
-        let mut at = 0usize;
-        for r in ranges {
-            let n = (r.end - r.start) as usize;
-            out.push(all[at..at + n].to_vec());
-            at += n;
-        }
-        Ok(out)
-    }
-
-    fn size(&self, key: &str) -> Result<u64> {
-        validate_key(key)?;
-        let r = self
-            .transport
-            .call("HEAD", &format!("{}{key}", route::OBJECT), None)?;
-        let b = self.transport.expect_ok(r, key)?;
-        b.get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .ok_or_else(|| Error::Remote {
-                server: self.transport.location_string(),
-                detail: format!("{key}: no content-length"),
-            })
-    }
-
-    fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        self.list_after(prefix, "")
-    }
-
-    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<String>> {
-        let mut path = format!("{}?prefix={}", route::LIST, encode_query(prefix));
-        if !after.is_empty() {
-            path.push_str(&format!("&after={}", encode_query(after)));
-        }
-        let r = self.transport.call("GET", &path, None)?;
-        let body = self.transport.expect_ok(r, "list")?;
-        let list: KeyList = decode_answer(&body).map_err(|e| Error::Remote {
-            server: self.transport.location_string(),
-            detail: format!("list: bad answer: {e}"),
-        })?;
-        Ok(list.keys)
-    }
-
-    fn delete(&self, key: &str) -> Result<()> {
-        validate_key(key)?;
-        let r = self
-            .transport
-            .call("DELETE", &format!("{}{key}", route::OBJECT), None)?;
-        match r.0 {
-            404 => Ok(()),
-            _ => self.transport.expect_ok(r, key).map(|_| ()),
-        }
-    }
-
-    fn location(&self) -> String {
-        self.transport.location_string()
-    }
-
-    fn coalesce_gap(&self) -> u64 {
-        256 << 10
-    }
-
-    fn parallelism(&self) -> usize {
-        8
-    }
-
-    fn traffic(&self) -> Traffic {
-        self.transport.inner.traffic.snapshot()
-    }
-}
-
-/// Percent-encodes what a key prefix may hold that a query string may not
-/// (keys are `[A-Za-z0-9._/-]`, so only `/` needs care; it is allowed).
-fn encode_query(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,5 +530,42 @@ mod tests {
         t.move_on_from(1);
         t.move_on_from(2);
         assert_eq!(t.location_string(), "https://a:1/ns");
+    }
+
+    /// A named error reads back as the server's library raised it; one
+    /// without a kind (an older server) by its status; a token's refusal
+    /// always names the server.
+    #[test]
+    fn answers_map_back_to_the_library_error_by_kind_else_by_status() {
+        let t = HttpTransport::new("http://h:1/ns", HttpOptions::default()).unwrap();
+        let body = |e: &Error| crate::protocol::encode_answer(&ErrorBody::of(e));
+        let run = crate::id::RunName::new("r").unwrap();
+        let local = [
+            Error::UnknownRun { run: run.clone() },
+            Error::RunExists { run },
+            Error::GraceTooShort { asked: 1, floor: 9 },
+            Error::corrupt("packs/ab/abcd", "bytes: do not hash to its name"),
+        ];
+        for (status, e) in [400, 409, 400, 400].into_iter().zip(&local) {
+            let back = t.status_error(status, &body(e), "k");
+            assert_eq!(back.kind(), e.kind(), "{e}");
+            assert_eq!(back.to_string(), e.to_string());
+        }
+        let back = t.status_error(400, &body(&local[3]), "k");
+        assert!(matches!(back, Error::Corrupt { .. }), "{back:?}");
+        assert!(matches!(
+            t.status_error(404, &body(&Error::NotFound { key: "x".into() }), "k"),
+            Error::NotFound { key } if key == "k"
+        ));
+        let old = br#"{"error":"run r does not exist"}"#;
+        assert_eq!(t.status_error(400, old, "k").kind(), ErrorKind::Corrupt);
+        assert_eq!(t.status_error(409, old, "k").kind(), ErrorKind::Remote);
+        let refused = body(&Error::NotAllowed {
+            detail: "read only".into(),
+        });
+        assert_eq!(
+            t.status_error(403, &refused, "k").kind(),
+            ErrorKind::Forbidden
+        );
     }
 }

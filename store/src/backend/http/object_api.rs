@@ -1,0 +1,151 @@
+//! `HttpStore`: the object API of a `strata serve` namespace as a
+//! `Backend`, over `HttpTransport` (the routes and bodies are
+//! `protocol`'s).
+
+use std::ops::Range;
+
+use super::{HttpOptions, HttpTransport};
+use crate::backend::{validate_key, Backend, Traffic};
+use crate::error::{Error, Result};
+use crate::protocol::{decode_answer, route, KeyList, RangesRequest};
+
+/// The object API of a `strata serve` namespace, as a `Backend`. The
+/// server checks what it is given: it refuses objects that do not verify,
+/// and deletes of anything but run records and layer refs
+/// (`protocol::client_may_delete`).
+#[derive(Debug, Clone)]
+pub struct HttpStore {
+    transport: HttpTransport,
+}
+
+impl HttpStore {
+    /// Parses `http(s)://HOST[:PORT]/NAMESPACE`.
+    pub fn new(url: &str, options: HttpOptions) -> Result<Self> {
+        Ok(Self {
+            transport: HttpTransport::new(url, options)?,
+        })
+    }
+
+    /// The transport under the object API (for the other routes).
+    pub fn transport(&self) -> &HttpTransport {
+        &self.transport
+    }
+}
+
+impl Backend for HttpStore {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        validate_key(key)?;
+        let r = self
+            .transport
+            .call("PUT", &format!("{}{key}", route::OBJECT), Some(data))?;
+        self.transport.expect_ok(r, key).map(|_| ())
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        validate_key(key)?;
+        let r = self
+            .transport
+            .call("GET", &format!("{}{key}", route::OBJECT), None)?;
+        self.transport.expect_ok(r, key)
+    }
+
+    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        validate_key(key)?;
+        let req = RangesRequest {
+            key: key.into(),
+            ranges: ranges.iter().map(|r| (r.start, r.end)).collect(),
+        };
+        #[allow(clippy::expect_used)] // a string and numbers always serialize
+        let body = serde_json::to_vec(&req).expect("serializes");
+        let r = self.transport.call("POST", route::RANGES, Some(&body))?;
+        let all = self.transport.expect_ok(r, key)?;
+        let want: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        if all.len() as u64 != want {
+            return Err(Error::Remote {
+                server: self.transport.location_string(),
+                detail: format!("{key}: asked for {want} bytes, got {}", all.len()),
+            });
+        }
+        let mut out = Vec::with_capacity(ranges.len());
+        let mut at = 0usize;
+        for r in ranges {
+            let n = (r.end - r.start) as usize;
+            out.push(all[at..at + n].to_vec());
+            at += n;
+        }
+        Ok(out)
+    }
+
+    fn size(&self, key: &str) -> Result<u64> {
+        validate_key(key)?;
+        let r = self
+            .transport
+            .call("HEAD", &format!("{}{key}", route::OBJECT), None)?;
+        let b = self.transport.expect_ok(r, key)?;
+        b.get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| Error::Remote {
+                server: self.transport.location_string(),
+                detail: format!("{key}: no content-length"),
+            })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.list_after(prefix, "")
+    }
+
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<String>> {
+        let mut path = format!("{}?prefix={}", route::LIST, encode_query(prefix));
+        if !after.is_empty() {
+            path.push_str(&format!("&after={}", encode_query(after)));
+        }
+        let r = self.transport.call("GET", &path, None)?;
+        let body = self.transport.expect_ok(r, "list")?;
+        let list: KeyList = decode_answer(&body).map_err(|e| Error::Remote {
+            server: self.transport.location_string(),
+            detail: format!("list: bad answer: {e}"),
+        })?;
+        Ok(list.keys)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        let r = self
+            .transport
+            .call("DELETE", &format!("{}{key}", route::OBJECT), None)?;
+        match r.0 {
+            404 => Ok(()),
+            _ => self.transport.expect_ok(r, key).map(|_| ()),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.transport.location_string()
+    }
+
+    fn coalesce_gap(&self) -> u64 {
+        256 << 10
+    }
+
+    fn parallelism(&self) -> usize {
+        8
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.transport.inner.traffic.snapshot()
+    }
+}
+
+/// Percent-encodes what a key prefix may hold that a query string may not
+/// (keys are `[A-Za-z0-9._/-]`, so only `/` needs care; it is allowed).
+fn encode_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
