@@ -166,7 +166,7 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
         });
     }
     let scanned = crate::tree::scan::scan(root, paths, false)?;
-    let tree = crate::ops::persist::write_tree(store, scanned, started)?;
+    let tree = crate::ops::store_tree::write_tree(store, scanned, started)?;
     let record = CacheRecord {
         key: key.into(),
         manifest: tree.manifest,
