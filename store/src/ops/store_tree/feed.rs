@@ -102,7 +102,7 @@ impl Pipe<'_, '_> {
     /// Hands `pending` to the query threads (waiting while their queue is
     /// full); after a pool's error, returns that error instead, so the
     /// chunking stops.
-    fn submit(&self, pending: &mut Pending) -> Result<()> {
+    pub(super) fn submit(&self, pending: &mut Pending) -> Result<()> {
         if let Some(e) = self.sink.failed.lock().expect("poisoned").take() {
             return Err(e);
         }
@@ -130,7 +130,7 @@ impl Pipe<'_, '_> {
 
     /// Adds a chunk to `pending` (a copy of its bytes), handing a full
     /// batch on first.
-    fn push(&self, pending: &mut Pending, id: ChunkId, bytes: &[u8]) -> Result<()> {
+    pub(super) fn push(&self, pending: &mut Pending, id: ChunkId, bytes: &[u8]) -> Result<()> {
         if pending.used + bytes.len() > BATCH_BUFFER {
             self.submit(pending)?;
         }

@@ -114,6 +114,11 @@ struct Answered {
 
 impl<'a> ChunkSink<'a> {
     pub(super) fn new(store: &'a Store) -> Self {
+        Self::holding(store, BATCHES_HELD)
+    }
+
+    /// A sink whose batches may hold at most `batches` buffers at once.
+    fn holding(store: &'a Store, batches: usize) -> Self {
         Self {
             store,
             added: Mutex::new(HashSet::new()),
@@ -124,7 +129,7 @@ impl<'a> ChunkSink<'a> {
             bytes_new: AtomicU64::new(0),
             failed: Mutex::new(None),
             stopped: AtomicBool::new(false),
-            held: Buffers::new(BATCHES_HELD),
+            held: Buffers::new(batches),
         }
     }
 
@@ -335,5 +340,244 @@ impl<'a> ChunkSink<'a> {
             .expect("poisoned")
             .push(IndexedPack { pack: id, frames });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Condvar;
+    use std::time::{Duration, Instant};
+
+    use super::super::feed::BATCH_BUFFER;
+    use super::*;
+    use crate::backend::{Backend, Memory};
+    use crate::format::config::StoreConfig;
+    use crate::format::keys::{CONFIG_KEY, PACK_PREFIX};
+
+    const PACK: u32 = 256 << 10;
+    const FRAME: u32 = 64 << 10;
+    const CHUNK: usize = 16 << 10;
+    const UPLOADERS: usize = 2;
+
+    /// A memory store whose pack writes wait while the gate is shut, and
+    /// whose `fail_at`-th pack write (from 1) fails.
+    #[derive(Debug)]
+    struct Gated {
+        inner: Memory,
+        shut: Mutex<bool>,
+        opened: Condvar,
+        fail_at: Option<usize>,
+        pack_puts: AtomicUsize,
+    }
+
+    impl Gated {
+        fn new(shut: bool, fail_at: Option<usize>) -> Arc<Gated> {
+            let inner = Memory::new();
+            let mut config = StoreConfig::new("pipeline".into());
+            (config.pack_target_bytes, config.frame_target_bytes) = (PACK, FRAME);
+            inner.put(CONFIG_KEY, &config.encode()).unwrap();
+            Arc::new(Gated {
+                inner,
+                shut: Mutex::new(shut),
+                opened: Condvar::new(),
+                fail_at,
+                pack_puts: AtomicUsize::new(0),
+            })
+        }
+
+        fn open(&self) {
+            *self.shut.lock().unwrap() = false;
+            self.opened.notify_all();
+        }
+    }
+
+    impl Backend for Gated {
+        fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+            if key.starts_with(PACK_PREFIX) {
+                let n = self.pack_puts.fetch_add(1, Relaxed) + 1;
+                let shut = self.shut.lock().unwrap();
+                drop(self.opened.wait_while(shut, |shut| *shut).unwrap());
+                if self.fail_at == Some(n) {
+                    let e = std::io::Error::other("injected");
+                    return Err(Error::io("put", key, e));
+                }
+            }
+            self.inner.put(key, data)
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>> {
+            self.inner.get(key)
+        }
+        fn get_ranges(&self, key: &str, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Vec<u8>>> {
+            self.inner.get_ranges(key, ranges)
+        }
+        fn size(&self, key: &str) -> Result<u64> {
+            self.inner.size(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn location(&self) -> String {
+            "gated".into()
+        }
+        fn parallelism(&self) -> usize {
+            UPLOADERS
+        }
+    }
+
+    fn store(backend: &Arc<Gated>, dir: &tempfile::TempDir) -> Store {
+        Store::shared_for_tests(backend.clone(), &dir.path().join("meta"))
+    }
+
+    /// Chunk `i`'s bytes: incompressible, distinct for each `i`.
+    fn chunk(i: u64) -> Vec<u8> {
+        let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..CHUNK / 8)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect()
+    }
+
+    /// Feeds chunks `0..n` through `pipe` (`fed` counts their bytes), then
+    /// hands on the last batch.
+    fn feed(pipe: &Pipe<'_, '_>, ids: impl Iterator<Item = u64>, fed: &AtomicU64) -> Result<()> {
+        let mut pending = Pending::new(true);
+        for i in ids {
+            let bytes = chunk(i);
+            pipe.push(&mut pending, ChunkId::of(&bytes), &bytes)?;
+            fed.fetch_add(bytes.len() as u64, Relaxed);
+        }
+        pipe.submit(&mut pending)
+    }
+
+    /// The chunks of `ids` the packs hold, with repeats (a pack also holds
+    /// its salt).
+    fn stored(packs: &[IndexedPack], ids: &[ChunkId]) -> Vec<ChunkId> {
+        let ids: HashSet<&ChunkId> = ids.iter().collect();
+        let chunks = packs.iter().flat_map(|p| &p.frames).flat_map(|f| &f.chunks);
+        chunks.map(|c| c.id).filter(|id| ids.contains(id)).collect()
+    }
+
+    /// Buffers out of `sink`'s pool (being filled, queued or worked on).
+    fn buffers_out(sink: &ChunkSink<'_>) -> usize {
+        Arc::strong_count(&sink.held) - 1
+    }
+
+    #[test]
+    fn every_new_chunk_is_stored_once_and_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Gated::new(false, None);
+        let store = store(&backend, &dir);
+        let sink = ChunkSink::new(&store);
+        let fed = AtomicU64::new(0);
+        // 300 distinct chunks, each given twice: by two feeders at once.
+        let ((), packs) = sink
+            .run(|pipe| {
+                std::thread::scope(|s| {
+                    let other = s.spawn(|| feed(pipe, 0..300, &fed));
+                    feed(pipe, (0..300).rev(), &fed)?;
+                    other.join().unwrap()
+                })
+            })
+            .unwrap();
+        let ids: Vec<ChunkId> = (0..300).map(|i| ChunkId::of(&chunk(i))).collect();
+        let stored = stored(&packs, &ids);
+        let distinct: HashSet<ChunkId> = stored.iter().copied().collect();
+        assert_eq!((stored.len(), distinct.len()), (300, 300));
+        let missing = store.chunk_lookup().missing(&ids).unwrap();
+        assert!(missing.iter().all(|m| !m), "every chunk is indexed");
+        assert_eq!(sink.new_content(), (300, 300 * CHUNK as u64));
+        assert_eq!(backend.pack_puts.load(Relaxed), packs.len());
+        assert_eq!(buffers_out(&sink), 0);
+    }
+
+    #[test]
+    fn chunking_stops_at_the_bound_while_uploads_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Gated::new(true, None);
+        let store = store(&backend, &dir);
+        let held = 2;
+        let sink = ChunkSink::holding(&store, held);
+        let fed = AtomicU64::new(0);
+        let total = 2_400u64; // 37.5 MiB
+        let (stalled, result) = std::thread::scope(|s| {
+            let run = s.spawn(|| sink.run(|pipe| feed(pipe, 0..total, &fed)));
+            // Wait until the chunking makes no progress for a while.
+            let (mut last, mut since) = (u64::MAX, Instant::now());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while since.elapsed() < Duration::from_millis(300) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                let now = fed.load(Relaxed);
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                }
+            }
+            let stalled = (fed.load(Relaxed), buffers_out(&sink));
+            backend.open();
+            (stalled, run.join().unwrap())
+        });
+        let (fed_then, buffers_then) = stalled;
+        // Packs in memory: the open one, the queued ones, one per upload
+        // thread, and one per compression thread waiting to queue its own.
+        let packs = 1 + QUEUED_PACKS + UPLOADERS + rayon::current_num_threads();
+        let pack_bytes = (PACK + FRAME) as u64 + CHUNK as u64;
+        let bound = (held * BATCH_BUFFER) as u64 + packs as u64 * pack_bytes;
+        assert!(buffers_then <= held, "{buffers_then} buffers out");
+        assert!(
+            fed_then <= bound,
+            "chunked {fed_then} bytes with no pack written, bound {bound}"
+        );
+        let ((), written) = result.unwrap();
+        let ids: Vec<ChunkId> = (0..total).map(|i| ChunkId::of(&chunk(i))).collect();
+        assert_eq!(stored(&written, &ids).len() as u64, total);
+    }
+
+    #[test]
+    fn an_upload_error_drains_every_stage_and_is_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let fail_at = 3;
+        let backend = Gated::new(false, Some(fail_at));
+        let store = store(&backend, &dir);
+        let sink = ChunkSink::new(&store);
+        let fed = AtomicU64::new(0);
+        let total = 2_400u64;
+        let err = sink
+            .run(|pipe| feed(pipe, 0..total, &fed))
+            .expect_err("a pack write failed");
+        assert!(err.to_string().contains("injected"), "{err}");
+        // After the error no pack is worked on but those already started.
+        let puts = backend.pack_puts.load(Relaxed);
+        assert!(puts < fail_at + UPLOADERS, "{puts} pack writes");
+        assert!(
+            fed.load(Relaxed) < total * CHUNK as u64,
+            "the chunking stopped"
+        );
+        assert_eq!(buffers_out(&sink), 0, "every queued batch was dropped");
+        assert!(sink.written.lock().unwrap().len() < fail_at);
+    }
+
+    #[test]
+    fn a_chunking_error_stops_the_pools_and_is_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Gated::new(false, None);
+        let store = store(&backend, &dir);
+        let sink = ChunkSink::new(&store);
+        let fed = AtomicU64::new(0);
+        let err = sink
+            .run(|pipe| -> Result<()> {
+                feed(pipe, 0..400, &fed)?;
+                let e = std::io::Error::other("vanished");
+                Err(Error::io("read", "a/file", e))
+            })
+            .expect_err("the chunking failed");
+        assert!(err.to_string().contains("vanished"), "{err}");
+        assert_eq!(buffers_out(&sink), 0);
     }
 }
