@@ -112,6 +112,24 @@ fn content<'a>(manifest: &'a Manifest, e: &'a Entry) -> Content<'a> {
     }
 }
 
+/// The planned entries of one tree alone (a cache restore): every entry
+/// as the manifest holds it, moved, not copied. A validated manifest holds
+/// each path once and its hardlinks name its own files, so there is
+/// nothing to merge and no conflict; every entry is of layer 0, the tree.
+pub fn whole(manifest: Manifest) -> Vec<Planned> {
+    manifest
+        .entries
+        .into_iter()
+        .map(|e| Planned {
+            path: e.path,
+            mode: e.mode,
+            mtime: e.mtime,
+            target: e.kind,
+            layer: 0,
+        })
+        .collect()
+}
+
 /// Merges `layers` (already in apply order) into one tree.
 ///
 /// Every manifest is sorted by path, so the layers are walked side by
