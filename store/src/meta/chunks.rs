@@ -118,7 +118,8 @@ impl ChunkLookup for ChunkIndex {
 }
 
 impl ChunkIndex {
-    pub fn open(db: &sled::Db) -> Result<Self> {
+    pub fn open(db: &super::MetaDb) -> Result<Self> {
+        let db = &db.0;
         let names = db.tree_names();
         let old = OLD_TREES
             .iter()
@@ -593,7 +594,7 @@ mod tests {
     #[test]
     fn location_round_trip_and_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = super::super::MetaDb::temporary().unwrap();
         let idx = ChunkIndex::open(&db).unwrap();
         let backend =
             crate::backend::LocalDir::new(dir.path().join("o"), dir.path().join("t")).unwrap();
@@ -626,7 +627,7 @@ mod tests {
         assert_eq!((loc.frame, loc.chunk), (frame.frame_ref(), chunk));
         assert_eq!(loc.pack, PackId::of(b"p"));
         // A new, empty cache (another machine) rebuilds from the object.
-        let fresh_db = sled::Config::new().temporary(true).open().unwrap();
+        let fresh_db = super::super::MetaDb::temporary().unwrap();
         let fresh = ChunkIndex::open(&fresh_db).unwrap();
         assert!(fresh.get(&chunk.id).unwrap().is_none());
         assert_eq!(fresh.sync(&backend, false, false).unwrap(), 1);
@@ -646,7 +647,7 @@ mod tests {
     // condemned pack's chunks missing, across the parts.
     #[test]
     fn many_ids_are_answered_in_order() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = super::super::MetaDb::temporary().unwrap();
         let idx = ChunkIndex::open(&db).unwrap();
         let id = |i: u32| ChunkId::of(&i.to_le_bytes());
         let frame = |from: u32| FrameEntry {
@@ -678,15 +679,18 @@ mod tests {
 
     #[test]
     fn entries_name_their_frame_once_and_the_old_layout_starts_over() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = super::super::MetaDb::temporary().unwrap();
         // An index of the layout before frame records, marked loaded.
-        db.open_tree("chunks").unwrap().insert(b"k", b"v").unwrap();
-        db.open_tree("loaded-packs")
+        db.0.open_tree("chunks")
+            .unwrap()
+            .insert(b"k", b"v")
+            .unwrap();
+        db.0.open_tree("loaded-packs")
             .unwrap()
             .insert(b"p", b"")
             .unwrap();
         let idx = ChunkIndex::open(&db).unwrap();
-        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"chunks"));
+        assert!(!db.0.tree_names().iter().any(|n| n.as_ref() == b"chunks"));
         assert!(idx.packs.is_empty(), "what it loaded is loaded again");
         let chunks: Vec<FrameChunk> = (0..3u32)
             .map(|i| FrameChunk {
