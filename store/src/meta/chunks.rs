@@ -7,7 +7,10 @@
 //! there: a pack's id and a frame's place, said once per frame rather than
 //! once per chunk, would be two thirds of every entry. `loaded-indexes` and
 //! `loaded-packs` record what has been merged in, so `sync` reads only new
-//! objects; `index-sync` holds a format-2 store's log position. A pack no index object lists (its persist died before writing
+//! objects; `index-sync` holds a format-2 store's log position and the
+//! tombstones it has seen (what to read, from these, is
+//! `format::index_log`'s rule; this module keeps the state and merges what
+//! is read). A pack no index object lists (its persist died before writing
 //! one, or a server indexed it on arrival) is read from its trailer, so a
 //! retried persist never uploads it again. `condemned-packs` and
 //! `deleted-packs` hold what gc decided (docs/lifecycle.md). Everything here
@@ -20,16 +23,14 @@ use rayon::prelude::*;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::format::index::{
-    read_pack_trailer, IndexObject, Location, LOCATION_LEN, LOG_KEEP_SECS, LOG_MARGIN_SECS,
-    SNAPSHOT_AFTER_ENTRIES,
-};
+use crate::format::index::{read_pack_trailer, IndexObject, Location, LOCATION_LEN};
+use crate::format::index_log::{plan_sync, snapshot_to_write, LogState, LOG_MARGIN_SECS};
 use crate::format::keys::{
-    index_id_of, index_log_start, log_time_and_id, pack_id_of, snapshot_key, INDEX_PREFIX,
-    PACK_PREFIX, SNAPSHOT_PREFIX,
+    index_id_of, index_log_start, log_time_and_id, pack_id_of, INDEX_PREFIX, PACK_PREFIX,
+    SNAPSHOT_PREFIX,
 };
 use crate::format::pack::{FrameChunk, FrameEntry};
-use crate::format::records::{read_condemned, read_deleted};
+use crate::format::records::{read_condemned, read_deleted, Tombstones};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::lookup::ChunkLookup;
 
@@ -309,79 +310,40 @@ impl ChunkIndex {
             let (added, _) = self.read_log(backend, None, &mut None)?;
             return Ok(added + self.sync_packs(backend)?);
         }
-        let mut full = full;
-        let mut added = 0;
         let tombstones = read_deleted(backend, &|key| {
             let since = self.state.get(seen_key(key)).ok().flatten()?;
             Some(i64::from_le_bytes(since[..].try_into().ok()?))
         })?;
-        let position = self.state_i64(POSITION)?;
-        let seen_at = self.state_i64(TOMBSTONES_SEEN)?;
-        let newest = backend
-            .list(SNAPSHOT_PREFIX)?
-            .into_iter()
-            .filter_map(|k| log_time_and_id(&k).map(|(t, id)| (t, id, k)))
-            .next_back();
-        // Starting over: no state yet; deletions this cache may have
-        // missed (tombstones newer than any it has seen); or log entries it
-        // has not read that gc may have deleted, its snapshot holding them.
-        let missed_deletions = match (tombstones.newest, seen_at) {
-            (Some((since, _)), Some(seen)) => since > seen,
-            (Some(_), None) => true,
-            (None, _) => false,
+        let state = LogState {
+            position: self.state_i64(POSITION)?,
+            tombstones_seen: self.state_i64(TOMBSTONES_SEEN)?,
         };
-        let behind_gc = match (position, &newest) {
-            (Some(p), Some((t, ..))) => p - LOG_MARGIN_SECS < t - LOG_KEEP_SECS,
-            _ => false,
-        };
-        let mut position = position;
-        let starting_over = position.is_none() || missed_deletions || behind_gc;
-        let mut snapshot = None;
-        if starting_over && position.is_some() {
+        let plan = plan_sync(state, tombstones.newest, &backend.list(SNAPSHOT_PREFIX)?);
+        if plan.starting_over && state.position.is_some() {
             self.reset()?;
         }
         // Before anything is read, so a listed pack gc deleted adds nothing.
         self.forget_deleted(&tombstones.packs)?;
-        if starting_over {
-            position = Some(0);
-            if let Some((time, id, key)) = newest {
-                // A snapshot the tombstones do not reach back to may list
-                // packs deleted since, unmarked: not trusted.
-                let covered = tombstones
-                    .newest
-                    .is_none_or(|(since, _)| since <= time - 2 * LOG_MARGIN_SECS);
-                match covered.then(|| backend.get(&key)).transpose() {
-                    Ok(Some(bytes)) => match IndexObject::decode(&id, &bytes) {
-                        Ok(object) => {
-                            self.add(&id, &object)?;
-                            added += 1;
-                            position = Some(time);
-                            snapshot = Some(object);
-                        }
-                        Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => {
-                            full = true
-                        }
-                        Err(e) => return Err(e),
-                    },
-                    // Not covered, or replaced by a newer one meanwhile.
-                    Ok(None) | Err(Error::NotFound { .. }) => full = true,
-                    Err(e) => return Err(e),
-                }
-            }
+        let mut full = full || plan.distrusted_snapshot;
+        let (mut added, mut position, mut read) = (0, state.position, None);
+        if plan.starting_over {
+            let tried = plan.snapshot.is_some();
+            let snapshot = match plan.snapshot {
+                Some(listed) => self.read_snapshot(backend, listed)?,
+                None => None,
+            };
+            full |= tried && snapshot.is_none();
+            added += snapshot.is_some() as usize;
+            position = Some(snapshot.as_ref().map_or(0, |(time, _)| *time));
+            // What is read is gathered, to write as a snapshot of its own
+            // if there was much of it: without the packs known to be
+            // deleted (a snapshot may outlive their tombstones).
+            let mut base = snapshot.map_or_else(IndexObject::default, |(_, object)| object);
+            base.packs
+                .retain(|p| !self.deleted.contains_key(p.pack.0).unwrap_or(true));
+            read = Some((base, 0));
         }
         let from = if full { None } else { position };
-        // Starting over, what is read is gathered, to write as a snapshot
-        // of its own if there was much of it: without the packs known to
-        // be deleted (a snapshot may outlive their tombstones).
-        let mut read = match starting_over {
-            true => {
-                let mut base = snapshot.unwrap_or(IndexObject { packs: Vec::new() });
-                base.packs
-                    .retain(|p| !self.deleted.contains_key(p.pack.0).unwrap_or(true));
-                Some((base, 0))
-            }
-            false => None,
-        };
         let (read_now, newest_entry) = self.read_log(backend, from, &mut read)?;
         added += read_now;
         if full {
@@ -389,6 +351,44 @@ impl ChunkIndex {
         }
         // The position: the newest log entry read (or the snapshot's time).
         let position = position.into_iter().chain(newest_entry).max().unwrap_or(0);
+        self.remember_position(position, &tombstones)?;
+        if let Some((object, entries)) = read {
+            if let Some((key, bytes)) = snapshot_to_write(&object, entries, position) {
+                // Best effort: a reader that may not write (read-only
+                // credentials) leaves it to the next one, or to gc.
+                let _ = backend.put(&key, &bytes);
+            }
+        }
+        Ok(added)
+    }
+
+    /// Reads and merges the snapshot `plan_sync` chose; `None` if it is
+    /// corrupt, of another version, or gone (replaced by a newer one
+    /// meanwhile): the caller then lists everything.
+    fn read_snapshot(
+        &self,
+        backend: &dyn Backend,
+        (key, time, id): (String, i64, IndexId),
+    ) -> Result<Option<(i64, IndexObject)>> {
+        let bytes = match backend.get(&key) {
+            Ok(bytes) => bytes,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match IndexObject::decode(&id, &bytes) {
+            Ok(object) => {
+                self.add(&id, &object)?;
+                Ok(Some((time, object)))
+            }
+            Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records the reader's position and the tombstones it has seen, kept
+    /// across processes (a process may end without flushing the cache):
+    /// without its position, the next would start over.
+    fn remember_position(&self, position: i64, tombstones: &Tombstones) -> Result<()> {
         self.state.insert(POSITION, &position.to_le_bytes())?;
         if let Some((_, time)) = tombstones.newest {
             self.state.insert(TOMBSTONES_SEEN, &time.to_le_bytes())?;
@@ -396,18 +396,8 @@ impl ChunkIndex {
         for (key, since) in &tombstones.sinces {
             self.state.insert(seen_key(key), &since.to_le_bytes())?;
         }
-        // Kept across processes (a process may end without flushing the
-        // cache): without its position, the next would start over.
         self.state.flush()?;
-        if let Some((object, entries)) = read {
-            if entries >= SNAPSHOT_AFTER_ENTRIES {
-                // Best effort: a reader that may not write (read-only
-                // credentials) leaves it to the next one, or to gc.
-                let (id, bytes) = object.encode();
-                let _ = backend.put(&snapshot_key(&id, position), &bytes);
-            }
-        }
-        Ok(added)
+        Ok(())
     }
 
     /// Reads the index objects not loaded yet: the whole `index/` prefix,

@@ -32,9 +32,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::index::{
-    chunk_locations, read_pack_trailer, IndexObject, IndexedPack, Location, LOG_KEEP_SECS,
-    TOMBSTONE_KEEP_SECS,
+    chunk_locations, read_pack_trailer, IndexObject, IndexedPack, Location,
 };
+use crate::format::index_log::{LOG_KEEP_SECS, TOMBSTONE_KEEP_SECS};
 use crate::format::keys::{
     expired_key, index_id_of, index_key, index_log_key, log_time_and_id, pack_id_of, pack_key,
     run_prefix, snapshot_key, timed_key, CONDEMNED_PREFIX, DELETED_PREFIX, INDEX_PREFIX,
