@@ -1,8 +1,9 @@
 //! A format-2 store's index log, snapshots and tombstones (docs/format.md,
 //! "Format 2: the index log, snapshots and tombstones"): the rules a
 //! reader follows, as a pure function from what it listed and what it
-//! remembers to what it reads (`plan_sync`, `snapshot_trusted`), and when
-//! it writes a snapshot of its own (`snapshot_to_write`). The constants the
+//! remembers to what it reads (`plan_sync`, `snapshot_trusted`), when
+//! it writes a snapshot of its own (`snapshot_to_write`), and what gc's
+//! snapshot supersedes (`superseded`). The constants the
 //! rules name live here too. Knows nothing of where a reader keeps its
 //! state (`meta::chunks` keeps it in sled) or of how objects are fetched.
 
@@ -115,6 +116,24 @@ pub fn snapshot_to_write(
     })
 }
 
+/// What gc's snapshot `written` (as of `at`) supersedes: the snapshots
+/// listed older than it, and the index log entries listed more than
+/// `LOG_KEEP_SECS` older than it (a reader that synced within that reads
+/// on from its position), and any index object whose key has no time.
+pub fn superseded<'k>(
+    written: &str,
+    at: i64,
+    snapshots: &'k [String],
+    index: &'k [String],
+) -> (Vec<&'k String>, Vec<&'k String>) {
+    let old_snapshots = snapshots.iter().filter(|k| k.as_str() < written).collect();
+    let old_entries = index
+        .iter()
+        .filter(|k| log_time_and_id(k).is_none_or(|(t, _)| t < at - LOG_KEEP_SECS))
+        .collect();
+    (old_snapshots, old_entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +232,24 @@ mod tests {
             IndexObject::decode(&log_time_and_id(&key).unwrap().1, &bytes).unwrap(),
             object
         );
+    }
+
+    // gc's snapshot replaces the older snapshots, and the log entries a
+    // day older than it (an index object named the format-1 way too).
+    #[test]
+    fn gcs_snapshot_supersedes_old_snapshots_and_old_entries() {
+        use crate::format::keys::{index_key, index_log_key};
+        let (id, _) = IndexObject::default().encode();
+        let written = snapshot(NOW);
+        let snapshots = [snapshot(NOW - 10), written.clone(), snapshot(NOW + 10)];
+        let kept = index_log_key(&id, NOW - LOG_KEEP_SECS);
+        let index = [
+            index_log_key(&id, NOW - LOG_KEEP_SECS - 1),
+            kept,
+            index_key(&id),
+        ];
+        let (old_snapshots, old_entries) = superseded(&written, NOW, &snapshots, &index);
+        assert_eq!(old_snapshots, vec![&snapshots[0]]);
+        assert_eq!(old_entries, vec![&index[0], &index[2]]);
     }
 }

@@ -7,10 +7,9 @@ use std::collections::HashSet;
 
 use crate::error::Result;
 use crate::format::index::{IndexObject, IndexedPack};
-use crate::format::index_log::LOG_KEEP_SECS;
+use crate::format::index_log::superseded;
 use crate::format::keys::{
-    index_id_of, index_key, index_log_key, log_time_and_id, snapshot_key, timed_key,
-    CONDEMNED_PREFIX,
+    index_id_of, index_key, index_log_key, snapshot_key, timed_key, CONDEMNED_PREFIX,
 };
 use crate::format::records::{Condemned, Record};
 use crate::id::PackId;
@@ -118,15 +117,14 @@ fn commit_snapshot(
     let (id, bytes) = IndexObject { packs: survivors }.encode();
     let written = snapshot_key(&id, listed.at);
     b.put(&written, &bytes)?;
-    for key in listed.snapshots.iter().filter(|k| **k < written) {
+    let (old_snapshots, old_entries) =
+        superseded(&written, listed.at, &listed.snapshots, &listed.index);
+    for key in old_snapshots {
         b.delete(key)?;
     }
-    for key in &listed.index {
-        let old = log_time_and_id(key).is_none_or(|(t, _)| t < listed.at - LOG_KEEP_SECS);
-        if old {
-            b.delete(key)?;
-            report.index_objects_replaced += 1;
-        }
+    for key in old_entries {
+        b.delete(key)?;
+        report.index_objects_replaced += 1;
     }
     Ok(())
 }
