@@ -276,3 +276,39 @@ impl Pipe<'_, '_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::{Mtime, RelPath};
+
+    fn file(i: usize, size: u64) -> Scanned {
+        Scanned {
+            rel: RelPath::new(format!("f{i:05}").into_bytes()).unwrap(),
+            mode: 0o644,
+            mtime: Mtime { secs: 0, nanos: 0 },
+            kind: ScanKind::File {
+                size,
+                stat: Default::default(),
+            },
+        }
+    }
+
+    // A batch closes once its files hold BATCH_BYTES, or BATCH_FILES
+    // files; directories and links ride along; the last batch takes the rest.
+    #[test]
+    fn batches_close_at_their_bytes_or_their_files() {
+        let three_mib: Vec<Scanned> = (0..3).map(|i| file(i, 3 << 20)).collect();
+        assert_eq!(batches(&three_mib), vec![0..2, 2..3]);
+        let mut empty: Vec<Scanned> = (0..BATCH_FILES + 10).map(|i| file(i, 0)).collect();
+        empty.push(Scanned {
+            kind: ScanKind::Dir,
+            ..file(99_999, 0)
+        });
+        assert_eq!(
+            batches(&empty),
+            vec![0..BATCH_FILES, BATCH_FILES..BATCH_FILES + 11]
+        );
+        assert!(batches(&[]).is_empty());
+    }
+}
