@@ -2,24 +2,28 @@
 //! strata's store: everything behind the `strata` command. The CLI and the
 //! server parse, call what this crate exports, and print.
 //!
-//! The crate is layered; a module imports only from layers below its own
-//! (docs/architecture.md draws them, and `.ci/imports.py` checks it):
+//! The crate is layered; a module imports only from its own layer or
+//! those below it (docs/architecture.md's table lists the same layers, and
+//! `.ci/imports.py --layers` checks both the imports and that the two
+//! lists agree):
 //!
-//! 1. `error`, `id`, `util`: typed errors, content ids and names, clocks and
-//!    nonces;
+//! 1. `error`, `id`, `util`, `protocol`: typed errors, content ids and
+//!    names, clocks and nonces; `strata serve`'s wire format, shared by the
+//!    HTTP transport and the server;
 //! 2. `backend`: where objects live (directory, memory, S3, `strata serve`'s
 //!    object API), and the HTTP transport;
-//! 3. `format`: the durable bytes (object keys, chunking, packs, manifests,
-//!    index objects, records, the config, workflow graphs);
-//! 4. `protocol`, `access`: `strata serve`'s wire format, shared with the
-//!    server, and who may do what through it;
-//! 5. `lookup`: the chunk lookup contract;
-//! 6. `meta`: the local `sled` caches (chunk index, run catalog);
-//! 7. `repo`: a `Store` opened for use, and the runner's frame cache;
-//! 8. `read`: fetching chunks and manifests;
-//! 9. `tree`: files on disk (scan, plan, write);
-//! 10. `ops`: one module per command;
-//! 11. `demo`, `synth`, `testing`: the README's first command, generated
+//! 3. `format`, `ci`: the durable bytes (object keys, chunking, packs,
+//!    manifests, index objects, records, the config, workflow graphs); a
+//!    CI's identity and job graph, read from its environment and config;
+//! 4. `lookup`, `access`: the chunk lookup contract; who may do what to a
+//!    shared store;
+//! 5. `meta`: the local `sled` caches (chunk index, run catalog) and the
+//!    database they live in;
+//! 6. `repo`: a `Store` opened for use, and the runner's frame cache;
+//! 7. `read`: fetching chunks and manifests;
+//! 8. `tree`: files on disk (scan, plan, write);
+//! 9. `ops`: one module per command, and storing a tree;
+//! 10. `demo`, `synth`, `testing`: the README's first command, generated
 //!     trees, and what the test suites share.
 
 pub mod access;

@@ -58,22 +58,6 @@ pub struct IndexObject {
     pub packs: Vec<IndexedPack>,
 }
 
-/// How far before its position a reader lists the index log, in seconds:
-/// room for writers' clocks apart and a PUT's duration (docs/format.md).
-pub const LOG_MARGIN_SECS: i64 = 900;
-
-/// How long gc keeps index log entries its snapshot already holds, in
-/// seconds: a reader that synced within this reads on from its position.
-pub const LOG_KEEP_SECS: i64 = 86_400;
-
-/// How long gc's tombstones name a deleted pack, in seconds.
-pub const TOMBSTONE_KEEP_SECS: i64 = 7 * 86_400;
-
-/// A reader that started over and read this many index log entries after
-/// the newest snapshot writes a snapshot of its own, so the next one reads
-/// fewer.
-pub const SNAPSHOT_AFTER_ENTRIES: usize = 1000;
-
 /// One pack and its frames, as an index object lists them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedPack {

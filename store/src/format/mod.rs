@@ -8,6 +8,7 @@ pub mod codec;
 pub mod config;
 pub mod graph;
 pub mod index;
+pub mod index_log;
 pub mod keys;
 pub mod manifest;
 pub mod pack;

@@ -75,7 +75,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn open(db: &sled::Db) -> Result<Self> {
+    pub fn open(db: &super::MetaDb) -> Result<Self> {
+        let db = &db.0;
         Ok(Self {
             runs: db.open_tree("runs")?,
             layers: db.open_tree("layer-refs")?,

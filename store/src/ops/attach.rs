@@ -199,7 +199,7 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     // written while the files are fetched, once the target has passed its
     // checks, so it costs no round trip of its own (an attach that then
     // fails mid-fetch has still used the run: it is kept a little longer).
-    let write = write::execute_with(store, plan, &req.at, options, || {
+    let write = write::execute_with(store, plan.entries, &req.at, options, || {
         crate::ops::lifecycle::record_use(store, &req.run)
     })?;
     if let Some(cache) = &store.frame_cache() {

@@ -23,16 +23,15 @@ use serde::Serialize;
 
 use crate::backend::Traffic;
 use crate::error::Result;
-use crate::format::graph::Graph;
 use crate::format::keys::{cache_name, cache_name_prefix, CACHES_PREFIX, CACHE_USED_PREFIX};
 use crate::format::keys::{key_time, timed_key};
 use crate::format::manifest::Totals;
 use crate::format::records::{CacheRecord, Record, UseRecord};
-use crate::id::{JobName, ManifestId};
+use crate::id::ManifestId;
 use crate::ops::lifecycle::{format_date, DAY};
 use crate::read::load_manifest;
 use crate::repo::Store;
-use crate::tree::plan::{merge, Layer};
+use crate::tree::plan::whole;
 use crate::tree::write;
 
 /// A cache entry as found in the store.
@@ -166,7 +165,7 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
         });
     }
     let scanned = crate::tree::scan::scan(root, paths, false)?;
-    let tree = crate::ops::persist::write_tree(store, scanned, started)?;
+    let tree = crate::ops::store_tree::write_tree(store, scanned, started)?;
     let record = CacheRecord {
         key: key.into(),
         manifest: tree.manifest,
@@ -260,20 +259,7 @@ pub fn restore(
         });
     };
     let (manifest, _) = load_manifest(store, &entry.record.manifest)?;
-    let job = JobName::new("cache")?;
-    let graph = Graph::from_specs(&["cache"])?;
-    let plan = merge(
-        &graph,
-        vec![Layer {
-            job,
-            leg: None,
-            job_index: 0,
-            key: entry.object.clone(),
-            manifest_id: entry.record.manifest,
-            manifest: std::sync::Arc::new(manifest),
-        }],
-    )?;
-    let stats = write::execute(store, plan, at, options)?;
+    let stats = write::execute(store, whole(manifest), at, options)?;
     if let Some(cache) = &store.frame_cache() {
         cache.trim_if_grown()?;
     }

@@ -13,4 +13,5 @@ pub mod lifecycle;
 pub mod persist;
 pub mod rerun;
 pub mod stats;
+pub(crate) mod store_tree;
 pub mod verify;

@@ -14,7 +14,7 @@
 //! interrupted before it can be run again with the same arguments.
 //! This module knows nothing about chunks or files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::id::{JobName, RunName};
 use crate::ops::lifecycle::{check_live, job_results};
 
+use crate::format::graph::Graph;
 use crate::format::keys::rerun_key;
 use crate::format::keys::{job_results_prefix, timed_key};
 use crate::format::records::{JobResult, JobStatus, Record, RerunRecord};
@@ -77,6 +78,61 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
     check_live(store, from)?;
     let graph = &source.graph;
     let results = job_results(store, from)?;
+    let again = rerun_set(store, from, graph, &results, select)?;
+    // A rerun belongs to the ref its run was created for.
+    if !store.create_run(to, graph.clone(), source.ref_scope.clone())? {
+        check_resumable(store, from, to, graph, &again)?;
+    }
+    let mut report = RerunReport {
+        from: from.clone(),
+        run: to.clone(),
+        rerun: Vec::new(),
+        reused: Vec::new(),
+        layers_reused: 0,
+        bytes_reused: 0,
+        objects_written: 1,
+        bytes_written: 0,
+        network: Traffic::default(),
+    };
+    let now = store.now();
+    for (i, job) in graph.jobs().iter().enumerate() {
+        let name = &job.name;
+        if again.contains(&i) {
+            report.rerun.push(name.clone());
+            continue;
+        }
+        report.reused.push(name.clone());
+        let result = results.get(name).copied().unwrap_or(JobResult {
+            status: JobStatus::Success,
+            finished: now,
+        });
+        keep_job(store, (from, to), name, result, &mut report)?;
+    }
+    let record = RerunRecord {
+        from: from.clone(),
+        rerun: report.rerun.clone(),
+        reused: report.reused.clone(),
+        created: now,
+    };
+    let bytes = record.encode();
+    store.backend().put(&rerun_key(to), &bytes)?;
+    report.objects_written += 1;
+    report.bytes_written += bytes.len() as u64;
+    report.network = store.traffic().since(traffic);
+    Ok(report)
+}
+
+/// The jobs that run again (by index in `graph`): those `select` picks
+/// and everything downstream of them (only the picked for `Unpersisted`:
+/// the CI decides what runs again). Picking nothing is an error, but for
+/// `Unpersisted`.
+fn rerun_set(
+    store: &Store,
+    from: &RunName,
+    graph: &Graph,
+    results: &BTreeMap<JobName, JobResult>,
+    select: &Select,
+) -> Result<BTreeSet<usize>> {
     let unpersisted = matches!(select, Select::Unpersisted);
     let seeds: Vec<usize> = match select {
         Select::Unpersisted => {
@@ -113,80 +169,49 @@ pub fn rerun(store: &Store, from: &RunName, to: &RunName, select: &Select) -> Re
     if seeds.is_empty() && !unpersisted {
         return Err(Error::NothingToRerun { run: from.clone() });
     }
-    // The rerun set: the seeds and everything downstream of them (only the
-    // seeds for `Unpersisted`: the CI decides what runs again).
-    let again: BTreeSet<usize> = (0..graph.jobs().len())
+    Ok((0..graph.jobs().len())
         .filter(|&j| {
             seeds
                 .iter()
                 .any(|&s| s == j || (!unpersisted && graph.is_ancestor(s, j)))
         })
-        .collect();
+        .collect())
+}
 
-    // A rerun belongs to the ref its run was created for.
-    if !store.create_run(to, graph.clone(), source.ref_scope.clone())? {
-        check_resumable(store, from, to, graph, &again)?;
-    }
-    let mut report = RerunReport {
-        from: from.clone(),
-        run: to.clone(),
-        rerun: Vec::new(),
-        reused: Vec::new(),
-        layers_reused: 0,
-        bytes_reused: 0,
-        objects_written: 1,
-        bytes_written: 0,
-        network: Traffic::default(),
-    };
-    let now = store.now();
-    for (i, job) in graph.jobs().iter().enumerate() {
-        let name = &job.name;
-        if again.contains(&i) {
-            report.rerun.push(name.clone());
+/// A job the rerun keeps: its layer refs copied from `from` to `to` (the
+/// layers themselves by reference; refs an interrupted rerun already
+/// copied are not copied twice), and its result.
+fn keep_job(
+    store: &Store,
+    (from, to): (&RunName, &RunName),
+    name: &JobName,
+    result: JobResult,
+    report: &mut RerunReport,
+) -> Result<()> {
+    let have: BTreeSet<_> = store
+        .layers(to, name)?
+        .into_iter()
+        .map(|l| (l.seq, l.record.manifest))
+        .collect();
+    for layer in store.layers(from, name)? {
+        report.layers_reused += 1;
+        report.bytes_reused += layer.record.totals.bytes;
+        if have.contains(&(layer.seq, layer.record.manifest)) {
             continue;
         }
-        report.reused.push(name.clone());
-        // Refs already copied by an interrupted rerun are not copied twice.
-        let have: BTreeSet<_> = store
-            .layers(to, name)?
-            .into_iter()
-            .map(|l| (l.seq, l.record.manifest))
-            .collect();
-        for layer in store.layers(from, name)? {
-            report.layers_reused += 1;
-            report.bytes_reused += layer.record.totals.bytes;
-            if have.contains(&(layer.seq, layer.record.manifest)) {
-                continue;
-            }
-            let written =
-                store
-                    .catalog()
-                    .put_layer(store.backend(), to, name, layer.seq, &layer.record)?;
-            report.objects_written += 1;
-            report.bytes_written += written as u64;
-        }
-        let result = results.get(name).copied().unwrap_or(JobResult {
-            status: JobStatus::Success,
-            finished: now,
-        });
-        let key = timed_key(&job_results_prefix(to, name), result.finished);
-        let bytes = result.encode();
-        store.backend().put(&key, &bytes)?;
+        let written =
+            store
+                .catalog()
+                .put_layer(store.backend(), to, name, layer.seq, &layer.record)?;
         report.objects_written += 1;
-        report.bytes_written += bytes.len() as u64;
+        report.bytes_written += written as u64;
     }
-    let record = RerunRecord {
-        from: from.clone(),
-        rerun: report.rerun.clone(),
-        reused: report.reused.clone(),
-        created: now,
-    };
-    let bytes = record.encode();
-    store.backend().put(&rerun_key(to), &bytes)?;
+    let key = timed_key(&job_results_prefix(to, name), result.finished);
+    let bytes = result.encode();
+    store.backend().put(&key, &bytes)?;
     report.objects_written += 1;
     report.bytes_written += bytes.len() as u64;
-    report.network = store.traffic().since(traffic);
-    Ok(report)
+    Ok(())
 }
 
 /// `to` exists already: the rerun goes on only if `to` is this same rerun,

@@ -1,6 +1,7 @@
 //! What a store holds: runs, jobs, layers and caches for `ls`, and totals
 //! for `stats` (with what gc could reclaim). Read-only; knows nothing about
-//! how objects are written.
+//! how objects are written, nor HTTP: a `strata serve` store's stats come
+//! from its server, one call of the store's transport (as gc runs there).
 
 use serde::Serialize;
 

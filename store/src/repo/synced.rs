@@ -228,8 +228,8 @@ mod tests {
         chunk.id
     }
 
-    fn opened(backend: &Arc<dyn Backend>, every: Duration) -> (sled::Db, SyncedIndex) {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+    fn opened(backend: &Arc<dyn Backend>, every: Duration) -> (crate::meta::MetaDb, SyncedIndex) {
+        let db = crate::meta::MetaDb::temporary().unwrap();
         let index = ChunkIndex::open(&db).unwrap();
         let synced = SyncedIndex::new(index, backend.clone(), every, true).unwrap();
         (db, synced)

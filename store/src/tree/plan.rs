@@ -112,6 +112,24 @@ fn content<'a>(manifest: &'a Manifest, e: &'a Entry) -> Content<'a> {
     }
 }
 
+/// The planned entries of one tree alone (a cache restore): every entry
+/// as the manifest holds it, moved, not copied. A validated manifest holds
+/// each path once and its hardlinks name its own files, so there is
+/// nothing to merge and no conflict; every entry is of layer 0, the tree.
+pub fn whole(manifest: Manifest) -> Vec<Planned> {
+    manifest
+        .entries
+        .into_iter()
+        .map(|e| Planned {
+            path: e.path,
+            mode: e.mode,
+            mtime: e.mtime,
+            target: e.kind,
+            layer: 0,
+        })
+        .collect()
+}
+
 /// Merges `layers` (already in apply order) into one tree.
 ///
 /// Every manifest is sorted by path, so the layers are walked side by
@@ -119,61 +137,70 @@ fn content<'a>(manifest: &'a Manifest, e: &'a Entry) -> Content<'a> {
 /// is held per path but the plan itself, and each entry is moved into the
 /// plan, not copied (a million-file layer is not held twice).
 pub fn merge(graph: &Graph, layers: Vec<Layer>) -> Result<Plan> {
-    // Which entry of which layer each planned path takes, in path order,
-    // and the content a hardlink gets when its file did not survive.
+    let chosen = choose(graph, &layers)?;
+    let unlinked = unlinked_hardlinks(&layers, &chosen);
+    Ok(take_chosen(layers, chosen, unlinked))
+}
+
+/// Which entry of which layer each planned path takes, in path order:
+/// the layers walked side by side, each path's writes checked for
+/// conflicts, and a path below a non-directory that replaced a directory
+/// taking only the writes after it.
+fn choose(graph: &Graph, layers: &[Layer]) -> Result<Vec<(usize, usize)>> {
     let mut chosen: Vec<(usize, usize)> = Vec::new();
-    {
-        let entries = |li: usize| &layers[li].manifest.entries;
-        let mut next = vec![0usize; layers.len()];
-        let mut heap: BinaryHeap<Reverse<(&[u8], usize)>> = (0..layers.len())
-            .filter(|&li| !entries(li).is_empty())
-            .map(|li| Reverse((entries(li)[0].path.as_bytes(), li)))
-            .collect();
-        // Paths where a layer wrote a non-directory over an earlier
-        // layer's directory, and the last layer that did: what earlier
-        // layers had below them is gone.
-        let mut cut: HashMap<&[u8], usize> = HashMap::new();
-        let mut writes: Vec<(usize, &Entry)> = Vec::new();
-        while let Some(Reverse((path, li))) = heap.pop() {
-            writes.clear();
-            let mut take = |li: usize, heap: &mut BinaryHeap<_>| {
-                writes.push((li, &entries(li)[next[li]]));
-                next[li] += 1;
-                if let Some(e) = entries(li).get(next[li]) {
-                    heap.push(Reverse((e.path.as_bytes(), li)));
-                }
-            };
-            take(li, &mut heap);
-            // Ties pop in layer order: the writes come in apply order.
-            while let Some(&Reverse((p, l))) = heap.peek() {
-                if p != path {
-                    break;
-                }
-                heap.pop();
-                take(l, &mut heap);
+    let entries = |li: usize| &layers[li].manifest.entries;
+    let mut next = vec![0usize; layers.len()];
+    let mut heap: BinaryHeap<Reverse<(&[u8], usize)>> = (0..layers.len())
+        .filter(|&li| !entries(li).is_empty())
+        .map(|li| Reverse((entries(li)[0].path.as_bytes(), li)))
+        .collect();
+    // Paths where a layer wrote a non-directory over an earlier
+    // layer's directory, and the last layer that did: what earlier
+    // layers had below them is gone.
+    let mut cut: HashMap<&[u8], usize> = HashMap::new();
+    let mut writes: Vec<(usize, &Entry)> = Vec::new();
+    while let Some(Reverse((path, li))) = heap.pop() {
+        writes.clear();
+        let mut take = |li: usize, heap: &mut BinaryHeap<_>| {
+            writes.push((li, &entries(li)[next[li]]));
+            next[li] += 1;
+            if let Some(e) = entries(li).get(next[li]) {
+                heap.push(Reverse((e.path.as_bytes(), li)));
             }
-            check_conflicts(graph, &layers, &writes)?;
-            let first_dir = writes.iter().position(|(_, e)| e.is_dir());
-            let last_other = writes.iter().rposition(|(_, e)| !e.is_dir());
-            if let (Some(d), Some(o)) = (first_dir, last_other) {
-                if d < o {
-                    cut.insert(path, writes[o].0);
-                }
+        };
+        take(li, &mut heap);
+        // Ties pop in layer order: the writes come in apply order.
+        while let Some(&Reverse((p, l))) = heap.peek() {
+            if p != path {
+                break;
             }
-            // Only writes after every cut above this path count; the last
-            // of them is the one planned.
-            let after = ancestors(path)
-                .filter_map(|a| cut.get(a))
-                .max()
-                .map_or(0, |&l| l + 1);
-            if let Some(&(li, _)) = writes.iter().rev().find(|(li, _)| *li >= after) {
-                chosen.push((li, next[li] - 1));
+            heap.pop();
+            take(l, &mut heap);
+        }
+        check_conflicts(graph, layers, &writes)?;
+        let first_dir = writes.iter().position(|(_, e)| e.is_dir());
+        let last_other = writes.iter().rposition(|(_, e)| !e.is_dir());
+        if let (Some(d), Some(o)) = (first_dir, last_other) {
+            if d < o {
+                cut.insert(path, writes[o].0);
             }
         }
+        // Only writes after every cut above this path count; the last
+        // of them is the one planned.
+        let after = ancestors(path)
+            .filter_map(|a| cut.get(a))
+            .max()
+            .map_or(0, |&l| l + 1);
+        if let Some(&(li, _)) = writes.iter().rev().find(|(li, _)| *li >= after) {
+            chosen.push((li, next[li] - 1));
+        }
     }
+    Ok(chosen)
+}
 
-    // A hardlink whose file was replaced keeps the content it had in its
-    // own layer: it becomes a file of its own.
+/// A hardlink whose file was replaced keeps the content it had in its own
+/// layer: it becomes a file of its own. By index into `chosen`.
+fn unlinked_hardlinks(layers: &[Layer], chosen: &[(usize, usize)]) -> HashMap<usize, EntryKind> {
     let planned_at = |path: &RelPath| {
         chosen
             .binary_search_by(|&(li, ei)| layers[li].manifest.entries[ei].path.cmp(path))
@@ -195,8 +222,16 @@ pub fn merge(graph: &Graph, layers: Vec<Layer>) -> Result<Plan> {
         }
     }
 
-    // Move the chosen entries out of the manifests (each layer's are
-    // taken in order).
+    unlinked
+}
+
+/// Moves the chosen entries out of the manifests (each layer's are taken
+/// in order) into the plan, a replaced hardlink's content in its place.
+fn take_chosen(
+    layers: Vec<Layer>,
+    chosen: Vec<(usize, usize)>,
+    mut unlinked: HashMap<usize, EntryKind>,
+) -> Plan {
     let mut summaries = Vec::with_capacity(layers.len());
     let mut sources = Vec::with_capacity(layers.len());
     for l in layers {
@@ -232,11 +267,11 @@ pub fn merge(graph: &Graph, layers: Vec<Layer>) -> Result<Plan> {
             }
         })
         .collect();
-    Ok(Plan {
+    Plan {
         layers: summaries,
         entries,
         manifest_bytes: 0,
-    })
+    }
 }
 
 /// The proper ancestors of `path`, deepest first.

@@ -369,37 +369,9 @@ fn decode_from(r: impl Read, size: u64, skip: Option<Skip<'_>>) -> Result<HashMa
         None => HashMap::with_capacity(count as usize),
     };
     for _ in 0..count {
-        let entry = (|| {
-            let n = r.u16()? as usize;
-            if n == 0 || n > MAX_PATH_LEN {
-                return None;
-            }
-            let rel = r.bytes(n)?;
-            let (dev, ino, size) = (r.u64()?, r.u64()?, r.u64()?);
-            let (ms, cs) = (r.u64()? as i64, r.u64()? as i64);
-            let (mn, cn, mode, chunks) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
-            if chunks as u64 > r.left / 36 {
-                return None;
-            }
-            let chunks = (0..chunks)
-                .map(|_| {
-                    let id = ChunkId(r.take::<32>()?);
-                    Some(ChunkRef { id, len: r.u32()? })
-                })
-                .collect::<Option<Vec<_>>>()?;
-            let stat = FileStat {
-                dev,
-                ino,
-                size,
-                mtime: (ms, mn),
-                ctime: (cs, cn),
-                mode,
-            };
-            let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
-            (total == size).then_some((rel, Known { stat, chunks }))
-        })()
-        // A short file reads as a bad entry: its hash is wrong too.
-        .ok_or_else(|| bad("bad entry"))?;
+        let entry = read_entry(&mut r)
+            // A short file reads as a bad entry: its hash is wrong too.
+            .ok_or_else(|| bad("bad entry"))?;
         if !skip.is_some_and(|skip| skip(&entry.0)) {
             known.insert(entry.0, entry.1);
         }
@@ -415,6 +387,39 @@ fn decode_from(r: impl Read, size: u64, skip: Option<Skip<'_>>) -> Result<HashMa
         return Err(bad("checksum mismatch"));
     }
     Ok(known)
+}
+
+/// One entry of a stat cache's body: a path, its stat and chunk list;
+/// `None` if it is malformed (a path too long, more chunks than the body
+/// holds, chunks not adding up to the size) or the input ends.
+fn read_entry<R: Read>(r: &mut Reader<R>) -> Option<(Vec<u8>, Known)> {
+    let n = r.u16()? as usize;
+    if n == 0 || n > MAX_PATH_LEN {
+        return None;
+    }
+    let rel = r.bytes(n)?;
+    let (dev, ino, size) = (r.u64()?, r.u64()?, r.u64()?);
+    let (ms, cs) = (r.u64()? as i64, r.u64()? as i64);
+    let (mn, cn, mode, chunks) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+    if chunks as u64 > r.left / 36 {
+        return None;
+    }
+    let chunks = (0..chunks)
+        .map(|_| {
+            let id = ChunkId(r.take::<32>()?);
+            Some(ChunkRef { id, len: r.u32()? })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let stat = FileStat {
+        dev,
+        ino,
+        size,
+        mtime: (ms, mn),
+        ctime: (cs, cn),
+        mode,
+    };
+    let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
+    (total == size).then_some((rel, Known { stat, chunks }))
 }
 
 /// Reads fixed-size fields, hashing the body's bytes and counting down

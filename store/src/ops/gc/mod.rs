@@ -25,32 +25,30 @@
 //! the mark of any gc that deletes the pack sees its layer. This module
 //! knows nothing about files on disk.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod commit;
+mod sweep;
+
+use std::collections::HashSet;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::index::{
-    chunk_locations, read_pack_trailer, IndexObject, IndexedPack, Location, LOG_KEEP_SECS,
-    TOMBSTONE_KEEP_SECS,
-};
+use crate::format::index::{read_pack_trailer, Location};
 use crate::format::keys::{
-    expired_key, index_id_of, index_key, index_log_key, log_time_and_id, pack_id_of, pack_key,
-    run_prefix, snapshot_key, timed_key, CONDEMNED_PREFIX, DELETED_PREFIX, INDEX_PREFIX,
-    PACK_PREFIX, SNAPSHOT_PREFIX,
+    expired_key, pack_id_of, run_prefix, INDEX_PREFIX, PACK_PREFIX, SNAPSHOT_PREFIX,
 };
 use crate::format::manifest::EntryKind;
-use crate::format::pack::{FrameBuilder, FrameEntry, PackBuilder};
-use crate::format::records::{
-    read_condemned, read_deleted, Condemned, Deleted, ExpiredRecord, LayerRecord, Record,
-};
+use crate::format::pack::FrameEntry;
+use crate::format::records::{read_condemned, ExpiredRecord, LayerRecord, Record};
 use crate::id::{ChunkId, ManifestId, PackId, RunName};
 use crate::ops::lease;
 use crate::ops::lifecycle::run_life;
 use crate::protocol::GcQuery;
-use crate::read::{fetch_located, load_manifest};
+use crate::read::load_manifest;
 use crate::repo::Store;
+use commit::commit;
+use sweep::sweep;
 
 /// How to run gc.
 #[derive(Debug, Clone, Default)]
@@ -311,281 +309,4 @@ struct Listed {
     at: i64,
     index: Vec<String>,
     snapshots: Vec<String>,
-}
-
-/// What the sweep decided.
-struct Swept {
-    /// Packs condemned and not yet past the grace period, with since when.
-    pending: BTreeMap<PackId, i64>,
-    /// Packs deleted.
-    deleted: HashSet<PackId>,
-    /// Packs written by rewrites.
-    new_packs: Vec<IndexedPack>,
-}
-
-/// Step 4: Deletes dead packs condemned longer than the grace period, condemns
-/// the newly dead, and rewrites mostly-dead packs.
-#[allow(clippy::too_many_arguments)]
-fn sweep(
-    store: &Store,
-    packs: &[PackInfo],
-    condemned: &HashMap<PackId, i64>,
-    live: &HashSet<ChunkId>,
-    now: i64,
-    grace: i64,
-    dry: bool,
-    report: &mut GcReport,
-) -> Result<Swept> {
-    let b = store.backend();
-    let mut pending: BTreeMap<PackId, i64> = BTreeMap::new();
-    let mut deleted: HashSet<PackId> = HashSet::new();
-    let mut new_packs: Vec<IndexedPack> = Vec::new();
-    for p in packs {
-        let since = condemned.get(&p.id).copied();
-        let dead = p.live_raw == 0;
-        if dead {
-            let at = since.unwrap_or(now);
-            if since.is_none() {
-                report.packs_condemned += 1;
-            }
-            if at.saturating_add(grace) <= now {
-                report.packs_deleted += 1;
-                report.bytes_reclaimed += p.size;
-                deleted.insert(p.id);
-            } else {
-                report.bytes_pending += p.size;
-                pending.insert(p.id, at);
-            }
-        } else if since.is_none() && p.live_raw * 2 < p.total_raw {
-            // Mostly garbage: move the live chunks, condemn the rest.
-            report.packs_rewritten += 1;
-            report.packs_condemned += 1;
-            report.bytes_pending += p.size;
-            pending.insert(p.id, now);
-            if !dry {
-                let written = rewrite(store, p, live)?;
-                report.bytes_rewritten += written.iter().map(|(_, n)| n).sum::<u64>();
-                new_packs.extend(written.into_iter().map(|(ix, _)| ix));
-            }
-        }
-        // A live pack once condemned is pardoned: not carried over.
-    }
-    report.packs_pending = pending.len() as u64;
-    if !dry && !deleted.is_empty() {
-        // Tombstones first (format 2), so no reader that learns of a pack
-        // from an older index object misses that it is gone.
-        if store.config().has_index_log() {
-            write_tombstones(store, &deleted, now)?;
-        }
-        let gone: Vec<_> = packs.iter().filter(|p| deleted.contains(&p.id)).collect();
-        for p in &gone {
-            b.delete(&pack_key(&p.id))?;
-        }
-        if let Some(ix) = store.local_index() {
-            ix.remove_packs(gone.iter().map(|p| (&p.id, &p.frames[..])))?;
-        }
-    }
-
-    Ok(Swept {
-        pending,
-        deleted,
-        new_packs,
-    })
-}
-
-/// Writes a tombstone record naming `deleted` (deleted now) and every
-/// pack the records before it named within `TOMBSTONE_KEEP_SECS`, then
-/// removes those older records (docs/format.md).
-fn write_tombstones(store: &Store, deleted: &HashSet<PackId>, now: i64) -> Result<()> {
-    let b = store.backend();
-    let before = read_deleted(b, &|_| None)?;
-    let since = now - TOMBSTONE_KEEP_SECS;
-    let mut packs: Vec<(PackId, i64)> = before
-        .packs
-        .into_iter()
-        .filter(|(_, t)| *t >= since)
-        .chain(deleted.iter().map(|p| (*p, now)))
-        .collect();
-    packs.sort();
-    packs.dedup_by_key(|(p, _)| *p);
-    // A record covers from `since` only if the ones it replaces did:
-    // otherwise from the oldest of theirs.
-    let since = match before.newest {
-        Some((older, _)) => since.max(older),
-        None => since,
-    };
-    let record = Deleted { since, packs };
-    b.put(&timed_key(DELETED_PREFIX, now), &record.encode())?;
-    for key in before.keys {
-        b.delete(&key)?;
-    }
-    Ok(())
-}
-
-/// Step 5: Writes the new condemned list, then replaces the index objects that
-/// list deleted packs by one listing every surviving pack.
-fn commit(
-    store: &Store,
-    packs: &[PackInfo],
-    swept: Swept,
-    condemned_keys: &[String],
-    listed: Listed,
-    now: i64,
-    report: &mut GcReport,
-) -> Result<()> {
-    let b = store.backend();
-    let Swept {
-        pending,
-        deleted,
-        new_packs,
-    } = swept;
-    // New condemned list first, then the old ones go (union semantics
-    // make a crash in between harmless).
-    if !pending.is_empty() {
-        let list = Condemned {
-            packs: pending.iter().map(|(p, t)| (*p, *t)).collect(),
-        };
-        b.put(&timed_key(CONDEMNED_PREFIX, now), &list.encode())?;
-    }
-    for key in condemned_keys {
-        b.delete(key)?;
-    }
-    if let Some(ix) = store.local_index() {
-        ix.set_condemned(&pending)?;
-    }
-    if store.config().has_index_log() {
-        return commit_snapshot(store, packs, &deleted, new_packs, listed, report);
-    }
-    // 6. Index objects that list deleted packs are replaced by one
-    // listing every surviving pack (and the rewritten ones).
-    if !deleted.is_empty() || !new_packs.is_empty() {
-        let mut survivors: Vec<IndexedPack> = packs
-            .iter()
-            .filter(|p| !deleted.contains(&p.id))
-            .map(|p| IndexedPack {
-                pack: p.id,
-                frames: p.frames.clone(),
-            })
-            .collect();
-        survivors.extend(new_packs);
-        survivors.sort_by_key(|p| p.pack);
-        let object = IndexObject { packs: survivors };
-        let (id, bytes) = object.encode();
-        b.put(&index_key(&id), &bytes)?;
-        store.chunk_lookup().add(&id, &object)?;
-        for key in listed.index {
-            if key != index_key(&id) {
-                b.delete(&key)?;
-                report.index_objects_replaced += 1;
-                if let (Some(ix), Some(old)) = (store.local_index(), index_id_of(&key)) {
-                    ix.forget_index(&old)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Step 6 of a format-2 store (docs/format.md): a snapshot listing every
-/// surviving pack, orphans included, as of when the index log was listed;
-/// the rewritten packs also as a log entry, for readers that read on from
-/// their position; then the log entries more than `LOG_KEEP_SECS` older
-/// than the snapshot, and the older snapshots, go.
-fn commit_snapshot(
-    store: &Store,
-    packs: &[PackInfo],
-    deleted: &HashSet<PackId>,
-    new_packs: Vec<IndexedPack>,
-    listed: Listed,
-    report: &mut GcReport,
-) -> Result<()> {
-    let b = store.backend();
-    if !new_packs.is_empty() {
-        let object = IndexObject {
-            packs: new_packs.clone(),
-        };
-        let (id, bytes) = object.encode();
-        b.put(&index_log_key(&id, store.now()), &bytes)?;
-        store.chunk_lookup().add(&id, &object)?;
-    }
-    let mut survivors: Vec<IndexedPack> = packs
-        .iter()
-        .filter(|p| !deleted.contains(&p.id))
-        .map(|p| IndexedPack {
-            pack: p.id,
-            frames: p.frames.clone(),
-        })
-        .chain(new_packs)
-        .collect();
-    survivors.sort_by_key(|p| p.pack);
-    let (id, bytes) = IndexObject { packs: survivors }.encode();
-    let written = snapshot_key(&id, listed.at);
-    b.put(&written, &bytes)?;
-    for key in listed.snapshots.iter().filter(|k| **k < written) {
-        b.delete(key)?;
-    }
-    for key in &listed.index {
-        let old = log_time_and_id(key).is_none_or(|(t, _)| t < listed.at - LOG_KEEP_SECS);
-        if old {
-            b.delete(key)?;
-            report.index_objects_replaced += 1;
-        }
-    }
-    Ok(())
-}
-
-/// Copies a pack's live chunks into new packs; returns them (indexed, so
-/// the chunks' locations now point at the copies) and their sizes.
-fn rewrite(
-    store: &Store,
-    p: &PackInfo,
-    live: &HashSet<ChunkId>,
-) -> Result<Vec<(IndexedPack, u64)>> {
-    let locations: HashMap<ChunkId, Location> = chunk_locations(p.id, &p.frames)
-        .filter(|l| live.contains(&l.chunk.id))
-        .map(|l| (l.chunk.id, l))
-        .collect();
-    let chunks = std::sync::Mutex::new(BTreeMap::new());
-    fetch_located(
-        store,
-        &|ids| Ok(ids.iter().map(|id| locations.get(id).copied()).collect()),
-        locations.keys().copied(),
-        &|chunk| Error::MissingChunk {
-            chunk,
-            path: format!("gc rewrite of {}", pack_key(&p.id)),
-        },
-        &|id, bytes| {
-            chunks.lock().expect("poisoned").insert(id, bytes.to_vec());
-            Ok(())
-        },
-    )?;
-    let config = &store.config();
-    let mut compressor = zstd::bulk::Compressor::new(config.zstd_level)
-        .map_err(|e| Error::corrupt("zstd", e.to_string()))?;
-    let mut out = Vec::new();
-    let mut pack = PackBuilder::new();
-    let mut frame = FrameBuilder::default();
-    let finish_pack = |pack: PackBuilder, out: &mut Vec<(IndexedPack, u64)>| -> Result<()> {
-        let (id, bytes, frames) = pack.finish();
-        store.backend().put(&pack_key(&id), &bytes)?;
-        store.chunk_lookup().add_pack(&id, &frames)?;
-        out.push((IndexedPack { pack: id, frames }, bytes.len() as u64));
-        Ok(())
-    };
-    for (id, bytes) in chunks.into_inner().expect("poisoned") {
-        frame.push(id, &bytes);
-        if frame.raw_len() >= config.frame_target_bytes as usize {
-            pack.push(frame.seal(&mut compressor));
-            if pack.len() >= config.pack_target_bytes as usize {
-                finish_pack(std::mem::take(&mut pack), &mut out)?;
-            }
-        }
-    }
-    if !frame.is_empty() {
-        pack.push(frame.seal(&mut compressor));
-    }
-    if !pack.is_empty() {
-        finish_pack(pack, &mut out)?;
-    }
-    Ok(out)
 }

@@ -7,29 +7,25 @@
 //! there: a pack's id and a frame's place, said once per frame rather than
 //! once per chunk, would be two thirds of every entry. `loaded-indexes` and
 //! `loaded-packs` record what has been merged in, so `sync` reads only new
-//! objects; `index-sync` holds a format-2 store's log position. A pack no index object lists (its persist died before writing
+//! objects; `index-sync` holds a format-2 store's log position and the
+//! tombstones it has seen (what to read, from these, is
+//! `format::index_log`'s rule; this module keeps the state and merges what
+//! is read). A pack no index object lists (its persist died before writing
 //! one, or a server indexed it on arrival) is read from its trailer, so a
 //! retried persist never uploads it again. `condemned-packs` and
 //! `deleted-packs` hold what gc decided (docs/lifecycle.md). Everything here
 //! is rebuilt from the objects when lost. This module knows nothing about
 //! files or manifests.
 
+mod sync;
+
 use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::format::index::{
-    read_pack_trailer, IndexObject, Location, LOCATION_LEN, LOG_KEEP_SECS, LOG_MARGIN_SECS,
-    SNAPSHOT_AFTER_ENTRIES,
-};
-use crate::format::keys::{
-    index_id_of, index_log_start, log_time_and_id, pack_id_of, snapshot_key, INDEX_PREFIX,
-    PACK_PREFIX, SNAPSHOT_PREFIX,
-};
+use crate::format::index::{IndexObject, Location, LOCATION_LEN};
 use crate::format::pack::{FrameChunk, FrameEntry};
-use crate::format::records::{read_condemned, read_deleted};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::lookup::ChunkLookup;
 
@@ -118,7 +114,8 @@ impl ChunkLookup for ChunkIndex {
 }
 
 impl ChunkIndex {
-    pub fn open(db: &sled::Db) -> Result<Self> {
+    pub fn open(db: &super::MetaDb) -> Result<Self> {
+        let db = &db.0;
         let names = db.tree_names();
         let old = OLD_TREES
             .iter()
@@ -288,304 +285,12 @@ impl ChunkIndex {
         self.loaded.remove(id.0)?;
         Ok(())
     }
-
-    /// Reads what other writers added since the last sync; returns how
-    /// many index objects and packs it merged. A corrupt index object is
-    /// skipped (and stays unloaded), so one bad object costs the chunks it
-    /// lists, not the whole store; `verify` reports it.
-    ///
-    /// A format-1 store (`log` false) is read whole: every index object and
-    /// every pack listed. A format-2 store is read from the index log's
-    /// position on, after the newest snapshot when starting over, with gc's
-    /// tombstones (docs/format.md): a number of requests that does not grow
-    /// with the store. `full` also lists the whole log and every pack, to
-    /// find packs no index object lists.
-    pub fn sync(&self, backend: &dyn Backend, log: bool, full: bool) -> Result<usize> {
-        // What gc condemned first: a condemned pack's chunks never take
-        // the place of a live copy (`add_pack`).
-        self.sync_condemned(backend)?;
-        if !log {
-            let (added, _) = self.read_log(backend, None, &mut None)?;
-            return Ok(added + self.sync_packs(backend)?);
-        }
-        let mut full = full;
-        let mut added = 0;
-        let tombstones = read_deleted(backend, &|key| {
-            let since = self.state.get(seen_key(key)).ok().flatten()?;
-            Some(i64::from_le_bytes(since[..].try_into().ok()?))
-        })?;
-        let position = self.state_i64(POSITION)?;
-        let seen_at = self.state_i64(TOMBSTONES_SEEN)?;
-        let newest = backend
-            .list(SNAPSHOT_PREFIX)?
-            .into_iter()
-            .filter_map(|k| log_time_and_id(&k).map(|(t, id)| (t, id, k)))
-            .next_back();
-        // Starting over: no state yet; deletions this cache may have
-        // missed (tombstones newer than any it has seen); or log entries it
-        // has not read that gc may have deleted, its snapshot holding them.
-        let missed_deletions = match (tombstones.newest, seen_at) {
-            (Some((since, _)), Some(seen)) => since > seen,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        let behind_gc = match (position, &newest) {
-            (Some(p), Some((t, ..))) => p - LOG_MARGIN_SECS < t - LOG_KEEP_SECS,
-            _ => false,
-        };
-        let mut position = position;
-        let starting_over = position.is_none() || missed_deletions || behind_gc;
-        let mut snapshot = None;
-        if starting_over && position.is_some() {
-            self.reset()?;
-        }
-        // Before anything is read, so a listed pack gc deleted adds nothing.
-        self.forget_deleted(&tombstones.packs)?;
-        if starting_over {
-            position = Some(0);
-            if let Some((time, id, key)) = newest {
-                // A snapshot the tombstones do not reach back to may list
-                // packs deleted since, unmarked: not trusted.
-                let covered = tombstones
-                    .newest
-                    .is_none_or(|(since, _)| since <= time - 2 * LOG_MARGIN_SECS);
-                match covered.then(|| backend.get(&key)).transpose() {
-                    Ok(Some(bytes)) => match IndexObject::decode(&id, &bytes) {
-                        Ok(object) => {
-                            self.add(&id, &object)?;
-                            added += 1;
-                            position = Some(time);
-                            snapshot = Some(object);
-                        }
-                        Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => {
-                            full = true
-                        }
-                        Err(e) => return Err(e),
-                    },
-                    // Not covered, or replaced by a newer one meanwhile.
-                    Ok(None) | Err(Error::NotFound { .. }) => full = true,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        let from = if full { None } else { position };
-        // Starting over, what is read is gathered, to write as a snapshot
-        // of its own if there was much of it: without the packs known to
-        // be deleted (a snapshot may outlive their tombstones).
-        let mut read = match starting_over {
-            true => {
-                let mut base = snapshot.unwrap_or(IndexObject { packs: Vec::new() });
-                base.packs
-                    .retain(|p| !self.deleted.contains_key(p.pack.0).unwrap_or(true));
-                Some((base, 0))
-            }
-            false => None,
-        };
-        let (read_now, newest_entry) = self.read_log(backend, from, &mut read)?;
-        added += read_now;
-        if full {
-            added += self.sync_packs(backend)?;
-        }
-        // The position: the newest log entry read (or the snapshot's time).
-        let position = position.into_iter().chain(newest_entry).max().unwrap_or(0);
-        self.state.insert(POSITION, &position.to_le_bytes())?;
-        if let Some((_, time)) = tombstones.newest {
-            self.state.insert(TOMBSTONES_SEEN, &time.to_le_bytes())?;
-        }
-        for (key, since) in &tombstones.sinces {
-            self.state.insert(seen_key(key), &since.to_le_bytes())?;
-        }
-        // Kept across processes (a process may end without flushing the
-        // cache): without its position, the next would start over.
-        self.state.flush()?;
-        if let Some((object, entries)) = read {
-            if entries >= SNAPSHOT_AFTER_ENTRIES {
-                // Best effort: a reader that may not write (read-only
-                // credentials) leaves it to the next one, or to gc.
-                let (id, bytes) = object.encode();
-                let _ = backend.put(&snapshot_key(&id, position), &bytes);
-            }
-        }
-        Ok(added)
-    }
-
-    /// Reads the index objects not loaded yet: the whole `index/` prefix,
-    /// or the log from `from - LOG_MARGIN_SECS` on. With `gather`, the
-    /// packs read are added to its object and counted. Returns how many
-    /// it read, and the newest log time it listed.
-    fn read_log(
-        &self,
-        backend: &dyn Backend,
-        from: Option<i64>,
-        gather: &mut Option<(IndexObject, usize)>,
-    ) -> Result<(usize, Option<i64>)> {
-        let keys = match from {
-            Some(p) => backend.list_after(INDEX_PREFIX, &index_log_start(p - LOG_MARGIN_SECS))?,
-            None => backend.list(INDEX_PREFIX)?,
-        };
-        let mut added = 0;
-        let mut newest = None;
-        for key in keys {
-            let Some(id) = index_id_of(&key) else {
-                continue;
-            };
-            if let Some((time, _)) = log_time_and_id(&key) {
-                newest = newest.max(Some(time));
-            }
-            if self.loaded.contains_key(id.0)? {
-                continue;
-            }
-            let object = match backend.get(&key) {
-                Ok(bytes) => IndexObject::decode(&id, &bytes),
-                // Replaced by gc meanwhile: its snapshot holds it.
-                Err(Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            match object {
-                Ok(object) => {
-                    self.add(&id, &object)?;
-                    added += 1;
-                    if let Some((all, n)) = gather.as_mut() {
-                        all.packs.extend(
-                            object
-                                .packs
-                                .into_iter()
-                                .filter(|p| !self.deleted.contains_key(p.pack.0).unwrap_or(true)),
-                        );
-                        *n += 1;
-                    }
-                }
-                Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((added, newest))
-    }
-
-    /// Lists every pack: reads the trailers of packs no index object
-    /// listed, and forgets the packs that are gone.
-    fn sync_packs(&self, backend: &dyn Backend) -> Result<usize> {
-        let mut added = 0;
-        let pack_keys = backend.list(PACK_PREFIX)?;
-        let present: HashSet<PackId> = pack_keys.iter().filter_map(|k| pack_id_of(k)).collect();
-        for key in pack_keys {
-            let Some(id) = pack_id_of(&key) else {
-                continue;
-            };
-            if self.packs.contains_key(id.0)? {
-                continue;
-            }
-            match read_pack_trailer(backend, &key) {
-                Ok(frames) => {
-                    self.add_pack(&id, &frames)?;
-                    added += 1;
-                }
-                // Corrupt, or deleted by gc meanwhile: its chunks stay
-                // unindexed (and so are uploaded again when needed).
-                Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => continue,
-                Err(Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        // Packs another process's gc deleted: forget their chunks.
-        let mut gone = Vec::new();
-        for item in self.packs.iter() {
-            let (k, _) = item?;
-            if let Ok(id) = <[u8; 32]>::try_from(&k[..]) {
-                if !present.contains(&PackId(id)) {
-                    gone.push(PackId(id));
-                }
-            }
-        }
-        self.forget_packs(&gone)?;
-        Ok(added)
-    }
-
-    /// Reads what gc has condemned.
-    fn sync_condemned(&self, backend: &dyn Backend) -> Result<()> {
-        let (condemned, _) = read_condemned(backend)?;
-        self.set_condemned(&condemned.into_iter().collect())
-    }
-
-    /// Marks the packs gc's tombstones name as deleted, forgetting the
-    /// chunks of those this cache holds.
-    fn forget_deleted(&self, packs: &HashMap<PackId, i64>) -> Result<()> {
-        let mut loaded = Vec::new();
-        for p in packs.keys() {
-            if self.packs.contains_key(p.0)? {
-                loaded.push(*p);
-            }
-            self.deleted.insert(p.0, &[])?;
-        }
-        self.forget_packs(&loaded)
-    }
-
-    /// Forgets deleted packs: their chunks' entries that point at them.
-    fn forget_packs(&self, gone: &[PackId]) -> Result<()> {
-        if gone.is_empty() {
-            return Ok(());
-        }
-        let gone_set: HashSet<[u8; 32]> = gone.iter().map(|p| p.0).collect();
-        let mut memo = FrameMemo::default();
-        for item in self.chunks.iter() {
-            let (k, v) = item?;
-            if self
-                .pack_of(&v, &mut memo)?
-                .is_some_and(|p| gone_set.contains(&p))
-            {
-                self.chunks.remove(k)?;
-            }
-        }
-        self.forget_frames(&gone_set)?;
-        for g in gone {
-            self.packs.remove(g.0)?;
-            self.deleted.insert(g.0, &[])?;
-        }
-        Ok(())
-    }
-
-    /// Drops the frame records of `packs` (after their chunks' entries).
-    /// Frame records are a few per MiB of packs: read them all.
-    fn forget_frames(&self, packs: &HashSet<[u8; 32]>) -> Result<()> {
-        for item in self.frames.iter() {
-            let (k, f) = item?;
-            if f.len() < 32 || packs.contains(&f[..32]) {
-                self.frames.remove(k)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets every chunk, index object and pack (keeping what gc's
-    /// tombstones said is deleted): the cache starts over.
-    fn reset(&self) -> Result<()> {
-        self.chunks.clear()?;
-        self.frames.clear()?;
-        self.loaded.clear()?;
-        self.packs.clear()?;
-        self.state.remove(POSITION)?;
-        Ok(())
-    }
-
-    fn state_i64(&self, key: &[u8]) -> Result<Option<i64>> {
-        Ok(self
-            .state
-            .get(key)?
-            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
-            .map(i64::from_le_bytes))
-    }
-}
-
-/// Keys of the `index-sync` tree.
-const POSITION: &[u8] = b"position";
-const TOMBSTONES_SEEN: &[u8] = b"tombstones-seen";
-fn seen_key(record: &str) -> Vec<u8> {
-    [b"tombstone-record/", record.as_bytes()].concat()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
     use crate::format::index::IndexedPack;
     use crate::format::keys::{index_key, pack_key};
     use crate::format::pack::{Compression, FrameChunk};
@@ -593,7 +298,7 @@ mod tests {
     #[test]
     fn location_round_trip_and_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = super::super::MetaDb::temporary().unwrap();
         let idx = ChunkIndex::open(&db).unwrap();
         let backend =
             crate::backend::LocalDir::new(dir.path().join("o"), dir.path().join("t")).unwrap();
@@ -626,7 +331,7 @@ mod tests {
         assert_eq!((loc.frame, loc.chunk), (frame.frame_ref(), chunk));
         assert_eq!(loc.pack, PackId::of(b"p"));
         // A new, empty cache (another machine) rebuilds from the object.
-        let fresh_db = sled::Config::new().temporary(true).open().unwrap();
+        let fresh_db = super::super::MetaDb::temporary().unwrap();
         let fresh = ChunkIndex::open(&fresh_db).unwrap();
         assert!(fresh.get(&chunk.id).unwrap().is_none());
         assert_eq!(fresh.sync(&backend, false, false).unwrap(), 1);
@@ -646,7 +351,7 @@ mod tests {
     // condemned pack's chunks missing, across the parts.
     #[test]
     fn many_ids_are_answered_in_order() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = super::super::MetaDb::temporary().unwrap();
         let idx = ChunkIndex::open(&db).unwrap();
         let id = |i: u32| ChunkId::of(&i.to_le_bytes());
         let frame = |from: u32| FrameEntry {
@@ -678,15 +383,18 @@ mod tests {
 
     #[test]
     fn entries_name_their_frame_once_and_the_old_layout_starts_over() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = super::super::MetaDb::temporary().unwrap();
         // An index of the layout before frame records, marked loaded.
-        db.open_tree("chunks").unwrap().insert(b"k", b"v").unwrap();
-        db.open_tree("loaded-packs")
+        db.0.open_tree("chunks")
+            .unwrap()
+            .insert(b"k", b"v")
+            .unwrap();
+        db.0.open_tree("loaded-packs")
             .unwrap()
             .insert(b"p", b"")
             .unwrap();
         let idx = ChunkIndex::open(&db).unwrap();
-        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"chunks"));
+        assert!(!db.0.tree_names().iter().any(|n| n.as_ref() == b"chunks"));
         assert!(idx.packs.is_empty(), "what it loaded is loaded again");
         let chunks: Vec<FrameChunk> = (0..3u32)
             .map(|i| FrameChunk {

@@ -17,6 +17,12 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::manifest::{Mtime, RelPath};
 use crate::tree::stat_cache::{now_nanos, FileStat};
 
+mod patterns;
+mod walk;
+
+use patterns::expand;
+use walk::walk;
+
 /// What one on-disk entry becomes in the layer.
 #[derive(Debug, Clone)]
 pub enum ScanKind {
@@ -218,99 +224,6 @@ impl From<&Metadata> for Stat {
     }
 }
 
-/// Whether a path as the user wrote it is a glob (`dist/**/*.js`) or an
-/// exclusion (`!dist/**/*.map`) rather than a path.
-fn is_pattern(p: &Path) -> bool {
-    let s = p.to_string_lossy();
-    s.starts_with('!') || s.contains(['*', '?', '['])
-}
-
-/// A glob as CI users write them: `*` within one path component, `**`
-/// across any, matched against paths relative to the root.
-fn glob(pattern: &str) -> Result<globset::GlobMatcher> {
-    let bad = |detail: &str| Error::BadPattern {
-        pattern: pattern.to_string(),
-        detail: detail.to_string(),
-    };
-    if pattern.starts_with('/') {
-        return Err(bad("a glob is relative to the root (--root)"));
-    }
-    if Path::new(pattern)
-        .components()
-        .any(|c| c == Component::ParentDir)
-    {
-        return Err(bad("a glob may not climb out of the root with `..`"));
-    }
-    globset::GlobBuilder::new(pattern.trim_start_matches("./"))
-        .literal_separator(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| Error::BadPattern {
-            pattern: pattern.to_string(),
-            detail: e.kind().to_string(),
-        })
-}
-
-/// The directory a glob's matches all lie under: its components before the
-/// first one holding a wildcard.
-fn literal_prefix(pattern: &str) -> PathBuf {
-    Path::new(pattern.trim_start_matches("./"))
-        .components()
-        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
-        .collect()
-}
-
-/// Expands the globs among `paths` into the paths under `root` they match
-/// (walking only below each glob's literal prefix), keeps plain paths, and
-/// returns the exclusions (`!glob`) to apply to the whole result. A glob
-/// that matches nothing is an error naming it, unless `allow_empty`.
-fn expand(
-    root_abs: &Path,
-    paths: &[PathBuf],
-    allow_empty: bool,
-) -> Result<(Vec<PathBuf>, Vec<globset::GlobMatcher>)> {
-    let mut out = Vec::new();
-    let mut excludes = Vec::new();
-    for given in paths {
-        if !is_pattern(given) {
-            out.push(given.clone());
-            continue;
-        }
-        let text = given.to_string_lossy();
-        if let Some(rest) = text.strip_prefix('!') {
-            excludes.push(glob(rest)?);
-            continue;
-        }
-        let matcher = glob(&text)?;
-        let prefix = literal_prefix(&text);
-        let start = root_abs.join(&prefix);
-        let mut matched = 0;
-        if start.is_dir() {
-            for entry in walkdir::WalkDir::new(&start).min_depth(1) {
-                let entry = entry.map_err(|e| {
-                    let path = e.path().unwrap_or(&start).to_path_buf();
-                    Error::io("list", path, e.into())
-                })?;
-                let rel = entry
-                    .path()
-                    .strip_prefix(root_abs)
-                    .expect("the walk stays below the root");
-                if matcher.is_match(rel) {
-                    out.push(rel.to_path_buf());
-                    matched += 1;
-                }
-            }
-        }
-        if matched == 0 && !allow_empty {
-            return Err(Error::GlobMatchedNothing {
-                pattern: text.into_owned(),
-                root: root_abs.to_path_buf(),
-            });
-        }
-    }
-    Ok((out, excludes))
-}
-
 /// Resolves `paths` (relative to `root`, or absolute inside it; globs such
 /// as `dist/**/*.js` expanded, `!`-globs excluded) and walks them. The
 /// result is sorted by path, with every parent directory between the root
@@ -331,64 +244,95 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
     let mut found: Vec<(RelPath, Stat)> = Vec::new();
     let mut walked = Walked::default();
     for given in &paths {
-        let rel = relative_to_root(&root_abs, root, given)?;
-        let abs = root_abs.join(&rel);
-        // The walk must stay inside the root: the path's parent, with every
-        // symlink resolved, has to lie under the root too.
-        if let Some(parent) = abs.parent().filter(|_| !rel.as_os_str().is_empty()) {
-            let real = fs::canonicalize(parent).map_err(|_| Error::PathNotFound {
-                path: given.clone(),
-            })?;
-            if !real.starts_with(&root_abs) {
-                return Err(Error::PathOutsideRoot {
-                    path: given.clone(),
-                    root: root.into(),
-                });
-            }
-        }
-        let meta = fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::PathNotFound {
-                path: given.clone(),
-            },
-            _ => Error::io("stat", &abs, e),
-        })?;
-        // The directories between the root and the path.
-        let mut ancestor = PathBuf::new();
-        let comps: Vec<_> = rel.components().collect();
-        for c in comps.iter().take(comps.len().saturating_sub(1)) {
-            ancestor.push(c);
-            let a = root_abs.join(&ancestor);
-            let m = fs::symlink_metadata(&a).ctx("stat", &a)?;
-            found.push((rel_path(&ancestor, &a)?, Stat::from(&m)));
-        }
-        if rel.as_os_str().is_empty() {
-            // The root itself: its contents, not the root, form the layer.
-        } else {
-            found.push((rel_path(&rel, &abs)?, Stat::from(&meta)));
-        }
-        if meta.is_dir() {
-            walked.0.insert(rel.as_os_str().as_bytes().to_vec());
-            found.extend(walk(&root_abs, &abs, &rel)?);
-        }
+        find(&root_abs, root, given, &mut found, &mut walked)?;
     }
     // Paths given twice, or inside one another, are found twice.
     found.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
     found.dedup_by(|a, b| a.0 == b.0);
-    if !excludes.is_empty() {
-        // An excluded directory takes what is below it along.
-        let mut dropped: std::collections::HashSet<PathBuf> = Default::default();
-        found.retain(|(rel, st)| {
-            let p = rel.to_path();
-            let out = excludes.iter().any(|g| g.is_match(p))
-                || p.ancestors().skip(1).any(|a| dropped.contains(a));
-            if out && matches!(st.kind, StatKind::Dir) {
-                dropped.insert(p.to_path_buf());
-            }
-            !out
-        });
+    exclude(&mut found, &excludes);
+    let entries = entries_of(&root_abs, found)?;
+    Ok(Tree {
+        root: root_abs,
+        entries,
+        scanned_at,
+        walked,
+    })
+}
+
+/// Finds the path `given` names: the directories between the root and
+/// it, it, and (a directory) everything below it, walked (and noted in
+/// `walked`). The walk must stay inside the root: the path's parent, with
+/// every symlink resolved, has to lie under the root too.
+fn find(
+    root_abs: &Path,
+    root: &Path,
+    given: &Path,
+    found: &mut Vec<(RelPath, Stat)>,
+    walked: &mut Walked,
+) -> Result<()> {
+    let rel = relative_to_root(root_abs, root, given)?;
+    let abs = root_abs.join(&rel);
+    if let Some(parent) = abs.parent().filter(|_| !rel.as_os_str().is_empty()) {
+        let real = fs::canonicalize(parent).map_err(|_| Error::PathNotFound {
+            path: given.to_path_buf(),
+        })?;
+        if !real.starts_with(root_abs) {
+            return Err(Error::PathOutsideRoot {
+                path: given.to_path_buf(),
+                root: root.into(),
+            });
+        }
     }
+    let meta = fs::symlink_metadata(&abs).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::PathNotFound {
+            path: given.to_path_buf(),
+        },
+        _ => Error::io("stat", &abs, e),
+    })?;
+    // The directories between the root and the path.
+    let mut ancestor = PathBuf::new();
+    let comps: Vec<_> = rel.components().collect();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        ancestor.push(c);
+        let a = root_abs.join(&ancestor);
+        let m = fs::symlink_metadata(&a).ctx("stat", &a)?;
+        found.push((rel_path(&ancestor, &a)?, Stat::from(&m)));
+    }
+    // The root itself: its contents, not the root, form the layer.
+    if !rel.as_os_str().is_empty() {
+        found.push((rel_path(&rel, &abs)?, Stat::from(&meta)));
+    }
+    if meta.is_dir() {
+        walked.0.insert(rel.as_os_str().as_bytes().to_vec());
+        found.extend(walk(root_abs, &abs, &rel)?);
+    }
+    Ok(())
+}
+
+/// Drops what `excludes` match from `found` (sorted by path): an excluded
+/// directory takes what is below it along.
+fn exclude(found: &mut Vec<(RelPath, Stat)>, excludes: &[globset::GlobMatcher]) {
+    if excludes.is_empty() {
+        return;
+    }
+    let mut dropped: HashSet<PathBuf> = HashSet::new();
+    found.retain(|(rel, st)| {
+        let p = rel.to_path();
+        let out = excludes.iter().any(|g| g.is_match(p))
+            || p.ancestors().skip(1).any(|a| dropped.contains(a));
+        if out && matches!(st.kind, StatKind::Dir) {
+            dropped.insert(p.to_path_buf());
+        }
+        !out
+    });
+}
+
+/// The scanned entries of what was found (sorted by path): a symlink's
+/// target read, the second and later paths of one inode hardlinks to the
+/// first, and a special file refused.
+fn entries_of(root_abs: &Path, found: Vec<(RelPath, Stat)>) -> Result<Vec<Scanned>> {
     let mut first_of_inode: HashMap<(u64, u64), RelPath> = HashMap::new();
-    let entries = found
+    found
         .into_iter()
         .map(|(rel, st)| {
             let kind = match st.kind {
@@ -432,122 +376,7 @@ pub fn scan(root: &Path, paths: &[PathBuf], allow_empty: bool) -> Result<Tree> {
                 kind,
             })
         })
-        .collect::<Result<_>>()?;
-    Ok(Tree {
-        root: root_abs,
-        entries,
-        scanned_at,
-        walked,
-    })
-}
-
-/// Everything below `dir` (the directory at `rel` in the tree), walked
-/// without following symlinks. Each directory is opened once and its
-/// entries stat'ed relative to it (`fstatat`), not by their whole paths,
-/// which would walk every component again. Every directory's
-/// subdirectories are walked in parallel, at every depth: one package of
-/// a `node_modules` or a `site-packages` can hold most of the tree. Each
-/// directory's entries are one list, handed over as it is, never copied
-/// into its parent's.
-fn walk(root_abs: &Path, dir: &Path, rel: &Path) -> Result<impl Iterator<Item = (RelPath, Stat)>> {
-    use rustix::fs::{openat, Mode, OFlags};
-    let fd = openat(
-        rustix::fs::CWD,
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("read directory", dir, e.into()))?;
-    let lists = std::sync::Mutex::new(Vec::new());
-    walk_dir(
-        root_abs,
-        fd,
-        rel.as_os_str().as_bytes(),
-        &|| dir.to_path_buf(),
-        &lists,
-    )?;
-    let lists: Vec<Vec<(RelPath, Stat)>> = lists.into_inner().expect("poisoned");
-    Ok(lists.into_iter().flatten())
-}
-
-/// Stats the entries of the open directory `fd` (at `rel` in the tree;
-/// `path` names it in errors) into one list, then walks its
-/// subdirectories in parallel, each relative to it.
-fn walk_dir(
-    root_abs: &Path,
-    fd: std::os::fd::OwnedFd,
-    rel: &[u8],
-    path: &(dyn Fn() -> PathBuf + Sync),
-    lists: &std::sync::Mutex<Vec<Vec<(RelPath, Stat)>>>,
-) -> Result<()> {
-    use rustix::fs::{openat, statat, AtFlags, Mode, OFlags};
-    let (dir, names) = read_dir_at(fd, path)?;
-    let fd = dir.fd().expect("an open directory has a descriptor");
-    let mut here = Vec::with_capacity(names.len());
-    let mut subdirs = Vec::new();
-    for name in names {
-        let child = match rel {
-            [] => name.clone(),
-            p => [p, b"/", &name].concat(),
-        };
-        let abs = || {
-            let parent = root_abs.join(std::ffi::OsStr::from_bytes(rel));
-            parent.join(std::ffi::OsStr::from_bytes(&name))
-        };
-        let st = statat(
-            fd,
-            std::ffi::OsStr::from_bytes(&name),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| Error::io("stat", abs(), e.into()))?;
-        let stat = Stat::from_raw(&st);
-        let is_dir = matches!(stat.kind, StatKind::Dir);
-        let unsafe_path = |reason| Error::UnsafePath {
-            path: abs().display().to_string(),
-            object: "the tree being persisted".into(),
-            reason,
-        };
-        if super::reserved::is_reserved(&name) {
-            return Err(unsafe_path(super::reserved::RESERVED_REASON));
-        }
-        // Only a directory's path is needed again, to walk it.
-        let kept = is_dir.then(|| child.clone());
-        here.push((RelPath::new(child).map_err(unsafe_path)?, stat));
-        if let Some(child) = kept {
-            subdirs.push((name, child));
-        }
-    }
-    lists.lock().expect("poisoned").push(here);
-    subdirs.par_iter().try_for_each(|(name, child)| {
-        let abs = || root_abs.join(std::ffi::OsStr::from_bytes(child));
-        let sub = openat(
-            fd,
-            std::ffi::OsStr::from_bytes(name),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io("read directory", abs(), e.into()))?;
-        walk_dir(root_abs, sub, child, &abs, lists)
-    })
-}
-
-/// The names in the directory `fd` (`path` names it in errors), and the
-/// directory, to stat them in.
-fn read_dir_at(
-    fd: std::os::fd::OwnedFd,
-    path: &(dyn Fn() -> PathBuf + Sync),
-) -> Result<(rustix::fs::Dir, Vec<Vec<u8>>)> {
-    let err = |e: rustix::io::Errno| Error::io("read directory", path(), e.into());
-    let mut dir = rustix::fs::Dir::new(fd).map_err(err)?;
-    let mut names = Vec::new();
-    while let Some(entry) = dir.read() {
-        let entry = entry.map_err(err)?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(name.to_vec());
-        }
-    }
-    Ok((dir, names))
+        .collect()
 }
 
 /// `given` as a path relative to the root, resolved lexically: `..` may not

@@ -1,0 +1,286 @@
+//! Storing a scanned tree: its files chunked and their new chunks packed
+//! and uploaded (`pipeline`, fed by `feed`), files the runner's stat cache
+//! knows unchanged reused unread (`reuse`), the manifest stored as chunks,
+//! then the index object and the manifest's root, within the commit guard.
+//! Persist and cache save both call `write_tree`; each writes its own ref
+//! (a layer ref, a cache entry) naming the result. This module knows no
+//! runs, jobs or caches: only a tree and a store.
+
+mod feed;
+mod pipeline;
+mod reuse;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::index::{IndexObject, IndexedPack};
+use crate::format::keys::{index_key, index_log_key, manifest_key};
+use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Totals};
+use crate::id::ManifestId;
+use crate::repo::{Progress, Store};
+use crate::tree::scan::{ScanKind, Scanned, Tree};
+use crate::tree::stat_cache::FileStat;
+
+use feed::{batches, FileContent};
+use pipeline::ChunkSink;
+
+/// A tree stored: its manifest and what storing it cost.
+#[derive(Debug, Clone)]
+pub(crate) struct WrittenTree {
+    pub manifest: ManifestId,
+    pub totals: Totals,
+    pub chunks: u64,
+    pub chunks_new: u64,
+    pub bytes_new: u64,
+    pub bytes_written: u64,
+    pub packs_written: u64,
+    pub files_read: u64,
+    pub files_unchanged: u64,
+}
+
+/// Persist's steps 3 to 5: stores the scanned `tree`, everything but the
+/// ref that will name the result (a layer ref, a cache entry). Refuses to
+/// finish once the work has taken half the gc grace period, since gc may
+/// then collect chunks it chose to reuse before the ref lands
+/// (docs/lifecycle.md).
+pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<WrittenTree> {
+    let clock_start = store.now();
+    // After the clock starts: reusing a cached file's chunks is a reuse
+    // decision like any other, within the commit guard. The cache is not
+    // held while the files are read and stored (read again to update it).
+    let cache_at = store
+        .stat_cache()
+        .map(|(dir, trust)| (dir.to_path_buf(), trust));
+    let (root, scanned_at) = (tree.root.clone(), tree.scanned_at);
+    let walked = tree.walked.clone();
+    let unchanged = match &cache_at {
+        Some((dir, true)) => reuse::unchanged_files(store, &tree, dir)?,
+        _ => vec![None; tree.entries.len()],
+    };
+    let files_unchanged = unchanged.iter().filter(|u| u.is_some()).count() as u64;
+    let files = tree
+        .entries
+        .iter()
+        .filter(|s| matches!(s.kind, ScanKind::File { .. }))
+        .count() as u64;
+
+    let sink = ChunkSink::new(store);
+    let (stored, packs) = chunk_tree(store, &sink, tree, unchanged)?;
+    let chunks = chunk_count(&stored.manifest);
+    let totals = stored.manifest.totals();
+    let packs_written = packs.len() as u64;
+    let objects_bytes = write_objects(store, packs, &stored, (clock_start, started))?;
+    let bytes_written = sink.pack_bytes() + objects_bytes;
+    let (chunks_new, bytes_new) = sink.new_content();
+    // What the stat cache is built in: the set of chunks added is not
+    // needed any more.
+    drop(sink);
+
+    commit_guard(store, clock_start, started)?;
+    if let Some((dir, _)) = &cache_at {
+        let cache = reuse::Seen {
+            root: &root,
+            walked: &walked,
+            scanned_at,
+        };
+        cache.save(store, dir, stored.manifest, stored.file_stats);
+    }
+    Ok(WrittenTree {
+        manifest: stored.manifest_id,
+        totals,
+        chunks,
+        chunks_new,
+        bytes_new,
+        bytes_written,
+        packs_written,
+        files_read: files - files_unchanged,
+        files_unchanged,
+    })
+}
+
+/// A tree chunked and stored: its manifest (the scan's paths moved in),
+/// the manifest's id and root object, and each file's stat as the scan
+/// took it, in manifest order.
+struct Stored {
+    manifest: Manifest,
+    manifest_id: ManifestId,
+    root: ManifestRoot,
+    file_stats: Vec<FileStat>,
+}
+
+/// Reads and chunks the tree's files in batches on rayon's threads (a file
+/// `unchanged` gives chunks for is not read), feeding `sink`'s pools, then
+/// stores the manifest's encoding as chunks too; returns it and the packs
+/// written.
+fn chunk_tree(
+    store: &Store,
+    sink: &ChunkSink<'_>,
+    tree: Tree,
+    unchanged: Vec<Option<Vec<ChunkRef>>>,
+) -> Result<(Stored, Vec<IndexedPack>)> {
+    let size = |s: &Scanned| match s.kind {
+        ScanKind::File { size, .. } => size,
+        _ => 0,
+    };
+    let total_bytes: u64 = tree.entries.iter().map(size).sum();
+    // Bytes to read: a large persist yields the CPU to small jobs.
+    let to_read: u64 = tree
+        .entries
+        .iter()
+        .zip(&unchanged)
+        .filter(|(_, u)| u.is_none())
+        .map(|(s, _)| size(s))
+        .sum();
+    crate::util::yield_to_small_jobs(to_read);
+    let done_bytes = AtomicU64::new(0);
+    let observer = store.observer();
+    sink.run(|pipe| {
+        // Each batch takes its files' known chunk lists (moved, not copied).
+        let ranges = batches(&tree.entries);
+        let mut known = unchanged.into_iter();
+        let known: Vec<Vec<Option<Vec<ChunkRef>>>> = ranges
+            .iter()
+            .map(|r| known.by_ref().take(r.len()).collect())
+            .collect();
+        let contents: Vec<Vec<Option<FileContent>>> = ranges
+            .into_par_iter()
+            .zip(known)
+            .map(|(range, known)| {
+                let batch = &tree.entries[range];
+                let content = pipe.add_batch(&tree, batch, known)?;
+                let read: u64 = batch.iter().map(size).sum();
+                observer.progress(&Progress {
+                    command: "persist",
+                    done_bytes: done_bytes.fetch_add(read, Relaxed) + read,
+                    total_bytes,
+                });
+                Ok(content)
+            })
+            .collect::<Result<_>>()?;
+        let (manifest, file_stats) = manifest_of(tree, contents);
+        let (manifest_id, body) = manifest.encode();
+        // The manifest's encoding is stored as chunks, like file content,
+        // so what it shares with earlier manifests is not stored again.
+        let root = pipe.add_manifest(&body)?;
+        Ok(Stored {
+            manifest,
+            manifest_id,
+            root,
+            file_stats,
+        })
+    })
+}
+
+/// The scanned entries become the manifest's (their paths moved, not
+/// copied); each file's stat is kept apart, for the stat cache.
+fn manifest_of(tree: Tree, contents: Vec<Vec<Option<FileContent>>>) -> (Manifest, Vec<FileStat>) {
+    let mut file_stats = Vec::new();
+    let entries: Vec<Entry> = tree
+        .entries
+        .into_iter()
+        .zip(contents.into_iter().flatten())
+        .map(|(s, content)| {
+            if let ScanKind::File { stat, .. } = s.kind {
+                file_stats.push(stat);
+            }
+            entry_of(s, content)
+        })
+        .collect();
+    (Manifest { entries }, file_stats)
+}
+
+/// Step 5 (but the last pack): writes the index object listing `packs`
+/// and the manifest's root at once (one round trip): both name only what
+/// is stored already, and nothing names them until the ref is written.
+/// Returns the bytes written. `times` is when the work started, by the
+/// store's clock and this process's (the commit guard's).
+fn write_objects(
+    store: &Store,
+    packs: Vec<IndexedPack>,
+    stored: &Stored,
+    (clock_start, started): (i64, Instant),
+) -> Result<u64> {
+    let index = (!packs.is_empty()).then(|| {
+        let object = IndexObject { packs };
+        let (id, bytes) = object.encode();
+        (id, bytes, object)
+    });
+    let root_bytes = stored.root.encode();
+    let (indexed, rooted) = std::thread::scope(|s| {
+        let indexed = index.as_ref().map(|(id, bytes, object)| {
+            s.spawn(move || {
+                // Only within half the grace period of the start, like the
+                // ref: an index object never lists a pack gc deleted
+                // before it was written (docs/format.md, the index log).
+                commit_guard(store, clock_start, started)?;
+                let key = match store.config().has_index_log() {
+                    true => index_log_key(id, store.now()),
+                    false => index_key(id),
+                };
+                store.backend().put(&key, bytes)?;
+                store.chunk_lookup().add(id, object)
+            })
+        });
+        // Content-addressed, so writing it again when the store has it is
+        // harmless, and cheaper than asking first.
+        let rooted = store
+            .backend()
+            .put(&manifest_key(&stored.manifest_id), &root_bytes);
+        let indexed = indexed.map(|h| h.join().expect("writing the index panicked"));
+        (indexed, rooted)
+    });
+    indexed.transpose()?;
+    rooted?;
+    Ok(root_bytes.len() as u64 + index.as_ref().map_or(0, |(_, bytes, _)| bytes.len() as u64))
+}
+
+/// A persist must commit within the grace period of its first reuse
+/// decision; it checks before the ref (and before the index object) against
+/// half of it, so the other half covers the moment between this check and
+/// the write (and clocks a little apart).
+fn commit_guard(store: &Store, clock_start: i64, started: Instant) -> Result<()> {
+    let grace = store.config().gc_grace_secs;
+    let took = (store.now() - clock_start).max(started.elapsed().as_secs() as i64) as u64;
+    if store.commit_guard() && took.saturating_mul(2) >= grace {
+        return Err(Error::PersistTooSlow {
+            seconds: took,
+            grace,
+        });
+    }
+    Ok(())
+}
+
+/// Chunks the manifest's files reference (with repeats).
+fn chunk_count(manifest: &Manifest) -> u64 {
+    manifest
+        .entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::File { chunks, .. } => chunks.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A manifest entry from a scanned one and, for a file, its content.
+fn entry_of(s: Scanned, content: Option<FileContent>) -> Entry {
+    let kind = match (s.kind, content) {
+        (ScanKind::Dir, _) => EntryKind::Dir,
+        (ScanKind::File { .. }, Some(c)) => EntryKind::File {
+            size: c.size,
+            chunks: c.chunks,
+        },
+        (ScanKind::Symlink { target }, _) => EntryKind::Symlink { target },
+        (ScanKind::Hardlink { target }, _) => EntryKind::Hardlink { target },
+        (ScanKind::File { .. }, None) => unreachable!("files always have content"),
+    };
+    Entry {
+        path: s.rel,
+        mode: s.mode,
+        mtime: s.mtime,
+        kind,
+    }
+}

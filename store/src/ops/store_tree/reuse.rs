@@ -1,0 +1,130 @@
+//! The runner's stat cache, as storing a tree uses it: which scanned files
+//! it knows unchanged (their chunk lists reused, if the store still holds
+//! every chunk: one batched query), and what the tree's files are
+//! remembered as afterwards. When a stat is trusted is
+//! `tree::stat_cache`'s; this module knows no packs or pipeline.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::manifest::{ChunkRef, EntryKind, Manifest};
+use crate::id::ChunkId;
+use crate::repo::Store;
+use crate::tree::scan::{ScanKind, Tree, Walked};
+use crate::tree::stat_cache::{FileStat, StatCache};
+
+/// For each scanned entry, the chunks of a file the stat cache knows
+/// unchanged and whose every chunk the store holds (asked in batches, in
+/// parallel): those files are not read. `None` for the rest. The chunk
+/// lists are taken out of the cache, not copied.
+pub(super) fn unchanged_files(
+    store: &Store,
+    tree: &Tree,
+    dir: &Path,
+) -> Result<Vec<Option<Vec<ChunkRef>>>> {
+    let mut cache = StatCache::open(dir, &store.config().store_id, &tree.root);
+    if cache.is_empty() {
+        return Ok(vec![None; tree.entries.len()]);
+    }
+    let mut known: Vec<Option<Vec<ChunkRef>>> = tree
+        .entries
+        .iter()
+        .map(|s| match &s.kind {
+            ScanKind::File { stat, .. } => cache.take(s.rel.as_bytes(), stat),
+            _ => None,
+        })
+        .collect();
+    drop(cache);
+    let mut ids: Vec<ChunkId> = known.iter().flatten().flatten().map(|c| c.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    const ASK: usize = 8192;
+    let threads = super::pipeline::query_threads(store);
+    let lookup = store.chunk_lookup();
+    let answers: Vec<Vec<bool>> = std::thread::scope(|s| {
+        let mut out = Vec::new();
+        for group in ids.chunks(ASK * threads) {
+            let asked: Vec<_> = group
+                .chunks(ASK)
+                .map(|part| s.spawn(move || lookup.missing(part)))
+                .collect();
+            for a in asked {
+                out.push(a.join().expect("a chunk query panicked")?);
+            }
+        }
+        Ok::<_, Error>(out)
+    })?;
+    let missing: HashSet<ChunkId> = ids
+        .iter()
+        .zip(answers.into_iter().flatten())
+        .filter(|(_, m)| *m)
+        .map(|(id, _)| *id)
+        .collect();
+    if !missing.is_empty() {
+        for k in &mut known {
+            if k.as_ref()
+                .is_some_and(|c| c.iter().any(|c| missing.contains(&c.id)))
+            {
+                *k = None;
+            }
+        }
+    }
+    Ok(known)
+}
+
+/// Whether the stat cache's entry at `rel` is one this persist replaces:
+/// a file of the manifest, or anything in a directory the scan walked
+/// whole (found again, or deleted since). The directories between the
+/// root and a given path are in the manifest but were not walked: what
+/// else they hold is kept.
+fn covered(manifest: &Manifest, walked: &Walked, rel: &[u8]) -> bool {
+    let file = manifest
+        .entries
+        .binary_search_by(|e| e.path.as_bytes().cmp(rel))
+        .is_ok_and(|i| !manifest.entries[i].is_dir());
+    file || walked.holds(rel)
+}
+
+/// Records every file of the tree in `cache` (opened without what the
+/// tree covers) with the stat the scan took (`file_stats`, one per file
+/// in manifest order, taken at `scanned_at`) and the chunks the manifest
+/// gives it. Takes the manifest's paths and chunk lists rather than
+/// copying them: at a million files, a copy is hundreds of MiB.
+fn remember(
+    cache: &mut StatCache,
+    manifest: Manifest,
+    file_stats: Vec<FileStat>,
+    scanned_at: i128,
+) {
+    cache.reserve_for(file_stats.len());
+    let mut stats = file_stats.into_iter();
+    for e in manifest.entries {
+        if let EntryKind::File { chunks, .. } = e.kind {
+            let stat = stats.next().expect("one stat per file");
+            cache.record(e.path.into(), stat, chunks, scanned_at);
+        }
+    }
+}
+
+/// What the scan saw of a tree: where it is rooted, which directories it
+/// walked whole, and when it took its stats.
+pub(super) struct Seen<'t> {
+    pub root: &'t Path,
+    pub walked: &'t Walked,
+    pub scanned_at: i128,
+}
+
+impl Seen<'_> {
+    /// Records the stored tree's files in the stat cache at `dir`, in place
+    /// of what the tree covers. A cache that cannot be written costs the
+    /// next run its reads, not this command its result.
+    pub(super) fn save(&self, store: &Store, dir: &Path, manifest: Manifest, stats: Vec<FileStat>) {
+        // What the tree covers is recorded again: only the rest is loaded.
+        let store_id = &store.config().store_id;
+        let skip = |rel: &[u8]| covered(&manifest, self.walked, rel);
+        let mut cache = StatCache::open_except(dir, store_id, self.root, skip);
+        remember(&mut cache, manifest, stats, self.scanned_at);
+        let _ = cache.save();
+    }
+}
