@@ -17,8 +17,6 @@
 //! comparison), so the file may hold hashes instead of the tokens
 //! themselves. Knows nothing about HTTP.
 
-use std::path::Path;
-
 use serde::Deserialize;
 use strata_store::access::{Grant, Role};
 
@@ -57,15 +55,8 @@ pub struct Auth {
 pub struct Unauthenticated(pub &'static str);
 
 impl Auth {
-    /// The tokens of a config file (`crate::config`: an auth file is one).
-    pub fn load(path: &Path) -> Result<Auth, String> {
-        crate::config::ServerFile::load(path).map(|f| f.auth)
-    }
-
-    pub fn parse(text: &str) -> Result<Auth, String> {
-        crate::config::ServerFile::parse(text).map(|f| f.auth)
-    }
-
+    /// The tokens of a config file's `tokens:` list (`crate::config`
+    /// reads the file).
     pub(crate) fn from_specs(specs: Vec<TokenSpec>) -> Result<Auth, String> {
         let mut tokens: Vec<(blake3::Hash, Grant)> = Vec::new();
         for t in specs {
@@ -136,10 +127,20 @@ pub fn bearer(header: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    /// The grants of a file's `tokens:` list.
+    fn parse(yaml: &str) -> Result<Auth, String> {
+        #[derive(Deserialize)]
+        struct File {
+            tokens: Vec<TokenSpec>,
+        }
+        let file: File = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+        Auth::from_specs(file.tokens)
+    }
+
     #[test]
     fn tokens_carry_their_grants() {
         let hashed = blake3::hash(b"reader-token-0123456789").to_hex();
-        let auth = Auth::parse(&format!(
+        let auth = parse(&format!(
             "tokens:\n  - {{name: w, token: writer-token-0123456789, namespace: a, scope: write}}\n  \
              - {{name: r, token_blake3: \"{hashed}\", namespace: a, scope: read}}\n  \
              - {{name: pr, token: pr-token-0123456789ab, namespace: a, scope: write, \
@@ -167,16 +168,15 @@ mod tests {
             auth.grant(Some("nope-nope-nope-nope")),
             Err(Unauthenticated("unknown token"))
         );
-        assert!(Auth::parse("tokens: []").is_err());
+        assert!(parse("tokens: []").is_err());
         assert!(
-            Auth::parse("tokens:\n  - {name: x, token: short, namespace: a, scope: read}\n")
-                .is_err()
+            parse("tokens:\n  - {name: x, token: short, namespace: a, scope: read}\n").is_err()
         );
     }
 
     #[test]
     fn an_old_auth_file_still_loads() {
-        let auth = Auth::parse(
+        let auth = parse(
             "tokens:\n  - {name: pr, token: pr-token-0123456789ab, namespace: a, scope: write, \
              cache_keys: [\"ref:refs/pull/\"]}\n",
         )
