@@ -164,13 +164,6 @@ async fn gate(
             format!("invalid namespace {ns:?}"),
         ));
     }
-    let kind = match params.get("key") {
-        Some(key) => {
-            validate_key(key).map_err(from_store)?;
-            Some(classify(key).map_err(from_store)?)
-        }
-        None => None,
-    };
     let (grant, client) = match &s.auth {
         None => (Grant::everything(&ns), peer.ip().to_string()),
         Some(auth) => {
@@ -196,6 +189,15 @@ async fn gate(
             return Err(resp);
         }
     }
+    // The key's form only once the client is known: a stranger learns
+    // nothing but 401.
+    let kind = match params.get("key") {
+        Some(key) => {
+            validate_key(key).map_err(from_store)?;
+            Some(classify(key).map_err(from_store)?)
+        }
+        None => None,
+    };
     let path = request.uri().path();
     let tail = path
         .strip_prefix("/v1/ns/")
