@@ -79,9 +79,6 @@ pub struct CiContext {
     pub config_from: &'static str,
     /// Where the checkout is, when the CI says it.
     pub checkout: Option<Found>,
-    /// The ref whose caches this job writes: its branch, or for a pull
-    /// request its own ref (`refs/pull/N/merge`), never the base branch's.
-    pub cache_ref: Option<Found>,
     /// The variables `writer` and `cache_scopes` read (leg and attempt
     /// ids; the ref's kind, protection and fork: `scope::VARS`).
     #[serde(skip)]
@@ -347,7 +344,6 @@ fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         return Some(CiContext {
             system: CiSystem::GithubActions,
             writer_vars: writer_vars.clone(),
-            cache_ref: get("GITHUB_REF"),
             run: get("GITHUB_RUN_ID")?,
             attempt: var("GITHUB_RUN_ATTEMPT").and_then(|a| a.parse().ok()),
             job: get("GITHUB_JOB")?,
@@ -366,7 +362,6 @@ fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             writer_vars: writer_vars.clone(),
             // A merge request pipeline's ref is its source branch; a fork's
             // runs in the fork's project.
-            cache_ref: get("CI_COMMIT_REF_NAME"),
             run: get("CI_PIPELINE_ID")?,
             attempt: None,
             job: get("CI_JOB_NAME")?,
@@ -383,7 +378,6 @@ fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         return Some(CiContext {
             system: CiSystem::Circleci,
             writer_vars: writer_vars.clone(),
-            cache_ref: get("CIRCLE_BRANCH"),
             // The workspace id stays the same when a workflow is rerun from
             // failed, as CircleCI's own workspaces do.
             run: get("CIRCLE_WORKFLOW_WORKSPACE_ID").or_else(|| get("CIRCLE_WORKFLOW_ID"))?,
@@ -402,7 +396,6 @@ fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         return Some(CiContext {
             system: CiSystem::Buildkite,
             writer_vars: writer_vars.clone(),
-            cache_ref: get("BUILDKITE_BRANCH"),
             run: get("BUILDKITE_BUILD_ID")?,
             attempt: None,
             job: get("BUILDKITE_STEP_KEY").or_else(|| get("BUILDKITE_LABEL"))?,
