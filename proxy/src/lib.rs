@@ -15,6 +15,8 @@
 //! and connects to loopback addresses it is given). It knows nothing about
 //! HTTP or strata: it moves bytes.
 
+mod exchanges;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use exchanges::{Exchanges, Turns};
 
 /// What the proxy does to traffic.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +65,8 @@ pub struct Proxy {
     accepted: Arc<AtomicU64>,
     /// Connections the proxy reset so far.
     resets: Arc<AtomicU64>,
+    /// The request-answer exchanges forwarded (`exchanges`).
+    exchanges: Arc<Exchanges>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -79,7 +85,13 @@ impl Proxy {
         let faults = Arc::new(Mutex::new(faults));
         let accepted = Arc::new(AtomicU64::new(0));
         let resets = Arc::new(AtomicU64::new(0));
-        let (f, a, r) = (faults.clone(), accepted.clone(), resets.clone());
+        let exchanges = Arc::new(Exchanges::default());
+        let (f, a, r, x) = (
+            faults.clone(),
+            accepted.clone(),
+            resets.clone(),
+            exchanges.clone(),
+        );
         let links = (Arc::new(Link::default()), Arc::new(Link::default()));
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -92,7 +104,14 @@ impl Proxy {
                     now.reset_on_sending = None;
                     now.black_hole = false;
                 }
-                tokio::spawn(connection(client, upstream, now, r.clone(), links.clone()));
+                let turns = Arc::new(Turns::new(x.clone()));
+                tokio::spawn(connection(
+                    client,
+                    upstream,
+                    now,
+                    r.clone(),
+                    (links.clone(), turns),
+                ));
             }
         });
         Proxy {
@@ -100,6 +119,7 @@ impl Proxy {
             faults,
             accepted,
             resets,
+            exchanges,
             runtime: Some(runtime),
         }
     }
@@ -130,6 +150,14 @@ impl Proxy {
     /// Connections reset so far.
     pub fn resets(&self) -> u64 {
         self.resets.load(SeqCst)
+    }
+
+    /// The round trips on the critical path since the last call (or the
+    /// start), counted from the bytes the proxy forwarded, not from what
+    /// the client says: the most request-answer exchanges of which no two
+    /// overlapped in time. Also how many exchanges there were in all.
+    pub fn take_round_trips(&self) -> (u64, u64) {
+        self.exchanges.take()
     }
 }
 
@@ -167,7 +195,7 @@ async fn connection(
     upstream: SocketAddr,
     faults: Faults,
     resets: Arc<AtomicU64>,
-    links: Links,
+    (links, turns): (Links, Arc<Turns>),
 ) {
     if faults.black_hole {
         // Hold the connection, read and drop what comes, answer nothing.
@@ -199,11 +227,19 @@ async fn connection(
         cr,
         sw,
         up,
-        links.0,
+        (links.0, Side::Up(turns.clone())),
         (kill.clone(), killed.clone()),
         resets.clone(),
     ));
-    pump(sr, cw, faults, links.1, (kill, killed), resets).await;
+    pump(
+        sr,
+        cw,
+        faults,
+        (links.1, Side::Down(turns)),
+        (kill, killed),
+        resets,
+    )
+    .await;
 }
 
 /// Resets the connection `to` belongs to.
@@ -224,7 +260,7 @@ async fn pump(
     from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: Faults,
-    link: Arc<Link>,
+    (link, side): (Arc<Link>, Side),
     (kill, mut killed): (watch::Sender<bool>, watch::Receiver<bool>),
     resets: Arc<AtomicU64>,
 ) {
@@ -266,12 +302,24 @@ async fn pump(
                 tokio::time::sleep_until(done).await;
             }
         }
+        match &side {
+            Side::Up(turns) => turns.up(due - faults.one_way),
+            Side::Down(turns) => turns.down(),
+        }
         if to.write_all(&bytes).await.is_err() {
             return;
         }
         sent += bytes.len() as u64;
     }
     let _ = to.shutdown().await;
+}
+
+/// Which way a pump forwards, for counting exchanges.
+enum Side {
+    /// Client to server.
+    Up(Arc<Turns>),
+    /// Server to client.
+    Down(Arc<Turns>),
 }
 
 /// Reads are stamped with the instant they may leave.
