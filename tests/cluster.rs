@@ -3,7 +3,7 @@
 //! replicas while a Garage node dies, a replica killed mid-persist, gc
 //! scheduled on every replica while persists run.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};

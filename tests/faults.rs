@@ -4,7 +4,7 @@
 //! (six stall timeouts; `STRATA_NET_TIMEOUT=1` here), never a hang; a
 //! reset connection is retried on a fresh one.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

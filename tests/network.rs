@@ -4,7 +4,7 @@
 //! TLS, limits, a server killed mid-persist and mid-attach, and sixteen
 //! clients at once.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::Path;

@@ -20,7 +20,7 @@
 //! Everywhere else (manifest roots, frame bytes that matter) attach must
 //! refuse, naming the object at fault.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -4,7 +4,7 @@
 //! is as it was or holds the complete new layer, verifies clean, and a
 //! repeated persist succeeds.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! A store whose bytes went bad fails loudly and leaves the target clean;
 //! a store whose local metadata is lost rebuilds it from the objects.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
