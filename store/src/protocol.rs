@@ -128,6 +128,20 @@ pub struct Hello {
     /// The namespace asked about, when one was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The CI identities the server accepts (`--oidc`), by CI, with the
+    /// audience each token must carry: a runner with no token asks its
+    /// CI for one with this audience.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc: Vec<OidcAudience>,
+}
+
+/// A CI whose OIDC tokens the server accepts, and their audience.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcAudience {
+    /// `github`, `gitlab`, `circleci` or `buildkite`.
+    pub ci: String,
+    /// The `aud` its tokens must carry.
+    pub audience: String,
 }
 
 /// The answer to `list`.
@@ -403,6 +417,7 @@ mod tests {
     #[test]
     fn answers_round_trip_and_errors_are_read() {
         let hello = Hello {
+            oidc: Vec::new(),
             protocol: PROTOCOL_VERSION,
             server: Some("strata test".into()),
             namespace: None,
