@@ -32,8 +32,12 @@ pub const MAX_RANGES: usize = 1 << 16;
 /// The header of a `HEAD` answer that carries the object's size.
 pub const OBJECT_SIZE_HEADER: &str = "x-object-size";
 
-/// The routes, relative to a namespace's root (`namespace_root`).
+/// The routes, relative to a namespace's root (`namespace_root`), and
+/// the server's own hello.
 pub mod route {
+    /// `GET /v1`: the server's hello, which anyone may ask (what it speaks,
+    /// and the CI identities it accepts).
+    pub const SERVER_HELLO: &str = "/v1";
     /// `GET` (hello): the protocol a server speaks.
     pub const HELLO: &str = "";
     /// `GET | HEAD | PUT | DELETE o/<key>`: one object.

@@ -9,6 +9,7 @@
 pub mod config;
 mod resolve;
 pub mod scope;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -32,6 +33,17 @@ pub enum CiSystem {
 }
 
 impl CiSystem {
+    /// Its name where a server names the CI identities it accepts
+    /// (`github`, `gitlab`, `circleci`, `buildkite`).
+    pub fn oidc_name(self) -> &'static str {
+        match self {
+            CiSystem::GithubActions => "github",
+            CiSystem::Gitlab => "gitlab",
+            CiSystem::Circleci => "circleci",
+            CiSystem::Buildkite => "buildkite",
+        }
+    }
+
     /// The short prefix of its run names.
     fn prefix(self) -> &'static str {
         match self {

@@ -56,12 +56,7 @@ impl Ci {
 
     /// Its name in the `--oidc` file and in the server's hello.
     pub fn name(self) -> &'static str {
-        match self {
-            Ci::Github => "github",
-            Ci::Gitlab => "gitlab",
-            Ci::Circleci => "circleci",
-            Ci::Buildkite => "buildkite",
-        }
+        self.system().oidc_name()
     }
 
     /// The CI of a runner's system.
