@@ -114,11 +114,19 @@ pub(crate) struct Namespaces {
     resync_every: Option<std::time::Duration>,
     clock: Clock,
     open: Mutex<HashMap<String, Arc<Store>>>,
+    opening: Mutex<()>,
 }
 
 impl Namespaces {
     /// The store of namespace `ns`, opened (and created) on first use.
     pub(crate) fn get(&self, ns: &str) -> strata_store::Result<Arc<Store>> {
+        if let Some(s) = self.open.lock().unwrap_or_else(|p| p.into_inner()).get(ns) {
+            return Ok(s.clone());
+        }
+        // One opening at a time: two first requests of a new namespace
+        // must not both create its store (the second would find the
+        // directory half made).
+        let _opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = self.open.lock().unwrap_or_else(|p| p.into_inner()).get(ns) {
             return Ok(s.clone());
         }
@@ -260,6 +268,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
             resync_every: config.resync_every,
             clock: config.clock.clone(),
             open: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
         },
         auth: config.auth.clone(),
         oidc: config.oidc.clone(),

@@ -80,6 +80,8 @@ struct Inner {
     identity: Option<Arc<dyn TokenSource>>,
     /// What `GET /v1` announced, asked once (for the identity).
     announced: OnceLock<Vec<OidcAudience>>,
+    /// Held while a refused token is renewed.
+    renewing: Mutex<()>,
     /// Each read and write must make progress within `stall`, but for
     /// patient calls (`call_json`).
     agent: ureq::Agent,
@@ -170,6 +172,7 @@ impl HttpTransport {
                 identity: options.identity.filter(|_| options.token.is_none()),
                 token: Mutex::new(options.token),
                 announced: OnceLock::new(),
+                renewing: Mutex::new(()),
                 agent: config
                     .timeout_per_read(Some(stall))
                     .timeout_per_write(Some(stall))
@@ -235,7 +238,8 @@ impl HttpTransport {
         let mut last_server = 0;
         let mut tried = 0;
         let mut renewed = false;
-        if self.inner.identity.is_some() {
+        if self.inner.identity.is_some() && self.token_now().is_none() {
+            let _one = self.inner.renewing.lock().unwrap_or_else(|p| p.into_inner());
             self.ask_identity(false)?;
         }
         for attempt in 1..=ATTEMPTS {
@@ -249,6 +253,7 @@ impl HttpTransport {
             tried = attempt;
             let server = self.inner.current.load(Relaxed);
             last_server = server;
+            let sent_with = self.token_now();
             let answer = {
                 let _in_flight = self.inner.traffic.request();
                 self.send(patient, method, &self.url(server, tail), body)
@@ -272,7 +277,7 @@ impl HttpTransport {
                     let renews = self.inner.identity.as_ref().is_some_and(|i| i.renews());
                     if status == 401 && renews && !renewed {
                         renewed = true;
-                        self.ask_identity(true)?;
+                        self.renew_identity(&sent_with)?;
                         wait = Duration::ZERO;
                         continue;
                     }
@@ -368,6 +373,21 @@ impl HttpTransport {
             bytes = n.to_le_bytes().to_vec();
         }
         Ok((status, bytes, retry_after))
+    }
+
+    fn token_now(&self) -> Option<String> {
+        self.inner.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A new token from the identity, unless another request renewed
+    /// the refused one (`refused`) already: requests in flight when a
+    /// token expires ask the CI once between them.
+    fn renew_identity(&self, refused: &Option<String>) -> Result<()> {
+        let _one = self.inner.renewing.lock().unwrap_or_else(|p| p.into_inner());
+        if self.token_now() != *refused {
+            return Ok(());
+        }
+        self.ask_identity(true)
     }
 
     /// Takes the identity's token (a new one with `renew`) for the
