@@ -272,6 +272,27 @@ fn accepted(alg: jsonwebtoken::Algorithm) -> bool {
 mod tests {
     use super::*;
 
+    /// Every `--oidc` file docs/deploy.md shows ("CI identities") loads.
+    #[test]
+    fn the_documented_files_load() {
+        let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/deploy.md"));
+        let section = doc
+            .split("### CI identities")
+            .nth(1)
+            .and_then(|s| s.split("### Limits and timeouts").next())
+            .unwrap();
+        let files: Vec<&str> = section
+            .split("```yaml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .collect();
+        assert_eq!(files.len(), 5, "the whole file and one per CI");
+        for f in files {
+            let o = Oidc::parse(f).unwrap_or_else(|e| panic!("{e}\n{f}"));
+            assert!(!o.audiences().is_empty());
+        }
+    }
+
     #[test]
     fn a_file_names_issuers_and_rules_that_refer_to_them() {
         let ok = "issuers:\n  - {name: gh, ci: github, issuer: https://token.actions.githubusercontent.com, audience: strata}\nrules:\n  - {issuer: gh, claims: {repository: acme/web}, namespace: web}\n";

@@ -99,6 +99,23 @@ fn no_rule_says_which_claim_did_not_match() {
     assert!(e.contains("no claim environment"), "{e}");
 }
 
+// docs/deploy.md's GitLab rule: the group and its subgroups, not a group
+// whose name starts alike.
+#[test]
+fn globs_stay_within_path_segments() {
+    let r = rule("gitlab", &[("namespace_path", "{acme,acme/**}")], "x");
+    let c = |ns: &str| claims(&format!(r#"{{"namespace_path": "{ns}"}}"#));
+    for ok in ["acme", "acme/platform", "acme/platform/tools"] {
+        assert_eq!(mismatch(&r, &c(ok)), None, "{ok}");
+    }
+    for bad in ["acme-evil", "acmeevil/x", "evil/acme"] {
+        assert!(mismatch(&r, &c(bad)).is_some(), "{bad}");
+    }
+    let r = rule("github", &[("repository", "acme/*")], "x");
+    assert!(mismatch(&r, &claims(r#"{"repository": "acme/a/b"}"#)).is_some());
+    assert_eq!(mismatch(&r, &claims(r#"{"repository": "acme/a"}"#)), None);
+}
+
 #[test]
 fn namespaces_encode_paths_without_collisions() {
     assert_eq!(namespace_part("acme/web"), "acme.web");
