@@ -101,17 +101,42 @@ impl Issuer {
         openssl(
             dir,
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-days", "2", "-subj", "/CN=strata test CA", "-keyout", "ca.key",
-                "-out", "ca.pem", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=strata test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
         openssl(
             dir,
             &[
-                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-subj", "/CN=localhost", "-keyout", "leaf.key", "-out", "leaf.csr",
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
             ],
         );
         std::fs::write(
@@ -122,8 +147,21 @@ impl Issuer {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-out", "leaf.pem", "-extfile", "ext.cnf",
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                "leaf.pem",
+                "-extfile",
+                "ext.cnf",
             ],
         );
         let port = {
@@ -376,18 +414,39 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(&'static str, String)> {
 
 /// A job persists, the next attaches what it persisted, and a cache is
 /// saved and restored: each with its own env, in `repo`.
-fn persist_attach_cache(dir: &Path, store: &str, first: &[(&str, String)], second: &[(&str, String)]) {
+fn persist_attach_cache(
+    dir: &Path,
+    store: &str,
+    first: &[(&str, String)],
+    second: &[(&str, String)],
+) {
     let repo = dir.join("repo");
-    write(&repo, &[("dist/app.js", "built"), ("node_modules/dep/i.js", "dep")]);
+    write(
+        &repo,
+        &[("dist/app.js", "built"), ("node_modules/dep/i.js", "dep")],
+    );
     ok(job(dir, store, first, &["persist", "dist"]), "persist");
     let at = dir.join("attached");
     ok(
-        job(dir, store, second, &["attach", "--at", at.to_str().unwrap()]),
+        job(
+            dir,
+            store,
+            second,
+            &["attach", "--at", at.to_str().unwrap()],
+        ),
         "attach",
     );
-    assert_eq!(std::fs::read_to_string(at.join("dist/app.js")).unwrap(), "built");
+    assert_eq!(
+        std::fs::read_to_string(at.join("dist/app.js")).unwrap(),
+        "built"
+    );
     ok(
-        job(dir, store, first, &["cache", "save", "--key", "deps-1", "node_modules"]),
+        job(
+            dir,
+            store,
+            first,
+            &["cache", "save", "--key", "deps-1", "node_modules"],
+        ),
         "cache save",
     );
     let back = dir.join("restored");
@@ -396,7 +455,15 @@ fn persist_attach_cache(dir: &Path, store: &str, first: &[(&str, String)], secon
             dir,
             store,
             second,
-            &["--json", "cache", "restore", "--key", "deps-", "--at", back.to_str().unwrap()],
+            &[
+                "--json",
+                "cache",
+                "restore",
+                "--key",
+                "deps-",
+                "--at",
+                back.to_str().unwrap(),
+            ],
         ),
         "cache restore",
     );
@@ -442,7 +509,7 @@ fn token_endpoint(mint: impl Fn(usize) -> String + Send + 'static) -> TokenEndpo
                 if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
                     break;
                 }
-                authorized |= h.to_ascii_lowercase() == "authorization: bearer req-secret\r\n";
+                authorized |= h.eq_ignore_ascii_case("authorization: bearer req-secret\r\n");
             }
             let audience = line
                 .split_whitespace()
@@ -468,14 +535,24 @@ fn token_endpoint(mint: impl Fn(usize) -> String + Send + 'static) -> TokenEndpo
     TokenEndpoint { url, audiences }
 }
 
-fn github_env(dir: &Path, endpoint: Option<&str>, git_ref: &str, run_id: &str, job: &str, event: &str) -> Vec<(&'static str, String)> {
+fn github_env(
+    dir: &Path,
+    endpoint: Option<&str>,
+    git_ref: &str,
+    run_id: &str,
+    job: &str,
+    event: &str,
+) -> Vec<(&'static str, String)> {
     let repo = dir.join("repo");
     let mut env = vars(&[
         ("GITHUB_ACTIONS", "true"),
         ("GITHUB_RUN_ID", run_id),
         ("GITHUB_RUN_ATTEMPT", "1"),
         ("GITHUB_JOB", job),
-        ("GITHUB_WORKFLOW_REF", &format!("acme/web/.github/workflows/ci.yml@{git_ref}")),
+        (
+            "GITHUB_WORKFLOW_REF",
+            &format!("acme/web/.github/workflows/ci.yml@{git_ref}"),
+        ),
         ("GITHUB_REF", git_ref),
         ("GITHUB_EVENT_NAME", event),
         ("GITHUB_WORKSPACE", repo.to_str().unwrap()),
@@ -509,11 +586,25 @@ fn github_jobs_need_nothing_but_the_store_url() {
     let base = issuer.claims("github", github_claims("refs/heads/main", "push", "123"));
     let endpoint = token_endpoint(move |_| sign_with(&key, &base));
     github_repo(dir);
-    let env = |job| github_env(dir, Some(&endpoint.url), "refs/heads/main", "123", job, "push");
+    let env = |job| {
+        github_env(
+            dir,
+            Some(&endpoint.url),
+            "refs/heads/main",
+            "123",
+            job,
+            "push",
+        )
+    };
     let store = server.ns("acme.web");
     persist_attach_cache(dir, &store, &env("build"), &env("test"));
     assert!(
-        endpoint.audiences.lock().unwrap().iter().all(|a| a == "strata-test"),
+        endpoint
+            .audiences
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a == "strata-test"),
         "{:?}",
         endpoint.audiences.lock().unwrap()
     );
@@ -540,7 +631,14 @@ fn an_expired_github_token_is_renewed() {
     let endpoint = token_endpoint(move |n| sign_with(&key, if n == 1 { &old } else { &fresh }));
     github_repo(dir);
     write(&dir.join("repo"), &[("dist/a", "1")]);
-    let env = github_env(dir, Some(&endpoint.url), "refs/heads/main", "123", "build", "push");
+    let env = github_env(
+        dir,
+        Some(&endpoint.url),
+        "refs/heads/main",
+        "123",
+        "build",
+        "push",
+    );
     let out = job(dir, &server.ns("acme.web"), &env, &["persist", "dist"]);
     if !out.status.success() {
         while let Ok(l) = server.log.recv_timeout(Duration::from_millis(200)) {
@@ -560,14 +658,30 @@ fn a_fork_pull_request_on_github_gets_nothing() {
     let (_issuer, server) = setup(dir);
     github_repo(dir);
     write(&dir.join("repo"), &[("dist/a", "1")]);
-    let env = github_env(dir, None, "refs/pull/7/merge", "130", "build", "pull_request");
+    let env = github_env(
+        dir,
+        None,
+        "refs/pull/7/merge",
+        "130",
+        "build",
+        "pull_request",
+    );
     let store = server.ns("acme.web");
-    let e = refused(job(dir, &store, &env, &["persist", "dist"]), "a fork's persist");
-    assert!(e.contains("GitHub gives no OIDC token to a pull request from a fork"), "{e}");
+    let e = refused(
+        job(dir, &store, &env, &["persist", "dist"]),
+        "a fork's persist",
+    );
+    assert!(
+        e.contains("GitHub gives no OIDC token to a pull request from a fork"),
+        "{e}"
+    );
     let e = refused(job(dir, &store, &env, &["ls"]), "a fork's ls");
     assert!(e.contains("no OIDC token"), "{e}");
     let shown = ok(job(dir, &store, &env, &["ci"]), "strata ci");
-    assert!(shown.contains("identity for a strata serve store: none"), "{shown}");
+    assert!(
+        shown.contains("identity for a strata serve store: none"),
+        "{shown}"
+    );
 }
 
 // A pull request's job writes its own run and its own ref's cache scope;
@@ -592,18 +706,42 @@ fn a_pull_requests_token_writes_only_its_own_run_and_scope() {
         github_env(dir, None, "refs/heads/main", "123", "build", "push"),
         token("refs/heads/main", "push", "123"),
     );
-    write(&dir.join("repo"), &[("dist/a", "main"), ("node_modules/d", "main")]);
-    ok(job(dir, &store, &main, &["persist", "dist"]), "main's persist");
+    write(
+        &dir.join("repo"),
+        &[("dist/a", "main"), ("node_modules/d", "main")],
+    );
+    ok(
+        job(dir, &store, &main, &["persist", "dist"]),
+        "main's persist",
+    );
     // The pull request's own run and scope: allowed.
     let pr_token = token("refs/pull/7/merge", "pull_request", "124");
     let pr = with_token(
-        github_env(dir, None, "refs/pull/7/merge", "124", "build", "pull_request"),
+        github_env(
+            dir,
+            None,
+            "refs/pull/7/merge",
+            "124",
+            "build",
+            "pull_request",
+        ),
         pr_token.clone(),
     );
-    write(&dir.join("repo"), &[("dist/a", "pr"), ("node_modules/d", "pr")]);
-    ok(job(dir, &store, &pr, &["persist", "dist"]), "the PR's persist");
+    write(
+        &dir.join("repo"),
+        &[("dist/a", "pr"), ("node_modules/d", "pr")],
+    );
     ok(
-        job(dir, &store, &pr, &["cache", "save", "--key", "deps-1", "node_modules"]),
+        job(dir, &store, &pr, &["persist", "dist"]),
+        "the PR's persist",
+    );
+    ok(
+        job(
+            dir,
+            &store,
+            &pr,
+            &["cache", "save", "--key", "deps-1", "node_modules"],
+        ),
         "the PR's cache save",
     );
     // Its token with main's run id and ref in the environment: refused,
@@ -612,7 +750,10 @@ fn a_pull_requests_token_writes_only_its_own_run_and_scope() {
         github_env(dir, None, "refs/heads/main", "123", "build", "push"),
         pr_token.clone(),
     );
-    let e = refused(job(dir, &store, &lying, &["persist", "dist"]), "writing main's run");
+    let e = refused(
+        job(dir, &store, &lying, &["persist", "dist"]),
+        "writing main's run",
+    );
     assert!(
         e.contains("for refs/pull/7/merge may not write run gh-123.1 of refs/heads/main"),
         "{e}"
@@ -623,28 +764,66 @@ fn a_pull_requests_token_writes_only_its_own_run_and_scope() {
         pr_token,
     );
     let e = refused(
-        job(dir, &store, &lying, &["cache", "save", "--key", "deps-2", "node_modules"]),
+        job(
+            dir,
+            &store,
+            &lying,
+            &["cache", "save", "--key", "deps-2", "node_modules"],
+        ),
         "saving under main's scope",
     );
-    assert!(e.contains("may save caches only under ref:refs/pull/7/merge:"), "{e}");
+    assert!(
+        e.contains("may save caches only under ref:refs/pull/7/merge:"),
+        "{e}"
+    );
     // main restores its own entry, never the pull request's.
     let back = dir.join("back");
     ok(
-        job(dir, &store, &main, &["cache", "save", "--key", "deps-0", "node_modules"]),
+        job(
+            dir,
+            &store,
+            &main,
+            &["cache", "save", "--key", "deps-0", "node_modules"],
+        ),
         "main's cache save",
     );
     let r = ok(
-        job(dir, &store, &main, &["--json", "cache", "restore", "--key", "deps-", "--at", back.to_str().unwrap()]),
+        job(
+            dir,
+            &store,
+            &main,
+            &[
+                "--json",
+                "cache",
+                "restore",
+                "--key",
+                "deps-",
+                "--at",
+                back.to_str().unwrap(),
+            ],
+        ),
         "main's restore",
     );
     assert!(r.contains("ref:refs/heads/main:deps-0"), "{r}");
     // pull_request_target runs on main's ref for a pull request: no cache.
     let target = with_token(
-        github_env(dir, None, "refs/heads/main", "125", "build", "pull_request_target"),
+        github_env(
+            dir,
+            None,
+            "refs/heads/main",
+            "125",
+            "build",
+            "pull_request_target",
+        ),
         token("refs/heads/main", "pull_request_target", "125"),
     );
     let e = refused(
-        job(dir, &store, &target, &["cache", "save", "--key", "deps-3", "node_modules"]),
+        job(
+            dir,
+            &store,
+            &target,
+            &["cache", "save", "--key", "deps-3", "node_modules"],
+        ),
         "pull_request_target's cache save",
     );
     assert!(e.contains("event_name is pull_request_target"), "{e}");
@@ -662,7 +841,10 @@ fn b64(bytes: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -680,7 +862,12 @@ fn forged_expired_and_misdirected_tokens_are_refused() {
     let store = server.ns("acme.web");
     let good = issuer.claims("github", github_claims("refs/heads/main", "push", "1"));
     ok(
-        job(dir, &store, &[("STRATA_TOKEN", sign_with(&issuer.keys[0], &good))], &["ls"]),
+        job(
+            dir,
+            &store,
+            &[("STRATA_TOKEN", sign_with(&issuer.keys[0], &good))],
+            &["ls"],
+        ),
         "a good token",
     );
     let with = |k: &str, v: Value| {
@@ -690,13 +877,28 @@ fn forged_expired_and_misdirected_tokens_are_refused() {
     };
     let cases = [
         ("expired", with("exp", json!(now() - 600)), "expired"),
-        ("wrong audience", with("aud", json!("someone-else")), "aud is \"someone-else\""),
-        ("wrong issuer", with("iss", json!("https://evil.example")), "no issuer this server trusts"),
-        ("not yet valid", with("nbf", json!(now() + 3600)), "not valid yet"),
+        (
+            "wrong audience",
+            with("aud", json!("someone-else")),
+            "aud is \"someone-else\"",
+        ),
+        (
+            "wrong issuer",
+            with("iss", json!("https://evil.example")),
+            "no issuer this server trusts",
+        ),
+        (
+            "not yet valid",
+            with("nbf", json!(now() + 3600)),
+            "not valid yet",
+        ),
     ];
     for (what, token, says) in cases {
         let e = ls_refused(dir, &store, &token);
-        assert!(e.contains(says) && e.contains("refused the token"), "{what}: {e}");
+        assert!(
+            e.contains(says) && e.contains("refused the token"),
+            "{what}: {e}"
+        );
     }
     // alg none: no signature at all.
     let none = format!(
@@ -710,7 +912,8 @@ fn forged_expired_and_misdirected_tokens_are_refused() {
     let public = serde_json::to_vec(&issuer.keys[0].jwk).unwrap();
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("kid-1".into());
-    let hmac = jsonwebtoken::encode(&header, &good, &EncodingKey::from_secret(&public).unwrap()).unwrap();
+    let hmac =
+        jsonwebtoken::encode(&header, &good, &EncodingKey::from_secret(&public).unwrap()).unwrap();
     let e = ls_refused(dir, &store, &hmac);
     assert!(e.contains("HMAC"), "{e}");
     // A key the issuer does not publish.
@@ -746,11 +949,20 @@ fn keys_rotate_and_outlive_an_issuer_that_is_down() {
     let ls = |token: String| job(dir, &store, &[("STRATA_TOKEN", token)], &["ls"]);
     ok(ls(sign_with(&first, &claims())), "the first key");
     let second = issuer.rotate("kid-2");
-    ok(ls(sign_with(&second, &issuer.claims("github", github_claims("refs/heads/main", "push", "1")))), "the new key");
+    ok(
+        ls(sign_with(
+            &second,
+            &issuer.claims("github", github_claims("refs/heads/main", "push", "1")),
+        )),
+        "the new key",
+    );
     issuer.stop();
     let c = issuer.claims("github", github_claims("refs/heads/main", "push", "1"));
     ok(ls(sign_with(&first, &c)), "a known key, the issuer down");
-    ok(ls(sign_with(&second, &c)), "the other known key, the issuer down");
+    ok(
+        ls(sign_with(&second, &c)),
+        "the other known key, the issuer down",
+    );
     let third = new_key(&issuer.dir, "kid-3");
     let e = refused(ls(sign_with(&third, &c)), "an unknown key, the issuer down");
     assert!(e.contains("kid kid-3"), "{e}");
@@ -773,18 +985,34 @@ fn static_tokens_work_beside_ci_identities() {
     .unwrap();
     let server = Server::start(
         dir.join("srv").to_str().unwrap(),
-        &["--oidc", file.to_str().unwrap(), "--config", config.to_str().unwrap()],
+        &[
+            "--oidc",
+            file.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
         &[],
     );
     let store = server.ns("acme.web");
     ok(
-        job(dir, &store, &[("STRATA_TOKEN", "static-token-0123456789".into())], &["gc"]),
+        job(
+            dir,
+            &store,
+            &[("STRATA_TOKEN", "static-token-0123456789".into())],
+            &["gc"],
+        ),
         "gc with the static admin token",
     );
     let token = issuer.sign("github", github_claims("refs/heads/main", "push", "1"));
-    ok(job(dir, &store, &[("STRATA_TOKEN", token.clone())], &["ls"]), "a CI token");
+    ok(
+        job(dir, &store, &[("STRATA_TOKEN", token.clone())], &["ls"]),
+        "a CI token",
+    );
     // A CI identity is never admin unless a rule says so.
-    let e = refused(job(dir, &store, &[("STRATA_TOKEN", token)], &["gc"]), "gc with a CI token");
+    let e = refused(
+        job(dir, &store, &[("STRATA_TOKEN", token)], &["gc"]),
+        "gc with a CI token",
+    );
     assert!(e.contains("may not administer"), "{e}");
     let e = ls_refused(dir, &store, "not-a-known-static-token");
     assert!(e.contains("unknown token"), "{e}");
@@ -832,17 +1060,30 @@ fn gitlab_jobs_need_nothing_but_the_store_url() {
     );
     // Its token for another pipeline.
     let e = refused(
-        job(dir, &store, &env("build", "1044", token), &["persist", "dist"]),
+        job(
+            dir,
+            &store,
+            &env("build", "1044", token),
+            &["persist", "dist"],
+        ),
         "another pipeline",
     );
     assert!(e.contains("pipeline_id 1045"), "{e}");
     // A merge request's token, its job claiming a protected push.
     let mr = issuer.sign("gitlab", gitlab_claims("1046", "merge_request_event"));
     let e = refused(
-        job(dir, &store, &env("build", "1046", mr), &["cache", "save", "--key", "deps-9", "node_modules"]),
+        job(
+            dir,
+            &store,
+            &env("build", "1046", mr),
+            &["cache", "save", "--key", "deps-9", "node_modules"],
+        ),
         "a merge request saving under main's protected scope",
     );
-    assert!(e.contains("only under ref:unprotected/refs/heads/main:"), "{e}");
+    assert!(
+        e.contains("only under ref:unprotected/refs/heads/main:"),
+        "{e}"
+    );
 }
 
 // CircleCI's v2 token is in CIRCLE_OIDC_TOKEN_V2; its audience is the
@@ -878,7 +1119,12 @@ fn circleci_jobs_need_nothing_but_the_store_url() {
     persist_attach_cache(dir, &store, &env("build", "main"), &env("test", "main"));
     // Its token with another branch in the environment: refused.
     let e = refused(
-        job(dir, &store, &env("build", "release"), &["cache", "save", "--key", "deps-2", "node_modules"]),
+        job(
+            dir,
+            &store,
+            &env("build", "release"),
+            &["cache", "save", "--key", "deps-2", "node_modules"],
+        ),
         "another branch",
     );
     assert!(e.contains("only under ref:refs/heads/main:"), "{e}");
@@ -905,7 +1151,11 @@ fn buildkite_jobs_need_nothing_but_the_store_url() {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     for step in ["build", "test"] {
-        std::fs::write(dir.join(format!("token-{step}")), issuer.sign("buildkite", buildkite_claims(step))).unwrap();
+        std::fs::write(
+            dir.join(format!("token-{step}")),
+            issuer.sign("buildkite", buildkite_claims(step)),
+        )
+        .unwrap();
     }
     let stub = bin.join("buildkite-agent");
     std::fs::write(

@@ -122,10 +122,13 @@ pub(crate) fn cache_scopes(unscoped: bool) -> Option<strata_store::ci::scope::Ca
 }
 
 /// The token source of the CI job this runs in, if it runs in one.
-pub(crate) fn ci_identity() -> Option<std::sync::Arc<dyn strata_store::backend::http::TokenSource>> {
+pub(crate) fn ci_identity() -> Option<std::sync::Arc<dyn strata_store::backend::http::TokenSource>>
+{
     let ci = detect_ci()?;
     let var = |v: &str| std::env::var(v).ok();
-    Some(std::sync::Arc::new(strata_store::ci::token::CiToken::new(ci.system, &var)))
+    Some(std::sync::Arc::new(strata_store::ci::token::CiToken::new(
+        ci.system, &var,
+    )))
 }
 
 /// The CI this runs in, from the environment.

@@ -191,7 +191,9 @@ pub fn allow_anonymous(request: &Request) -> Result<()> {
 pub fn allow_run(grant: &Grant, run: &str, ref_scope: Option<&str>) -> Result<()> {
     if let Some(bound) = &grant.run_names {
         if !bound.names.iter().any(|n| n == run) {
-            let of = ref_scope.map(|r| format!(" of {}", bare_ref(r))).unwrap_or_default();
+            let of = ref_scope
+                .map(|r| format!(" of {}", bare_ref(r)))
+                .unwrap_or_default();
             return Err(denied(
                 grant,
                 format!(
@@ -250,10 +252,9 @@ pub fn allow_job(grant: &Grant, run: &str, job: &str) -> Result<()> {
 /// Whether `grant` may save a cache entry under `key`.
 pub fn allow_cache_key(grant: &Grant, key: &str) -> Result<()> {
     match &grant.cache_keys {
-        Some(prefixes) if prefixes.is_empty() => Err(denied(
-            grant,
-            format!("may save no caches (not {key:?})"),
-        )),
+        Some(prefixes) if prefixes.is_empty() => {
+            Err(denied(grant, format!("may save no caches (not {key:?})")))
+        }
         Some(prefixes) if !prefixes.iter().any(|p| key.starts_with(p.as_str())) => Err(denied(
             grant,
             format!(

@@ -10,7 +10,13 @@ use crate::output::print_json;
 
 pub(crate) fn exec(cli: &Cli) -> Result<()> {
     match detect_ci() {
-        Some(c) => ci(cli.json, &c, &c.run_name(), &c.job_name(), &identity(cli, &c)),
+        Some(c) => ci(
+            cli.json,
+            &c,
+            &c.run_name(),
+            &c.job_name(),
+            &identity(cli, &c),
+        ),
         None => anyhow::bail!(
             "no CI strata knows in the environment (GITHUB_ACTIONS, GITLAB_CI, CIRCLECI \
              or BUILDKITE set to true, with their run and job variables)"

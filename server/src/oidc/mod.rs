@@ -251,7 +251,10 @@ fn explain(e: &jsonwebtoken::errors::Error, claims: &Claims, audience: &str) -> 
         K::ImmatureSignature => format!("it is not valid yet (nbf {})", num("nbf")),
         K::InvalidAudience => format!(
             "its aud is {}, not {audience:?}, the audience this server expects",
-            claims.get("aud").map(|v| v.to_string()).unwrap_or("missing".into())
+            claims
+                .get("aud")
+                .map(|v| v.to_string())
+                .unwrap_or("missing".into())
         ),
         K::InvalidIssuer => "its iss is not its issuer's".into(),
         K::InvalidSignature => "its signature does not verify with the issuer's key".into(),

@@ -229,7 +229,9 @@ fn the_documented_table_is_the_rule() {
             let expected = match cell.as_str() {
                 "yes" => (true, true),
                 "no" => (false, false),
-                "own ref" | "own key" | "own run" | "own run and job" | "own scope" => (false, true),
+                "own ref" | "own key" | "own run" | "own run and job" | "own scope" => {
+                    (false, true)
+                }
                 other => panic!("cell {other:?} of row {name}"),
             };
             for (i, (&m, &p)) in main.iter().zip(&pr).enumerate() {
@@ -282,7 +284,10 @@ fn a_bound_grant_names_the_claims_it_refused() {
     assert!(allow_run(&g, "gh-123.1", Some(PR)).is_err());
     assert!(allow_job(&g, "r", "j").is_ok());
     let e = allow_job(&g, "r", "deploy").unwrap_err();
-    assert!(e.to_string().contains("(step_key j) name only job j"), "{e}");
+    assert!(
+        e.to_string().contains("(step_key j) name only job j"),
+        "{e}"
+    );
     let none = Grant {
         cache_keys: Some(vec![]),
         jobs: Some(Bound {
@@ -292,7 +297,10 @@ fn a_bound_grant_names_the_claims_it_refused() {
         ..g
     };
     assert!(allow_cache_key(&none, PR).is_err());
-    assert!(allow_job(&none, "r", "j").unwrap_err().to_string().contains("key:"));
+    assert!(allow_job(&none, "r", "j")
+        .unwrap_err()
+        .to_string()
+        .contains("key:"));
 }
 
 #[test]

@@ -239,7 +239,11 @@ impl HttpTransport {
         let mut tried = 0;
         let mut renewed = false;
         if self.inner.identity.is_some() && self.token_now().is_none() {
-            let _one = self.inner.renewing.lock().unwrap_or_else(|p| p.into_inner());
+            let _one = self
+                .inner
+                .renewing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             self.ask_identity(false)?;
         }
         for attempt in 1..=ATTEMPTS {
@@ -376,14 +380,22 @@ impl HttpTransport {
     }
 
     fn token_now(&self) -> Option<String> {
-        self.inner.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A new token from the identity, unless another request renewed
     /// the refused one (`refused`) already: requests in flight when a
     /// token expires ask the CI once between them.
     fn renew_identity(&self, refused: &Option<String>) -> Result<()> {
-        let _one = self.inner.renewing.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = self
+            .inner
+            .renewing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if self.token_now() != *refused {
             return Ok(());
         }
@@ -396,7 +408,14 @@ impl HttpTransport {
         let Some(identity) = &self.inner.identity else {
             return Ok(());
         };
-        if !renew && self.inner.token.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+        if !renew
+            && self
+                .inner
+                .token
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+        {
             return Ok(());
         }
         let announced = match self.inner.announced.get() {

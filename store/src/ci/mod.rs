@@ -107,7 +107,11 @@ impl CiContext {
 
     /// The store's name for attempt `attempt` of this run.
     pub fn run_name_at(&self, attempt: Option<u32>) -> RunName {
-        run_name(self.system, &self.run.value, attempt.map(|a| a.to_string()).as_deref())
+        run_name(
+            self.system,
+            &self.run.value,
+            attempt.map(|a| a.to_string()).as_deref(),
+        )
     }
 
     /// Names this run had in earlier versions of strata, which a job of a
@@ -444,7 +448,10 @@ fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
             writer_vars: writer_vars.clone(),
             // The pipeline and build number, which the job's OIDC claims
             // name too; the build id (strata's name before) when missing.
-            run: match (get("BUILDKITE_PIPELINE_SLUG"), get("BUILDKITE_BUILD_NUMBER")) {
+            run: match (
+                get("BUILDKITE_PIPELINE_SLUG"),
+                get("BUILDKITE_BUILD_NUMBER"),
+            ) {
                 (Some(slug), Some(number)) => Found {
                     value: buildkite_run(&slug.value, &number.value),
                     from: "BUILDKITE_PIPELINE_SLUG, BUILDKITE_BUILD_NUMBER",

@@ -178,7 +178,8 @@ pub fn facts(
             // in the protected class, whatever its source branch is, so the
             // default branch never restores what it saves.
             let request = get("CI_PIPELINE_SOURCE").as_deref() == Some("merge_request_event");
-            facts.protected = Some(!request && get("CI_COMMIT_REF_PROTECTED").as_deref() == Some("true"));
+            facts.protected =
+                Some(!request && get("CI_COMMIT_REF_PROTECTED").as_deref() == Some("true"));
             let source = get("CI_MERGE_REQUEST_SOURCE_PROJECT_ID");
             let fork = source.is_some() && source != get("CI_MERGE_REQUEST_PROJECT_ID");
             if let Some(tag) = get("CI_COMMIT_TAG") {

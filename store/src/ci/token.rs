@@ -77,7 +77,10 @@ impl CiToken {
                 None => format!("none: {}", self.github_missing()),
             },
             CiSystem::Gitlab => match self.var("gitlab id token") {
-                Some(_) => format!("the job's OIDC token, from {} (id_tokens:)", self.gitlab_var),
+                Some(_) => format!(
+                    "the job's OIDC token, from {} (id_tokens:)",
+                    self.gitlab_var
+                ),
                 None => format!(
                     "none: {} is not set (declare it under id_tokens: with the server's \
                      audience)",
@@ -113,7 +116,10 @@ impl CiToken {
             self.var("ACTIONS_ID_TOKEN_REQUEST_URL"),
             self.var("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
         ) else {
-            return Err(format!("this job has no OIDC token: {}", self.github_missing()));
+            return Err(format!(
+                "this job has no OIDC token: {}",
+                self.github_missing()
+            ));
         };
         let join = if url.contains('?') { '&' } else { '?' };
         let url = format!("{url}{join}audience={}", percent(audience));
@@ -219,21 +225,35 @@ mod tests {
     #[test]
     fn each_ci_says_where_its_token_comes_from() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let announced = [OidcAudience {
             ci: "gitlab".into(),
             audience: "strata".into(),
         }];
         let gl = CiToken::new(CiSystem::Gitlab, &env(&[("STRATA_ID_TOKEN", "a.b.c")]));
-        assert_eq!(gl.token(&announced, false).unwrap().as_deref(), Some("a.b.c"));
+        assert_eq!(
+            gl.token(&announced, false).unwrap().as_deref(),
+            Some("a.b.c")
+        );
         assert!(!gl.renews());
         assert!(gl.describe().contains("STRATA_ID_TOKEN"));
         let named = CiToken::new(
             CiSystem::Gitlab,
-            &env(&[("STRATA_ID_TOKEN_VARIABLE", "MY_TOKEN"), ("MY_TOKEN", "x.y.z")]),
+            &env(&[
+                ("STRATA_ID_TOKEN_VARIABLE", "MY_TOKEN"),
+                ("MY_TOKEN", "x.y.z"),
+            ]),
         );
-        assert_eq!(named.token(&announced, false).unwrap().as_deref(), Some("x.y.z"));
+        assert_eq!(
+            named.token(&announced, false).unwrap().as_deref(),
+            Some("x.y.z")
+        );
         // A server that takes no GitLab identity gets no token.
         assert_eq!(gl.token(&[], false).unwrap(), None);
         let none = CiToken::new(CiSystem::Gitlab, &env(&[]));

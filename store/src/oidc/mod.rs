@@ -184,9 +184,9 @@ fn mismatch(rule: &Rule, claims: &Claims) -> Option<String> {
         let values: Vec<String> = match claims.get(claim) {
             Some(Value::Array(items)) => items
                 .iter()
-                .filter_map(|v| match v {
-                    Value::String(s) => Some(s.clone()),
-                    other => Some(other.to_string()),
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
                 })
                 .collect(),
             _ => claim_text(claims, claim).into_iter().collect(),
@@ -244,7 +244,10 @@ pub fn identity(ci: Ci, claims: &Claims) -> Result<Identity> {
             let (id, attempt) = (need("run_id")?, need("run_attempt")?);
             let run = run_name(CiSystem::GithubActions, &id, Some(&attempt));
             vars.push(("GITHUB_REF", need("ref")?));
-            for (var, claim) in [("GITHUB_HEAD_REF", "head_ref"), ("GITHUB_BASE_REF", "base_ref")] {
+            for (var, claim) in [
+                ("GITHUB_HEAD_REF", "head_ref"),
+                ("GITHUB_BASE_REF", "base_ref"),
+            ] {
                 if let Some(v) = get(claim) {
                     vars.push((var, v));
                 }
@@ -294,7 +297,9 @@ pub fn identity(ci: Ci, claims: &Claims) -> Result<Identity> {
                 vars.push(("CIRCLE_PR_NUMBER", n.to_string()));
                 vars.push(("CIRCLE_BRANCH", format!("pull/{n}")));
             } else {
-                no_caches = Some(format!("its vcs-ref {vcs_ref} is no branch, tag or pull request"));
+                no_caches = Some(format!(
+                    "its vcs-ref {vcs_ref} is no branch, tag or pull request"
+                ));
                 vars.push(("CIRCLE_BRANCH", vcs_ref.clone()));
             }
             let who = get("oidc.circleci.com/vcs-origin")
@@ -326,7 +331,11 @@ pub fn identity(ci: Ci, claims: &Claims) -> Result<Identity> {
             (who, bound(run.to_string(), from), jobs)
         }
     };
-    let var = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+    let var = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    };
     let facts = facts(ci.system(), &var, None).ok_or_else(|| Error::NotAllowed {
         detail: format!("the {} token names no ref", ci.name()),
     })?;
@@ -403,7 +412,11 @@ pub fn grants(ci: Ci, issuer: &str, claims: &Claims, rules: &[Rule]) -> Result<V
             why.push(format!("the --oidc file has no rule for issuer {issuer}"));
         }
         return Err(Error::NotAllowed {
-            detail: format!("no rule grants this {} token: {}", ci.name(), why.join("; ")),
+            detail: format!(
+                "no rule grants this {} token: {}",
+                ci.name(),
+                why.join("; ")
+            ),
         });
     }
     Ok(out)

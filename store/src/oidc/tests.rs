@@ -36,14 +36,22 @@ pub(crate) fn github(git_ref: &str, event: &str) -> Claims {
 #[test]
 fn a_github_job_writes_its_run_and_its_refs_scope() {
     let rules = [rule("github", &[("repository", "acme/*")], "{repository}")];
-    let g = &grants(Ci::Github, "github", &github("refs/heads/main", "push"), &rules).unwrap()[0];
+    let g = &grants(
+        Ci::Github,
+        "github",
+        &github("refs/heads/main", "push"),
+        &rules,
+    )
+    .unwrap()[0];
     assert_eq!(g.namespace, "acme.web");
     assert_eq!(g.role, Role::Write);
     let main = "ref:refs/heads/main:";
     assert!(allow_run(g, "gh-123.1", Some(main)).is_ok());
     assert!(allow_cache_key(g, &format!("{main}deps-1")).is_ok());
     // Another run, another attempt: refused, naming the claims.
-    let e = allow_run(g, "gh-124.1", Some(main)).unwrap_err().to_string();
+    let e = allow_run(g, "gh-124.1", Some(main))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("run_id 123, run_attempt 1"), "{e}");
     assert!(allow_run(g, "gh-123.2", Some(main)).is_err());
     // Never admin by default.
@@ -73,7 +81,9 @@ fn a_pull_requests_token_never_writes_the_default_branch() {
     // pull_request_target runs on the base's ref: no cache at all.
     let t = github("refs/heads/main", "pull_request_target");
     let g = &grants(Ci::Github, "github", &t, &rules).unwrap()[0];
-    let e = allow_cache_key(g, "ref:refs/heads/main:deps").unwrap_err().to_string();
+    let e = allow_cache_key(g, "ref:refs/heads/main:deps")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("event_name is pull_request_target"), "{e}");
     assert!(allow_run(g, "gh-123.1", Some("ref:refs/heads/main:")).is_ok());
 }
@@ -84,18 +94,33 @@ fn no_rule_says_which_claim_did_not_match() {
         rule("github", &[("repository", "acme/api")], "api"),
         rule("gitlab", &[], "x"),
     ];
-    let e = grants(Ci::Github, "github", &github("refs/heads/main", "push"), &rules)
-        .unwrap_err()
-        .to_string();
+    let e = grants(
+        Ci::Github,
+        "github",
+        &github("refs/heads/main", "push"),
+        &rules,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("repository is acme/web, not acme/api"), "{e}");
-    let e = grants(Ci::Github, "gh2", &github("refs/heads/main", "push"), &rules)
-        .unwrap_err()
-        .to_string();
+    let e = grants(
+        Ci::Github,
+        "gh2",
+        &github("refs/heads/main", "push"),
+        &rules,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("no rule for issuer gh2"), "{e}");
     let missing = rule("github", &[("environment", "prod")], "x");
-    let e = grants(Ci::Github, "github", &github("refs/heads/main", "push"), &[missing])
-        .unwrap_err()
-        .to_string();
+    let e = grants(
+        Ci::Github,
+        "github",
+        &github("refs/heads/main", "push"),
+        &[missing],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("no claim environment"), "{e}");
 }
 
@@ -138,7 +163,11 @@ fn a_gitlab_pipeline_writes_its_pipeline_and_protection_class() {
                 "ref": "{git_ref}", "ref_type": "branch", "ref_protected": "{protected}"}}"#
         ))
     };
-    let rules = [rule("gitlab", &[("namespace_path", "acme")], "{project_path}")];
+    let rules = [rule(
+        "gitlab",
+        &[("namespace_path", "acme")],
+        "{project_path}",
+    )];
     let main = &grants(Ci::Gitlab, "gitlab", &c("main", true, "push"), &rules).unwrap()[0];
     assert_eq!(main.namespace, "acme.web");
     assert!(allow_run(main, "gl-1045", Some("ref:refs/heads/main:")).is_ok());
@@ -146,9 +175,15 @@ fn a_gitlab_pipeline_writes_its_pipeline_and_protection_class() {
     assert!(allow_cache_key(main, "ref:refs/heads/main:k").is_ok());
     // An unprotected branch, and a merge request's pipeline even from a
     // protected branch, write the unprotected class only.
-    for (r, p, s) in [("feature", false, "push"), ("main", true, "merge_request_event")] {
+    for (r, p, s) in [
+        ("feature", false, "push"),
+        ("main", true, "merge_request_event"),
+    ] {
         let g = &grants(Ci::Gitlab, "gitlab", &c(r, p, s), &rules).unwrap()[0];
-        assert!(allow_cache_key(g, "ref:refs/heads/main:k").is_err(), "{r} {s}");
+        assert!(
+            allow_cache_key(g, "ref:refs/heads/main:k").is_err(),
+            "{r} {s}"
+        );
         let own = format!("ref:unprotected/refs/heads/{r}:k");
         assert!(allow_cache_key(g, &own).is_ok(), "{r} {s}");
     }
@@ -168,7 +203,10 @@ fn a_circleci_job_is_bound_to_its_project_and_ref_only() {
     };
     let rules = [rule(
         "circleci",
-        &[("oidc.circleci.com/project-id", "77aa"), ("oidc.circleci.com/context-ids", "c2")],
+        &[
+            ("oidc.circleci.com/project-id", "77aa"),
+            ("oidc.circleci.com/context-ids", "c2"),
+        ],
         "web",
     )];
     let g = &grants(Ci::Circleci, "circleci", &c("refs/heads/main"), &rules).unwrap()[0];
@@ -190,19 +228,31 @@ fn a_buildkite_job_is_bound_to_its_build_and_step() {
                 "step_key": {step}, "job_id": "0184", "agent_id": "0185", "build_source": "webhook"}}"#
         ))
     };
-    let rules = [rule("buildkite", &[("organization_slug", "acme")], "{pipeline_slug}")];
+    let rules = [rule(
+        "buildkite",
+        &[("organization_slug", "acme")],
+        "{pipeline_slug}",
+    )];
     let g = &grants(Ci::Buildkite, "buildkite", &c("main", r#""test""#), &rules).unwrap()[0];
     assert_eq!(g.namespace, "web");
     let main = Some("ref:refs/heads/main:");
     assert!(allow_run(g, "bk-web-1042", main).is_ok());
     assert!(allow_run(g, "bk-web-1041", main).is_err());
     assert!(allow_job(g, "bk-web-1042", "test").is_ok());
-    let e = allow_job(g, "bk-web-1042", "deploy").unwrap_err().to_string();
+    let e = allow_job(g, "bk-web-1042", "deploy")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("step_key test"), "{e}");
     // A step without a key writes no layer; a fork's build no cache.
     let g = &grants(Ci::Buildkite, "buildkite", &c("main", "null"), &rules).unwrap()[0];
     assert!(allow_job(g, "bk-web-1042", "test").is_err());
-    let fork = &grants(Ci::Buildkite, "buildkite", &c("someone:main", r#""t""#), &rules).unwrap()[0];
+    let fork = &grants(
+        Ci::Buildkite,
+        "buildkite",
+        &c("someone:main", r#""t""#),
+        &rules,
+    )
+    .unwrap()[0];
     assert!(allow_cache_key(fork, "ref:refs/heads/main:k").is_err());
     assert!(allow_cache_key(fork, "ref:refs/heads/someone:main:k").is_err());
 }
@@ -211,7 +261,13 @@ fn a_buildkite_job_is_bound_to_its_build_and_step() {
 fn admin_only_where_a_rule_says_so() {
     let mut r = rule("github", &[], "web");
     r.role = RoleSpec::Admin;
-    let g = &grants(Ci::Github, "github", &github("refs/heads/main", "push"), &[r]).unwrap()[0];
+    let g = &grants(
+        Ci::Github,
+        "github",
+        &github("refs/heads/main", "push"),
+        &[r],
+    )
+    .unwrap()[0];
     assert!(allow(g, "web", &Request::Gc { dry_run: false }).is_ok());
     let parsed: Rule = serde_yaml_ng_free("issuer: github\nnamespace: web\n");
     assert_eq!(parsed.role, RoleSpec::Write);
