@@ -969,6 +969,41 @@ fn keys_rotate_and_outlive_an_issuer_that_is_down() {
     server.wait_for_log("OIDC keys:", Duration::from_secs(5));
 }
 
+// A site that cannot reach its issuer keeps the issuer's JWKS in a file,
+// read again when a token names a key it lacks.
+#[test]
+fn an_air_gapped_server_reads_the_keys_from_a_file() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir_all(dir.join("repo")).unwrap();
+    let mut issuer = Issuer::start(&dir.join("issuer"));
+    issuer.stop();
+    let jwks = issuer.dir.join("www/github/jwks.json");
+    let file = dir.join("oidc.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "refetch_floor_secs: 0\nissuers:\n  - {{name: github, ci: github, issuer: \"{}\", \
+             audience: strata-test, jwks_file: \"{}\"}}\nrules:\n  - {{issuer: github, \
+             claims: {{repository: \"acme/*\"}}, namespace: \"{{repository}}\"}}\n",
+            issuer.iss("github"),
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(
+        dir.join("srv").to_str().unwrap(),
+        &["--oidc", file.to_str().unwrap()],
+        &[],
+    );
+    let store = server.ns("acme.web");
+    let claims = issuer.claims("github", github_claims("refs/heads/main", "push", "1"));
+    let ls = |token: String| job(dir, &store, &[("STRATA_TOKEN", token)], &["ls"]);
+    ok(ls(sign_with(&issuer.keys[0], &claims)), "a key of the file");
+    let second = issuer.rotate("kid-2");
+    ok(ls(sign_with(&second, &claims)), "a key added to the file");
+}
+
 // Static tokens keep working beside CI identities.
 #[test]
 fn static_tokens_work_beside_ci_identities() {

@@ -3,8 +3,9 @@
 //! sites that cannot reach the issuer. Fetched again when a token names a
 //! key id the set lacks (key rotation), but never more often than the
 //! floor between fetches, so tokens with made-up key ids cannot make the
-//! server hammer the issuer; a failed fetch keeps the keys it had, so an
-//! issuer that is down stops no token whose key is known.
+//! server hammer the issuer; and on use once they are an hour old, so a
+//! withdrawn key stops verifying. A failed fetch keeps the keys it had, so
+//! an issuer that is down stops no token whose key is known.
 //!
 //! HMAC (`oct`) keys in a set are dropped: an issuer's keys are public,
 //! and a shared-secret key made of public bytes would let anyone sign.
@@ -19,6 +20,10 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// The largest discovery document or JWKS read.
 const MAX_DOCUMENT: u64 = 1 << 20;
+
+/// Keys this old are fetched again on their next use, so a key the issuer
+/// withdrew stops verifying within an hour (a failed fetch keeps them).
+const MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone)]
@@ -77,24 +82,24 @@ impl KeySet {
     /// allows. Blocking: call it off the async threads.
     pub fn find(&self, kid: Option<&str>) -> Result<Key, String> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = pick(&state.keys, kid) {
-            return Ok(k);
+        let known = pick(&state.keys, kid);
+        let stale = state.fetched.is_none_or(|t| t.elapsed() >= MAX_AGE);
+        if let (Some(k), false) = (&known, stale) {
+            return Ok(k.clone());
         }
         let due = state.fetched.is_none_or(|t| t.elapsed() >= self.floor);
         if !due {
-            return Err(unknown(kid, "fetched again too recently to ask again"));
+            return known.ok_or_else(|| unknown(kid, "fetched again too recently to ask again"));
         }
         state.fetched = Some(Instant::now());
         match self.fetch() {
             Ok(keys) => state.keys = keys,
             Err(e) => {
                 crate::log::line(format_args!("OIDC keys: {e} (keeping the keys known)"));
-                return match pick(&state.keys, kid) {
-                    Some(k) => Ok(k),
-                    None => Err(unknown(kid, &e)),
-                };
+                return known.ok_or_else(|| unknown(kid, &e));
             }
         }
+        // A known key the fresh set lacks was withdrawn: refused.
         pick(&state.keys, kid).ok_or_else(|| unknown(kid, "not in the issuer's key set"))
     }
 
