@@ -21,10 +21,11 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::access::{Bound, Grant, Role};
-use crate::ci::scope::{facts, scopes};
-use crate::ci::{buildkite_run, job_name, run_name, CiSystem};
+use crate::access::{Grant, Role};
+use crate::ci::CiSystem;
 use crate::error::{Error, Result};
+
+mod claims;
 
 /// The claims of a verified token.
 pub type Claims = Map<String, Value>;
@@ -204,158 +205,7 @@ fn mismatch(rule: &Rule, claims: &Claims) -> Option<String> {
     None
 }
 
-/// What a CI's claims say about the job, as far as the bindings care.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Who, for logs and refusals: `acme/web for refs/pull/7/merge`.
-    pub label: String,
-    /// The run it may write, if the claims name one.
-    pub run_names: Option<Bound>,
-    /// The job it may write, if the claims name one.
-    pub jobs: Option<Bound>,
-    /// The scope its runs record and its caches are saved under.
-    pub scope: String,
-    /// Why it may save no cache at all, if so.
-    pub no_caches: Option<String>,
-}
-
-/// Reads the bindings of `ci`'s claim set (docs/deploy.md, "CI
-/// identities", cites each claim). Claims a CI documents but this token
-/// lacks make it unusable for writing: an error naming the claim.
-pub fn identity(ci: Ci, claims: &Claims) -> Result<Identity> {
-    let get = |name: &str| claim_text(claims, name).filter(|v| !v.is_empty());
-    let need = |name: &str| {
-        get(name).ok_or_else(|| Error::NotAllowed {
-            detail: format!("the {} token has no claim {name}", ci.name()),
-        })
-    };
-    let bound = |run: String, from: String| {
-        Some(Bound {
-            names: vec![run],
-            from,
-        })
-    };
-    // The runner's variables, as the claims state them: `scope::facts`
-    // reads both alike.
-    let mut vars: Vec<(&str, String)> = Vec::new();
-    let mut no_caches = None;
-    let (who, run_names, mut jobs) = match ci {
-        Ci::Github => {
-            let (id, attempt) = (need("run_id")?, need("run_attempt")?);
-            let run = run_name(CiSystem::GithubActions, &id, Some(&attempt));
-            vars.push(("GITHUB_REF", need("ref")?));
-            for (var, claim) in [
-                ("GITHUB_HEAD_REF", "head_ref"),
-                ("GITHUB_BASE_REF", "base_ref"),
-            ] {
-                if let Some(v) = get(claim) {
-                    vars.push((var, v));
-                }
-            }
-            // pull_request_target runs for a pull request on the base
-            // branch's ref, and its claims name no pull request: it may
-            // write its own run, never a cache.
-            let event = get("event_name").unwrap_or_default();
-            if event == "pull_request_target" {
-                no_caches = Some(format!("its event_name is {event}"));
-            }
-            let from = format!("run_id {id}, run_attempt {attempt}");
-            (need("repository")?, bound(run.to_string(), from), None)
-        }
-        Ci::Gitlab => {
-            let pipeline = need("pipeline_id")?;
-            let run = run_name(CiSystem::Gitlab, &pipeline, None);
-            let git_ref = need("ref")?;
-            match get("ref_type").as_deref() {
-                Some("tag") => vars.push(("CI_COMMIT_TAG", git_ref.clone())),
-                _ => vars.push(("CI_COMMIT_BRANCH", git_ref.clone())),
-            }
-            vars.push(("CI_COMMIT_REF_NAME", git_ref));
-            for (var, claim) in [
-                ("CI_COMMIT_REF_PROTECTED", "ref_protected"),
-                ("CI_PIPELINE_SOURCE", "pipeline_source"),
-            ] {
-                if let Some(v) = get(claim) {
-                    vars.push((var, v));
-                }
-            }
-            let from = format!("pipeline_id {pipeline}");
-            (need("project_path")?, bound(run.to_string(), from), None)
-        }
-        Ci::Circleci => {
-            // The token names no workflow: runs are bound to the project
-            // (the rule's namespace) and the ref, not to one run.
-            let vcs_ref = need("oidc.circleci.com/vcs-ref")?;
-            if let Some(b) = vcs_ref.strip_prefix("refs/heads/") {
-                vars.push(("CIRCLE_BRANCH", b.to_string()));
-            } else if let Some(t) = vcs_ref.strip_prefix("refs/tags/") {
-                vars.push(("CIRCLE_TAG", t.to_string()));
-            } else if let Some(n) = vcs_ref
-                .strip_prefix("refs/pull/")
-                .and_then(|r| r.split('/').next())
-            {
-                vars.push(("CIRCLE_PR_NUMBER", n.to_string()));
-                vars.push(("CIRCLE_BRANCH", format!("pull/{n}")));
-            } else {
-                no_caches = Some(format!(
-                    "its vcs-ref {vcs_ref} is no branch, tag or pull request"
-                ));
-                vars.push(("CIRCLE_BRANCH", vcs_ref.clone()));
-            }
-            let who = get("oidc.circleci.com/vcs-origin")
-                .or_else(|| get("oidc.circleci.com/project-id"))
-                .unwrap_or_default();
-            (who, None, None)
-        }
-        Ci::Buildkite => {
-            let (slug, number) = (need("pipeline_slug")?, need("build_number")?);
-            let run = run_name(CiSystem::Buildkite, &buildkite_run(&slug, &number), None);
-            let branch = need("build_branch")?;
-            // Buildkite's claims name no pull request; a fork's build has
-            // the fork's owner before its branch name (the pipeline's
-            // setting to prefix them), which saves no caches.
-            if branch.contains(':') {
-                no_caches = Some(format!("its build_branch {branch} is a fork's"));
-            }
-            vars.push(("BUILDKITE_BRANCH", branch));
-            if let Some(tag) = get("build_tag") {
-                vars.push(("BUILDKITE_TAG", tag));
-            }
-            let step = get("step_key");
-            let jobs = Some(Bound {
-                names: step.iter().map(|s| job_name(s).to_string()).collect(),
-                from: format!("step_key {}", step.as_deref().unwrap_or("null")),
-            });
-            let from = format!("pipeline_slug {slug}, build_number {number}");
-            let who = format!("{}/{slug}", get("organization_slug").unwrap_or_default());
-            (who, bound(run.to_string(), from), jobs)
-        }
-    };
-    let var = |name: &str| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let facts = facts(ci.system(), &var, None).ok_or_else(|| Error::NotAllowed {
-        detail: format!("the {} token names no ref", ci.name()),
-    })?;
-    let scope = scopes(&facts).write;
-    let bare = scope
-        .strip_prefix("ref:")
-        .and_then(|s| s.strip_suffix(':'))
-        .unwrap_or(&scope)
-        .to_string();
-    if ci != Ci::Buildkite {
-        jobs = None;
-    }
-    Ok(Identity {
-        label: format!("{who} for {bare}"),
-        run_names,
-        jobs,
-        scope,
-        no_caches,
-    })
-}
+pub use claims::{identity, Identity};
 
 /// The grants the rules of `issuer` (a `ci` issuer) give a token with
 /// `claims`, one per matching rule, in the file's order. None matching is
