@@ -4,7 +4,7 @@
 
 #[path = "attacker/server.rs"]
 mod server;
-mod support;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -2,7 +2,7 @@
 //! environment and a config of its format: no `--run`, `--job` or `run
 //! create`; reruns and retries as the CI does them (docs/ci.md).
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::Path;

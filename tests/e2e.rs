@@ -8,8 +8,6 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-mod docs;
-
 struct World {
     dir: TempDir,
 }

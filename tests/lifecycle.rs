@@ -3,7 +3,7 @@
 //! `STRATA_NOW` (the server's own clock, which gc uses, is set when it
 //! starts), so nothing waits.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::PathBuf;

@@ -7,7 +7,7 @@
 //! nothing but the store URL; forged, expired and misdirected tokens are
 //! refused, each naming why.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

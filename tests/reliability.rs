@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support;
+
+use support::lock_intervals;
+
 fn strata(store: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
     c.arg("--store").arg(store);
@@ -250,28 +254,6 @@ fn busy_tree(root: &Path, mib: usize, seed: u64) {
         let bytes: Vec<u8> = (0..1 << 20).map(|_| rng.next_u64() as u8).collect();
         fs::write(root.join(format!("node_modules/blob{b}")), bytes).unwrap();
     }
-}
-
-/// `(pid, lock path, taken, released)` from a `$STRATA_LOCK_LOG` file.
-fn lock_intervals(log: &Path) -> Vec<(u32, String, u128, u128)> {
-    let text = fs::read_to_string(log).unwrap();
-    let mut open: std::collections::HashMap<(u32, String), u128> = Default::default();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let (pid, event, path, at) = (f[0].parse().unwrap(), f[1], f[2].to_string(), f[3]);
-        let at: u128 = at.parse().unwrap();
-        match event {
-            "take" => assert!(open.insert((pid, path), at).is_none(), "{line}"),
-            "release" => {
-                let taken = open.remove(&(pid, path.clone())).expect(line);
-                out.push((pid, path, taken, at));
-            }
-            e => panic!("unknown event {e}"),
-        }
-    }
-    assert!(open.is_empty(), "locks never released: {open:?}");
-    out
 }
 
 // Four jobs on one runner persist, attach and gc one local store at once:

@@ -3,7 +3,7 @@
 //! GitHub Action's steps under node, the Buildkite plugin's hooks under
 //! bash, the CircleCI orb's and the GitLab component's commands under sh.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

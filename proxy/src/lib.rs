@@ -15,6 +15,8 @@
 //! and connects to loopback addresses it is given). It knows nothing about
 //! HTTP or strata: it moves bytes.
 
+mod exchanges;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use exchanges::{Exchanges, Turns};
 
 /// What the proxy does to traffic.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +65,8 @@ pub struct Proxy {
     accepted: Arc<AtomicU64>,
     /// Connections the proxy reset so far.
     resets: Arc<AtomicU64>,
+    /// The request-answer exchanges forwarded (`exchanges`).
+    exchanges: Arc<Exchanges>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -79,7 +85,13 @@ impl Proxy {
         let faults = Arc::new(Mutex::new(faults));
         let accepted = Arc::new(AtomicU64::new(0));
         let resets = Arc::new(AtomicU64::new(0));
-        let (f, a, r) = (faults.clone(), accepted.clone(), resets.clone());
+        let exchanges = Arc::new(Exchanges::default());
+        let (f, a, r, x) = (
+            faults.clone(),
+            accepted.clone(),
+            resets.clone(),
+            exchanges.clone(),
+        );
         let links = (Arc::new(Link::default()), Arc::new(Link::default()));
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -92,7 +104,14 @@ impl Proxy {
                     now.reset_on_sending = None;
                     now.black_hole = false;
                 }
-                tokio::spawn(connection(client, upstream, now, r.clone(), links.clone()));
+                let turns = Arc::new(Turns::new(x.clone()));
+                tokio::spawn(connection(
+                    client,
+                    upstream,
+                    now,
+                    r.clone(),
+                    (links.clone(), turns),
+                ));
             }
         });
         Proxy {
@@ -100,6 +119,7 @@ impl Proxy {
             faults,
             accepted,
             resets,
+            exchanges,
             runtime: Some(runtime),
         }
     }
@@ -130,6 +150,14 @@ impl Proxy {
     /// Connections reset so far.
     pub fn resets(&self) -> u64 {
         self.resets.load(SeqCst)
+    }
+
+    /// The round trips on the critical path since the last call (or the
+    /// start), counted from the bytes the proxy forwarded, not from what
+    /// the client says: the most request-answer exchanges of which no two
+    /// overlapped in time. Also how many exchanges there were in all.
+    pub fn take_round_trips(&self) -> (u64, u64) {
+        self.exchanges.take()
     }
 }
 
@@ -167,7 +195,7 @@ async fn connection(
     upstream: SocketAddr,
     faults: Faults,
     resets: Arc<AtomicU64>,
-    links: Links,
+    (links, turns): (Links, Arc<Turns>),
 ) {
     if faults.black_hole {
         // Hold the connection, read and drop what comes, answer nothing.
@@ -199,11 +227,19 @@ async fn connection(
         cr,
         sw,
         up,
-        links.0,
+        (links.0, Side::Up(turns.clone())),
         (kill.clone(), killed.clone()),
         resets.clone(),
     ));
-    pump(sr, cw, faults, links.1, (kill, killed), resets).await;
+    pump(
+        sr,
+        cw,
+        faults,
+        (links.1, Side::Down(turns)),
+        (kill, killed),
+        resets,
+    )
+    .await;
 }
 
 /// Resets the connection `to` belongs to.
@@ -221,32 +257,14 @@ fn reset(to: tokio::net::tcp::OwnedWriteHalf, kill: &watch::Sender<bool>, resets
 /// Forwards one direction: a reader task stamps each read with when it may
 /// leave, the writer sends it then, at the capped rate, applying faults.
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
+    from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: Faults,
-    link: Arc<Link>,
+    (link, side): (Arc<Link>, Side),
     (kill, mut killed): (watch::Sender<bool>, watch::Receiver<bool>),
     resets: Arc<AtomicU64>,
 ) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let delay = faults.one_way;
-    let mut reader_killed = killed.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            tokio::select! {
-                r = from.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
-                            break;
-                        }
-                    }
-                },
-                _ = reader_killed.changed() => break,
-            }
-        }
-    });
+    let mut rx = stamp_reads(from, faults.one_way, killed.clone());
     let mut sent = 0u64;
     // The last bytes forwarded, so a pattern split across reads is found.
     let mut tail: Vec<u8> = Vec::new();
@@ -263,44 +281,15 @@ async fn pump(
         let Some((due, mut bytes)) = next else {
             break;
         };
-        // The timer ticks in milliseconds: sleep only when the bytes are
-        // not due within the tick, and send every read due by then in one
-        // write, or small reads would each wait for a tick of their own.
-        let tick = Duration::from_millis(1);
-        if due > Instant::now() + tick {
-            tokio::time::sleep_until(due).await;
-        }
-        while let Ok((d, more)) = rx.try_recv() {
-            if d > Instant::now() + tick || bytes.len() >= 1 << 20 {
-                held = Some((d, more));
-                break;
-            }
-            bytes.extend_from_slice(&more);
-        }
-        if let Some(pattern) = &faults.reset_on_sending {
-            let mut window = std::mem::take(&mut tail);
-            window.extend_from_slice(&bytes);
-            if window
-                .windows(pattern.len())
-                .any(|w| w == pattern.as_slice())
-            {
-                reset(to, &kill, &resets);
-                return;
-            }
-            let keep = window.len().min(pattern.len());
-            tail = window[window.len() - keep..].to_vec();
-        }
-        if let Some(limit) = faults.reset_after {
-            if sent + bytes.len() as u64 > limit {
-                bytes.truncate((limit - sent.min(limit)) as usize);
+        held = gather_due(&mut rx, due, &mut bytes).await;
+        match cut(&faults, sent, &mut tail, &mut bytes) {
+            Cut::None => {}
+            Cut::Reset => {
                 let _ = to.write_all(&bytes).await;
                 reset(to, &kill, &resets);
                 return;
             }
-        }
-        if let Some(limit) = faults.stall_after {
-            if sent + bytes.len() as u64 > limit {
-                bytes.truncate((limit - sent.min(limit)) as usize);
+            Cut::Stall => {
                 let _ = to.write_all(&bytes).await;
                 // Never another byte; the connection stays open.
                 while rx.recv().await.is_some() {}
@@ -313,10 +302,118 @@ async fn pump(
                 tokio::time::sleep_until(done).await;
             }
         }
+        match &side {
+            Side::Up(turns) => turns.up(due - faults.one_way),
+            Side::Down(turns) => turns.down(),
+        }
         if to.write_all(&bytes).await.is_err() {
             return;
         }
         sent += bytes.len() as u64;
     }
     let _ = to.shutdown().await;
+}
+
+/// Which way a pump forwards, for counting exchanges.
+enum Side {
+    /// Client to server.
+    Up(Arc<Turns>),
+    /// Server to client.
+    Down(Arc<Turns>),
+}
+
+/// Reads are stamped with the instant they may leave.
+type Stamped = mpsc::UnboundedReceiver<(Instant, Vec<u8>)>;
+
+/// Spawns the reader task: every read of `from`, stamped `delay` after it
+/// arrived, until the peer closes or the connection is killed.
+fn stamp_reads(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    delay: Duration,
+    mut killed: watch::Receiver<bool>,
+) -> Stamped {
+    let (tx, rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            tokio::select! {
+                r = from.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                },
+                _ = killed.changed() => break,
+            }
+        }
+    });
+    rx
+}
+
+/// Waits until `bytes` are due, then appends every queued read due by
+/// then (up to 1 MiB); returns the first read not yet due, if taken.
+///
+/// The timer ticks in milliseconds: sleep only when the bytes are not due
+/// within the tick, and send every read due by then in one write, or small
+/// reads would each wait for a tick of their own.
+async fn gather_due(
+    rx: &mut Stamped,
+    due: Instant,
+    bytes: &mut Vec<u8>,
+) -> Option<(Instant, Vec<u8>)> {
+    let tick = Duration::from_millis(1);
+    if due > Instant::now() + tick {
+        tokio::time::sleep_until(due).await;
+    }
+    while let Ok((d, more)) = rx.try_recv() {
+        if d > Instant::now() + tick || bytes.len() >= 1 << 20 {
+            return Some((d, more));
+        }
+        bytes.extend_from_slice(&more);
+    }
+    None
+}
+
+/// What the faults do to the next `bytes` after `sent` bytes.
+enum Cut {
+    /// Send them.
+    None,
+    /// Send what `bytes` was truncated to, then reset the connection.
+    Reset,
+    /// Send what `bytes` was truncated to, then never another byte.
+    Stall,
+}
+
+/// Applies the faults that cut a connection to the next `bytes`,
+/// truncating them to what gets through (`tail`: the last bytes sent, for
+/// a pattern split across reads).
+fn cut(faults: &Faults, sent: u64, tail: &mut Vec<u8>, bytes: &mut Vec<u8>) -> Cut {
+    if let Some(pattern) = &faults.reset_on_sending {
+        let mut window = std::mem::take(tail);
+        window.extend_from_slice(bytes);
+        if window
+            .windows(pattern.len())
+            .any(|w| w == pattern.as_slice())
+        {
+            bytes.clear();
+            return Cut::Reset;
+        }
+        let keep = window.len().min(pattern.len());
+        *tail = window[window.len() - keep..].to_vec();
+    }
+    if let Some(limit) = faults.reset_after {
+        if sent + bytes.len() as u64 > limit {
+            bytes.truncate((limit - sent.min(limit)) as usize);
+            return Cut::Reset;
+        }
+    }
+    if let Some(limit) = faults.stall_after {
+        if sent + bytes.len() as u64 > limit {
+            bytes.truncate((limit - sent.min(limit)) as usize);
+            return Cut::Stall;
+        }
+    }
+    Cut::None
 }

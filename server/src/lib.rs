@@ -114,21 +114,29 @@ pub(crate) struct Namespaces {
     resync_every: Option<std::time::Duration>,
     clock: Clock,
     open: Mutex<HashMap<String, Arc<Store>>>,
+    /// Held while a namespace is opened, so two first requests at once
+    /// open it once: a second open would take a second metadata slot, and
+    /// whichever came second into `open` would win, perhaps a fresh slot
+    /// that does not know the packs that arrived without an index object
+    /// (tests/network.rs, the server killed mid-persist).
     opening: Mutex<()>,
 }
 
 impl Namespaces {
     /// The store of namespace `ns`, opened (and created) on first use.
     pub(crate) fn get(&self, ns: &str) -> strata_store::Result<Arc<Store>> {
-        if let Some(s) = self.open.lock().unwrap_or_else(|p| p.into_inner()).get(ns) {
-            return Ok(s.clone());
+        let known = |open: &Mutex<HashMap<String, Arc<Store>>>| {
+            open.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(ns)
+                .cloned()
+        };
+        if let Some(s) = known(&self.open) {
+            return Ok(s);
         }
-        // One opening at a time: two first requests of a new namespace
-        // must not both create its store (the second would find the
-        // directory half made).
         let _opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = self.open.lock().unwrap_or_else(|p| p.into_inner()).get(ns) {
-            return Ok(s.clone());
+        if let Some(s) = known(&self.open) {
+            return Ok(s);
         }
         let location = if self.base.starts_with("s3://") {
             StoreLocation::S3(format!("{}/{ns}", self.base.trim_end_matches('/')))
@@ -144,7 +152,8 @@ impl Namespaces {
         let store =
             Arc::new(Store::open_at(&location, &options, &LockLog)?.with_clock(self.clock.clone()));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(open.entry(ns.to_string()).or_insert(store).clone())
+        open.insert(ns.to_string(), store.clone());
+        Ok(store)
     }
 
     /// The namespaces there are: a directory store's subdirectories, or

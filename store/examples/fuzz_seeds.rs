@@ -9,21 +9,49 @@ use strata_store::format::index::{IndexObject, IndexedPack};
 use strata_store::format::manifest::{
     ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Mtime, RelPath,
 };
-use strata_store::format::pack::{FrameBuilder, PackBuilder};
-use strata_store::id::ChunkId;
+use strata_store::format::pack::{FrameBuilder, FrameEntry, PackBuilder};
+use strata_store::id::{ChunkId, PackId};
 
 fn path(s: &str) -> RelPath {
     RelPath::new(s.as_bytes().to_vec()).unwrap()
 }
 
-fn main() {
-    let out = std::env::args().nth(1).expect("usage: fuzz_seeds DIR");
-    let out = Path::new(&out);
-    let write = |target: &str, name: &str, bytes: &[u8]| {
-        let d = out.join(target);
+/// Writes `bytes` as seed `name` of fuzz target `target` under the output
+/// directory.
+struct Seeds<'a>(&'a Path);
+
+impl Seeds<'_> {
+    fn write(&self, target: &str, name: &str, bytes: &[u8]) {
+        let d = self.0.join(target);
         fs::create_dir_all(&d).unwrap();
         fs::write(d.join(name), bytes).unwrap();
-    };
+    }
+}
+
+fn main() {
+    let out = std::env::args().nth(1).expect("usage: fuzz_seeds DIR");
+    let seeds = Seeds(Path::new(&out));
+    manifests(&seeds);
+    let (pack_id, frames) = packs(&seeds);
+    index(&seeds, pack_id, frames);
+    seeds.write(
+        "config_decode",
+        "config",
+        &strata_store::format::config::StoreConfig::new("seed".into()).encode(),
+    );
+    server_answers(&seeds);
+    server_requests(&seeds);
+    for (i, p) in ["node_modules/a/b.js", "ünï/日本", "a b/c", "x"]
+        .iter()
+        .enumerate()
+    {
+        seeds.write("path_validation", &format!("path{i}"), p.as_bytes());
+    }
+    locations(&seeds);
+}
+
+/// A manifest with one entry of each kind, and a manifest root.
+fn manifests(seeds: &Seeds) {
     let chunk = ChunkRef {
         id: ChunkId::of(b"hello"),
         len: 5,
@@ -62,8 +90,8 @@ fn main() {
         ],
     };
     let (_, body) = m.encode();
-    write("manifest_decode", "manifest", &body);
-    write(
+    seeds.write("manifest_decode", "manifest", &body);
+    seeds.write(
         "manifest_decode",
         "root",
         &ManifestRoot {
@@ -72,7 +100,11 @@ fn main() {
         }
         .encode(),
     );
+}
 
+/// A pack of one frame of two chunks, and that frame on its own; returns
+/// the pack's id and frames for the index seed.
+fn packs(seeds: &Seeds) -> (PackId, Vec<FrameEntry>) {
     let mut c = zstd::bulk::Compressor::new(3).unwrap();
     let mut frame = FrameBuilder::default();
     frame.push(ChunkId::of(b"hello"), b"hello");
@@ -80,20 +112,29 @@ fn main() {
     let mut pack = PackBuilder::new();
     pack.push(frame.seal(&mut c));
     let (pack_id, pack_bytes, frames) = pack.finish();
-    write("pack_trailer", "pack", &pack_bytes);
-    write("pack_verify", "pack", &pack_bytes);
+    seeds.write("pack_trailer", "pack", &pack_bytes);
+    seeds.write("pack_verify", "pack", &pack_bytes);
     for (i, f) in frames.iter().enumerate() {
         let mut seed = vec![f.compression as u8];
         seed.extend_from_slice(&f.raw_len.to_le_bytes());
         seed.push(0);
         seed.extend_from_slice(&pack_bytes[f.offset as usize..(f.offset + f.stored_len) as usize]);
-        write("frame_decode", &format!("frame{i}"), &seed);
+        seeds.write("frame_decode", &format!("frame{i}"), &seed);
     }
-    write(
-        "config_decode",
-        "config",
-        &strata_store::format::config::StoreConfig::new("seed".into()).encode(),
-    );
+    (pack_id, frames)
+}
+
+/// An index object listing that pack.
+fn index(seeds: &Seeds, pack: PackId, frames: Vec<FrameEntry>) {
+    let (_, index) = IndexObject {
+        packs: vec![IndexedPack { pack, frames }],
+    }
+    .encode();
+    seeds.write("index_decode", "index", &index);
+}
+
+/// One answer of each kind a client decodes from a server.
+fn server_answers(seeds: &Seeds) {
     let answers: [&[u8]; 5] = [
         br#"{"protocol":1}"#,
         br#"{"keys":["packs/00/x","runs/r/run"]}"#,
@@ -108,8 +149,12 @@ fn main() {
     for (i, a) in answers.iter().enumerate() {
         let mut seed = vec![i as u8];
         seed.extend_from_slice(a);
-        write("server_answers", &format!("answer{i}"), &seed);
+        seeds.write("server_answers", &format!("answer{i}"), &seed);
     }
+}
+
+/// Request bodies and keys of each kind the server decodes.
+fn server_requests(seeds: &Seeds) {
     for (i, seed) in [
         &b"\x00{\"key\":\"packs/00/00\",\"ranges\":[[0,10],[20,30]]}"[..],
         b"\x00{\"key\":\"packs/00/00\",\"ranges\":[[0,4611686018427387904],[0,4611686018427387904]]}",
@@ -122,23 +167,12 @@ fn main() {
     .iter()
     .enumerate()
     {
-        write("server_requests", &format!("request{i}"), seed);
+        seeds.write("server_requests", &format!("request{i}"), seed);
     }
-    let (_, index) = IndexObject {
-        packs: vec![IndexedPack {
-            pack: pack_id,
-            frames,
-        }],
-    }
-    .encode();
-    write("index_decode", "index", &index);
-    for (i, p) in ["node_modules/a/b.js", "ünï/日本", "a b/c", "x"]
-        .iter()
-        .enumerate()
-    {
-        write("path_validation", &format!("path{i}"), p.as_bytes());
-    }
-    // A locate answer for two ids: one located, one not.
+}
+
+/// A locate answer for two ids: one located, one not.
+fn locations(seeds: &Seeds) {
     let mut record = [0u8; strata_store::format::index::LOCATION_LEN];
     record[40] = 5;
     let mut seed = vec![2u8];
@@ -146,5 +180,5 @@ fn main() {
         Some(record),
         None,
     ]));
-    write("locations_decode", "two", &seed);
+    seeds.write("locations_decode", "two", &seed);
 }

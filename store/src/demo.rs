@@ -85,66 +85,57 @@ fn run_in(scratch: &Path, files: u64) -> Result<DemoReport> {
             run: run.clone(),
             jobs: WORKFLOW.join(" "),
         });
-        let machine = |j: &str| scratch.join(format!("run-{n}/{j}"));
-        let write = |dir: &Path, rel: &str, text: &str| -> Result<()> {
-            let p = dir.join(rel);
-            fs::create_dir_all(p.parent().expect("has parent")).ctx("create directory", &p)?;
-            fs::write(&p, text).ctx("write", &p)
+        let demo = Demo {
+            store: &store,
+            scratch,
+            run,
+            n,
         };
-        let persist_job = |j: &str, paths: &[&str], steps: &mut Vec<Step>| -> Result<()> {
-            let report = persist(
-                &store,
-                &PersistRequest {
-                    run: run.clone(),
-                    job: job(j),
-                    root: machine(j),
-                    paths: paths.iter().map(PathBuf::from).collect(),
-                    allow_empty: false,
-                    writer: None,
-                },
-            )?;
-            steps.push(Step::Persisted(report));
-            Ok(())
-        };
+        demo.workflow(files, change, &mut steps)?;
+    }
+    Ok(DemoReport {
+        store: store_dir,
+        steps,
+    })
+}
 
-        let m = machine("compile-assets");
+/// Run `n` of the demo workflow: its jobs each on a "machine" of their own
+/// (a directory under the scratch directory).
+struct Demo<'a> {
+    store: &'a Store,
+    scratch: &'a Path,
+    run: RunName,
+    n: u64,
+}
+
+impl Demo<'_> {
+    /// The jobs of the workflow in order, `change` of the generated tree
+    /// changed from the first run's.
+    fn workflow(&self, files: u64, change: f64, steps: &mut Vec<Step>) -> Result<()> {
+        let m = self.machine("compile-assets");
         write(&m, "assets/app.css", "body { margin: 0 }\n")?;
         write(&m, "assets/app.js", "console.log('app');\n")?;
-        persist_job("compile-assets", &["assets"], &mut steps)?;
+        self.persist("compile-assets", &["assets"], steps)?;
 
-        let m = machine("compile-code");
+        let m = self.machine("compile-code");
         synth::generate(&m, files, 42).ctx("generate tree in", &m)?;
         if change > 0.0 {
-            synth::mutate(&m.join("node_modules"), change, n).ctx("change tree in", &m)?;
+            synth::mutate(&m.join("node_modules"), change, self.n).ctx("change tree in", &m)?;
         }
         write(&m, "build/code.jar", "compiled by compile-code\n")?;
-        persist_job("compile-code", &["node_modules", "build"], &mut steps)?;
+        self.persist("compile-code", &["node_modules", "build"], steps)?;
 
-        let attach_job = |j: &str, steps: &mut Vec<Step>| -> Result<PathBuf> {
-            let at = machine(j);
-            let report = attach(
-                &store,
-                &AttachRequest {
-                    run: run.clone(),
-                    job: job(j),
-                    at: at.clone(),
-                    keep_setuid: false,
-                },
-            )?;
-            steps.push(Step::Attached(report));
-            Ok(at)
-        };
-        let m = attach_job("test", &mut steps)?;
+        let m = self.attach("test", steps)?;
         write(&m, "build/code.jar", "compiled, then tested by test\n")?;
         write(&m, "test-results/junit.xml", "<testsuite tests=\"42\"/>\n")?;
-        persist_job("test", &["build/code.jar", "test-results"], &mut steps)?;
+        self.persist("test", &["build/code.jar", "test-results"], steps)?;
 
-        let m = attach_job("code-coverage", &mut steps)?;
+        let m = self.attach("code-coverage", steps)?;
         write(&m, "coverage/lcov.info", "TN:\nend_of_record\n")?;
-        persist_job("code-coverage", &["coverage"], &mut steps)?;
+        self.persist("code-coverage", &["coverage"], steps)?;
 
-        attach_job("deploy", &mut steps)?;
-        let plan = plan(&store, &run, &job("deploy"))?;
+        self.attach("deploy", steps)?;
+        let plan = plan(self.store, &self.run, &job("deploy"))?;
         let jar = RelPath::new(b"build/code.jar".to_vec()).expect("valid");
         if let Some(e) = plan.entries.iter().find(|e| e.path == jar) {
             steps.push(Step::Origin {
@@ -153,9 +144,48 @@ fn run_in(scratch: &Path, files: u64) -> Result<DemoReport> {
                 from: plan.layers[e.layer].job.clone(),
             });
         }
+        Ok(())
     }
-    Ok(DemoReport {
-        store: store_dir,
-        steps,
-    })
+
+    fn machine(&self, j: &str) -> PathBuf {
+        self.scratch.join(format!("run-{}/{j}", self.n))
+    }
+
+    fn persist(&self, j: &str, paths: &[&str], steps: &mut Vec<Step>) -> Result<()> {
+        let report = persist(
+            self.store,
+            &PersistRequest {
+                run: self.run.clone(),
+                job: job(j),
+                root: self.machine(j),
+                paths: paths.iter().map(PathBuf::from).collect(),
+                allow_empty: false,
+                writer: None,
+            },
+        )?;
+        steps.push(Step::Persisted(report));
+        Ok(())
+    }
+
+    fn attach(&self, j: &str, steps: &mut Vec<Step>) -> Result<PathBuf> {
+        let at = self.machine(j);
+        let report = attach(
+            self.store,
+            &AttachRequest {
+                run: self.run.clone(),
+                job: job(j),
+                at: at.clone(),
+                keep_setuid: false,
+            },
+        )?;
+        steps.push(Step::Attached(report));
+        Ok(at)
+    }
+}
+
+/// Writes `text` to `dir/rel`, making its directory.
+fn write(dir: &Path, rel: &str, text: &str) -> Result<()> {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().expect("has parent")).ctx("create directory", &p)?;
+    fs::write(&p, text).ctx("write", &p)
 }

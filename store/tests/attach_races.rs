@@ -2,7 +2,7 @@
 //! observer's `reached` hook, never a sleep): a second attach into the same
 //! target, and a file changed after attach wrote it (issue 26).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

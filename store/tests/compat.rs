@@ -4,7 +4,7 @@
 //! verifies clean with today's code. Any change that stops reading it is a
 //! format change and needs a version bump (docs/format.md).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -4,7 +4,7 @@
 //! is as it was or holds the complete new layer, verifies clean, and a
 //! repeated persist succeeds.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -127,7 +127,9 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
             copy_tree(&template, &store_dir);
             {
                 let store = Store::open(&store_dir, &Quiet).unwrap();
-                let tmp = store_dir.join(".tmp");
+                // The only process, so it holds metadata slot 0, whose
+                // temporary files go to `.tmp/0` (docs/format.md).
+                let tmp = store_dir.join(".tmp/0");
                 let store = store.wrap_backend(|inner| {
                     faulty(inner, tmp, n, stage, Arc::new(AtomicUsize::new(0)))
                 });
@@ -136,8 +138,12 @@ fn a_failed_put_at_any_step_leaves_old_or_complete_new() {
                     "{stage:?} at put {n} went unnoticed"
                 );
             }
-            // "Restart": a new process opens the store.
+            let half = store_dir.join(".tmp/0/put-crashed");
+            assert_eq!(half.exists(), stage == Stage::PartialWrite);
+            // "Restart": a new process opens the store, takes slot 0 and
+            // removes the dead holder's temporary files.
             let store = Store::open(&store_dir, &Quiet).unwrap();
+            assert!(!half.exists(), "{stage:?} at put {n}: {half:?} was left");
             let report = strata_store::verify::verify(&store, true).unwrap();
             assert!(
                 report.problems.is_empty(),

@@ -11,7 +11,7 @@
 //! persist decides to reuse a chunk that gc is about to reclaim. Every
 //! layer that commits must attach byte for byte, and the store must verify.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! A store whose bytes went bad fails loudly and leaves the target clean;
 //! a store whose local metadata is lost rebuilds it from the objects.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -65,10 +65,7 @@ fn local_metadata_is_rebuilt() {
     fs::remove_dir_all(dir.path().join("store/.local")).unwrap();
     let at = dir.path().join("at");
     attach_to(dir.path(), &at).unwrap();
-    for f in files(&src.join("node_modules")) {
-        let rel = f.strip_prefix(&src).unwrap();
-        assert_eq!(fs::read(&f).unwrap(), fs::read(at.join(rel)).unwrap());
-    }
+    strata_store::testing::assert_same_tree(&src.join("node_modules"), &at.join("node_modules"));
     // And a second persist of the same tree finds every chunk again.
     let store = Store::open(&dir.path().join("store"), &Quiet).unwrap();
     let again = persist_a(&store, &src, &["node_modules"]).unwrap();

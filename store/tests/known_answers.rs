@@ -4,7 +4,7 @@
 //! format version, not a new expected file.
 //!
 //! To create the expected file for a new format: `STRATA_BLESS=1 cargo test
-//! -p strata-store --test known_answers`.
+//! -p strata-store --test testsuite known_answers::`.
 
 use std::fmt::Write;
 use std::path::Path;

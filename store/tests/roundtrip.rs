@@ -2,7 +2,7 @@
 //! byte-identical, with the same types, modes, mtimes, symlink targets and
 //! hardlink groups.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -216,6 +216,47 @@ impl Client {
 
     /// `run` with more environment (`STRATA_NOW`, say).
     pub fn run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        self.command(env, args).output().unwrap()
+    }
+
+    /// Runs and expects failure within `limit`, returning stderr and the
+    /// time taken. A command still running at `limit` is killed and the
+    /// test fails there and then: a regression to a hang fails, it does
+    /// not hang the suite.
+    pub fn fails_within(&self, limit: Duration, args: &[&str]) -> (String, Duration) {
+        let started = Instant::now();
+        let mut child = self
+            .command(&[], args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("strata {args:?} was still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let took = started.elapsed();
+        let err = reader.join().unwrap();
+        assert!(!status.success(), "strata {args:?} should have failed");
+        (err, took)
+    }
+
+    /// The `strata` command for `args`, with this client's store, token,
+    /// cache, environment and directory.
+    fn command(&self, env: &[(&str, &str)], args: &[&str]) -> Command {
         let mut c = strata();
         c.arg("--store")
             .arg(&self.store)
@@ -229,7 +270,8 @@ impl Client {
         if let Some(d) = &self.dir {
             c.current_dir(d);
         }
-        c.args(args).output().unwrap()
+        c.args(args);
+        c
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -305,3 +347,39 @@ pub fn random_files(root: &Path, files: usize, size: usize, seed: u64) {
         std::fs::write(root.join(format!("blob{i:03}.bin")), data).unwrap();
     }
 }
+
+/// `(pid, lock path, taken, released)` from a `$STRATA_LOCK_LOG` file,
+/// every lock released.
+pub fn lock_intervals(log: &Path) -> Vec<(u32, String, u128, u128)> {
+    let (done, open) = lock_log(log);
+    assert!(open.is_empty(), "locks never released: {open:?}");
+    done
+}
+
+/// The intervals of a `$STRATA_LOCK_LOG` file, and the locks still held
+/// (`(pid, path)` and when taken).
+pub fn lock_log(log: &Path) -> LockLog {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut open: std::collections::HashMap<(u32, String), u128> = Default::default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (pid, event, path, at) = (f[0].parse().unwrap(), f[1], f[2].to_string(), f[3]);
+        let at: u128 = at.parse().unwrap();
+        match event {
+            "take" => assert!(open.insert((pid, path), at).is_none(), "{line}"),
+            "release" => {
+                let taken = open.remove(&(pid, path.clone())).expect(line);
+                out.push((pid, path, taken, at));
+            }
+            e => panic!("unknown event {e}"),
+        }
+    }
+    (out, open)
+}
+
+/// What `lock_log` reads: released intervals, and locks still held.
+pub type LockLog = (
+    Vec<(u32, String, u128, u128)>,
+    std::collections::HashMap<(u32, String), u128>,
+);

@@ -153,6 +153,11 @@ pub fn put_checked(store: &Store, grant: &Grant, key: &str, bytes: &[u8]) -> Res
             let frames = verify_pack(id, bytes, key)?;
             store.backend().put(key, bytes)?;
             store.chunk_lookup().add_pack(id, &frames)?;
+            // Durable before the answer: a pack no index object lists yet
+            // is known only here, so a server killed after this answer
+            // still knows it when it comes back, and the client's retry
+            // sends only what had not arrived (tests/network.rs).
+            store.flush()?;
             Ok(key.to_string())
         }
         ObjectKind::Index(id) => put_index(store, key, id, bytes),

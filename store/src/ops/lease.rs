@@ -32,7 +32,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::keys::{key_time, timed_key, LEASE_PREFIX, RUNNING_PREFIX};
 use crate::format::records::{Lease, Record};
-use crate::repo::{FileLock, Store, StoreLocation};
+use crate::repo::{log_lock, FileLock, Store, StoreLocation};
 
 /// How long a lease lasts, in seconds.
 pub const LEASE_SECS: i64 = 3600;
@@ -50,6 +50,9 @@ pub struct Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        // Logged before the running mark goes, so a gc that takes the lease
+        // next logs its take after this release (`log_lock`).
+        log_lock("release", &lease_lock_name(self.store));
         // Best effort: a lease left behind lapses after `LEASE_SECS`.
         for key in self.keys.iter().rev() {
             let _ = self.store.backend().delete(key);
@@ -131,6 +134,7 @@ pub fn take(store: &Store, settle: Duration) -> Result<Held<'_>> {
         Some(w) if *w == key => {
             let marked = format!("{RUNNING_PREFIX}{name}");
             b.put(&marked, &lease.encode())?;
+            log_lock("take", &lease_lock_name(store));
             Ok(Held {
                 store,
                 keys: [key, marked],
@@ -149,6 +153,12 @@ pub fn take(store: &Store, settle: Duration) -> Result<Held<'_>> {
             })
         }
     }
+}
+
+/// The lease as a lock name in `$STRATA_LOCK_LOG` (tests check from it
+/// that no two gcs of one store ever ran at once).
+fn lease_lock_name(store: &Store) -> std::path::PathBuf {
+    format!("{}/{RUNNING_PREFIX}", store.location()).into()
 }
 
 /// This process, for messages: host and pid.

@@ -62,7 +62,7 @@ pub use location::StoreLocation;
 use observer::Heard;
 pub use observer::{Observer, Progress, Quiet, Step};
 pub use options::{default_cache_dir, OpenOptions, StatCacheUse};
-pub(crate) use slots::FileLock;
+pub(crate) use slots::{log_lock, FileLock};
 
 /// Who answers chunk queries.
 #[derive(Debug)]

@@ -121,8 +121,10 @@ pub(super) fn open_lock_file(path: &Path) -> Result<File> {
         .ctx("open", path)
 }
 
-/// Appends a line to `$STRATA_LOCK_LOG`, if set (best effort).
-fn log_lock(event: &str, path: &Path) {
+/// Appends a line to `$STRATA_LOCK_LOG`, if set (best effort): `event` is
+/// `take` or `release`, `path` names the lock (a file, or a store's gc
+/// lease).
+pub(crate) fn log_lock(event: &str, path: &Path) {
     use std::io::Write;
     let Some(log) = std::env::var_os("STRATA_LOCK_LOG") else {
         return;

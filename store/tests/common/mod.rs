@@ -12,6 +12,7 @@ use std::sync::Arc;
 use strata_store::attach::{attach, AttachReport, AttachRequest};
 use strata_store::backend::Backend;
 use strata_store::persist::{persist, PersistReport, PersistRequest};
+use strata_store::testing::{describe_tree, Node};
 use strata_store::{Graph, JobName, Result, RunName, Store};
 
 pub fn job(name: &str) -> JobName {
@@ -73,17 +74,11 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The files under `root` with their contents, by relative path.
-pub fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    files(root)
-        .into_iter()
-        .map(|f| {
-            (
-                f.strip_prefix(root).unwrap().to_path_buf(),
-                fs::read(&f).unwrap(),
-            )
-        })
-        .collect()
+/// Everything attach must reproduce below `root` (types, bytes, modes,
+/// mtimes, symlink targets, hardlink groups, empty directories): the one
+/// tree description every test suite compares (`strata_store::testing`).
+pub fn snapshot(root: &Path) -> Vec<(PathBuf, Node)> {
+    describe_tree(root)
 }
 
 /// What a test does with a `put`: usually something, then `inner.put`.

@@ -196,20 +196,10 @@ fn workflow(file: &Path, list: &[Node], params: &Params, ctx: &mut Ctx) -> Resul
 fn entry(job: &str, conf: Option<&Node>, line: usize, params: &Params) -> Entry {
     let get = |k: &str| conf.and_then(|c| c.get(k));
     let template = get("name").map(scalar);
-    let requires: Vec<String> = match get("requires").map(|r| &r.value) {
-        Some(Value::Seq(items)) => items
-            .iter()
-            .flat_map(|i| match &i.value {
-                Value::Scalar(s) => vec![s.clone()],
-                // `- build: failed`, `- build: [success, failed]`.
-                Value::Map(m) => m.iter().map(|e| e.key.clone()).collect(),
-                _ => vec![],
-            })
-            .collect(),
-        Some(Value::Scalar(s)) => vec![s.clone()],
-        _ => vec![],
-    };
-    let requires = requires.iter().map(|r| substitute(r, &params.0)).collect();
+    let requires = requires_of(get("requires"))
+        .iter()
+        .map(|r| substitute(r, &params.0))
+        .collect();
     let matrix = get("matrix");
     let Some(parameters) = matrix
         .and_then(|m| m.get("parameters"))
@@ -223,34 +213,9 @@ fn entry(job: &str, conf: Option<&Node>, line: usize, params: &Params) -> Entry 
             line,
         };
     };
-    let mut combos: Vec<Vec<(String, String)>> = vec![vec![]];
-    for p in parameters {
-        let values: Vec<String> = p.value.items().unwrap_or(&[]).iter().map(scalar).collect();
-        combos = combos
-            .iter()
-            .flat_map(|c| {
-                values.iter().map(move |v| {
-                    let mut c = c.clone();
-                    c.push((format!("matrix.{}", p.key), v.clone()));
-                    c
-                })
-            })
-            .collect();
-    }
-    let excluded = |c: &[(String, String)]| {
-        let ex = matrix.and_then(|m| m.get("exclude")).and_then(Node::items);
-        ex.unwrap_or(&[]).iter().any(|x| {
-            x.entries().is_some_and(|es| {
-                es.iter().all(|e| {
-                    c.iter()
-                        .any(|(k, v)| *k == format!("matrix.{}", e.key) && *v == scalar(&e.value))
-                })
-            })
-        })
-    };
-    let legs = combos
+    let legs = combinations(parameters)
         .into_iter()
-        .filter(|c| !excluded(c))
+        .filter(|c| !excluded(matrix, c))
         .map(|c| {
             let mut values = params.0.clone();
             values.extend(c.iter().cloned());
@@ -279,4 +244,54 @@ fn entry(job: &str, conf: Option<&Node>, line: usize, params: &Params) -> Entry 
         requires,
         line,
     }
+}
+
+/// A workflow entry's `requires:`: names, or `- build: failed` /
+/// `- build: [success, failed]` maps, whose keys are the names.
+fn requires_of(requires: Option<&Node>) -> Vec<String> {
+    match requires.map(|r| &r.value) {
+        Some(Value::Seq(items)) => items
+            .iter()
+            .flat_map(|i| match &i.value {
+                Value::Scalar(s) => vec![s.clone()],
+                Value::Map(m) => m.iter().map(|e| e.key.clone()).collect(),
+                _ => vec![],
+            })
+            .collect(),
+        Some(Value::Scalar(s)) => vec![s.clone()],
+        _ => vec![],
+    }
+}
+
+/// Every combination of a matrix's `parameters`, as `matrix.<name>` =
+/// value pairs in the order the parameters are listed.
+fn combinations(parameters: &[super::yaml::Entry]) -> Vec<Vec<(String, String)>> {
+    let mut combos: Vec<Vec<(String, String)>> = vec![vec![]];
+    for p in parameters {
+        let values: Vec<String> = p.value.items().unwrap_or(&[]).iter().map(scalar).collect();
+        combos = combos
+            .iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push((format!("matrix.{}", p.key), v.clone()));
+                    c
+                })
+            })
+            .collect();
+    }
+    combos
+}
+
+/// Whether the matrix's `exclude:` names combination `c`.
+fn excluded(matrix: Option<&Node>, c: &[(String, String)]) -> bool {
+    let ex = matrix.and_then(|m| m.get("exclude")).and_then(Node::items);
+    ex.unwrap_or(&[]).iter().any(|x| {
+        x.entries().is_some_and(|es| {
+            es.iter().all(|e| {
+                c.iter()
+                    .any(|(k, v)| *k == format!("matrix.{}", e.key) && *v == scalar(&e.value))
+            })
+        })
+    })
 }

@@ -1,0 +1,20 @@
+//! strata's end-to-end scenarios, in one test binary (`testsuite`, as
+//! cargo's own suite): one module per file, each driving the built
+//! `strata` binary and the servers `support` starts. One binary links once
+//! and shares one build of the helpers. Run one file's scenarios with
+//! `cargo test -p strata-cli --test testsuite network::`.
+
+mod support;
+
+mod attacker;
+mod ci;
+mod cluster;
+mod docs;
+mod e2e;
+mod faults;
+mod lifecycle;
+mod network;
+mod oidc;
+mod reliability;
+mod warm;
+mod wrappers;
