@@ -431,17 +431,40 @@ fn a_pull_requests_token_writes_only_its_own_run_and_scope() {
         "main's restore",
     );
     assert!(r.contains("ref:refs/heads/main:deps-0"), "{r}");
-    // pull_request_target runs on main's ref for a pull request: no cache.
-    let target = with_token(
-        github_env(
-            dir,
-            None,
-            "refs/heads/main",
-            "125",
-            "build",
-            "pull_request_target",
+}
+
+// pull_request_target runs for a pull request on main's ref (with the
+// pull request's code, if the workflow checks it out): its own run, but no
+// cache at all.
+#[test]
+fn pull_request_target_saves_no_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (issuer, server) = setup(dir);
+    github_repo(dir);
+    write(
+        &dir.join("repo"),
+        &[("dist/a", "x"), ("node_modules/d", "x")],
+    );
+    let store = server.ns("acme.web");
+    let mut target = github_env(
+        dir,
+        None,
+        "refs/heads/main",
+        "125",
+        "build",
+        "pull_request_target",
+    );
+    target.push((
+        "STRATA_TOKEN",
+        issuer.sign(
+            "github",
+            github_claims("refs/heads/main", "pull_request_target", "125"),
         ),
-        token("refs/heads/main", "pull_request_target", "125"),
+    ));
+    ok(
+        job(dir, &store, &target, &["persist", "dist"]),
+        "its own run",
     );
     let e = refused(
         job(
