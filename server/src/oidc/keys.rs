@@ -192,3 +192,46 @@ fn get(agent: &ureq::Agent, url: &str) -> Result<String, String> {
         .read_to_string()
         .map_err(|e| format!("{url}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwks(kids: &[&str]) -> String {
+        let keys: Vec<String> = kids
+            .iter()
+            .map(|k| {
+                format!(
+                    r#"{{"kty": "EC", "crv": "P-256", "kid": "{k}", "alg": "ES256",
+                        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}}"#
+                )
+            })
+            .chain([r#"{"kty": "oct", "kid": "shared", "k": "c2VjcmV0"}"#.to_string()])
+            .collect();
+        format!(r#"{{"keys": [{}]}}"#, keys.join(","))
+    }
+
+    // An unknown key id fetches the set again, but not within the floor;
+    // an HMAC key in the set is never used.
+    #[test]
+    fn unknown_key_ids_fetch_again_no_more_often_than_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jwks.json");
+        std::fs::write(&file, jwks(&["a"])).unwrap();
+        let slow = KeySet::new(KeySource::File(file.clone()), Duration::from_secs(3600));
+        let fast = KeySet::new(KeySource::File(file.clone()), Duration::ZERO);
+        assert_eq!(slow.find(Some("a")).unwrap().alg, Some(Algorithm::ES256));
+        assert!(fast.find(Some("a")).is_ok());
+        std::fs::write(&file, jwks(&["a", "b"])).unwrap();
+        let e = slow.find(Some("b")).unwrap_err();
+        assert!(e.contains("too recently"), "{e}");
+        assert!(fast.find(Some("b")).is_ok());
+        assert!(fast.find(Some("shared")).is_err());
+        // Known keys outlive a set that cannot be read.
+        std::fs::remove_file(&file).unwrap();
+        assert!(fast.find(Some("a")).is_ok());
+        let e = fast.find(Some("c")).unwrap_err();
+        assert!(e.contains("kid c") && e.contains("cannot read"), "{e}");
+    }
+}
