@@ -103,6 +103,12 @@ const CI_VARS: &[&str] = &[
     "BUILDKITE_PULL_REQUEST",
     "BUILDKITE_PULL_REQUEST_REPO",
     "BUILDKITE_PULL_REQUEST_BASE_BRANCH",
+    "BUILDKITE_PIPELINE_SLUG",
+    "BUILDKITE_BUILD_NUMBER",
+    "CI_PIPELINE_SOURCE",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "STRATA_ID_TOKEN",
+    "CIRCLE_OIDC_TOKEN_V2",
 ];
 
 // GitHub Actions: attempt 1 builds and tests, deploy fails; "re-run failed
@@ -596,6 +602,63 @@ fn buildkite_steps_with_wait_and_depends_on() {
             && !got.contains(&"shards/0/partial.xml".to_string()),
         "{got:?}"
     );
+}
+
+// Buildkite runs are named by pipeline and build number, as the job's
+// OIDC claims name them; a build begun under an earlier strata (its run
+// named by the build id) is still found by the jobs of this one.
+#[test]
+fn buildkite_runs_by_pipeline_and_number_find_an_earlier_builds_run() {
+    let d = tempfile::tempdir().unwrap();
+    let (repo, store) = (d.path().join("repo"), d.path().join("store"));
+    write(
+        &repo,
+        &[(
+            ".buildkite/pipeline.yml",
+            "steps:\n  - key: build\n    command: make\n  - key: test\n    depends_on: build\n    command: make test\n",
+        )],
+    );
+    let repo_s = repo.to_str().unwrap();
+    let env = |step: &'static str, build: &'static str, named: bool| {
+        let mut e = vec![
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_BUILD_ID", build),
+            ("BUILDKITE_STEP_KEY", step),
+            ("BUILDKITE_BUILD_CHECKOUT_PATH", repo_s),
+        ];
+        if named {
+            e.push(("BUILDKITE_PIPELINE_SLUG", "web"));
+            e.push(("BUILDKITE_BUILD_NUMBER", "1042"));
+        }
+        e
+    };
+    write(&repo, &[("bin/tool", "v1")]);
+    // An earlier strata's job (no slug or number read): run bk-<build id>.
+    let p = ci(
+        &repo,
+        &store,
+        &env("build", "0190a-old", false),
+        &["persist", "bin"],
+    );
+    assert_eq!(p["run"], "bk-0190a-old", "{p}");
+    // This version's job of the same build attaches from that run.
+    let at = d.path().join("at");
+    let a = ci(
+        &repo,
+        &store,
+        &env("test", "0190a-old", true),
+        &["attach", "--at", at.to_str().unwrap()],
+    );
+    assert_eq!(a["run"], "bk-0190a-old", "{a}");
+    assert_eq!(files(&at), ["bin/tool"]);
+    // A new build is named by pipeline and number.
+    let p = ci(
+        &repo,
+        &store,
+        &env("build", "0190a-new", true),
+        &["persist", "bin"],
+    );
+    assert_eq!(p["run"], "bk-web-1042", "{p}");
 }
 
 // Buildkite matrix jobs share BUILDKITE_STEP_KEY and have no

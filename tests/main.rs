@@ -14,6 +14,7 @@ mod e2e;
 mod faults;
 mod lifecycle;
 mod network;
+mod oidc;
 mod reliability;
 mod warm;
 mod wrappers;

@@ -285,6 +285,14 @@ fn gitlab_component_template() {
         .expect("a spec header and a body");
     let spec: Value = serde_yaml_ng::from_str(spec).unwrap();
     assert!(spec["spec"]["inputs"]["store"].is_mapping());
+    // The job's OIDC token, for a server with --oidc (docs/ci.md, "No
+    // secrets"), under the name strata reads by default.
+    let doc: Value = serde_yaml_ng::from_str(body).unwrap();
+    assert_eq!(
+        doc[".strata"]["id_tokens"]["STRATA_ID_TOKEN"]["aud"],
+        "$[[ inputs.audience ]]"
+    );
+    assert!(spec["spec"]["inputs"]["audience"].is_mapping());
     let component = Component {
         body: body.to_string(),
         store: store_s.to_string(),

@@ -146,6 +146,12 @@ pub(crate) struct ServeArgs {
     /// only. A limit given as a flag wins over the file.
     #[arg(long = "config", visible_alias = "auth", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// CI identities: the trusted OIDC issuers (GitHub Actions, GitLab,
+    /// CircleCI, Buildkite) and the rules that turn a job's verified claims
+    /// into grants bound to its own run and cache scope (YAML;
+    /// docs/deploy.md, "CI identities"). Static tokens keep working beside.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) oidc: Option<PathBuf>,
     /// Serve without --auth on a non-loopback address.
     #[arg(long)]
     pub(crate) insecure: bool,

@@ -30,9 +30,16 @@ pub(crate) fn open(cli: &Cli) -> Result<Store> {
         Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
         None => None,
     };
+    // No token given, inside a CI job: the job's own OIDC token, if the
+    // server accepts its CI's (docs/ci.md, "No secrets").
+    let identity = match (&cli.token, &location) {
+        (None, StoreLocation::Http(_)) => ci_identity(),
+        _ => None,
+    };
     let options = OpenOptions {
         http: HttpOptions {
             token: cli.token.clone(),
+            identity,
             ca_cert,
             stall_timeout: cli.net_timeout,
         },
@@ -112,6 +119,16 @@ pub(crate) fn cache_scopes(unscoped: bool) -> Option<strata_store::ci::scope::Ca
         return None;
     }
     detect_ci()?.cache_scopes()
+}
+
+/// The token source of the CI job this runs in, if it runs in one.
+pub(crate) fn ci_identity() -> Option<std::sync::Arc<dyn strata_store::backend::http::TokenSource>>
+{
+    let ci = detect_ci()?;
+    let var = |v: &str| std::env::var(v).ok();
+    Some(std::sync::Arc::new(strata_store::ci::token::CiToken::new(
+        ci.system, &var,
+    )))
 }
 
 /// The CI this runs in, from the environment.

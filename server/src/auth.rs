@@ -92,6 +92,8 @@ impl Auth {
                     role,
                     runs: t.runs,
                     cache_keys: t.cache_keys,
+                    run_names: None,
+                    jobs: None,
                 },
             ));
         }

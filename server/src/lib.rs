@@ -24,6 +24,7 @@ pub mod config;
 mod limits;
 mod listen;
 mod log;
+pub mod oidc;
 mod routes;
 
 use std::collections::HashMap;
@@ -45,6 +46,8 @@ pub struct ServerConfig {
     /// A directory or `s3://BUCKET/PREFIX`; namespace N lives at `<store>/N`.
     pub store: String,
     pub auth: Option<Auth>,
+    /// CI identities it accepts (`--oidc`), beside the static tokens.
+    pub oidc: Option<Arc<oidc::Oidc>>,
     /// Serve without tokens on a non-loopback address.
     pub insecure: bool,
     /// PEM certificate chain and private key: serve HTTPS.
@@ -230,7 +233,8 @@ pub struct Started {
 /// listens (with the actual address, for `--listen 127.0.0.1:0`).
 pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), ServeError> {
     let loopback = config.listen.ip().is_loopback();
-    if config.auth.is_none() && !loopback && !config.insecure {
+    let open = config.auth.is_none() && config.oidc.is_none();
+    if open && !loopback && !config.insecure {
         return Err(ServeError::InsecureAddress(config.listen));
     }
     let listener =
@@ -245,7 +249,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
     } else {
         "http"
     };
-    let warning = config.auth.is_none().then(|| {
+    let warning = open.then(|| {
         if loopback {
             "no --auth: serving anyone, so listening on loopback only".to_string()
         } else {
@@ -276,6 +280,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
             opening: Mutex::new(()),
         },
         auth: config.auth.clone(),
+        oidc: config.oidc.clone(),
         limiter: config.rate.map(limits::Limiter::new),
         max_body: config.max_body,
         log: config.log,

@@ -34,12 +34,14 @@ use strata_store::{Error, Store};
 
 use crate::auth::{bearer, Auth};
 use crate::limits::Limiter;
+use crate::oidc::{Oidc, Refused};
 use crate::Namespaces;
 
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) namespaces: Namespaces,
     pub(crate) auth: Option<Auth>,
+    pub(crate) oidc: Option<Arc<Oidc>>,
     pub(crate) limiter: Option<Limiter>,
     pub(crate) max_body: usize,
     pub(crate) log: bool,
@@ -164,21 +166,18 @@ async fn gate(
             format!("invalid namespace {ns:?}"),
         ));
     }
-    let (grant, client) = match &s.auth {
-        None => (Grant::everything(&ns), peer.ip().to_string()),
-        Some(auth) => {
+    let (grant, client) = match s.auth.is_none() && s.oidc.is_none() {
+        true => (Grant::everything(&ns), peer.ip().to_string()),
+        false => {
             let token = request
                 .headers()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-                .and_then(bearer);
-            let grant = auth.grant(token).map_err(|why| {
-                let mut resp = error(StatusCode::UNAUTHORIZED, why.0);
-                resp.headers_mut()
-                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-                resp
-            })?;
-            (grant.clone(), grant.name.clone())
+                .and_then(bearer)
+                .map(str::to_string);
+            let grant = authenticate(&s, token, &ns).await?;
+            let name = grant.name.clone();
+            (grant, name)
         }
     };
     if let Some(limiter) = &s.limiter {
@@ -213,6 +212,51 @@ async fn gate(
     Ok(next.run(request).await)
 }
 
+/// The grant of a request's bearer token for namespace `ns`: a static
+/// token's, or a CI identity's (`--oidc`: verified off the async threads
+/// unless remembered; of its grants, the one for `ns`). An unknown or
+/// invalid token is `401`, a valid CI token no rule grants `403`.
+async fn authenticate(s: &Arc<State>, token: Option<String>, ns: &str) -> Result<Grant, Response> {
+    let unauthorized = |why: &str| {
+        let mut resp = error(StatusCode::UNAUTHORIZED, why);
+        resp.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        resp
+    };
+    if let Some(g) = s.auth.as_ref().and_then(|a| a.grant(token.as_deref()).ok()) {
+        return Ok(g.clone());
+    }
+    let Some(token) = token else {
+        return Err(unauthorized("no token"));
+    };
+    let Some(oidc) = s.oidc.clone().filter(|_| Oidc::looks_like_jwt(&token)) else {
+        return Err(unauthorized("unknown token"));
+    };
+    let grants = match oidc.remembered(&token) {
+        Some(g) => Ok(g),
+        None => tokio::task::spawn_blocking(move || oidc.verify(&token))
+            .await
+            .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?,
+    };
+    match grants {
+        Ok(grants) => {
+            let mine = grants.iter().find(|g| g.namespace == ns);
+            // None for this namespace: the first, whose refusal names it.
+            mine.or(grants.first())
+                .cloned()
+                .ok_or_else(|| unauthorized("no grant"))
+        }
+        Err(Refused::Unverified(why)) => {
+            log(s, "oidc", format_args!("{why}"));
+            Err(unauthorized(&why))
+        }
+        Err(Refused::NoRule(detail)) => {
+            log(s, "oidc", format_args!("{detail}"));
+            Err(from_store(Error::NotAllowed { detail }))
+        }
+    }
+}
+
 /// Runs `f` on the namespace's store on a blocking thread.
 async fn with_store<T: Send + 'static>(
     state: &Arc<State>,
@@ -243,24 +287,25 @@ fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
 /// `with_store` returns it.
 type Answer = Result<Response, Response>;
 
-fn hello_body(ns: Option<&str>) -> Response {
+fn hello_body(s: &State, ns: Option<&str>) -> Response {
     axum::Json(Hello {
         protocol: PROTOCOL_VERSION,
         server: Some(format!("strata {}", env!("CARGO_PKG_VERSION"))),
         namespace: ns.map(str::to_string),
+        oidc: s.oidc.as_ref().map(|o| o.audiences()).unwrap_or_default(),
     })
     .into_response()
 }
 
-async fn hello_server() -> Response {
-    hello_body(None)
+async fn hello_server(AxState(s): St) -> Response {
+    hello_body(&s, None)
 }
 
 async fn hello(AxState(s): St, Path(ns): Path<String>) -> Answer {
     // Opening the namespace here creates its store, so the first command
     // of a new namespace finds a config to read.
     with_store(&s, &ns, |_| Ok(())).await?;
-    Ok(hello_body(Some(&ns)))
+    Ok(hello_body(&s, Some(&ns)))
 }
 
 async fn get_object(AxState(s): St, Path((ns, key)): Path<(String, String)>) -> Answer {

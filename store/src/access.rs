@@ -11,7 +11,8 @@
 //! calls them for every request; `ops::ingest` calls the body-level ones.
 //!
 //! This module knows nothing about tokens, HTTP or how a grant was proven
-//! (a static token today; a verified CI identity may fill the same fields).
+//! (a static token, or a CI's verified OIDC identity: `crate::oidc` fills
+//! the same fields from the claims, with the bindings `Bound` below).
 
 // What a request reaches must not panic: every unwrap or expect here is
 // refused unless its line says why it cannot fail.
@@ -45,8 +46,25 @@ pub struct Grant {
     /// If limited: the prefixes of the refs whose runs it may create and
     /// write (a run records its ref: `RunRecord::ref_scope`).
     pub runs: Option<Vec<String>>,
-    /// If limited: the prefixes of the cache keys it may save.
+    /// If limited: the prefixes of the cache keys it may save (none at
+    /// all when empty).
     pub cache_keys: Option<Vec<String>>,
+    /// If bound (a CI identity): the only runs it may create and write,
+    /// by name, and the claims that named them.
+    pub run_names: Option<Bound>,
+    /// If bound (Buildkite's `step_key`): the only jobs whose layers and
+    /// results it may write.
+    pub jobs: Option<Bound>,
+}
+
+/// Names a grant is bound to, and where they came from (for refusals:
+/// `run_id 123, run_attempt 1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    /// The names allowed (none: nothing of the kind may be written).
+    pub names: Vec<String>,
+    /// The claims the names were derived from.
+    pub from: String,
 }
 
 impl Grant {
@@ -58,6 +76,8 @@ impl Grant {
             role: Role::Admin,
             runs: None,
             cache_keys: None,
+            run_names: None,
+            jobs: None,
         }
     }
 }
@@ -166,8 +186,24 @@ pub fn allow_anonymous(request: &Request) -> Result<()> {
 }
 
 /// Whether `grant` may create or write run `run`, which records
-/// `ref_scope` (the ref of the CI job that created it, if any).
+/// `ref_scope` (the ref of the CI job that created it, if any): by its
+/// name when the grant is bound to runs, and by its ref when limited.
 pub fn allow_run(grant: &Grant, run: &str, ref_scope: Option<&str>) -> Result<()> {
+    if let Some(bound) = &grant.run_names {
+        if !bound.names.iter().any(|n| n == run) {
+            let of = ref_scope
+                .map(|r| format!(" of {}", bare_ref(r)))
+                .unwrap_or_default();
+            return Err(denied(
+                grant,
+                format!(
+                    "may not write run {run}{of}: its claims ({}) name only run {}",
+                    bound.from,
+                    bound.names.join(", ")
+                ),
+            ));
+        }
+    }
     let Some(prefixes) = &grant.runs else {
         return Ok(());
     };
@@ -190,9 +226,35 @@ pub fn allow_run(grant: &Grant, run: &str, ref_scope: Option<&str>) -> Result<()
     }
 }
 
+/// Whether `grant` may write the layers and results of job `job` (of a
+/// run `allow_run` allowed).
+pub fn allow_job(grant: &Grant, run: &str, job: &str) -> Result<()> {
+    match &grant.jobs {
+        Some(bound) if !bound.names.iter().any(|n| n == job) => Err(denied(
+            grant,
+            match bound.names.is_empty() {
+                true => format!(
+                    "may not write job {job} of run {run}: its claims ({}) name no step \
+                     (give the step a `key:`)",
+                    bound.from
+                ),
+                false => format!(
+                    "may not write job {job} of run {run}: its claims ({}) name only job {}",
+                    bound.from,
+                    bound.names.join(", ")
+                ),
+            },
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `grant` may save a cache entry under `key`.
 pub fn allow_cache_key(grant: &Grant, key: &str) -> Result<()> {
     match &grant.cache_keys {
+        Some(prefixes) if prefixes.is_empty() => {
+            Err(denied(grant, format!("may save no caches (not {key:?})")))
+        }
         Some(prefixes) if !prefixes.iter().any(|p| key.starts_with(p.as_str())) => Err(denied(
             grant,
             format!(
@@ -216,6 +278,14 @@ pub fn gc_grace(requested: Option<u64>, store_grace: u64) -> Result<u64> {
         Some(g) => Ok(g),
         None => Ok(store_grace),
     }
+}
+
+/// `refs/heads/main` of the scope `ref:refs/heads/main:`, for messages.
+fn bare_ref(scope: &str) -> &str {
+    scope
+        .strip_prefix("ref:")
+        .and_then(|s| s.strip_suffix(':'))
+        .unwrap_or(scope)
 }
 
 fn denied(grant: &Grant, why: String) -> Error {

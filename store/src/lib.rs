@@ -15,8 +15,8 @@
 //! 3. `format`, `ci`: the durable bytes (object keys, chunking, packs,
 //!    manifests, index objects, records, the config, workflow graphs); a
 //!    CI's identity and job graph, read from its environment and config;
-//! 4. `lookup`, `access`: the chunk lookup contract; who may do what to a
-//!    shared store;
+//! 4. `lookup`, `access`, `oidc`: the chunk lookup contract; who may do
+//!    what to a shared store; a CI's verified claims as grants;
 //! 5. `meta`: the local `sled` caches (chunk index, run catalog) and the
 //!    database they live in;
 //! 6. `repo`: a `Store` opened for use, and the runner's frame cache;
@@ -35,6 +35,7 @@ pub mod format;
 pub mod id;
 pub mod lookup;
 pub(crate) mod meta;
+pub mod oidc;
 pub(crate) mod ops;
 pub mod protocol;
 pub(crate) mod read;

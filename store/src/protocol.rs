@@ -32,8 +32,12 @@ pub const MAX_RANGES: usize = 1 << 16;
 /// The header of a `HEAD` answer that carries the object's size.
 pub const OBJECT_SIZE_HEADER: &str = "x-object-size";
 
-/// The routes, relative to a namespace's root (`namespace_root`).
+/// The routes, relative to a namespace's root (`namespace_root`), and
+/// the server's own hello.
 pub mod route {
+    /// `GET /v1`: the server's hello, which anyone may ask (what it speaks,
+    /// and the CI identities it accepts).
+    pub const SERVER_HELLO: &str = "/v1";
     /// `GET` (hello): the protocol a server speaks.
     pub const HELLO: &str = "";
     /// `GET | HEAD | PUT | DELETE o/<key>`: one object.
@@ -128,6 +132,20 @@ pub struct Hello {
     /// The namespace asked about, when one was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The CI identities the server accepts (`--oidc`), by CI, with the
+    /// audience each token must carry: a runner with no token asks its
+    /// CI for one with this audience.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc: Vec<OidcAudience>,
+}
+
+/// A CI whose OIDC tokens the server accepts, and their audience.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcAudience {
+    /// `github`, `gitlab`, `circleci` or `buildkite`.
+    pub ci: String,
+    /// The `aud` its tokens must carry.
+    pub audience: String,
 }
 
 /// The answer to `list`.
@@ -403,6 +421,7 @@ mod tests {
     #[test]
     fn answers_round_trip_and_errors_are_read() {
         let hello = Hello {
+            oidc: Vec::new(),
             protocol: PROTOCOL_VERSION,
             server: Some("strata test".into()),
             namespace: None,

@@ -22,10 +22,17 @@ pub(crate) fn exec(cli: &Cli, a: &ServeArgs) -> Result<()> {
     let limits = file.as_ref().map(|f| f.limits.clone()).unwrap_or_default();
     let rate = a.rate_limit.or(limits.rate_limit).unwrap_or(0.0);
     let auth = file.map(|f| f.auth);
+    let oidc = match &a.oidc {
+        Some(f) => Some(std::sync::Arc::new(
+            strata_server::oidc::Oidc::load(f).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let config = strata_server::ServerConfig {
         listen: a.listen,
         store: store.clone(),
         auth,
+        oidc,
         insecure: a.insecure,
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
         max_body: usize::try_from(a.max_body(&limits)).unwrap_or(usize::MAX),

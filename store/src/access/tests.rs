@@ -116,6 +116,25 @@ const PR: &str = "ref:refs/pull/7/merge:";
 /// The grant of each column but "none".
 fn grant(column: &str) -> Grant {
     let limit = Some(vec!["ref:refs/pull/".to_string()]);
+    if column == "CI identity (OIDC)" {
+        // What `crate::oidc` grants a pull request's job of run "r",
+        // step "j".
+        let bound = |n: &str, from: &str| {
+            Some(Bound {
+                names: vec![n.to_string()],
+                from: from.to_string(),
+            })
+        };
+        return Grant {
+            name: "oidc".into(),
+            namespace: "ns".into(),
+            role: Role::Write,
+            runs: Some(vec![PR.to_string()]),
+            cache_keys: Some(vec![PR.to_string()]),
+            run_names: bound("r", "run_id r"),
+            jobs: bound("j", "step_key j"),
+        };
+    }
     let (role, runs, cache_keys) = match column {
         "read" => (Role::Read, None, None),
         "write" => (Role::Write, None, None),
@@ -130,6 +149,8 @@ fn grant(column: &str) -> Grant {
         role,
         runs,
         cache_keys,
+        run_names: None,
+        jobs: None,
     }
 }
 
@@ -141,10 +162,12 @@ fn decide(grant: Option<&Grant>, row: &str, git_ref: &str) -> Vec<bool> {
             return allow_anonymous(&req).is_ok();
         };
         let body = match req {
-            Request::Put(ObjectKind::Run(_))
-            | Request::Put(ObjectKind::Layer(..))
-            | Request::Put(ObjectKind::Result(..))
-            | Request::Put(ObjectKind::Rerun(_)) => allow_run(g, "r", Some(git_ref)),
+            Request::Put(ObjectKind::Run(_)) | Request::Put(ObjectKind::Rerun(_)) => {
+                allow_run(g, "r", Some(git_ref))
+            }
+            Request::Put(ObjectKind::Layer(..)) | Request::Put(ObjectKind::Result(..)) => {
+                allow_run(g, "r", Some(git_ref)).and_then(|_| allow_job(g, "r", "j"))
+            }
             Request::Put(ObjectKind::Cache) => allow_cache_key(g, &format!("{git_ref}deps")),
             _ => Ok(()),
         };
@@ -206,7 +229,9 @@ fn the_documented_table_is_the_rule() {
             let expected = match cell.as_str() {
                 "yes" => (true, true),
                 "no" => (false, false),
-                "own ref" | "own key" => (false, true),
+                "own ref" | "own key" | "own run" | "own run and job" | "own scope" => {
+                    (false, true)
+                }
                 other => panic!("cell {other:?} of row {name}"),
             };
             for (i, (&m, &p)) in main.iter().zip(&pr).enumerate() {
@@ -242,6 +267,40 @@ fn a_limited_grant_names_the_ref_it_refused() {
     );
     let e = allow_run(&grant("write, `runs:`"), "manual", None).unwrap_err();
     assert!(e.to_string().contains("records no ref"), "{e}");
+}
+
+// A CI identity writes only the run and job its claims name, whatever
+// the ref; the refusal names the claims and the run's ref.
+#[test]
+fn a_bound_grant_names_the_claims_it_refused() {
+    let g = grant("CI identity (OIDC)");
+    assert!(allow_run(&g, "r", Some(PR)).is_ok());
+    let e = allow_run(&g, "gh-123.1", Some(MAIN)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("may not write run gh-123.1 of refs/heads/main: its claims (run_id r)"),
+        "{e}"
+    );
+    assert!(allow_run(&g, "gh-123.1", Some(PR)).is_err());
+    assert!(allow_job(&g, "r", "j").is_ok());
+    let e = allow_job(&g, "r", "deploy").unwrap_err();
+    assert!(
+        e.to_string().contains("(step_key j) name only job j"),
+        "{e}"
+    );
+    let none = Grant {
+        cache_keys: Some(vec![]),
+        jobs: Some(Bound {
+            names: vec![],
+            from: "step_key null".into(),
+        }),
+        ..g
+    };
+    assert!(allow_cache_key(&none, PR).is_err());
+    assert!(allow_job(&none, "r", "j")
+        .unwrap_err()
+        .to_string()
+        .contains("key:"));
 }
 
 #[test]

@@ -18,15 +18,33 @@ pub use object_api::HttpStore;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::TrafficCounter;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
     decode_answer, error_text, namespace_root, route, validate_namespace, ErrorBody, Hello,
-    OBJECT_SIZE_HEADER, PROTOCOL_VERSION,
+    OidcAudience, OBJECT_SIZE_HEADER, PROTOCOL_VERSION,
 };
+
+/// Where a client's bearer token comes from when none was given: the CI
+/// job's own OIDC token (`ci::token`), for the audience the server
+/// announces. A token is never printed, nor put in an error.
+pub trait TokenSource: Send + Sync + std::fmt::Debug {
+    /// A token for a server that accepts `announced` (each CI's audience);
+    /// `renew`: the last one was refused, ask the CI for a new one.
+    /// `Ok(None)`: the server accepts no identity of this CI, so none is
+    /// sent. `Err`: why this job has no token, for a person.
+    fn token(
+        &self,
+        announced: &[OidcAudience],
+        renew: bool,
+    ) -> std::result::Result<Option<String>, String>;
+    /// Whether asking again gives a new token (GitHub's request URL,
+    /// `buildkite-agent`), not the same one (a variable).
+    fn renews(&self) -> bool;
+}
 
 /// How many times a failed request is tried in all, and the first wait.
 const ATTEMPTS: u32 = 6;
@@ -56,7 +74,14 @@ struct Inner {
     /// The one requests go to, until a connection to it fails.
     current: AtomicUsize,
     namespace: String,
-    token: Option<String>,
+    /// The bearer token: given, or the identity's once it was asked.
+    token: Mutex<Option<String>>,
+    /// Where a token comes from when none was given.
+    identity: Option<Arc<dyn TokenSource>>,
+    /// What `GET /v1` announced, asked once (for the identity).
+    announced: OnceLock<Vec<OidcAudience>>,
+    /// Held while a refused token is renewed.
+    renewing: Mutex<()>,
     /// Each read and write must make progress within `stall`, but for
     /// patient calls (`call_json`).
     agent: ureq::Agent,
@@ -69,6 +94,8 @@ struct Inner {
 pub struct HttpOptions {
     /// The bearer token sent with every request.
     pub token: Option<String>,
+    /// Without `token`: where one comes from (a CI job's OIDC token).
+    pub identity: Option<Arc<dyn TokenSource>>,
     /// How long a connection may make no progress before the attempt is
     /// retried (`DEFAULT_STALL_TIMEOUT` when `None`); a request gives up
     /// after six of these in all.
@@ -142,7 +169,10 @@ impl HttpTransport {
                 bases,
                 current: AtomicUsize::new(0),
                 namespace: namespace.to_string(),
-                token: options.token,
+                identity: options.identity.filter(|_| options.token.is_none()),
+                token: Mutex::new(options.token),
+                announced: OnceLock::new(),
+                renewing: Mutex::new(()),
                 agent: config
                     .timeout_per_read(Some(stall))
                     .timeout_per_write(Some(stall))
@@ -207,6 +237,15 @@ impl HttpTransport {
         let mut unreachable = false;
         let mut last_server = 0;
         let mut tried = 0;
+        let mut renewed = false;
+        if self.inner.identity.is_some() && self.token_now().is_none() {
+            let _one = self
+                .inner
+                .renewing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.ask_identity(false)?;
+        }
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
                 if started.elapsed() + wait >= budget {
@@ -218,6 +257,7 @@ impl HttpTransport {
             tried = attempt;
             let server = self.inner.current.load(Relaxed);
             last_server = server;
+            let sent_with = self.token_now();
             let answer = {
                 let _in_flight = self.inner.traffic.request();
                 self.send(patient, method, &self.url(server, tail), body)
@@ -234,6 +274,15 @@ impl HttpTransport {
                         if let Some(s) = retry_after {
                             wait = wait.max(Duration::from_secs(s.min(30)));
                         }
+                        continue;
+                    }
+                    // A CI token the server refused (it expired): a new
+                    // one, once, where the CI gives new ones.
+                    let renews = self.inner.identity.as_ref().is_some_and(|i| i.renews());
+                    if status == 401 && renews && !renewed {
+                        renewed = true;
+                        self.renew_identity(&sent_with)?;
+                        wait = Duration::ZERO;
                         continue;
                     }
                     return Ok((status, bytes));
@@ -274,7 +323,13 @@ impl HttpTransport {
         body: Option<&[u8]>,
     ) -> std::result::Result<Answer, (String, bool)> {
         let agent = &self.inner.agent;
-        let auth = self.inner.token.as_ref().map(|t| format!("Bearer {t}"));
+        let auth = self
+            .inner
+            .token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|t| format!("Bearer {t}"));
         let prepare = |r| with_auth(r, &auth, patient);
         let response = match (method, body) {
             ("GET", _) => prepare(agent.get(url)).call(),
@@ -322,6 +377,69 @@ impl HttpTransport {
             bytes = n.to_le_bytes().to_vec();
         }
         Ok((status, bytes, retry_after))
+    }
+
+    fn token_now(&self) -> Option<String> {
+        self.inner
+            .token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A new token from the identity, unless another request renewed
+    /// the refused one (`refused`) already: requests in flight when a
+    /// token expires ask the CI once between them.
+    fn renew_identity(&self, refused: &Option<String>) -> Result<()> {
+        let _one = self
+            .inner
+            .renewing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.token_now() != *refused {
+            return Ok(());
+        }
+        self.ask_identity(true)
+    }
+
+    /// Takes the identity's token (a new one with `renew`) for the
+    /// audience the server announces, which is asked once.
+    fn ask_identity(&self, renew: bool) -> Result<()> {
+        let Some(identity) = &self.inner.identity else {
+            return Ok(());
+        };
+        if !renew
+            && self
+                .inner
+                .token
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+        {
+            return Ok(());
+        }
+        let announced = match self.inner.announced.get() {
+            Some(a) => a.clone(),
+            None => {
+                let server = self.inner.current.load(Relaxed);
+                let url = format!("{}{}", self.inner.bases[server], route::SERVER_HELLO);
+                let hello = self
+                    .send(false, "GET", &url, None)
+                    .ok()
+                    .filter(|(status, _, _)| *status == 200)
+                    .and_then(|(_, body, _)| decode_answer::<Hello>(&body).ok());
+                let a = hello.map(|h| h.oidc).unwrap_or_default();
+                self.inner.announced.get_or_init(|| a).clone()
+            }
+        };
+        let token = identity
+            .token(&announced, renew)
+            .map_err(|detail| Error::Unauthorized {
+                server: self.location_string(),
+                detail,
+            })?;
+        *self.inner.token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        Ok(())
     }
 
     /// Maps an error answer to the library's error for `what`: the error

@@ -9,6 +9,7 @@
 pub mod config;
 mod resolve;
 pub mod scope;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -32,6 +33,17 @@ pub enum CiSystem {
 }
 
 impl CiSystem {
+    /// Its name where a server names the CI identities it accepts
+    /// (`github`, `gitlab`, `circleci`, `buildkite`).
+    pub fn oidc_name(self) -> &'static str {
+        match self {
+            CiSystem::GithubActions => "github",
+            CiSystem::Gitlab => "gitlab",
+            CiSystem::Circleci => "circleci",
+            CiSystem::Buildkite => "buildkite",
+        }
+    }
+
     /// The short prefix of its run names.
     fn prefix(self) -> &'static str {
         match self {
@@ -87,22 +99,36 @@ pub struct CiContext {
 
 impl CiContext {
     /// The store's name for this run (and attempt): `gh-<run id>.<attempt>`,
-    /// `gl-<pipeline>`, `cc-<workspace id>`, `bk-<build id>`.
+    /// `gl-<pipeline>`, `cc-<workspace id>`, `bk-<pipeline slug>-<build
+    /// number>` (`run_name`).
     pub fn run_name(&self) -> RunName {
         self.run_name_at(self.attempt)
     }
 
     /// The store's name for attempt `attempt` of this run.
     pub fn run_name_at(&self, attempt: Option<u32>) -> RunName {
-        let base = format!("{}-{}", self.system.prefix(), safe(&self.run.value));
-        let name = match attempt {
-            Some(a) => format!("{base}.{a}"),
-            None => base,
-        };
-        RunName::new(&name).unwrap_or_else(|_| {
-            RunName::new(&format!("{}-{}", self.system.prefix(), short_hash(&name)))
-                .expect("a hash is a valid name")
-        })
+        run_name(
+            self.system,
+            &self.run.value,
+            attempt.map(|a| a.to_string()).as_deref(),
+        )
+    }
+
+    /// Names this run had in earlier versions of strata, which a job of a
+    /// run created by one still uses (docs/format.md, "Run names"):
+    /// Buildkite's `bk-<BUILDKITE_BUILD_ID>`.
+    pub fn earlier_run_names(&self) -> Vec<RunName> {
+        let build_id = self
+            .writer_vars
+            .iter()
+            .find(|(k, _)| *k == "BUILDKITE_BUILD_ID")
+            .map(|(_, v)| v.as_str());
+        match (self.system, build_id) {
+            (CiSystem::Buildkite, Some(id)) if self.run.from != "BUILDKITE_BUILD_ID" => {
+                vec![run_name(CiSystem::Buildkite, id, None)]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Cache scoping as the CI's own caches do it (`scope::scopes`, from
@@ -199,6 +225,29 @@ impl CiContext {
         self.config = path;
         self.config_from = from;
     }
+}
+
+/// The store's name for run `run` (attempt `attempt`) of `system`:
+/// `gh-<run id>.<attempt>`, `gl-<pipeline id>`, `cc-<workspace id>`,
+/// `bk-<pipeline slug>-<build number>`. The one rule, for a runner's
+/// environment and for a CI's verified claims (`crate::oidc`) alike.
+pub fn run_name(system: CiSystem, run: &str, attempt: Option<&str>) -> RunName {
+    let base = format!("{}-{}", system.prefix(), safe(run));
+    let name = match attempt {
+        Some(a) => format!("{base}.{}", safe(a)),
+        None => base,
+    };
+    RunName::new(&name).unwrap_or_else(|_| {
+        RunName::new(&format!("{}-{}", system.prefix(), short_hash(&name)))
+            .expect("a hash is a valid name")
+    })
+}
+
+/// The run of a Buildkite build as its claims name it too: the pipeline's
+/// slug and the build's number (`bk-web-1042`). A slug holds no `.` and a
+/// number only digits, so two builds never share a name.
+pub fn buildkite_run(pipeline_slug: &str, build_number: &str) -> String {
+    format!("{pipeline_slug}-{build_number}")
 }
 
 /// The store's name for a CI job name: kept as it is when it is a valid
@@ -313,6 +362,7 @@ fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         "BUILDKITE_COMMAND",
         "BUILDKITE_PLUGINS",
         "BUILDKITE_RETRY_COUNT",
+        "BUILDKITE_BUILD_ID",
     ]
     .into_iter()
     .chain(scope::VARS.iter().copied())
@@ -396,7 +446,18 @@ fn detect_ci(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
         return Some(CiContext {
             system: CiSystem::Buildkite,
             writer_vars: writer_vars.clone(),
-            run: get("BUILDKITE_BUILD_ID")?,
+            // The pipeline and build number, which the job's OIDC claims
+            // name too; the build id (strata's name before) when missing.
+            run: match (
+                get("BUILDKITE_PIPELINE_SLUG"),
+                get("BUILDKITE_BUILD_NUMBER"),
+            ) {
+                (Some(slug), Some(number)) => Found {
+                    value: buildkite_run(&slug.value, &number.value),
+                    from: "BUILDKITE_PIPELINE_SLUG, BUILDKITE_BUILD_NUMBER",
+                },
+                _ => get("BUILDKITE_BUILD_ID")?,
+            },
             attempt: None,
             job: get("BUILDKITE_STEP_KEY").or_else(|| get("BUILDKITE_LABEL"))?,
             leg: get("BUILDKITE_PARALLEL_JOB"),
@@ -469,6 +530,19 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(bk.run_name().as_str(), "bk-0190-ab");
+        assert!(bk.earlier_run_names().is_empty());
+        // Named by pipeline and build number, as its OIDC claims name it;
+        // the build id is the name an earlier strata gave it.
+        let bk = detect(&env(&[
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_BUILD_ID", "0190-ab"),
+            ("BUILDKITE_PIPELINE_SLUG", "web"),
+            ("BUILDKITE_BUILD_NUMBER", "1042"),
+            ("BUILDKITE_STEP_KEY", "test"),
+        ]))
+        .unwrap();
+        assert_eq!(bk.run_name().as_str(), "bk-web-1042");
+        assert_eq!(bk.earlier_run_names()[0].as_str(), "bk-0190-ab");
         assert!(detect(&env(&[("CI", "true")])).is_none());
         // A CI without the variables it needs is not detected.
         assert!(detect(&env(&[("GITHUB_ACTIONS", "true")])).is_none());

@@ -114,6 +114,7 @@ pub const VARS: &[&str] = &[
     "GITHUB_HEAD_REF",
     "GITHUB_BASE_REF",
     "CI_COMMIT_REF_PROTECTED",
+    "CI_PIPELINE_SOURCE",
     "CI_MERGE_REQUEST_SOURCE_PROJECT_ID",
     "CI_MERGE_REQUEST_PROJECT_ID",
     "CI_COMMIT_TAG",
@@ -173,7 +174,12 @@ pub fn facts(
             facts.base = get("GITHUB_BASE_REF");
         }
         CiSystem::Gitlab => {
-            facts.protected = Some(get("CI_COMMIT_REF_PROTECTED").as_deref() == Some("true"));
+            // A merge request's pipeline runs the request's code: never
+            // in the protected class, whatever its source branch is, so the
+            // default branch never restores what it saves.
+            let request = get("CI_PIPELINE_SOURCE").as_deref() == Some("merge_request_event");
+            facts.protected =
+                Some(!request && get("CI_COMMIT_REF_PROTECTED").as_deref() == Some("true"));
             let source = get("CI_MERGE_REQUEST_SOURCE_PROJECT_ID");
             let fork = source.is_some() && source != get("CI_MERGE_REQUEST_PROJECT_ID");
             if let Some(tag) = get("CI_COMMIT_TAG") {
@@ -362,6 +368,18 @@ mod tests {
                 "ref:unprotected/refs/heads/main:"
             ]
         );
+        // A merge request's pipeline is unprotected, even from a protected
+        // source branch.
+        let mr = facts_of(
+            Gitlab,
+            &[
+                ("CI_COMMIT_REF_NAME", "main"),
+                ("CI_COMMIT_REF_PROTECTED", "true"),
+                ("CI_PIPELINE_SOURCE", "merge_request_event"),
+            ],
+            "main",
+        );
+        assert_eq!(scopes(&mr).write, "ref:unprotected/refs/heads/main:");
         let tag = facts_of(
             Gitlab,
             &[("CI_COMMIT_TAG", "v1"), ("CI_COMMIT_REF_PROTECTED", "true")],

@@ -64,6 +64,22 @@ pub fn prepare(store: &Store, ci: &CiContext, checkout: &Path) -> Result<CiRun> 
         Err(Error::UnknownRun { .. }) => {}
         Err(e) => return Err(e),
     }
+    // A run an earlier strata created under its old name (a build that
+    // began before the upgrade) is still this run.
+    for old in ci.earlier_run_names() {
+        match store.run(&old) {
+            Ok(record) => {
+                require_ref(&old, &record, ours.as_deref())?;
+                out.run = old;
+                if record.graph.index_of(&job).is_none() {
+                    out.job = ci.job_in(&ci.read_config(checkout)?)?;
+                }
+                return Ok(out);
+            }
+            Err(Error::UnknownRun { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let earlier = ci.attempt.unwrap_or(1);
     for attempt in (1..earlier).rev() {
         let from = ci.run_name_at(Some(attempt));

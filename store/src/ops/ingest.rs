@@ -19,7 +19,8 @@
 //!   to write, never a client's;
 //! - run records, layer refs and rerun records are create-only (the same
 //!   object again is a retry; another under the name is refused), a run's
-//!   writes follow its recorded ref (`access::allow_run`), a cache entry
+//!   writes follow its name and recorded ref (`access::allow_run`), a
+//!   layer's and a result's their job (`access::allow_job`), a cache entry
 //!   its key (`access::allow_cache_key`), and every time in an object is
 //!   the server's.
 //!
@@ -127,6 +128,7 @@ pub fn put_checked(store: &Store, grant: &Grant, key: &str, bytes: &[u8]) -> Res
             let record = JobResult::decode(key, bytes)?;
             let (run_record, _) = store.run_job(run, job)?;
             access::allow_run(grant, run.as_str(), run_record.ref_scope.as_deref())?;
+            access::allow_job(grant, run.as_str(), job.as_str())?;
             let stamped = JobResult {
                 finished: now,
                 ..record
@@ -267,6 +269,7 @@ fn put_layer(
     let record = LayerRecord::decode(key, bytes)?;
     let (run_record, _) = store.run_job(run, job)?;
     access::allow_run(grant, run.as_str(), run_record.ref_scope.as_deref())?;
+    access::allow_job(grant, run.as_str(), job.as_str())?;
     require_complete(store, key, &record.manifest)?;
     let stamped = LayerRecord {
         created: now,
