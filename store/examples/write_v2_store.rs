@@ -41,13 +41,46 @@ fn main() {
         out.display()
     );
     let scratch = tempfile::tempdir().unwrap();
-    let src = scratch.path();
-    trees(src);
+    trees(scratch.path());
     let clock = Arc::new(AtomicI64::new(T0));
     let store = Store::open(&out, &Quiet)
         .unwrap()
         .with_clock(Clock::Manual(clock.clone()));
-    let job = |j: &str| JobName::new(j).unwrap();
+    day_0(&store, scratch.path());
+    // Day 10: run v2 and the cache entry are used. Day 20: run old has
+    // expired (on day 15), v2 has not (it would on day 25); a gc with no
+    // grace deletes old's pack at once.
+    clock.store(T0 + 10 * DAY, Ordering::SeqCst);
+    day_10(&store, scratch.path());
+    clock.store(T0 + 20 * DAY, Ordering::SeqCst);
+    let report = gc(
+        &store,
+        &GcOptions {
+            grace_secs: Some(0),
+            ..GcOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        report.runs_expired,
+        vec![RunName::new("old").unwrap()],
+        "{report:?}"
+    );
+    assert_eq!(report.caches_expired, 0, "{report:?}");
+    assert!(report.packs_deleted >= 1, "{report:?}");
+    drop(store);
+    // The runner-local parts are not part of the format.
+    fs::remove_dir_all(out.join(".local")).unwrap();
+    let _ = fs::remove_dir_all(out.join(".tmp"));
+    println!("wrote {}: {report:?}", out.display());
+}
+
+fn job(j: &str) -> JobName {
+    JobName::new(j).unwrap()
+}
+
+/// Run v2 (its layers, a result), the cache entry, run old.
+fn day_0(store: &Store, src: &Path) {
     let v2 = RunName::new("v2").unwrap();
     let graph = Graph::from_specs(&["build", "docs", "test:build,docs"]).unwrap();
     store
@@ -55,7 +88,7 @@ fn main() {
         .unwrap();
     let put = |run: &RunName, j: &str, root: &str, path: &str| {
         persist(
-            &store,
+            store,
             &PersistRequest {
                 run: run.clone(),
                 job: job(j),
@@ -69,9 +102,9 @@ fn main() {
     };
     put(&v2, "build", "build", "out");
     put(&v2, "docs", "docs", "docs");
-    strata_store::lifecycle::finish_job(&store, &v2, &job("build"), JobStatus::Success).unwrap();
+    strata_store::lifecycle::finish_job(store, &v2, &job("build"), JobStatus::Success).unwrap();
     strata_store::caches::save(
-        &store,
+        store,
         "ref:refs/heads/main:deps-v2",
         &src.join("build"),
         &["out".into()],
@@ -82,45 +115,27 @@ fn main() {
         .create_run(&old, Graph::from_specs(&["build"]).unwrap(), None)
         .unwrap();
     put(&old, "build", "old", "old");
+}
 
-    // Day 10: run v2 is used (attached). Day 20: run old has expired (on
-    // day 15), v2 has not (it would on day 25); a gc with no grace deletes
-    // old's pack at once.
-    clock.store(T0 + 10 * DAY, Ordering::SeqCst);
+/// Run v2 attached and the cache entry restored (a use of each).
+fn day_10(store: &Store, scratch: &Path) {
     attach(
-        &store,
+        store,
         &AttachRequest {
-            run: v2.clone(),
+            run: RunName::new("v2").unwrap(),
             job: job("test"),
-            at: scratch.path().join("attached"),
+            at: scratch.join("attached"),
             keep_setuid: false,
         },
     )
     .unwrap();
     strata_store::caches::restore(
-        &store,
+        store,
         &["ref:refs/heads/main:deps-v2".to_string()],
-        &scratch.path().join("restored"),
+        &scratch.join("restored"),
         WriteOptions::default(),
     )
     .unwrap();
-    clock.store(T0 + 20 * DAY, Ordering::SeqCst);
-    let report = gc(
-        &store,
-        &GcOptions {
-            grace_secs: Some(0),
-            ..GcOptions::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(report.runs_expired, vec![old], "{report:?}");
-    assert_eq!(report.caches_expired, 0, "{report:?}");
-    assert!(report.packs_deleted >= 1, "{report:?}");
-    drop(store);
-    // The runner-local parts are not part of the format.
-    fs::remove_dir_all(out.join(".local")).unwrap();
-    let _ = fs::remove_dir_all(out.join(".tmp"));
-    println!("wrote {}: {report:?}", out.display());
 }
 
 /// The trees: `build/out`, `docs/docs` and `old/old`.

@@ -238,14 +238,7 @@ impl HttpTransport {
         let mut last_server = 0;
         let mut tried = 0;
         let mut renewed = false;
-        if self.inner.identity.is_some() && self.token_now().is_none() {
-            let _one = self
-                .inner
-                .renewing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            self.ask_identity(false)?;
-        }
+        self.first_token()?;
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
                 if started.elapsed() + wait >= budget {
@@ -297,20 +290,27 @@ impl HttpTransport {
                 }
             }
         }
-        let detail = if tried > 1 {
-            format!(
-                "{method} /{tail}: {last} (gave up after {tried} attempts in {:.0} s)",
-                started.elapsed().as_secs_f64()
-            )
-        } else {
-            format!("{method} /{tail}: {last}")
-        };
         let server = self.location_of(last_server);
-        Err(if unreachable {
-            Error::Unreachable { server, detail }
-        } else {
-            Error::Remote { server, detail }
-        })
+        Err(gave_up(
+            server,
+            format!("{method} /{tail}: {last}"),
+            (tried, started.elapsed()),
+            unreachable,
+        ))
+    }
+
+    /// With a CI identity and no token yet, asks for one (one request at a
+    /// time asks; the others find it then).
+    fn first_token(&self) -> Result<()> {
+        if self.inner.identity.is_some() && self.token_now().is_none() {
+            let _one = self
+                .inner
+                .renewing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.ask_identity(false)?;
+        }
+        Ok(())
     }
 
     /// One attempt: (status, body, Retry-After seconds), or a transport
@@ -567,6 +567,30 @@ fn with_auth<B>(
             .build()
     } else {
         req
+    }
+}
+
+/// The error of a request that got no usable answer: `what` (the request
+/// and the last cause), after `tried` attempts in the time given;
+/// `Unreachable` when the last attempt never reached the server itself.
+fn gave_up(
+    server: String,
+    what: String,
+    (tried, took): (u32, Duration),
+    unreachable: bool,
+) -> Error {
+    let detail = if tried > 1 {
+        format!(
+            "{what} (gave up after {tried} attempts in {:.0} s)",
+            took.as_secs_f64()
+        )
+    } else {
+        what
+    };
+    if unreachable {
+        Error::Unreachable { server, detail }
+    } else {
+        Error::Remote { server, detail }
     }
 }
 

@@ -153,76 +153,90 @@ pub fn facts(
         default_branch,
     };
     match system {
-        CiSystem::GithubActions => {
-            let full = get("GITHUB_REF")?;
-            let pull = full
-                .strip_prefix("refs/pull/")
-                .and_then(|r| r.strip_suffix("/merge"));
-            (facts.kind, facts.name) = if let Some(b) = full.strip_prefix("refs/heads/") {
-                (RefKind::Branch, b.to_string())
-            } else if let Some(t) = full.strip_prefix("refs/tags/") {
-                (RefKind::Tag, t.to_string())
-            } else if let Some(n) = pull {
-                let id = n.to_string();
-                (
-                    RefKind::Change { id },
-                    get("GITHUB_HEAD_REF").unwrap_or_default(),
-                )
-            } else {
-                (RefKind::Other, full.clone())
-            };
-            facts.base = get("GITHUB_BASE_REF");
-        }
-        CiSystem::Gitlab => {
-            // A merge request's pipeline runs the request's code: never
-            // in the protected class, whatever its source branch is, so the
-            // default branch never restores what it saves.
-            let request = get("CI_PIPELINE_SOURCE").as_deref() == Some("merge_request_event");
-            facts.protected =
-                Some(!request && get("CI_COMMIT_REF_PROTECTED").as_deref() == Some("true"));
-            let source = get("CI_MERGE_REQUEST_SOURCE_PROJECT_ID");
-            let fork = source.is_some() && source != get("CI_MERGE_REQUEST_PROJECT_ID");
-            if let Some(tag) = get("CI_COMMIT_TAG") {
-                (facts.kind, facts.name) = (RefKind::Tag, tag);
-            } else if fork {
-                let id = get("CI_MERGE_REQUEST_IID")?;
-                facts.kind = RefKind::Change { id };
-                facts.name = get("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME").unwrap_or_default();
-            } else {
-                facts.name = get("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME")
-                    .or_else(|| get("CI_COMMIT_BRANCH"))
-                    .or_else(|| get("CI_COMMIT_REF_NAME"))?;
-            }
-            facts.base = get("CI_MERGE_REQUEST_TARGET_BRANCH_NAME");
-        }
-        CiSystem::Circleci => {
-            // CIRCLE_PR_NUMBER is set for a pull request from a fork only;
-            // its CIRCLE_BRANCH is `pull/N`, a name a branch may have.
-            if let Some(id) = get("CIRCLE_PR_NUMBER") {
-                facts.kind = RefKind::Change { id };
-                facts.name = get("CIRCLE_BRANCH").unwrap_or_default();
-            } else if let Some(branch) = get("CIRCLE_BRANCH") {
-                facts.name = branch;
-            } else {
-                (facts.kind, facts.name) = (RefKind::Tag, get("CIRCLE_TAG")?);
-            }
-        }
-        CiSystem::Buildkite => {
-            let pr = get("BUILDKITE_PULL_REQUEST").filter(|p| p != "false");
-            let repo = get("BUILDKITE_PULL_REQUEST_REPO");
-            let fork = repo.is_some() && repo != get("BUILDKITE_REPO");
-            if let Some(tag) = get("BUILDKITE_TAG") {
-                (facts.kind, facts.name) = (RefKind::Tag, tag);
-            } else if let (Some(id), true) = (pr, fork) {
-                facts.kind = RefKind::Change { id };
-                facts.name = get("BUILDKITE_BRANCH").unwrap_or_default();
-            } else {
-                facts.name = get("BUILDKITE_BRANCH")?;
-            }
-            facts.base = get("BUILDKITE_PULL_REQUEST_BASE_BRANCH");
-        }
+        CiSystem::GithubActions => github_facts(&get, &mut facts)?,
+        CiSystem::Gitlab => gitlab_facts(&get, &mut facts)?,
+        CiSystem::Circleci => circleci_facts(&get, &mut facts)?,
+        CiSystem::Buildkite => buildkite_facts(&get, &mut facts)?,
     }
     Some(facts)
+}
+
+/// A variable's value, empty meaning unset.
+type Get<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+fn github_facts(get: &Get, facts: &mut RefFacts) -> Option<()> {
+    let full = get("GITHUB_REF")?;
+    let pull = full
+        .strip_prefix("refs/pull/")
+        .and_then(|r| r.strip_suffix("/merge"));
+    (facts.kind, facts.name) = if let Some(b) = full.strip_prefix("refs/heads/") {
+        (RefKind::Branch, b.to_string())
+    } else if let Some(t) = full.strip_prefix("refs/tags/") {
+        (RefKind::Tag, t.to_string())
+    } else if let Some(n) = pull {
+        let id = n.to_string();
+        (
+            RefKind::Change { id },
+            get("GITHUB_HEAD_REF").unwrap_or_default(),
+        )
+    } else {
+        (RefKind::Other, full.clone())
+    };
+    facts.base = get("GITHUB_BASE_REF");
+    Some(())
+}
+
+fn gitlab_facts(get: &Get, facts: &mut RefFacts) -> Option<()> {
+    // A merge request's pipeline runs the request's code: never in the
+    // protected class, whatever its source branch is, so the default
+    // branch never restores what it saves.
+    let request = get("CI_PIPELINE_SOURCE").as_deref() == Some("merge_request_event");
+    facts.protected = Some(!request && get("CI_COMMIT_REF_PROTECTED").as_deref() == Some("true"));
+    let source = get("CI_MERGE_REQUEST_SOURCE_PROJECT_ID");
+    let fork = source.is_some() && source != get("CI_MERGE_REQUEST_PROJECT_ID");
+    if let Some(tag) = get("CI_COMMIT_TAG") {
+        (facts.kind, facts.name) = (RefKind::Tag, tag);
+    } else if fork {
+        let id = get("CI_MERGE_REQUEST_IID")?;
+        facts.kind = RefKind::Change { id };
+        facts.name = get("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME").unwrap_or_default();
+    } else {
+        facts.name = get("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME")
+            .or_else(|| get("CI_COMMIT_BRANCH"))
+            .or_else(|| get("CI_COMMIT_REF_NAME"))?;
+    }
+    facts.base = get("CI_MERGE_REQUEST_TARGET_BRANCH_NAME");
+    Some(())
+}
+
+fn circleci_facts(get: &Get, facts: &mut RefFacts) -> Option<()> {
+    // CIRCLE_PR_NUMBER is set for a pull request from a fork only; its
+    // CIRCLE_BRANCH is `pull/N`, a name a branch may have.
+    if let Some(id) = get("CIRCLE_PR_NUMBER") {
+        facts.kind = RefKind::Change { id };
+        facts.name = get("CIRCLE_BRANCH").unwrap_or_default();
+    } else if let Some(branch) = get("CIRCLE_BRANCH") {
+        facts.name = branch;
+    } else {
+        (facts.kind, facts.name) = (RefKind::Tag, get("CIRCLE_TAG")?);
+    }
+    Some(())
+}
+
+fn buildkite_facts(get: &Get, facts: &mut RefFacts) -> Option<()> {
+    let pr = get("BUILDKITE_PULL_REQUEST").filter(|p| p != "false");
+    let repo = get("BUILDKITE_PULL_REQUEST_REPO");
+    let fork = repo.is_some() && repo != get("BUILDKITE_REPO");
+    if let Some(tag) = get("BUILDKITE_TAG") {
+        (facts.kind, facts.name) = (RefKind::Tag, tag);
+    } else if let (Some(id), true) = (pr, fork) {
+        facts.kind = RefKind::Change { id };
+        facts.name = get("BUILDKITE_BRANCH").unwrap_or_default();
+    } else {
+        facts.name = get("BUILDKITE_BRANCH")?;
+    }
+    facts.base = get("BUILDKITE_PULL_REQUEST_BASE_BRANCH");
+    Some(())
 }
 
 #[cfg(test)]
