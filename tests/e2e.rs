@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 use tempfile::TempDir;
 
 mod docs;
+mod only;
+mod support;
 
 struct World {
     dir: TempDir,

@@ -80,7 +80,14 @@ fn github_action_steps() {
             "jobs:\n  build: {}\n  test: {needs: build}\n",
         )],
     );
-    write(&repo, &[("dist/app.js", "app"), ("dist/app.js.map", "map")]);
+    write(
+        &repo,
+        &[
+            ("dist/app.js", "app"),
+            ("dist/app.js.map", "map"),
+            ("dist/lib/x.js", "x"),
+        ],
+    );
     let store = d.path().join("store");
     let (repo_s, store_s) = (repo.to_str().unwrap(), store.to_str().unwrap());
     let action = wrappers().join("github");
@@ -109,7 +116,19 @@ fn github_action_steps() {
     );
     let at = d.path().join("at");
     step("main.js", "test", &[("INPUT_ATTACH", at.to_str().unwrap())]);
-    assert_eq!(files(&at), ["dist/app.js"]);
+    assert_eq!(files(&at), ["dist/app.js", "dist/lib/x.js"]);
+    // `only`: one path or glob a line.
+    let part = d.path().join("part");
+    let only = [
+        ("INPUT_ATTACH", part.to_str().unwrap()),
+        (
+            "INPUT_ONLY",
+            "dist/lib
+",
+        ),
+    ];
+    step("main.js", "test", &only);
+    assert_eq!(files(&part), ["dist/lib/x.js"]);
     // A dependency cache, keyed like actions/cache.
     write(&repo, &[("node_modules/x/index.js", "x")]);
     step(
@@ -184,6 +203,17 @@ fn buildkite_plugin_hooks() {
         &[("BUILDKITE_PLUGIN_STRATA_ATTACH", at.to_str().unwrap())],
     );
     assert_eq!(files(&at), ["bin/tool", "docs/a.md"]);
+    // `only`, a list.
+    let part = d.path().join("part");
+    hook(
+        "pre-command",
+        "test",
+        &[
+            ("BUILDKITE_PLUGIN_STRATA_ATTACH", part.to_str().unwrap()),
+            ("BUILDKITE_PLUGIN_STRATA_ONLY_0", "docs/*.md"),
+        ],
+    );
+    assert_eq!(files(&part), ["docs/a.md"]);
 }
 
 /// The `run:` step of an orb command, its parameters filled in as
@@ -230,7 +260,7 @@ fn circleci_orb_commands() {
     let d = tempfile::tempdir().unwrap();
     let repo = d.path().join("repo");
     write(&repo, &[(".circleci/config.yml", "version: 2.1\nworkflows:\n  main:\n    jobs:\n      - build\n      - test: {requires: [build]}\n")]);
-    write(&repo, &[("sandbox/app/x", "x")]);
+    write(&repo, &[("sandbox/app/x", "x"), ("sandbox/other/y", "y")]);
     let store = d.path().join("store");
     let (repo_s, store_s) = (repo.to_str().unwrap(), store.to_str().unwrap());
     let orb: Value =
@@ -257,10 +287,39 @@ fn circleci_orb_commands() {
     let attach = orb_step(
         &orb,
         "attach",
-        &[("store", store_s), ("at", at.to_str().unwrap())],
+        &[
+            ("store", store_s),
+            ("at", at.to_str().unwrap()),
+            ("only", ""),
+        ],
     );
     assert!(orb_run(&repo, &attach, &env("test"), true).status.success());
-    assert_eq!(files(&at), ["sandbox/app/x"]);
+    assert_eq!(files(&at), ["sandbox/app/x", "sandbox/other/y"]);
+    // `only`, space-separated, a glob as written.
+    let part = d.path().join("part");
+    let attach = orb_step(
+        &orb,
+        "attach",
+        &[
+            ("store", store_s),
+            ("at", part.to_str().unwrap()),
+            ("only", "sandbox/a* sandbox/none/.."),
+        ],
+    );
+    let out = orb_run(&repo, &attach, &env("test"), true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may not climb out"), "{err}");
+    let attach = orb_step(
+        &orb,
+        "attach",
+        &[
+            ("store", store_s),
+            ("at", part.to_str().unwrap()),
+            ("only", "sandbox/a*"),
+        ],
+    );
+    assert!(orb_run(&repo, &attach, &env("test"), true).status.success());
+    assert_eq!(files(&part), ["sandbox/app/x"]);
 }
 
 // The GitLab component: `.strata-persist`'s script persists as part of
@@ -276,7 +335,7 @@ fn gitlab_component_template() {
             "stages: [build, test]\nbuild:\n  stage: build\ntest:\n  stage: test\n",
         )],
     );
-    write(&repo, &[("public/app.css", "c")]);
+    write(&repo, &[("public/app.css", "c"), ("public/app.js", "j")]);
     let store = d.path().join("store");
     let (repo_s, store_s) = (repo.to_str().unwrap(), store.to_str().unwrap());
     let text = fs::read_to_string(wrappers().join("gitlab/templates/strata.yml")).unwrap();
@@ -285,9 +344,10 @@ fn gitlab_component_template() {
         .expect("a spec header and a body");
     let spec: Value = serde_yaml_ng::from_str(spec).unwrap();
     assert!(spec["spec"]["inputs"]["store"].is_mapping());
-    let component = Component {
+    let mut component = Component {
         body: body.to_string(),
         store: store_s.to_string(),
+        only: String::new(),
     };
     let env = |job: &'static str, status: &'static str| {
         vec![
@@ -309,13 +369,24 @@ fn gitlab_component_template() {
         .run(&at, "attach", "", &env("test", "running"), true)
         .status
         .success());
-    assert_eq!(files(&at), ["public/app.css"]);
+    assert_eq!(files(&at), ["public/app.css", "public/app.js"]);
+    // `only`, space-separated.
+    component.only = "public/*.css".into();
+    let part = d.path().join("part");
+    fs::create_dir_all(&part).unwrap();
+    assert!(component
+        .run(&part, "attach", "", &env("test", "running"), true)
+        .status
+        .success());
+    assert_eq!(files(&part), ["public/app.css"]);
 }
 
 /// The GitLab component's body, for one store.
 struct Component {
     body: String,
     store: String,
+    /// The `only` input.
+    only: String,
 }
 
 impl Component {
@@ -334,7 +405,8 @@ impl Component {
         let filled = self
             .body
             .replace("$[[ inputs.store ]]", &self.store)
-            .replace("$[[ inputs.persist ]]", persist);
+            .replace("$[[ inputs.persist ]]", persist)
+            .replace("$[[ inputs.only ]]", &self.only);
         let doc: Value = serde_yaml_ng::from_str(&filled).unwrap();
         let mut env: Vec<(String, String)> = ci
             .iter()
@@ -463,7 +535,7 @@ fn through(
                 Act::Attach(at) => orb_step(
                     &orb,
                     "attach",
-                    &[("store", store), ("at", at.to_str().unwrap())],
+                    &[("store", store), ("at", at.to_str().unwrap()), ("only", "")],
                 ),
             };
             orb_run(repo, &step, &env, strata)
@@ -474,6 +546,7 @@ fn through(
             let component = Component {
                 body: body.to_string(),
                 store: store.to_string(),
+                only: String::new(),
             };
             let env = [
                 ("GITLAB_CI", "true"),

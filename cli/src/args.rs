@@ -301,6 +301,8 @@ pub(crate) struct CacheRestoreArgs {
     /// Keep setuid and setgid bits (dropped by default).
     #[arg(long)]
     pub(crate) keep_setuid: bool,
+    #[command(flatten)]
+    pub(crate) only: OnlyArgs,
     /// Inside a CI, restore only unscoped entries (saved with --unscoped).
     #[arg(long)]
     pub(crate) unscoped: bool,
@@ -366,6 +368,18 @@ pub(crate) struct AttachArgs {
     /// dropped, so a job cannot plant a setuid binary for a later one.
     #[arg(long)]
     pub(crate) keep_setuid: bool,
+    #[command(flatten)]
+    pub(crate) only: OnlyArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct OnlyArgs {
+    /// Write only these paths, relative to the layers' roots (each with
+    /// what is below it), or globs (`dist/**/*.js`, `'!**/*.map'`); the
+    /// rest is neither fetched, checked for conflicts nor touched. A path
+    /// or glob that selects nothing is an error.
+    #[arg(long = "only", value_name = "PATH", num_args = 1.., action = clap::ArgAction::Append)]
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

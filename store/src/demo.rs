@@ -129,6 +129,7 @@ fn run_in(scratch: &Path, files: u64) -> Result<DemoReport> {
                     job: job(j),
                     at: at.clone(),
                     keep_setuid: false,
+                    only: Vec::new(),
                 },
             )?;
             steps.push(Step::Attached(report));
@@ -144,7 +145,7 @@ fn run_in(scratch: &Path, files: u64) -> Result<DemoReport> {
         persist_job("code-coverage", &["coverage"], &mut steps)?;
 
         attach_job("deploy", &mut steps)?;
-        let plan = plan(&store, &run, &job("deploy"))?;
+        let plan = plan(&store, &run, &job("deploy"), None)?;
         let jar = RelPath::new(b"build/code.jar".to_vec()).expect("valid");
         if let Some(e) = plan.entries.iter().find(|e| e.path == jar) {
             steps.push(Step::Origin {

@@ -88,6 +88,7 @@ fn a_v1_store_attaches_and_verifies() {
             job: job("test"),
             at: at.clone(),
             keep_setuid: false,
+            only: Vec::new(),
         },
     )
     .unwrap();
@@ -112,6 +113,7 @@ fn a_v1_cache_restores_and_new_writes_mix_with_old() {
         &store,
         &["deps-v1".to_string()],
         &at,
+        &[],
         WriteOptions::default(),
     )
     .unwrap();
@@ -165,8 +167,8 @@ fn a_version_1_name_of_a_long_cache_key_still_restores() {
         (record.key[..110].to_string(), false),
     ] {
         let at = dir.path().join(format!("restored-{exact}"));
-        let r =
-            strata_store::caches::restore(&store, &[asked], &at, WriteOptions::default()).unwrap();
+        let r = strata_store::caches::restore(&store, &[asked], &at, &[], WriteOptions::default())
+            .unwrap();
         assert_eq!(r.exact, exact, "{r:?}");
         assert_eq!(r.restored_key.as_deref(), Some(record.key.as_str()));
         check_out_tree(&at);
