@@ -51,6 +51,10 @@ fn outcome(
         .env("PATH", path)
         // A home of its own, as a runner's is, outside the checkout.
         .env("HOME", dir.with_extension("home"))
+        // The strata under test (or none), not an installed release:
+        // `installers_run_only_the_pinned_release` turns installing on.
+        .env("STRATA_INSTALL", "false")
+        .env("INPUT_INSTALL", "false")
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{program} (the wrapper's runtime) cannot run: {e}"))
@@ -420,16 +424,15 @@ impl Component {
             "attach" => &doc[".strata"]["before_script"],
             _ => &doc[".strata-persist"]["script"],
         };
-        let mut last = None;
-        for line in lines.as_sequence().expect("the component's lines") {
-            let out = outcome(dir, "sh", &["-c", line.as_str().unwrap()], &env, strata);
-            let failed = !out.status.success();
-            last = Some(out);
-            if failed {
-                break;
-            }
-        }
-        last.expect("at least one line")
+        // One shell for all of them, stopping at the first that fails, as
+        // GitLab runs a job's before_script and script.
+        let script: Vec<&str> = lines
+            .as_sequence()
+            .expect("the component's lines")
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        outcome(dir, "sh", &["-ec", &script.join("\n")], &env, strata)
     }
 }
 
@@ -450,6 +453,18 @@ fn through(
     store: &str,
     act: Act,
     strata: bool,
+) -> std::process::Output {
+    through_with(wrapper, repo, store, act, strata, &[])
+}
+
+/// `through`, with `more` in the environment.
+fn through_with(
+    wrapper: &str,
+    repo: &Path,
+    store: &str,
+    act: Act,
+    strata: bool,
+    more: &[(&str, &str)],
 ) -> std::process::Output {
     let repo_s = repo.to_str().unwrap();
     let job = match act {
@@ -479,6 +494,7 @@ fn through(
                 ("INPUT_STORE", store),
                 (input, value.as_str()),
             ];
+            let env = [&env[..], more].concat();
             outcome(repo, "node", &[script.to_str().unwrap()], &env, strata)
         }
         "buildkite" => {
@@ -512,6 +528,7 @@ fn through(
             }
             let env: Vec<(&str, &str)> =
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let env = [&env[..], more].concat();
             outcome(repo, "bash", &[hook.to_str().unwrap()], &env, strata)
         }
         "circleci" => {
@@ -538,7 +555,7 @@ fn through(
                     &[("store", store), ("at", at.to_str().unwrap()), ("only", "")],
                 ),
             };
-            orb_run(repo, &step, &env, strata)
+            orb_run(repo, &step, &[&env[..], more].concat(), strata)
         }
         _ => {
             let text = fs::read_to_string(wrappers().join("gitlab/templates/strata.yml")).unwrap();
@@ -555,6 +572,7 @@ fn through(
                 ("CI_JOB_ID", job),
                 ("CI_PROJECT_DIR", repo_s),
             ];
+            let env = [&env[..], more].concat();
             match act {
                 Act::Persist(paths) => {
                     component.run(repo, "persist", &paths.join(" "), &env, strata)
@@ -670,4 +688,184 @@ fn every_wrapper_passes_inputs_as_written_and_fails_when_strata_fails() {
             "a missing strata",
         );
     }
+}
+
+/// Serves the files of `root` over HTTP on loopback (GET only, one
+/// request per connection) until the test ends; its base URL.
+fn serve_files(root: &Path) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // The rest of the head.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split(' ').nth(1).unwrap_or("/");
+            let file = root.join(path.trim_start_matches('/'));
+            let (status, body) = match fs::read(&file) {
+                Ok(body) if !path.contains("..") => ("200 OK", body),
+                _ => ("404 Not Found", b"not found".to_vec()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    url
+}
+
+/// A release tarball under `dir/name` whose `strata` is a script that
+/// appends its arguments to `log`, and its SHA-256.
+fn fake_release(dir: &Path, name: &str, log: &Path, word: &str) -> String {
+    let stage = dir.join(format!("{word}-stage"));
+    fs::create_dir_all(&stage).unwrap();
+    let script = format!("#!/bin/sh\necho \"{word} $*\" >> '{}'\n", log.display());
+    fs::write(stage.join("strata"), script).unwrap();
+    run(&stage, "chmod", &["755", "strata"], &[]);
+    fs::create_dir_all(dir).unwrap();
+    let tarball = dir.join(name);
+    run(
+        &stage,
+        "tar",
+        &["-czf", tarball.to_str().unwrap(), "strata"],
+        &[],
+    );
+    sha256(&tarball)
+}
+
+fn sha256(file: &Path) -> String {
+    let out = Command::new("sha256sum").arg(file).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+// Each wrapper installs the release it is given from a loopback server:
+// a tarball with the pinned SHA-256 installs and runs, and is kept (the
+// next job runs it with the server gone); a tampered tarball is refused
+// with a message saying so, and nothing in it runs or is kept.
+#[test]
+fn installers_run_only_the_pinned_release() {
+    for wrapper in ["github", "buildkite", "circleci", "gitlab"] {
+        let d = tempfile::tempdir().unwrap();
+        let d = d.path();
+        let name = "strata-9.9.9-x86_64-unknown-linux-gnu.tar.gz";
+        let log = d.join("ran.log");
+        let good = fake_release(&d.join("srv/good"), name, &log, "good");
+        let bad = fake_release(&d.join("srv/bad"), name, &log, "tampered");
+        assert_ne!(good, bad);
+        let base = serve_files(&d.join("srv"));
+        let repo = d.join("repo");
+        fs::create_dir_all(&repo).unwrap();
+        let attach = |runner: &str, url: &str| {
+            let (cache, tools) = (d.join(runner).join("cache"), d.join(runner).join("tools"));
+            let env = [
+                ("STRATA_INSTALL", "true"),
+                ("STRATA_VERSION", "9.9.9"),
+                ("STRATA_SHA256", good.as_str()),
+                ("STRATA_RELEASE_URL", url),
+                ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+                ("INPUT_INSTALL", "true"),
+                ("INPUT_VERSION", "9.9.9"),
+                ("INPUT_SHA256", good.as_str()),
+                ("INPUT_RELEASE-URL", url),
+                ("RUNNER_TOOL_CACHE", tools.to_str().unwrap()),
+            ];
+            let at = d.join("at");
+            let out = through_with(wrapper, &repo, "store", Act::Attach(&at), false, &env);
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), text)
+        };
+        let ran = || fs::read_to_string(&log).unwrap_or_default();
+
+        let (ok, text) = attach("tampered-runner", &format!("{base}/bad"));
+        assert!(!ok, "{wrapper} ran a tampered release: {text}");
+        assert!(
+            text.contains(&format!("has SHA-256 {bad}, not the pinned {good}")),
+            "{wrapper}: {text}"
+        );
+        assert_eq!(ran(), "", "{wrapper} ran something of the tampered release");
+        let kept: Vec<_> = walkdir::WalkDir::new(d.join("tampered-runner"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() == "strata")
+            .collect();
+        assert!(kept.is_empty(), "{wrapper} kept {kept:?}");
+
+        let (ok, text) = attach("runner", &format!("{base}/good"));
+        assert!(ok, "{wrapper}: {text}");
+        assert!(
+            ran().starts_with("good attach --at="),
+            "{wrapper}: {}",
+            ran()
+        );
+        // Kept on the runner: no download the second time.
+        let (ok, text) = attach("runner", &format!("{base}/gone"));
+        assert!(ok, "{wrapper}: {text}");
+        assert_eq!(ran().lines().count(), 2, "{wrapper}");
+    }
+}
+
+/// The two pins (version, SHA-256) a wrapper's installer holds.
+fn pins(text: &str, version: &str, sha: &str) -> (String, String) {
+    let value = |key: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} pin"));
+        line.trim_start()[key.len()..]
+            .trim_matches(|c: char| c == '"' || c == ';' || c == ' ')
+            .to_string()
+    };
+    (value(version), value(sha))
+}
+
+// The release each wrapper installs is the one release/SHA256SUMS lists
+// (release/build.sh --pin writes both), and the CircleCI orb and the
+// GitLab component carry the Buildkite plugin's installer as it is.
+#[test]
+fn every_wrapper_pins_the_release_of_sha256sums() {
+    let root = wrappers().join("..");
+    let sums = fs::read_to_string(root.join("release/SHA256SUMS")).unwrap();
+    let shell = fs::read_to_string(wrappers().join("buildkite/lib/install.sh")).unwrap();
+    let js = fs::read_to_string(wrappers().join("github/install.js")).unwrap();
+    let pinned = [
+        pins(&shell, "strata_version=", "strata_sha256="),
+        pins(&js, "const VERSION = ", "const SHA256 = "),
+    ];
+    for (version, sha) in &pinned {
+        let line = format!("{sha}  strata-{version}-x86_64-unknown-linux-gnu.tar.gz");
+        assert!(sums.lines().any(|l| l == line), "{line:?} not in {sums}");
+    }
+    let orb = fs::read_to_string(wrappers().join("circleci/orb.yml")).unwrap();
+    let orb: Value = serde_yaml_ng::from_str(&orb).unwrap();
+    for command in ["attach", "persist"] {
+        let text = orb["commands"][command]["steps"][0]["run"]["command"].as_str();
+        assert!(
+            text.unwrap().contains(&shell),
+            "the orb's {command} lacks the installer"
+        );
+    }
+    let gitlab = fs::read_to_string(wrappers().join("gitlab/templates/strata.yml")).unwrap();
+    let (_, body) = gitlab.split_once("\n---\n").unwrap();
+    let body: Value = serde_yaml_ng::from_str(body).unwrap();
+    assert_eq!(
+        body[".strata"]["before_script"][0].as_str(),
+        Some(shell.as_str())
+    );
 }

@@ -13,10 +13,21 @@ use strata_store::{JobName, RunName};
 
 use crate::output;
 
+/// `strata --version`: the version, the commit and the compiler
+/// (`build.rs`), so a binary says what it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STRATA_COMMIT"),
+    ", ",
+    env!("STRATA_RUSTC"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "strata",
-    version,
+    version = VERSION,
     about = "Pass files between the jobs of a CI workflow, storing only what changed",
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 workspace conflict, \
                   4 the store cannot be reached."
