@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+mod bench_cli;
 mod docs;
 mod only;
 mod support;

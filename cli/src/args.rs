@@ -127,6 +127,9 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
     /// Run a sample workflow twice in a temporary store.
     Demo(DemoArgs),
+    /// Measure strata against tar|zstd (and restic, borg, casync when
+    /// installed) on your own trees: persist, attach and store size.
+    Bench(BenchArgs),
     /// Serve a store over HTTP to runners on other machines.
     Serve(ServeArgs),
     /// Show the CI run, attempt and job strata reads from the environment,
@@ -418,6 +421,32 @@ pub(crate) struct DemoArgs {
     /// Keep the demo's store and job directories (printed at the end).
     #[arg(long)]
     pub(crate) keep: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// The tree a first run persists (`node_modules`, `target`, `dist`).
+    pub(crate) path: PathBuf,
+    /// The tree a next run persists (the same directory after a change, or
+    /// at a later commit); given several times, one per run, the report
+    /// also shows the store over all of them. Default: PATH again.
+    #[arg(long = "next", value_name = "PATH")]
+    pub(crate) next: Vec<PathBuf>,
+    /// Measured runs per scenario (after one warm-up run).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) runs: usize,
+    /// Write an SVG chart of time and bytes per scenario and tool here
+    /// (and, with several --next, the store over the runs beside it,
+    /// FILE-runs.svg).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) svg: Option<PathBuf>,
+    /// Scratch space for the stores and attached trees (default: a new
+    /// temporary directory); removed after unless --keep-work.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) work: Option<PathBuf>,
+    /// Leave the scratch space in place.
+    #[arg(long)]
+    pub(crate) keep_work: bool,
 }
 
 /// `--ci`'s value.
