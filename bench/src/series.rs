@@ -63,18 +63,14 @@ fn mib(b: u64) -> String {
 /// A table: one row per run, one column per tool (its size, and what the
 /// run added).
 pub fn markdown(s: &Series) -> String {
-    let mut o = String::new();
+    let mut o = String::from("\n");
     let _ = writeln!(o, "## The store over {} runs\n", s.trees.len());
     let _ = writeln!(
         o,
         "Each tool persists the trees in order, one run each, into one repository; its size after each run (and what that run added).\n"
     );
-    let tools: Vec<&str> = s.tools.iter().map(|t| t.tool.as_str()).collect();
-    let _ = writeln!(
-        o,
-        "| run | tree | {} |",
-        tools.join(" | ").replace('|', "\\|")
-    );
+    let tools: Vec<String> = s.tools.iter().map(|t| t.tool.replace('|', "\\|")).collect();
+    let _ = writeln!(o, "| run | tree | {} |", tools.join(" | "));
     let _ = writeln!(o, "|---|---|{}", "---|".repeat(tools.len()));
     for (i, tree) in s.trees.iter().enumerate() {
         let cells: Vec<String> = s
