@@ -75,8 +75,8 @@ if [ "$(printf '%s\n%s\n' "$newest" "$glibc" | sort -V | tail -1)" != "$glibc" ]
 fi
 echo "newest glibc symbol version: $newest (baseline $glibc)"
 
-# One file at the tarball's top, owned by root, dated by the commit: the
-# same commit packs to the same bytes.
+# One file at the tarball's top, owned by root, dated by the commit: one
+# binary packs to the same bytes.
 mkdir -p "$out"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

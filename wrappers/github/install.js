@@ -12,7 +12,7 @@ const path = require("path");
 const zlib = require("zlib");
 
 const VERSION = "0.1.0";
-const SHA256 = "0000000000000000000000000000000000000000000000000000000000000000";
+const SHA256 = "47003ce249f57edcc0069d6f5b3aee760bdfc3be96ed45a9b2a0d9aa04ec19f8";
 const TARGET = "x86_64-unknown-linux-gnu";
 
 // The file named `name` at the top of a ustar archive (the release holds

@@ -7,7 +7,7 @@
 # release/build.sh --pin writes the two pins; the CircleCI orb and the
 # GitLab component carry this text as it is (tests/wrappers.rs checks).
 strata_version=0.1.0
-strata_sha256=0000000000000000000000000000000000000000000000000000000000000000
+strata_sha256=47003ce249f57edcc0069d6f5b3aee760bdfc3be96ed45a9b2a0d9aa04ec19f8
 if [ -z "${STRATA_BIN:-}" ] && [ "${STRATA_INSTALL:-true}" != false ]; then
   if [ -n "${STRATA_VERSION:-}" ]; then
     strata_version="$STRATA_VERSION"
