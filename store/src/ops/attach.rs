@@ -21,7 +21,6 @@ use crate::backend::Traffic;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::format::manifest::EntryKind;
 use crate::format::manifest::Totals;
 use crate::id::{JobName, ManifestId, RunName};
 use crate::read::load_manifest;
@@ -184,6 +183,11 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     let options = write::WriteOptions {
         keep_setuid: req.keep_setuid,
     };
+    // The report is counted first: writing takes the plan's entries.
+    let mut planned = Totals::default();
+    for e in &plan.entries {
+        planned.count(&e.target);
+    }
     let mut report = AttachReport {
         run: req.run.clone(),
         job: req.job.clone(),
@@ -197,11 +201,11 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
                 totals: l.totals,
             })
             .collect(),
-        files: 0,
-        dirs: 0,
-        symlinks: 0,
-        hardlinks: 0,
-        bytes: 0,
+        files: planned.files,
+        dirs: planned.dirs,
+        symlinks: planned.symlinks,
+        hardlinks: planned.hardlinks,
+        bytes: planned.bytes,
         only: req
             .only
             .iter()
@@ -213,18 +217,6 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
         network: Traffic::default(),
         seconds: 0.0,
     };
-    for e in &plan.entries {
-        match &e.target {
-            EntryKind::Dir => report.dirs += 1,
-            EntryKind::File { size, .. } => {
-                report.files += 1;
-                report.bytes += size;
-            }
-            EntryKind::Symlink { .. } => report.symlinks += 1,
-            EntryKind::Hardlink { .. } => report.hardlinks += 1,
-        }
-    }
-    // The report is counted first: writing takes the plan's entries.
     // The workspace is used: its retention restarts. The record is
     // written while the files are fetched, once the target has passed its
     // checks, so it costs no round trip of its own (an attach that then

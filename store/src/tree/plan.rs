@@ -133,7 +133,7 @@ pub fn whole(manifest: Manifest, only: Option<&Selection>) -> (Vec<Planned>, Tot
     let mut unlinked: HashMap<usize, EntryKind> = HashMap::new();
     for (i, e) in manifest.entries.iter().enumerate() {
         if !keeps(&e.path) {
-            count(&mut skipped, &e.kind);
+            skipped.count(&e.kind);
         } else if let EntryKind::Hardlink { target } = &e.kind {
             if !keeps(target) {
                 unlinked.insert(i, link_target(&manifest, target).kind.clone());
@@ -154,19 +154,6 @@ pub fn whole(manifest: Manifest, only: Option<&Selection>) -> (Vec<Planned>, Tot
         })
         .collect();
     (planned, skipped)
-}
-
-/// Counts an entry of `kind` into `t`.
-fn count(t: &mut Totals, kind: &EntryKind) {
-    match kind {
-        EntryKind::Dir => t.dirs += 1,
-        EntryKind::File { size, .. } => {
-            t.files += 1;
-            t.bytes += size;
-        }
-        EntryKind::Symlink { .. } => t.symlinks += 1,
-        EntryKind::Hardlink { .. } => t.hardlinks += 1,
-    }
 }
 
 /// Merges `layers` (already in apply order) into one tree.
@@ -229,9 +216,8 @@ fn choose(
         // Not kept: nothing below it is either (it would hold it), so no
         // cut here matters.
         if only.is_some_and(|s| !s.keeps(path)) {
-            let (li, _) = writes[writes.len() - 1];
-            let last = &entries(li)[next[li] - 1];
-            count(skipped, &last.kind);
+            let (_, last) = writes[writes.len() - 1];
+            skipped.count(&last.kind);
             continue;
         }
         check_conflicts(graph, layers, &writes)?;
