@@ -147,10 +147,19 @@ fn docs_cli_names_every_command_and_option_clap_parses_and_no_other() {
 /// Source paths docs cite (`store/src/x.rs`, `tests/e2e.rs::name`), with
 /// the test or function named after `::`, if any.
 fn citations(text: &str) -> Vec<(String, Option<String>)> {
-    const ROOTS: [&str; 8] = [
-        "tests/", "store/", "server/", "cli/", "bench/", "proxy/", "fuzz/", ".ci/",
+    const ROOTS: [&str; 10] = [
+        "tests/",
+        "store/",
+        "server/",
+        "cli/",
+        "bench/",
+        "proxy/",
+        "fuzz/",
+        ".ci/",
+        "release/",
+        "wrappers/",
     ];
-    const EXTS: [&str; 5] = [".rs", ".sh", ".py", ".toml", ".yml"];
+    const EXTS: [&str; 6] = [".rs", ".sh", ".py", ".toml", ".yml", ".js"];
     let mut out = Vec::new();
     let token_char = |c: char| c.is_ascii_alphanumeric() || "_./-:".contains(c);
     for token in text.split(|c: char| !token_char(c)) {

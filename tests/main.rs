@@ -7,6 +7,7 @@
 mod support;
 
 mod attacker;
+mod bench_cli;
 mod ci;
 mod cluster;
 mod docs;
@@ -15,6 +16,7 @@ mod faults;
 mod lifecycle;
 mod network;
 mod oidc;
+mod only;
 mod reliability;
 mod warm;
 mod wrappers;

@@ -51,6 +51,10 @@ fn outcome(
         .env("PATH", path)
         // A home of its own, as a runner's is, outside the checkout.
         .env("HOME", dir.with_extension("home"))
+        // The strata under test (or none), not an installed release:
+        // `installers_run_only_the_pinned_release` turns installing on.
+        .env("STRATA_INSTALL", "false")
+        .env("INPUT_INSTALL", "false")
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{program} (the wrapper's runtime) cannot run: {e}"))
@@ -80,7 +84,14 @@ fn github_action_steps() {
             "jobs:\n  build: {}\n  test: {needs: build}\n",
         )],
     );
-    write(&repo, &[("dist/app.js", "app"), ("dist/app.js.map", "map")]);
+    write(
+        &repo,
+        &[
+            ("dist/app.js", "app"),
+            ("dist/app.js.map", "map"),
+            ("dist/lib/x.js", "x"),
+        ],
+    );
     let store = d.path().join("store");
     let (repo_s, store_s) = (repo.to_str().unwrap(), store.to_str().unwrap());
     let action = wrappers().join("github");
@@ -109,7 +120,19 @@ fn github_action_steps() {
     );
     let at = d.path().join("at");
     step("main.js", "test", &[("INPUT_ATTACH", at.to_str().unwrap())]);
-    assert_eq!(files(&at), ["dist/app.js"]);
+    assert_eq!(files(&at), ["dist/app.js", "dist/lib/x.js"]);
+    // `only`: one path or glob a line.
+    let part = d.path().join("part");
+    let only = [
+        ("INPUT_ATTACH", part.to_str().unwrap()),
+        (
+            "INPUT_ONLY",
+            "dist/lib
+",
+        ),
+    ];
+    step("main.js", "test", &only);
+    assert_eq!(files(&part), ["dist/lib/x.js"]);
     // A dependency cache, keyed like actions/cache.
     write(&repo, &[("node_modules/x/index.js", "x")]);
     step(
@@ -184,6 +207,17 @@ fn buildkite_plugin_hooks() {
         &[("BUILDKITE_PLUGIN_STRATA_ATTACH", at.to_str().unwrap())],
     );
     assert_eq!(files(&at), ["bin/tool", "docs/a.md"]);
+    // `only`, a list.
+    let part = d.path().join("part");
+    hook(
+        "pre-command",
+        "test",
+        &[
+            ("BUILDKITE_PLUGIN_STRATA_ATTACH", part.to_str().unwrap()),
+            ("BUILDKITE_PLUGIN_STRATA_ONLY_0", "docs/*.md"),
+        ],
+    );
+    assert_eq!(files(&part), ["docs/a.md"]);
 }
 
 /// The `run:` step of an orb command, its parameters filled in as
@@ -230,7 +264,7 @@ fn circleci_orb_commands() {
     let d = tempfile::tempdir().unwrap();
     let repo = d.path().join("repo");
     write(&repo, &[(".circleci/config.yml", "version: 2.1\nworkflows:\n  main:\n    jobs:\n      - build\n      - test: {requires: [build]}\n")]);
-    write(&repo, &[("sandbox/app/x", "x")]);
+    write(&repo, &[("sandbox/app/x", "x"), ("sandbox/other/y", "y")]);
     let store = d.path().join("store");
     let (repo_s, store_s) = (repo.to_str().unwrap(), store.to_str().unwrap());
     let orb: Value =
@@ -257,10 +291,39 @@ fn circleci_orb_commands() {
     let attach = orb_step(
         &orb,
         "attach",
-        &[("store", store_s), ("at", at.to_str().unwrap())],
+        &[
+            ("store", store_s),
+            ("at", at.to_str().unwrap()),
+            ("only", ""),
+        ],
     );
     assert!(orb_run(&repo, &attach, &env("test"), true).status.success());
-    assert_eq!(files(&at), ["sandbox/app/x"]);
+    assert_eq!(files(&at), ["sandbox/app/x", "sandbox/other/y"]);
+    // `only`, space-separated, a glob as written.
+    let part = d.path().join("part");
+    let attach = orb_step(
+        &orb,
+        "attach",
+        &[
+            ("store", store_s),
+            ("at", part.to_str().unwrap()),
+            ("only", "sandbox/a* sandbox/none/.."),
+        ],
+    );
+    let out = orb_run(&repo, &attach, &env("test"), true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may not climb out"), "{err}");
+    let attach = orb_step(
+        &orb,
+        "attach",
+        &[
+            ("store", store_s),
+            ("at", part.to_str().unwrap()),
+            ("only", "sandbox/a*"),
+        ],
+    );
+    assert!(orb_run(&repo, &attach, &env("test"), true).status.success());
+    assert_eq!(files(&part), ["sandbox/app/x"]);
 }
 
 // The GitLab component: `.strata-persist`'s script persists as part of
@@ -276,7 +339,7 @@ fn gitlab_component_template() {
             "stages: [build, test]\nbuild:\n  stage: build\ntest:\n  stage: test\n",
         )],
     );
-    write(&repo, &[("public/app.css", "c")]);
+    write(&repo, &[("public/app.css", "c"), ("public/app.js", "j")]);
     let store = d.path().join("store");
     let (repo_s, store_s) = (repo.to_str().unwrap(), store.to_str().unwrap());
     let text = fs::read_to_string(wrappers().join("gitlab/templates/strata.yml")).unwrap();
@@ -293,9 +356,10 @@ fn gitlab_component_template() {
         "$[[ inputs.audience ]]"
     );
     assert!(spec["spec"]["inputs"]["audience"].is_mapping());
-    let component = Component {
+    let mut component = Component {
         body: body.to_string(),
         store: store_s.to_string(),
+        only: String::new(),
     };
     let env = |job: &'static str, status: &'static str| {
         vec![
@@ -317,13 +381,24 @@ fn gitlab_component_template() {
         .run(&at, "attach", "", &env("test", "running"), true)
         .status
         .success());
-    assert_eq!(files(&at), ["public/app.css"]);
+    assert_eq!(files(&at), ["public/app.css", "public/app.js"]);
+    // `only`, space-separated.
+    component.only = "public/*.css".into();
+    let part = d.path().join("part");
+    fs::create_dir_all(&part).unwrap();
+    assert!(component
+        .run(&part, "attach", "", &env("test", "running"), true)
+        .status
+        .success());
+    assert_eq!(files(&part), ["public/app.css"]);
 }
 
 /// The GitLab component's body, for one store.
 struct Component {
     body: String,
     store: String,
+    /// The `only` input.
+    only: String,
 }
 
 impl Component {
@@ -342,7 +417,8 @@ impl Component {
         let filled = self
             .body
             .replace("$[[ inputs.store ]]", &self.store)
-            .replace("$[[ inputs.persist ]]", persist);
+            .replace("$[[ inputs.persist ]]", persist)
+            .replace("$[[ inputs.only ]]", &self.only);
         let doc: Value = serde_yaml_ng::from_str(&filled).unwrap();
         let mut env: Vec<(String, String)> = ci
             .iter()
@@ -356,16 +432,15 @@ impl Component {
             "attach" => &doc[".strata"]["before_script"],
             _ => &doc[".strata-persist"]["script"],
         };
-        let mut last = None;
-        for line in lines.as_sequence().expect("the component's lines") {
-            let out = outcome(dir, "sh", &["-c", line.as_str().unwrap()], &env, strata);
-            let failed = !out.status.success();
-            last = Some(out);
-            if failed {
-                break;
-            }
-        }
-        last.expect("at least one line")
+        // One shell for all of them, stopping at the first that fails, as
+        // GitLab runs a job's before_script and script.
+        let script: Vec<&str> = lines
+            .as_sequence()
+            .expect("the component's lines")
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        outcome(dir, "sh", &["-ec", &script.join("\n")], &env, strata)
     }
 }
 
@@ -386,6 +461,18 @@ fn through(
     store: &str,
     act: Act,
     strata: bool,
+) -> std::process::Output {
+    through_with(wrapper, repo, store, act, strata, &[])
+}
+
+/// `through`, with `more` in the environment.
+fn through_with(
+    wrapper: &str,
+    repo: &Path,
+    store: &str,
+    act: Act,
+    strata: bool,
+    more: &[(&str, &str)],
 ) -> std::process::Output {
     let repo_s = repo.to_str().unwrap();
     let job = match act {
@@ -415,6 +502,7 @@ fn through(
                 ("INPUT_STORE", store),
                 (input, value.as_str()),
             ];
+            let env = [&env[..], more].concat();
             outcome(repo, "node", &[script.to_str().unwrap()], &env, strata)
         }
         "buildkite" => {
@@ -448,6 +536,7 @@ fn through(
             }
             let env: Vec<(&str, &str)> =
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let env = [&env[..], more].concat();
             outcome(repo, "bash", &[hook.to_str().unwrap()], &env, strata)
         }
         "circleci" => {
@@ -471,10 +560,10 @@ fn through(
                 Act::Attach(at) => orb_step(
                     &orb,
                     "attach",
-                    &[("store", store), ("at", at.to_str().unwrap())],
+                    &[("store", store), ("at", at.to_str().unwrap()), ("only", "")],
                 ),
             };
-            orb_run(repo, &step, &env, strata)
+            orb_run(repo, &step, &[&env[..], more].concat(), strata)
         }
         _ => {
             let text = fs::read_to_string(wrappers().join("gitlab/templates/strata.yml")).unwrap();
@@ -482,6 +571,7 @@ fn through(
             let component = Component {
                 body: body.to_string(),
                 store: store.to_string(),
+                only: String::new(),
             };
             let env = [
                 ("GITLAB_CI", "true"),
@@ -490,6 +580,7 @@ fn through(
                 ("CI_JOB_ID", job),
                 ("CI_PROJECT_DIR", repo_s),
             ];
+            let env = [&env[..], more].concat();
             match act {
                 Act::Persist(paths) => {
                     component.run(repo, "persist", &paths.join(" "), &env, strata)
@@ -605,4 +696,184 @@ fn every_wrapper_passes_inputs_as_written_and_fails_when_strata_fails() {
             "a missing strata",
         );
     }
+}
+
+/// Serves the files of `root` over HTTP on loopback (GET only, one
+/// request per connection) until the test ends; its base URL.
+fn serve_files(root: &Path) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // The rest of the head.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split(' ').nth(1).unwrap_or("/");
+            let file = root.join(path.trim_start_matches('/'));
+            let (status, body) = match fs::read(&file) {
+                Ok(body) if !path.contains("..") => ("200 OK", body),
+                _ => ("404 Not Found", b"not found".to_vec()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    url
+}
+
+/// A release tarball under `dir/name` whose `strata` is a script that
+/// appends its arguments to `log`, and its SHA-256.
+fn fake_release(dir: &Path, name: &str, log: &Path, word: &str) -> String {
+    let stage = dir.join(format!("{word}-stage"));
+    fs::create_dir_all(&stage).unwrap();
+    let script = format!("#!/bin/sh\necho \"{word} $*\" >> '{}'\n", log.display());
+    fs::write(stage.join("strata"), script).unwrap();
+    run(&stage, "chmod", &["755", "strata"], &[]);
+    fs::create_dir_all(dir).unwrap();
+    let tarball = dir.join(name);
+    run(
+        &stage,
+        "tar",
+        &["-czf", tarball.to_str().unwrap(), "strata"],
+        &[],
+    );
+    sha256(&tarball)
+}
+
+fn sha256(file: &Path) -> String {
+    let out = Command::new("sha256sum").arg(file).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+// Each wrapper installs the release it is given from a loopback server:
+// a tarball with the pinned SHA-256 installs and runs, and is kept (the
+// next job runs it with the server gone); a tampered tarball is refused
+// with a message saying so, and nothing in it runs or is kept.
+#[test]
+fn installers_run_only_the_pinned_release() {
+    for wrapper in ["github", "buildkite", "circleci", "gitlab"] {
+        let d = tempfile::tempdir().unwrap();
+        let d = d.path();
+        let name = "strata-9.9.9-x86_64-unknown-linux-gnu.tar.gz";
+        let log = d.join("ran.log");
+        let good = fake_release(&d.join("srv/good"), name, &log, "good");
+        let bad = fake_release(&d.join("srv/bad"), name, &log, "tampered");
+        assert_ne!(good, bad);
+        let base = serve_files(&d.join("srv"));
+        let repo = d.join("repo");
+        fs::create_dir_all(&repo).unwrap();
+        let attach = |runner: &str, url: &str| {
+            let (cache, tools) = (d.join(runner).join("cache"), d.join(runner).join("tools"));
+            let env = [
+                ("STRATA_INSTALL", "true"),
+                ("STRATA_VERSION", "9.9.9"),
+                ("STRATA_SHA256", good.as_str()),
+                ("STRATA_RELEASE_URL", url),
+                ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+                ("INPUT_INSTALL", "true"),
+                ("INPUT_VERSION", "9.9.9"),
+                ("INPUT_SHA256", good.as_str()),
+                ("INPUT_RELEASE-URL", url),
+                ("RUNNER_TOOL_CACHE", tools.to_str().unwrap()),
+            ];
+            let at = d.join("at");
+            let out = through_with(wrapper, &repo, "store", Act::Attach(&at), false, &env);
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), text)
+        };
+        let ran = || fs::read_to_string(&log).unwrap_or_default();
+
+        let (ok, text) = attach("tampered-runner", &format!("{base}/bad"));
+        assert!(!ok, "{wrapper} ran a tampered release: {text}");
+        assert!(
+            text.contains(&format!("has SHA-256 {bad}, not the pinned {good}")),
+            "{wrapper}: {text}"
+        );
+        assert_eq!(ran(), "", "{wrapper} ran something of the tampered release");
+        let kept: Vec<_> = walkdir::WalkDir::new(d.join("tampered-runner"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() == "strata")
+            .collect();
+        assert!(kept.is_empty(), "{wrapper} kept {kept:?}");
+
+        let (ok, text) = attach("runner", &format!("{base}/good"));
+        assert!(ok, "{wrapper}: {text}");
+        assert!(
+            ran().starts_with("good attach --at="),
+            "{wrapper}: {}",
+            ran()
+        );
+        // Kept on the runner: no download the second time.
+        let (ok, text) = attach("runner", &format!("{base}/gone"));
+        assert!(ok, "{wrapper}: {text}");
+        assert_eq!(ran().lines().count(), 2, "{wrapper}");
+    }
+}
+
+/// The two pins (version, SHA-256) a wrapper's installer holds.
+fn pins(text: &str, version: &str, sha: &str) -> (String, String) {
+    let value = |key: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} pin"));
+        line.trim_start()[key.len()..]
+            .trim_matches(|c: char| c == '"' || c == ';' || c == ' ')
+            .to_string()
+    };
+    (value(version), value(sha))
+}
+
+// The release each wrapper installs is the one release/SHA256SUMS lists
+// (release/build.sh --pin writes both), and the CircleCI orb and the
+// GitLab component carry the Buildkite plugin's installer as it is.
+#[test]
+fn every_wrapper_pins_the_release_of_sha256sums() {
+    let root = wrappers().join("..");
+    let sums = fs::read_to_string(root.join("release/SHA256SUMS")).unwrap();
+    let shell = fs::read_to_string(wrappers().join("buildkite/lib/install.sh")).unwrap();
+    let js = fs::read_to_string(wrappers().join("github/install.js")).unwrap();
+    let pinned = [
+        pins(&shell, "strata_version=", "strata_sha256="),
+        pins(&js, "const VERSION = ", "const SHA256 = "),
+    ];
+    for (version, sha) in &pinned {
+        let line = format!("{sha}  strata-{version}-x86_64-unknown-linux-gnu.tar.gz");
+        assert!(sums.lines().any(|l| l == line), "{line:?} not in {sums}");
+    }
+    let orb = fs::read_to_string(wrappers().join("circleci/orb.yml")).unwrap();
+    let orb: Value = serde_yaml_ng::from_str(&orb).unwrap();
+    for command in ["attach", "persist"] {
+        let text = orb["commands"][command]["steps"][0]["run"]["command"].as_str();
+        assert!(
+            text.unwrap().contains(&shell),
+            "the orb's {command} lacks the installer"
+        );
+    }
+    let gitlab = fs::read_to_string(wrappers().join("gitlab/templates/strata.yml")).unwrap();
+    let (_, body) = gitlab.split_once("\n---\n").unwrap();
+    let body: Value = serde_yaml_ng::from_str(body).unwrap();
+    assert_eq!(
+        body[".strata"]["before_script"][0].as_str(),
+        Some(shell.as_str())
+    );
 }

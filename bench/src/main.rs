@@ -1,23 +1,16 @@
-//! `strata-bench`: strata against one tarball per job (`tar | gzip`,
-//! `tar | zstd`), restic, borg and casync, on the same trees in the same
-//! run. docs/benchmarks.md explains every scenario and number.
-
-mod busy;
-mod cold;
-mod corpus;
-mod measure;
-mod report;
-mod scale;
-mod tools;
-mod wire;
+//! `strata-bench`: the benchmark harness over the `strata_bench` library
+//! (the corpora, the network scenarios, the busy and cold runners, the
+//! scale-out); `strata bench` runs the same library on a user's trees.
+//! docs/benchmarks.md explains every scenario and number.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use report::{Record, Results, Scenario};
-use tools::{Borg, Casync, Restic, Strata, StrataHttp, Tarball, TarballNet, Tool};
+use strata_bench::report::{self, Results};
+use strata_bench::tools::{self, Strata, StrataHttp, Tarball, TarballNet, Tool};
+use strata_bench::{busy, cold, compare, corpus, measure, scale, wire};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -190,33 +183,15 @@ fn real_main() -> Result<()> {
             bin: strata_bin.clone(),
         }),
         Box::new(StrataHttp::new(strata_bin, link)),
-        Box::new(Tarball {
-            name: "tar|zstd",
-            compress: "zstd -3 -T0 -q",
-            decompress: "zstd -dc",
-            ext: "zst",
-        }),
-        Box::new(Tarball {
-            name: "tar|gzip",
-            compress: "gzip -6",
-            decompress: "gzip -dc",
-            ext: "gz",
-        }),
+        Box::new(Tarball::zstd()),
+        Box::new(Tarball::gzip()),
     ];
     if let Some(link) = link {
         all.push(Box::new(TarballNet::new(std::env::current_exe()?, link)));
     }
-    for (program, tool) in [
-        ("restic", Box::new(Restic) as Box<dyn Tool>),
-        ("borg", Box::new(Borg)),
-        ("casync", Box::new(Casync)),
-    ] {
-        if tools::available(program) {
-            all.push(tool);
-        } else {
-            eprintln!("strata-bench: {program} is not installed; leaving it out");
-        }
-    }
+    all.extend(tools::installed_baselines(&mut |program| {
+        eprintln!("strata-bench: {program} is not installed; leaving it out")
+    }));
     let tools: Vec<Box<dyn Tool>> = if args.tools.is_empty() {
         all
     } else {
@@ -235,9 +210,12 @@ fn real_main() -> Result<()> {
         None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&work)?;
-    // Read both trees once so every tool starts from a warm page cache.
-    for tree in [&corpus.base, &corpus.next] {
-        measure::run("tar -cf - . | cat > /dev/null", tree, &[])?;
+    if !args.busy.is_empty() || args.cold {
+        // Read both trees once so every tool starts from a warm page cache
+        // (`compare::run` does the same).
+        for tree in [&corpus.base, &corpus.next] {
+            measure::run("tar -cf - . | cat > /dev/null", tree, &[])?;
+        }
     }
     if !args.busy.is_empty() {
         let result = busy::run_busy(&bin, &corpus, &args.busy, &work);
@@ -253,7 +231,13 @@ fn real_main() -> Result<()> {
         }
         return save_and_print(&args, &result?, cold::markdown);
     }
-    let result = bench(&args, &corpus, &tools, &work);
+    let method = compare::Method {
+        runs: args.runs,
+        warmup: !args.no_warmup,
+        ten_runs: !args.no_ten_runs,
+        link: link_of(&args),
+    };
+    let result = compare::run(&method, &corpus, &tools, &work);
     if args.keep_work {
         eprintln!("strata-bench: leaving {} in place", work.display());
     } else {
@@ -341,125 +325,4 @@ fn link_of(args: &Args) -> Option<wire::Link> {
         rtt_ms: args.rtt.unwrap_or(0.0),
         mbit: args.mbit,
     })
-}
-
-fn bench(
-    args: &Args,
-    corpus: &corpus::Corpus,
-    tools: &[Box<dyn Tool>],
-    work: &Path,
-) -> Result<Results> {
-    let mut results = Results::new(corpus, args.runs);
-    results.link = link_of(args);
-    let mut reads = Vec::new();
-    let warmups = usize::from(!args.no_warmup);
-    for r in 0..warmups + args.runs {
-        let measured = r >= warmups;
-        let label = if measured {
-            format!("run {}", r - warmups + 1)
-        } else {
-            "warm-up".into()
-        };
-        eprintln!("strata-bench: {label} of {}", args.runs);
-        let dir = |t: &dyn Tool, what: &str| {
-            work.join(format!("r{r}/{}/{what}", t.name().replace('|', "-")))
-        };
-        let mut record = |s: Scenario, t: &dyn Tool, rec: Record| {
-            if measured {
-                results.add(s, t.name(), rec);
-            }
-        };
-        // Interleaved: each step runs for every tool before the next step.
-        for t in tools {
-            t.init(&dir(t.as_ref(), "repo"))?;
-        }
-        for t in tools {
-            let repo = dir(t.as_ref(), "repo");
-            let step = t.persist(&repo, &corpus.base, 1)?;
-            record(
-                Scenario::PersistFirst,
-                t.as_ref(),
-                Record::new(step, Some(t.repo_bytes(&repo))),
-            );
-        }
-        for t in tools {
-            let repo = dir(t.as_ref(), "repo");
-            let before = t.repo_bytes(&repo);
-            let step = t.persist(&repo, &corpus.next, 2)?;
-            let growth = t.repo_bytes(&repo) - before;
-            record(
-                Scenario::PersistNext,
-                t.as_ref(),
-                Record::new(step, Some(growth)),
-            );
-        }
-        // The reference for scenario 2: one full read of the next tree.
-        let (sample, _) = measure::run("tar -cf - . | cat > /dev/null", &corpus.next, &[])?;
-        if measured {
-            reads.push(Record::new(
-                tools::Step {
-                    sample,
-                    network_bytes: None,
-                    content_bytes: None,
-                },
-                None,
-            ));
-        }
-        for t in tools {
-            let step = t.attach(&dir(t.as_ref(), "repo"), 1, &dir(t.as_ref(), "fresh"))?;
-            record(Scenario::AttachFresh, t.as_ref(), Record::new(step, None));
-        }
-        for t in tools {
-            let target = if t.reuses_target() {
-                dir(t.as_ref(), "fresh")
-            } else {
-                dir(t.as_ref(), "next")
-            };
-            let step = t.attach(&dir(t.as_ref(), "repo"), 2, &target)?;
-            record(Scenario::AttachWarm, t.as_ref(), Record::new(step, None));
-        }
-    }
-    for rec in reads {
-        results.add(Scenario::PersistNext, "read tree", rec);
-    }
-    if !args.no_ten_runs {
-        eprintln!("strata-bench: ten successive runs with churn");
-        ten_runs(corpus, tools, work, &mut results)?;
-    }
-    Ok(results)
-}
-
-/// Scenario 5: persist base, next, then eight more runs that each change 1%
-/// of the next tree's files; report each repository's size at the end.
-fn ten_runs(
-    corpus: &corpus::Corpus,
-    tools: &[Box<dyn Tool>],
-    work: &Path,
-    results: &mut Results,
-) -> Result<()> {
-    let name = corpus.next.file_name().context("tree has no name")?;
-    let tree = work.join("ten/tree").join(name);
-    std::fs::create_dir_all(tree.parent().expect("has parent"))?;
-    measure::run(
-        &format!("cp -a '{}' '{}'", corpus.next.display(), tree.display()),
-        work,
-        &[],
-    )?;
-    let repo = |t: &dyn Tool| work.join(format!("ten/{}", t.name().replace('|', "-")));
-    for t in tools {
-        t.init(&repo(t.as_ref()))?;
-        t.persist(&repo(t.as_ref()), &corpus.base, 1)?;
-        t.persist(&repo(t.as_ref()), &corpus.next, 2)?;
-    }
-    for n in 3..=10 {
-        strata_store::synth::mutate(&tree, 0.01, n as u64)?;
-        for t in tools {
-            t.persist(&repo(t.as_ref()), &tree, n)?;
-        }
-    }
-    for t in tools {
-        let size = t.repo_bytes(&repo(t.as_ref()));
-        results.add(Scenario::TenRuns, t.name(), Record::size_only(size));
-    }
-    Ok(())
 }

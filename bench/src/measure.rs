@@ -80,8 +80,24 @@ fn wait4(pid: i32) -> Result<(i32, (f64, u64))> {
     Ok((status, (cpu, usage.ru_maxrss as u64 * 1024)))
 }
 
+/// What a repository takes, as `du -sb` counts it (`--exclude` each of
+/// `skip`): the apparent bytes of every file, directory and symlink under
+/// `path`, itself included, each inode once (0 if it does not exist).
+pub fn disk_bytes(path: &Path, skip: &[&str]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .filter_entry(|e| !skip.iter().any(|s| e.file_name() == *s))
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.nlink() == 1 || m.is_dir() || seen.insert((m.dev(), m.ino())))
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Bytes of all regular files under `path` (0 if it does not exist),
-/// skipping directories named in `skip`.
+/// skipping directories named in `skip`: what a tree holds.
 pub fn tree_bytes(path: &Path, skip: &[&str]) -> u64 {
     walkdir::WalkDir::new(path)
         .into_iter()

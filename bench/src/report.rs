@@ -585,6 +585,16 @@ pub fn markdown(r: &Results) -> String {
     o
 }
 
+/// One colour per tool, in the charts' order (strata first).
+pub(crate) const COLORS: [plotters::style::RGBColor; 6] = [
+    plotters::style::RGBColor(0xd6, 0x27, 0x28),
+    plotters::style::RGBColor(0x1f, 0x77, 0xb4),
+    plotters::style::RGBColor(0xff, 0x7f, 0x0e),
+    plotters::style::RGBColor(0x2c, 0xa0, 0x2c),
+    plotters::style::RGBColor(0x94, 0x67, 0xbd),
+    plotters::style::RGBColor(0x8c, 0x56, 0x4b),
+];
+
 /// Grouped bars: median wall time (scenarios 1-4) and bytes stored or sent
 /// (scenarios 1-5), one colour per tool.
 pub fn svg(r: &Results, path: &Path) -> Result<()> {
@@ -600,14 +610,7 @@ pub fn svg(r: &Results, path: &Path) -> Result<()> {
         }
         v
     };
-    let colors = [
-        RGBColor(0xd6, 0x27, 0x28),
-        RGBColor(0x1f, 0x77, 0xb4),
-        RGBColor(0xff, 0x7f, 0x0e),
-        RGBColor(0x2c, 0xa0, 0x2c),
-        RGBColor(0x94, 0x67, 0xbd),
-        RGBColor(0x8c, 0x56, 0x4b),
-    ];
+    let colors = COLORS;
     let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let (left, right) = root.split_horizontally(550);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::measure::{run, tree_bytes, Sample};
+use crate::measure::{disk_bytes, run, Sample};
 use crate::wire::{Link, LinkProxy};
 
 /// A measured step: the sample and the bytes that would cross the network
@@ -34,9 +34,9 @@ pub trait Tool {
     fn reuses_target(&self) -> bool {
         false
     }
-    /// The repository's size in bytes.
+    /// The repository's size in bytes, as `du -sb` counts it.
     fn repo_bytes(&self, repo: &Path) -> u64 {
-        tree_bytes(repo, &[])
+        disk_bytes(repo, &[])
     }
 }
 
@@ -55,6 +55,7 @@ fn q(p: &Path) -> String {
 }
 
 /// strata on its embedded (local directory) store.
+#[derive(Debug)]
 pub struct Strata {
     pub bin: PathBuf,
 }
@@ -131,12 +132,13 @@ impl Tool for Strata {
     /// (rebuildable, but it is disk the runner pays for); `.tmp` holds
     /// only what a command still writes.
     fn repo_bytes(&self, repo: &Path) -> u64 {
-        tree_bytes(repo, &[".tmp"])
+        disk_bytes(repo, &[".tmp"])
     }
 }
 
 /// One compressed tarball per run: CircleCI workspaces (`gzip -6`) and the
 /// GitHub Actions cache (`zstd -3 -T0`).
+#[derive(Debug)]
 pub struct Tarball {
     pub name: &'static str,
     pub compress: &'static str,
@@ -145,6 +147,26 @@ pub struct Tarball {
 }
 
 impl Tarball {
+    /// `tar | zstd -3 -T0`: the GitHub Actions cache's.
+    pub fn zstd() -> Tarball {
+        Tarball {
+            name: "tar|zstd",
+            compress: "zstd -3 -T0 -q",
+            decompress: "zstd -dc",
+            ext: "zst",
+        }
+    }
+
+    /// `tar | gzip -6`: CircleCI workspaces'.
+    pub fn gzip() -> Tarball {
+        Tarball {
+            name: "tar|gzip",
+            compress: "gzip -6",
+            decompress: "gzip -dc",
+            ext: "gz",
+        }
+    }
+
     fn archive(&self, repo: &Path, n: usize) -> PathBuf {
         repo.join(format!("run-{n}.tar.{}", self.ext))
     }
@@ -194,6 +216,7 @@ impl Tool for Tarball {
 /// `tar | zstd` streamed to a blob server through the latency proxy, and
 /// downloaded through it and extracted: the tarball baseline at a real
 /// round trip and bandwidth (`--rtt`, `--mbit`; `wire`).
+#[derive(Debug)]
 pub struct TarballNet {
     /// This benchmark's own binary (its `net-put`/`net-get` subcommands).
     pub bench: PathBuf,
@@ -293,6 +316,7 @@ fn restore(script: &str, dir: &Path, env: &[(&str, &str)]) -> Result<Step> {
     })
 }
 
+#[derive(Debug)]
 pub struct Restic;
 
 const RESTIC_ENV: &[(&str, &str)] = &[
@@ -334,6 +358,7 @@ impl Tool for Restic {
     }
 }
 
+#[derive(Debug)]
 pub struct Borg;
 
 const BORG_ENV: &[(&str, &str)] = &[
@@ -376,6 +401,7 @@ impl Tool for Borg {
     }
 }
 
+#[derive(Debug)]
 pub struct Casync;
 
 impl Tool for Casync {
@@ -441,6 +467,23 @@ pub fn start_server(mut cmd: std::process::Command) -> Result<(std::process::Chi
     Ok((child, url))
 }
 
+/// restic, borg and casync: those installed; `missing` hears the name of
+/// each one that is not.
+pub fn installed_baselines(missing: &mut dyn FnMut(&str)) -> Vec<Box<dyn Tool>> {
+    let mut found = Vec::new();
+    for (program, tool) in [
+        ("restic", Box::new(Restic) as Box<dyn Tool>),
+        ("borg", Box::new(Borg)),
+        ("casync", Box::new(Casync)),
+    ] {
+        match available(program) {
+            true => found.push(tool),
+            false => missing(program),
+        }
+    }
+    found
+}
+
 /// Whether `program` is on the PATH.
 pub fn available(program: &str) -> bool {
     std::process::Command::new("sh")
@@ -457,12 +500,14 @@ pub fn available(program: &str) -> bool {
 /// the request and response bodies the client counted; CPU includes the
 /// server's. With a link (`--rtt`, `--mbit`), the client reaches the
 /// server through the latency proxy.
+#[derive(Debug)]
 pub struct StrataHttp {
     pub bin: PathBuf,
     link: Option<Link>,
     server: std::sync::Mutex<Option<Served>>,
 }
 
+#[derive(Debug)]
 struct Served {
     child: std::process::Child,
     _proxy: Option<LinkProxy>,
@@ -601,6 +646,6 @@ impl Tool for StrataHttp {
 
     /// As for `Strata`: the server's objects and its `.local` index.
     fn repo_bytes(&self, repo: &Path) -> u64 {
-        tree_bytes(&repo.join("store/bench"), &[".tmp"])
+        disk_bytes(&repo.join("store/bench"), &[".tmp"])
     }
 }

@@ -86,6 +86,7 @@ fn blob(dir: &Path, name: &str) -> Result<PathBuf> {
 /// this process: its buffers would count in the peak RSS of every command
 /// the benchmark forks (a forked child's peak starts at its parent's
 /// size), and its threads would run in the benchmark.
+#[derive(Debug)]
 pub struct LinkProxy {
     child: Child,
     /// Where clients connect.

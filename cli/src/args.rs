@@ -13,10 +13,21 @@ use strata_store::{JobName, RunName};
 
 use crate::output;
 
+/// `strata --version`: the version, the commit and the compiler
+/// (`build.rs`), so a binary says what it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STRATA_COMMIT"),
+    ", ",
+    env!("STRATA_RUSTC"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "strata",
-    version,
+    version = VERSION,
     about = "Pass files between the jobs of a CI workflow, storing only what changed",
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 workspace conflict, \
                   4 the store cannot be reached."
@@ -116,6 +127,9 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
     /// Run a sample workflow twice in a temporary store.
     Demo(DemoArgs),
+    /// Measure strata against tar|zstd (and restic, borg, casync when
+    /// installed) on your own trees: persist, attach and store size.
+    Bench(BenchArgs),
     /// Serve a store over HTTP to runners on other machines.
     Serve(ServeArgs),
     /// Show the CI run, attempt and job strata reads from the environment,
@@ -307,6 +321,8 @@ pub(crate) struct CacheRestoreArgs {
     /// Keep setuid and setgid bits (dropped by default).
     #[arg(long)]
     pub(crate) keep_setuid: bool,
+    #[command(flatten)]
+    pub(crate) only: OnlyArgs,
     /// Inside a CI, restore only unscoped entries (saved with --unscoped).
     #[arg(long)]
     pub(crate) unscoped: bool,
@@ -372,6 +388,18 @@ pub(crate) struct AttachArgs {
     /// dropped, so a job cannot plant a setuid binary for a later one.
     #[arg(long)]
     pub(crate) keep_setuid: bool,
+    #[command(flatten)]
+    pub(crate) only: OnlyArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct OnlyArgs {
+    /// Write only these paths, relative to the layers' roots (each with
+    /// what is below it), or globs (`dist/**/*.js`, `'!**/*.map'`); the
+    /// rest is neither fetched, checked for conflicts nor touched. A path
+    /// or glob that selects nothing is an error.
+    #[arg(long = "only", value_name = "PATH", num_args = 1.., action = clap::ArgAction::Append)]
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -399,6 +427,32 @@ pub(crate) struct DemoArgs {
     /// Keep the demo's store and job directories (printed at the end).
     #[arg(long)]
     pub(crate) keep: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// The tree a first run persists (`node_modules`, `target`, `dist`).
+    pub(crate) path: PathBuf,
+    /// The tree a next run persists (the same directory after a change, or
+    /// at a later commit); given several times, one per run, the report
+    /// also shows the store over all of them. Default: PATH again.
+    #[arg(long = "next", value_name = "PATH")]
+    pub(crate) next: Vec<PathBuf>,
+    /// Measured runs per scenario (after one warm-up run).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) runs: usize,
+    /// Write an SVG chart of time and bytes per scenario and tool here
+    /// (and, with several --next, the store over the runs beside it,
+    /// FILE-runs.svg).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) svg: Option<PathBuf>,
+    /// Scratch space for the stores and attached trees (default: a new
+    /// temporary directory); removed after unless --keep-work.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) work: Option<PathBuf>,
+    /// Leave the scratch space in place.
+    #[arg(long)]
+    pub(crate) keep_work: bool,
 }
 
 /// `--ci`'s value.

@@ -126,6 +126,7 @@ fn day_10(store: &Store, scratch: &Path) {
             job: job("test"),
             at: scratch.join("attached"),
             keep_setuid: false,
+            only: Vec::new(),
         },
     )
     .unwrap();
@@ -133,6 +134,7 @@ fn day_10(store: &Store, scratch: &Path) {
         store,
         &["ref:refs/heads/main:deps-v2".to_string()],
         &scratch.join("restored"),
+        &[],
         WriteOptions::default(),
     )
     .unwrap();

@@ -135,7 +135,7 @@ impl Demo<'_> {
         self.persist("code-coverage", &["coverage"], steps)?;
 
         self.attach("deploy", steps)?;
-        let plan = plan(self.store, &self.run, &job("deploy"))?;
+        let plan = plan(self.store, &self.run, &job("deploy"), None)?;
         let jar = RelPath::new(b"build/code.jar".to_vec()).expect("valid");
         if let Some(e) = plan.entries.iter().find(|e| e.path == jar) {
             steps.push(Step::Origin {
@@ -176,6 +176,7 @@ impl Demo<'_> {
                 job: job(j),
                 at: at.clone(),
                 keep_setuid: false,
+                only: Vec::new(),
             },
         )?;
         steps.push(Step::Attached(report));

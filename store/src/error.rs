@@ -330,6 +330,16 @@ pub enum Error {
         detail: String,
     },
 
+    /// An `--only` path or glob (attach, cache restore) selects nothing
+    /// in the trees it was to pick from.
+    #[error("--only {pattern:?} matches nothing in {among}")]
+    OnlyMatchedNothing {
+        /// The path or glob as given.
+        pattern: String,
+        /// What was looked in (`the layers of build, test`).
+        among: String,
+    },
+
     /// A path to persist is outside the root.
     #[error("{} is outside the root {}", path.display(), root.display())]
     PathOutsideRoot {

@@ -102,6 +102,7 @@ fn a_v1_store_attaches_and_verifies() {
             job: job("test"),
             at: at.clone(),
             keep_setuid: false,
+            only: Vec::new(),
         },
     )
     .unwrap();
@@ -126,6 +127,7 @@ fn a_v1_cache_restores_and_new_writes_mix_with_old() {
         &store,
         &["deps-v1".to_string()],
         &at,
+        &[],
         WriteOptions::default(),
     )
     .unwrap();
@@ -179,8 +181,8 @@ fn a_version_1_name_of_a_long_cache_key_still_restores() {
         (record.key[..110].to_string(), false),
     ] {
         let at = dir.path().join(format!("restored-{exact}"));
-        let r =
-            strata_store::caches::restore(&store, &[asked], &at, WriteOptions::default()).unwrap();
+        let r = strata_store::caches::restore(&store, &[asked], &at, &[], WriteOptions::default())
+            .unwrap();
         assert_eq!(r.exact, exact, "{r:?}");
         assert_eq!(r.restored_key.as_deref(), Some(record.key.as_str()));
         check_out_tree(&at);
@@ -237,6 +239,7 @@ fn a_format_2_store_attaches_and_verifies() {
             job: job("test"),
             at: at.clone(),
             keep_setuid: false,
+            only: Vec::new(),
         },
     )
     .unwrap();
@@ -267,6 +270,7 @@ fn a_format_2_store_keeps_its_expiry_cache_and_takes_new_writes() {
             job: job("build"),
             at: dir.path().join("gone"),
             keep_setuid: false,
+            only: Vec::new(),
         },
     )
     .unwrap_err();
@@ -276,6 +280,7 @@ fn a_format_2_store_keeps_its_expiry_cache_and_takes_new_writes() {
         &store,
         &["ref:refs/heads/main:deps-v2".to_string()],
         &at,
+        &[],
         WriteOptions::default(),
     )
     .unwrap();

@@ -231,6 +231,7 @@ impl Gated {
                 job: job("b"),
                 at: at.to_path_buf(),
                 keep_setuid: false,
+                only: Vec::new(),
             },
         );
         match attached {
@@ -415,6 +416,7 @@ fn scenario(processes: bool) -> Outcome {
                 job: job("b"),
                 at: at.clone(),
                 keep_setuid: false,
+                only: Vec::new(),
             },
         );
         match attached {
@@ -479,6 +481,7 @@ fn a_process_learns_of_another_processes_gc_within_the_interval() {
                 job: job("b"),
                 at: at.clone(),
                 keep_setuid: false,
+                only: Vec::new(),
             },
         )
         .unwrap();

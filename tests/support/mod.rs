@@ -38,6 +38,10 @@ pub fn strata() -> Command {
 /// A running `strata serve`.
 pub struct Server {
     child: Child,
+    /// Its own cache directory (an S3 store's local index): in the user's
+    /// default one, an index left by an earlier test's bucket of the same
+    /// name would be taken for this one's.
+    _cache: tempfile::TempDir,
     pub url: String,
     /// Lines the server printed to stderr (its access log), as they come.
     pub log: mpsc::Receiver<String>,
@@ -76,6 +80,8 @@ impl Server {
         for v in ["STRATA_STORE", "STRATA_TOKEN", "STRATA_CACHE"] {
             cmd.env_remove(v);
         }
+        let cache = tempfile::tempdir().expect("a cache directory for the server");
+        cmd.arg("--cache-dir").arg(cache.path());
         cmd.args(["--store", store, "serve", "--listen", listen])
             .args(args)
             .envs(env.iter().copied())
@@ -102,6 +108,7 @@ impl Server {
             {
                 return Server {
                     child,
+                    _cache: cache,
                     url: url.to_string(),
                     log: rx,
                 };

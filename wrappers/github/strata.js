@@ -3,6 +3,7 @@
 // as INPUT_<NAME> variables, as GitHub documents for JavaScript actions.
 "use strict";
 const { spawnSync } = require("child_process");
+const { install } = require("./install.js");
 
 function input(name) {
   return (process.env[`INPUT_${name.replace(/ /g, "_").toUpperCase()}`] || "").trim();
@@ -21,17 +22,25 @@ function escape(text) {
   return String(text).replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
 }
 
-// Runs `strata ARGS` (no shell: every argument reaches strata as is); a
-// failure fails the step with strata's own message.
-function strata(args) {
+function fail(message) {
+  console.log(`::error title=strata::${escape(message)}`);
+  process.exit(1);
+}
+
+// Runs `strata ARGS` (no shell: every argument reaches strata as is),
+// installing the pinned release first (`install.js`); a failure fails the
+// step with strata's own message.
+async function strata(args) {
+  let bin;
+  try {
+    bin = await install(input);
+  } catch (e) {
+    fail(`cannot install strata: ${e.message}`);
+  }
   const env = { ...process.env, STRATA_STORE: input("store") };
   if (input("token")) env.STRATA_TOKEN = input("token");
-  const bin = process.env.STRATA_BIN || "strata";
   const r = spawnSync(bin, args, { env, stdio: "inherit" });
-  if (r.error) {
-    console.log(`::error title=strata::${escape(`cannot run ${bin}: ${r.error.message}`)}`);
-    process.exit(1);
-  }
+  if (r.error) fail(`cannot run ${bin}: ${r.error.message}`);
   if (r.status !== 0) process.exit(r.status || 1);
 }
 

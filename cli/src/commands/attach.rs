@@ -6,7 +6,9 @@ use strata_store::attach::{self, AttachReport};
 
 use crate::args::{AttachArgs, Cli};
 use crate::context::open;
-use crate::output::{bytes, count, plural, print_json, step_summary, unchanged, wire, LogGroup};
+use crate::output::{
+    bytes, count, plural, print_json, skipped, step_summary, unchanged, wire, LogGroup,
+};
 
 pub(crate) fn exec(cli: &Cli, a: &AttachArgs) -> Result<()> {
     let store = open(cli)?;
@@ -19,6 +21,7 @@ pub(crate) fn exec(cli: &Cli, a: &AttachArgs) -> Result<()> {
             job,
             at: a.at.clone(),
             keep_setuid: a.keep_setuid,
+            only: a.only.paths.clone(),
         },
     )?;
     attached(cli.json, &report);
@@ -46,13 +49,14 @@ pub(crate) fn attach_line(r: &AttachReport) -> String {
         String::new()
     };
     format!(
-        "attached {} ({}) from {from} in {:.1} s: {} read from the store{cached}, {} already in place{}{}",
+        "attached {} ({}) from {from} in {:.1} s: {} read from the store{cached}, {} already in place{}{}{}",
         plural(r.files, "file"),
         bytes(r.bytes),
         r.seconds,
         bytes(r.write.bytes_from_store + r.manifest_bytes_from_store),
         plural(r.write.files_in_place, "file"),
         unchanged(r.write.files_unchanged),
+        skipped(&r.only, &r.skipped),
         wire(&r.network)
     )
 }

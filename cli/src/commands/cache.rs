@@ -7,7 +7,7 @@ use strata_store::caches::{self, RestoreReport, SaveReport};
 
 use crate::args::{CacheRestoreArgs, CacheSaveArgs, Cli};
 use crate::context::{cache_scopes, open, render_key};
-use crate::output::{bytes, plural, print_json, wire};
+use crate::output::{bytes, plural, print_json, skipped, wire};
 
 pub(crate) fn save(cli: &Cli, a: &CacheSaveArgs) -> Result<()> {
     let store = open(cli)?;
@@ -40,7 +40,7 @@ pub(crate) fn restore(cli: &Cli, a: &CacheRestoreArgs) -> Result<()> {
     let options = attach::WriteOptions {
         keep_setuid: a.keep_setuid,
     };
-    let report = caches::restore(&store, &keys, &a.at, options)?;
+    let report = caches::restore(&store, &keys, &a.at, &a.only.paths, options)?;
     cache_restored(cli.json, &keys, &report);
     Ok(())
 }
@@ -80,13 +80,14 @@ pub(crate) fn cache_restored(json: bool, keys: &[String], r: &RestoreReport) {
                 format!("prefix {:?}", r.matched.as_deref().unwrap_or(""))
             };
             println!(
-                "restored cache {key:?} ({how}, saved {}): {} ({}) in {:.1} s: {} read from the store, {} already in place{}",
+                "restored cache {key:?} ({how}, saved {}): {} ({}) in {:.1} s: {} read from the store, {} already in place{}{}",
                 r.saved.as_deref().unwrap_or("?"),
-                plural(t.files, "file"),
-                bytes(t.bytes),
+                plural(t.files - r.skipped.files, "file"),
+                bytes(t.bytes - r.skipped.bytes),
                 r.seconds,
                 bytes(w.bytes_from_store),
                 plural(w.files_in_place, "file"),
+                skipped(&r.only, &r.skipped),
                 wire(&r.network)
             );
         }

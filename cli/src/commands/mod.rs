@@ -3,6 +3,7 @@
 //! report, for people or as JSON.
 
 mod attach;
+mod bench;
 mod cache;
 mod ci;
 mod demo;
@@ -39,6 +40,7 @@ pub(crate) fn exec(cli: &Cli) -> Result<()> {
         Command::Serve(a) => serve::exec(cli, a),
         Command::Ci => ci::exec(cli),
         Command::Demo(a) => demo::exec(cli, a),
+        Command::Bench(a) => bench::exec(cli, a),
         Command::Completions(a) => docs::completions(a),
         Command::Man => docs::man(),
     }

@@ -25,14 +25,15 @@ pub(crate) fn print_json<T: Serialize>(value: &T) {
 /// "Totals"): `"totals": {"files", "bytes"}` and, where known, `"dirs"`,
 /// `"symlinks"`, `"hardlinks"`. The library's reports say it flat in some
 /// places (attach, `ls`); any object with a `files` and a `bytes` count
-/// gets them moved into its `totals`.
+/// gets them moved into its `totals`. `skipped` (what an `--only` left)
+/// is in that shape itself.
 fn with_totals(doc: &mut serde_json::Value) {
     const KEYS: [&str; 5] = ["files", "dirs", "symlinks", "hardlinks", "bytes"];
     match doc {
         serde_json::Value::Array(items) => items.iter_mut().for_each(with_totals),
         serde_json::Value::Object(map) => {
             for (key, value) in map.iter_mut() {
-                if key != "totals" {
+                if key != "totals" && key != "skipped" {
                     with_totals(value);
                 }
             }
@@ -97,6 +98,23 @@ pub(crate) fn unchanged(files: u64) -> String {
         0 => String::new(),
         n => format!(", {} unchanged (stat cache)", count(n)),
     }
+}
+
+/// "; only dist, docs/*.md: 997 files (1.2 MiB) outside them left alone"
+/// for an `--only` attach or restore, else nothing.
+pub(crate) fn skipped(only: &[String], t: &strata_store::format::manifest::Totals) -> String {
+    if only.is_empty() {
+        return String::new();
+    }
+    let mut other = plural(t.files, "file");
+    if t.symlinks + t.hardlinks > 0 {
+        other += &format!(", {}", plural(t.symlinks + t.hardlinks, "link"));
+    }
+    format!(
+        "; only {}: {other} ({}) outside it left alone",
+        only.join(", "),
+        bytes(t.bytes)
+    )
 }
 
 /// "; network: X sent, Y received in N requests (M round trips)" for a

@@ -89,6 +89,7 @@ kinds! {
     PathNotFound => "path_not_found",
     GlobMatchedNothing => "glob_matched_nothing",
     BadPattern => "bad_pattern",
+    OnlyMatchedNothing => "only_matched_nothing",
     PathOutsideRoot => "path_outside_root",
     NotADirectory => "not_a_directory",
     UnsupportedFileType => "unsupported_file_type",

@@ -201,6 +201,21 @@ pub struct Totals {
     pub bytes: u64,
 }
 
+impl Totals {
+    /// Counts one entry of `kind`.
+    pub fn count(&mut self, kind: &EntryKind) {
+        match kind {
+            EntryKind::Dir => self.dirs += 1,
+            EntryKind::File { size, .. } => {
+                self.files += 1;
+                self.bytes += size;
+            }
+            EntryKind::Symlink { .. } => self.symlinks += 1,
+            EntryKind::Hardlink { .. } => self.hardlinks += 1,
+        }
+    }
+}
+
 /// A layer's tree: its entries, sorted by path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
@@ -411,15 +426,7 @@ impl Manifest {
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for e in &self.entries {
-            match &e.kind {
-                EntryKind::Dir => t.dirs += 1,
-                EntryKind::File { size, .. } => {
-                    t.files += 1;
-                    t.bytes += size;
-                }
-                EntryKind::Symlink { .. } => t.symlinks += 1,
-                EntryKind::Hardlink { .. } => t.hardlinks += 1,
-            }
+            t.count(&e.kind);
         }
         t
     }

@@ -5,7 +5,8 @@
 //! 2. list their layers, in topological order and persist order;
 //! 3. fetch and validate every manifest;
 //! 4. merge them into one tree, failing on conflicts (`plan`), before any
-//!    file is written or chunk read;
+//!    file is written or chunk read; with `--only`, merge and check only
+//!    the paths it keeps (`subset`);
 //! 5. write the tree (`write`).
 //!
 //! A job never sees its own layers, a sibling's or a descendant's: only the
@@ -20,12 +21,12 @@ use crate::backend::Traffic;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::format::manifest::EntryKind;
 use crate::format::manifest::Totals;
 use crate::id::{JobName, ManifestId, RunName};
 use crate::read::load_manifest;
 use crate::repo::Store;
 use crate::tree::plan::{merge, Layer, Plan};
+use crate::tree::subset::Only;
 use crate::tree::write;
 pub use crate::tree::write::{WriteOptions, WriteStats};
 
@@ -40,6 +41,9 @@ pub struct AttachRequest {
     pub at: PathBuf,
     /// Keep setuid and setgid bits (`--keep-setuid`); dropped by default.
     pub keep_setuid: bool,
+    /// Only these paths and globs (`--only`, relative to the layers'
+    /// roots); empty: the whole tree.
+    pub only: Vec<PathBuf>,
 }
 
 /// One layer an attach merged.
@@ -74,6 +78,10 @@ pub struct AttachReport {
     pub hardlinks: u64,
     /// Bytes of file content.
     pub bytes: u64,
+    /// The `--only` paths and globs, as given (empty: the whole tree).
+    pub only: Vec<String>,
+    /// What the layers hold outside `only`, left alone (each path once).
+    pub skipped: Totals,
     /// Bytes of manifests read from the store (file content is in `write`).
     pub manifest_bytes_from_store: u64,
     /// What writing the tree did.
@@ -85,8 +93,9 @@ pub struct AttachReport {
     pub seconds: f64,
 }
 
-/// Plans the attach of `job`'s workspace: steps 1 to 4, no file touched.
-pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
+/// Plans the attach of `job`'s workspace (only what `only` keeps, if
+/// given): steps 1 to 4, no file touched.
+pub fn plan(store: &Store, run: &RunName, job: &JobName, only: Option<&Only>) -> Result<Plan> {
     // The run record and one listing of the run's keys (its layer refs,
     // uses and results) at once: one round trip however many upstream
     // jobs; then the refs not cached here, all at once.
@@ -147,7 +156,19 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
             layers.push(layer?);
         }
     }
-    let mut plan = merge(graph, layers)?;
+    let selection = match only {
+        Some(only) => {
+            let mut jobs: Vec<&str> = layers.iter().map(|l| l.job.as_str()).collect();
+            jobs.dedup();
+            let among = match jobs.is_empty() {
+                true => format!("the layers {job} attaches (it has none)"),
+                false => format!("the layers of {}", jobs.join(", ")),
+            };
+            Some(only.select(layers.iter().map(|l| &*l.manifest), &among)?)
+        }
+        None => None,
+    };
+    let mut plan = merge(graph, layers, selection.as_ref())?;
     plan.manifest_bytes = manifest_bytes.into_inner();
     Ok(plan)
 }
@@ -156,10 +177,17 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName) -> Result<Plan> {
 pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
     let started = Instant::now();
     let traffic = store.traffic();
-    let plan = plan(store, &req.run, &req.job)?;
+    // A bad pattern is refused before anything is fetched.
+    let only = Only::new(&req.only)?;
+    let plan = plan(store, &req.run, &req.job, only.as_ref())?;
     let options = write::WriteOptions {
         keep_setuid: req.keep_setuid,
     };
+    // The report is counted first: writing takes the plan's entries.
+    let mut planned = Totals::default();
+    for e in &plan.entries {
+        planned.count(&e.target);
+    }
     let mut report = AttachReport {
         run: req.run.clone(),
         job: req.job.clone(),
@@ -173,28 +201,22 @@ pub fn attach(store: &Store, req: &AttachRequest) -> Result<AttachReport> {
                 totals: l.totals,
             })
             .collect(),
-        files: 0,
-        dirs: 0,
-        symlinks: 0,
-        hardlinks: 0,
-        bytes: 0,
+        files: planned.files,
+        dirs: planned.dirs,
+        symlinks: planned.symlinks,
+        hardlinks: planned.hardlinks,
+        bytes: planned.bytes,
+        only: req
+            .only
+            .iter()
+            .map(|p| p.to_string_lossy().into())
+            .collect(),
+        skipped: plan.skipped,
         manifest_bytes_from_store: plan.manifest_bytes,
         write: Default::default(),
         network: Traffic::default(),
         seconds: 0.0,
     };
-    for e in &plan.entries {
-        match &e.target {
-            EntryKind::Dir => report.dirs += 1,
-            EntryKind::File { size, .. } => {
-                report.files += 1;
-                report.bytes += size;
-            }
-            EntryKind::Symlink { .. } => report.symlinks += 1,
-            EntryKind::Hardlink { .. } => report.hardlinks += 1,
-        }
-    }
-    // The report is counted first: writing takes the plan's entries.
     // The workspace is used: its retention restarts. The record is
     // written while the files are fetched, once the target has passed its
     // checks, so it costs no round trip of its own (an attach that then

@@ -32,6 +32,7 @@ use crate::ops::lifecycle::{format_date, DAY};
 use crate::read::load_manifest;
 use crate::repo::Store;
 use crate::tree::plan::whole;
+use crate::tree::subset::Only;
 use crate::tree::write;
 
 /// A cache entry as found in the store.
@@ -204,6 +205,10 @@ pub struct RestoreReport {
     pub saved: Option<String>,
     /// What the restored tree holds.
     pub totals: Option<Totals>,
+    /// The `--only` paths and globs, as given (empty: the whole tree).
+    pub only: Vec<String>,
+    /// What the entry holds outside `only`, left alone.
+    pub skipped: Totals,
     /// What writing the tree did.
     #[serde(flatten)]
     pub write: Option<write::WriteStats>,
@@ -237,15 +242,19 @@ pub fn find(store: &Store, keys: &[String]) -> Result<Option<(String, CacheEntry
     Ok(None)
 }
 
-/// Restores the first entry `keys` select into `at`.
+/// Restores the first entry `keys` select into `at` (only the paths and
+/// globs of `only`, if any: `tree::subset`).
 pub fn restore(
     store: &Store,
     keys: &[String],
     at: &Path,
+    only: &[PathBuf],
     options: write::WriteOptions,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let traffic = store.traffic();
+    let patterns = Only::new(only)?;
+    let only: Vec<String> = only.iter().map(|p| p.to_string_lossy().into()).collect();
     let Some((asked, entry, exact)) = find(store, keys)? else {
         return Ok(RestoreReport {
             matched: None,
@@ -253,13 +262,20 @@ pub fn restore(
             exact: false,
             saved: None,
             totals: None,
+            only,
+            skipped: Totals::default(),
             write: None,
             network: store.traffic().since(traffic),
             seconds: started.elapsed().as_secs_f64(),
         });
     };
     let (manifest, _) = load_manifest(store, &entry.record.manifest)?;
-    let stats = write::execute(store, whole(manifest), at, options)?;
+    let selection = match &patterns {
+        Some(p) => Some(p.select([&manifest], &format!("cache {:?}", entry.record.key))?),
+        None => None,
+    };
+    let (planned, skipped) = whole(manifest, selection.as_ref());
+    let stats = write::execute(store, planned, at, options)?;
     if let Some(cache) = &store.frame_cache() {
         cache.trim_if_grown()?;
     }
@@ -276,6 +292,8 @@ pub fn restore(
         exact,
         saved: Some(format_date(entry.record.created)),
         totals: Some(entry.record.totals),
+        only,
+        skipped,
         write: Some(stats),
         network: store.traffic().since(traffic),
         seconds: started.elapsed().as_secs_f64(),

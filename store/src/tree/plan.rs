@@ -14,6 +14,11 @@
 //!
 //! Since the topological order is fixed and every pair of unrelated writers
 //! is checked, the result never depends on scheduling or finish order.
+//!
+//! With `--only` (a `Selection`), a path it does not keep is passed over:
+//! neither planned nor checked, only counted as skipped. The paths it
+//! keeps are merged and checked by the same rules, so a subset's plan is
+//! the whole plan's entries at those paths.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -23,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::format::graph::Graph;
 use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, Mtime, RelPath, Totals};
 use crate::id::{JobName, ManifestId};
+use crate::tree::subset::{ancestors, Selection};
 
 /// One layer to apply, in apply order.
 #[derive(Debug, Clone)]
@@ -70,6 +76,9 @@ pub struct Plan {
     pub entries: Vec<Planned>,
     /// Bytes read from the store to load the manifests.
     pub manifest_bytes: u64,
+    /// What the layers hold outside an `--only` (each path once, as its
+    /// last write has it): not planned.
+    pub skipped: Totals,
 }
 
 /// What an entry holds, for deciding whether two writes are identical.
@@ -113,21 +122,38 @@ fn content<'a>(manifest: &'a Manifest, e: &'a Entry) -> Content<'a> {
 }
 
 /// The planned entries of one tree alone (a cache restore): every entry
-/// as the manifest holds it, moved, not copied. A validated manifest holds
-/// each path once and its hardlinks name its own files, so there is
-/// nothing to merge and no conflict; every entry is of layer 0, the tree.
-pub fn whole(manifest: Manifest) -> Vec<Planned> {
-    manifest
+/// as the manifest holds it (or those `only` keeps), moved, not copied,
+/// and what was skipped. A validated manifest holds each path once and
+/// its hardlinks name its own files, so there is nothing to merge and no
+/// conflict; every entry is of layer 0, the tree. A kept hardlink to a
+/// file not kept becomes a file with that content.
+pub fn whole(manifest: Manifest, only: Option<&Selection>) -> (Vec<Planned>, Totals) {
+    let keeps = |path: &RelPath| only.is_none_or(|s| s.keeps(path.as_bytes()));
+    let mut skipped = Totals::default();
+    let mut unlinked: HashMap<usize, EntryKind> = HashMap::new();
+    for (i, e) in manifest.entries.iter().enumerate() {
+        if !keeps(&e.path) {
+            skipped.count(&e.kind);
+        } else if let EntryKind::Hardlink { target } = &e.kind {
+            if !keeps(target) {
+                unlinked.insert(i, link_target(&manifest, target).kind.clone());
+            }
+        }
+    }
+    let planned = manifest
         .entries
         .into_iter()
-        .map(|e| Planned {
+        .enumerate()
+        .filter(|(_, e)| keeps(&e.path))
+        .map(|(i, e)| Planned {
             path: e.path,
             mode: e.mode,
             mtime: e.mtime,
-            target: e.kind,
+            target: unlinked.remove(&i).unwrap_or(e.kind),
             layer: 0,
         })
-        .collect()
+        .collect();
+    (planned, skipped)
 }
 
 /// Merges `layers` (already in apply order) into one tree.
@@ -135,18 +161,28 @@ pub fn whole(manifest: Manifest) -> Vec<Planned> {
 /// Every manifest is sorted by path, so the layers are walked side by
 /// side, one path at a time with all its writes (a k-way merge): nothing
 /// is held per path but the plan itself, and each entry is moved into the
-/// plan, not copied (a million-file layer is not held twice).
-pub fn merge(graph: &Graph, layers: Vec<Layer>) -> Result<Plan> {
-    let chosen = choose(graph, &layers)?;
+/// plan, not copied (a million-file layer is not held twice). With
+/// `only`, the paths it does not keep are skipped.
+pub fn merge(graph: &Graph, layers: Vec<Layer>, only: Option<&Selection>) -> Result<Plan> {
+    let mut skipped = Totals::default();
+    let chosen = choose(graph, &layers, only, &mut skipped)?;
     let unlinked = unlinked_hardlinks(&layers, &chosen);
-    Ok(take_chosen(layers, chosen, unlinked))
+    let mut plan = take_chosen(layers, chosen, unlinked);
+    plan.skipped = skipped;
+    Ok(plan)
 }
 
 /// Which entry of which layer each planned path takes, in path order:
 /// the layers walked side by side, each path's writes checked for
 /// conflicts, and a path below a non-directory that replaced a directory
-/// taking only the writes after it.
-fn choose(graph: &Graph, layers: &[Layer]) -> Result<Vec<(usize, usize)>> {
+/// taking only the writes after it; a path `only` does not keep is
+/// counted into `skipped` instead.
+fn choose(
+    graph: &Graph,
+    layers: &[Layer],
+    only: Option<&Selection>,
+    skipped: &mut Totals,
+) -> Result<Vec<(usize, usize)>> {
     let mut chosen: Vec<(usize, usize)> = Vec::new();
     let entries = |li: usize| &layers[li].manifest.entries;
     let mut next = vec![0usize; layers.len()];
@@ -176,6 +212,13 @@ fn choose(graph: &Graph, layers: &[Layer]) -> Result<Vec<(usize, usize)>> {
             }
             heap.pop();
             take(l, &mut heap);
+        }
+        // Not kept: nothing below it is either (it would hold it), so no
+        // cut here matters.
+        if only.is_some_and(|s| !s.keeps(path)) {
+            let (_, last) = writes[writes.len() - 1];
+            skipped.count(&last.kind);
+            continue;
         }
         check_conflicts(graph, layers, &writes)?;
         let first_dir = writes.iter().position(|(_, e)| e.is_dir());
@@ -271,16 +314,8 @@ fn take_chosen(
         layers: summaries,
         entries,
         manifest_bytes: 0,
+        skipped: Totals::default(),
     }
-}
-
-/// The proper ancestors of `path`, deepest first.
-fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, b)| **b == b'/')
-        .map(|(i, _)| &path[..i])
 }
 
 /// Checks every pair of writes of one path (in apply order) by
@@ -406,6 +441,7 @@ mod tests {
                 layer(&g, "b", vec![file("x", "now a file"), file("k", "b")]),
                 layer(&g, "c", vec![dir("z")]),
             ],
+            None,
         )
         .unwrap();
         assert_eq!(files(&plan), ["k@b", "x@b", "z@c"]);
@@ -431,7 +467,7 @@ mod tests {
             ],
         );
         let b = layer(&g, "b", vec![file("f", "replaced")]);
-        let plan = merge(&g, vec![a, b]).unwrap();
+        let plan = merge(&g, vec![a, b], None).unwrap();
         let kind = |name: &str| {
             plan.entries
                 .iter()
@@ -466,14 +502,14 @@ mod tests {
             ),
         ];
         assert_eq!(
-            files(&merge(&g, same).unwrap()),
+            files(&merge(&g, same, None).unwrap()),
             ["out@rspec", "out/a@rspec", "out/b@rspec", "out/same@rspec"]
         );
         let clash = vec![
             leg("rspec 1/2", vec![dir("out"), file("out/report", "1")]),
             leg("rspec 2/2", vec![dir("out"), file("out/report", "2")]),
         ];
-        let e = merge(&g, clash).unwrap_err().to_string();
+        let e = merge(&g, clash, None).unwrap_err().to_string();
         assert!(
             e.contains("out/report") && e.contains("rspec 1/2") && e.contains("rspec 2/2"),
             "{e}"
@@ -483,7 +519,7 @@ mod tests {
             leg("rspec 1/2", vec![dir("out"), file("out/report", "1")]),
             leg("rspec 1/2", vec![dir("out"), file("out/report", "1b")]),
         ];
-        assert!(merge(&g, again).is_ok());
+        assert!(merge(&g, again, None).is_ok());
     }
 
     #[test]
@@ -495,6 +531,7 @@ mod tests {
                 layer(&g, "a", vec![dir("d"), file("d/f", "same")]),
                 layer(&g, "b", vec![dir("d"), file("d/f", "same")]),
             ],
+            None,
         );
         assert!(same.is_ok());
         let e = merge(
@@ -503,6 +540,7 @@ mod tests {
                 layer(&g, "a", vec![dir("d"), file("d/f", "one")]),
                 layer(&g, "b", vec![dir("d"), file("d/f", "two")]),
             ],
+            None,
         )
         .unwrap_err();
         assert!(
@@ -517,6 +555,7 @@ mod tests {
                 layer(&g, "a", vec![file("x", "file")]),
                 layer(&g, "b", vec![dir("x"), file("x/y", "1")]),
             ],
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -524,16 +563,23 @@ mod tests {
     }
 
     /// The merge as first written, one map over every path: the model
-    /// the streaming merge must agree with.
-    fn reference(graph: &Graph, layers: &[Layer]) -> Result<Vec<(String, usize, EntryKind)>> {
+    /// the streaming merge must agree with. Only the paths `keeps` keeps
+    /// are checked for conflicts and returned.
+    fn reference(
+        graph: &Graph,
+        layers: &[Layer],
+        keeps: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Vec<(String, usize, EntryKind)>> {
         let mut writes: BTreeMap<&[u8], Vec<(usize, &Entry)>> = BTreeMap::new();
         for (li, layer) in layers.iter().enumerate() {
             for e in &layer.manifest.entries {
                 writes.entry(e.path.as_bytes()).or_default().push((li, e));
             }
         }
-        for w in writes.values() {
-            check_conflicts(graph, layers, w)?;
+        for (path, w) in &writes {
+            if keeps(path) {
+                check_conflicts(graph, layers, w)?;
+            }
         }
         let mut tree: BTreeMap<&[u8], (usize, &Entry)> = BTreeMap::new();
         for (li, layer) in layers.iter().enumerate() {
@@ -548,6 +594,7 @@ mod tests {
         }
         Ok(tree
             .values()
+            .filter(|(_, e)| keeps(e.path.as_bytes()))
             .map(|(li, e)| (e.path.to_string(), *li, e.kind.clone()))
             .collect())
     }
@@ -596,8 +643,45 @@ mod tests {
                 .iter()
                 .map(|(job, picks)| random_layer(&g, ["a", "b", "c"][*job], picks))
                 .collect();
-            let want = reference(&g, &layers);
-            let got = merge(&g, layers).map(|plan| {
+            let want = reference(&g, &layers, &|_| true);
+            let got = merge(&g, layers, None).map(|plan| {
+                plan.entries
+                    .into_iter()
+                    .map(|e| (e.path.to_string(), e.layer, e.target))
+                    .collect::<Vec<_>>()
+            });
+            match (want, got) {
+                (Ok(w), Ok(g)) => proptest::prop_assert_eq!(w, g),
+                (Err(w), Err(g)) => proptest::prop_assert_eq!(w.to_string(), g.to_string()),
+                (w, g) => proptest::prop_assert!(false, "model {w:?}, merge {g:?}"),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        // `--only`: the plan of a subset is the whole plan at the paths
+        // the subset keeps, and its conflicts are the whole plan's there.
+        #[test]
+        fn a_subset_plans_and_checks_what_the_whole_does_at_its_paths(
+            spec in proptest::collection::vec(
+                (0usize..3, proptest::collection::vec((0usize..8, 0u8..3), 0..8)),
+                1..5,
+            ),
+            pattern in proptest::sample::select(vec!["x", "x/y", "k", "x/*", "*-y", "x/y/z"]),
+        ) {
+            let g = Graph::from_specs(&["a", "b", "c:a,b"]).unwrap();
+            let mut spec = spec;
+            spec.sort_by_key(|(job, _)| *job);
+            let layers: Vec<Layer> = spec
+                .iter()
+                .map(|(job, picks)| random_layer(&g, ["a", "b", "c"][*job], picks))
+                .collect();
+            let only = crate::tree::subset::Only::new(&[pattern.into()]).unwrap().unwrap();
+            let Ok(selection) = only.select(layers.iter().map(|l| &*l.manifest), "test") else {
+                return Ok(());
+            };
+            let want = reference(&g, &layers, &|p| selection.keeps(p));
+            let got = merge(&g, layers, Some(&selection)).map(|plan| {
                 plan.entries
                     .into_iter()
                     .map(|e| (e.path.to_string(), e.layer, e.target))

@@ -49,6 +49,7 @@ pub fn attach_b(store: &Store, at: &Path) -> Result<AttachReport> {
             job: job("b"),
             at: at.to_path_buf(),
             keep_setuid: false,
+            only: Vec::new(),
         },
     )
 }

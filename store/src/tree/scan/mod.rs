@@ -17,7 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::manifest::{Mtime, RelPath};
 use crate::tree::stat_cache::{now_nanos, FileStat};
 
-mod patterns;
+pub(crate) mod patterns;
 mod walk;
 
 use patterns::expand;

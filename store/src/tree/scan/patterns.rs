@@ -9,20 +9,22 @@ use crate::error::{Error, Result};
 
 /// Whether a path as the user wrote it is a glob (`dist/**/*.js`) or an
 /// exclusion (`!dist/**/*.map`) rather than a path.
-fn is_pattern(p: &Path) -> bool {
+pub(crate) fn is_pattern(p: &Path) -> bool {
     let s = p.to_string_lossy();
     s.starts_with('!') || s.contains(['*', '?', '['])
 }
 
 /// A glob as CI users write them: `*` within one path component, `**`
 /// across any, matched against paths relative to the root.
-fn glob(pattern: &str) -> Result<globset::GlobMatcher> {
+pub(crate) fn glob(pattern: &str) -> Result<globset::GlobMatcher> {
     let bad = |detail: &str| Error::BadPattern {
         pattern: pattern.to_string(),
         detail: detail.to_string(),
     };
     if pattern.starts_with('/') {
-        return Err(bad("a glob is relative to the root (--root)"));
+        return Err(bad(
+            "a glob is relative to the root (persist's --root, the layers' roots)",
+        ));
     }
     if Path::new(pattern)
         .components()

@@ -1,0 +1,24 @@
+//! strata's benchmarks as a library: strata against one tarball per job
+//! (`tar | gzip`, `tar | zstd`), restic, borg and casync, on the same trees
+//! in the same run (docs/benchmarks.md explains every scenario and
+//! number). The `strata-bench` harness and the `strata bench` command
+//! both run it; the store library knows nothing of it (nor of plotting).
+//!
+//! `compare` runs scenarios 1 to 5 on a pair of trees, `series` the store
+//! over several runs; `report` summarises and draws; `tools` are what is
+//! compared, `measure` how a step is timed, `corpus` where the trees come
+//! from, `wire` the tarball baseline's network path. `busy`, `cold` and
+//! `scale` (the harness's, with the `harness` feature: it starts Garage)
+//! are scenarios 7, 8 and 6.
+
+pub mod busy;
+pub mod cold;
+pub mod compare;
+pub mod corpus;
+pub mod measure;
+pub mod report;
+#[cfg(feature = "harness")]
+pub mod scale;
+pub mod series;
+pub mod tools;
+pub mod wire;
