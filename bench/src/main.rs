@@ -5,6 +5,7 @@
 mod busy;
 mod cold;
 mod corpus;
+mod disk;
 mod measure;
 mod report;
 mod scale;
@@ -174,6 +175,25 @@ fn real_main() -> Result<()> {
         return scale_main(&args, replicas);
     }
     let corpora = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora");
+    let work = match &args.work {
+        Some(w) => w.clone(),
+        None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
+    };
+    // The disk a run needs, before it writes anything (a generated tree's
+    // size is known from its file count; a corpus is measured once there).
+    let tool_names: Vec<&str> = match args.tools.is_empty() {
+        true => vec!["strata", "strata-http", "tar|zstd", "tar|gzip"],
+        false => args.tools.iter().map(String::as_str).collect(),
+    };
+    if let Some(files) = args.synthetic {
+        let side = files * disk::synthetic_file_bytes(args.max_file_size);
+        let trees = match corpus::synthetic_ready(files, args.max_file_size, &args.cache) {
+            true => 0,
+            false => 2 * side,
+        };
+        let tools = (disk::tools_sides(&tool_names) * side as f64) as u64;
+        disk::check(&args.cache, trees, &work, tools)?;
+    }
     let corpus = match (&args.base, &args.next, &args.corpus, args.synthetic) {
         (Some(b), Some(n), _, _) => corpus::from_dirs(b, n)?,
         (_, _, Some(name), _) if name == "toolchain" => corpus::toolchain(&args.cache)?,
@@ -181,6 +201,11 @@ fn real_main() -> Result<()> {
         (_, _, _, Some(files)) => corpus::synthetic(files, args.max_file_size, &args.cache)?,
         _ => bail!("give --base and --next, --corpus NAME, or --synthetic FILES"),
     };
+    if args.synthetic.is_none() && args.replicas.is_none() {
+        let side = disk::tree_bytes(&corpus.base).max(disk::tree_bytes(&corpus.next));
+        let tools = (disk::tools_sides(&tool_names) * side as f64) as u64;
+        disk::check(&args.cache, 0, &work, tools)?;
+    }
     let strata_bin = strata_bin(&args)?;
     let bin = strata_bin.clone();
 
@@ -230,10 +255,6 @@ fn real_main() -> Result<()> {
             .collect()
     };
 
-    let work = match &args.work {
-        Some(w) => w.clone(),
-        None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
-    };
     std::fs::create_dir_all(&work)?;
     // Read both trees once so every tool starts from a warm page cache.
     for tree in [&corpus.base, &corpus.next] {
