@@ -182,7 +182,15 @@ fn real_main() -> Result<()> {
     // The disk a run needs, before it writes anything (a generated tree's
     // size is known from its file count; a corpus is measured once there).
     let tool_names: Vec<&str> = match args.tools.is_empty() {
-        true => vec!["strata", "strata-http", "tar|zstd", "tar|gzip"],
+        true => vec![
+            "strata",
+            "strata-http",
+            "tar|zstd",
+            "tar|gzip",
+            "restic",
+            "borg",
+            "casync",
+        ],
         false => args.tools.iter().map(String::as_str).collect(),
     };
     if let Some(files) = args.synthetic {

@@ -37,7 +37,6 @@ use log::{ChunkLog, Entry};
 /// The local chunk index over a store's packs and index objects.
 #[derive(Debug, Clone)]
 pub struct ChunkIndex {
-    db: sled::Db,
     /// Chunk id -> its frame's number, its place there (`log`).
     log: Arc<ChunkLog>,
     /// Reads of sled by `missing` and `locate` (frame records, condemned
@@ -72,6 +71,9 @@ const OLD_TREES: &[&str] = &["chunks", "chunk-entries"];
 /// it held when a pack was last marked loaded (`log`, crash safety).
 const LOG_ID: &[u8] = b"chunk-log-id";
 const LOG_LEN: &[u8] = b"chunk-log-len";
+/// The next frame's number (u32 in a log record; never reused, so a dead
+/// record never names a frame added later).
+const NEXT_FRAME: &[u8] = b"next-frame";
 
 /// Frame records read during one call, by number: a call's chunks mostly
 /// share a few frames.
@@ -142,7 +144,6 @@ impl ChunkIndex {
             .iter()
             .any(|t| names.iter().any(|n| n.as_ref() == t.as_bytes()));
         let index = Self {
-            db: db.clone(),
             log: meta.1.clone(),
             reads: Arc::new(AtomicU64::new(0)),
             frames: db.open_tree("frames")?,
@@ -213,7 +214,8 @@ impl ChunkIndex {
 
     /// The record of frame `n` (`None`: none, or a malformed one, which
     /// counts as none).
-    fn frame(&self, n: u64, memo: &mut FrameMemo) -> Result<Option<sled::IVec>> {
+    fn frame(&self, n: u32, memo: &mut FrameMemo) -> Result<Option<sled::IVec>> {
+        let n = u64::from(n);
         if let Some(f) = memo.0.get(&n) {
             return Ok(f.clone());
         }
@@ -236,18 +238,41 @@ impl ChunkIndex {
 
     /// How many chunks are indexed (one pass over the log's table).
     pub fn len(&self) -> usize {
-        let live: HashSet<u64> = self
+        let live: HashSet<u32> = self
             .frames
             .iter()
             .keys()
             .filter_map(|k| k.ok())
             .filter_map(|k| <[u8; 8]>::try_from(&k[..]).ok().map(u64::from_be_bytes))
+            .filter_map(|n| u32::try_from(n).ok())
             .collect();
         self.log
             .newest()
             .iter()
             .filter(|e| live.contains(&e.frame))
             .count()
+    }
+
+    /// Numbers for `count` new frames: the first of them. Numbers are
+    /// u32 (a log record's), counted in sled and never reused: at 2 MiB a
+    /// frame, 2^32 of them are 8 PiB merged into one slot's index.
+    fn take_frame_numbers(&self, count: usize) -> Result<u32> {
+        let old = self.state.fetch_and_update(NEXT_FRAME, |old| {
+            let old = old
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map_or(0, u32::from_le_bytes);
+            Some(old.saturating_add(count as u32).to_le_bytes().to_vec())
+        })?;
+        let first = old
+            .and_then(|v| <[u8; 4]>::try_from(&v[..]).ok())
+            .map_or(0, u32::from_le_bytes);
+        if first.checked_add(count as u32).is_none() {
+            return Err(Error::corrupt(
+                "local chunk index",
+                "2^32 frames numbered: delete the metadata directory (.local) to rebuild it",
+            ));
+        }
+        Ok(first)
     }
 
     /// How many reads of sled lookups have made so far.
@@ -284,8 +309,8 @@ impl ChunkIndex {
     pub fn add_pack(&self, pack: &PackId, frames: &[FrameEntry]) -> Result<()> {
         let condemned = self.condemned.contains_key(pack.0)?;
         let mut entries = Vec::new();
-        for f in frames {
-            let n = self.db.generate_id()?;
+        let first = self.take_frame_numbers(frames.len())?;
+        for (f, n) in frames.iter().zip(first..) {
             let record = Location {
                 pack: *pack,
                 frame: f.frame_ref(),
@@ -298,7 +323,8 @@ impl ChunkIndex {
             .to_bytes();
             // The frame before its chunks: an entry never names a number
             // that has no record.
-            self.frames.insert(n.to_be_bytes(), &record[..FRAME_LEN])?;
+            self.frames
+                .insert(u64::from(n).to_be_bytes(), &record[..FRAME_LEN])?;
             for c in &f.chunks {
                 if condemned && self.contains(&c.id)? {
                     continue;
@@ -541,7 +567,7 @@ mod tests {
             let idx = open();
             idx.add_pack(&a, std::slice::from_ref(&fa)).unwrap();
             idx.add_pack(&b, std::slice::from_ref(&fb)).unwrap();
-            idx.db.flush().unwrap();
+            idx.state.flush().unwrap();
         }
         let idx = open();
         assert!(idx.contains(&fa.chunks[0].id).unwrap(), "read back");
@@ -557,7 +583,7 @@ mod tests {
         );
         assert!(!idx.contains(&fa.chunks[0].id).unwrap());
         idx.add_pack(&a, std::slice::from_ref(&fa)).unwrap();
-        idx.db.flush().unwrap();
+        idx.state.flush().unwrap();
         drop(idx);
         // Another database's log (its id differs) is not read either.
         let other = dir.path().join("other");
