@@ -85,6 +85,8 @@ struct Inner {
     table: Vec<u32>,
     /// Slots in use.
     used: usize,
+    /// The highest frame number any record names.
+    max_frame: Option<u32>,
     out: Option<File>,
 }
 
@@ -157,6 +159,14 @@ impl Inner {
         self.records = Vec::new();
         self.table = Vec::new();
         self.used = 0;
+        self.max_frame = None;
+    }
+
+    /// Adds record `at` to the table and to the highest frame number.
+    fn take(&mut self, at: usize) {
+        let frame = entry(&self.records[at]).frame;
+        self.max_frame = self.max_frame.max(Some(frame));
+        self.index(at);
     }
 }
 
@@ -179,7 +189,7 @@ impl ChunkLog {
                 inner.records = records;
                 inner.out = Some(out);
                 for at in 0..inner.records.len() {
-                    inner.index(at);
+                    inner.take(at);
                 }
             }
         }
@@ -199,6 +209,13 @@ impl ChunkLog {
         self.inner.read().expect("poisoned").records.len() as u64
     }
 
+    /// The highest frame number a record names: numbers up to it are
+    /// never given to a new frame (a process killed after writing records
+    /// may not have had its count of numbers saved by sled).
+    pub(crate) fn max_frame(&self) -> Option<u32> {
+        self.inner.read().expect("poisoned").max_frame
+    }
+
     /// Empties the log and gives it the id `id` (a new header).
     pub(crate) fn start_over(&self, id: u64) -> std::io::Result<()> {
         let mut inner = self.inner.write().expect("poisoned");
@@ -206,7 +223,8 @@ impl ChunkLog {
         inner.out = None;
         if let Some(path) = &self.file {
             let tmp = path.with_extension("tmp");
-            let mut f = File::create(&tmp)?;
+            // Private like the rest of the store (it names its chunks).
+            let mut f = crate::util::private_file(&tmp)?;
             f.write_all(MAGIC)?;
             f.write_all(&id.to_le_bytes())?;
             fs::rename(&tmp, path)?;
@@ -241,7 +259,7 @@ impl ChunkLog {
         for r in records {
             inner.records.push(r);
             let at = inner.records.len() - 1;
-            inner.index(at);
+            inner.take(at);
         }
         Ok(inner.records.len() as u64)
     }
@@ -317,6 +335,7 @@ mod tests {
         log.append(&[(id(5), at(99))]).unwrap();
         assert_eq!(log.find(&id(5)), Some(at(99)));
         assert_eq!(log.newest().len(), 10_000);
+        assert_eq!(log.max_frame(), Some(9_999));
         // Two ids sharing their first 8 bytes are told apart.
         let (mut a, mut b) = (ChunkId([1; 32]), ChunkId([1; 32]));
         a.0[12] = 2;

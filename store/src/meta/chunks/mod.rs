@@ -125,6 +125,13 @@ impl ChunkLookup for ChunkIndex {
     }
 }
 
+fn frames_exhausted() -> Error {
+    Error::corrupt(
+        "local chunk index",
+        "2^32 frames numbered: delete the metadata directory (.local) to rebuild it",
+    )
+}
+
 /// A fresh log's id: only needs to differ from the last one's (which is
 /// what ties a log to its database), never 0.
 fn new_log_id() -> u64 {
@@ -172,6 +179,19 @@ impl ChunkIndex {
         let needed = self.state_u64(LOG_LEN)?.unwrap_or(0);
         let id = self.log.id();
         if id != 0 && ours == Some(id) && self.log.records() >= needed {
+            // Frame numbers past every record's: a process killed after
+            // appending records may have lost its count (sled saves it
+            // only at flush), and a number given twice would send a dead
+            // record to another frame.
+            if let Some(max) = self.log.max_frame() {
+                let past = max.checked_add(1).ok_or_else(frames_exhausted)?;
+                self.state.fetch_and_update(NEXT_FRAME, |old| {
+                    let old = old
+                        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                        .map_or(0, u32::from_le_bytes);
+                    Some(old.max(past).to_le_bytes().to_vec())
+                })?;
+            }
             return Ok(());
         }
         self.reset()?;
@@ -267,10 +287,7 @@ impl ChunkIndex {
             .and_then(|v| <[u8; 4]>::try_from(&v[..]).ok())
             .map_or(0, u32::from_le_bytes);
         if first.checked_add(count as u32).is_none() {
-            return Err(Error::corrupt(
-                "local chunk index",
-                "2^32 frames numbered: delete the metadata directory (.local) to rebuild it",
-            ));
+            return Err(frames_exhausted());
         }
         Ok(first)
     }
@@ -572,6 +589,19 @@ mod tests {
         let idx = open();
         assert!(idx.contains(&fa.chunks[0].id).unwrap(), "read back");
         assert!(idx.packs.contains_key(b.0).unwrap());
+        // A process killed after appending records, whose count of frame
+        // numbers sled lost: the next one numbers past every record's, so
+        // no record is sent to another pack's frame.
+        idx.state.insert(NEXT_FRAME, &0u32.to_le_bytes()).unwrap();
+        idx.state.flush().unwrap();
+        drop(idx);
+        let idx = open();
+        let (c, fc) = one_chunk_pack(3);
+        idx.add_pack(&c, std::slice::from_ref(&fc)).unwrap();
+        assert_eq!(idx.get(&fa.chunks[0].id).unwrap().unwrap().pack, a);
+        assert_eq!(idx.get(&fb.chunks[0].id).unwrap().unwrap().pack, b);
+        assert_eq!(idx.get(&fc.chunks[0].id).unwrap().unwrap().pack, c);
+        idx.state.flush().unwrap();
         drop(idx);
         // Cut short: the second record is gone, though its pack is marked.
         let bytes = std::fs::read(&log).unwrap();
