@@ -188,6 +188,9 @@ impl ChunkLog {
                 inner.id = id;
                 inner.records = records;
                 inner.out = Some(out);
+                // Sized once for what is read (at most half full).
+                let slots = (inner.records.len() * 2).next_power_of_two().max(1024);
+                inner.table = vec![0; slots];
                 for at in 0..inner.records.len() {
                     inner.take(at);
                 }
