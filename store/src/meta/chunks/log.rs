@@ -20,7 +20,8 @@
 //! record in sled's `frames` tree (its pack was deleted, and
 //! `forget_frames` dropped its frames) is dead, and a chunk stored again
 //! gets a new record that the table points to instead. A database that
-//! starts over truncates the log.
+//! starts over truncates the log; one whose log is a quarter dead rewrites
+//! it at open (`compact`).
 //!
 //! Crash safety: records are written (to the file, then to memory) before
 //! the pack they index is marked loaded in sled, and sled's `index-sync`
@@ -278,6 +279,52 @@ impl ChunkLog {
             .collect()
     }
 
+    /// Rewrites the log with only the newest record of each id whose frame
+    /// `live` keeps (the same id, a new file renamed over the old); returns
+    /// how many records it then holds. For a log with many dead records:
+    /// called at open, before any other thread uses it.
+    pub(crate) fn compact(&self, live: impl Fn(u32) -> bool) -> std::io::Result<u64> {
+        let mut inner = self.inner.write().expect("poisoned");
+        let mut ats: Vec<u32> = inner.table.iter().copied().filter(|a| *a != 0).collect();
+        ats.sort_unstable();
+        let kept: Vec<Record> = ats
+            .into_iter()
+            .map(|a| inner.records[a as usize - 1])
+            .filter(|r| live(entry(r).frame))
+            .collect();
+        if let Some(path) = &self.file {
+            let tmp = path.with_extension("tmp");
+            let mut f = crate::util::private_file(&tmp)?;
+            f.write_all(MAGIC)?;
+            f.write_all(&inner.id.to_le_bytes())?;
+            f.write_all(kept.as_flattened())?;
+            f.sync_data()?;
+            drop(f);
+            fs::rename(&tmp, path)?;
+            inner.out = Some(OpenOptions::new().append(true).open(path)?);
+        }
+        inner.clear();
+        inner.records = kept;
+        let slots = (inner.records.len() * 2).next_power_of_two().max(1024);
+        inner.table = vec![0; slots];
+        for at in 0..inner.records.len() {
+            inner.take(at);
+        }
+        Ok(inner.records.len() as u64)
+    }
+
+    /// How many records are the newest of their id whose frame `live`
+    /// keeps.
+    pub(crate) fn live(&self, live: impl Fn(u32) -> bool) -> u64 {
+        let inner = self.inner.read().expect("poisoned");
+        inner
+            .table
+            .iter()
+            .filter(|a| **a != 0)
+            .filter(|a| live(entry(&inner.records[**a as usize - 1]).frame))
+            .count() as u64
+    }
+
     /// Makes what was appended durable (before sled's flush).
     pub(crate) fn sync(&self) -> std::io::Result<()> {
         match &self.inner.read().expect("poisoned").out {
@@ -345,6 +392,13 @@ mod tests {
         b.0[12] = 3;
         log.append(&[(a, at(1)), (b, at(2))]).unwrap();
         assert_eq!((log.find(&a), log.find(&b)), (Some(at(1)), Some(at(2))));
+        // Compacted: the newest record of each id whose frame lives.
+        assert_eq!(log.records(), 10_003);
+        assert_eq!(log.live(|f| f != 2), 10_000);
+        assert_eq!(log.compact(|f| f != 2).unwrap(), 10_000);
+        assert_eq!(log.find(&id(5)), Some(at(99)));
+        assert_eq!((log.find(&a), log.find(&b)), (Some(at(1)), None));
+        assert!((0..10_000).all(|i| log.find(&id(i)).is_some() == (i != 2)));
         log.start_over(8).unwrap();
         assert!(log.find(&a).is_none() && log.records() == 0);
     }
@@ -375,6 +429,14 @@ mod tests {
             fs::metadata(&path).unwrap().len(),
             HEADER_LEN + 3 * RECORD_LEN as u64
         );
+        // Compacted on disk too, and appended to after.
+        assert_eq!(log.compact(|f| f != 1).unwrap(), 2);
+        log.append(&[(id(4), at(4))]).unwrap();
+        drop(log);
+        let log = ChunkLog::open(Some(path.clone()));
+        assert_eq!((log.id(), log.records()), (42, 3));
+        assert!(log.find(&id(1)).is_none());
+        assert_eq!(log.find(&id(4)), Some(at(4)));
         fs::write(&path, b"not a log").unwrap();
         assert_eq!(ChunkLog::open(Some(path)).id(), 0);
     }
