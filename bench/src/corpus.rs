@@ -168,11 +168,21 @@ pub fn toolchain(cache: &Path) -> Result<Corpus> {
 /// A generated tree of about `files` files and its next run (1% of files
 /// changed, one package added), made once in the cache; with `max_size`,
 /// no file is larger (a million files in a few GiB of disk).
-pub fn synthetic(files: u64, max_size: Option<u64>, cache: &Path) -> Result<Corpus> {
-    let name = match max_size {
+fn synthetic_name(files: u64, max_size: Option<u64>) -> String {
+    match max_size {
         Some(max) => format!("synthetic-{files}-max{max}"),
         None => format!("synthetic-{files}"),
-    };
+    }
+}
+
+/// Whether `synthetic` would find its trees generated already.
+pub fn synthetic_ready(files: u64, max_size: Option<u64>, cache: &Path) -> bool {
+    let name = synthetic_name(files, max_size);
+    cache.join(name).join(".materialized").exists()
+}
+
+pub fn synthetic(files: u64, max_size: Option<u64>, cache: &Path) -> Result<Corpus> {
+    let name = synthetic_name(files, max_size);
     let out = cache.join(&name);
     let base = out.join("base/node_modules");
     let next = out.join("next/node_modules");

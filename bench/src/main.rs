@@ -10,7 +10,7 @@ use clap::Parser;
 
 use strata_bench::report::{self, Results};
 use strata_bench::tools::{self, Strata, StrataHttp, Tarball, TarballNet, Tool};
-use strata_bench::{busy, cold, compare, corpus, measure, scale, wire};
+use strata_bench::{busy, cold, compare, corpus, disk, measure, scale, wire};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -167,6 +167,33 @@ fn real_main() -> Result<()> {
         return scale_main(&args, replicas);
     }
     let corpora = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora");
+    let work = match &args.work {
+        Some(w) => w.clone(),
+        None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
+    };
+    // The disk a run needs, before it writes anything (a generated tree's
+    // size is known from its file count; a corpus is measured once there).
+    let tool_names: Vec<&str> = match args.tools.is_empty() {
+        true => vec![
+            "strata",
+            "strata-http",
+            "tar|zstd",
+            "tar|gzip",
+            "restic",
+            "borg",
+            "casync",
+        ],
+        false => args.tools.iter().map(String::as_str).collect(),
+    };
+    if let Some(files) = args.synthetic {
+        let side = files * disk::synthetic_file_bytes(args.max_file_size);
+        let trees = match corpus::synthetic_ready(files, args.max_file_size, &args.cache) {
+            true => 0,
+            false => 2 * side,
+        };
+        let tools = (disk::tools_sides(&tool_names) * side as f64) as u64;
+        disk::check(&args.cache, trees, &work, tools)?;
+    }
     let corpus = match (&args.base, &args.next, &args.corpus, args.synthetic) {
         (Some(b), Some(n), _, _) => corpus::from_dirs(b, n)?,
         (_, _, Some(name), _) if name == "toolchain" => corpus::toolchain(&args.cache)?,
@@ -174,6 +201,11 @@ fn real_main() -> Result<()> {
         (_, _, _, Some(files)) => corpus::synthetic(files, args.max_file_size, &args.cache)?,
         _ => bail!("give --base and --next, --corpus NAME, or --synthetic FILES"),
     };
+    if args.synthetic.is_none() && args.replicas.is_none() {
+        let side = disk::tree_bytes(&corpus.base).max(disk::tree_bytes(&corpus.next));
+        let tools = (disk::tools_sides(&tool_names) * side as f64) as u64;
+        disk::check(&args.cache, 0, &work, tools)?;
+    }
     let strata_bin = strata_bin(&args)?;
     let bin = strata_bin.clone();
 
@@ -205,10 +237,6 @@ fn real_main() -> Result<()> {
             .collect()
     };
 
-    let work = match &args.work {
-        Some(w) => w.clone(),
-        None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
-    };
     std::fs::create_dir_all(&work)?;
     if !args.busy.is_empty() || args.cold {
         // Read both trees once so every tool starts from a warm page cache

@@ -8,12 +8,14 @@ pub mod chunks;
 
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{IoContext, Result};
 
-/// The sled database the local caches live in.
+/// The sled database the local caches live in, and the chunk log beside
+/// it (`chunks::log`: where each chunk lies, outside sled).
 #[derive(Debug, Clone)]
-pub(crate) struct MetaDb(sled::Db);
+pub(crate) struct MetaDb(sled::Db, Arc<chunks::log::ChunkLog>);
 
 impl MetaDb {
     /// Opens the database at `path`; if it cannot be read (say, after a
@@ -28,23 +30,33 @@ impl MetaDb {
                 .cache_capacity(8 << 20)
                 .flush_every_ms(None)
         };
-        match config().open() {
-            Ok(db) => Ok(MetaDb(db)),
+        // Beside sled's directory: `ChunkIndex::open` checks that it
+        // belongs to this database.
+        let log = path.with_file_name("chunk-log");
+        let db = match config().open() {
+            Ok(db) => db,
             Err(_) => {
                 fs::remove_dir_all(path).ctx("remove unreadable metadata", path)?;
-                Ok(MetaDb(config().open()?))
+                config().open()?
             }
-        }
+        };
+        Ok(MetaDb(db, Arc::new(chunks::log::ChunkLog::open(Some(log)))))
     }
 
     /// A database in memory, for this process only (a server's client; a
     /// read-only mount).
     pub(crate) fn temporary() -> Result<MetaDb> {
-        Ok(MetaDb(sled::Config::new().temporary(true).open()?))
+        let db = sled::Config::new().temporary(true).open()?;
+        Ok(MetaDb(db, Arc::new(chunks::log::ChunkLog::open(None))))
     }
 
     /// Writes what is cached to disk.
     pub(crate) fn flush(&self) -> Result<()> {
+        // The log first: sled's count of records must never be durable
+        // before the records are.
+        self.1
+            .sync()
+            .map_err(|e| crate::error::Error::io("sync", "chunk log", e))?;
         self.0.flush()?;
         Ok(())
     }

@@ -18,7 +18,7 @@ use crate::format::keys::{
 use crate::format::records::{read_condemned, read_deleted, Tombstones};
 use crate::id::{IndexId, PackId};
 
-use super::{ChunkIndex, FrameMemo};
+use super::ChunkIndex;
 
 impl ChunkIndex {
     /// Reads what other writers added since the last sync; returns how
@@ -241,22 +241,13 @@ impl ChunkIndex {
         self.forget_packs(&loaded)
     }
 
-    /// Forgets deleted packs: their chunks' entries that point at them.
+    /// Forgets deleted packs: their frame records, and with them the log
+    /// entries that name them.
     pub(super) fn forget_packs(&self, gone: &[PackId]) -> Result<()> {
         if gone.is_empty() {
             return Ok(());
         }
         let gone_set: HashSet<[u8; 32]> = gone.iter().map(|p| p.0).collect();
-        let mut memo = FrameMemo::default();
-        for item in self.chunks.iter() {
-            let (k, v) = item?;
-            if self
-                .pack_of(&v, &mut memo)?
-                .is_some_and(|p| gone_set.contains(&p))
-            {
-                self.chunks.remove(k)?;
-            }
-        }
         self.forget_frames(&gone_set)?;
         for g in gone {
             self.packs.remove(g.0)?;
@@ -280,11 +271,16 @@ impl ChunkIndex {
     /// Forgets every chunk, index object and pack (keeping what gc's
     /// tombstones said is deleted): the cache starts over.
     pub(super) fn reset(&self) -> Result<()> {
-        self.chunks.clear()?;
-        self.frames.clear()?;
+        // The marks first: a log entry whose frame record is gone is dead,
+        // and frame numbers are never reused, so the log can go last.
         self.loaded.clear()?;
         self.packs.clear()?;
+        self.frames.clear()?;
         self.state.remove(POSITION)?;
+        self.log
+            .start_over(self.log.id())
+            .map_err(|e| crate::error::Error::io("write", "chunk log", e))?;
+        self.state.insert(super::LOG_LEN, &0u64.to_le_bytes())?;
         Ok(())
     }
 

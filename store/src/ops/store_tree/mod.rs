@@ -284,3 +284,86 @@ fn entry_of(s: Scanned, content: Option<FileContent>) -> Entry {
         kind,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::ops::attach::{attach, AttachRequest};
+    use crate::ops::persist::{persist, PersistReport, PersistRequest};
+    use crate::repo::{Quiet, Store};
+    use crate::{Graph, JobName, RunName};
+
+    fn persist_tree(store: &Store, run: &str, root: &Path) -> PersistReport {
+        let run = RunName::new(run).unwrap();
+        let graph = Graph::from_specs(&["a", "b:a"]).unwrap();
+        store.create_run(&run, graph, None).unwrap();
+        let req = PersistRequest {
+            run,
+            job: JobName::new("a").unwrap(),
+            root: root.to_path_buf(),
+            paths: vec!["t".into()],
+            allow_empty: false,
+            writer: None,
+        };
+        persist(store, &req).unwrap()
+    }
+
+    fn reads(store: &Store) -> u64 {
+        store.local_index().unwrap().lookup_reads()
+    }
+
+    // Issue 29: a persist asks about every chunk it reads, and the local
+    // index answers each with a probe of the chunk log in memory; sled is
+    // read only for frame records (a few per call, whatever the store's
+    // size). A persist of new content into stores of two sizes reads sled
+    // no more often in the larger; a persist of known content and an
+    // attach read it at most once a chunk.
+    #[test]
+    fn sled_reads_per_chunk_are_bounded_whatever_the_store_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = |name: &str, files: u64, seed: u64| {
+            let root = dir.path().join(name);
+            crate::synth::generate_capped(&root.join("t"), files, seed, 4096).unwrap();
+            root
+        };
+        let (small, large) = (tree("small", 500, 1), tree("large", 3000, 2));
+        let new = tree("new", 1000, 3);
+        let mut per_chunk = Vec::new();
+        for (name, held) in [("s1", &small), ("s2", &large)] {
+            let store = Store::open(&dir.path().join(name), &Quiet).unwrap();
+            persist_tree(&store, "r1", held);
+            let before = reads(&store);
+            let r = persist_tree(&store, "r2", &new);
+            assert!(r.chunks_new * 100 >= r.chunks * 99, "(nearly) all new");
+            let read = reads(&store) - before;
+            per_chunk.push(read as f64 / r.chunks as f64);
+            // Again: every chunk is known now.
+            let before = reads(&store);
+            let again = persist_tree(&store, "r3", &new);
+            assert_eq!(again.chunks_new, 0);
+            assert!(
+                reads(&store) - before <= again.chunks,
+                "at most one a chunk"
+            );
+            // The attach locates every chunk of the layer.
+            let before = reads(&store);
+            let req = AttachRequest {
+                run: RunName::new("r3").unwrap(),
+                job: JobName::new("b").unwrap(),
+                at: dir.path().join(format!("{name}-at")),
+                keep_setuid: false,
+                only: Vec::new(),
+            };
+            attach(&store, &req).unwrap();
+            assert!(
+                reads(&store) - before <= again.chunks,
+                "at most one a chunk"
+            );
+        }
+        assert!(
+            per_chunk.iter().all(|r| *r < 0.01),
+            "new chunks are settled without sled: {per_chunk:?}"
+        );
+    }
+}
