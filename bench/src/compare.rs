@@ -4,7 +4,7 @@
 //! interleaved step by step; then ten successive runs with churn. The
 //! harness (`strata-bench`) and `strata bench` both run it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -25,6 +25,64 @@ pub struct Method {
     pub ten_runs: bool,
     /// The link between the networked tools and their servers, if any.
     pub link: Option<Link>,
+}
+
+/// One round of scenarios 1 to 4 for every tool, interleaved: each step
+/// runs for every tool before the next step. `dir` names a tool's
+/// directories, `record` takes each measurement; returns the reference of
+/// scenario 2, one full read of the next tree.
+fn one_round(
+    corpus: &Corpus,
+    tools: &[Box<dyn Tool>],
+    dir: &dyn Fn(&dyn Tool, &str) -> PathBuf,
+    record: &mut dyn FnMut(Scenario, &dyn Tool, Record),
+) -> Result<Record> {
+    for t in tools {
+        t.init(&dir(t.as_ref(), "repo"))?;
+    }
+    for t in tools {
+        let repo = dir(t.as_ref(), "repo");
+        let step = t.persist(&repo, &corpus.base, 1)?;
+        record(
+            Scenario::PersistFirst,
+            t.as_ref(),
+            Record::new(step, Some(t.repo_bytes(&repo))),
+        );
+    }
+    for t in tools {
+        let repo = dir(t.as_ref(), "repo");
+        let before = t.repo_bytes(&repo);
+        let step = t.persist(&repo, &corpus.next, 2)?;
+        let growth = t.repo_bytes(&repo) - before;
+        record(
+            Scenario::PersistNext,
+            t.as_ref(),
+            Record::new(step, Some(growth)),
+        );
+    }
+    let (sample, _) = measure::run("tar -cf - . | cat > /dev/null", &corpus.next, &[])?;
+    let read = Record::new(
+        tools::Step {
+            sample,
+            network_bytes: None,
+            content_bytes: None,
+        },
+        None,
+    );
+    for t in tools {
+        let step = t.attach(&dir(t.as_ref(), "repo"), 1, &dir(t.as_ref(), "fresh"))?;
+        record(Scenario::AttachFresh, t.as_ref(), Record::new(step, None));
+    }
+    for t in tools {
+        let target = if t.reuses_target() {
+            dir(t.as_ref(), "fresh")
+        } else {
+            dir(t.as_ref(), "next")
+        };
+        let step = t.attach(&dir(t.as_ref(), "repo"), 2, &target)?;
+        record(Scenario::AttachWarm, t.as_ref(), Record::new(step, None));
+    }
+    Ok(read)
 }
 
 /// Runs scenarios 1 to 5 for `tools` on `corpus`, in `work`.
@@ -58,54 +116,9 @@ pub fn run(
                 results.add(s, t.name(), rec);
             }
         };
-        // Interleaved: each step runs for every tool before the next step.
-        for t in tools {
-            t.init(&dir(t.as_ref(), "repo"))?;
-        }
-        for t in tools {
-            let repo = dir(t.as_ref(), "repo");
-            let step = t.persist(&repo, &corpus.base, 1)?;
-            record(
-                Scenario::PersistFirst,
-                t.as_ref(),
-                Record::new(step, Some(t.repo_bytes(&repo))),
-            );
-        }
-        for t in tools {
-            let repo = dir(t.as_ref(), "repo");
-            let before = t.repo_bytes(&repo);
-            let step = t.persist(&repo, &corpus.next, 2)?;
-            let growth = t.repo_bytes(&repo) - before;
-            record(
-                Scenario::PersistNext,
-                t.as_ref(),
-                Record::new(step, Some(growth)),
-            );
-        }
-        // The reference for scenario 2: one full read of the next tree.
-        let (sample, _) = measure::run("tar -cf - . | cat > /dev/null", &corpus.next, &[])?;
+        let read = one_round(corpus, tools, &dir, &mut record)?;
         if measured {
-            reads.push(Record::new(
-                tools::Step {
-                    sample,
-                    network_bytes: None,
-                    content_bytes: None,
-                },
-                None,
-            ));
-        }
-        for t in tools {
-            let step = t.attach(&dir(t.as_ref(), "repo"), 1, &dir(t.as_ref(), "fresh"))?;
-            record(Scenario::AttachFresh, t.as_ref(), Record::new(step, None));
-        }
-        for t in tools {
-            let target = if t.reuses_target() {
-                dir(t.as_ref(), "fresh")
-            } else {
-                dir(t.as_ref(), "next")
-            };
-            let step = t.attach(&dir(t.as_ref(), "repo"), 2, &target)?;
-            record(Scenario::AttachWarm, t.as_ref(), Record::new(step, None));
+            reads.push(read);
         }
     }
     for rec in reads {

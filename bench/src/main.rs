@@ -142,19 +142,7 @@ fn real_main() -> Result<()> {
     }
     let args = Args::parse();
     if !args.render_rtt.is_empty() {
-        let mut sweep = Vec::new();
-        for saved in &args.render_rtt {
-            let text = std::fs::read_to_string(saved)
-                .with_context(|| format!("reading {}", saved.display()))?;
-            let results: Results = serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", saved.display()))?;
-            sweep.push(results);
-        }
-        if let Some(svg) = &args.svg {
-            report::rtt_svg(&sweep, svg)?;
-        }
-        print!("{}", report::rtt_markdown(&sweep)?);
-        return Ok(());
+        return render_rtt(&args);
     }
     if let Some(saved) = &args.render {
         let text = std::fs::read_to_string(saved)
@@ -166,77 +154,13 @@ fn real_main() -> Result<()> {
     if let Some(replicas) = args.replicas {
         return scale_main(&args, replicas);
     }
-    let corpora = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora");
     let work = match &args.work {
         Some(w) => w.clone(),
         None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
     };
-    // The disk a run needs, before it writes anything (a generated tree's
-    // size is known from its file count; a corpus is measured once there).
-    let tool_names: Vec<&str> = match args.tools.is_empty() {
-        true => vec![
-            "strata",
-            "strata-http",
-            "tar|zstd",
-            "tar|gzip",
-            "restic",
-            "borg",
-            "casync",
-        ],
-        false => args.tools.iter().map(String::as_str).collect(),
-    };
-    if let Some(files) = args.synthetic {
-        let side = files * disk::synthetic_file_bytes(args.max_file_size);
-        let trees = match corpus::synthetic_ready(files, args.max_file_size, &args.cache) {
-            true => 0,
-            false => 2 * side,
-        };
-        let tools = (disk::tools_sides(&tool_names) * side as f64) as u64;
-        disk::check(&args.cache, trees, &work, tools)?;
-    }
-    let corpus = match (&args.base, &args.next, &args.corpus, args.synthetic) {
-        (Some(b), Some(n), _, _) => corpus::from_dirs(b, n)?,
-        (_, _, Some(name), _) if name == "toolchain" => corpus::toolchain(&args.cache)?,
-        (_, _, Some(name), _) => corpus::materialize(&corpora, name, &args.cache)?,
-        (_, _, _, Some(files)) => corpus::synthetic(files, args.max_file_size, &args.cache)?,
-        _ => bail!("give --base and --next, --corpus NAME, or --synthetic FILES"),
-    };
-    if args.synthetic.is_none() && args.replicas.is_none() {
-        let side = disk::tree_bytes(&corpus.base).max(disk::tree_bytes(&corpus.next));
-        let tools = (disk::tools_sides(&tool_names) * side as f64) as u64;
-        disk::check(&args.cache, 0, &work, tools)?;
-    }
+    let corpus = checked_corpus(&args, &work)?;
     let strata_bin = strata_bin(&args)?;
-    let bin = strata_bin.clone();
-
-    let link = link_of(&args);
-    let mut all: Vec<Box<dyn Tool>> = vec![
-        Box::new(Strata {
-            bin: strata_bin.clone(),
-        }),
-        Box::new(StrataHttp::new(strata_bin, link)),
-        Box::new(Tarball::zstd()),
-        Box::new(Tarball::gzip()),
-    ];
-    if let Some(link) = link {
-        all.push(Box::new(TarballNet::new(std::env::current_exe()?, link)));
-    }
-    all.extend(tools::installed_baselines(&mut |program| {
-        eprintln!("strata-bench: {program} is not installed; leaving it out")
-    }));
-    let tools: Vec<Box<dyn Tool>> = if args.tools.is_empty() {
-        all
-    } else {
-        for t in &args.tools {
-            if !all.iter().any(|x| x.name() == t) {
-                bail!("unknown or missing tool {t:?}");
-            }
-        }
-        all.into_iter()
-            .filter(|t| args.tools.iter().any(|n| n == t.name()))
-            .collect()
-    };
-
+    let tools = chosen_tools(&args, &strata_bin)?;
     std::fs::create_dir_all(&work)?;
     if !args.busy.is_empty() || args.cold {
         // Read both trees once so every tool starts from a warm page cache
@@ -246,14 +170,14 @@ fn real_main() -> Result<()> {
         }
     }
     if !args.busy.is_empty() {
-        let result = busy::run_busy(&bin, &corpus, &args.busy, &work);
+        let result = busy::run_busy(&strata_bin, &corpus, &args.busy, &work);
         if !args.keep_work {
             let _ = std::fs::remove_dir_all(&work);
         }
         return save_and_print(&args, &result?, busy::markdown);
     }
     if args.cold {
-        let result = cold::run_cold(&bin, &corpus, args.runs, &work);
+        let result = cold::run_cold(&strata_bin, &corpus, args.runs, &work);
         if !args.keep_work {
             let _ = std::fs::remove_dir_all(&work);
         }
@@ -277,6 +201,96 @@ fn real_main() -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
     }
     output(&args, &results)
+}
+
+/// `--render-rtt`: the RTT sweep's table (and chart) from saved results.
+fn render_rtt(args: &Args) -> Result<()> {
+    let mut sweep = Vec::new();
+    for saved in &args.render_rtt {
+        let text = std::fs::read_to_string(saved)
+            .with_context(|| format!("reading {}", saved.display()))?;
+        let results: Results =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", saved.display()))?;
+        sweep.push(results);
+    }
+    if let Some(svg) = &args.svg {
+        report::rtt_svg(&sweep, svg)?;
+    }
+    print!("{}", report::rtt_markdown(&sweep)?);
+    Ok(())
+}
+
+/// The trees the arguments name, once the disk they need is known to be
+/// free (a generated tree's size is known from its file count, before it
+/// is written; a corpus is measured once there).
+fn checked_corpus(args: &Args, work: &Path) -> Result<corpus::Corpus> {
+    let corpora = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora");
+    let tool_names: Vec<&str> = match args.tools.is_empty() {
+        true => vec![
+            "strata",
+            "strata-http",
+            "tar|zstd",
+            "tar|gzip",
+            "restic",
+            "borg",
+            "casync",
+        ],
+        false => args.tools.iter().map(String::as_str).collect(),
+    };
+    if let Some(files) = args.synthetic {
+        let side = files * disk::synthetic_file_bytes(args.max_file_size);
+        let trees = match corpus::synthetic_ready(files, args.max_file_size, &args.cache) {
+            true => 0,
+            false => 2 * side,
+        };
+        let tools = (disk::tools_sides(&tool_names) * side as f64) as u64;
+        disk::check(&args.cache, trees, work, tools)?;
+    }
+    let corpus = match (&args.base, &args.next, &args.corpus, args.synthetic) {
+        (Some(b), Some(n), _, _) => corpus::from_dirs(b, n)?,
+        (_, _, Some(name), _) if name == "toolchain" => corpus::toolchain(&args.cache)?,
+        (_, _, Some(name), _) => corpus::materialize(&corpora, name, &args.cache)?,
+        (_, _, _, Some(files)) => corpus::synthetic(files, args.max_file_size, &args.cache)?,
+        _ => bail!("give --base and --next, --corpus NAME, or --synthetic FILES"),
+    };
+    if args.synthetic.is_none() && args.replicas.is_none() {
+        let side = disk::tree_bytes(&corpus.base).max(disk::tree_bytes(&corpus.next));
+        let tools = (disk::tools_sides(&tool_names) * side as f64) as u64;
+        disk::check(&args.cache, 0, work, tools)?;
+    }
+    Ok(corpus)
+}
+
+/// The tools `--tools` names (every one available when none), with the
+/// tarball's network client when a link is asked for.
+fn chosen_tools(args: &Args, strata_bin: &Path) -> Result<Vec<Box<dyn Tool>>> {
+    let link = link_of(args);
+    let mut all: Vec<Box<dyn Tool>> = vec![
+        Box::new(Strata {
+            bin: strata_bin.to_path_buf(),
+        }),
+        Box::new(StrataHttp::new(strata_bin.to_path_buf(), link)),
+        Box::new(Tarball::zstd()),
+        Box::new(Tarball::gzip()),
+    ];
+    if let Some(link) = link {
+        all.push(Box::new(TarballNet::new(std::env::current_exe()?, link)));
+    }
+    all.extend(tools::installed_baselines(&mut |program| {
+        eprintln!("strata-bench: {program} is not installed; leaving it out")
+    }));
+    if args.tools.is_empty() {
+        return Ok(all);
+    }
+    for t in &args.tools {
+        if !all.iter().any(|x| x.name() == t) {
+            bail!("unknown or missing tool {t:?}");
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|t| args.tools.iter().any(|n| n == t.name()))
+        .collect())
 }
 
 /// The strata binary: --strata, or the one next to this one.

@@ -189,69 +189,10 @@ fn throughput(
     let ns = |i: usize| format!("{}/bench", servers[i % replicas].url);
     let cache = |i: usize| root.join(format!("cache{i}"));
     let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
-    strata(
-        bin,
-        &[
-            "--store",
-            &ns(0),
-            "run",
-            "create",
-            "--run",
-            "base",
-            "--job",
-            "a",
-            "--job",
-            "b:a",
-        ],
-    )?;
-    strata(
-        bin,
-        &[
-            "--store",
-            &ns(0),
-            "--cache-dir",
-            &s(&cache(999)),
-            "persist",
-            "--run",
-            "base",
-            "--job",
-            "a",
-            "--root",
-            &s(base.parent().expect("has parent")),
-            "tree",
-        ],
-    )?;
-    for i in 0..trees.len() {
-        strata(
-            bin,
-            &[
-                "--store",
-                &ns(i),
-                "run",
-                "create",
-                "--run",
-                &format!("c{i}"),
-                "--job",
-                "a",
-                "--job",
-                "b:a",
-            ],
-        )?;
-    }
+    set_up(bin, &ns, &cache(999), base, trees.len())?;
     // Past the replicas' resync interval: each knows the base's chunks.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let all = |step: &(dyn Fn(usize) -> Result<()> + Sync)| -> Result<f64> {
-        let started = Instant::now();
-        std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..trees.len())
-                .map(|i| sc.spawn(move || step(i)))
-                .collect();
-            handles
-                .into_iter()
-                .try_for_each(|h| h.join().expect("client panicked"))
-        })?;
-        Ok(started.elapsed().as_secs_f64())
-    };
+    let all = |step: &(dyn Fn(usize) -> Result<()> + Sync)| at_once(trees.len(), step);
     let persist_s = all(&|i| {
         let tree = &trees[i];
         strata(
@@ -297,6 +238,70 @@ fn throughput(
         persist_s,
         attach_s,
     })
+}
+
+/// Run `base` with `base` persisted by job a (through replica 0, runner
+/// cache `cache`), and runs `c0`..`c<clients>` created.
+fn set_up(
+    bin: &Path,
+    ns: &dyn Fn(usize) -> String,
+    cache: &Path,
+    base: &Path,
+    clients: usize,
+) -> Result<()> {
+    let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let create = |i: usize, run: &str| {
+        strata(
+            bin,
+            &[
+                "--store",
+                &ns(i),
+                "run",
+                "create",
+                "--run",
+                run,
+                "--job",
+                "a",
+                "--job",
+                "b:a",
+            ],
+        )
+    };
+    create(0, "base")?;
+    strata(
+        bin,
+        &[
+            "--store",
+            &ns(0),
+            "--cache-dir",
+            &s(cache),
+            "persist",
+            "--run",
+            "base",
+            "--job",
+            "a",
+            "--root",
+            &s(base.parent().expect("has parent")),
+            "tree",
+        ],
+    )?;
+    for i in 0..clients {
+        create(i, &format!("c{i}"))?;
+    }
+    Ok(())
+}
+
+/// Runs `step` for clients 0..`n` all at once; the seconds until the last
+/// ended.
+fn at_once(n: usize, step: &(dyn Fn(usize) -> Result<()> + Sync)) -> Result<f64> {
+    let started = Instant::now();
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..n).map(|i| sc.spawn(move || step(i))).collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("client panicked"))
+    })?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Fills `s3://…/open-<packs>-f<format>` with `packs` packs of one chunk
