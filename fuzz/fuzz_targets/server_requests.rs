@@ -57,6 +57,8 @@ fuzz_target!(|data: &[u8]| {
                 role: Role::Read,
                 runs: None,
                 cache_keys: None,
+                run_names: None,
+                jobs: None,
             };
             if access::allow(&read, "ns", &access::Request::Put(&object)).is_ok() {
                 assert!(matches!(object, ObjectKind::Used(_) | ObjectKind::CacheUsed));
