@@ -121,6 +121,9 @@ pub(crate) enum Command {
     Attach(AttachArgs),
     /// List runs and caches (with sizes and expiry), or a run's jobs and layers.
     Ls(LsArgs),
+    /// Remove a run's workspace now (its chunks go with gc, after the
+    /// grace period).
+    Rm(RmArgs),
     /// Show what the store holds.
     Stats,
     /// Check the store's objects; exit 1 if anything is wrong.
@@ -206,6 +209,11 @@ pub(crate) struct ServeArgs {
     /// (30m, 6h, 1d).
     #[arg(long, value_name = "DURATION", value_parser = values::duration)]
     pub(crate) gc_every: Option<std::time::Duration>,
+    /// A storage budget for every namespace (50GiB; the config file's
+    /// `budgets:` sets one per namespace): gc evicts least recently used
+    /// runs and caches, never one used within the grace period, to keep it.
+    #[arg(long, value_name = "SIZE", value_parser = values::size)]
+    pub(crate) max_size: Option<u64>,
     /// With an s3:// store: sync a namespace's chunk index from the bucket
     /// when it is older than this (another replica's writes are reused
     /// within it; a chunk not found syncs at once). Default 10s.
@@ -293,6 +301,29 @@ pub(crate) enum CacheCommand {
     Save(CacheSaveArgs),
     /// Restore the first cache the keys match (exactly, then as a prefix).
     Restore(CacheRestoreArgs),
+    /// Remove every entry of one cache key (exactly that key, as `ls` shows
+    /// it; its chunks go with gc, after the grace period).
+    Rm(CacheRmArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CacheRmArgs {
+    /// The cache key, exactly as stored (not a template).
+    #[arg(long)]
+    pub(crate) key: String,
+    /// Also if it was saved or restored within the grace period.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RmArgs {
+    /// The run whose workspace to remove.
+    #[arg(long)]
+    pub(crate) run: RunName,
+    /// Also if it was used within the grace period (a job may be reading it).
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -340,6 +371,10 @@ pub(crate) struct GcArgs {
     /// The old spelling of --grace, in seconds (a warning says so).
     #[arg(long, value_name = "SECONDS", hide = true, conflicts_with = "grace")]
     pub(crate) grace_secs: Option<u64>,
+    /// A storage budget (10GiB): evict least recently used runs and caches,
+    /// never one used within the grace period, until the rest fit.
+    #[arg(long, value_name = "SIZE", value_parser = values::size)]
+    pub(crate) max_size: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -410,6 +445,11 @@ pub(crate) struct LsArgs {
     /// Only this job.
     #[arg(long, requires = "run")]
     pub(crate) job: Option<JobName>,
+    /// Each live run's and cache's stored bytes: held alone (what removing
+    /// it frees) and shared with others (reads every manifest and pack
+    /// trailer).
+    #[arg(long, conflicts_with = "run")]
+    pub(crate) sizes: bool,
 }
 
 #[derive(Args, Debug)]

@@ -14,9 +14,14 @@
 //!   body_idle_timeout_secs: 60
 //!   max_connections: 1024
 //!   rate_limit: 0              # requests per second per token; 0: none
+//! budgets:                     # storage budgets, in the CLI's size syntax
+//!   default: 50GiB             # every namespace (`--max-size` wins)
+//!   namespaces: {web: 200GiB}  # one namespace's own
 //! ```
 
 use std::path::Path;
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -28,6 +33,52 @@ struct FileSpec {
     tokens: Vec<TokenSpec>,
     #[serde(default)]
     limits: LimitsSpec,
+    #[serde(default)]
+    budgets: BudgetsSpec,
+}
+
+/// The `budgets:` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetsSpec {
+    default: Option<String>,
+    #[serde(default)]
+    namespaces: BTreeMap<String, String>,
+}
+
+/// Storage budgets: gc (scheduled or asked for) keeps each namespace under
+/// its own, else the default (docs/lifecycle.md, "Storage budget").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Budgets {
+    /// Every namespace without its own.
+    pub default: Option<u64>,
+    /// Namespaces' own budgets, in bytes.
+    pub namespaces: BTreeMap<String, u64>,
+}
+
+impl Budgets {
+    /// The budget of namespace `ns`, if any.
+    pub fn of(&self, ns: &str) -> Option<u64> {
+        self.namespaces.get(ns).copied().or(self.default)
+    }
+
+    fn parse(spec: BudgetsSpec) -> Result<Budgets, String> {
+        let size = |what: &str, s: &str| {
+            strata_store::size::parse_size(s).map_err(|e| format!("budgets: {what}: {e}"))
+        };
+        let mut namespaces = BTreeMap::new();
+        for (ns, s) in &spec.namespaces {
+            namespaces.insert(ns.clone(), size(ns, s)?);
+        }
+        Ok(Budgets {
+            default: spec
+                .default
+                .as_deref()
+                .map(|s| size("default", s))
+                .transpose()?,
+            namespaces,
+        })
+    }
 }
 
 /// The limits a config file sets; `None` leaves the flag's value.
@@ -46,6 +97,7 @@ pub struct LimitsSpec {
 pub struct ServerFile {
     pub auth: Auth,
     pub limits: LimitsSpec,
+    pub budgets: Budgets,
 }
 
 impl ServerFile {
@@ -66,6 +118,7 @@ impl ServerFile {
         Ok(ServerFile {
             auth: Auth::from_specs(spec.tokens)?,
             limits: spec.limits,
+            budgets: Budgets::parse(spec.budgets)?,
         })
     }
 }
@@ -73,6 +126,17 @@ impl ServerFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budgets_are_sizes_per_namespace_over_a_default() {
+        let f =
+            ServerFile::parse("tokens: []\nbudgets: {default: 10GiB, namespaces: {web: 1.5TiB}}\n")
+                .unwrap();
+        assert_eq!(f.budgets.of("web"), Some(3 << 39));
+        assert_eq!(f.budgets.of("other"), Some(10 << 30));
+        let none = ServerFile::parse("tokens: []\n").unwrap();
+        assert_eq!(none.budgets.of("web"), None);
+    }
 
     #[test]
     fn a_config_file_holds_tokens_and_limits() {
@@ -91,9 +155,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.limits, LimitsSpec::default());
+        assert_eq!(old.budgets, Budgets::default());
         for bad in [
             "tokens: []\nlimits: {max_connections: 0}\n",
             "tokens:\n  - {name: w, token: writer-token-0123456789, namespace: a, scope: write}\nlimits: {nope: 1}\n",
+            "tokens: []\nbudgets: {default: 10GB}\n",
+            "tokens: []\nbudgets: {namespaces: {web: lots}}\n",
         ] {
             assert!(ServerFile::parse(bad).is_err(), "{bad}");
         }

@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub log: bool,
     /// Run gc on every namespace this often.
     pub gc_every: Option<std::time::Duration>,
+    /// Storage budgets gc keeps each namespace under.
+    pub budgets: config::Budgets,
     /// How stale an S3 namespace's chunk index may grow before a chunk
     /// query syncs it from the bucket: other replicas' writes are seen
     /// within this (`None`: the library's default).
@@ -196,18 +198,27 @@ async fn scheduled_gc(state: Arc<routes::State>, every: std::time::Duration) {
         let state = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for ns in state.namespaces.names() {
+                let options = strata_store::gc::GcOptions {
+                    max_size: state.budgets.of(&ns),
+                    ..Default::default()
+                };
                 let result = state
                     .namespaces
                     .get(&ns)
-                    .and_then(|store| strata_store::gc::gc(&store, &Default::default()));
+                    .and_then(|store| strata_store::gc::gc(&store, &options));
                 match result {
                     Ok(r) => log::line(format_args!(
                         "scheduled gc {ns}: {} runs expired, {} caches expired, \
-                         {} packs deleted, {} B reclaimed",
+                         {} evicted over budget, {} packs deleted, {} B reclaimed{}",
                         r.runs_expired.len(),
                         r.caches_expired,
+                        r.evicted.len(),
                         r.packs_deleted,
-                        r.bytes_reclaimed
+                        r.bytes_reclaimed,
+                        match r.over_budget {
+                            0 => String::new(),
+                            b => format!("; {b} B over budget in runs used within the grace"),
+                        }
                     )),
                     // Another replica's gc holds the lease: its turn.
                     Err(e @ strata_store::Error::GcBusy { .. }) => {
@@ -281,6 +292,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         },
         auth: config.auth.clone(),
         oidc: config.oidc.clone(),
+        budgets: config.budgets.clone(),
         limiter: config.rate.map(limits::Limiter::new),
         max_body: config.max_body,
         log: config.log,

@@ -28,7 +28,8 @@ use strata_store::id::ChunkId;
 use strata_store::lookup::ChunkLookup;
 use strata_store::protocol::{
     decode_ids, encode_located, encode_missing, validate_key, validate_namespace, ErrorBody,
-    GcQuery, Hello, KeyList, ListQuery, RangesRequest, OBJECT_SIZE_HEADER, PROTOCOL_VERSION,
+    GcQuery, Hello, KeyList, ListQuery, RangesRequest, RemoveQuery, OBJECT_SIZE_HEADER,
+    PROTOCOL_VERSION,
 };
 use strata_store::{Error, Store};
 
@@ -42,6 +43,7 @@ pub(crate) struct State {
     pub(crate) namespaces: Namespaces,
     pub(crate) auth: Option<Auth>,
     pub(crate) oidc: Option<Arc<Oidc>>,
+    pub(crate) budgets: crate::config::Budgets,
     pub(crate) limiter: Option<Limiter>,
     pub(crate) max_body: usize,
     pub(crate) log: bool,
@@ -69,6 +71,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/ns/{ns}/chunks/locate", post(locate))
         .route("/v1/ns/{ns}/stats", get(stats))
         .route("/v1/ns/{ns}/gc", post(gc))
+        .route("/v1/ns/{ns}/footprints", get(footprints))
+        .route("/v1/ns/{ns}/remove", post(remove))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate));
     Router::new()
         .route("/v1", get(hello_server))
@@ -108,7 +112,9 @@ fn from_store(e: Error) -> Response {
         | Error::GcBusy { .. }
         | Error::Immutable { .. }
         | Error::RunExists { .. }
-        | Error::RunOfAnotherRef { .. } => StatusCode::CONFLICT,
+        | Error::RunOfAnotherRef { .. }
+        | Error::InUse { .. } => StatusCode::CONFLICT,
+        Error::Expired { .. } => StatusCode::GONE,
         Error::Refused { .. } | Error::NotAllowed { .. } => StatusCode::FORBIDDEN,
         Error::NoSpace { .. } => {
             crate::log::line(format_args!("{e}"));
@@ -143,6 +149,7 @@ fn access_request<'k>(
         (_, Some(kind)) if method == Method::PUT => access::Request::Put(kind),
         (_, Some(kind)) if method == Method::DELETE => access::Request::Delete(kind),
         ("/gc", _) => access::Request::Gc { dry_run },
+        ("/remove", _) => access::Request::Remove,
         ("" | "/", _) => access::Request::Hello,
         _ => access::Request::Read,
     }
@@ -445,11 +452,13 @@ async fn gc(
     Query(q): Query<GcQuery>,
     Extension(granted): Granted,
 ) -> Answer {
+    let budget = q.max_size.or(s.budgets.of(&ns));
     let report = with_store(&s, &ns, move |store| {
         let grace = access::gc_grace(q.grace_secs, store.config().gc_grace_secs)?;
         let options = strata_store::gc::GcOptions {
             dry_run: q.dry_run,
             grace_secs: Some(grace),
+            max_size: budget,
             ..Default::default()
         };
         strata_store::gc::gc(store, &options)
@@ -459,11 +468,43 @@ async fn gc(
         &s,
         &granted.1,
         format_args!(
-            "gc {ns}: {} runs expired, {} packs deleted, {} B reclaimed",
+            "gc {ns}: {} runs expired, {} evicted over budget, {} packs deleted, {} B reclaimed",
             report.runs_expired.len(),
+            report.evicted.len(),
             report.packs_deleted,
             report.bytes_reclaimed
         ),
     );
+    Ok(axum::Json(report).into_response())
+}
+
+async fn footprints(AxState(s): St, Path(ns): Path<String>) -> Answer {
+    let f = with_store(&s, &ns, strata_store::gc::budget::footprints).await?;
+    Ok(axum::Json(f).into_response())
+}
+
+/// `POST remove`: an admin drops a run or a cache key's entries; the run's
+/// record names the grant that asked.
+async fn remove(
+    AxState(s): St,
+    Path(ns): Path<String>,
+    Query(q): Query<RemoveQuery>,
+    Extension(granted): Granted,
+) -> Answer {
+    let by = granted.0.name.clone();
+    let report = with_store(&s, &ns, move |store| match (&q.run, &q.cache_key) {
+        (Some(run), None) => {
+            let run = strata_store::RunName::new(run)?;
+            strata_store::remove::remove_run(store, &run, &by, q.force)
+        }
+        (None, Some(key)) => strata_store::remove::remove_cache(store, key, q.force),
+        _ => Err(Error::BadRequest {
+            detail: "remove takes one of run= and cache_key=".into(),
+        }),
+    })
+    .await?;
+    for name in &report.removed {
+        log(&s, &granted.1, format_args!("removed {name} from {ns}"));
+    }
     Ok(axum::Json(report).into_response())
 }

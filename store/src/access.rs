@@ -96,6 +96,8 @@ pub enum Request<'a> {
         /// Whether it only reports.
         dry_run: bool,
     },
+    /// `POST remove`: dropping a run or a cache key's entries (`strata rm`).
+    Remove,
     /// Writing an object of this kind.
     Put(&'a ObjectKind),
     /// Deleting an object of this kind.
@@ -112,7 +114,7 @@ pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
     let needs = match request {
         Request::ServerHello => return Ok(()),
         Request::Hello | Request::Read | Request::Gc { dry_run: true } => Role::Read,
-        Request::Gc { dry_run: false } => Role::Admin,
+        Request::Gc { dry_run: false } | Request::Remove => Role::Admin,
         Request::Put(kind) => match kind {
             ObjectKind::Used(_) | ObjectKind::CacheUsed => Role::Read,
             ObjectKind::Pack(_)
@@ -147,7 +149,7 @@ pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
         let what = match needs {
             Role::Read => "read",
             Role::Write => "write",
-            Role::Admin => "administer (delete, gc)",
+            Role::Admin => "administer (delete, remove, gc)",
         };
         return Err(denied(
             grant,

@@ -376,17 +376,32 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A run or cache entry expired.
-    #[error("{what} expired on {on} ({days} days after its last use); {remedy}")]
+    /// A run or cache entry expired (or was evicted or removed).
+    #[error("{what} expired on {on} ({why}); {remedy}")]
     Expired {
         /// What kind of thing it is.
         what: String,
         /// The date it expired.
         on: String,
-        /// The retention period in days.
-        days: u32,
+        /// Why: "15 days after its last use", or how it was evicted or
+        /// removed.
+        why: String,
         /// What to do about it.
         remedy: &'static str,
+    },
+
+    /// `rm` of a run or cache entry used within the grace period, unforced.
+    #[error(
+        "{what} was last used at {last_use}, within the store's gc grace period of {grace_secs} s: \
+         a job may still be reading it; pass --force to remove it anyway"
+    )]
+    InUse {
+        /// What it is: `run R`, `cache "K"`.
+        what: String,
+        /// Its last use (UTC).
+        last_use: String,
+        /// The grace period, in seconds.
+        grace_secs: u64,
     },
 
     /// A cache key template cannot be rendered.

@@ -7,8 +7,8 @@
 //! `.ci/imports.py --layers` checks both the imports and that the two
 //! lists agree):
 //!
-//! 1. `error`, `id`, `util`, `protocol`: typed errors, content ids and
-//!    names, clocks and nonces; `strata serve`'s wire format, shared by the
+//! 1. `error`, `id`, `util`, `size`, `protocol`: typed errors, content ids and
+//!    names, clocks and nonces, sizes as people write them; `strata serve`'s wire format, shared by the
 //!    HTTP transport and the server;
 //! 2. `backend`: where objects live (directory, memory, S3, `strata serve`'s
 //!    object API), and the HTTP transport;
@@ -40,6 +40,7 @@ pub(crate) mod ops;
 pub mod protocol;
 pub(crate) mod read;
 pub(crate) mod repo;
+pub mod size;
 pub mod synth;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -54,7 +55,8 @@ pub use lookup::ChunkLookup;
 pub use ops::attach::{attach, AttachReport, AttachRequest};
 pub use ops::persist::{persist, PersistReport, PersistRequest};
 pub use ops::{
-    attach, cache_key, caches, ci_run, gc, ingest, lifecycle, persist, rerun, stats, verify,
+    attach, cache_key, caches, ci_run, footprint, gc, ingest, lifecycle, persist, remove, rerun,
+    stats, verify,
 };
 pub use repo::remote::RemoteLookup;
 pub use repo::{

@@ -52,8 +52,15 @@ pub mod route {
     pub const LOCATE: &str = "chunks/locate";
     /// `GET stats`: the namespace's stats, as JSON.
     pub const STATS: &str = "stats";
-    /// `POST gc?dry_run=B&grace_secs=N` (a `GcQuery`): gc's report, as JSON.
+    /// `POST gc?dry_run=B&grace_secs=N&max_size=S` (a `GcQuery`): gc's
+    /// report, as JSON.
     pub const GC: &str = "gc";
+    /// `GET footprints`: each live run's and cache entry's exclusive and
+    /// shared stored bytes, as JSON.
+    pub const FOOTPRINTS: &str = "footprints";
+    /// `POST remove?run=R` or `?cache_key=K` (a `RemoveQuery`): drop a run
+    /// or a cache key's entries; the report, as JSON.
+    pub const REMOVE: &str = "remove";
 }
 
 /// The root every route of namespace `ns` is under: `/v1/ns/NS/`.
@@ -228,6 +235,9 @@ pub struct GcQuery {
     /// The grace period, when not the server's default.
     #[serde(default)]
     pub grace_secs: Option<u64>,
+    /// A storage budget in bytes, when not the namespace's own.
+    #[serde(default)]
+    pub max_size: Option<u64>,
 }
 
 impl GcQuery {
@@ -237,8 +247,53 @@ impl GcQuery {
         if let Some(g) = self.grace_secs {
             path.push_str(&format!("&grace_secs={g}"));
         }
+        if let Some(m) = self.max_size {
+            path.push_str(&format!("&max_size={m}"));
+        }
         path
     }
+}
+
+/// The query of `POST remove`: one run, or every entry of one cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RemoveQuery {
+    /// The run to drop.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// The cache key whose entries to delete.
+    #[serde(default)]
+    pub cache_key: Option<String>,
+    /// Also when used within the grace period.
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl RemoveQuery {
+    /// The route with this query, its values percent-encoded.
+    pub fn path(&self) -> String {
+        let mut path = format!("{}?force={}", route::REMOVE, self.force);
+        if let Some(r) = &self.run {
+            path.push_str(&format!("&run={}", percent_encode(r)));
+        }
+        if let Some(k) = &self.cache_key {
+            path.push_str(&format!("&cache_key={}", percent_encode(k)));
+        }
+        path
+    }
+}
+
+/// `s` with every byte but unreserved ones (RFC 3986) as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// The part of the `stats` answer a client reads to count chunks (the
@@ -453,7 +508,14 @@ mod tests {
         let q = GcQuery {
             dry_run: true,
             grace_secs: Some(60),
+            max_size: Some(1 << 30),
         };
-        assert_eq!(q.path(), "gc?dry_run=true&grace_secs=60");
+        assert_eq!(q.path(), "gc?dry_run=true&grace_secs=60&max_size=1073741824");
+        let r = RemoveQuery {
+            run: None,
+            cache_key: Some("deps v1/&=x".into()),
+            force: true,
+        };
+        assert_eq!(r.path(), "remove?force=true&cache_key=deps%20v1%2F%26%3Dx");
     }
 }

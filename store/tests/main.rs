@@ -5,6 +5,7 @@
 mod common;
 
 mod attach_races;
+mod budget;
 mod ci_configs;
 mod compat;
 mod corruption;

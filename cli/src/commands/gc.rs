@@ -7,12 +7,14 @@ use strata_store::gc::{self, GcReport};
 use crate::args::{Cli, GcArgs};
 use crate::context::open;
 use crate::output::{bytes, count, plural, print_json};
+use strata_store::lifecycle::format_date;
 
 pub(crate) fn exec(cli: &Cli, a: &GcArgs) -> Result<()> {
     let store = open(cli)?;
     let options = gc::GcOptions {
         dry_run: a.dry_run,
         grace_secs: a.grace_secs(),
+        max_size: a.max_size,
         ..Default::default()
     };
     collected(cli.json, &gc::gc(&store, &options)?);
@@ -58,4 +60,34 @@ pub(crate) fn collected(json: bool, r: &GcReport) {
         bytes(r.bytes_pending),
         count(r.packs_pending)
     );
+    if let Some(budget) = r.budget {
+        budget_lines(r, budget, &did);
+    }
+}
+
+/// What a budget made gc do.
+fn budget_lines(r: &GcReport, budget: u64, did: &dyn Fn(&str, &str) -> String) {
+    println!(
+        "gc: budget {}: live data {} after {} {}",
+        bytes(budget),
+        bytes(r.live_bytes),
+        did("evicting", "evicting"),
+        plural(r.evicted.len() as u64, "run or cache")
+    );
+    for e in &r.evicted {
+        println!(
+            "gc:   {} {} (last used {}): held {} alone",
+            did("evicted", "would evict"),
+            e.name,
+            format_date(e.last_use),
+            bytes(e.held_alone)
+        );
+    }
+    if r.over_budget > 0 {
+        println!(
+            "gc: still {} over the budget: what is left was used within the grace period, \
+             which gc never evicts",
+            bytes(r.over_budget)
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! `strata ls` and `strata stats`: what the store holds.
 
 use anyhow::Result;
+use strata_store::footprint::Footprint;
+use strata_store::lifecycle::format_date;
 use strata_store::stats::{self, RunListing, StoreListing, StoreStats};
 use strata_store::JobStatus;
 
@@ -10,6 +12,10 @@ use crate::output::{bytes, count, plural, print_json};
 
 pub(crate) fn exec(cli: &Cli, a: &LsArgs) -> Result<()> {
     let store = open(cli)?;
+    if a.sizes {
+        footprints(cli.json, &strata_store::gc::budget::footprints(&store)?);
+        return Ok(());
+    }
     match &a.run {
         Some(run) => run_listing(cli.json, &stats::list_run(&store, run, a.job.as_ref())?),
         None => store_listing(cli.json, &stats::list_store(&store)?),
@@ -91,6 +97,25 @@ pub(crate) fn store_listing(json: bool, l: &StoreListing) {
             bytes(c.bytes),
             c.saved_on,
             c.expires_on
+        );
+    }
+}
+
+/// `ls --sizes`: each live run's and cache's stored bytes, alone and shared.
+fn footprints(json: bool, f: &[Footprint]) {
+    if json {
+        return print_json(&f);
+    }
+    if f.is_empty() {
+        println!("no live runs and no caches");
+    }
+    for h in f {
+        println!(
+            "{}: {} held alone, {} shared with others; last used {}",
+            h.name,
+            bytes(h.exclusive_bytes),
+            bytes(h.shared_bytes),
+            format_date(h.last_use)
         );
     }
 }

@@ -12,6 +12,7 @@ mod gc;
 mod job;
 mod ls;
 mod persist;
+mod rm;
 mod run;
 mod serve;
 mod verify;
@@ -31,10 +32,12 @@ pub(crate) fn exec(cli: &Cli) -> Result<()> {
         Command::Job(JobCommand::Finish(a)) => job::finish(cli, a),
         Command::Cache(CacheCommand::Save(a)) => cache::save(cli, a),
         Command::Cache(CacheCommand::Restore(a)) => cache::restore(cli, a),
+        Command::Cache(CacheCommand::Rm(a)) => rm::cache(cli, a),
         Command::Gc(a) => gc::exec(cli, a),
         Command::Persist(a) => persist::exec(cli, a),
         Command::Attach(a) => attach::exec(cli, a),
         Command::Ls(a) => ls::exec(cli, a),
+        Command::Rm(a) => rm::run(cli, a),
         Command::Stats => ls::stats(cli),
         Command::Verify(a) => verify::exec(cli, a),
         Command::Serve(a) => serve::exec(cli, a),

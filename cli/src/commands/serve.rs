@@ -21,6 +21,8 @@ pub(crate) fn exec(cli: &Cli, a: &ServeArgs) -> Result<()> {
     };
     let limits = file.as_ref().map(|f| f.limits.clone()).unwrap_or_default();
     let rate = a.rate_limit.or(limits.rate_limit).unwrap_or(0.0);
+    let mut budgets = file.as_ref().map(|f| f.budgets.clone()).unwrap_or_default();
+    budgets.default = a.max_size.or(budgets.default);
     let auth = file.map(|f| f.auth);
     let oidc = match &a.oidc {
         Some(f) => Some(std::sync::Arc::new(
@@ -47,6 +49,7 @@ pub(crate) fn exec(cli: &Cli, a: &ServeArgs) -> Result<()> {
             .join("server"),
         log: !a.quiet,
         gc_every: a.gc_every,
+        budgets,
         resync_every: a.resync_every,
         clock: clock()?,
     };

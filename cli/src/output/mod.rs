@@ -65,18 +65,7 @@ pub(crate) fn count(n: u64) -> String {
 
 /// Bytes in binary units with one decimal: "391.2 MiB".
 pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    strata_store::size::format_size(n)
 }
 
 pub(crate) fn percent(part: u64, whole: u64) -> f64 {

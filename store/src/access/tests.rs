@@ -180,7 +180,9 @@ fn decide(grant: Option<&Grant>, row: &str, git_ref: &str) -> Vec<bool> {
         | "`POST ranges`, `GET list`, `POST chunks/missing`, `POST chunks/locate`, `GET stats`" => {
             vec![one(Request::Read)]
         }
+        "`GET footprints`" => vec![one(Request::Read)],
         "`POST gc?dry_run=true`" => vec![one(Request::Gc { dry_run: true })],
+        "`POST remove?run=R`, `POST remove?cache_key=K`" => vec![one(Request::Remove)],
         "`POST gc`" => vec![one(Request::Gc { dry_run: false }) && gc_grace(None, 3600).is_ok()],
         "`POST gc?grace_secs=N`, N below the store's grace" => {
             vec![one(Request::Gc { dry_run: false }) && gc_grace(Some(0), 3600).is_ok()]

@@ -95,6 +95,7 @@ kinds! {
     UnsupportedFileType => "unsupported_file_type",
     UnsafePath => "unsafe_path",
     Expired => "expired",
+    InUse => "in_use",
     CacheKey => "cache_key",
     RerunInto => "rerun_into",
     NothingToRerun => "nothing_to_rerun",

@@ -225,18 +225,73 @@ impl Record for UseRecord {
     const VERSION: u32 = 1;
 }
 
-/// `runs/<run>/expired`: gc's note that it dropped a run's layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `runs/<run>/expired`: the note that a run's layers were dropped, and
+/// why (docs/format.md, "Lifecycle records").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpiredRecord {
-    /// When gc dropped them (Unix seconds).
+    /// When they were dropped (Unix seconds).
     pub expired_on: i64,
     /// The run's last use before that.
     pub last_use: i64,
+    /// Why (version 2; a version-1 record's reason is `Expired`).
+    pub reason: DropReason,
+}
+
+/// Why a run's layers were dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DropReason {
+    /// Its retention ran out.
+    Expired,
+    /// gc evicted it, least recently used first, to keep the store under
+    /// a storage budget of this many bytes.
+    Evicted {
+        /// The budget, in bytes.
+        budget: u64,
+    },
+    /// Removed on request (`strata rm --run`).
+    Removed {
+        /// Who asked: the grant's name, or the local user.
+        by: String,
+    },
+}
+
+/// The body of a version-1 expired record.
+#[derive(Serialize, Deserialize)]
+struct ExpiredRecordV1 {
+    expired_on: i64,
+    last_use: i64,
 }
 
 impl Record for ExpiredRecord {
     const MAGIC: &'static [u8; 8] = b"STRAEXPD";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+
+    /// Version 1 when it simply expired, so older readers read it.
+    fn encode(&self) -> Vec<u8> {
+        match self.reason {
+            DropReason::Expired => codec::encode(
+                Self::MAGIC,
+                1,
+                &ExpiredRecordV1 {
+                    expired_on: self.expired_on,
+                    last_use: self.last_use,
+                },
+            ),
+            _ => codec::encode(Self::MAGIC, Self::VERSION, self),
+        }
+    }
+
+    fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
+        if bytes.get(8..12) == Some(&1u32.to_le_bytes()[..]) {
+            let v1: ExpiredRecordV1 = codec::decode(Self::MAGIC, 1, key, bytes)?;
+            return Ok(ExpiredRecord {
+                expired_on: v1.expired_on,
+                last_use: v1.last_use,
+                reason: DropReason::Expired,
+            });
+        }
+        codec::decode(Self::MAGIC, Self::VERSION, key, bytes)
+    }
 }
 
 /// `runs/<run>/rerun`: the run this one reruns, and what it kept.

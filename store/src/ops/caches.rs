@@ -100,19 +100,24 @@ pub fn entries_under(store: &Store, key_prefix: &str) -> Result<Vec<CacheEntry>>
 
 /// The name an entry is stored under (a version 1 name of a long key
 /// stays its own: its uses go beside it).
-fn name_of(entry: &CacheEntry) -> &str {
-    entry.object[CACHES_PREFIX.len()..]
+fn name_of(object: &str) -> &str {
+    object[CACHES_PREFIX.len()..]
         .split('/')
         .next()
         .unwrap_or("")
 }
 
-/// Deletes an entry (gc, once it expired) and, when it was the key's last
-/// entry, the key's use records.
+/// Deletes an entry (gc, once it expired or to keep a budget; `rm`) and,
+/// when it was the key's last entry, the key's use records.
 pub fn delete_entry(store: &Store, entry: &CacheEntry) -> Result<()> {
+    delete_object(store, &entry.object)
+}
+
+/// `delete_entry` by the entry's object key.
+pub(crate) fn delete_object(store: &Store, object: &str) -> Result<()> {
     let b = store.backend();
-    b.delete(&entry.object)?;
-    let hex = name_of(entry);
+    b.delete(object)?;
+    let hex = name_of(object);
     if b.list(&format!("{CACHES_PREFIX}{hex}/"))?.is_empty() {
         for key in b.list(&format!("{CACHE_USED_PREFIX}{hex}/"))? {
             b.delete(&key)?;
@@ -280,7 +285,10 @@ pub fn restore(
         cache.trim_if_grown()?;
     }
     let now = store.now();
-    let used = timed_key(&format!("{CACHE_USED_PREFIX}{}/", name_of(&entry)), now);
+    let used = timed_key(
+        &format!("{CACHE_USED_PREFIX}{}/", name_of(&entry.object)),
+        now,
+    );
     if !store.is_read_only() {
         store
             .backend()

@@ -5,8 +5,9 @@
 //! - `runs/R/results/J/<time>-<nonce>`: a job's result (`strata job
 //!   finish`); the latest one counts;
 //! - `runs/R/used/<time>-<nonce>`: written by every attach;
-//! - `runs/R/expired`: written by gc when it drops an expired run's layers,
-//!   so the run's end is reported with its date long after.
+//! - `runs/R/expired`: written when a run's layers are dropped (by gc when
+//!   it expires, by gc's budget when evicted, by `rm` when removed), so the
+//!   run's end is reported with its date and reason long after.
 //!
 //! A run's workspace expires `retention_days` (a store setting, default 15)
 //! after its last use: the latest of its creation, a job's finish and an
@@ -20,7 +21,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::keys::{expired_key, key_time, results_prefix, timed_key, used_prefix};
-use crate::format::records::{ExpiredRecord, JobResult, JobStatus, Record, RunRecord, UseRecord};
+use crate::format::records::{
+    DropReason, ExpiredRecord, JobResult, JobStatus, Record, RunRecord, UseRecord,
+};
 use crate::id::{JobName, RunName};
 use crate::repo::Store;
 
@@ -76,7 +79,7 @@ pub fn record_use(store: &Store, run: &RunName) -> Result<()> {
 }
 
 /// When a run was last used and when its workspace expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunLife {
     /// When the run was created (Unix seconds).
     pub created: i64,
@@ -84,8 +87,10 @@ pub struct RunLife {
     pub last_use: i64,
     /// When it expires (Unix seconds).
     pub expires: i64,
-    /// gc has dropped its layers.
+    /// Its layers were dropped (expired by gc, evicted or removed).
     pub dropped: bool,
+    /// Why, if dropped.
+    pub reason: Option<DropReason>,
 }
 
 impl RunLife {
@@ -126,12 +131,14 @@ pub(crate) fn life_among(
             last_use: d.last_use,
             expires: d.expired_on,
             dropped: true,
+            reason: Some(d.reason),
         },
         None => RunLife {
             created: record.created,
             last_use,
             expires: last_use + days * DAY,
             dropped: false,
+            reason: None,
         },
     })
 }
@@ -154,11 +161,27 @@ pub(crate) fn check_live_among(
         return Err(Error::Expired {
             what: format!("workspace of run {run}"),
             on: format_date(life.expires),
-            days: ((life.expires - life.last_use) / DAY) as u32,
+            why: why_dropped(&life),
             remedy: "rerun its upstream jobs to rebuild it",
         });
     }
     Ok(life)
+}
+
+/// Why a run's workspace ended, for its error: "15 days after its last
+/// use", or why it was evicted or removed.
+pub fn why_dropped(life: &RunLife) -> String {
+    let last = format_date(life.last_use);
+    match &life.reason {
+        None | Some(DropReason::Expired) => {
+            format!("{} days after its last use", (life.expires - life.last_use) / DAY)
+        }
+        Some(DropReason::Evicted { budget }) => format!(
+            "evicted, least recently used first, to keep the store under its budget of {}; last used {last}",
+            crate::size::format_size(*budget)
+        ),
+        Some(DropReason::Removed { by }) => format!("removed by {by}; last used {last}"),
+    }
 }
 
 /// `YYYY-MM-DD` (UTC) of Unix seconds.
@@ -174,6 +197,18 @@ pub fn format_date(secs: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (UTC) of Unix seconds.
+pub fn format_time(secs: i64) -> String {
+    let t = secs.rem_euclid(DAY);
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        format_date(secs),
+        t / 3600,
+        t % 3600 / 60,
+        t % 60
+    )
 }
 
 /// Parses `$STRATA_NOW`: Unix seconds, or `YYYY-MM-DD[THH:MM:SS[Z]]` (UTC).
@@ -211,6 +246,7 @@ mod tests {
         let t = parse_time("2026-12-06").unwrap();
         assert_eq!(format_date(t), "2026-12-06");
         assert_eq!(parse_time("2026-12-06T01:02:03Z").unwrap(), t + 3723);
+        assert_eq!(format_time(t + 3723), "2026-12-06T01:02:03Z");
         assert_eq!(format_date(parse_time("2024-02-29").unwrap()), "2024-02-29");
         assert_eq!(parse_time("1764547200"), Some(1_764_547_200));
         assert!(parse_time("2026-13-01").is_none());

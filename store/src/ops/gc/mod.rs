@@ -15,6 +15,11 @@
 //!    this mark is deleted; one that became live again is pardoned;
 //! 5. a live pack that is mostly garbage has its live chunks copied into a
 //!    new pack and is condemned;
+//!
+//! Under a storage budget (`GcOptions::max_size`, `budget`), step 1 also
+//! evicts live runs and cache entries, least recently used first, until
+//! what the rest hold fits, and step 5 rewrites more packs until the store
+//! will fit once the grace period has passed.
 //! 6. after deletions, one index object listing the surviving packs it saw
 //!    replaces the index objects it saw (ones written meanwhile stay); in a
 //!    format-2 store that is a snapshot, written on every run, and the
@@ -25,6 +30,7 @@
 //! the mark of any gc that deletes the pack sees its layer. This module
 //! knows nothing about files on disk.
 
+pub mod budget;
 mod commit;
 mod sweep;
 
@@ -38,17 +44,15 @@ use crate::format::index::{read_pack_trailer, Location};
 use crate::format::keys::{
     expired_key, pack_id_of, run_prefix, INDEX_PREFIX, PACK_PREFIX, SNAPSHOT_PREFIX,
 };
-use crate::format::manifest::EntryKind;
 use crate::format::pack::FrameEntry;
-use crate::format::records::{read_condemned, ExpiredRecord, LayerRecord, Record};
+use crate::format::records::{read_condemned, DropReason, ExpiredRecord, LayerRecord, Record};
 use crate::id::{ChunkId, ManifestId, PackId, RunName};
+use crate::ops::footprint::{Holder, HolderName};
 use crate::ops::lease;
 use crate::ops::lifecycle::run_life;
 use crate::protocol::GcQuery;
-use crate::read::load_manifest;
 use crate::repo::Store;
 use commit::commit;
-use sweep::sweep;
 
 /// How to run gc.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +66,10 @@ pub struct GcOptions {
     /// writing this gc's lease and reading the others' (`ops::lease`);
     /// `None`: `lease::DEFAULT_SETTLE`.
     pub lease_settle: Option<std::time::Duration>,
+    /// A storage budget in bytes: evict least recently used runs and cache
+    /// entries (never one used within the grace period) until the rest
+    /// fit (docs/lifecycle.md, "Storage budget").
+    pub max_size: Option<u64>,
 }
 
 /// What gc did (or, dry, would do).
@@ -97,6 +105,21 @@ pub struct GcReport {
     pub bytes_pending: u64,
     /// Bytes of new packs written by rewrites.
     pub bytes_rewritten: u64,
+    /// The storage budget it kept to, if any.
+    #[serde(default)]
+    pub budget: Option<u64>,
+    /// Under a budget: stored bytes of every chunk a live run or cache
+    /// entry references, after evictions.
+    #[serde(default)]
+    pub live_bytes: u64,
+    /// Under a budget: what it evicted, least recently used first, with
+    /// what each held alone.
+    #[serde(default)]
+    pub evicted: Vec<budget::Evicted>,
+    /// Under a budget: by how much the runs and cache entries used within
+    /// the grace period (which it never evicts) still exceed it.
+    #[serde(default)]
+    pub over_budget: u64,
     /// Wall-clock seconds the command took.
     pub seconds: f64,
 }
@@ -106,6 +129,8 @@ struct PackInfo {
     id: PackId,
     size: u64,
     frames: Vec<FrameEntry>,
+    /// Per chunk (in frame order): whether the index locates it here.
+    located: Vec<bool>,
     live_raw: u64,
     total_raw: u64,
 }
@@ -118,6 +143,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
         let query = GcQuery {
             dry_run: options.dry_run,
             grace_secs: options.grace_secs,
+            max_size: options.max_size,
         };
         return server.call_json("POST", &query.path());
     }
@@ -135,11 +161,10 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     let b = store.backend();
     let mut report = GcReport {
         dry_run: dry,
+        budget: options.max_size,
         ..GcReport::default()
     };
-    let live_manifests = expire(store, now, dry, &mut report)?;
-    let live = mark(store, &live_manifests)?;
-    report.live_chunks = live.len() as u64;
+    let holders = expire(store, now, dry, &mut report)?;
     // The index objects listed now are the ones the commit may replace:
     // any written from here on (by a concurrent persist) list packs this
     // gc does not know, and stay. A snapshot is as of this moment.
@@ -149,17 +174,30 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
         snapshots: b.list(SNAPSHOT_PREFIX)?,
     };
     let (condemned, condemned_keys) = read_condemned(b)?;
-    let packs = survey(store, &live, &mut report)?;
-    let swept = sweep(
-        store,
-        &packs,
-        &condemned,
-        &live,
+    let mut packs = survey(store, &mut report)?;
+    let (live, also_rewrite) = match options.max_size {
+        Some(max) => {
+            let window = budget::Window { now, grace };
+            budget::keep_to(store, holders, &mut packs, max, window, dry, &mut report)?
+        }
+        None => {
+            let manifests = holders.iter().flat_map(|h| h.manifests.iter().copied());
+            let live = mark(store, &manifests.collect())?;
+            count_live(&mut packs, &live);
+            (live, HashSet::new())
+        }
+    };
+    report.live_chunks = live.len() as u64;
+    let swept = sweep::Sweep {
+        packs: &packs,
+        condemned: &condemned,
+        live: &live,
+        also_rewrite: &also_rewrite,
         now,
         grace,
         dry,
-        &mut report,
-    )?;
+    }
+    .run(store, &mut report)?;
     if !dry {
         commit(
             store,
@@ -176,45 +214,42 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     Ok(report)
 }
 
-/// Step 1: Expires runs and caches past their retention; returns the manifests
-/// of what stays live.
-fn expire(
-    store: &Store,
-    now: i64,
-    dry: bool,
-    report: &mut GcReport,
-) -> Result<HashSet<ManifestId>> {
+/// Step 1: Expires runs and caches past their retention; returns the runs
+/// and cache entries that stay live, with the manifests of each.
+fn expire(store: &Store, now: i64, dry: bool, report: &mut GcReport) -> Result<Vec<Holder>> {
     let b = store.backend();
-    let mut live_manifests: HashSet<ManifestId> = HashSet::new();
+    let mut holders = Vec::new();
     for run in store.run_names()? {
         let life = run_life(store, &run)?;
         if life.dropped {
             continue;
         }
-        let prefix = run_prefix(&run);
         if life.is_expired(now) {
             report.runs_expired.push(run.clone());
             if !dry {
                 let record = ExpiredRecord {
                     expired_on: life.expires,
                     last_use: life.last_use,
+                    reason: DropReason::Expired,
                 };
-                b.put(&expired_key(&run), &record.encode())?;
-                for key in b.list(&prefix)? {
-                    let keep = key.ends_with("/run")
-                        || key.ends_with("/rerun")
-                        || key.ends_with("/expired");
-                    if !keep {
-                        b.delete(&key)?;
-                    }
-                }
+                drop_run(store, &run, &record)?;
             }
             continue;
         }
-        for key in b.list(&format!("{prefix}layers/"))? {
-            let bytes = b.get(&key)?;
-            live_manifests.insert(LayerRecord::decode(&key, &bytes)?.manifest);
+        // A layer written is a use too: a workflow that persists for
+        // longer than the grace period is not evicted under it.
+        let mut last_use = life.last_use;
+        let mut manifests = Vec::new();
+        for key in b.list(&format!("{}layers/", run_prefix(&run)))? {
+            let layer = LayerRecord::decode(&key, &b.get(&key)?)?;
+            last_use = last_use.max(layer.created);
+            manifests.push(layer.manifest);
         }
+        holders.push(Holder {
+            name: HolderName::Run(run),
+            last_use,
+            manifests,
+        });
     }
     for entry in crate::ops::caches::entries(store)? {
         if entry.expires <= now {
@@ -223,36 +258,50 @@ fn expire(
                 crate::ops::caches::delete_entry(store, &entry)?;
             }
         } else {
-            live_manifests.insert(entry.record.manifest);
+            holders.push(Holder {
+                name: HolderName::Cache {
+                    key: entry.record.key.clone(),
+                    object: entry.object.clone(),
+                },
+                last_use: entry.last_use,
+                manifests: vec![entry.record.manifest],
+            });
         }
     }
-    report.live_manifests = live_manifests.len() as u64;
+    let manifests: HashSet<&ManifestId> = holders.iter().flat_map(|h| &h.manifests).collect();
+    report.live_manifests = manifests.len() as u64;
+    Ok(holders)
+}
 
-    Ok(live_manifests)
+/// Drops a run's layers, results and uses, leaving its run record, its
+/// rerun record and `record` (why and when): what expiry, eviction and
+/// `rm` do alike. Its chunks are reclaimed by later gcs, after the grace
+/// period, like any others no live layer references.
+pub(crate) fn drop_run(store: &Store, run: &RunName, record: &ExpiredRecord) -> Result<()> {
+    let b = store.backend();
+    b.put(&expired_key(run), &record.encode())?;
+    for key in b.list(&run_prefix(run))? {
+        let keep = key.ends_with("/run") || key.ends_with("/rerun") || key.ends_with("/expired");
+        if !keep {
+            b.delete(&key)?;
+        }
+    }
+    Ok(())
 }
 
 /// Step 2: Marks every chunk a live manifest names (its file chunks and the
 /// chunks the manifest itself is stored in).
 fn mark(store: &Store, live_manifests: &HashSet<ManifestId>) -> Result<HashSet<ChunkId>> {
-    let b = store.backend();
     let mut live: HashSet<ChunkId> = HashSet::new();
     for id in live_manifests {
-        let root_key = crate::format::keys::manifest_key(id);
-        let root = crate::format::manifest::ManifestRoot::decode(id, &b.get(&root_key)?)?;
-        live.extend(root.chunks.iter().map(|c| c.id));
-        let (manifest, _) = load_manifest(store, id)?;
-        for e in &manifest.entries {
-            if let EntryKind::File { chunks, .. } = &e.kind {
-                live.extend(chunks.iter().map(|c| c.id));
-            }
-        }
+        live.extend(crate::ops::footprint::manifest_chunks(store, id)?);
     }
-
     Ok(live)
 }
 
-/// Step 3: Reads every pack's trailer and counts its live bytes.
-fn survey(store: &Store, live: &HashSet<ChunkId>, report: &mut GcReport) -> Result<Vec<PackInfo>> {
+/// Step 3: Reads every pack's trailer, and where the index locates each
+/// of its chunks (`count_live` then counts its live bytes).
+fn survey(store: &Store, report: &mut GcReport) -> Result<Vec<PackInfo>> {
     let b = store.backend();
     let mut packs = Vec::new();
     for key in b.list(PACK_PREFIX)? {
@@ -274,32 +323,44 @@ fn survey(store: &Store, live: &HashSet<ChunkId>, report: &mut GcReport) -> Resu
             .iter()
             .flat_map(|f| f.chunks.iter().map(|c| c.id))
             .collect();
-        let located = store.chunk_lookup().locate(&all)?;
-        let mut live_raw = 0;
-        let mut total_raw = 0;
-        let mut at = 0;
-        for f in &frames {
-            for c in &f.chunks {
-                total_raw += c.len as u64;
-                let here = located[at].is_some_and(|l: Location| l.pack == id);
-                if here && live.contains(&c.id) {
-                    live_raw += c.len as u64;
-                }
-                at += 1;
-            }
-        }
+        let located = store
+            .chunk_lookup()
+            .locate(&all)?
+            .into_iter()
+            .map(|l: Option<Location>| l.is_some_and(|l| l.pack == id))
+            .collect();
         report.bytes_before += size;
         packs.push(PackInfo {
             id,
             size,
             frames,
-            live_raw,
-            total_raw,
+            located,
+            live_raw: 0,
+            total_raw: 0,
         });
     }
     report.packs = packs.len() as u64;
 
     Ok(packs)
+}
+
+/// Counts each pack's live bytes: its chunks in `live` that the index
+/// locates in it.
+fn count_live(packs: &mut [PackInfo], live: &HashSet<ChunkId>) {
+    for p in packs {
+        let (mut live_raw, mut total_raw, mut at) = (0, 0, 0);
+        for f in &p.frames {
+            for c in &f.chunks {
+                total_raw += c.len as u64;
+                if p.located[at] && live.contains(&c.id) {
+                    live_raw += c.len as u64;
+                }
+                at += 1;
+            }
+        }
+        p.live_raw = live_raw;
+        p.total_raw = total_raw;
+    }
 }
 
 /// The index objects and snapshots gc saw before it surveyed the packs, and

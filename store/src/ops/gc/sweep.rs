@@ -27,74 +27,93 @@ pub(super) struct Swept {
     pub(super) new_packs: Vec<IndexedPack>,
 }
 
-/// Step 4: Deletes dead packs condemned longer than the grace period, condemns
-/// the newly dead, and rewrites mostly-dead packs.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn sweep(
-    store: &Store,
-    packs: &[PackInfo],
-    condemned: &HashMap<PackId, i64>,
-    live: &HashSet<ChunkId>,
-    now: i64,
-    grace: i64,
-    dry: bool,
-    report: &mut GcReport,
-) -> Result<Swept> {
-    let b = store.backend();
-    let mut pending: BTreeMap<PackId, i64> = BTreeMap::new();
-    let mut deleted: HashSet<PackId> = HashSet::new();
-    let mut new_packs: Vec<IndexedPack> = Vec::new();
-    for p in packs {
-        let since = condemned.get(&p.id).copied();
-        let dead = p.live_raw == 0;
-        if dead {
-            let at = since.unwrap_or(now);
-            if since.is_none() {
+/// Step 4's inputs: the packs surveyed, and what gc decided before.
+pub(super) struct Sweep<'a> {
+    pub(super) packs: &'a [PackInfo],
+    /// Packs condemned by earlier gcs, with since when.
+    pub(super) condemned: &'a HashMap<PackId, i64>,
+    pub(super) live: &'a HashSet<ChunkId>,
+    /// Packs to rewrite though less than half dead (a storage budget's).
+    pub(super) also_rewrite: &'a HashSet<PackId>,
+    pub(super) now: i64,
+    pub(super) grace: i64,
+    pub(super) dry: bool,
+}
+
+impl Sweep<'_> {
+    /// Step 4: Deletes dead packs condemned longer than the grace period,
+    /// condemns the newly dead, and rewrites mostly-dead packs (and those a
+    /// budget asks for).
+    pub(super) fn run(&self, store: &Store, report: &mut GcReport) -> Result<Swept> {
+        let (now, grace, dry) = (self.now, self.grace, self.dry);
+        let mut pending: BTreeMap<PackId, i64> = BTreeMap::new();
+        let mut deleted: HashSet<PackId> = HashSet::new();
+        let mut new_packs: Vec<IndexedPack> = Vec::new();
+        for p in self.packs {
+            let since = self.condemned.get(&p.id).copied();
+            let dead = p.live_raw == 0;
+            let rewrite = p.live_raw * 2 < p.total_raw || self.also_rewrite.contains(&p.id);
+            if dead {
+                let at = since.unwrap_or(now);
+                if since.is_none() {
+                    report.packs_condemned += 1;
+                }
+                if at.saturating_add(grace) <= now {
+                    report.packs_deleted += 1;
+                    report.bytes_reclaimed += p.size;
+                    deleted.insert(p.id);
+                } else {
+                    report.bytes_pending += p.size;
+                    pending.insert(p.id, at);
+                }
+            } else if since.is_none() && rewrite {
+                // Mostly garbage: move the live chunks, condemn the rest.
+                report.packs_rewritten += 1;
                 report.packs_condemned += 1;
-            }
-            if at.saturating_add(grace) <= now {
-                report.packs_deleted += 1;
-                report.bytes_reclaimed += p.size;
-                deleted.insert(p.id);
-            } else {
                 report.bytes_pending += p.size;
-                pending.insert(p.id, at);
+                pending.insert(p.id, now);
+                if !dry {
+                    let written = rewrite_pack(store, p, self.live)?;
+                    report.bytes_rewritten += written.iter().map(|(_, n)| n).sum::<u64>();
+                    new_packs.extend(written.into_iter().map(|(ix, _)| ix));
+                }
             }
-        } else if since.is_none() && p.live_raw * 2 < p.total_raw {
-            // Mostly garbage: move the live chunks, condemn the rest.
-            report.packs_rewritten += 1;
-            report.packs_condemned += 1;
-            report.bytes_pending += p.size;
-            pending.insert(p.id, now);
-            if !dry {
-                let written = rewrite(store, p, live)?;
-                report.bytes_rewritten += written.iter().map(|(_, n)| n).sum::<u64>();
-                new_packs.extend(written.into_iter().map(|(ix, _)| ix));
-            }
+            // A live pack once condemned is pardoned: not carried over.
         }
-        // A live pack once condemned is pardoned: not carried over.
-    }
-    report.packs_pending = pending.len() as u64;
-    if !dry && !deleted.is_empty() {
-        // Tombstones first (format 2), so no reader that learns of a pack
-        // from an older index object misses that it is gone.
-        if store.config().has_index_log() {
-            write_tombstones(store, &deleted, now)?;
-        }
-        let gone: Vec<_> = packs.iter().filter(|p| deleted.contains(&p.id)).collect();
-        for p in &gone {
-            b.delete(&pack_key(&p.id))?;
-        }
-        if let Some(ix) = store.local_index() {
-            ix.remove_packs(gone.iter().map(|p| (&p.id, &p.frames[..])))?;
-        }
+        self.delete(store, report, pending, deleted, new_packs)
     }
 
-    Ok(Swept {
-        pending,
-        deleted,
-        new_packs,
-    })
+    /// Deletes the packs sweep chose (tombstones first).
+    fn delete(
+        &self,
+        store: &Store,
+        report: &mut GcReport,
+        pending: BTreeMap<PackId, i64>,
+        deleted: HashSet<PackId>,
+        new_packs: Vec<IndexedPack>,
+    ) -> Result<Swept> {
+        let (b, now, dry, packs) = (store.backend(), self.now, self.dry, self.packs);
+        report.packs_pending = pending.len() as u64;
+        if !dry && !deleted.is_empty() {
+            // Tombstones first (format 2), so no reader that learns of a pack
+            // from an older index object misses that it is gone.
+            if store.config().has_index_log() {
+                write_tombstones(store, &deleted, now)?;
+            }
+            let gone: Vec<_> = packs.iter().filter(|p| deleted.contains(&p.id)).collect();
+            for p in &gone {
+                b.delete(&pack_key(&p.id))?;
+            }
+            if let Some(ix) = store.local_index() {
+                ix.remove_packs(gone.iter().map(|p| (&p.id, &p.frames[..])))?;
+            }
+        }
+        Ok(Swept {
+            pending,
+            deleted,
+            new_packs,
+        })
+    }
 }
 
 /// Writes a tombstone record naming `deleted` (deleted now) and every
@@ -128,7 +147,7 @@ fn write_tombstones(store: &Store, deleted: &HashSet<PackId>, now: i64) -> Resul
 
 /// Copies a pack's live chunks into new packs; returns them (indexed, so
 /// the chunks' locations now point at the copies) and their sizes.
-fn rewrite(
+fn rewrite_pack(
     store: &Store,
     p: &PackInfo,
     live: &HashSet<ChunkId>,
