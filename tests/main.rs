@@ -8,6 +8,7 @@ mod support;
 
 mod attacker;
 mod bench_cli;
+mod budget;
 mod ci;
 mod cluster;
 mod docs;

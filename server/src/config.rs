@@ -129,12 +129,15 @@ mod tests {
 
     #[test]
     fn budgets_are_sizes_per_namespace_over_a_default() {
-        let f =
-            ServerFile::parse("tokens: []\nbudgets: {default: 10GiB, namespaces: {web: 1.5TiB}}\n")
-                .unwrap();
+        const TOKEN: &str =
+            "tokens:\n  - {name: w, token: writer-token-0123456789, namespace: a, scope: write}\n";
+        let f = ServerFile::parse(&format!(
+            "{TOKEN}budgets: {{default: 10GiB, namespaces: {{web: 1.5TiB}}}}\n"
+        ))
+        .unwrap();
         assert_eq!(f.budgets.of("web"), Some(3 << 39));
         assert_eq!(f.budgets.of("other"), Some(10 << 30));
-        let none = ServerFile::parse("tokens: []\n").unwrap();
+        let none = ServerFile::parse(TOKEN).unwrap();
         assert_eq!(none.budgets.of("web"), None);
     }
 
@@ -159,8 +162,8 @@ mod tests {
         for bad in [
             "tokens: []\nlimits: {max_connections: 0}\n",
             "tokens:\n  - {name: w, token: writer-token-0123456789, namespace: a, scope: write}\nlimits: {nope: 1}\n",
-            "tokens: []\nbudgets: {default: 10GB}\n",
-            "tokens: []\nbudgets: {namespaces: {web: lots}}\n",
+            "tokens:\n  - {name: w, token: writer-token-0123456789, namespace: a, scope: write}\nbudgets: {default: 10GB}\n",
+            "tokens:\n  - {name: w, token: writer-token-0123456789, namespace: a, scope: write}\nbudgets: {namespaces: {web: lots}}\n",
         ] {
             assert!(ServerFile::parse(bad).is_err(), "{bad}");
         }

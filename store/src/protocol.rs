@@ -510,7 +510,10 @@ mod tests {
             grace_secs: Some(60),
             max_size: Some(1 << 30),
         };
-        assert_eq!(q.path(), "gc?dry_run=true&grace_secs=60&max_size=1073741824");
+        assert_eq!(
+            q.path(),
+            "gc?dry_run=true&grace_secs=60&max_size=1073741824"
+        );
         let r = RemoveQuery {
             run: None,
             cache_key: Some("deps v1/&=x".into()),

@@ -263,7 +263,7 @@ impl Client {
 
     /// The `strata` command for `args`, with this client's store, token,
     /// cache, environment and directory.
-    fn command(&self, env: &[(&str, &str)], args: &[&str]) -> Command {
+    pub fn command(&self, env: &[(&str, &str)], args: &[&str]) -> Command {
         let mut c = strata();
         c.arg("--store")
             .arg(&self.store)
