@@ -68,16 +68,18 @@ pub(crate) fn collected(json: bool, r: &GcReport) {
 /// What a budget made gc do.
 fn budget_lines(r: &GcReport, budget: u64, did: &dyn Fn(&str, &str) -> String) {
     println!(
-        "gc: budget {}: live data {} after {} {}",
+        "gc: budget {}: {} {}, least recently used first; {} of live data left",
         bytes(budget),
-        bytes(r.live_bytes),
-        did("evicting", "evicting"),
-        plural(r.evicted.len() as u64, "run or cache")
+        did("evicted", "evict"),
+        match r.evicted.len() {
+            1 => "1 run or cache entry".to_string(),
+            n => format!("{} runs and cache entries", count(n as u64)),
+        },
+        bytes(r.live_bytes)
     );
     for e in &r.evicted {
         println!(
-            "gc:   {} {} (last used {}): held {} alone",
-            did("evicted", "would evict"),
+            "gc:   {} (last used {}) held {} alone",
             e.name,
             format_date(e.last_use),
             bytes(e.held_alone)
