@@ -90,8 +90,7 @@ impl Store {
         })
     }
 
-    /// An S3 prefix: its index in a slot of the runner's cache, one per
-    /// store location and per process using it at once.
+    /// An S3 prefix: a store other processes share (`open_shared`).
     fn open_s3(
         url: &str,
         location: &StoreLocation,
@@ -103,10 +102,29 @@ impl Store {
             .stall_timeout
             .unwrap_or(crate::backend::http::DEFAULT_STALL_TIMEOUT);
         let backend: Arc<dyn Backend> = Arc::new(S3::with_stall_timeout(url, stall)?);
+        Store::open_shared(backend, url, location, options, observer)
+    }
+
+    /// A store other processes share, at `url`: its index in a slot of the
+    /// runner's cache, one per store and per process using it at once. A
+    /// store is its location *and* its id (the config's `store_id`): one
+    /// deleted and made again at the same location (an emptied bucket, a
+    /// reused prefix) is another store, and must never be answered from the
+    /// old one's index, or a persist would skip uploading chunks the new
+    /// one lacks.
+    fn open_shared(
+        backend: Arc<dyn Backend>,
+        url: &str,
+        location: &StoreLocation,
+        options: &OpenOptions,
+        observer: &dyn Observer,
+    ) -> Result<Store> {
+        let config = read_or_create_config(backend.as_ref())?;
+        let name = format!("{url}\n{}", config.store_id);
         let base = options
             .cache_root()
             .join("stores")
-            .join(&blake3::hash(url.as_bytes()).to_hex()[..16]);
+            .join(&blake3::hash(name.as_bytes()).to_hex()[..16]);
         let slot = |i: usize| match i {
             0 => base.clone(),
             i => base.with_extension(i.to_string()),
@@ -116,7 +134,15 @@ impl Store {
         let every = options.resync_every.unwrap_or(DEFAULT_RESYNC_EVERY);
         let db = MetaDb::open(&dir.join("meta"))?;
         let location = location.clone();
-        Store::with_local_index(backend, db, Some(lock), cache, location, Some(every))
+        Store::with_local_index(
+            backend,
+            config,
+            db,
+            Some(lock),
+            cache,
+            location,
+            Some(every),
+        )
     }
 
     /// Opens the store directory `root`, creating it if it does not exist
@@ -146,7 +172,9 @@ impl Store {
             let backend: Arc<dyn Backend> = Arc::new(LocalDir::read_only(root));
             let db = MetaDb::temporary()?;
             let location = StoreLocation::Dir(root.to_path_buf());
-            let mut store = Store::with_local_index(backend, db, None, None, location, None)?;
+            let config = read_or_create_config(backend.as_ref())?;
+            let mut store =
+                Store::with_local_index(backend, config, db, None, None, location, None)?;
             store.read_only = true;
             return Ok(store);
         }
@@ -166,7 +194,8 @@ impl Store {
         // over a bucket do: the index syncs on a miss and every interval.
         let db = MetaDb::open(&dir.join("meta"))?;
         let every = Some(DEFAULT_RESYNC_EVERY);
-        Store::with_local_index(backend, db, Some(lock), None, location, every)
+        let config = read_or_create_config(backend.as_ref())?;
+        Store::with_local_index(backend, config, db, Some(lock), None, location, every)
     }
 
     /// A store whose chunk queries this process answers from its own sled
@@ -175,13 +204,13 @@ impl Store {
     /// (`repo::synced`): a directory or S3.
     fn with_local_index(
         backend: Arc<dyn Backend>,
+        config: StoreConfig,
         db: MetaDb,
         lock: Option<FileLock>,
         cache: Option<FrameCache>,
         location: StoreLocation,
         resync_every: Option<std::time::Duration>,
     ) -> Result<Store> {
-        let config = read_or_create_config(backend.as_ref())?;
         let index = ChunkIndex::open(&db)?;
         let catalog = Catalog::open(&db)?;
         // gc's safety argument allows a persist's view of condemned packs
@@ -221,7 +250,8 @@ impl Store {
         let location = StoreLocation::S3("s3://shared/test".into());
         let every = Some(std::time::Duration::from_secs(3600));
         let db = MetaDb::open(&meta.join("meta")).unwrap();
-        Store::with_local_index(backend, db, Some(lock), None, location, every).unwrap()
+        let config = read_or_create_config(backend.as_ref()).unwrap();
+        Store::with_local_index(backend, config, db, Some(lock), None, location, every).unwrap()
     }
 }
 
@@ -252,5 +282,62 @@ fn read_or_create_config(backend: &dyn Backend) -> Result<StoreConfig> {
             Ok(config)
         }
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Memory;
+    use crate::format::pack::{FrameBuilder, PackBuilder};
+    use crate::id::ChunkId;
+
+    /// A pack holding one chunk: its id, the pack's id and frames.
+    fn one_chunk_pack() -> (
+        ChunkId,
+        crate::id::PackId,
+        Vec<crate::format::pack::FrameEntry>,
+    ) {
+        let data = b"a chunk only the first store holds";
+        let chunk = ChunkId::of(data);
+        let mut frame = FrameBuilder::default();
+        frame.push(chunk, data);
+        let mut pack = PackBuilder::new();
+        pack.push(frame.seal(&mut zstd::bulk::Compressor::new(3).unwrap()));
+        let (id, _, frames) = pack.finish();
+        (chunk, id, frames)
+    }
+
+    // A store deleted and made again at the same location (an emptied
+    // bucket, a reused prefix) is another store: the runner's index of the
+    // old one must not answer for it, or a persist would skip uploading
+    // what the new one lacks. (Keyed by location alone, the new store
+    // found the old one's chunk.)
+    #[test]
+    fn a_store_made_again_where_one_was_is_not_answered_from_the_old_ones_index() {
+        let cache = tempfile::tempdir().unwrap();
+        let options = OpenOptions {
+            cache_dir: Some(cache.path().into()),
+            ..Default::default()
+        };
+        let url = "s3://bucket/prefix";
+        let location = StoreLocation::S3(url.into());
+        let open = |b: &Arc<Memory>| {
+            let backend: Arc<dyn Backend> = b.clone();
+            Store::open_shared(backend, url, &location, &options, &Quiet).unwrap()
+        };
+        let (chunk, pack, frames) = one_chunk_pack();
+        let old_bucket = Arc::new(Memory::new());
+        {
+            let old = open(&old_bucket);
+            old.chunk_lookup().add_pack(&pack, &frames).unwrap();
+            old.flush().unwrap();
+        }
+        let new = open(&Arc::new(Memory::new()));
+        assert_eq!(new.chunk_lookup().locate(&[chunk]).unwrap()[0], None);
+        drop(new);
+        // The old store, opened again, still has its index.
+        let old = open(&old_bucket);
+        assert!(old.chunk_lookup().locate(&[chunk]).unwrap()[0].is_some());
     }
 }
