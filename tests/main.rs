@@ -14,6 +14,7 @@ mod docs;
 mod e2e;
 mod faults;
 mod lifecycle;
+mod metrics;
 mod network;
 mod oidc;
 mod only;
