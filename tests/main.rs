@@ -20,4 +20,5 @@ mod oidc;
 mod only;
 mod reliability;
 mod warm;
+mod web;
 mod wrappers;

@@ -27,6 +27,7 @@ mod log;
 mod metrics;
 pub mod oidc;
 mod routes;
+mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -293,6 +294,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         max_body: config.max_body,
         log: config.log,
         metrics: Arc::new(metrics::Metrics::new()),
+        tls: config.tls.is_some(),
     });
     let metrics = state.metrics.clone();
     let app = routes::router(state.clone());

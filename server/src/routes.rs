@@ -46,6 +46,8 @@ pub(crate) struct State {
     pub(crate) max_body: usize,
     pub(crate) log: bool,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Whether it serves HTTPS (the web page's cookie is then `Secure`).
+    pub(crate) tls: bool,
 }
 
 type St = AxState<Arc<State>>;
@@ -76,6 +78,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/v1", get(hello_server))
         .route("/metrics", get(crate::metrics::scrape))
+        .merge(crate::web::router())
         .route_layer(observe)
         .merge(namespaced)
         .layer(DefaultBodyLimit::max(max_body))
@@ -221,7 +224,11 @@ async fn gate(
 /// token's, or a CI identity's (`--oidc`: verified off the async threads
 /// unless remembered; of its grants, the one for `ns`). An unknown or
 /// invalid token is `401`, a valid CI token no rule grants `403`.
-async fn authenticate(s: &Arc<State>, token: Option<String>, ns: &str) -> Result<Grant, Response> {
+pub(crate) async fn authenticate(
+    s: &Arc<State>,
+    token: Option<String>,
+    ns: &str,
+) -> Result<Grant, Response> {
     let unauthorized = |why: &str| {
         let mut resp = error(StatusCode::UNAUTHORIZED, why);
         resp.headers_mut()

@@ -62,7 +62,7 @@ pub fn request(url: &str, method: &str, path: &str, headers: &[String], body: &[
     let mut body = all[split + 4..].to_vec();
     let chunked = headers
         .iter()
-        .any(|h| h.to_ascii_lowercase() == "transfer-encoding: chunked");
+        .any(|h| h.eq_ignore_ascii_case("transfer-encoding: chunked"));
     if chunked {
         body = dechunk(&body);
     }

@@ -1,6 +1,6 @@
 //! Looking into a store without changing it, for `strata serve`'s web page
 //! and metrics: a layer's files as a tree (`tree`), a file or a directory
-//! streamed from its chunks (`stream`, `archive`), and what a layer ref a
+//! streamed from its chunks (`archive`), and what a layer ref a
 //! server accepted holds (`accepted_bytes`).
 //!
 //! Every function here only reads. It knows nothing about HTTP or HTML:
@@ -24,3 +24,6 @@ pub fn accepted_bytes(store: &Store, key: &str, bytes: &[u8]) -> Result<Option<u
     let (m, _) = load_manifest(store, &manifest)?;
     Ok(Some(m.totals().bytes))
 }
+
+pub mod archive;
+pub mod tree;
