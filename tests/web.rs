@@ -141,6 +141,9 @@ fn store(dir: &Path) -> (Server, PathBuf) {
         "test:build",
     ]);
     c.persist("r1", "build", &src, "app");
+    // The same files again: all logical, nothing new stored.
+    c.ok(&["run", "create", "--run", "r2", "--job", "build"]);
+    c.persist("r2", "build", &src, "app");
     c.ok(&[
         "cache",
         "save",
@@ -166,6 +169,15 @@ fn a_browser_walks_namespaces_runs_layers_and_files() {
     let ns = browse(bin, &format!("{}/ui/ns/a", s.url), "2-namespace");
     assert!(ns.contains(">r1</a>"), "{ns}");
     assert!(ns.contains("<svg"), "{ns}");
+    // r1 stored its files' chunks; r2, holding the same ones, nothing.
+    assert!(
+        ns.contains("<td>r2</td><td class=\"n\">2.9 MiB</td><td class=\"n\">0 B</td>"),
+        "{ns}"
+    );
+    assert!(
+        !ns.contains("<td>r1</td><td class=\"n\">2.9 MiB</td><td class=\"n\">0 B</td>"),
+        "{ns}"
+    );
     // The cache key is text, not markup.
     assert!(ns.contains("deps-&lt;script&gt;-1"), "{ns}");
     let run = browse(bin, &format!("{}/ui/ns/a/run/r1", s.url), "3-run");

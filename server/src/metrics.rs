@@ -125,92 +125,8 @@ impl Metrics {
             syncs: Family::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
-        r.register(
-            "http_requests",
-            "Requests answered, by route template, method and status",
-            m.requests.clone(),
-        );
-        r.register(
-            "http_request_duration_seconds",
-            "Time from a request's head to its response's head, by route template",
-            m.latency.clone(),
-        );
-        r.register(
-            "http_received_bytes",
-            "Bytes of request bodies read",
-            m.received.clone(),
-        );
-        r.register(
-            "http_sent_bytes",
-            "Bytes of response bodies sent",
-            m.sent.clone(),
-        );
-        r.register(
-            "rejected_requests",
-            "Requests refused, by reason: auth (401, 403), rate_limit (429), too_large (413), \
-             body_timeout (a body that stalled), head_timeout (a connection closed for a \
-             request head that did not come in time, idle keep-alive ones included)",
-            m.rejected.clone(),
-        );
-        r.register(
-            "ingest_chunks",
-            "Chunks clients asked about before uploading (chunks/missing), by outcome: new \
-             (the store lacked it: uploaded) or duplicate (deduplicated: not uploaded)",
-            m.ingest_chunks.clone(),
-        );
-        r.register(
-            "ingest_logical_bytes",
-            "Bytes of file content of the layers and cache entries made visible (from their \
-             manifests)",
-            m.ingest_logical.clone(),
-        );
-        r.register(
-            "ingest_stored_bytes",
-            "Bytes of packs accepted (compressed, as stored)",
-            m.ingest_stored.clone(),
-        );
-        r.register(
-            "gc_runs",
-            "gc passes, by namespace and outcome (ok, busy, failed)",
-            m.gc_runs.clone(),
-        );
-        r.register(
-            "gc_reclaimed_bytes",
-            "Bytes of packs gc deleted",
-            m.gc_reclaimed.clone(),
-        );
-        r.register(
-            "gc_expired",
-            "Runs and cache entries gc expired by age, by kind (run, cache)",
-            m.gc_expired.clone(),
-        );
-        r.register(
-            "gc_evictions",
-            "Runs and cache entries gc dropped to meet a storage budget, by kind (run, cache)",
-            m.evictions.clone(),
-        );
-        r.register(
-            "store_bytes",
-            "Bytes of packs a namespace holds, as of the last gc pass this server ran",
-            m.store_bytes.clone(),
-        );
-        r.register(
-            "store_objects",
-            "Objects a namespace holds, by kind (packs, manifests, chunks: live ones), as of \
-             the last gc pass this server ran",
-            m.store_objects.clone(),
-        );
-        r.register(
-            "store_last_gc_timestamp_seconds",
-            "When the last gc pass this server ran on a namespace ended (Unix seconds)",
-            m.store_gc_time.clone(),
-        );
-        r.register(
-            "replica_syncs",
-            "Times a namespace's chunk index read other writers' index objects",
-            m.syncs.clone(),
-        );
+        m.register_http(&mut registry);
+        m.register_store(&mut registry);
         // Known label values from the start, at 0, so a rate over them
         // is 0 rather than no data.
         for reason in REJECTED {
@@ -220,6 +136,99 @@ impl Metrics {
             drop(m.ingest_chunks.get_or_create(&OutcomeLabels { outcome }));
         }
         Metrics { registry, ..m }
+    }
+
+    /// The request counters and the histogram.
+    fn register_http(&self, r: &mut Registry) {
+        r.register(
+            "http_requests",
+            "Requests answered, by route template, method and status",
+            self.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "Time from a request's head to its response's head, by route template",
+            self.latency.clone(),
+        );
+        r.register(
+            "http_received_bytes",
+            "Bytes of request bodies read",
+            self.received.clone(),
+        );
+        r.register(
+            "http_sent_bytes",
+            "Bytes of response bodies sent",
+            self.sent.clone(),
+        );
+        r.register(
+            "rejected_requests",
+            "Requests refused, by reason: auth (401, 403), rate_limit (429), too_large (413), \
+             body_timeout (a body that stalled), head_timeout (a connection closed for a \
+             request head that did not come in time, idle keep-alive ones included)",
+            self.rejected.clone(),
+        );
+    }
+
+    /// What requests did to the stores, and gc's figures.
+    fn register_store(&self, r: &mut Registry) {
+        r.register(
+            "ingest_chunks",
+            "Chunks clients asked about before uploading (chunks/missing), by outcome: new \
+             (the store lacked it: uploaded) or duplicate (deduplicated: not uploaded)",
+            self.ingest_chunks.clone(),
+        );
+        r.register(
+            "ingest_logical_bytes",
+            "Bytes of file content of the layers and cache entries made visible (from their \
+             manifests)",
+            self.ingest_logical.clone(),
+        );
+        r.register(
+            "ingest_stored_bytes",
+            "Bytes of packs accepted (compressed, as stored)",
+            self.ingest_stored.clone(),
+        );
+        r.register(
+            "gc_runs",
+            "gc passes, by namespace and outcome (ok, busy, failed)",
+            self.gc_runs.clone(),
+        );
+        r.register(
+            "gc_reclaimed_bytes",
+            "Bytes of packs gc deleted",
+            self.gc_reclaimed.clone(),
+        );
+        r.register(
+            "gc_expired",
+            "Runs and cache entries gc expired by age, by kind (run, cache)",
+            self.gc_expired.clone(),
+        );
+        r.register(
+            "gc_evictions",
+            "Runs and cache entries gc dropped to meet a storage budget, by kind (run, cache)",
+            self.evictions.clone(),
+        );
+        r.register(
+            "store_bytes",
+            "Bytes of packs a namespace holds, as of the last gc pass this server ran",
+            self.store_bytes.clone(),
+        );
+        r.register(
+            "store_objects",
+            "Objects a namespace holds, by kind (packs, manifests, chunks: live ones), as of \
+             the last gc pass this server ran",
+            self.store_objects.clone(),
+        );
+        r.register(
+            "store_last_gc_timestamp_seconds",
+            "When the last gc pass this server ran on a namespace ended (Unix seconds)",
+            self.store_gc_time.clone(),
+        );
+        r.register(
+            "replica_syncs",
+            "Times a namespace's chunk index read other writers' index objects",
+            self.syncs.clone(),
+        );
     }
 
     /// A chunk query's answer: `asked` chunks of which `missing` the

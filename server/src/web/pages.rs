@@ -6,8 +6,9 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use strata_store::browse::sizes::{run_bytes, RunBytes};
 use strata_store::browse::tree::{self, ChildKind};
-use strata_store::stats::{self, RunSummary};
+use strata_store::stats;
 use strata_store::RunName;
 
 use super::html::{date, esc, page, pct, size};
@@ -93,13 +94,14 @@ pub(super) async fn namespace(
     if let Err(r) = allow(&s, &headers, &ns).await {
         return r;
     }
-    let listing = match on_store(&s, &ns, stats::list_store).await {
+    let listed = on_store(&s, &ns, |st| Ok((stats::list_store(st)?, run_bytes(st)?))).await;
+    let (listing, sizes) = match listed {
         Ok(l) => l,
         Err(r) => return r,
     };
     let mut runs = listing.runs;
     runs.sort_by_key(|r| (r.created, r.run.to_string()));
-    let mut body = chart(&runs);
+    let mut body = chart(&sizes);
     body.push_str(
         "<h2>Runs</h2><table><tr><th>run</th><th>created</th><th>layers</th>\
         <th>bytes</th><th>expires</th></tr>",
@@ -142,31 +144,46 @@ pub(super) async fn namespace(
     )
 }
 
-/// Bars of each run's bytes of file content, in creation order (inline
-/// SVG).
-fn chart(runs: &[RunSummary]) -> String {
+/// Each run's logical bytes beside what it added to the store, oldest
+/// first, as paired bars (inline SVG).
+fn chart(runs: &[RunBytes]) -> String {
     if runs.is_empty() {
         return String::new();
     }
-    let max = runs.iter().map(|r| r.bytes).max().unwrap_or(0).max(1);
-    let (w, h, bar) = (720u64, 160u64, (720 / runs.len() as u64).clamp(4, 60));
+    let max = runs
+        .iter()
+        .map(|r| r.logical.max(r.stored))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (w, h) = (720u64, 160u64);
+    let bar = (w / (2 * runs.len() as u64)).clamp(3, 30);
     let mut svg = format!(
-        "<h2>Bytes per run</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" \
-         height=\"{}\" role=\"img\"><title>bytes of file content per run, oldest first</title>",
+        "<h2>Logical vs stored bytes per run</h2><p>oldest first; \
+         <span style=\"color:#4a7bd0\">■ logical</span> (its files) \
+         <span style=\"color:#e08a2c\">■ stored</span> (packs of the chunks it was first to hold)</p>\
+         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" role=\"img\">",
         h + 20
     );
     for (i, r) in runs.iter().enumerate() {
-        let bh = r.bytes * h / max;
-        let x = i as u64 * bar;
-        let _ = write!(
-            svg,
-            "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{bh}\" fill=\"#4a7bd0\">\
-             <title>{}: {}</title></rect>",
-            h - bh,
-            bar.saturating_sub(2).max(1),
-            esc(r.run.as_str()),
-            size(r.bytes)
-        );
+        let x = 2 * i as u64 * bar;
+        for (k, (v, colour)) in [(r.logical, "#4a7bd0"), (r.stored, "#e08a2c")]
+            .into_iter()
+            .enumerate()
+        {
+            let bh = v * h / max;
+            let _ = write!(
+                svg,
+                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{bh}\" fill=\"{colour}\">\
+                 <title>{}: logical {}, stored {}</title></rect>",
+                x + k as u64 * bar,
+                h - bh,
+                bar.saturating_sub(1).max(1),
+                esc(r.run.as_str()),
+                size(r.logical),
+                size(r.stored)
+            );
+        }
     }
     let _ = write!(
         svg,
@@ -174,7 +191,17 @@ fn chart(runs: &[RunSummary]) -> String {
         h + 16,
         size(max)
     );
-    svg
+    let mut table = String::from("<table><tr><th>run</th><th>logical</th><th>stored</th></tr>");
+    for r in runs {
+        let _ = write!(
+            table,
+            "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+            esc(r.run.as_str()),
+            size(r.logical),
+            size(r.stored)
+        );
+    }
+    svg + &table + "</table>"
 }
 
 /// `GET /ui/ns/N/run/R`: its jobs, what each requires, its status and

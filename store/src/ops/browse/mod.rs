@@ -26,4 +26,5 @@ pub fn accepted_bytes(store: &Store, key: &str, bytes: &[u8]) -> Result<Option<u
 }
 
 pub mod archive;
+pub mod sizes;
 pub mod tree;
