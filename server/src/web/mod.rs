@@ -113,8 +113,7 @@ async fn login(s: St, headers: HeaderMap, body: Bytes) -> Response {
         && (open(&s)
             || s.auth
                 .as_ref()
-                .is_some_and(|a| a.grant(Some(token)).is_ok())
-            || s.oidc.is_some());
+                .is_some_and(|a| a.grant(Some(token)).is_ok()));
     if !known {
         return pages::login_form(StatusCode::UNAUTHORIZED);
     }
