@@ -1,7 +1,7 @@
 //! The web page (issue 32): a real headless Chromium, started by the test
 //! with a fresh profile, opens each page of a server that holds a run;
 //! the pages list the run, its job, its files; a file and a directory's
-//! `.tar.zst` download byte-identical to what was persisted; a path and a
+//! `.tar.zst` and `.zip` download byte-identical to what was persisted; a path and a
 //! cache key holding `<script>` are shown as text. Each page's screenshot
 //! is kept under target/ui-screenshots/.
 
@@ -221,6 +221,26 @@ fn a_browser_walks_namespaces_runs_layers_and_files() {
             use std::os::unix::fs::PermissionsExt;
             let mode = on_disk.metadata().unwrap().permissions().mode() & 0o7777;
             assert_eq!(entry.header().mode().unwrap(), mode, "{}", path.display());
+            files += 1;
+        }
+    }
+    assert_eq!(files, 5);
+    let zip_url = &links(&app, "/zip/")[0];
+    let got = request(&s.url, "GET", zip_url, &[], b"");
+    assert_eq!(got.status, 200);
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(got.body)).unwrap();
+    let mut files = 0;
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        if f.is_file() {
+            let name = f.name().unwrap().into_owned();
+            let on_disk = src.join("app").join(&name);
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut bytes).unwrap();
+            assert!(bytes == std::fs::read(&on_disk).unwrap(), "{name}");
+            use std::os::unix::fs::PermissionsExt;
+            let mode = on_disk.metadata().unwrap().permissions().mode() & 0o7777;
+            assert_eq!(f.unix_mode().unwrap() & 0o7777, mode, "{name}");
             files += 1;
         }
     }

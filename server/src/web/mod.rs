@@ -2,7 +2,7 @@
 //! read-only UI at `/ui`, rendered on the server, with no script and no
 //! asset from elsewhere. Namespaces → runs (status, jobs, graph, expiry)
 //! and caches → a layer's files as a tree → a file, or a directory as a
-//! `.tar.zst`, streamed from the chunks.
+//! `.tar.zst` or `.zip`, streamed from the chunks.
 //!
 //! The same tokens as the API: a bearer header, or the token typed once
 //! into the page, which the server keeps in a cookie (`HttpOnly`, so no
@@ -50,6 +50,7 @@ pub(crate) fn router() -> Router<Arc<State>> {
         .route("/ui/ns/{ns}/layer/{manifest}", get(pages::layer))
         .route("/ui/ns/{ns}/file/{manifest}", get(file))
         .route("/ui/ns/{ns}/tar/{manifest}", get(tar))
+        .route("/ui/ns/{ns}/zip/{manifest}", get(zip))
 }
 
 fn redirect(to: &str) -> Response {
@@ -187,6 +188,24 @@ async fn tar(
             strata_store::browse::archive::write_tar_zst(store, manifest, q.path.as_bytes(), out)
         },
     )
+    .await
+}
+
+/// `GET /ui/ns/N/zip/M?path=DIR`: a directory as a `.zip`, streamed.
+async fn zip(
+    s: St,
+    headers: HeaderMap,
+    Path((ns, m)): Path<(String, String)>,
+    Query(q): Query<PathQuery>,
+) -> Response {
+    let base = match q.path.rsplit('/').next() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => m.chars().take(12).collect(),
+    };
+    let name = format!("{base}.zip");
+    download(s, headers, ns, m, name, move |store, manifest, out| {
+        strata_store::browse::archive::write_zip(store, manifest, q.path.as_bytes(), out)
+    })
     .await
 }
 

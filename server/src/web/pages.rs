@@ -292,8 +292,10 @@ pub(super) async fn layer(
     };
     let nsp = pct(ns.as_bytes());
     let mut body = format!(
-        "<p><a href=\"/ui/ns/{nsp}/tar/{m}?path={}\">download this directory (.tar.zst)</a></p>\
+        "<p><a href=\"/ui/ns/{nsp}/tar/{m}?path={}\">download this directory (.tar.zst)</a> · \
+         <a href=\"/ui/ns/{nsp}/zip/{m}?path={}\">(.zip)</a></p>\
          <table><tr><th>name</th><th>mode</th><th>bytes</th></tr>",
+        pct(dir.as_bytes()),
         pct(dir.as_bytes())
     );
     for c in &children {

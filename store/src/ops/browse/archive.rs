@@ -153,3 +153,43 @@ pub fn write_tar_zst(store: &Store, m: &Manifest, dir: &[u8], out: impl Write) -
 fn dir_name(dir: &[u8]) -> std::path::PathBuf {
     std::path::PathBuf::from(std::ffi::OsStr::from_bytes(dir))
 }
+
+/// `write_tar_zst`'s directory as a `.zip`, written as a stream (sizes in
+/// data descriptors, so nothing is sought back to) and stored without
+/// compression: the `.tar.zst` is the compact one, the `.zip` the one
+/// every desktop opens. Names that are not UTF-8 are written lossily.
+pub fn write_zip(store: &Store, m: &Manifest, dir: &[u8], out: impl Write) -> Result<()> {
+    use zip::write::SimpleFileOptions;
+    let zip_err = |e: zip::result::ZipError| {
+        Error::io("write an archive", dir_name(dir), io::Error::other(e))
+    };
+    let mut z = zip::ZipWriter::new_stream(out);
+    let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+    for e in &m.entries {
+        let p = e.path.as_bytes();
+        if p == dir || !is_under(p, dir) {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&p[skip..]).into_owned();
+        let opts = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .unix_permissions(e.mode & 0o7777);
+        match &e.kind {
+            EntryKind::Dir => z.add_directory(name, opts).map_err(zip_err)?,
+            EntryKind::File { .. } | EntryKind::Hardlink { .. } => {
+                let chunks = file_chunks(m, p)?;
+                let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+                let opts = opts.large_file(size >= u64::from(u32::MAX));
+                z.start_file(name, opts).map_err(zip_err)?;
+                io::copy(&mut ChunkReader::new(store, chunks), &mut z)
+                    .map_err(|e| Error::io("write an archive", dir_name(dir), e))?;
+            }
+            EntryKind::Symlink { target } => {
+                let target = String::from_utf8_lossy(target).into_owned();
+                z.add_symlink(name, target, opts).map_err(zip_err)?
+            }
+        }
+    }
+    z.finish().map_err(zip_err)?;
+    Ok(())
+}
