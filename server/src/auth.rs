@@ -8,10 +8,13 @@
 //!   - name: team-a-ci          # for the access log
 //!     token: "long random"     # or token_blake3: <hex of its BLAKE3 hash>
 //!     namespace: team-a
-//!     scope: write             # read | write | admin
+//!     scope: write             # read | write | admin | metrics
 //!     runs: ["ref:refs/pull/"]         # optional: the only refs whose runs it may write
 //!     cache_keys: ["ref:refs/pull/"]   # optional: the only cache keys it may save
 //! ```
+//!
+//! A token of scope `metrics` scrapes `GET /metrics` and nothing else; it
+//! names no namespace, since the metrics count every one.
 //!
 //! Tokens are compared by their BLAKE3 hashes (a constant-time
 //! comparison), so the file may hold hashes instead of the tokens
@@ -27,6 +30,7 @@ pub enum Scope {
     Read,
     Write,
     Admin,
+    Metrics,
 }
 
 /// A token as the config file gives it.
@@ -36,7 +40,8 @@ pub(crate) struct TokenSpec {
     name: String,
     token: Option<String>,
     token_blake3: Option<String>,
-    namespace: String,
+    #[serde(default)]
+    namespace: Option<String>,
     scope: Scope,
     #[serde(default)]
     runs: Option<Vec<String>>,
@@ -60,8 +65,21 @@ impl Auth {
     pub(crate) fn from_specs(specs: Vec<TokenSpec>) -> Result<Auth, String> {
         let mut tokens: Vec<(blake3::Hash, Grant)> = Vec::new();
         for t in specs {
-            strata_store::protocol::validate_namespace(&t.namespace)
-                .map_err(|e| format!("token {}: namespace: {e}", t.name))?;
+            let namespace = match (t.scope, t.namespace) {
+                (Scope::Metrics, None) => String::new(),
+                (Scope::Metrics, Some(_)) => {
+                    return Err(format!(
+                        "token {}: scope metrics is for the whole server: give no namespace",
+                        t.name
+                    ))
+                }
+                (_, None) => return Err(format!("token {}: no namespace", t.name)),
+                (_, Some(ns)) => {
+                    strata_store::protocol::validate_namespace(&ns)
+                        .map_err(|e| format!("token {}: namespace: {e}", t.name))?;
+                    ns
+                }
+            };
             let hash = match (&t.token, &t.token_blake3) {
                 (Some(tok), None) if tok.len() >= 16 => blake3::hash(tok.as_bytes()),
                 (Some(_), None) => {
@@ -83,12 +101,13 @@ impl Auth {
                 Scope::Read => Role::Read,
                 Scope::Write => Role::Write,
                 Scope::Admin => Role::Admin,
+                Scope::Metrics => Role::Metrics,
             };
             tokens.push((
                 hash,
                 Grant {
                     name: t.name,
-                    namespace: t.namespace,
+                    namespace,
                     role,
                     runs: t.runs,
                     cache_keys: t.cache_keys,
@@ -147,7 +166,8 @@ mod tests {
              - {{name: r, token_blake3: \"{hashed}\", namespace: a, scope: read}}\n  \
              - {{name: pr, token: pr-token-0123456789ab, namespace: a, scope: write, \
              runs: [\"ref:refs/pull/\"], cache_keys: [\"ref:refs/pull/\"]}}\n  \
-             - {{name: ops, token: admin-token-0123456789, namespace: a, scope: admin}}\n"
+             - {{name: ops, token: admin-token-0123456789, namespace: a, scope: admin}}\n  \
+             - {{name: prom, token: metrics-token-0123456789, scope: metrics}}\n"
         ))
         .unwrap();
         let g = auth.grant(Some("writer-token-0123456789")).unwrap();
@@ -165,6 +185,10 @@ mod tests {
             auth.grant(Some("admin-token-0123456789")).unwrap().role,
             Role::Admin
         );
+        assert_eq!(
+            auth.grant(Some("metrics-token-0123456789")).unwrap().role,
+            Role::Metrics
+        );
         assert_eq!(auth.grant(None), Err(Unauthenticated("no token")));
         assert_eq!(
             auth.grant(Some("nope-nope-nope-nope")),
@@ -174,6 +198,12 @@ mod tests {
         assert!(
             parse("tokens:\n  - {name: x, token: short, namespace: a, scope: read}\n").is_err()
         );
+        for bad in [
+            "{name: x, token: metrics-token-0123456789, namespace: a, scope: metrics}",
+            "{name: x, token: reader-token-0123456789, scope: read}",
+        ] {
+            assert!(parse(&format!("tokens:\n  - {bad}\n")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -24,8 +24,10 @@ pub mod config;
 mod limits;
 mod listen;
 mod log;
+mod metrics;
 pub mod oidc;
 mod routes;
+mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -158,6 +160,12 @@ impl Namespaces {
         Ok(store)
     }
 
+    /// The namespaces opened since the server started.
+    pub(crate) fn open_names(&self) -> Vec<String> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.keys().cloned().collect()
+    }
+
     /// The namespaces there are: a directory store's subdirectories, or
     /// (S3) those opened since the server started.
     pub(crate) fn names(&self) -> Vec<String> {
@@ -206,6 +214,7 @@ async fn scheduled_gc(state: Arc<routes::State>, every: std::time::Duration) {
                     .namespaces
                     .get(&ns)
                     .and_then(|store| strata_store::gc::gc(&store, &options));
+                state.metrics.gc_pass(&ns, &result);
                 match result {
                     Ok(r) => log::line(format_args!(
                         "scheduled gc {ns}: {} runs expired, {} caches expired, \
@@ -296,7 +305,10 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         limiter: config.rate.map(limits::Limiter::new),
         max_body: config.max_body,
         log: config.log,
+        metrics: Arc::new(metrics::Metrics::new()),
+        tls: config.tls.is_some(),
     });
+    let metrics = state.metrics.clone();
     let app = routes::router(state.clone());
     let started = Started {
         addr,
@@ -309,7 +321,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         ready(&started);
-        listen::serve(listener, tls, app, config.limits, cap).await;
+        listen::serve(listener, tls, app, config.limits, cap, metrics).await;
         Ok(())
     });
     // The stores (and an S3 store's own runtime) are dropped here, outside

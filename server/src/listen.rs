@@ -3,7 +3,8 @@
 //! and timeouts"). A client that is slow or idle, or opens connections
 //! without end, holds at most one of `max_connections` places, each for at
 //! most a timeout. Knows nothing about routes or stores: it hands each
-//! request, with its peer's address, to the router.
+//! request, with its peer's address, to the router, and counts the
+//! connections closed for a request head that did not come in time.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub(crate) async fn serve(
     app: Router,
     limits: Limits,
     cap: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let places = Arc::new(Semaphore::new(cap));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -116,6 +118,7 @@ pub(crate) async fn serve(
             }
         };
         let (app, tls, http) = (app.clone(), tls.clone(), http.clone());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _place = place;
             let idle = limits.body_idle_timeout;
@@ -124,17 +127,21 @@ pub(crate) async fn serve(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 app.clone().oneshot(req)
             });
-            match tls {
-                None => {
-                    let _ = http.serve_connection(TokioIo::new(tcp), service).await;
-                }
+            let served = match tls {
+                None => http.serve_connection(TokioIo::new(tcp), service).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
-                    if let Ok(Ok(stream)) = handshake {
-                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                        _ => Ok(()),
                     }
                 }
+            };
+            if served.is_err_and(|e| e.is_timeout()) {
+                metrics.head_timed_out();
             }
         });
     }

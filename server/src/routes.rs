@@ -47,6 +47,9 @@ pub(crate) struct State {
     pub(crate) limiter: Option<Limiter>,
     pub(crate) max_body: usize,
     pub(crate) log: bool,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Whether it serves HTTPS (the web page's cookie is then `Secure`).
+    pub(crate) tls: bool,
 }
 
 type St = AxState<Arc<State>>;
@@ -55,6 +58,7 @@ type Granted = Extension<Arc<(Grant, String)>>;
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     let max_body = state.max_body;
+    let observe = middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::observe);
     let namespaced = Router::new()
         .route("/v1/ns/{ns}", get(hello))
         .route("/v1/ns/{ns}/", get(hello))
@@ -73,9 +77,13 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/ns/{ns}/gc", post(gc))
         .route("/v1/ns/{ns}/footprints", get(footprints))
         .route("/v1/ns/{ns}/remove", post(remove))
-        .route_layer(middleware::from_fn_with_state(state.clone(), gate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), gate))
+        .route_layer(observe.clone());
     Router::new()
         .route("/v1", get(hello_server))
+        .route("/metrics", get(crate::metrics::scrape))
+        .merge(crate::web::router())
+        .route_layer(observe)
         .merge(namespaced)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -83,7 +91,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 
 /// An error the server says on its own (the gate's, its failures): no
 /// `kind`, so the client maps the status.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = ErrorBody {
         error: message.into(),
         kind: None,
@@ -94,7 +102,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// The status for a library error. What a client did wrong is told as the
 /// library says it (keys, names, limits); the server's own failures (its
 /// disk, its paths) go to its log, and the client learns only their kind.
-fn from_store(e: Error) -> Response {
+pub(crate) fn from_store(e: Error) -> Response {
     let status = match &e {
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::Corrupt { .. }
@@ -223,7 +231,11 @@ async fn gate(
 /// token's, or a CI identity's (`--oidc`: verified off the async threads
 /// unless remembered; of its grants, the one for `ns`). An unknown or
 /// invalid token is `401`, a valid CI token no rule grants `403`.
-async fn authenticate(s: &Arc<State>, token: Option<String>, ns: &str) -> Result<Grant, Response> {
+pub(crate) async fn authenticate(
+    s: &Arc<State>,
+    token: Option<String>,
+    ns: &str,
+) -> Result<Grant, Response> {
     let unauthorized = |why: &str| {
         let mut resp = error(StatusCode::UNAUTHORIZED, why);
         resp.headers_mut()
@@ -338,8 +350,11 @@ async fn put_object(
     let len = body.len();
     let k = key.clone();
     let g = granted.clone();
+    let metrics = s.metrics.clone();
     let result = with_store(&s, &ns, move |store| {
-        strata_store::ingest::put_checked(store, &g.0, &k, &body)
+        let stored = strata_store::ingest::put_checked(store, &g.0, &k, &body)?;
+        metrics.accepted(store, &k, &body);
+        Ok(stored)
     })
     .await;
     let status = match &result {
@@ -408,7 +423,7 @@ async fn chunk_query(
     s: Arc<State>,
     ns: String,
     body: Bytes,
-    answer: fn(&dyn ChunkLookup, &[ChunkId]) -> strata_store::Result<Vec<u8>>,
+    answer: impl FnOnce(&dyn ChunkLookup, &[ChunkId]) -> strata_store::Result<Vec<u8>> + Send + 'static,
 ) -> Answer {
     let ids = decode_ids(&body).map_err(|why| {
         let status = if body.len().is_multiple_of(32) {
@@ -423,8 +438,11 @@ async fn chunk_query(
 }
 
 async fn missing(AxState(s): St, Path(ns): Path<String>, body: Bytes) -> Answer {
-    chunk_query(s, ns, body, |lookup, ids| {
-        Ok(encode_missing(&lookup.missing(ids)?))
+    let metrics = s.metrics.clone();
+    chunk_query(s, ns, body, move |lookup, ids| {
+        let missing = lookup.missing(ids)?;
+        metrics.chunk_query(ids.len(), missing.iter().filter(|m| **m).count());
+        Ok(encode_missing(&missing))
     })
     .await
 }
@@ -453,6 +471,7 @@ async fn gc(
     Extension(granted): Granted,
 ) -> Answer {
     let budget = q.max_size.or(s.budgets.of(&ns));
+    let (metrics, n) = (s.metrics.clone(), ns.clone());
     let report = with_store(&s, &ns, move |store| {
         let grace = access::gc_grace(q.grace_secs, store.config().gc_grace_secs)?;
         let options = strata_store::gc::GcOptions {
@@ -461,7 +480,11 @@ async fn gc(
             max_size: budget,
             ..Default::default()
         };
-        strata_store::gc::gc(store, &options)
+        let report = strata_store::gc::gc(store, &options);
+        if !q.dry_run {
+            metrics.gc_pass(&n, &report);
+        }
+        report
     })
     .await?;
     log(

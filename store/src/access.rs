@@ -22,9 +22,15 @@
 use crate::error::{Error, Result};
 use crate::format::keys::ObjectKind;
 
-/// What a grant allows at most; each includes the ones before it.
+/// What a grant allows at most; each of `Read`, `Write` and `Admin`
+/// includes the ones before it. `Metrics` stands apart: it allows the
+/// server's metrics and nothing else, and nothing else allows them, since
+/// they count every namespace and a namespace's token must not learn of
+/// the others. (It sorts first, so it never meets a role `allow` needs.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
+    /// Only `GET /metrics`: the server's counters, of every namespace.
+    Metrics,
     /// Read everything of the namespace; record uses.
     Read,
     /// Also write packs, index objects, manifests, runs, layers, results,
@@ -87,6 +93,8 @@ impl Grant {
 pub enum Request<'a> {
     /// `GET /v1`: which protocol the server speaks.
     ServerHello,
+    /// `GET /metrics`: the server's counters, of every namespace.
+    Metrics,
     /// `GET /v1/ns/N/`.
     Hello,
     /// Reading: an object, ranges, a listing, chunk queries, stats.
@@ -108,11 +116,31 @@ pub enum Request<'a> {
 /// its body is read. `Err` is `Error::NotAllowed`, naming the grant and
 /// what it lacks.
 pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
+    match (grant.role, request) {
+        (Role::Metrics, Request::Metrics | Request::ServerHello) => return Ok(()),
+        (Role::Metrics, _) => {
+            return Err(denied(
+                grant,
+                "may read the server's metrics only (scope metrics)".into(),
+            ))
+        }
+        (_, Request::Metrics) => {
+            return Err(denied(
+                grant,
+                "may not read the server's metrics: they count every namespace, so they \
+                 take a token of scope metrics"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
     if grant.namespace != namespace {
         return Err(denied(grant, format!("is not for namespace {namespace}")));
     }
     let needs = match request {
         Request::ServerHello => return Ok(()),
+        // Decided above, before the namespace.
+        Request::Metrics => return Ok(()),
         Request::Hello | Request::Read | Request::Gc { dry_run: true } => Role::Read,
         Request::Gc { dry_run: false } | Request::Remove => Role::Admin,
         Request::Put(kind) => match kind {
@@ -147,6 +175,7 @@ pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
     };
     if grant.role < needs {
         let what = match needs {
+            Role::Metrics => "read the server's metrics",
             Role::Read => "read",
             Role::Write => "write",
             Role::Admin => "administer (delete, remove, gc)",

@@ -45,4 +45,10 @@ pub trait ChunkLookup: Send + Sync + std::fmt::Debug {
     fn in_flight(&self) -> usize {
         rayon::current_num_threads()
     }
+    /// How many times it has read other writers' index objects since it
+    /// was opened (a server's metrics: a replica's syncs). A lookup that
+    /// never syncs (a runner's own index, a remote store's) has none.
+    fn syncs(&self) -> u64 {
+        0
+    }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod http;
+
 pub fn strata_bin() -> &'static str {
     env!("CARGO_BIN_EXE_strata")
 }

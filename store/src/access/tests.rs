@@ -141,6 +141,7 @@ fn grant(column: &str) -> Grant {
         "write, `runs:`" => (Role::Write, limit, None),
         "write, `cache_keys:`" => (Role::Write, None, limit),
         "admin" => (Role::Admin, None, None),
+        "metrics" => (Role::Metrics, None, None),
         other => panic!("the table has a column this test does not know: {other}"),
     };
     Grant {
@@ -176,8 +177,10 @@ fn decide(grant: Option<&Grant>, row: &str, git_ref: &str) -> Vec<bool> {
     match row {
         "`GET /v1`" => vec![one(Request::ServerHello)],
         "`GET /v1/ns/N/`" => vec![one(Request::Hello)],
+        "`GET /metrics`" => vec![one(Request::Metrics)],
         "`GET o/KEY`, `HEAD o/KEY` (any object)"
-        | "`POST ranges`, `GET list`, `POST chunks/missing`, `POST chunks/locate`, `GET stats`" => {
+        | "`POST ranges`, `GET list`, `POST chunks/missing`, `POST chunks/locate`, `GET stats`"
+        | "`GET /ui/N/…` (the web page of namespace N, its downloads)" => {
             vec![one(Request::Read)]
         }
         "`GET footprints`" => vec![one(Request::Read)],
@@ -303,6 +306,18 @@ fn a_bound_grant_names_the_claims_it_refused() {
         .unwrap_err()
         .to_string()
         .contains("key:"));
+}
+
+// A namespace's admin may not scrape the server's metrics (they count
+// every namespace), nor may a metrics token read a namespace.
+#[test]
+fn metrics_are_a_grant_of_their_own() {
+    let e = allow(&grant("admin"), "ns", &Request::Metrics).unwrap_err();
+    assert!(e.to_string().contains("scope metrics"), "{e}");
+    let m = grant("metrics");
+    assert!(allow(&m, "", &Request::Metrics).is_ok());
+    assert!(allow(&m, "ns", &Request::Read).is_err());
+    assert!(allow_anonymous(&Request::Metrics).is_err());
 }
 
 #[test]

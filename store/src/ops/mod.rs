@@ -3,6 +3,7 @@
 //! Nothing below `ops` imports from it.
 
 pub mod attach;
+pub mod browse;
 pub mod cache_key;
 pub mod caches;
 pub mod ci_run;

@@ -51,6 +51,8 @@ pub struct SyncedIndex {
     /// moves the clock past gc's grace period sees the index synced as a
     /// process living that long would.
     clock: Clock,
+    /// Syncs run since it was opened (`ChunkLookup::syncs`).
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 impl SyncedIndex {
@@ -70,6 +72,7 @@ impl SyncedIndex {
             log,
             synced: Mutex::new((started, started, Clock::System.now())),
             clock: Clock::System,
+            syncs: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -101,6 +104,8 @@ impl SyncedIndex {
         let started = Instant::now();
         let clock = self.clock.now();
         self.index.sync(self.backend.as_ref(), self.log, full)?;
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         synced.0 = started;
         synced.2 = clock;
         if full || !self.log {
@@ -190,6 +195,10 @@ impl ChunkLookup for SyncedIndex {
 
     fn count(&self) -> Result<u64> {
         self.index.count()
+    }
+
+    fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
