@@ -17,6 +17,7 @@ mod lifecycle;
 mod network;
 mod oidc;
 mod only;
+mod presign;
 mod reliability;
 mod warm;
 mod wrappers;

@@ -45,6 +45,9 @@ pub(crate) struct State {
     pub(crate) limiter: Option<Limiter>,
     pub(crate) max_body: usize,
     pub(crate) log: bool,
+    /// How long a presigned URL is valid (`--presign-ttl`); `None`: the
+    /// server hands out none.
+    pub(crate) presign_ttl: Option<std::time::Duration>,
 }
 
 type St = AxState<Arc<State>>;
@@ -69,6 +72,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/ns/{ns}/chunks/locate", post(locate))
         .route("/v1/ns/{ns}/stats", get(stats))
         .route("/v1/ns/{ns}/gc", post(gc))
+        .route("/v1/ns/{ns}/urls", post(crate::presign::urls))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate));
     Router::new()
         .route("/v1", get(hello_server))
@@ -90,7 +94,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// The status for a library error. What a client did wrong is told as the
 /// library says it (keys, names, limits); the server's own failures (its
 /// disk, its paths) go to its log, and the client learns only their kind.
-fn from_store(e: Error) -> Response {
+pub(crate) fn from_store(e: Error) -> Response {
     let status = match &e {
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::Corrupt { .. }
@@ -258,7 +262,7 @@ async fn authenticate(s: &Arc<State>, token: Option<String>, ns: &str) -> Result
 }
 
 /// Runs `f` on the namespace's store on a blocking thread.
-async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     state: &Arc<State>,
     ns: &str,
     f: impl FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
@@ -277,7 +281,7 @@ async fn with_store<T: Send + 'static>(
     .map_err(from_store)
 }
 
-fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
+pub(crate) fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
     if state.log {
         crate::log::line(format_args!("{client}: {what}"));
     }
@@ -285,7 +289,7 @@ fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
 
 /// A handler's answer: a refusal (`Err`) is an answer too, so `?` on
 /// `with_store` returns it.
-type Answer = Result<Response, Response>;
+pub(crate) type Answer = Result<Response, Response>;
 
 fn hello_body(s: &State, ns: Option<&str>) -> Response {
     axum::Json(Hello {
@@ -293,6 +297,9 @@ fn hello_body(s: &State, ns: Option<&str>) -> Response {
         server: Some(format!("strata {}", env!("CARGO_PKG_VERSION"))),
         namespace: ns.map(str::to_string),
         oidc: s.oidc.as_ref().map(|o| o.audiences()).unwrap_or_default(),
+        urls: s
+            .presign_ttl
+            .map(|_| strata_store::protocol::urls::URLS_VERSION),
     })
     .into_response()
 }

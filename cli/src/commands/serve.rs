@@ -49,6 +49,7 @@ pub(crate) fn exec(cli: &Cli, a: &ServeArgs) -> Result<()> {
         gc_every: a.gc_every,
         resync_every: a.resync_every,
         clock: clock()?,
+        presign_ttl: a.presign_ttl,
     };
     strata_server::serve(config, |s| {
         eprintln!("strata serve: listening on {} (store {store})", s.url);
