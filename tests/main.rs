@@ -19,6 +19,7 @@ mod metrics;
 mod network;
 mod oidc;
 mod only;
+mod presign;
 mod reliability;
 mod warm;
 mod web;

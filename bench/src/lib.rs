@@ -15,6 +15,7 @@ pub mod busy;
 pub mod cold;
 pub mod compare;
 pub mod corpus;
+pub mod direct;
 pub mod disk;
 pub mod measure;
 pub mod report;

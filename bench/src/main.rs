@@ -109,6 +109,14 @@ struct Args {
     /// extracting the tar.zst over a copy (docs/benchmarks.md).
     #[arg(long, conflicts_with_all = ["render", "replicas", "busy"])]
     cold: bool,
+    /// Scenario 9 instead of 1-5: the server off the data path. A
+    /// synthetic tree (--synthetic files, default 2000) persisted through
+    /// `strata serve` over a three-node Garage cluster, then attached fresh
+    /// --runs times through a server that reads packs for its runners and
+    /// one that hands out presigned URLs; the server's CPU and bytes per
+    /// attached GB (docs/benchmarks.md).
+    #[arg(long, conflicts_with_all = ["base", "corpus", "render", "replicas", "busy", "cold"])]
+    direct: bool,
     /// Measure nothing: print the report (and --svg) of saved results.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "corpus", "synthetic"])]
     render: Option<PathBuf>,
@@ -153,6 +161,9 @@ fn real_main() -> Result<()> {
     }
     if let Some(replicas) = args.replicas {
         return scale_main(&args, replicas);
+    }
+    if args.direct {
+        return direct_main(&args);
     }
     let work = match &args.work {
         Some(w) => w.clone(),
@@ -330,6 +341,21 @@ fn scale_main(args: &Args, replicas: usize) -> Result<()> {
         let _ = std::fs::remove_dir_all(&work);
     }
     save_and_print(args, &result?, scale::markdown)
+}
+
+/// Scenario 9 (`--direct`).
+fn direct_main(args: &Args) -> Result<()> {
+    let bin = strata_bin(args)?;
+    let work = match &args.work {
+        Some(w) => w.clone(),
+        None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work)?;
+    let result = strata_bench::direct::run(&bin, &work, args.synthetic.unwrap_or(2000), args.runs);
+    if !args.keep_work {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    save_and_print(args, &result?, |r| strata_bench::direct::markdown(r))
 }
 
 /// Saves `results` (`--save`) and prints them: JSON with `--json`, else

@@ -219,6 +219,12 @@ pub(crate) struct ServeArgs {
     /// within it; a chunk not found syncs at once). Default 10s.
     #[arg(long, value_name = "DURATION", value_parser = values::duration)]
     pub(crate) resync_every: Option<std::time::Duration>,
+    /// With an s3:// store: hand runners presigned URLs, valid this long,
+    /// to read packs straight from the bucket (1s to 7d; docs/deploy.md,
+    /// "Reads straight from the bucket"). Runners must reach the bucket's
+    /// endpoint. Uploads still go through the server.
+    #[arg(long, value_name = "DURATION", value_parser = values::duration)]
+    pub(crate) presign_ttl: Option<std::time::Duration>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,12 +4,15 @@
 //! without a panic, and what is accepted keeps the promises the server
 //! relies on: a ranges request within its limits (summed without
 //! overflow), a prefix that cannot leave the namespace, no grace below the
-//! store's, and a read grant that writes nothing but uses.
+//! store's, a read grant that writes nothing but uses, and a `urls`
+//! request whose keys stay in the namespace and whose only grantable URLs
+//! are GETs of packs.
 //! (Byte 0 picks the request; the rest is its body.)
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use strata_store::access::{self, Grant, Role};
 use strata_store::format::keys::{classify, ObjectKind};
+use strata_store::protocol::urls::{UrlsRequest, MAX_URL_KEYS};
 use strata_store::protocol::{decode_ids, ListQuery, RangesRequest, MAX_RANGES_BYTES};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(body);
-    match kind % 5 {
+    match kind % 6 {
         0 => {
             if let Ok((req, total)) = RangesRequest::decode(body) {
                 let sum: u128 = req.ranges.iter().map(|&(a, b)| u128::from(b - a)).sum();
@@ -46,6 +49,27 @@ fuzz_target!(|data: &[u8]| {
         }
         3 => {
             let _ = decode_ids(body);
+        }
+        5 => {
+            let Ok(req) = UrlsRequest::decode(body) else {
+                return;
+            };
+            assert!(req.keys.len() <= MAX_URL_KEYS);
+            let read = Grant::everything("ns");
+            for key in &req.keys {
+                assert!(!key.starts_with('/'), "{key:?}");
+                assert!(key.split('/').all(|c| !c.starts_with('.')), "{key:?}");
+                let Ok(object) = classify(key) else {
+                    continue;
+                };
+                let asked = access::Request::Url {
+                    write: req.writes(),
+                    kind: &object,
+                };
+                if access::allow(&read, "ns", &asked).is_ok() {
+                    assert!(!req.writes() && matches!(object, ObjectKind::Pack(_)));
+                }
+            }
         }
         _ => {
             let Ok(object) = classify(&text) else {

@@ -26,6 +26,7 @@ mod listen;
 mod log;
 mod metrics;
 pub mod oidc;
+mod presign;
 mod routes;
 mod web;
 
@@ -74,6 +75,10 @@ pub struct ServerConfig {
     pub resync_every: Option<std::time::Duration>,
     /// The stores' clock (`$STRATA_NOW` for tests).
     pub clock: Clock,
+    /// Hand out presigned URLs valid this long to read packs from the
+    /// bucket (an `s3://` store only; docs/deploy.md, "Reads straight
+    /// from the bucket").
+    pub presign_ttl: Option<std::time::Duration>,
 }
 
 /// Errors that stop the server from starting.
@@ -93,6 +98,8 @@ pub enum ServeError {
     Tls(std::io::Error),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("--presign-ttl: {0}")]
+    Presign(&'static str),
 }
 
 /// Says in the log why a request waits when another process holds a
@@ -257,6 +264,16 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
     if open && !loopback && !config.insecure {
         return Err(ServeError::InsecureAddress(config.listen));
     }
+    if let Some(ttl) = config.presign_ttl {
+        if !config.store.starts_with("s3://") {
+            return Err(ServeError::Presign(
+                "URLs read from a bucket: the store must be s3://BUCKET/PREFIX",
+            ));
+        }
+        if ttl < std::time::Duration::from_secs(1) || ttl > presign::MAX_TTL {
+            return Err(ServeError::Presign("between 1s and 7d (S3's limits)"));
+        }
+    }
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(|source| ServeError::Bind {
             addr: config.listen,
@@ -307,6 +324,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         log: config.log,
         metrics: Arc::new(metrics::Metrics::new()),
         tls: config.tls.is_some(),
+        presign_ttl: config.presign_ttl,
     });
     let metrics = state.metrics.clone();
     let app = routes::router(state.clone());

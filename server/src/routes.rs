@@ -50,6 +50,9 @@ pub(crate) struct State {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Whether it serves HTTPS (the web page's cookie is then `Secure`).
     pub(crate) tls: bool,
+    /// How long a presigned URL is valid (`--presign-ttl`); `None`: the
+    /// server hands out none.
+    pub(crate) presign_ttl: Option<std::time::Duration>,
 }
 
 type St = AxState<Arc<State>>;
@@ -77,6 +80,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/ns/{ns}/gc", post(gc))
         .route("/v1/ns/{ns}/footprints", get(footprints))
         .route("/v1/ns/{ns}/remove", post(remove))
+        .route("/v1/ns/{ns}/urls", post(crate::presign::urls))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate))
         .route_layer(observe.clone());
     Router::new()
@@ -277,7 +281,7 @@ pub(crate) async fn authenticate(
 }
 
 /// Runs `f` on the namespace's store on a blocking thread.
-async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     state: &Arc<State>,
     ns: &str,
     f: impl FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
@@ -296,7 +300,7 @@ async fn with_store<T: Send + 'static>(
     .map_err(from_store)
 }
 
-fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
+pub(crate) fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
     if state.log {
         crate::log::line(format_args!("{client}: {what}"));
     }
@@ -304,7 +308,7 @@ fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
 
 /// A handler's answer: a refusal (`Err`) is an answer too, so `?` on
 /// `with_store` returns it.
-type Answer = Result<Response, Response>;
+pub(crate) type Answer = Result<Response, Response>;
 
 fn hello_body(s: &State, ns: Option<&str>) -> Response {
     axum::Json(Hello {
@@ -312,6 +316,9 @@ fn hello_body(s: &State, ns: Option<&str>) -> Response {
         server: Some(format!("strata {}", env!("CARGO_PKG_VERSION"))),
         namespace: ns.map(str::to_string),
         oidc: s.oidc.as_ref().map(|o| o.audiences()).unwrap_or_default(),
+        urls: s
+            .presign_ttl
+            .map(|_| strata_store::protocol::urls::URLS_VERSION),
     })
     .into_response()
 }

@@ -110,6 +110,14 @@ pub enum Request<'a> {
     Put(&'a ObjectKind),
     /// Deleting an object of this kind.
     Delete(&'a ObjectKind),
+    /// A presigned URL (`POST urls`) for an object of this kind: to read
+    /// it, or to write it (`write`), which is never granted.
+    Url {
+        /// Whether the URL would write (`PUT` or any method but `GET`).
+        write: bool,
+        /// The object's kind.
+        kind: &'a ObjectKind,
+    },
 }
 
 /// Decides `request` by `grant` in `namespace` from what is known before
@@ -170,6 +178,28 @@ pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
             return Err(denied(
                 grant,
                 "may not delete it: packs, index objects and manifests are gc's".into(),
+            ))
+        }
+        Request::Url {
+            write: false,
+            kind: ObjectKind::Pack(_),
+        } => Role::Read,
+        Request::Url { write: false, .. } => {
+            return Err(denied(
+                grant,
+                "may not have a URL of it: only packs are read from the bucket, the rest \
+                 through the server"
+                    .into(),
+            ))
+        }
+        // An S3 PUT overwrites: a URL to write would let a client replace
+        // an object the server verified. Writes go through the server.
+        Request::Url { write: true, .. } => {
+            return Err(denied(
+                grant,
+                "may not have a URL to write: the server never signs a write (writes go \
+                 through it and are checked)"
+                    .into(),
             ))
         }
     };

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, RunName};
 
+pub mod urls;
+
 /// The protocol version (the `/v1/` in every path).
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -61,6 +63,8 @@ pub mod route {
     /// `POST remove?run=R` or `?cache_key=K` (a `RemoveQuery`): drop a run
     /// or a cache key's entries; the report, as JSON.
     pub const REMOVE: &str = "remove";
+    /// `POST urls` with a `urls::UrlsRequest`: presigned URLs of packs.
+    pub const URLS: &str = "urls";
 }
 
 /// The root every route of namespace `ns` is under: `/v1/ns/NS/`.
@@ -144,6 +148,10 @@ pub struct Hello {
     /// CI for one with this audience.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oidc: Vec<OidcAudience>,
+    /// The version of the `urls` route the server offers (`urls::URLS_VERSION`),
+    /// when it hands out URLs to read packs from the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<u32>,
 }
 
 /// A CI whose OIDC tokens the server accepts, and their audience.
@@ -480,6 +488,7 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             server: Some("strata test".into()),
             namespace: None,
+            urls: None,
         };
         assert_eq!(
             decode_answer::<Hello>(&encode_answer(&hello)).unwrap(),

@@ -79,6 +79,10 @@ pub fn fetch_located(
             .or_default()
             .push(loc.chunk);
     }
+    // One request for whatever each pack needs first (a `strata serve`
+    // over S3: its URLs), not one per pack.
+    let keys: Vec<String> = packs.keys().map(pack_key).collect();
+    store.backend().will_read(&keys)?;
     let counts = Counts::default();
     let read_all = || {
         packs

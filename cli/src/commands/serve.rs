@@ -52,6 +52,7 @@ pub(crate) fn exec(cli: &Cli, a: &ServeArgs) -> Result<()> {
         budgets,
         resync_every: a.resync_every,
         clock: clock()?,
+        presign_ttl: a.presign_ttl,
     };
     strata_server::serve(config, |s| {
         eprintln!("strata serve: listening on {} (store {store})", s.url);

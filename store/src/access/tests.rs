@@ -190,6 +190,34 @@ fn decide(grant: Option<&Grant>, row: &str, git_ref: &str) -> Vec<bool> {
         "`POST gc?grace_secs=N`, N below the store's grace" => {
             vec![one(Request::Gc { dry_run: false }) && gc_grace(Some(0), 3600).is_ok()]
         }
+        "`POST urls`: a `GET` URL of `packs/…`" => kinds_of("`PUT packs/…`")
+            .iter()
+            .map(|k| {
+                one(Request::Url {
+                    write: false,
+                    kind: k,
+                })
+            })
+            .collect(),
+        "`POST urls`: a `GET` URL of any other object" => all_kinds()
+            .iter()
+            .filter(|k| !matches!(k, ObjectKind::Pack(_)))
+            .map(|k| {
+                one(Request::Url {
+                    write: false,
+                    kind: k,
+                })
+            })
+            .collect(),
+        "`POST urls`: a URL to write (`PUT`, any other method)" => all_kinds()
+            .iter()
+            .map(|k| {
+                one(Request::Url {
+                    write: true,
+                    kind: k,
+                })
+            })
+            .collect(),
         _ if row.starts_with("`PUT") => {
             kinds_of(row).iter().map(|k| one(Request::Put(k))).collect()
         }
@@ -259,6 +287,13 @@ fn the_documented_table_is_the_rule() {
 fn a_grant_is_for_its_namespace_only() {
     let g = grant("admin");
     assert!(allow(&g, "other", &Request::Read).is_err());
+    let pack = ObjectKind::Pack(PackId::of(b"p"));
+    let url = Request::Url {
+        write: false,
+        kind: &pack,
+    };
+    assert!(allow(&g, "ns", &url).is_ok());
+    assert!(allow(&g, "other", &url).is_err());
     let e = allow(&grant("read"), "ns", &Request::Put(&ObjectKind::Cache)).unwrap_err();
     assert!(e.to_string().contains("token read may not write"), "{e}");
 }

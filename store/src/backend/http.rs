@@ -12,6 +12,7 @@
 //! `protocol`'s. This module knows nothing about packs, chunk queries,
 //! persist or attach; the chunk queries are `repo::remote`'s.
 
+mod direct;
 mod object_api;
 
 pub use object_api::HttpStore;
@@ -87,6 +88,8 @@ struct Inner {
     agent: ureq::Agent,
     stall: Duration,
     traffic: TrafficCounter,
+    /// The `urls` version the server's hello offered (docs/protocol.md).
+    urls_offered: OnceLock<Option<u32>>,
 }
 
 /// Options for reaching a server.
@@ -180,6 +183,7 @@ impl HttpTransport {
                     .new_agent(),
                 stall,
                 traffic: TrafficCounter::default(),
+                urls_offered: OnceLock::new(),
             }),
         })
     }
@@ -530,7 +534,14 @@ impl HttpTransport {
                 ),
             });
         }
+        let _ = self.inner.urls_offered.set(hello.urls);
         Ok(())
+    }
+
+    /// The version of `urls` the server offered in its hello (after
+    /// `handshake`).
+    pub fn urls_offered(&self) -> Option<u32> {
+        self.inner.urls_offered.get().copied().flatten()
     }
 
     /// A server-side operation with a JSON answer (stats, gc).

@@ -93,6 +93,25 @@ pub trait Backend: Send + Sync + Debug {
     fn traffic(&self) -> Traffic {
         Traffic::default()
     }
+
+    /// A URL anyone holding it may `GET` `key` with for `ttl`, without
+    /// credentials (an S3 presigned URL); `None` where the backend has
+    /// none (a directory, a `strata serve` namespace). There is
+    /// deliberately no such method to write: a write signed for a client
+    /// could overwrite what the store verified.
+    fn signed_get_url(&self, key: &str, ttl: std::time::Duration) -> Result<Option<String>> {
+        let _ = (key, ttl);
+        Ok(None)
+    }
+
+    /// Says which objects ranges are about to be read from (all the packs
+    /// of an attach, before the reads), so a backend that must ask for
+    /// something per object first (`strata serve`'s URLs) asks once for
+    /// all. By default nothing.
+    fn will_read(&self, keys: &[String]) -> Result<()> {
+        let _ = keys;
+        Ok(())
+    }
 }
 
 /// Bytes a networked backend moved: request and response bodies, and the

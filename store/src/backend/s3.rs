@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
+use object_store::signer::{Method, Signer};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -317,5 +318,19 @@ impl Backend for S3 {
 
     fn traffic(&self) -> Traffic {
         self.traffic.snapshot()
+    }
+
+    /// A presigned `GET` (AWS Signature V4 in the query string) of exactly
+    /// this key under the store's prefix: the signature covers the method,
+    /// the bucket, the whole path and the time, so the URL reads this one
+    /// object for `ttl` and nothing else. Signed locally: no request.
+    fn signed_get_url(&self, key: &str, ttl: Duration) -> Result<Option<String>> {
+        validate_key(key)?;
+        let path = self.path(key);
+        let url = self
+            .runtime
+            .block_on(self.store.signed_url(Method::GET, &path, ttl))
+            .map_err(|e| self.err(key, e))?;
+        Ok(Some(url.to_string()))
     }
 }

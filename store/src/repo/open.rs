@@ -56,9 +56,9 @@ impl Store {
     /// A `strata serve` namespace: the server answers chunk queries; the
     /// run catalog is cached in memory for this process.
     fn open_http(url: &str, location: &StoreLocation, options: &OpenOptions) -> Result<Store> {
-        let http = HttpStore::new(url, options.http.clone())?;
+        let http = Arc::new(HttpStore::new(url, options.http.clone())?);
         let transport = http.transport().clone();
-        let backend: Arc<dyn Backend> = Arc::new(http);
+        let backend: Arc<dyn Backend> = http.clone();
         // The handshake and the config at once (one round trip); the
         // handshake's error, if any, says more.
         let (hello, config) = std::thread::scope(|s| {
@@ -69,6 +69,7 @@ impl Store {
             )
         });
         hello?;
+        http.use_urls(transport.urls_offered());
         let config = config?;
         let db = MetaDb::temporary()?;
         let catalog = Catalog::open(&db)?;

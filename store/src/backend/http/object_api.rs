@@ -4,7 +4,10 @@
 
 use std::ops::Range;
 
-use super::{HttpOptions, HttpTransport};
+use std::sync::Arc;
+
+use super::direct::DirectReads;
+use super::{HttpOptions, HttpTransport, DEFAULT_STALL_TIMEOUT};
 use crate::backend::{validate_key, Backend, Traffic};
 use crate::error::{Error, Result};
 use crate::protocol::{decode_answer, route, KeyList, RangesRequest};
@@ -16,14 +19,26 @@ use crate::protocol::{decode_answer, route, KeyList, RangesRequest};
 #[derive(Debug, Clone)]
 pub struct HttpStore {
     transport: HttpTransport,
+    /// Pack reads straight from the bucket, when the server offers URLs.
+    direct: Arc<DirectReads>,
 }
 
 impl HttpStore {
     /// Parses `http(s)://HOST[:PORT]/NAMESPACE`.
     pub fn new(url: &str, options: HttpOptions) -> Result<Self> {
+        let stall = options.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT);
         Ok(Self {
             transport: HttpTransport::new(url, options)?,
+            direct: Arc::new(DirectReads::new(stall)),
         })
+    }
+
+    /// Takes up the server's offer of URLs to read packs from the bucket
+    /// (its hello's `urls`: docs/protocol.md, "Reading packs from the
+    /// bucket"); without it, or of a version this client does not speak,
+    /// packs are read through the server.
+    pub fn use_urls(&self, offered: Option<u32>) {
+        self.direct.offer(offered);
     }
 
     /// The transport under the object API (for the other routes).
@@ -51,6 +66,14 @@ impl Backend for HttpStore {
 
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
         validate_key(key)?;
+        if self.direct.applies(key) {
+            // A bucket the runner cannot read (a URL refused, the endpoint
+            // unreachable) leaves the server's own route: the data is
+            // checked against its ids either way.
+            if let Ok(got) = self.direct.get_ranges(&self.transport, key, ranges) {
+                return Ok(got);
+            }
+        }
         let req = RangesRequest {
             key: key.into(),
             ranges: ranges.iter().map(|r| (r.start, r.end)).collect(),
@@ -134,6 +157,11 @@ impl Backend for HttpStore {
 
     fn traffic(&self) -> Traffic {
         self.transport.inner.traffic.snapshot()
+    }
+
+    fn will_read(&self, keys: &[String]) -> Result<()> {
+        self.direct.announce(keys);
+        Ok(())
     }
 }
 
