@@ -24,6 +24,7 @@ pub mod config;
 mod limits;
 mod listen;
 mod log;
+mod objects;
 pub mod oidc;
 mod routes;
 

@@ -47,9 +47,9 @@ pub(crate) struct State {
     pub(crate) log: bool,
 }
 
-type St = AxState<Arc<State>>;
+pub(crate) type St = AxState<Arc<State>>;
 /// The grant `gate` found for the request, and the client's name.
-type Granted = Extension<Arc<(Grant, String)>>;
+pub(crate) type Granted = Extension<Arc<(Grant, String)>>;
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     let max_body = state.max_body;
@@ -64,6 +64,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
                 .delete(delete_object),
         )
         .route("/v1/ns/{ns}/ranges", post(ranges))
+        .route("/v1/ns/{ns}/objects", post(crate::objects::put_objects))
         .route("/v1/ns/{ns}/list", get(list))
         .route("/v1/ns/{ns}/chunks/missing", post(missing))
         .route("/v1/ns/{ns}/chunks/locate", post(locate))
@@ -90,7 +91,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// The status for a library error. What a client did wrong is told as the
 /// library says it (keys, names, limits); the server's own failures (its
 /// disk, its paths) go to its log, and the client learns only their kind.
-fn from_store(e: Error) -> Response {
+pub(crate) fn from_store(e: Error) -> Response {
     let status = match &e {
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::Corrupt { .. }
@@ -208,6 +209,10 @@ async fn gate(
     let dry_run = Query::<GcQuery>::try_from_uri(request.uri()).is_ok_and(|Query(q)| q.dry_run);
     let asked = access_request(request.method(), &tail, kind.as_ref(), dry_run);
     access::allow(&grant, &ns, &asked).map_err(from_store)?;
+    // Several objects in one request: each one's right, as its PUT's.
+    if tail == "/objects" {
+        crate::objects::allow_all(&grant, &ns, request.uri().query(), s.max_body)?;
+    }
     request.extensions_mut().insert(Arc::new((grant, client)));
     Ok(next.run(request).await)
 }
@@ -258,7 +263,7 @@ async fn authenticate(s: &Arc<State>, token: Option<String>, ns: &str) -> Result
 }
 
 /// Runs `f` on the namespace's store on a blocking thread.
-async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     state: &Arc<State>,
     ns: &str,
     f: impl FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
@@ -277,7 +282,7 @@ async fn with_store<T: Send + 'static>(
     .map_err(from_store)
 }
 
-fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
+pub(crate) fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
     if state.log {
         crate::log::line(format_args!("{client}: {what}"));
     }
@@ -285,7 +290,7 @@ fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {
 
 /// A handler's answer: a refusal (`Err`) is an answer too, so `?` on
 /// `with_store` returns it.
-type Answer = Result<Response, Response>;
+pub(crate) type Answer = Result<Response, Response>;
 
 fn hello_body(s: &State, ns: Option<&str>) -> Response {
     axum::Json(Hello {
@@ -293,6 +298,7 @@ fn hello_body(s: &State, ns: Option<&str>) -> Response {
         server: Some(format!("strata {}", env!("CARGO_PKG_VERSION"))),
         namespace: ns.map(str::to_string),
         oidc: s.oidc.as_ref().map(|o| o.audiences()).unwrap_or_default(),
+        features: vec![strata_store::protocol::objects::FEATURE.to_string()],
     })
     .into_response()
 }

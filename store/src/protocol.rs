@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, RunName};
 
+pub mod objects;
+
 /// The protocol version (the `/v1/` in every path).
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -50,6 +52,9 @@ pub mod route {
     pub const MISSING: &str = "chunks/missing";
     /// `POST chunks/locate` with chunk ids: zstd of a located record per id.
     pub const LOCATE: &str = "chunks/locate";
+    /// `POST objects?put=KEY:SIZE&...` (feature `objects`): several
+    /// objects stored in order (`objects`).
+    pub const OBJECTS: &str = "objects";
     /// `GET stats`: the namespace's stats, as JSON.
     pub const STATS: &str = "stats";
     /// `POST gc?dry_run=B&grace_secs=N` (a `GcQuery`): gc's report, as JSON.
@@ -137,6 +142,10 @@ pub struct Hello {
     /// CI for one with this audience.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oidc: Vec<OidcAudience>,
+    /// The requests the server answers beyond protocol 1's first table
+    /// (`objects::FEATURE`); a server that names none answers none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// A CI whose OIDC tokens the server accepts, and their audience.
@@ -425,11 +434,15 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             server: Some("strata test".into()),
             namespace: None,
+            features: vec![objects::FEATURE.into()],
         };
         assert_eq!(
             decode_answer::<Hello>(&encode_answer(&hello)).unwrap(),
             hello
         );
+        // An older server names no features: it answers none of them.
+        let old: Hello = decode_answer(br#"{"protocol":1}"#).unwrap();
+        assert!(old.features.is_empty());
         let body = encode_answer(&ErrorBody {
             error: "no such thing".into(),
             kind: None,
