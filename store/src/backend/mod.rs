@@ -38,14 +38,20 @@ pub trait Backend: Send + Sync + Debug {
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
 
     /// Stores the objects of `first` (in any order, at once), then `last`
-    /// once all of them are stored: how a ref is written only after what
-    /// it names. Each object is stored as `put` stores it; on an error,
+    /// once all of them are stored and `ready` agrees (it runs just
+    /// before `last` is sent: a persist's commit guard): how a ref is
+    /// written only after what it names. Each object is stored as `put` stores it; on an error,
     /// some may be stored and `last` is not, and the whole call is safe
     /// to repeat. By default the puts of `first` run at once, then
     /// `last`'s; a backend that can store them in order in one request
     /// (`strata serve`'s `objects`) saves a round trip.
-    fn put_then(&self, first: &[(&str, &[u8])], last: (&str, &[u8])) -> Result<()> {
-        put_at_once_then(self, first, last)
+    fn put_then(
+        &self,
+        first: &[(&str, &[u8])],
+        last: (&str, &[u8]),
+        ready: Ready<'_>,
+    ) -> Result<()> {
+        put_at_once_then(self, first, last, ready)
     }
 
     /// The whole object. A missing key is `Error::NotFound`.
@@ -114,6 +120,7 @@ pub(crate) fn put_at_once_then<B: Backend + ?Sized>(
     backend: &B,
     first: &[(&str, &[u8])],
     last: (&str, &[u8]),
+    ready: Ready<'_>,
 ) -> Result<()> {
     let stored: Vec<Result<()>> = std::thread::scope(|s| {
         let handles: Vec<_> = first
@@ -126,8 +133,12 @@ pub(crate) fn put_at_once_then<B: Backend + ?Sized>(
             .collect()
     });
     stored.into_iter().collect::<Result<Vec<()>>>()?;
+    ready()?;
     backend.put(last.0, last.1)
 }
+
+/// What `Backend::put_then` asks just before it sends the last object.
+pub type Ready<'a> = &'a (dyn Fn() -> Result<()> + Sync);
 
 /// Bytes a networked backend moved: request and response bodies, and the
 /// number of requests (each also costs a few hundred bytes of headers).

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, Traffic};
+use super::{Backend, Ready, Traffic};
 use crate::error::Result;
 
 /// A backend with some `get` and `list` answers fetched ahead.
@@ -94,11 +94,16 @@ impl Backend for Prefetched {
         self.inner.put(key, data)
     }
 
-    fn put_then(&self, first: &[(&str, &[u8])], last: (&str, &[u8])) -> Result<()> {
+    fn put_then(
+        &self,
+        first: &[(&str, &[u8])],
+        last: (&str, &[u8]),
+        ready: Ready<'_>,
+    ) -> Result<()> {
         for (k, _) in first.iter().chain(std::iter::once(&last)) {
             Self::take(&self.gets, k);
         }
-        self.inner.put_then(first, last)
+        self.inner.put_then(first, last, ready)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {

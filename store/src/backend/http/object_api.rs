@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::{HttpOptions, HttpTransport};
-use crate::backend::{validate_key, Backend, Traffic};
+use crate::backend::{validate_key, Backend, Ready, Traffic};
 use crate::error::{Error, Result};
 use crate::protocol::{decode_answer, objects, route, ErrorBody, KeyList, RangesRequest};
 
@@ -44,20 +44,27 @@ impl Backend for HttpStore {
     /// One `objects` request when the server has the feature (one round
     /// trip: it stores them in order); else, or when the replica that
     /// answers does not know the route (`404` with no kind), the default.
-    fn put_then(&self, first: &[(&str, &[u8])], last: (&str, &[u8])) -> Result<()> {
+    fn put_then(
+        &self,
+        first: &[(&str, &[u8])],
+        last: (&str, &[u8]),
+        ready: Ready<'_>,
+    ) -> Result<()> {
         if !self.transport.has_feature(objects::FEATURE) {
-            return crate::backend::put_at_once_then(self, first, last);
+            return crate::backend::put_at_once_then(self, first, last, ready);
         }
         let mut all: Vec<(&str, &[u8])> = first.to_vec();
         all.push(last);
         for (k, _) in &all {
             validate_key(k)?;
         }
+        // All at once: the last is sent now.
+        ready()?;
         let tail = format!("{}?{}", route::OBJECTS, objects::encode_query(&all));
         let body: Vec<u8> = all.iter().flat_map(|(_, b)| b.iter().copied()).collect();
         let (status, answer) = self.transport.call("POST", &tail, Some(&body))?;
         if status == 404 && decode_answer::<ErrorBody>(&answer).map_or(true, |b| b.kind.is_none()) {
-            return crate::backend::put_at_once_then(self, first, last);
+            return crate::backend::put_at_once_then(self, first, last, ready);
         }
         self.transport
             .expect_ok((status, answer), last.0)

@@ -81,7 +81,11 @@ pub(crate) fn commit(store: &Store, pending: Pending, (key, bytes): (&str, &[u8]
     // Content-addressed, so writing the root again when the store has it
     // is harmless, and cheaper than asking first.
     first.push((&pending.root_key, &pending.root_bytes));
-    store.backend().put_then(&first, (key, bytes))?;
+    // Checked again just before the ref goes: writing the index object
+    // and the root may have taken long (a stalled store).
+    store
+        .backend()
+        .put_then(&first, (key, bytes), &|| pending.guard(store))?;
     if let Some((id, _, object)) = &pending.index {
         store.chunk_lookup().add(id, object)?;
     }
