@@ -25,6 +25,17 @@ pub(crate) fn location(cli: &Cli) -> StoreLocation {
 }
 
 pub(crate) fn open(cli: &Cli) -> Result<Store> {
+    open_for(cli, None)
+}
+
+/// `open`, for a command whose run and job were given (`rj`): the run's
+/// record and keys are asked for while the store opens, in its round trip
+/// (a CI's run is named only once the store is open).
+pub(crate) fn open_for_run(cli: &Cli, rj: &RunJob) -> Result<Store> {
+    open_for(cli, rj.run.clone().filter(|_| rj.job.is_some()))
+}
+
+fn open_for(cli: &Cli, prefetch_run: Option<RunName>) -> Result<Store> {
     let location = location(cli);
     let ca_cert = match &cli.ca_cert {
         Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
@@ -50,6 +61,7 @@ pub(crate) fn open(cli: &Cli) -> Result<Store> {
             true => strata_store::StatCacheUse::Refresh,
             false => strata_store::StatCacheUse::Trust,
         },
+        prefetch_run,
     };
     let store = Store::open_at(&location, &options, &output::Printer)
         .with_context(|| format!("opening store {location}"))?;

@@ -1,6 +1,7 @@
 //! What a client sends `strata serve` besides objects: a `ranges` body, a
-//! `list` prefix and cursor, a `gc` grace, chunk queries, and the keys of
-//! object routes as the access rules see them. Each is refused or accepted
+//! `list` prefix and cursor, a `gc` grace, chunk queries, the keys of
+//! object routes as the access rules see them, and an `objects` query and
+//! body (the part before the first NUL is the query). Each is refused or accepted
 //! without a panic, and what is accepted keeps the promises the server
 //! relies on: a ranges request within its limits (summed without
 //! overflow), a prefix that cannot leave the namespace, no grace below the
@@ -13,6 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use strata_store::access::{self, Grant, Role};
 use strata_store::format::keys::{classify, ObjectKind};
 use strata_store::protocol::urls::{UrlsRequest, MAX_URL_KEYS};
+use strata_store::protocol::objects::{decode_query, split_body, MAX_OBJECTS};
 use strata_store::protocol::{decode_ids, ListQuery, RangesRequest, MAX_RANGES_BYTES};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(body);
-    match kind % 6 {
+    match kind % 7 {
         0 => {
             if let Ok((req, total)) = RangesRequest::decode(body) {
                 let sum: u128 = req.ranges.iter().map(|&(a, b)| u128::from(b - a)).sum();
@@ -68,6 +70,19 @@ fuzz_target!(|data: &[u8]| {
                 };
                 if access::allow(&read, "ns", &asked).is_ok() {
                     assert!(!req.writes() && matches!(object, ObjectKind::Pack(_)));
+                }
+            }
+        }
+        6 => {
+            let at = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+            let query = String::from_utf8_lossy(&body[..at]);
+            let rest = body.get(at + 1..).unwrap_or_default();
+            if let Ok((parts, total)) = decode_query(&query, 1 << 20) {
+                assert!(!parts.is_empty() && parts.len() <= MAX_OBJECTS);
+                assert_eq!(parts.iter().map(|p| p.size).sum::<u64>(), total);
+                assert!(total <= 1 << 20);
+                if let Ok(cut) = split_body(&parts, rest) {
+                    assert_eq!(cut.iter().map(|c| c.len()).sum::<usize>(), rest.len());
                 }
             }
         }

@@ -25,6 +25,7 @@ mod limits;
 mod listen;
 mod log;
 mod metrics;
+mod objects;
 pub mod oidc;
 mod presign;
 mod routes;

@@ -55,9 +55,9 @@ pub(crate) struct State {
     pub(crate) presign_ttl: Option<std::time::Duration>,
 }
 
-type St = AxState<Arc<State>>;
+pub(crate) type St = AxState<Arc<State>>;
 /// The grant `gate` found for the request, and the client's name.
-type Granted = Extension<Arc<(Grant, String)>>;
+pub(crate) type Granted = Extension<Arc<(Grant, String)>>;
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     let max_body = state.max_body;
@@ -73,6 +73,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
                 .delete(delete_object),
         )
         .route("/v1/ns/{ns}/ranges", post(ranges))
+        .route("/v1/ns/{ns}/objects", post(crate::objects::put_objects))
         .route("/v1/ns/{ns}/list", get(list))
         .route("/v1/ns/{ns}/chunks/missing", post(missing))
         .route("/v1/ns/{ns}/chunks/locate", post(locate))
@@ -227,6 +228,10 @@ async fn gate(
     let dry_run = Query::<GcQuery>::try_from_uri(request.uri()).is_ok_and(|Query(q)| q.dry_run);
     let asked = access_request(request.method(), &tail, kind.as_ref(), dry_run);
     access::allow(&grant, &ns, &asked).map_err(from_store)?;
+    // Several objects in one request: each one's right, as its PUT's.
+    if tail == "/objects" {
+        crate::objects::allow_all(&grant, &ns, request.uri().query(), s.max_body)?;
+    }
     request.extensions_mut().insert(Arc::new((grant, client)));
     Ok(next.run(request).await)
 }
@@ -319,6 +324,7 @@ fn hello_body(s: &State, ns: Option<&str>) -> Response {
         urls: s
             .presign_ttl
             .map(|_| strata_store::protocol::urls::URLS_VERSION),
+        features: vec![strata_store::protocol::objects::FEATURE.to_string()],
     })
     .into_response()
 }

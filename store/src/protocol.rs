@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, RunName};
 
 pub mod urls;
+pub mod objects;
 
 /// The protocol version (the `/v1/` in every path).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -52,6 +53,9 @@ pub mod route {
     pub const MISSING: &str = "chunks/missing";
     /// `POST chunks/locate` with chunk ids: zstd of a located record per id.
     pub const LOCATE: &str = "chunks/locate";
+    /// `POST objects?put=KEY:SIZE&...` (feature `objects`): several
+    /// objects stored in order (`objects`).
+    pub const OBJECTS: &str = "objects";
     /// `GET stats`: the namespace's stats, as JSON.
     pub const STATS: &str = "stats";
     /// `POST gc?dry_run=B&grace_secs=N&max_size=S` (a `GcQuery`): gc's
@@ -152,6 +156,10 @@ pub struct Hello {
     /// when it hands out URLs to read packs from the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<u32>,
+    /// The requests the server answers beyond protocol 1's first table
+    /// (`objects::FEATURE`); a server that names none answers none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// A CI whose OIDC tokens the server accepts, and their audience.
@@ -489,11 +497,15 @@ mod tests {
             server: Some("strata test".into()),
             namespace: None,
             urls: None,
+            features: vec![objects::FEATURE.into()],
         };
         assert_eq!(
             decode_answer::<Hello>(&encode_answer(&hello)).unwrap(),
             hello
         );
+        // An older server names no features: it answers none of them.
+        let old: Hello = decode_answer(br#"{"protocol":1}"#).unwrap();
+        assert!(old.features.is_empty());
         let body = encode_answer(&ErrorBody {
             error: "no such thing".into(),
             kind: None,

@@ -667,3 +667,67 @@ fn the_log_and_error_bodies_leak_and_forge_nothing() {
         "{lines:#?}"
     );
 }
+
+// The `objects` request (several objects in one) is no way around a PUT's
+// rules: a read token, a token of another namespace, a ref replaced
+// through it, and a body that does not match its query are each refused
+// as their PUT would be, and the ref stays what it was.
+#[test]
+fn the_objects_request_keeps_every_puts_rule() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    persisted(d.path(), &s, "a", A_WRITE, "r1");
+    persisted(d.path(), &s, "a", A_WRITE, "r2");
+    let ref1 = keys(&s, "a", "runs/r1/layers/", A_READ).remove(0);
+    let ref2 = keys(&s, "a", "runs/r2/layers/", A_READ).remove(0);
+    let get = |k: &str| raw(&s, "GET", &o("a", k), Some(A_READ), b"").body;
+    let (bytes1, bytes2) = (get(&ref1), get(&ref2));
+    let objects =
+        |ns: &str, key: &str, size: usize| format!("/v1/ns/{ns}/objects?put={key}:{size}");
+    let a = raw(
+        &s,
+        "POST",
+        &objects("a", &ref1, bytes1.len()),
+        Some(A_READ),
+        &bytes1,
+    );
+    assert_eq!(a.status, 403, "a read token wrote through objects: {a:?}");
+    let a = raw(
+        &s,
+        "POST",
+        &objects("a", &ref1, bytes1.len()),
+        Some(B_WRITE),
+        &bytes1,
+    );
+    assert_eq!(a.status, 403, "b's token wrote into a: {a:?}");
+    let a = raw(
+        &s,
+        "POST",
+        &objects("a", &ref1, bytes2.len()),
+        Some(A_WRITE),
+        &bytes2,
+    );
+    assert_eq!(
+        a.status, 409,
+        "a layer ref was replaced through objects: {a:?}"
+    );
+    assert!(a.text().contains("\"kind\":\"immutable\""), "{a:?}");
+    let a = raw(
+        &s,
+        "POST",
+        &objects("a", &ref1, bytes1.len() + 1),
+        Some(A_WRITE),
+        &bytes1,
+    );
+    assert_eq!(a.status, 400, "a body shorter than its query: {a:?}");
+    assert_eq!(get(&ref1), bytes1);
+    let a = raw(
+        &s,
+        "POST",
+        &objects("a", &ref1, bytes1.len()),
+        Some(A_WRITE),
+        &bytes1,
+    );
+    assert_eq!(a.status, 204, "an identical re-put is a retry: {a:?}");
+    still_serves(&s);
+}

@@ -5,13 +5,13 @@ use anyhow::Result;
 use strata_store::attach::{self, AttachReport};
 
 use crate::args::{AttachArgs, Cli};
-use crate::context::open;
+use crate::context::open_for_run;
 use crate::output::{
     bytes, count, plural, print_json, skipped, step_summary, unchanged, wire, LogGroup,
 };
 
 pub(crate) fn exec(cli: &Cli, a: &AttachArgs) -> Result<()> {
-    let store = open(cli)?;
+    let store = open_for_run(cli, &a.rj)?;
     let (run, job, ci) = a.rj.resolve(&store)?;
     let _group = LogGroup::open(ci.as_ref(), &format!("strata attach {run}/{job}"));
     let report = attach::attach(

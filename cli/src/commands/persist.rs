@@ -4,13 +4,13 @@ use anyhow::Result;
 use strata_store::persist::{self, PersistReport};
 
 use crate::args::{Cli, PersistArgs};
-use crate::context::open;
+use crate::context::open_for_run;
 use crate::output::{
     bytes, count, percent, plural, print_json, step_summary, unchanged, wire, LogGroup,
 };
 
 pub(crate) fn exec(cli: &Cli, a: &PersistArgs) -> Result<()> {
-    let store = open(cli)?;
+    let store = open_for_run(cli, &a.rj)?;
     let (run, job, ci) = a.rj.resolve(&store)?;
     let writer = ci.as_ref().map(|ci| ci.writer());
     let _group = LogGroup::open(ci.as_ref(), &format!("strata persist {run}/{job}"));

@@ -81,6 +81,9 @@ struct Inner {
     identity: Option<Arc<dyn TokenSource>>,
     /// What `GET /v1` announced, asked once (for the identity).
     announced: OnceLock<Vec<OidcAudience>>,
+    /// The features the namespace's hello named (`Hello::features`),
+    /// once the handshake read them.
+    features: OnceLock<Vec<String>>,
     /// Held while a refused token is renewed.
     renewing: Mutex<()>,
     /// Each read and write must make progress within `stall`, but for
@@ -175,6 +178,7 @@ impl HttpTransport {
                 identity: options.identity.filter(|_| options.token.is_none()),
                 token: Mutex::new(options.token),
                 announced: OnceLock::new(),
+                features: OnceLock::new(),
                 renewing: Mutex::new(()),
                 agent: config
                     .timeout_per_read(Some(stall))
@@ -535,6 +539,7 @@ impl HttpTransport {
             });
         }
         let _ = self.inner.urls_offered.set(hello.urls);
+        let _ = self.inner.features.set(hello.features);
         Ok(())
     }
 
@@ -542,6 +547,15 @@ impl HttpTransport {
     /// `handshake`).
     pub fn urls_offered(&self) -> Option<u32> {
         self.inner.urls_offered.get().copied().flatten()
+    }
+
+    /// Whether the server's hello named `feature` (false before the
+    /// handshake, and for a server older than the feature).
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.inner
+            .features
+            .get()
+            .is_some_and(|f| f.iter().any(|x| x == feature))
     }
 
     /// A server-side operation with a JSON answer (stats, gc).

@@ -15,10 +15,12 @@
 pub mod http;
 mod local;
 mod memory;
+mod prefetch;
 pub mod s3;
 
 pub use local::LocalDir;
 pub use memory::Memory;
+pub use prefetch::Prefetched;
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -34,6 +36,23 @@ pub trait Backend: Send + Sync + Debug {
     /// none. Durable when it returns. Overwrites an existing object, which is
     /// harmless because keys are content-addressed or single-writer.
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+
+    /// Stores the objects of `first` (in any order, at once), then `last`
+    /// once all of them are stored and `ready` agrees (it runs just
+    /// before `last` is sent: a persist's commit guard): how a ref is
+    /// written only after what it names. Each object is stored as `put` stores it; on an error,
+    /// some may be stored and `last` is not, and the whole call is safe
+    /// to repeat. By default the puts of `first` run at once, then
+    /// `last`'s; a backend that can store them in order in one request
+    /// (`strata serve`'s `objects`) saves a round trip.
+    fn put_then(
+        &self,
+        first: &[(&str, &[u8])],
+        last: (&str, &[u8]),
+        ready: Ready<'_>,
+    ) -> Result<()> {
+        put_at_once_then(self, first, last, ready)
+    }
 
     /// The whole object. A missing key is `Error::NotFound`.
     fn get(&self, key: &str) -> Result<Vec<u8>>;
@@ -113,6 +132,32 @@ pub trait Backend: Send + Sync + Debug {
         Ok(())
     }
 }
+
+/// `Backend::put_then`'s default: the puts of `first` at once, then
+/// `last`'s.
+pub(crate) fn put_at_once_then<B: Backend + ?Sized>(
+    backend: &B,
+    first: &[(&str, &[u8])],
+    last: (&str, &[u8]),
+    ready: Ready<'_>,
+) -> Result<()> {
+    let stored: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = first
+            .iter()
+            .map(|&(k, b)| s.spawn(move || backend.put(k, b)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    stored.into_iter().collect::<Result<Vec<()>>>()?;
+    ready()?;
+    backend.put(last.0, last.1)
+}
+
+/// What `Backend::put_then` asks just before it sends the last object.
+pub type Ready<'a> = &'a (dyn Fn() -> Result<()> + Sync);
 
 /// Bytes a networked backend moved: request and response bodies, and the
 /// number of requests (each also costs a few hundred bytes of headers).

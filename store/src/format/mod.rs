@@ -13,3 +13,4 @@ pub mod keys;
 pub mod manifest;
 pub mod pack;
 pub mod records;
+pub mod work;

@@ -112,6 +112,7 @@ pub fn decode_frame(frame: &FrameRef, stored: &[u8], object: &str) -> Result<Vec
     if frame.raw_len > MAX_FRAME_RAW {
         return Err(bad(format!("claims {} bytes", frame.raw_len)));
     }
+    super::work::frame_decoded();
     let raw = match frame.compression {
         Compression::Raw => stored.to_vec(),
         // Decoding into a buffer of the claimed size caps what a hostile
@@ -140,6 +141,7 @@ pub fn chunk_of<'a>(raw: &'a [u8], c: &FrameChunk, object: &str) -> Result<&'a [
             object: object.to_string(),
             detail: "lies outside its frame".into(),
         })?;
+    super::work::chunk_hashed();
     if ChunkId::of(bytes) != c.id {
         return Err(Error::CorruptChunk {
             chunk: c.id,

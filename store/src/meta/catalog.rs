@@ -232,19 +232,27 @@ impl Catalog {
             .map_or(1, |s| s + 1)
     }
 
-    /// Writes a new layer ref for `job` with sequence number `seq` (from
-    /// `next_seq`): the moment a layer becomes visible.
-    pub fn add_layer(
-        &self,
-        backend: &dyn Backend,
+    /// The key and bytes of a new layer ref for `job` with sequence number
+    /// `seq` (from `next_seq`), for persist's commit to write (the moment
+    /// a layer becomes visible) with the objects it names; then
+    /// `layer_added`.
+    pub fn layer_object(
         run: &RunName,
         job: &JobName,
         seq: u64,
         record: &LayerRecord,
+    ) -> (String, Vec<u8>) {
+        (layer_key(run, job, seq), record.encode())
+    }
+
+    /// Remembers a layer ref `layer_object` made, once it is stored.
+    pub fn layer_added(
+        &self,
+        job: &JobName,
+        (key, bytes): (String, Vec<u8>),
+        seq: u64,
+        record: &LayerRecord,
     ) -> Result<LayerRef> {
-        let key = layer_key(run, job, seq);
-        let bytes = record.encode();
-        backend.put(&key, &bytes)?;
         self.layers.insert(key.as_bytes(), bytes)?;
         Ok(LayerRef {
             job: job.clone(),

@@ -183,7 +183,8 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
         record.created,
     );
     let bytes = record.encode();
-    store.backend().put(&object, &bytes)?;
+    let written = tree.bytes_written;
+    crate::ops::store_tree::commit(store, tree.pending, (&object, &bytes))?;
     Ok(SaveReport {
         key: key.into(),
         saved: true,
@@ -191,7 +192,7 @@ pub fn save(store: &Store, key: &str, root: &Path, paths: &[PathBuf]) -> Result<
         manifest: tree.manifest,
         totals: tree.totals,
         bytes_new: tree.bytes_new,
-        bytes_written: tree.bytes_written + bytes.len() as u64,
+        bytes_written: written + bytes.len() as u64,
         network: store.traffic().since(traffic),
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -10,8 +10,8 @@
 //! 4. and 5. store the tree: its files chunked and their new chunks
 //!    uploaded, the manifest, the index object and the manifest's root
 //!    (`ops::store_tree`, which cache save calls too);
-//! 6. write the layer ref (one round trip): only now does the layer become
-//!    visible.
+//! 6. write the layer ref, with step 5's objects where the store can (one
+//!    round trip): only now does the layer become visible.
 //!
 //! A crash before step 6 leaves unreferenced packs (reclaimed by gc, never
 //! seen by attach). This module knows nothing about attach, and nothing of
@@ -28,7 +28,7 @@ use crate::format::manifest::Totals;
 use crate::format::records::{LayerRecord, Writer};
 use crate::id::{JobName, ManifestId, RunName};
 use crate::meta::catalog::Catalog;
-use crate::ops::store_tree::write_tree;
+use crate::ops::store_tree::{commit, write_tree};
 use crate::repo::Store;
 use crate::tree::scan::scan;
 
@@ -112,9 +112,13 @@ pub fn persist(store: &Store, req: &PersistRequest) -> Result<PersistReport> {
         totals: tree.totals,
         writer: req.writer.clone(),
     };
+    // The index object, the manifest's root and the ref in one round
+    // trip where the store can (`store_tree::commit`).
+    let object = Catalog::layer_object(&req.run, &req.job, seq, &record);
+    commit(store, tree.pending, (&object.0, &object.1))?;
     let layer = store
         .catalog()
-        .add_layer(store.backend(), &req.run, &req.job, seq, &record)?;
+        .layer_added(&req.job, object, seq, &record)?;
     store.flush()?;
     Ok(PersistReport {
         run: req.run.clone(),

@@ -17,10 +17,10 @@ use super::synced::{SyncedIndex, DEFAULT_RESYNC_EVERY};
 use super::{Lookup, Observer, OpenOptions, Quiet, StatCacheUse, Store, StoreLocation};
 use crate::backend::http::HttpStore;
 use crate::backend::s3::S3;
-use crate::backend::{Backend, LocalDir};
+use crate::backend::{Backend, LocalDir, Prefetched};
 use crate::error::{Error, IoContext, Result};
 use crate::format::config::StoreConfig;
-use crate::format::keys::CONFIG_KEY;
+use crate::format::keys::{run_key, run_prefix, CONFIG_KEY};
 use crate::meta::catalog::Catalog;
 use crate::meta::chunks::ChunkIndex;
 use crate::meta::MetaDb;
@@ -56,21 +56,32 @@ impl Store {
     /// A `strata serve` namespace: the server answers chunk queries; the
     /// run catalog is cached in memory for this process.
     fn open_http(url: &str, location: &StoreLocation, options: &OpenOptions) -> Result<Store> {
-        let http = Arc::new(HttpStore::new(url, options.http.clone())?);
-        let transport = http.transport().clone();
-        let backend: Arc<dyn Backend> = http.clone();
-        // The handshake and the config at once (one round trip); the
-        // handshake's error, if any, says more.
-        let (hello, config) = std::thread::scope(|s| {
-            let config = s.spawn(|| read_config(backend.as_ref()));
-            (
-                transport.handshake(),
-                config.join().expect("reading the config panicked"),
-            )
+        let store = Arc::new(HttpStore::new(url, options.http.clone())?);
+        let transport = store.transport().clone();
+        let http: Arc<dyn Backend> = store.clone();
+        // The handshake and the config at once (one round trip), and the
+        // run the command reads first, if it said; the handshake's error,
+        // if any, says more.
+        let (gets, lists) = match &options.prefetch_run {
+            Some(run) => (vec![run_key(run)], vec![run_prefix(run)]),
+            None => (Vec::new(), Vec::new()),
+        };
+        let (prefetched, (hello, config)) = Prefetched::fetch(http.clone(), &gets, &lists, || {
+            std::thread::scope(|s| {
+                let config = s.spawn(|| read_config(http.as_ref()));
+                (
+                    transport.handshake(),
+                    config.join().expect("reading the config panicked"),
+                )
+            })
         });
         hello?;
-        http.use_urls(transport.urls_offered());
+        store.use_urls(transport.urls_offered());
         let config = config?;
+        let backend: Arc<dyn Backend> = match gets.is_empty() {
+            true => http,
+            false => Arc::new(prefetched),
+        };
         let db = MetaDb::temporary()?;
         let catalog = Catalog::open(&db)?;
         Ok(Store {

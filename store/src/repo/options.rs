@@ -27,6 +27,10 @@ pub struct OpenOptions {
     /// Whether persist and attach use the runner's stat cache
     /// (`$STRATA_CACHE/trees`, `tree::stat_cache`).
     pub stat_cache: StatCacheUse,
+    /// The run the command will read first (a persist's or an attach's):
+    /// a `strata serve` store reads its record and lists its keys while it
+    /// opens, in the same round trip (`backend::Prefetched`).
+    pub prefetch_run: Option<crate::id::RunName>,
 }
 
 /// Whether persist and attach use the runner's stat cache.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use super::direct::DirectReads;
 use super::{HttpOptions, HttpTransport, DEFAULT_STALL_TIMEOUT};
-use crate::backend::{validate_key, Backend, Traffic};
+use crate::backend::{validate_key, Backend, Ready, Traffic};
 use crate::error::{Error, Result};
-use crate::protocol::{decode_answer, route, KeyList, RangesRequest};
+use crate::protocol::{decode_answer, objects, route, ErrorBody, KeyList, RangesRequest};
 
 /// The object API of a `strata serve` namespace, as a `Backend`. The
 /// server checks what it is given: it refuses objects that do not verify,
@@ -56,6 +56,36 @@ impl Backend for HttpStore {
         self.transport.expect_ok(r, key).map(|_| ())
     }
 
+    /// One `objects` request when the server has the feature (one round
+    /// trip: it stores them in order); else, or when the replica that
+    /// answers does not know the route (`404` with no kind), the default.
+    fn put_then(
+        &self,
+        first: &[(&str, &[u8])],
+        last: (&str, &[u8]),
+        ready: Ready<'_>,
+    ) -> Result<()> {
+        if !self.transport.has_feature(objects::FEATURE) {
+            return crate::backend::put_at_once_then(self, first, last, ready);
+        }
+        let mut all: Vec<(&str, &[u8])> = first.to_vec();
+        all.push(last);
+        for (k, _) in &all {
+            validate_key(k)?;
+        }
+        // All at once: the last is sent now.
+        ready()?;
+        let tail = format!("{}?{}", route::OBJECTS, objects::encode_query(&all));
+        let body: Vec<u8> = all.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        let (status, answer) = self.transport.call("POST", &tail, Some(&body))?;
+        if status == 404 && decode_answer::<ErrorBody>(&answer).map_or(true, |b| b.kind.is_none()) {
+            return crate::backend::put_at_once_then(self, first, last, ready);
+        }
+        self.transport
+            .expect_ok((status, answer), last.0)
+            .map(|_| ())
+    }
+
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         validate_key(key)?;
         let r = self
@@ -88,6 +118,11 @@ impl Backend for HttpStore {
                 server: self.transport.location_string(),
                 detail: format!("{key}: asked for {want} bytes, got {}", all.len()),
             });
+        }
+        // One range (nearby frames are coalesced into one): the answer
+        // is it, without a copy.
+        if ranges.len() == 1 {
+            return Ok(vec![all]);
         }
         let mut out = Vec::with_capacity(ranges.len());
         let mut at = 0usize;

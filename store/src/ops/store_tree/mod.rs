@@ -1,23 +1,26 @@
 //! Storing a scanned tree: its files chunked and their new chunks packed
 //! and uploaded (`pipeline`, fed by `feed`), files the runner's stat cache
 //! knows unchanged reused unread (`reuse`), the manifest stored as chunks,
-//! then the index object and the manifest's root, within the commit guard.
-//! Persist and cache save both call `write_tree`; each writes its own ref
-//! (a layer ref, a cache entry) naming the result. This module knows no
+//! then the index object and the manifest's root with the ref that names
+//! the result, within the commit guard (`commit`). Persist and cache save
+//! both call `write_tree`, then `commit` with their own ref (a layer ref,
+//! a cache entry). This module knows no
 //! runs, jobs or caches: only a tree and a store.
 
+mod commit;
 mod feed;
 mod pipeline;
 mod reuse;
+
+pub(crate) use commit::{commit, Pending};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::format::index::{IndexObject, IndexedPack};
-use crate::format::keys::{index_key, index_log_key, manifest_key};
+use crate::error::Result;
+use crate::format::index::IndexedPack;
 use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Totals};
 use crate::id::ManifestId;
 use crate::repo::{Progress, Store};
@@ -39,6 +42,9 @@ pub(crate) struct WrittenTree {
     pub packs_written: u64,
     pub files_read: u64,
     pub files_unchanged: u64,
+    /// The index object and the manifest's root, for `commit` to write
+    /// with the ref.
+    pub pending: Pending,
 }
 
 /// Persist's steps 3 to 5: stores the scanned `tree`, everything but the
@@ -72,14 +78,18 @@ pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<
     let chunks = chunk_count(&stored.manifest);
     let totals = stored.manifest.totals();
     let packs_written = packs.len() as u64;
-    let objects_bytes = write_objects(store, packs, &stored, (clock_start, started))?;
-    let bytes_written = sink.pack_bytes() + objects_bytes;
+    let pending = Pending::new(
+        packs,
+        (&stored.manifest_id, &stored.root),
+        (clock_start, started),
+    );
+    let bytes_written = sink.pack_bytes() + pending.bytes();
     let (chunks_new, bytes_new) = sink.new_content();
     // What the stat cache is built in: the set of chunks added is not
     // needed any more.
     drop(sink);
 
-    commit_guard(store, clock_start, started)?;
+    pending.guard(store)?;
     if let Some((dir, _)) = &cache_at {
         let cache = reuse::Seen {
             root: &root,
@@ -98,6 +108,7 @@ pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<
         packs_written,
         files_read: files - files_unchanged,
         files_unchanged,
+        pending,
     })
 }
 
@@ -190,67 +201,6 @@ fn manifest_of(tree: Tree, contents: Vec<Vec<Option<FileContent>>>) -> (Manifest
         })
         .collect();
     (Manifest { entries }, file_stats)
-}
-
-/// Step 5 (but the last pack): writes the index object listing `packs`
-/// and the manifest's root at once (one round trip): both name only what
-/// is stored already, and nothing names them until the ref is written.
-/// Returns the bytes written. `times` is when the work started, by the
-/// store's clock and this process's (the commit guard's).
-fn write_objects(
-    store: &Store,
-    packs: Vec<IndexedPack>,
-    stored: &Stored,
-    (clock_start, started): (i64, Instant),
-) -> Result<u64> {
-    let index = (!packs.is_empty()).then(|| {
-        let object = IndexObject { packs };
-        let (id, bytes) = object.encode();
-        (id, bytes, object)
-    });
-    let root_bytes = stored.root.encode();
-    let (indexed, rooted) = std::thread::scope(|s| {
-        let indexed = index.as_ref().map(|(id, bytes, object)| {
-            s.spawn(move || {
-                // Only within half the grace period of the start, like the
-                // ref: an index object never lists a pack gc deleted
-                // before it was written (docs/format.md, the index log).
-                commit_guard(store, clock_start, started)?;
-                let key = match store.config().has_index_log() {
-                    true => index_log_key(id, store.now()),
-                    false => index_key(id),
-                };
-                store.backend().put(&key, bytes)?;
-                store.chunk_lookup().add(id, object)
-            })
-        });
-        // Content-addressed, so writing it again when the store has it is
-        // harmless, and cheaper than asking first.
-        let rooted = store
-            .backend()
-            .put(&manifest_key(&stored.manifest_id), &root_bytes);
-        let indexed = indexed.map(|h| h.join().expect("writing the index panicked"));
-        (indexed, rooted)
-    });
-    indexed.transpose()?;
-    rooted?;
-    Ok(root_bytes.len() as u64 + index.as_ref().map_or(0, |(_, bytes, _)| bytes.len() as u64))
-}
-
-/// A persist must commit within the grace period of its first reuse
-/// decision; it checks before the ref (and before the index object) against
-/// half of it, so the other half covers the moment between this check and
-/// the write (and clocks a little apart).
-fn commit_guard(store: &Store, clock_start: i64, started: Instant) -> Result<()> {
-    let grace = store.config().gc_grace_secs;
-    let took = (store.now() - clock_start).max(started.elapsed().as_secs() as i64) as u64;
-    if store.commit_guard() && took.saturating_mul(2) >= grace {
-        return Err(Error::PersistTooSlow {
-            seconds: took,
-            grace,
-        });
-    }
-    Ok(())
 }
 
 /// Chunks the manifest's files reference (with repeats).
