@@ -11,5 +11,6 @@ pub mod index;
 pub mod index_log;
 pub mod keys;
 pub mod manifest;
+mod manifest_columns;
 pub mod pack;
 pub mod records;
