@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::format::codec;
 use crate::format::keys::manifest_key;
-use crate::format::manifest_columns::{decode_entries, ColumnsError};
 use crate::format::pack::MAX_CHUNK_LEN;
 use crate::id::{ChunkId, ManifestId};
 
@@ -313,26 +312,6 @@ impl Manifest {
         }
         let bytes = codec::encode(MANIFEST_MAGIC, MANIFEST_VERSION, &cols);
         (ManifestId::of(&bytes), bytes)
-    }
-
-    /// Decodes and validates a stored manifest, checking it against `id`.
-    pub fn decode(id: &ManifestId, bytes: &[u8]) -> Result<Self> {
-        let object = manifest_key(id);
-        if ManifestId::of(bytes) != *id {
-            return Err(Error::corrupt(&object, "content does not match its id"));
-        }
-        let body = codec::body(MANIFEST_MAGIC, MANIFEST_VERSION, &object, bytes)?;
-        let entries = decode_entries(body).map_err(|e| match e {
-            ColumnsError::UnsafePath(path, reason) => Error::UnsafePath {
-                path: String::from_utf8_lossy(&path).into_owned(),
-                object: object.clone(),
-                reason,
-            },
-            ColumnsError::Corrupt(why) => Error::corrupt(&object, why),
-        })?;
-        let m = Manifest { entries };
-        m.validate(&object)?;
-        Ok(m)
     }
 
     /// Checks the invariants attach relies on (see the module comment).

@@ -7,13 +7,43 @@
 //! 29). The bytes read are the same as `Columns`' derived decoder reads.
 //!
 //! This module knows the layout of the columns only: the checks attach
-//! relies on (order, parents, sizes) are `manifest`'s `validate`.
+//! relies on (order, parents, sizes) are `manifest`'s `validate`, which
+//! `Manifest::decode` (here, so that `manifest` need not know this module)
+//! calls.
 
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, SeqAccess, Visitor};
 
-use crate::format::manifest::{Entry, EntryKind, Mtime, RelPath};
+use crate::error::{Error, Result as StoreResult};
+use crate::format::codec;
+use crate::format::keys::manifest_key;
+use crate::format::manifest::{
+    Entry, EntryKind, Manifest, Mtime, RelPath, MANIFEST_MAGIC, MANIFEST_VERSION,
+};
+use crate::id::ManifestId;
+
+impl Manifest {
+    /// Decodes and validates a stored manifest, checking it against `id`.
+    pub fn decode(id: &ManifestId, bytes: &[u8]) -> StoreResult<Self> {
+        let object = manifest_key(id);
+        if ManifestId::of(bytes) != *id {
+            return Err(Error::corrupt(&object, "content does not match its id"));
+        }
+        let body = codec::body(MANIFEST_MAGIC, MANIFEST_VERSION, &object, bytes)?;
+        let entries = decode_entries(body).map_err(|e| match e {
+            ColumnsError::UnsafePath(path, reason) => Error::UnsafePath {
+                path: String::from_utf8_lossy(&path).into_owned(),
+                object: object.clone(),
+                reason,
+            },
+            ColumnsError::Corrupt(why) => Error::corrupt(&object, why),
+        })?;
+        let m = Manifest { entries };
+        m.validate(&object)?;
+        Ok(m)
+    }
+}
 
 /// Why a body could not be read as columns.
 #[derive(Debug)]
