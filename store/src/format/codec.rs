@@ -31,6 +31,25 @@ pub fn decode<T: DeserializeOwned>(
     object: &str,
     bytes: &[u8],
 ) -> Result<T> {
+    let (body, rest) = postcard::take_from_bytes(body(magic, supported, object, bytes)?)
+        .map_err(|e| Error::corrupt(object, format!("cannot decode: {e}")))?;
+    if !rest.is_empty() {
+        return Err(Error::corrupt(
+            object,
+            format!("{} trailing bytes", rest.len()),
+        ));
+    }
+    Ok(body)
+}
+
+/// The postcard body of an object written by `encode`, once its magic and
+/// version are checked (for a reader that decodes the body its own way).
+pub fn body<'b>(
+    magic: &[u8; 8],
+    supported: u32,
+    object: &str,
+    bytes: &'b [u8],
+) -> Result<&'b [u8]> {
     if bytes.len() < HEADER_LEN || &bytes[..8] != magic {
         return Err(Error::corrupt(
             object,
@@ -48,15 +67,7 @@ pub fn decode<T: DeserializeOwned>(
             supported,
         });
     }
-    let (body, rest) = postcard::take_from_bytes(&bytes[HEADER_LEN..])
-        .map_err(|e| Error::corrupt(object, format!("cannot decode: {e}")))?;
-    if !rest.is_empty() {
-        return Err(Error::corrupt(
-            object,
-            format!("{} trailing bytes", rest.len()),
-        ));
-    }
-    Ok(body)
+    Ok(&bytes[HEADER_LEN..])
 }
 
 #[cfg(test)]

@@ -224,15 +224,18 @@ pub struct Manifest {
 }
 
 /// The stored form of a manifest: one column per field, so that what
-/// changes between runs (mtimes) does not disturb what does not.
+/// changes between runs (mtimes) does not disturb what does not. Written
+/// from `ColumnsRef` and read by `manifest_columns` straight into entries;
+/// this derived form is what both must agree with (their tests).
+#[cfg(test)]
 #[derive(Serialize, Deserialize)]
-struct Columns {
+pub(crate) struct Columns {
     /// Front-coded paths: bytes shared with the previous path, then the rest.
-    paths: Vec<(u32, Vec<u8>)>,
-    kinds: Vec<EntryKind>,
-    modes: Vec<u32>,
+    pub paths: Vec<(u32, Vec<u8>)>,
+    pub kinds: Vec<EntryKind>,
+    pub modes: Vec<u32>,
     /// Seconds as the difference from the previous entry's, and nanoseconds.
-    mtimes: Vec<(i64, u32)>,
+    pub mtimes: Vec<(i64, u32)>,
 }
 
 /// `Columns` as written: borrowing the manifest's paths and contents
@@ -309,53 +312,6 @@ impl Manifest {
         }
         let bytes = codec::encode(MANIFEST_MAGIC, MANIFEST_VERSION, &cols);
         (ManifestId::of(&bytes), bytes)
-    }
-
-    /// Decodes and validates a stored manifest, checking it against `id`.
-    pub fn decode(id: &ManifestId, bytes: &[u8]) -> Result<Self> {
-        let object = manifest_key(id);
-        if ManifestId::of(bytes) != *id {
-            return Err(Error::corrupt(&object, "content does not match its id"));
-        }
-        let cols: Columns = codec::decode(MANIFEST_MAGIC, MANIFEST_VERSION, &object, bytes)?;
-        let n = cols.paths.len();
-        if cols.kinds.len() != n || cols.modes.len() != n || cols.mtimes.len() != n {
-            return Err(Error::corrupt(&object, "columns of different lengths"));
-        }
-        let mut entries = Vec::with_capacity(n);
-        let mut prev: Vec<u8> = Vec::new();
-        let mut secs = 0i64;
-        for (((shared, rest), kind), (mode, (dsecs, nanos))) in cols
-            .paths
-            .into_iter()
-            .zip(cols.kinds)
-            .zip(cols.modes.into_iter().zip(cols.mtimes))
-        {
-            let shared = shared as usize;
-            if shared > prev.len() {
-                return Err(Error::corrupt(
-                    &object,
-                    "path shares more than its predecessor has",
-                ));
-            }
-            prev.truncate(shared);
-            prev.extend_from_slice(&rest);
-            let path = RelPath::new(prev.clone()).map_err(|reason| Error::UnsafePath {
-                path: String::from_utf8_lossy(&prev).into_owned(),
-                object: object.clone(),
-                reason,
-            })?;
-            secs = secs.wrapping_add(dsecs);
-            entries.push(Entry {
-                path,
-                mode,
-                mtime: Mtime { secs, nanos },
-                kind,
-            });
-        }
-        let m = Manifest { entries };
-        m.validate(&object)?;
-        Ok(m)
     }
 
     /// Checks the invariants attach relies on (see the module comment).

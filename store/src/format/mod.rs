@@ -11,6 +11,7 @@ pub mod index;
 pub mod index_log;
 pub mod keys;
 pub mod manifest;
+mod manifest_columns;
 pub mod pack;
 pub mod records;
 pub mod work;

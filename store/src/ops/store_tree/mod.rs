@@ -188,18 +188,21 @@ fn chunk_tree(
 /// The scanned entries become the manifest's (their paths moved, not
 /// copied); each file's stat is kept apart, for the stat cache.
 fn manifest_of(tree: Tree, contents: Vec<Vec<Option<FileContent>>>) -> (Manifest, Vec<FileStat>) {
-    let mut file_stats = Vec::new();
-    let entries: Vec<Entry> = tree
+    // Both sized once: grown by doubling, a million entries could hold up
+    // to twice their room at the moment the manifest is encoded.
+    let files = tree
         .entries
-        .into_iter()
-        .zip(contents.into_iter().flatten())
-        .map(|(s, content)| {
-            if let ScanKind::File { stat, .. } = s.kind {
-                file_stats.push(stat);
-            }
-            entry_of(s, content)
-        })
-        .collect();
+        .iter()
+        .filter(|s| matches!(s.kind, ScanKind::File { .. }))
+        .count();
+    let mut file_stats = Vec::with_capacity(files);
+    let mut entries: Vec<Entry> = Vec::with_capacity(tree.entries.len());
+    for (s, content) in tree.entries.into_iter().zip(contents.into_iter().flatten()) {
+        if let ScanKind::File { stat, .. } = s.kind {
+            file_stats.push(stat);
+        }
+        entries.push(entry_of(s, content));
+    }
     (Manifest { entries }, file_stats)
 }
 
