@@ -29,6 +29,7 @@ mod objects;
 pub mod oidc;
 mod presign;
 mod routes;
+mod state;
 mod web;
 
 use std::collections::HashMap;
@@ -206,7 +207,7 @@ impl Namespaces {
 
 /// Runs gc on every namespace, one after another, forever. Every replica
 /// may: on a shared store one gc at a time runs (`ops::lease`).
-async fn scheduled_gc(state: Arc<routes::State>, every: std::time::Duration) {
+async fn scheduled_gc(state: Arc<state::State>, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -308,7 +309,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let state = Arc::new(routes::State {
+    let state = Arc::new(state::State {
         namespaces: Namespaces {
             base: config.store.clone(),
             meta_dir: config.meta_dir.clone(),

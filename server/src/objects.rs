@@ -20,7 +20,7 @@ use strata_store::access::{self, Grant};
 use strata_store::format::keys::classify;
 use strata_store::protocol::objects::{decode_query, split_body};
 
-use crate::routes::{from_store, log, with_store, Answer, Granted, St, State};
+use crate::state::{from_store, log, with_store, Answer, Granted, St, State};
 
 /// The gate's part for `objects`: every object the query names may be
 /// written by `grant`, as its `PUT` may (refused before the body is read).

@@ -23,7 +23,7 @@ use strata_store::format::keys::classify;
 use strata_store::protocol::urls::{UrlsAnswer, UrlsRequest};
 use strata_store::Error;
 
-use crate::routes::{from_store, log, with_store, Answer, State};
+use crate::state::{from_store, log, with_store, Answer, State};
 
 /// The longest a URL may be valid: S3's limit for a presigned URL.
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);

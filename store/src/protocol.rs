@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, RunName};
 
-pub mod urls;
 pub mod objects;
+pub mod urls;
 
 /// The protocol version (the `/v1/` in every path).
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -33,7 +33,7 @@ use axum::Router;
 use serde::Deserialize;
 use strata_store::access;
 
-use crate::routes::State;
+use crate::state::State;
 
 type St = AxState<Arc<State>>;
 
@@ -87,21 +87,21 @@ fn open(s: &State) -> bool {
 /// Refuses a request whose token may not read namespace `ns`: the login
 /// form without a token, `403` with one that may not.
 async fn allow(s: &Arc<State>, headers: &HeaderMap, ns: &str) -> Result<(), Response> {
-    strata_store::protocol::validate_namespace(ns).map_err(crate::routes::from_store)?;
+    strata_store::protocol::validate_namespace(ns).map_err(crate::state::from_store)?;
     if open(s) {
         return Ok(());
     }
     let Some(token) = token(headers) else {
         return Err(pages::login_form(StatusCode::UNAUTHORIZED));
     };
-    let grant = match crate::routes::authenticate(s, Some(token), ns).await {
+    let grant = match crate::state::authenticate(s, Some(token), ns).await {
         Ok(g) => g,
         Err(r) if r.status() == StatusCode::UNAUTHORIZED => {
             return Err(pages::login_form(StatusCode::UNAUTHORIZED))
         }
         Err(r) => return Err(r),
     };
-    access::allow(&grant, ns, &access::Request::Read).map_err(crate::routes::from_store)
+    access::allow(&grant, ns, &access::Request::Read).map_err(crate::state::from_store)
 }
 
 /// `POST /ui/login`: the form's body is `token=…` (`text/plain`, so
@@ -142,7 +142,7 @@ struct PathQuery {
 /// The manifest of a layer page's URL.
 fn manifest_id(hex: &str) -> Result<strata_store::ManifestId, Response> {
     hex.parse().map_err(|_| {
-        crate::routes::error(
+        crate::state::error(
             StatusCode::BAD_REQUEST,
             format!("invalid manifest id {hex:?}"),
         )
@@ -243,7 +243,7 @@ async fn download(
     .await
     {
         Ok(Ok(store)) => store,
-        Ok(Err(e)) => return crate::routes::from_store(e),
+        Ok(Err(e)) => return crate::state::from_store(e),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     let loaded = {
@@ -252,7 +252,7 @@ async fn download(
     };
     let manifest = match loaded {
         Ok(Ok(m)) => m,
-        Ok(Err(e)) => return crate::routes::from_store(e),
+        Ok(Err(e)) => return crate::state::from_store(e),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);

@@ -13,7 +13,7 @@ use strata_store::RunName;
 
 use super::html::{date, esc, page, pct, size};
 use super::{allow, manifest_id, PathQuery, St};
-use crate::routes::State;
+use crate::state::State;
 
 fn html(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
@@ -53,7 +53,7 @@ async fn on_store<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&*s.namespaces.get(&ns)?))
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?
-        .map_err(crate::routes::from_store)
+        .map_err(crate::state::from_store)
 }
 
 /// `GET /ui`: the namespaces this token may read.
@@ -216,7 +216,7 @@ pub(super) async fn run(
     }
     let name = match RunName::new(&run) {
         Ok(n) => n,
-        Err(e) => return crate::routes::error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return crate::state::error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let listing = match on_store(&s, &ns, move |st| stats::list_run(st, &name, None)).await {
         Ok(l) => l,
