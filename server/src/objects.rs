@@ -48,9 +48,12 @@ pub(crate) async fn put_objects(
     split_body(&parts, &body).map_err(from_store)?;
     let g = granted.clone();
     let keys: Vec<String> = parts.iter().map(|p| p.key.clone()).collect();
+    let metrics = s.metrics.clone();
     let result = with_store(&s, &ns, move |store| {
         for (part, bytes) in parts.iter().zip(split_body(&parts, &body)?) {
             strata_store::ingest::put_checked(store, &g.0, &part.key, bytes)?;
+            // Counted as its own PUT is (`strata_ingest_*`).
+            metrics.accepted(store, &part.key, bytes);
         }
         Ok(())
     })
