@@ -67,10 +67,23 @@ fn require_manifest(store: &Store, key: &str, manifest: &ManifestId) -> Result<(
 /// Refuses a ref (`key`) to a manifest unless the store holds the manifest
 /// and every chunk its files name: a ref is what makes a layer or cache
 /// entry visible, so it must never point at data a reader cannot fetch.
-/// The whole manifest is checked in one pass over the local index.
-fn require_complete(store: &Store, key: &str, manifest: &ManifestId) -> Result<()> {
+/// The whole manifest is checked in one pass over the local index. The
+/// ref's `totals` must be its manifest's, so what `ls` and the server's
+/// metrics read from a ref is what its files hold.
+fn require_complete(
+    store: &Store,
+    key: &str,
+    manifest: &ManifestId,
+    totals: &crate::format::manifest::Totals,
+) -> Result<()> {
     require_manifest(store, key, manifest)?;
     let (m, _) = crate::read::load_manifest(store, manifest)?;
+    if m.totals() != *totals {
+        return Err(Error::corrupt(
+            key,
+            format!("its totals are not those of manifest {manifest}"),
+        ));
+    }
     let mut ids: Vec<ChunkId> = m
         .entries
         .iter()
@@ -270,7 +283,7 @@ fn put_layer(
     let (run_record, _) = store.run_job(run, job)?;
     access::allow_run(grant, run.as_str(), run_record.ref_scope.as_deref())?;
     access::allow_job(grant, run.as_str(), job.as_str())?;
-    require_complete(store, key, &record.manifest)?;
+    require_complete(store, key, &record.manifest, &record.totals)?;
     let stamped = LayerRecord {
         created: now,
         ..record
@@ -320,7 +333,7 @@ fn put_cache(store: &Store, grant: &Grant, key: &str, bytes: &[u8], now: i64) ->
         ));
     }
     access::allow_cache_key(grant, &record.key)?;
-    require_complete(store, key, &record.manifest)?;
+    require_complete(store, key, &record.manifest, &record.totals)?;
     let key = timed_key(&cache_prefix(&format!("{name}/")), now);
     let stamped = CacheRecord {
         created: now,

@@ -9,20 +9,20 @@
 use crate::error::Result;
 use crate::format::keys::{classify, ObjectKind};
 use crate::format::records::{CacheRecord, LayerRecord, Record};
-use crate::read::load_manifest;
 use crate::repo::Store;
 
 /// The bytes of file content a layer ref or a cache entry `bytes`, just
-/// stored under `key`, made visible, counted from its manifest (not from
-/// the totals the client wrote in it); `None` for any other object.
-pub fn accepted_bytes(store: &Store, key: &str, bytes: &[u8]) -> Result<Option<u64>> {
-    let manifest = match classify(key)? {
-        ObjectKind::Layer(..) => LayerRecord::decode(key, bytes)?.manifest,
-        ObjectKind::Cache => CacheRecord::decode(key, bytes)?.manifest,
-        _ => return Ok(None),
-    };
-    let (m, _) = load_manifest(store, &manifest)?;
-    Ok(Some(m.totals().bytes))
+/// stored under `key`, made visible: its totals, which `ops::ingest`
+/// checked against its manifest before storing it; `None` for any other
+/// object.
+pub fn accepted_bytes(_store: &Store, key: &str, bytes: &[u8]) -> Result<Option<u64>> {
+    // The ref's totals: `ingest` refused it unless they are its
+    // manifest's, so the manifest is not read (and decoded) twice.
+    Ok(match classify(key)? {
+        ObjectKind::Layer(..) => Some(LayerRecord::decode(key, bytes)?.totals.bytes),
+        ObjectKind::Cache => Some(CacheRecord::decode(key, bytes)?.totals.bytes),
+        _ => None,
+    })
 }
 
 pub mod archive;
