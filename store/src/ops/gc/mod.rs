@@ -165,6 +165,12 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
         ..GcReport::default()
     };
     let holders = expire(store, now, dry, &mut report)?;
+    // Marking reads every live manifest before the survey, as it always
+    // has: a manifest the index cannot place syncs it with what other
+    // processes wrote, so the survey then locates each chunk in the pack
+    // it is in now (not in a condemned pack a writer has since replaced).
+    let manifests = holders.iter().flat_map(|h| h.manifests.iter().copied());
+    let marked = mark(store, &manifests.collect())?;
     // The index objects listed now are the ones the commit may replace:
     // any written from here on (by a concurrent persist) list packs this
     // gc does not know, and stay. A snapshot is as of this moment.
@@ -181,10 +187,8 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
             budget::keep_to(store, holders, &mut packs, max, window, dry, &mut report)?
         }
         None => {
-            let manifests = holders.iter().flat_map(|h| h.manifests.iter().copied());
-            let live = mark(store, &manifests.collect())?;
-            count_live(&mut packs, &live);
-            (live, HashSet::new())
+            count_live(&mut packs, &marked);
+            (marked, HashSet::new())
         }
     };
     report.live_chunks = live.len() as u64;
