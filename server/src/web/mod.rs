@@ -174,20 +174,10 @@ async fn tar(
     Path((ns, m)): Path<(String, String)>,
     Query(q): Query<PathQuery>,
 ) -> Response {
-    let base = match q.path.rsplit('/').next() {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ => m.chars().take(12).collect(),
-    };
-    download(
-        s,
-        headers,
-        ns,
-        m,
-        format!("{base}.tar.zst"),
-        move |store, manifest, out| {
-            strata_store::browse::archive::write_tar_zst(store, manifest, q.path.as_bytes(), out)
-        },
-    )
+    let name = archive_name(&q.path, &m, "tar.zst");
+    download(s, headers, ns, m, name, move |store, manifest, out| {
+        strata_store::browse::archive::write_tar_zst(store, manifest, q.path.as_bytes(), out)
+    })
     .await
 }
 
@@ -198,15 +188,21 @@ async fn zip(
     Path((ns, m)): Path<(String, String)>,
     Query(q): Query<PathQuery>,
 ) -> Response {
-    let base = match q.path.rsplit('/').next() {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ => m.chars().take(12).collect(),
-    };
-    let name = format!("{base}.zip");
+    let name = archive_name(&q.path, &m, "zip");
     download(s, headers, ns, m, name, move |store, manifest, out| {
         strata_store::browse::archive::write_zip(store, manifest, q.path.as_bytes(), out)
     })
     .await
+}
+
+/// A directory archive's file name: the directory's last component, or the
+/// manifest's short id for the whole layer, with `ext`.
+fn archive_name(path: &str, manifest: &str, ext: &str) -> String {
+    let base = match path.rsplit('/').next() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => manifest.chars().take(12).collect(),
+    };
+    format!("{base}.{ext}")
 }
 
 type Writer<'a> = &'a mut dyn std::io::Write;
