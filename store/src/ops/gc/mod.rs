@@ -140,12 +140,7 @@ struct PackInfo {
 pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     // A server runs gc on its namespace itself.
     if let Some(server) = store.server() {
-        let query = GcQuery {
-            dry_run: options.dry_run,
-            grace_secs: options.grace_secs,
-            max_size: options.max_size,
-        };
-        return server.call_json("POST", &query.path());
+        return server.call_json("POST", &query_of(options).path());
     }
     let started = Instant::now();
     // One gc at a time (a dry run changes nothing, so it needs no turn).
@@ -216,6 +211,15 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The request that asks a server to run gc with `options`.
+fn query_of(options: &GcOptions) -> GcQuery {
+    GcQuery {
+        dry_run: options.dry_run,
+        grace_secs: options.grace_secs,
+        max_size: options.max_size,
+    }
 }
 
 /// Step 1: Expires runs and caches past their retention; returns the runs
