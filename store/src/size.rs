@@ -38,8 +38,9 @@ pub fn format_size(n: u64) -> String {
     }
 }
 
-/// The number at the start of `s` and the unit after it.
-fn split_number(s: &str) -> (&str, &str) {
+/// The number at the start of `s` and the unit after it (sizes here; the
+/// CLI's durations too).
+pub fn split_number(s: &str) -> (&str, &str) {
     let end = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use strata_store::size::split_number;
+
 /// A positive duration: `10s`, `30m`, `6h`, `1d`, `0.5s`, or bare seconds.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     match duration_or_zero(s)? {
@@ -39,14 +41,6 @@ pub(crate) fn duration_or_zero(s: &str) -> Result<Duration, String> {
 /// (the store's one definition, which the server's config file reads too).
 pub(crate) fn size(s: &str) -> Result<u64, String> {
     strata_store::size::parse_size(s)
-}
-
-/// The number at the start of `s` and the unit after it.
-fn split_number(s: &str) -> (&str, &str) {
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    (&s[..end], s[end..].trim_start())
 }
 
 #[cfg(test)]

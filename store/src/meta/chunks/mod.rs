@@ -214,14 +214,7 @@ impl ChunkIndex {
         if records < 1024 {
             return Ok(());
         }
-        let frames: HashSet<u32> = self
-            .frames
-            .iter()
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter_map(|k| <[u8; 8]>::try_from(&k[..]).ok().map(u64::from_be_bytes))
-            .filter_map(|n| u32::try_from(n).ok())
-            .collect();
+        let frames = self.frame_numbers();
         let live = |f: u32| frames.contains(&f);
         if self.log.live(live) * 4 > records * 3 {
             return Ok(());
@@ -286,16 +279,21 @@ impl ChunkIndex {
         }
     }
 
-    /// How many chunks are indexed (one pass over the log's table).
-    pub fn len(&self) -> usize {
-        let live: HashSet<u32> = self
-            .frames
+    /// The numbers of the frames the sled tree records (a chunk of the
+    /// log whose frame is not among them is dead).
+    fn frame_numbers(&self) -> HashSet<u32> {
+        self.frames
             .iter()
             .keys()
             .filter_map(|k| k.ok())
             .filter_map(|k| <[u8; 8]>::try_from(&k[..]).ok().map(u64::from_be_bytes))
             .filter_map(|n| u32::try_from(n).ok())
-            .collect();
+            .collect()
+    }
+
+    /// How many chunks are indexed (one pass over the log's table).
+    pub fn len(&self) -> usize {
+        let live = self.frame_numbers();
         self.log
             .newest()
             .iter()
