@@ -123,7 +123,8 @@ fn a_server_that_never_answers_ends_the_command_with_a_clear_error() {
     assert!(err.contains("gave up after"), "{err}");
 }
 
-// Resets after 100 kB on the first three connections: the retries on fresh
+// Resets after 100 kB on the first four connections (the opening's four,
+// which the attach then reuses for its downloads): the retries on fresh
 // connections get the rest, and the tree is exact.
 #[test]
 fn connections_reset_mid_download_are_retried_on_fresh_ones() {
@@ -136,7 +137,7 @@ fn connections_reset_mid_download_are_retried_on_fresh_ones() {
         "cache-reset",
         Faults {
             reset_after: Some(100_000),
-            fault_connections: Some(3),
+            fault_connections: Some(4),
             ..Faults::default()
         },
     );
