@@ -8,13 +8,15 @@
 //! over several runs; `report` summarises and draws; `tools` are what is
 //! compared, `measure` how a step is timed, `corpus` where the trees come
 //! from, `wire` the tarball baseline's network path. `busy`, `cold` and
-//! `scale` (the harness's, with the `harness` feature: it starts Garage)
-//! are scenarios 7, 8 and 6.
+//! `scale` are scenarios 7, 8 and 6; `scale` and `direct` (presigned
+//! URLs) are the harness's, with the `harness` feature, since they start
+//! Garage.
 
 pub mod busy;
 pub mod cold;
 pub mod compare;
 pub mod corpus;
+#[cfg(feature = "harness")]
 pub mod direct;
 pub mod disk;
 pub mod measure;
