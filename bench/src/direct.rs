@@ -131,7 +131,6 @@ pub fn run(bin: &Path, work: &Path, files: u64, rounds: usize) -> Result<Vec<Dir
     let env = cluster.env(0);
     let tree = work.join("direct/src/tree");
     let summary = strata_store::synth::generate(&tree, files, 9)?;
-    let s = |p: &Path| p.to_str().expect("utf-8 path").to_string();
     let mut results = Vec::new();
     for urls in [false, true] {
         let store = cluster.location(if urls {
@@ -147,87 +146,13 @@ pub fn run(bin: &Path, work: &Path, files: u64, rounds: usize) -> Result<Vec<Dir
             urls,
         )?;
         let ns = format!("{}/bench", server.url);
-        let writer = s(&work.join("direct/writer-cache"));
-        strata(
-            bin,
-            &[
-                "--store",
-                &ns,
-                "--cache-dir",
-                &writer,
-                "run",
-                "create",
-                "--run",
-                "r",
-                "--job",
-                "a",
-                "--job",
-                "b:a",
-            ],
-        )?;
-        let root = s(&work.join("direct/src"));
-        strata(
-            bin,
-            &[
-                "--store",
-                &ns,
-                "--cache-dir",
-                &writer,
-                "persist",
-                "--run",
-                "r",
-                "--job",
-                "a",
-                "--root",
-                &root,
-                "tree",
-            ],
-        )?;
+        persist_base(bin, work, &ns)?;
         server.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let (cpu0, client0) = (cpu_of(server.child.id())?, children_cpu());
-        let mut walls = Vec::new();
-        let mut received = 0;
-        for i in 0..rounds {
-            let at = work.join(format!("direct/at{i}"));
-            let cache = s(&work.join(format!("direct/cache-{urls}-{i}")));
-            let started = Instant::now();
-            let report = strata(
-                bin,
-                &[
-                    "--store",
-                    &ns,
-                    "--cache-dir",
-                    &cache,
-                    "attach",
-                    "--json",
-                    "--run",
-                    "r",
-                    "--job",
-                    "b",
-                    "--at",
-                    &s(&at),
-                ],
-            )?;
-            walls.push(started.elapsed().as_secs_f64());
-            received += report["network"]["received"].as_u64().unwrap_or(0);
-            std::fs::remove_dir_all(&at)?;
-            let _ = std::fs::remove_dir_all(&cache);
-        }
+        let (mut walls, received) = attach_rounds(bin, work, &ns, urls, rounds)?;
         let server_cpu_s = cpu_of(server.child.id())? - cpu0;
         let client_cpu_s = children_cpu() - client0;
-        let server_pack_bytes = server
-            .log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|l| {
-                l.split(" ranges, ")
-                    .nth(1)?
-                    .strip_suffix(" B")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum();
+        let server_pack_bytes = ranges_bytes(&server.log.lock().unwrap_or_else(|p| p.into_inner()));
         walls.sort_by(f64::total_cmp);
         results.push(Direct {
             urls,
@@ -241,6 +166,78 @@ pub fn run(bin: &Path, work: &Path, files: u64, rounds: usize) -> Result<Vec<Dir
         });
     }
     Ok(results)
+}
+
+/// A path as the argument it is on a command line.
+fn arg(p: &Path) -> String {
+    p.to_str().expect("utf-8 path").to_string()
+}
+
+/// Creates run `r` (jobs `a`, and `b` downstream of it) and persists the
+/// tree as `a`'s layer.
+fn persist_base(bin: &Path, work: &Path, ns: &str) -> Result<()> {
+    let writer = arg(&work.join("direct/writer-cache"));
+    let store = ["--store", ns, "--cache-dir", &writer];
+    let create = ["run", "create", "--run", "r", "--job", "a", "--job", "b:a"];
+    strata(bin, &[&store[..], &create[..]].concat())?;
+    let root = arg(&work.join("direct/src"));
+    let persist = [
+        "persist", "--run", "r", "--job", "a", "--root", &root, "tree",
+    ];
+    strata(bin, &[&store[..], &persist[..]].concat())?;
+    Ok(())
+}
+
+/// `rounds` fresh attaches of job `b`, each into a new directory with a
+/// new cache: their wall times and the bytes the client received.
+fn attach_rounds(
+    bin: &Path,
+    work: &Path,
+    ns: &str,
+    urls: bool,
+    rounds: usize,
+) -> Result<(Vec<f64>, u64)> {
+    let mut walls = Vec::new();
+    let mut received = 0;
+    for i in 0..rounds {
+        let at = work.join(format!("direct/at{i}"));
+        let cache = arg(&work.join(format!("direct/cache-{urls}-{i}")));
+        let started = Instant::now();
+        let attach = [
+            "--store",
+            ns,
+            "--cache-dir",
+            &cache,
+            "attach",
+            "--json",
+            "--run",
+            "r",
+            "--job",
+            "b",
+            "--at",
+            &arg(&at),
+        ];
+        let report = strata(bin, &attach)?;
+        walls.push(started.elapsed().as_secs_f64());
+        received += report["network"]["received"].as_u64().unwrap_or(0);
+        std::fs::remove_dir_all(&at)?;
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    Ok((walls, received))
+}
+
+/// The pack bytes the server sent in `ranges` answers, from its log lines
+/// (`… ranges, N B`).
+fn ranges_bytes(log: &[String]) -> u64 {
+    log.iter()
+        .filter_map(|l| {
+            l.split(" ranges, ")
+                .nth(1)?
+                .strip_suffix(" B")?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// The results as a markdown table, per attached GB.
