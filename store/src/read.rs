@@ -230,6 +230,26 @@ pub fn load_manifest_located(
     let key = manifest_key(id);
     let root_bytes = store.backend().get(&key)?;
     let root = ManifestRoot::decode(id, &root_bytes)?;
+    let (manifest, bytes) = load_encoding(store, locate, id, &root)?;
+    Ok((manifest, root_bytes.len() as u64 + bytes))
+}
+
+/// A manifest and its root object (whose chunks store its encoding).
+pub fn load_manifest_and_root(store: &Store, id: &ManifestId) -> Result<(Manifest, ManifestRoot)> {
+    let root = ManifestRoot::decode(id, &store.backend().get(&manifest_key(id))?)?;
+    let locate = |ids: &[ChunkId]| store.chunk_lookup().locate(ids);
+    let (manifest, _) = load_encoding(store, &locate, id, &root)?;
+    Ok((manifest, root))
+}
+
+/// Fetches the chunks of a manifest's encoding that `root` lists, and
+/// decodes it; with the bytes read.
+fn load_encoding(
+    store: &Store,
+    locate: &Locate<'_>,
+    id: &ManifestId,
+    root: &ManifestRoot,
+) -> Result<(Manifest, u64)> {
     let mut offsets: HashMap<ChunkId, Vec<usize>> = HashMap::new();
     let mut at = 0usize;
     for c in &root.chunks {
@@ -254,7 +274,7 @@ pub fn load_manifest_located(
         },
     )?;
     let manifest = Manifest::decode(id, &body.into_inner().expect("poisoned"))?;
-    Ok((manifest, root_bytes.len() as u64 + fetched.bytes))
+    Ok((manifest, fetched.bytes))
 }
 
 /// Groups offset-sorted frames into read ranges: (range, frame indices).

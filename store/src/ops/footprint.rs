@@ -17,11 +17,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::format::keys::manifest_key;
-use crate::format::manifest::{EntryKind, ManifestRoot};
+use crate::format::manifest::EntryKind;
 use crate::format::pack::FrameEntry;
 use crate::id::{ChunkId, ManifestId, RunName};
-use crate::read::load_manifest;
+use crate::read::load_manifest_and_root;
 use crate::repo::Store;
 
 /// What holds chunks: a run's workspace or a dependency cache entry.
@@ -90,13 +89,10 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Counts `holders`' chunks; `stored` gives each located chunk's
-    /// stored bytes (`stored_shares`); a chunk it lacks counts 0.
-    pub fn build(
-        store: &Store,
-        holders: Vec<Holder>,
-        stored: &HashMap<ChunkId, u64>,
-    ) -> Result<Usage> {
+    /// Reads `holders`' manifests, each once, and counts which holders
+    /// reference each chunk. Every chunk's stored bytes count 0 until
+    /// `price` gives them.
+    pub fn build(store: &Store, holders: Vec<Holder>) -> Result<Usage> {
         let mut index: HashMap<ChunkId, u32> = HashMap::new();
         let mut ids = Vec::new();
         let mut of_manifest: HashMap<ManifestId, Vec<u32>> = HashMap::new();
@@ -122,26 +118,38 @@ impl Usage {
             mine.dedup();
             chunks_of.push(mine);
         }
-        let stored: Vec<u64> = ids
-            .iter()
-            .map(|c| stored.get(c).copied().unwrap_or(0))
-            .collect();
         let mut count = vec![0u32; ids.len()];
         for mine in &chunks_of {
             for &c in mine {
                 count[c as usize] += 1;
             }
         }
-        let live_bytes = stored.iter().sum();
         Ok(Usage {
             dropped: vec![false; holders.len()],
             holders,
             chunks_of,
-            stored,
+            stored: vec![0; ids.len()],
             count,
             ids,
-            live_bytes,
+            live_bytes: 0,
         })
+    }
+
+    /// Gives each chunk its stored bytes (`stored_shares`); a chunk
+    /// `stored` lacks counts 0.
+    pub fn price(&mut self, stored: &HashMap<ChunkId, u64>) {
+        self.stored = self
+            .ids
+            .iter()
+            .map(|c| stored.get(c).copied().unwrap_or(0))
+            .collect();
+        self.live_bytes = self
+            .stored
+            .iter()
+            .zip(&self.count)
+            .filter(|(_, n)| **n > 0)
+            .map(|(b, _)| b)
+            .sum();
     }
 
     /// The holders, in the order given.
@@ -209,10 +217,8 @@ impl Usage {
 
 /// A manifest's chunks: its files' and its own encoding's.
 pub fn manifest_chunks(store: &Store, id: &ManifestId) -> Result<Vec<ChunkId>> {
-    let b = store.backend();
-    let root = ManifestRoot::decode(id, &b.get(&manifest_key(id))?)?;
+    let (manifest, root) = load_manifest_and_root(store, id)?;
     let mut out: Vec<ChunkId> = root.chunks.iter().map(|c| c.id).collect();
-    let (manifest, _) = load_manifest(store, id)?;
     for e in &manifest.entries {
         if let EntryKind::File { chunks, .. } = &e.kind {
             out.extend(chunks.iter().map(|c| c.id));

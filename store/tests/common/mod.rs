@@ -124,3 +124,38 @@ impl Backend for OnPut {
         self.inner.location()
     }
 }
+
+/// A backend that records the key of every `get` (whole-object reads).
+#[derive(Debug)]
+pub struct RecordGets {
+    pub inner: Arc<dyn Backend>,
+    pub gets: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Backend for RecordGets {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.inner.put(key, data)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.gets.lock().unwrap().push(key.to_string());
+        self.inner.get(key)
+    }
+    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        self.inner.get_ranges(key, ranges)
+    }
+    fn size(&self, key: &str) -> Result<u64> {
+        self.inner.size(key)
+    }
+    fn exists(&self, key: &str) -> Result<bool> {
+        self.inner.exists(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}

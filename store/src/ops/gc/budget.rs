@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::format::records::{DropReason, ExpiredRecord};
 use crate::id::{ChunkId, PackId};
-use crate::ops::footprint::{stored_shares, Footprint, Holder, HolderName, Usage};
+use crate::ops::footprint::{stored_shares, Footprint, HolderName, Usage};
 use crate::repo::Store;
 
 use super::{count_live, drop_run, expire, survey, GcReport, PackInfo};
@@ -42,14 +42,14 @@ pub(super) struct Window {
 /// the live chunks and the packs to rewrite beyond the mostly-dead ones.
 pub(super) fn keep_to(
     store: &Store,
-    holders: Vec<Holder>,
+    mut usage: Usage,
     packs: &mut [PackInfo],
     max: u64,
     at: Window,
     dry: bool,
     report: &mut GcReport,
 ) -> Result<(HashSet<ChunkId>, HashSet<PackId>)> {
-    let mut usage = Usage::build(store, holders, &shares(packs))?;
+    usage.price(&shares(packs));
     let mut order: Vec<usize> = (0..usage.holders().len()).collect();
     order.sort_by_key(|&i| (usage.holders()[i].last_use, i));
     for i in order {
@@ -141,8 +141,9 @@ pub fn footprints(store: &Store) -> Result<Vec<Footprint>> {
     // A dry expiry: what would stay live, nothing written.
     let mut scratch = GcReport::default();
     let holders = expire(store, store.now(), true, &mut scratch)?;
+    let mut usage = Usage::build(store, holders)?;
     let packs = survey(store, &mut scratch)?;
-    let usage = Usage::build(store, holders, &shares(&packs))?;
+    usage.price(&shares(&packs));
     Ok((0..usage.holders().len())
         .map(|i| usage.footprint(i))
         .collect())

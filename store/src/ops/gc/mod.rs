@@ -47,7 +47,7 @@ use crate::format::keys::{
 use crate::format::pack::FrameEntry;
 use crate::format::records::{read_condemned, DropReason, ExpiredRecord, LayerRecord, Record};
 use crate::id::{ChunkId, ManifestId, PackId, RunName};
-use crate::ops::footprint::{Holder, HolderName};
+use crate::ops::footprint::{Holder, HolderName, Usage};
 use crate::ops::lease;
 use crate::ops::lifecycle::run_life;
 use crate::protocol::GcQuery;
@@ -164,8 +164,15 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     // has: a manifest the index cannot place syncs it with what other
     // processes wrote, so the survey then locates each chunk in the pack
     // it is in now (not in a condemned pack a writer has since replaced).
-    let manifests = holders.iter().flat_map(|h| h.manifests.iter().copied());
-    let marked = mark(store, &manifests.collect())?;
+    // Under a budget the mark is the usage count, which reads each
+    // manifest once for both.
+    let marked = match options.max_size {
+        Some(max) => Marked::Budget(Usage::build(store, holders)?, max),
+        None => {
+            let manifests = holders.iter().flat_map(|h| h.manifests.iter().copied());
+            Marked::Chunks(mark(store, &manifests.collect())?)
+        }
+    };
     // The index objects listed now are the ones the commit may replace:
     // any written from here on (by a concurrent persist) list packs this
     // gc does not know, and stay. A snapshot is as of this moment.
@@ -176,12 +183,12 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     };
     let (condemned, condemned_keys) = read_condemned(b)?;
     let mut packs = survey(store, &mut report)?;
-    let (live, also_rewrite) = match options.max_size {
-        Some(max) => {
+    let (live, also_rewrite) = match marked {
+        Marked::Budget(usage, max) => {
             let window = budget::Window { now, grace };
-            budget::keep_to(store, holders, &mut packs, max, window, dry, &mut report)?
+            budget::keep_to(store, usage, &mut packs, max, window, dry, &mut report)?
         }
-        None => {
+        Marked::Chunks(marked) => {
             count_live(&mut packs, &marked);
             (marked, HashSet::new())
         }
@@ -295,6 +302,13 @@ pub(crate) fn drop_run(store: &Store, run: &RunName, record: &ExpiredRecord) -> 
         }
     }
     Ok(())
+}
+
+/// What the mark found: the live chunks, or under a budget (its bytes),
+/// which live run or cache entry references each.
+enum Marked {
+    Chunks(HashSet<ChunkId>),
+    Budget(Usage, u64),
 }
 
 /// Step 2: Marks every chunk a live manifest names (its file chunks and the
