@@ -305,3 +305,31 @@ fn the_page_asks_for_a_token_and_keeps_it_in_a_strict_cookie() {
     assert_eq!(page.status, 200, "{}", page.text());
     assert!(page.text().contains(">r1</a>"));
 }
+
+// A form posted from another site cannot make the server set a cookie
+// with attributes of the sender's choosing: a token with `;` (or any byte
+// that is no cookie octet) is refused, on an open server too.
+#[test]
+fn the_login_form_refuses_a_token_that_would_add_cookie_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path().join("srv").to_str().unwrap(), &[], &[]);
+    for body in [
+        &b"token=x;Domain=example.com;Path=/;Max-Age=99999999"[..],
+        b"token=x,y",
+        b"token=a b",
+    ] {
+        let login = request(&s.url, "POST", "/ui/login", &[], body);
+        assert_eq!(login.status, 401, "{}", String::from_utf8_lossy(body));
+        assert!(
+            login.header("set-cookie").is_none(),
+            "{:?}",
+            login.header("set-cookie")
+        );
+    }
+    let login = request(&s.url, "POST", "/ui/login", &[], b"token=plain-token");
+    assert_eq!(login.status, 303);
+    assert_eq!(
+        login.header("set-cookie").unwrap(),
+        "strata_token=plain-token; Path=/ui; HttpOnly; SameSite=Strict"
+    );
+}

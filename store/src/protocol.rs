@@ -20,6 +20,7 @@ use crate::id::{ChunkId, RunName};
 
 pub mod objects;
 pub mod urls;
+pub mod web;
 
 /// The protocol version (the `/v1/` in every path).
 pub const PROTOCOL_VERSION: u32 = 1;

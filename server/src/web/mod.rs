@@ -32,13 +32,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use strata_store::access;
+use strata_store::protocol::web;
 
 use crate::state::State;
 
 type St = AxState<Arc<State>>;
-
-/// The cookie the page keeps the token in.
-const COOKIE: &str = "strata_token";
 
 pub(crate) fn router() -> Router<Arc<State>> {
     Router::new()
@@ -70,13 +68,8 @@ fn token(headers: &HeaderMap) -> Option<String> {
     {
         return Some(t.to_string());
     }
-    headers
-        .get_all("cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("strata_token="))
-        .map(str::to_string)
+    let values = headers.get_all("cookie");
+    web::cookie_token(values.iter().filter_map(|v| v.to_str().ok())).map(str::to_string)
 }
 
 /// Whether the server asks for tokens at all.
@@ -104,28 +97,20 @@ async fn allow(s: &Arc<State>, headers: &HeaderMap, ns: &str) -> Result<(), Resp
     access::allow(&grant, ns, &access::Request::Read).map_err(crate::state::from_store)
 }
 
-/// `POST /ui/login`: the form's body is `token=…` (`text/plain`, so
-/// nothing to decode); the answer sets the cookie and goes home.
+/// `POST /ui/login`: the form's body is `token=…` (`web::login_token`);
+/// the answer sets the cookie and goes home.
 async fn login(s: St, headers: HeaderMap, body: Bytes) -> Response {
-    let text = String::from_utf8_lossy(&body);
-    let token = text.trim().strip_prefix("token=").unwrap_or("").trim();
-    let known = token.len() < 4096
-        && token.bytes().all(|b| b.is_ascii_graphic())
-        && (open(&s)
-            || s.auth
-                .as_ref()
-                .is_some_and(|a| a.grant(Some(token)).is_ok()));
-    if !known {
+    let token = web::login_token(&body);
+    let known =
+        token.filter(|t| open(&s) || s.auth.as_ref().is_some_and(|a| a.grant(Some(t)).is_ok()));
+    let Some(token) = known else {
         return pages::login_form(StatusCode::UNAUTHORIZED);
-    }
+    };
     let tls = headers
         .get("x-forwarded-proto")
         .is_some_and(|v| v == "https")
         || s.tls;
-    let cookie = format!(
-        "{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict{}",
-        if tls { "; Secure" } else { "" }
-    );
+    let cookie = web::set_cookie(token, tls);
     let mut r = redirect("/ui");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert("set-cookie", v);
