@@ -276,11 +276,13 @@ fn a_budget_never_evicts_what_was_used_within_the_grace_period() {
 #[test]
 fn a_budgeted_gc_reads_each_live_manifest_once() {
     let World { dir, now, store } = four_runs_and_a_cache();
-    let gets = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gets = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = gets.clone();
     let store = store.wrap_backend(|inner| {
-        Arc::new(crate::common::RecordGets {
+        Arc::new(crate::common::OnPut {
             inner,
-            gets: gets.clone(),
+            hook: Box::new(|inner, key, data| inner.put(key, data)),
+            on_get: Some(Box::new(move |key| seen.lock().unwrap().push(key.into()))),
         })
     });
     let w = World { dir, now, store };

@@ -57,6 +57,7 @@ fn faulty(
                 }
             }
         }),
+        on_get: None,
     })
 }
 

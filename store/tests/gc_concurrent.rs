@@ -168,6 +168,7 @@ impl Gated {
                         }
                         inner.put(key, data)
                     }),
+                    on_get: None,
                 })
             });
         let store = if guard {
@@ -319,6 +320,7 @@ fn scenario(processes: bool) -> Outcome {
                     }
                     inner.put(key, data)
                 }),
+                on_get: None,
             })
         })
     };

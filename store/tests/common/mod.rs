@@ -85,11 +85,15 @@ pub fn snapshot(root: &Path) -> Vec<(PathBuf, Node)> {
 /// What a test does with a `put`: usually something, then `inner.put`.
 pub type PutHook = Box<dyn Fn(&dyn Backend, &str, &[u8]) -> Result<()> + Send + Sync>;
 
+/// What a test does on a `get`, before it reaches `inner`: record its key.
+pub type GetHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// A backend that passes everything to `inner`, but lets a test step in on
-/// each `put`: fail it, delay it, count it.
+/// each `put` (fail it, delay it, count it) and see each `get`.
 pub struct OnPut {
     pub inner: Arc<dyn Backend>,
     pub hook: PutHook,
+    pub on_get: Option<GetHook>,
 }
 
 impl std::fmt::Debug for OnPut {
@@ -103,41 +107,9 @@ impl Backend for OnPut {
         (self.hook)(self.inner.as_ref(), key, data)
     }
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        self.inner.get(key)
-    }
-    fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
-        self.inner.get_ranges(key, ranges)
-    }
-    fn size(&self, key: &str) -> Result<u64> {
-        self.inner.size(key)
-    }
-    fn exists(&self, key: &str) -> Result<bool> {
-        self.inner.exists(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.inner.delete(key)
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-}
-
-/// A backend that records the key of every `get` (whole-object reads).
-#[derive(Debug)]
-pub struct RecordGets {
-    pub inner: Arc<dyn Backend>,
-    pub gets: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Backend for RecordGets {
-    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.inner.put(key, data)
-    }
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        self.gets.lock().unwrap().push(key.to_string());
+        if let Some(seen) = &self.on_get {
+            seen(key);
+        }
         self.inner.get(key)
     }
     fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
