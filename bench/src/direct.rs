@@ -7,15 +7,16 @@
 //! clients' wall and CPU. Knows nothing about how the URLs work: it only
 //! starts servers with and without the option and counts.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use strata_store::testing::garage::GarageCluster;
+
+use crate::tools::start_server_logged;
 
 /// What scenario 9 measured for one kind of server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,28 +67,12 @@ fn serve(
     if urls {
         cmd.args(["--presign-ttl", "10m"]);
     }
-    let mut child = cmd
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting strata serve")?;
-    let mut lines = std::io::BufReader::new(child.stderr.take().context("no stderr")?).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .context("strata serve exited before listening")??;
-        if let Some(rest) = line.strip_prefix("strata serve: listening on ") {
-            break rest.split(' ').next().unwrap_or_default().to_string();
-        }
-    };
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let log = Arc::new(Mutex::new(Vec::new()));
     let keep = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-        }
-    });
+    let (child, url) = start_server_logged(cmd, move |line| {
+        keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    })?;
     Ok(Served { child, url, log })
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::report::COLORS;
+use crate::report::{legend, COLORS};
 use crate::tools::Tool;
 
 /// One tool's repository size after each run.
@@ -141,13 +141,7 @@ pub fn svg(s: &Series, path: &Path) -> Result<()> {
             )
             .map_err(|e| err(&e))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| err(&e))?;
+    legend(&mut chart)?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }

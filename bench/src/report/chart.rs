@@ -131,12 +131,20 @@ fn panel(
             .label(tool.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
+    legend(&mut chart)
+}
+
+/// Draws a chart's legend, top left on a light box: every chart of the
+/// benchmark's has one so.
+pub(crate) fn legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut plotters::chart::ChartContext<'a, plotters::prelude::SVGBackend<'a>, CT>,
+) -> Result<()> {
+    use plotters::prelude::*;
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(|e| anyhow!("{e:?}"))?;
-    Ok(())
+        .map_err(|e| anyhow!("{e:?}"))
 }

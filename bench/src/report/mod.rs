@@ -9,7 +9,7 @@ mod sweep;
 mod targets;
 
 pub use chart::svg;
-pub(crate) use chart::COLORS;
+pub(crate) use chart::{legend, COLORS};
 pub use markdown::markdown;
 pub use sweep::{rtt_markdown, rtt_svg};
 

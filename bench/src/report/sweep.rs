@@ -142,13 +142,7 @@ pub fn rtt_svg(sweep: &[Results], path: &Path) -> Result<()> {
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| anyhow!("{e:?}"))?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| anyhow!("{e:?}"))?;
+        super::legend(&mut chart)?;
     }
     root.present().map_err(|e| anyhow!("{e:?}"))?;
     Ok(())

@@ -10,7 +10,7 @@ mod strata;
 mod tarball;
 
 pub use backups::{Borg, Casync, Restic};
-pub use strata::{start_server, Strata, StrataHttp};
+pub use strata::{start_server, start_server_logged, Strata, StrataHttp};
 pub use tarball::{Tarball, TarballNet};
 
 use std::path::{Path, PathBuf};

@@ -94,7 +94,16 @@ impl Tool for Strata {
 /// Starts `strata serve` (`cmd`, listening on port 0) and waits until it
 /// says where it listens: the child and its URL. Its stderr is drained so
 /// it never blocks on a pipe.
-pub fn start_server(mut cmd: std::process::Command) -> Result<(std::process::Child, String)> {
+pub fn start_server(cmd: std::process::Command) -> Result<(std::process::Child, String)> {
+    start_server_logged(cmd, |_| {})
+}
+
+/// `start_server`, handing each line the server logs after it listens to
+/// `log` (on a thread of its own).
+pub fn start_server_logged(
+    mut cmd: std::process::Command,
+    mut log: impl FnMut(String) + Send + 'static,
+) -> Result<(std::process::Child, String)> {
     use std::io::BufRead;
     let mut child = cmd
         .stdout(std::process::Stdio::null())
@@ -111,7 +120,7 @@ pub fn start_server(mut cmd: std::process::Command) -> Result<(std::process::Chi
             break rest.split(' ').next().unwrap_or_default().to_string();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(&mut log));
     Ok((child, url))
 }
 
