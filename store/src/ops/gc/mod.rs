@@ -164,15 +164,7 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcReport> {
     // has: a manifest the index cannot place syncs it with what other
     // processes wrote, so the survey then locates each chunk in the pack
     // it is in now (not in a condemned pack a writer has since replaced).
-    // Under a budget the mark is the usage count, which reads each
-    // manifest once for both.
-    let marked = match options.max_size {
-        Some(max) => Marked::Budget(Usage::build(store, holders)?, max),
-        None => {
-            let manifests = holders.iter().flat_map(|h| h.manifests.iter().copied());
-            Marked::Chunks(mark(store, &manifests.collect())?)
-        }
-    };
+    let marked = mark(store, holders, options.max_size)?;
     // The index objects listed now are the ones the commit may replace:
     // any written from here on (by a concurrent persist) list packs this
     // gc does not know, and stay. A snapshot is as of this moment.
@@ -312,13 +304,22 @@ enum Marked {
 }
 
 /// Step 2: Marks every chunk a live manifest names (its file chunks and the
-/// chunks the manifest itself is stored in).
-fn mark(store: &Store, live_manifests: &HashSet<ManifestId>) -> Result<HashSet<ChunkId>> {
+/// chunks the manifest itself is stored in). Under a budget the mark is
+/// the count of who references what, which reads each manifest once for
+/// both.
+fn mark(store: &Store, holders: Vec<Holder>, max_size: Option<u64>) -> Result<Marked> {
+    if let Some(max) = max_size {
+        return Ok(Marked::Budget(Usage::build(store, holders)?, max));
+    }
+    let manifests: HashSet<ManifestId> = holders
+        .iter()
+        .flat_map(|h| h.manifests.iter().copied())
+        .collect();
     let mut live: HashSet<ChunkId> = HashSet::new();
-    for id in live_manifests {
+    for id in &manifests {
         live.extend(crate::ops::footprint::manifest_chunks(store, id)?);
     }
-    Ok(live)
+    Ok(Marked::Chunks(live))
 }
 
 /// Step 3: Reads every pack's trailer, and where the index locates each
