@@ -256,6 +256,30 @@ async fn scheduled_gc(state: Arc<state::State>, every: std::time::Duration) {
     }
 }
 
+/// What every handler shares, from the config; `pool` runs store work.
+fn shared_state(config: &ServerConfig, pool: sched::Pool) -> state::State {
+    state::State {
+        namespaces: Namespaces {
+            base: config.store.clone(),
+            meta_dir: config.meta_dir.clone(),
+            resync_every: config.resync_every,
+            clock: config.clock.clone(),
+            open: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
+        },
+        auth: config.auth.clone(),
+        oidc: config.oidc.clone(),
+        budgets: config.budgets.clone(),
+        limiter: config.rate.map(limits::Limiter::new),
+        max_body: config.max_body,
+        log: config.log,
+        metrics: Arc::new(metrics::Metrics::new()),
+        tls: config.tls.is_some(),
+        presign_ttl: config.presign_ttl,
+        pool,
+    }
+}
+
 /// What the server says when it starts.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -322,26 +346,7 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         .thread_name("strata-async")
         .enable_all()
         .build()?;
-    let state = Arc::new(state::State {
-        namespaces: Namespaces {
-            base: config.store.clone(),
-            meta_dir: config.meta_dir.clone(),
-            resync_every: config.resync_every,
-            clock: config.clock.clone(),
-            open: Mutex::new(HashMap::new()),
-            opening: Mutex::new(()),
-        },
-        auth: config.auth.clone(),
-        oidc: config.oidc.clone(),
-        budgets: config.budgets.clone(),
-        limiter: config.rate.map(limits::Limiter::new),
-        max_body: config.max_body,
-        log: config.log,
-        metrics: Arc::new(metrics::Metrics::new()),
-        tls: config.tls.is_some(),
-        presign_ttl: config.presign_ttl,
-        pool: sched::Pool::new(workers)?,
-    });
+    let state = Arc::new(shared_state(&config, sched::Pool::new(workers)?));
     let metrics = state.metrics.clone();
     let app = routes::router(state.clone());
     let started = Started {
