@@ -15,6 +15,7 @@ mod docs;
 mod e2e;
 mod faults;
 mod lifecycle;
+mod many;
 mod metrics;
 mod network;
 mod oidc;

@@ -7,8 +7,8 @@
 //! `compare` runs scenarios 1 to 5 on a pair of trees, `series` the store
 //! over several runs; `report` summarises and draws; `tools` are what is
 //! compared, `measure` how a step is timed, `corpus` where the trees come
-//! from, `wire` the tarball baseline's network path. `busy`, `cold` and
-//! `scale` are scenarios 7, 8 and 6; `scale` and `direct` (presigned
+//! from, `wire` the tarball baseline's network path. `busy`, `cold`,
+//! `scale` and `many` are scenarios 7, 8, 6 and 10; `scale` and `direct` (presigned
 //! URLs) are the harness's, with the `harness` feature, since they start
 //! Garage.
 
@@ -19,6 +19,7 @@ pub mod corpus;
 #[cfg(feature = "harness")]
 pub mod direct;
 pub mod disk;
+pub mod many;
 pub mod measure;
 pub mod report;
 #[cfg(feature = "harness")]

@@ -117,6 +117,21 @@ struct Args {
     /// attached GB (docs/benchmarks.md).
     #[arg(long, conflicts_with_all = ["base", "corpus", "render", "replicas", "busy", "cold"])]
     direct: bool,
+    /// Scenario 10 instead of 1-5: one server for many runners. This many
+    /// runners (comma-separated, e.g. 16,64) persist their own next-run
+    /// synthetic trees (--synthetic files each, default 2600: about 20 MB)
+    /// through one `strata serve` at once, then as many attach them, with
+    /// the server pinned away from the runners (docs/benchmarks.md).
+    #[arg(long, value_name = "N,...", value_delimiter = ',', conflicts_with_all = ["base", "corpus", "render", "replicas", "busy", "cold", "direct"])]
+    many: Vec<usize>,
+    /// The server's --workers in scenario 10, one measurement each.
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "1,2"
+    )]
+    server_workers: Vec<usize>,
     /// Measure nothing: print the report (and --svg) of saved results.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "corpus", "synthetic"])]
     render: Option<PathBuf>,
@@ -164,6 +179,9 @@ fn real_main() -> Result<()> {
     }
     if args.direct {
         return direct_main(&args);
+    }
+    if !args.many.is_empty() {
+        return many_main(&args);
     }
     let work = match &args.work {
         Some(w) => w.clone(),
@@ -356,6 +374,25 @@ fn direct_main(args: &Args) -> Result<()> {
         let _ = std::fs::remove_dir_all(&work);
     }
     save_and_print(args, &result?, |r| strata_bench::direct::markdown(r))
+}
+
+/// Scenario 10 (`--many`).
+fn many_main(args: &Args) -> Result<()> {
+    let bin = strata_bin(args)?;
+    let work = match &args.work {
+        Some(w) => w.clone(),
+        None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
+    };
+    let many = strata_bench::many::Many {
+        runners: args.many.clone(),
+        workers: args.server_workers.clone(),
+        files: args.synthetic.unwrap_or(2600),
+    };
+    let result = strata_bench::many::run(&many, &bin, &work);
+    if !args.keep_work {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    save_and_print(args, &result?, strata_bench::many::markdown)
 }
 
 /// Saves `results` (`--save`) and prints them: JSON with `--json`, else

@@ -225,6 +225,11 @@ pub(crate) struct ServeArgs {
     /// endpoint. Uploads still go through the server.
     #[arg(long, value_name = "DURATION", value_parser = values::duration)]
     pub(crate) presign_ttl: Option<std::time::Duration>,
+    /// Threads for the network, and as many for store work, which they
+    /// run in turn per client so no runner starves (docs/deploy.md, "Many
+    /// runners") [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) workers: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,7 +4,8 @@
 //!
 //! A thin adapter: every request is authenticated (`auth`) and allowed
 //! (`strata_store::access`) before its body is read, then parsed, and the
-//! store library is called on a blocking thread; objects a client writes
+//! store library is called on one of `--workers` store-work threads, in
+//! turn per client (`sched`); objects a client writes
 //! are checked by `strata_store::ingest` before they are stored. `listen`
 //! accepts connections within the limits and timeouts. Each namespace is a store of its own (a directory or an S3
 //! prefix under `--store`), so namespaces share nothing: a client cannot
@@ -29,6 +30,7 @@ mod objects;
 pub mod oidc;
 mod presign;
 mod routes;
+mod sched;
 mod state;
 mod web;
 
@@ -43,6 +45,7 @@ use strata_store::{Clock, Observer, OpenOptions, StoreLocation};
 pub use auth::{Auth, Scope};
 pub use limits::RateLimit;
 pub use listen::Limits;
+pub use sched::THREAD_PREFIX as STORE_THREAD_PREFIX;
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -81,6 +84,9 @@ pub struct ServerConfig {
     /// bucket (an `s3://` store only; docs/deploy.md, "Reads straight
     /// from the bucket").
     pub presign_ttl: Option<std::time::Duration>,
+    /// Threads for async I/O, and as many again for store work (`sched`):
+    /// one per core by default (`--workers`).
+    pub workers: usize,
 }
 
 /// Errors that stop the server from starting.
@@ -250,6 +256,30 @@ async fn scheduled_gc(state: Arc<state::State>, every: std::time::Duration) {
     }
 }
 
+/// What every handler shares, from the config; `pool` runs store work.
+fn shared_state(config: &ServerConfig, pool: sched::Pool) -> state::State {
+    state::State {
+        namespaces: Namespaces {
+            base: config.store.clone(),
+            meta_dir: config.meta_dir.clone(),
+            resync_every: config.resync_every,
+            clock: config.clock.clone(),
+            open: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
+        },
+        auth: config.auth.clone(),
+        oidc: config.oidc.clone(),
+        budgets: config.budgets.clone(),
+        limiter: config.rate.map(limits::Limiter::new),
+        max_body: config.max_body,
+        log: config.log,
+        metrics: Arc::new(metrics::Metrics::new()),
+        tls: config.tls.is_some(),
+        presign_ttl: config.presign_ttl,
+        pool,
+    }
+}
+
 /// What the server says when it starts.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -306,28 +336,17 @@ pub fn serve(config: ServerConfig, ready: impl FnOnce(&Started)) -> Result<(), S
         Some((cert, key)) => Some(listen::tls_acceptor(cert, key).map_err(ServeError::Tls)?),
         None => None,
     };
+    let workers = config.workers.max(1);
+    // What still runs on tokio's blocking threads is not a request's store
+    // call: a CI token's check, scheduled gc, and the web page's archive
+    // downloads, which stream at the browser's pace and so must not hold a
+    // store-work thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("strata-async")
         .enable_all()
         .build()?;
-    let state = Arc::new(state::State {
-        namespaces: Namespaces {
-            base: config.store.clone(),
-            meta_dir: config.meta_dir.clone(),
-            resync_every: config.resync_every,
-            clock: config.clock.clone(),
-            open: Mutex::new(HashMap::new()),
-            opening: Mutex::new(()),
-        },
-        auth: config.auth.clone(),
-        oidc: config.oidc.clone(),
-        budgets: config.budgets.clone(),
-        limiter: config.rate.map(limits::Limiter::new),
-        max_body: config.max_body,
-        log: config.log,
-        metrics: Arc::new(metrics::Metrics::new()),
-        tls: config.tls.is_some(),
-        presign_ttl: config.presign_ttl,
-    });
+    let state = Arc::new(shared_state(&config, sched::Pool::new(workers)?));
     let metrics = state.metrics.clone();
     let app = routes::router(state.clone());
     let started = Started {

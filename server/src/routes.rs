@@ -2,7 +2,7 @@
 //! Every request of a namespace passes `gate` first, before its body is
 //! read: the namespace's name, the token's grant, the rate, and what
 //! `strata_store::access` allows for the route and the object's kind.
-//! Handlers then run the store call on a blocking thread, with the grant
+//! Handlers then run the store call on a store-work thread (`sched`), with the grant
 //! for what only the body says (`ingest`), and map the library's error to
 //! a status.
 
@@ -153,8 +153,14 @@ async fn gate(
     if tail == "/objects" {
         crate::objects::allow_all(&grant, &ns, request.uri().query(), s.max_body)?;
     }
+    // Its store calls wait their turn as this client's: its token's name
+    // and its address (runners sharing a token are still told apart).
+    let turn = match s.auth.is_none() && s.oidc.is_none() {
+        true => client.clone(),
+        false => format!("{client}@{}", peer.ip()),
+    };
     request.extensions_mut().insert(Arc::new((grant, client)));
-    Ok(next.run(request).await)
+    Ok(crate::sched::as_client(turn, next.run(request)).await)
 }
 
 fn hello_body(s: &State, ns: Option<&str>) -> Response {

@@ -1,7 +1,7 @@
 //! What every handler shares, whichever route it serves: the server's
 //! state, a handler's answer, how a library error becomes a status and a
-//! body that keeps its kind, the blocking-thread call into a namespace's
-//! store, the access log, and which grant a bearer token carries. Knows no
+//! body that keeps its kind, the call into a namespace's store (on the
+//! store-work threads of `sched`), the access log, and which grant a bearer token carries. Knows no
 //! route: `routes`, `metrics`, `presign`, `objects` and `web` import it,
 //! never the other way.
 
@@ -35,6 +35,8 @@ pub(crate) struct State {
     /// How long a presigned URL is valid (`--presign-ttl`); `None`: the
     /// server hands out none.
     pub(crate) presign_ttl: Option<std::time::Duration>,
+    /// The threads that run store work, in turn per client (`sched`).
+    pub(crate) pool: crate::sched::Pool,
 }
 
 pub(crate) type St = AxState<Arc<State>>;
@@ -145,24 +147,28 @@ pub(crate) async fn authenticate(
     }
 }
 
-/// Runs `f` on the namespace's store on a blocking thread.
+/// Runs `f` on the namespace's store on a store-work thread, in the turn
+/// of the request's client (`sched`).
 pub(crate) async fn with_store<T: Send + 'static>(
     state: &Arc<State>,
     ns: &str,
     f: impl FnOnce(&Store) -> strata_store::Result<T> + Send + 'static,
 ) -> Result<T, Response> {
-    let state = state.clone();
+    let s = state.clone();
     let ns = ns.to_string();
-    tokio::task::spawn_blocking(move || {
-        let store = state.namespaces.get(&ns)?;
-        f(&store)
-    })
-    .await
-    .map_err(|e| {
-        crate::log::line(format_args!("a request's task failed: {e}"));
-        error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    })?
-    .map_err(from_store)
+    let client = crate::sched::client();
+    state
+        .pool
+        .run(&client, move || {
+            let store = s.namespaces.get(&ns)?;
+            f(&store)
+        })
+        .await
+        .ok_or_else(|| {
+            crate::log::line(format_args!("a request's store call failed (it panicked)"));
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        })?
+        .map_err(from_store)
 }
 
 pub(crate) fn log(state: &State, client: &str, what: std::fmt::Arguments<'_>) {

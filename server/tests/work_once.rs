@@ -56,6 +56,7 @@ fn start(store: &Path) -> String {
         budgets: Default::default(),
         resync_every: None,
         presign_ttl: None,
+        workers: 2,
         clock: Clock::System,
     };
     std::thread::spawn(move || serve(config, |s| tx.send(s.url.clone()).unwrap()).unwrap());

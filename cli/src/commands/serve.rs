@@ -53,6 +53,10 @@ pub(crate) fn exec(cli: &Cli, a: &ServeArgs) -> Result<()> {
         resync_every: a.resync_every,
         clock: clock()?,
         presign_ttl: a.presign_ttl,
+        workers: match a.workers {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
     };
     strata_server::serve(config, |s| {
         eprintln!("strata serve: listening on {} (store {store})", s.url);
