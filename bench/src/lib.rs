@@ -8,9 +8,9 @@
 //! over several runs; `report` summarises and draws; `tools` are what is
 //! compared, `measure` how a step is timed, `corpus` where the trees come
 //! from, `wire` the tarball baseline's network path. `busy`, `cold`,
-//! `scale` and `many` are scenarios 7, 8, 6 and 10; `scale` and `direct` (presigned
-//! URLs) are the harness's, with the `harness` feature, since they start
-//! Garage.
+//! `scale`, `direct` and `many` are scenarios 7, 8, 6, 9 and 10; `scale`
+//! and `direct` (presigned URLs) are the harness's, with the `harness`
+//! feature, since they start Garage.
 
 pub mod busy;
 pub mod cold;
