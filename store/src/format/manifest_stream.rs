@@ -94,8 +94,10 @@ pub struct EntryStream<S, B> {
     /// checked (and whether each is a linked file), not yet handed out.
     frame: Vec<u8>,
     ready: std::vec::IntoIter<(Entry, bool)>,
-    /// A version 1 manifest's entries, read whole.
+    /// A version 1 manifest's entries, read whole, and the paths its
+    /// hardlinks name (its linked files).
     whole: std::vec::IntoIter<Entry>,
+    whole_linked: std::collections::HashSet<Vec<u8>>,
     check: StreamCheck,
 }
 
@@ -126,6 +128,7 @@ where
             frame: Vec::new(),
             ready: Vec::new().into_iter(),
             whole: Vec::new().into_iter(),
+            whole_linked: Default::default(),
             check: StreamCheck::default(),
         }
     }
@@ -217,6 +220,7 @@ where
         drop(whole);
         let m = Manifest { entries };
         m.validate(&self.object)?;
+        self.whole_linked = m.linked().into_iter().map(<[u8]>::to_vec).collect();
         self.whole = m.entries.into_iter();
         self.state = State::Done;
         Ok(())
@@ -272,20 +276,22 @@ where
     }
 }
 
-impl<S, B> Iterator for EntryStream<S, B>
+impl<S, B> EntryStream<S, B>
 where
     S: Iterator<Item = Result<B>>,
     B: AsRef<[u8]>,
 {
-    type Item = Result<Entry>;
-
-    fn next(&mut self) -> Option<Result<Entry>> {
+    /// The next entry, and whether it is a linked file (a file some
+    /// hardlink of the manifest names): a merge keeps those files' content
+    /// to resolve the hardlinks that follow.
+    pub fn next_linked(&mut self) -> Option<Result<(Entry, bool)>> {
         loop {
-            if let Some((e, _)) = self.ready.next() {
-                return Some(Ok(e));
+            if let Some(item) = self.ready.next() {
+                return Some(Ok(item));
             }
             if let Some(e) = self.whole.next() {
-                return Some(Ok(e));
+                let linked = e.is_file() && self.whole_linked.contains(e.path.as_bytes());
+                return Some(Ok((e, linked)));
             }
             let step = match self.state {
                 State::Start => self.start(),
@@ -299,6 +305,18 @@ where
                 return Some(Err(e));
             }
         }
+    }
+}
+
+impl<S, B> Iterator for EntryStream<S, B>
+where
+    S: Iterator<Item = Result<B>>,
+    B: AsRef<[u8]>,
+{
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        self.next_linked().map(|r| r.map(|(e, _)| e))
     }
 }
 
@@ -369,6 +387,24 @@ mod tests {
             .collect::<Result<_>>()
             .unwrap();
         assert_eq!(streamed, m.entries);
+        // Linked files are told apart in both versions.
+        let links = |mut s: EntryStream<_, _>| {
+            let mut linked = vec![];
+            while let Some(item) = s.next_linked() {
+                let (e, l) = item.unwrap();
+                if l {
+                    linked.push(e.path.to_string());
+                }
+            }
+            linked
+        };
+        let want = [
+            "node_modules/pkg-000/lib/file-0000.js",
+            "node_modules/pkg-001/lib/file-0000.js",
+            "node_modules/pkg-002/lib/file-0000.js",
+        ];
+        assert_eq!(links(EntryStream::new(id, pieces(&bytes))), want);
+        assert_eq!(links(EntryStream::new(id1, pieces(&v1))), want);
         // Pieces of one byte: frames and lengths cut anywhere.
         let ones = EntryStream::new(id, bytes.chunks(1).map(Ok));
         assert_eq!(ones.count(), m.entries.len());
@@ -445,5 +481,44 @@ mod tests {
         let bound = entries_bytes / 10;
         assert!(peak < bound, "streaming held {peak} bytes, over {bound}");
         assert!(whole_peak > bound, "the whole decoder held {whole_peak}");
+    }
+
+    /// The fuzz seed written by hand from format.md (a directory, a
+    /// linked file, a hardlink to it and a symlink, one frame) reads as
+    /// format.md says.
+    #[test]
+    fn the_hand_written_seed_reads_as_format_md_says() {
+        let bytes = include_bytes!("../../../fuzz/seeds/manifest_decode/manifest-v2");
+        let m = Manifest::decode(&ManifestId::of(bytes), bytes).unwrap();
+        let paths: Vec<String> = m.entries.iter().map(|e| e.path.to_string()).collect();
+        assert_eq!(paths, ["d", "d/f", "d/g", "d/l"]);
+        assert!(m.entries.iter().all(|e| e.mode == 0o755));
+        assert!(m.entries.iter().all(|e| e.mtime.secs == 1_700_000_000));
+        let chunk = ChunkRef {
+            id: ChunkId(std::array::from_fn(|i| i as u8 + 1)),
+            len: 5,
+        };
+        assert_eq!(
+            m.entries[1].kind,
+            EntryKind::File {
+                size: 5,
+                chunks: vec![chunk]
+            }
+        );
+        let target = RelPath::new(b"d/f".to_vec()).unwrap();
+        assert_eq!(m.entries[2].kind, EntryKind::Hardlink { target });
+        assert_eq!(
+            m.entries[3].kind,
+            EntryKind::Symlink {
+                target: b"../x".to_vec()
+            }
+        );
+        // Its file written as a plain `File`, the hardlink names no
+        // linked file: refused.
+        let mut plain = bytes.to_vec();
+        let at = plain.windows(4).position(|w| w == [0, 4, 5, 1]).unwrap();
+        plain[at + 1] = 1;
+        let e = Manifest::decode(&ManifestId::of(&plain), &plain).unwrap_err();
+        assert!(e.to_string().contains("hardlink to no earlier file"), "{e}");
     }
 }

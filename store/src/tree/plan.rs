@@ -83,7 +83,7 @@ pub struct Plan {
 
 /// What an entry holds, for deciding whether two writes are identical.
 #[derive(PartialEq)]
-enum Content<'a> {
+pub(crate) enum Content<'a> {
     Dir,
     File(u32, &'a [ChunkRef]),
     Symlink(&'a [u8]),
@@ -318,58 +318,81 @@ fn take_chosen(
     }
 }
 
+/// Who wrote a layer, as conflicts judge and name writers.
+#[derive(Clone, Copy)]
+pub(crate) struct Writer<'a> {
+    pub job: &'a JobName,
+    pub leg: Option<&'a str>,
+    pub job_index: usize,
+}
+
+impl<'a> Writer<'a> {
+    fn of(l: &'a Layer) -> Self {
+        Writer {
+            job: &l.job,
+            leg: l.leg.as_deref(),
+            job_index: l.job_index,
+        }
+    }
+}
+
 /// Checks every pair of writes of one path (in apply order) by
 /// different, unrelated writers: jobs neither of which is the other's
 /// ancestor, or two legs of one job. Paths come in order, so the conflict
 /// reported is always the same one.
 fn check_conflicts(graph: &Graph, layers: &[Layer], w: &[(usize, &Entry)]) -> Result<()> {
-    let writer = |li: usize| (layers[li].job_index, layers[li].leg.as_deref());
-    if w.iter().all(|(li, _)| writer(*li) == writer(w[0].0)) {
+    let writes: Vec<(Writer, Content)> = w
+        .iter()
+        .map(|&(li, e)| (Writer::of(&layers[li]), content(&layers[li].manifest, e)))
+        .collect();
+    check_writes(graph, &w[0].1.path, &writes)
+}
+
+/// `check_conflicts` over each write's writer and content (a hardlink's
+/// being its file's).
+pub(crate) fn check_writes(
+    graph: &Graph,
+    path: &RelPath,
+    w: &[(Writer<'_>, Content<'_>)],
+) -> Result<()> {
+    fn writer<'a>(x: &Writer<'a>) -> (usize, Option<&'a str>) {
+        (x.job_index, x.leg)
+    }
+    if w.iter().all(|(x, _)| writer(x) == writer(&w[0].0)) {
         return Ok(());
     }
-    let path = &w[0].1.path;
-    {
-        for (i, &(la, ea)) in w.iter().enumerate() {
-            for &(lb, eb) in &w[i + 1..] {
-                let (ja, jb) = (layers[la].job_index, layers[lb].job_index);
-                let same_writer = writer(la) == writer(lb);
-                let related = ja != jb && (graph.is_ancestor(ja, jb) || graph.is_ancestor(jb, ja));
-                if same_writer || related {
-                    continue;
-                }
-                let ca = content(&layers[la].manifest, ea);
-                let cb = content(&layers[lb].manifest, eb);
-                if ca != cb {
-                    let who = |l: &Layer| match &l.leg {
-                        Some(leg) if ja == jb => format!("{} (leg {leg:?})", l.job),
-                        _ => l.job.to_string(),
-                    };
-                    let mut detail = if ca.describe() == cb.describe() {
-                        format!("{} with different content", ca.describe())
-                    } else {
-                        format!(
-                            "{} in {}, {} in {}",
-                            ca.describe(),
-                            who(&layers[la]),
-                            cb.describe(),
-                            who(&layers[lb])
-                        )
-                    };
-                    if ja == jb {
-                        detail = format!(
-                            "two legs of one job, {} and {}: {detail}",
-                            who(&layers[la]),
-                            who(&layers[lb])
-                        );
-                    }
-                    return Err(Error::Conflict {
-                        path: path.to_string(),
-                        first: layers[la].job.clone(),
-                        second: layers[lb].job.clone(),
-                        detail,
-                    });
-                }
+    for (i, (wa, ca)) in w.iter().enumerate() {
+        for (wb, cb) in &w[i + 1..] {
+            let (ja, jb) = (wa.job_index, wb.job_index);
+            let same_writer = writer(wa) == writer(wb);
+            let related = ja != jb && (graph.is_ancestor(ja, jb) || graph.is_ancestor(jb, ja));
+            if same_writer || related || ca == cb {
+                continue;
             }
+            let who = |x: &Writer| match x.leg {
+                Some(leg) if ja == jb => format!("{} (leg {leg:?})", x.job),
+                _ => x.job.to_string(),
+            };
+            let mut detail = if ca.describe() == cb.describe() {
+                format!("{} with different content", ca.describe())
+            } else {
+                format!(
+                    "{} in {}, {} in {}",
+                    ca.describe(),
+                    who(wa),
+                    cb.describe(),
+                    who(wb)
+                )
+            };
+            if ja == jb {
+                detail = format!("two legs of one job, {} and {}: {detail}", who(wa), who(wb));
+            }
+            return Err(Error::Conflict {
+                path: path.to_string(),
+                first: wa.job.clone(),
+                second: wb.job.clone(),
+                detail,
+            });
         }
     }
     Ok(())
