@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::format::codec;
 use crate::format::keys::manifest_key;
-use crate::format::manifest_frames::FrameWriter;
 use crate::format::pack::MAX_CHUNK_LEN;
 use crate::id::{ChunkId, ManifestId};
 
@@ -295,29 +294,6 @@ impl Manifest {
     /// Sorts the entries; call before `encode` when building.
     pub fn sort(&mut self) {
         self.entries.sort_by(|a, b| a.path.cmp(&b.path));
-    }
-
-    /// The object's bytes: version 2, in frames (format.md).
-    pub fn encode(&self) -> (ManifestId, Vec<u8>) {
-        let linked = self.linked();
-        let mut w = FrameWriter::new();
-        for e in &self.entries {
-            let is_linked = e.is_file() && linked.contains(e.path.as_bytes());
-            w.push(e, is_linked);
-        }
-        let bytes = w.finish();
-        (ManifestId::of(&bytes), bytes)
-    }
-
-    /// The paths hardlinks name: the files written as linked.
-    pub fn linked(&self) -> HashSet<&[u8]> {
-        let mut linked = HashSet::new();
-        for e in &self.entries {
-            if let EntryKind::Hardlink { target } = &e.kind {
-                linked.insert(target.as_bytes());
-            }
-        }
-        linked
     }
 
     /// The bytes version 1 wrote (one column per field over the whole

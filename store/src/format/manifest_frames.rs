@@ -6,16 +6,20 @@
 //! manifest as it goes, holds a frame, not a manifest).
 //!
 //! This module knows the layout of one frame and how frames follow each
-//! other: `FrameWriter` emits them, `decode_frame` reads one. It does not
+//! other: `FrameWriter` emits them (`Manifest::encode` is here, so that
+//! `manifest` need not know this module), `decode_frame` reads one. It does not
 //! know where the bytes come from (`manifest_stream` pulls them) nor the
 //! rules across entries (`manifest_check`).
+
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::format::codec::HEADER_LEN;
 use crate::format::manifest::{
-    ChunkRef, Entry, EntryKind, Mtime, RelPath, MANIFEST_MAGIC, MANIFEST_VERSION,
+    ChunkRef, Entry, EntryKind, Manifest, Mtime, RelPath, MANIFEST_MAGIC, MANIFEST_VERSION,
 };
+use crate::id::ManifestId;
 
 /// The most entries a frame holds (format.md).
 pub const MAX_FRAME_ENTRIES: usize = 4096;
@@ -164,6 +168,31 @@ impl FrameWriter {
         self.entries = 0;
         self.prev_path.clear();
         self.prev_secs = 0;
+    }
+}
+
+impl Manifest {
+    /// The object's bytes: version 2, in frames (format.md).
+    pub fn encode(&self) -> (ManifestId, Vec<u8>) {
+        let linked = self.linked();
+        let mut w = FrameWriter::new();
+        for e in &self.entries {
+            let is_linked = e.is_file() && linked.contains(e.path.as_bytes());
+            w.push(e, is_linked);
+        }
+        let bytes = w.finish();
+        (ManifestId::of(&bytes), bytes)
+    }
+
+    /// The paths hardlinks name: the files written as linked.
+    pub fn linked(&self) -> HashSet<&[u8]> {
+        let mut linked = HashSet::new();
+        for e in &self.entries {
+            if let EntryKind::Hardlink { target } = &e.kind {
+                linked.insert(target.as_bytes());
+            }
+        }
+        linked
     }
 }
 

@@ -447,6 +447,48 @@ mod tests {
         }
     }
 
+    /// `merge`, and `merge_streams` over the layers' encodings when no
+    /// `--only` is given: both must plan the same entries, count the same
+    /// totals, or fail alike.
+    fn merge_both(g: &Graph, layers: Vec<Layer>, only: Option<&Selection>) -> Result<Plan> {
+        use crate::format::manifest_stream::EntryStream;
+        use crate::tree::merge_stream::{merge_streams, StreamLayer};
+        let streams: Vec<_> = layers
+            .iter()
+            .map(|l| {
+                let (id, bytes) = l.manifest.encode();
+                StreamLayer {
+                    job: l.job.clone(),
+                    leg: l.leg.clone(),
+                    job_index: l.job_index,
+                    key: l.key.clone(),
+                    manifest_id: id,
+                    entries: EntryStream::new(id, std::iter::once(Ok(bytes))),
+                }
+            })
+            .collect();
+        let whole = merge(g, layers, only);
+        if only.is_some() {
+            return whole;
+        }
+        let streamed = merge_streams(g, streams);
+        let view = |p: &Plan| {
+            let entries: Vec<_> = p
+                .entries
+                .iter()
+                .map(|e| (e.path.clone(), e.mode, e.mtime, e.target.clone(), e.layer))
+                .collect();
+            let totals: Vec<_> = p.layers.iter().map(|l| l.totals).collect();
+            (entries, totals)
+        };
+        match (&whole, &streamed) {
+            (Ok(w), Ok(s)) => assert_eq!(view(w), view(s)),
+            (Err(w), Err(s)) => assert_eq!(w.to_string(), s.to_string()),
+            (w, s) => panic!("merge {w:?}, merge_streams {s:?}"),
+        }
+        whole
+    }
+
     fn files(plan: &Plan) -> Vec<String> {
         plan.entries
             .iter()
@@ -457,7 +499,7 @@ mod tests {
     #[test]
     fn descendant_overrides_and_files_replace_directories() {
         let g = Graph::from_specs(&["a", "b:a", "c:b"]).unwrap();
-        let plan = merge(
+        let plan = merge_both(
             &g,
             vec![
                 layer(&g, "a", vec![dir("x"), file("x/y", "1"), file("k", "a")]),
@@ -490,7 +532,7 @@ mod tests {
             ],
         );
         let b = layer(&g, "b", vec![file("f", "replaced")]);
-        let plan = merge(&g, vec![a, b], None).unwrap();
+        let plan = merge_both(&g, vec![a, b], None).unwrap();
         let kind = |name: &str| {
             plan.entries
                 .iter()
@@ -525,14 +567,14 @@ mod tests {
             ),
         ];
         assert_eq!(
-            files(&merge(&g, same, None).unwrap()),
+            files(&merge_both(&g, same, None).unwrap()),
             ["out@rspec", "out/a@rspec", "out/b@rspec", "out/same@rspec"]
         );
         let clash = vec![
             leg("rspec 1/2", vec![dir("out"), file("out/report", "1")]),
             leg("rspec 2/2", vec![dir("out"), file("out/report", "2")]),
         ];
-        let e = merge(&g, clash, None).unwrap_err().to_string();
+        let e = merge_both(&g, clash, None).unwrap_err().to_string();
         assert!(
             e.contains("out/report") && e.contains("rspec 1/2") && e.contains("rspec 2/2"),
             "{e}"
@@ -542,13 +584,13 @@ mod tests {
             leg("rspec 1/2", vec![dir("out"), file("out/report", "1")]),
             leg("rspec 1/2", vec![dir("out"), file("out/report", "1b")]),
         ];
-        assert!(merge(&g, again, None).is_ok());
+        assert!(merge_both(&g, again, None).is_ok());
     }
 
     #[test]
     fn unrelated_jobs_conflict_unless_identical() {
         let g = Graph::from_specs(&["a", "b", "c:a,b"]).unwrap();
-        let same = merge(
+        let same = merge_both(
             &g,
             vec![
                 layer(&g, "a", vec![dir("d"), file("d/f", "same")]),
@@ -557,7 +599,7 @@ mod tests {
             None,
         );
         assert!(same.is_ok());
-        let e = merge(
+        let e = merge_both(
             &g,
             vec![
                 layer(&g, "a", vec![dir("d"), file("d/f", "one")]),
@@ -572,7 +614,7 @@ mod tests {
         );
         let msg = e.to_string();
         assert!(msg.contains("jobs a and b"), "{msg}");
-        let e = merge(
+        let e = merge_both(
             &g,
             vec![
                 layer(&g, "a", vec![file("x", "file")]),
@@ -667,7 +709,7 @@ mod tests {
                 .map(|(job, picks)| random_layer(&g, ["a", "b", "c"][*job], picks))
                 .collect();
             let want = reference(&g, &layers, &|_| true);
-            let got = merge(&g, layers, None).map(|plan| {
+            let got = merge_both(&g, layers, None).map(|plan| {
                 plan.entries
                     .into_iter()
                     .map(|e| (e.path.to_string(), e.layer, e.target))
@@ -704,7 +746,7 @@ mod tests {
                 return Ok(());
             };
             let want = reference(&g, &layers, &|p| selection.keeps(p));
-            let got = merge(&g, layers, Some(&selection)).map(|plan| {
+            let got = merge_both(&g, layers, Some(&selection)).map(|plan| {
                 plan.entries
                     .into_iter()
                     .map(|e| (e.path.to_string(), e.layer, e.target))
