@@ -105,6 +105,22 @@ impl<S: EntrySource> Heads<S> {
         Ok(())
     }
 
+    /// The layers read, each with what it held.
+    fn summaries(self) -> Vec<PlannedLayer> {
+        self.layers
+            .into_iter()
+            .zip(self.totals)
+            .map(|(l, totals)| PlannedLayer {
+                job: l.job,
+                leg: l.leg,
+                job_index: l.job_index,
+                key: l.key,
+                manifest_id: l.manifest_id,
+                totals,
+            })
+            .collect()
+    }
+
     fn writer(&self, li: usize) -> Writer<'_> {
         let l = &self.layers[li];
         Writer {
@@ -197,21 +213,8 @@ pub fn merge_streams<S: EntrySource>(graph: &Graph, layers: Vec<StreamLayer<S>>)
             layer: li,
         });
     }
-    let layers = heads
-        .layers
-        .into_iter()
-        .zip(heads.totals)
-        .map(|(l, totals)| PlannedLayer {
-            job: l.job,
-            leg: l.leg,
-            job_index: l.job_index,
-            key: l.key,
-            manifest_id: l.manifest_id,
-            totals,
-        })
-        .collect();
     Ok(Plan {
-        layers,
+        layers: heads.summaries(),
         entries,
         manifest_bytes: 0,
         skipped: Totals::default(),
