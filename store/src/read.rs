@@ -23,6 +23,8 @@ use crate::format::pack::{chunk_of, decode_frame, FrameChunk, FrameRef};
 use crate::id::{ChunkId, ManifestId, PackId};
 use crate::repo::Store;
 
+pub(crate) mod manifests;
+
 /// What a fetch read.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Fetched {

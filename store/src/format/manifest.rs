@@ -28,8 +28,9 @@ use crate::id::{ChunkId, ManifestId};
 
 /// The magic of manifest encodings.
 pub const MANIFEST_MAGIC: &[u8; 8] = b"STRAMANI";
-/// The format version of manifests.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The format version of manifests written (2: frames); readers read 1
+/// and 2.
+pub const MANIFEST_VERSION: u32 = 2;
 const ROOT_MAGIC: &[u8; 8] = b"STRAMROT";
 const ROOT_VERSION: u32 = 1;
 /// The most bytes a manifest's encoding may claim (a root is untrusted).
@@ -184,6 +185,11 @@ impl Entry {
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, EntryKind::Dir)
     }
+
+    /// Whether it is a regular file (not a hardlink to one).
+    pub fn is_file(&self) -> bool {
+        matches!(self.kind, EntryKind::File { .. })
+    }
 }
 
 /// Totals over a manifest, for reports and `ls`.
@@ -238,9 +244,10 @@ pub(crate) struct Columns {
     pub mtimes: Vec<(i64, u32)>,
 }
 
-/// `Columns` as written: borrowing the manifest's paths and contents
+/// `Columns` as version 1 wrote them: borrowing the manifest's paths and contents
 /// rather than copying them (a million-file manifest is not held twice).
 /// It serializes to the same bytes as `Columns`.
+#[cfg(test)]
 #[derive(Serialize)]
 struct ColumnsRef<'a> {
     paths: Vec<(u32, &'a [u8])>,
@@ -289,8 +296,10 @@ impl Manifest {
         self.entries.sort_by(|a, b| a.path.cmp(&b.path));
     }
 
-    /// The object's bytes.
-    pub fn encode(&self) -> (ManifestId, Vec<u8>) {
+    /// The bytes version 1 wrote (one column per field over the whole
+    /// manifest), for tests that readers still read it.
+    #[cfg(test)]
+    pub(crate) fn encode_v1(&self) -> (ManifestId, Vec<u8>) {
         let mut cols = ColumnsRef {
             paths: Vec::with_capacity(self.entries.len()),
             kinds: Vec::with_capacity(self.entries.len()),
@@ -310,7 +319,7 @@ impl Manifest {
                 .push((e.mtime.secs.wrapping_sub(prev_secs), e.mtime.nanos));
             prev_secs = e.mtime.secs;
         }
-        let bytes = codec::encode(MANIFEST_MAGIC, MANIFEST_VERSION, &cols);
+        let bytes = codec::encode(MANIFEST_MAGIC, 1, &cols);
         (ManifestId::of(&bytes), bytes)
     }
 
@@ -337,30 +346,12 @@ impl Manifest {
                     ));
                 }
             }
-            if e.mode > 0o7777 {
-                return Err(unsafe_path(&e.path, "invalid mode"));
-            }
+            check_content(e).map_err(|why| unsafe_path(&e.path, why))?;
             match &e.kind {
                 EntryKind::Dir => {
                     dirs.insert(path);
                 }
-                EntryKind::File { size, chunks } => {
-                    let mut sum: u64 = 0;
-                    for c in chunks {
-                        if c.len == 0 || c.len > MAX_CHUNK_LEN {
-                            return Err(unsafe_path(&e.path, "chunk length out of range"));
-                        }
-                        sum += c.len as u64;
-                    }
-                    if sum != *size {
-                        return Err(unsafe_path(&e.path, "size does not match its chunks"));
-                    }
-                }
-                EntryKind::Symlink { target } => {
-                    if target.is_empty() || target.contains(&0) || target.len() > MAX_PATH_LEN {
-                        return Err(unsafe_path(&e.path, "invalid symlink target"));
-                    }
-                }
+                EntryKind::File { .. } | EntryKind::Symlink { .. } => {}
                 EntryKind::Hardlink { target } => {
                     // Entries are sorted: an earlier file is found before `i`.
                     let earlier = &self.entries[..i];
@@ -396,6 +387,35 @@ impl Manifest {
     }
 }
 
+/// The checks of one entry on its own (both versions): its mode, a
+/// file's chunk lengths against its size, a symlink's target.
+pub(crate) fn check_content(e: &Entry) -> std::result::Result<(), &'static str> {
+    if e.mode > 0o7777 {
+        return Err("invalid mode");
+    }
+    match &e.kind {
+        EntryKind::File { size, chunks } => {
+            let mut sum: u64 = 0;
+            for c in chunks {
+                if c.len == 0 || c.len > MAX_CHUNK_LEN {
+                    return Err("chunk length out of range");
+                }
+                sum += c.len as u64;
+            }
+            if sum != *size {
+                return Err("size does not match its chunks");
+            }
+        }
+        EntryKind::Symlink { target } => {
+            if target.is_empty() || target.contains(&0) || target.len() > MAX_PATH_LEN {
+                return Err("invalid symlink target");
+            }
+        }
+        EntryKind::Dir | EntryKind::Hardlink { .. } => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,8 +433,8 @@ mod tests {
         }
     }
 
-    /// The borrowed columns write what the owned ones always wrote (the
-    /// format did not change).
+    /// The borrowed columns write what the owned ones always wrote
+    /// (version 1), and version 1 is still read.
     #[test]
     fn borrowed_columns_encode_like_owned_ones() {
         let file = EntryKind::File {
@@ -440,8 +460,12 @@ mod tests {
             modes: vec![0o755; 3],
             mtimes: vec![(0, 0); 3],
         };
-        let bytes = codec::encode(MANIFEST_MAGIC, MANIFEST_VERSION, &owned);
-        assert_eq!(m.encode().1, bytes);
+        let bytes = codec::encode(MANIFEST_MAGIC, 1, &owned);
+        assert_eq!(m.encode_v1().1, bytes);
+        assert_eq!(
+            Manifest::decode(&ManifestId::of(&bytes), &bytes).unwrap(),
+            m
+        );
     }
 
     /// A tree attach could not write safely is refused, naming why: an

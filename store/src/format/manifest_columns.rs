@@ -1,4 +1,5 @@
-//! Decoding a manifest's columns (docs/format.md, "The encoding") straight
+//! Decoding a version 1 manifest's columns (docs/format.md, "Version 1:
+//! one column per field") straight
 //! into its entries: each path is rebuilt from its front coding as it is
 //! read and becomes an entry at once, and each later column (kinds, modes,
 //! mtimes) fills those entries in place. Decoding a manifest so holds its
@@ -8,42 +9,13 @@
 //!
 //! This module knows the layout of the columns only: the checks attach
 //! relies on (order, parents, sizes) are `manifest`'s `validate`, which
-//! `Manifest::decode` (here, so that `manifest` need not know this module)
-//! calls.
+//! `manifest_stream` calls once it has read a version 1 encoding whole.
 
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, SeqAccess, Visitor};
 
-use crate::error::{Error, Result as StoreResult};
-use crate::format::codec;
-use crate::format::keys::manifest_key;
-use crate::format::manifest::{
-    Entry, EntryKind, Manifest, Mtime, RelPath, MANIFEST_MAGIC, MANIFEST_VERSION,
-};
-use crate::id::ManifestId;
-
-impl Manifest {
-    /// Decodes and validates a stored manifest, checking it against `id`.
-    pub fn decode(id: &ManifestId, bytes: &[u8]) -> StoreResult<Self> {
-        let object = manifest_key(id);
-        if ManifestId::of(bytes) != *id {
-            return Err(Error::corrupt(&object, "content does not match its id"));
-        }
-        let body = codec::body(MANIFEST_MAGIC, MANIFEST_VERSION, &object, bytes)?;
-        let entries = decode_entries(body).map_err(|e| match e {
-            ColumnsError::UnsafePath(path, reason) => Error::UnsafePath {
-                path: String::from_utf8_lossy(&path).into_owned(),
-                object: object.clone(),
-                reason,
-            },
-            ColumnsError::Corrupt(why) => Error::corrupt(&object, why),
-        })?;
-        let m = Manifest { entries };
-        m.validate(&object)?;
-        Ok(m)
-    }
-}
+use crate::format::manifest::{Entry, EntryKind, Mtime, RelPath};
 
 /// Why a body could not be read as columns.
 #[derive(Debug)]
@@ -398,7 +370,7 @@ mod tests {
         }
         let mut m = Manifest { entries };
         m.sort();
-        let (id, bytes) = m.encode();
+        let (id, bytes) = m.encode_v1();
         let (decoded, peak, kept) = crate::testing::heap::measure(|| Manifest::decode(&id, &bytes));
         let decoded = decoded.unwrap();
         assert_eq!(decoded.entries.len(), 100_201);

@@ -3,10 +3,11 @@
 //! Steps (numbered as in docs/architecture.md):
 //! 1. load the run's graph and find the job's ancestors;
 //! 2. list their layers, in topological order and persist order;
-//! 3. fetch and validate every manifest;
-//! 4. merge them into one tree, failing on conflicts (`plan`), before any
-//!    file is written or chunk read; with `--only`, merge and check only
-//!    the paths it keeps (`subset`);
+//! 3. fetch and validate every manifest; 4. merge them into one tree,
+//!    failing on conflicts, before any file is written or chunk read:
+//!    read as streams and merged as they come (`merge_stream`), or, with
+//!    `--only`, fetched whole, then merged and checked only at the paths
+//!    it keeps (`plan`, `subset`);
 //! 5. write the tree (`write`).
 //!
 //! A job never sees its own layers, a sibling's or a descendant's: only the
@@ -24,7 +25,9 @@ use crate::error::Result;
 use crate::format::manifest::Totals;
 use crate::id::{JobName, ManifestId, RunName};
 use crate::read::load_manifest;
+use crate::read::manifests::open_manifest;
 use crate::repo::Store;
+use crate::tree::merge_stream::{merge_streams, StreamLayer};
 use crate::tree::plan::{merge, Layer, Plan};
 use crate::tree::subset::Only;
 use crate::tree::write;
@@ -120,42 +123,36 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName, only: Option<&Only>) ->
     for (&j, layers) in ancestors.iter().zip(listed) {
         refs.extend(layers.into_iter().map(|l| (j, l)));
     }
-    // Every layer's manifest at once (up to 32 in flight), each fetch a
-    // few requests in sequence: the round trips do not grow with the
-    // number of layers.
     let manifest_bytes = AtomicU64::new(0);
-    let mut layers = Vec::with_capacity(refs.len());
-    let mut refs = refs.into_iter().peekable();
-    while refs.peek().is_some() {
-        let group: Vec<_> = refs.by_ref().take(32).collect();
-        let loaded: Vec<Result<Layer>> = std::thread::scope(|s| {
-            let handles: Vec<_> = group
-                .into_iter()
-                .map(|(j, l)| {
-                    let manifest_bytes = &manifest_bytes;
-                    s.spawn(move || {
-                        let (manifest, read) = load_manifest(store, &l.record.manifest)?;
-                        manifest_bytes.fetch_add(read, Relaxed);
-                        Ok(Layer {
-                            manifest: Arc::new(manifest),
-                            manifest_id: l.record.manifest,
-                            job: l.job,
-                            leg: l.record.writer.map(|w| w.leg),
-                            job_index: j,
-                            key: l.key,
-                        })
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("loading a manifest panicked"))
-                .collect()
-        });
-        for layer in loaded {
-            layers.push(layer?);
-        }
+    // Without `--only`, the layers are merged as their manifests stream
+    // in (issue 29): the merged tree is held, not every manifest beside it.
+    if only.is_none() {
+        let opened = in_groups(refs, |(j, l)| {
+            Ok(StreamLayer {
+                entries: open_manifest(store, &l.record.manifest, &manifest_bytes)?,
+                manifest_id: l.record.manifest,
+                job: l.job,
+                leg: l.record.writer.map(|w| w.leg),
+                job_index: j,
+                key: l.key,
+            })
+        })?;
+        let mut plan = merge_streams(graph, opened)?;
+        plan.manifest_bytes = manifest_bytes.into_inner();
+        return Ok(plan);
     }
+    let layers = in_groups(refs, |(j, l)| {
+        let (manifest, read) = load_manifest(store, &l.record.manifest)?;
+        manifest_bytes.fetch_add(read, Relaxed);
+        Ok(Layer {
+            manifest: Arc::new(manifest),
+            manifest_id: l.record.manifest,
+            job: l.job,
+            leg: l.record.writer.map(|w| w.leg),
+            job_index: j,
+            key: l.key,
+        })
+    })?;
     let selection = match only {
         Some(only) => {
             let mut jobs: Vec<&str> = layers.iter().map(|l| l.job.as_str()).collect();
@@ -171,6 +168,35 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName, only: Option<&Only>) ->
     let mut plan = merge(graph, layers, selection.as_ref())?;
     plan.manifest_bytes = manifest_bytes.into_inner();
     Ok(plan)
+}
+
+/// `open` of every layer ref, up to 32 at once, each in a thread of its
+/// own (a manifest's first fetch is a few requests in sequence): the
+/// round trips do not grow with the number of layers. In ref order.
+fn in_groups<R: Send, T: Send>(
+    refs: Vec<R>,
+    open: impl Fn(R) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(refs.len());
+    let mut refs = refs.into_iter().peekable();
+    while refs.peek().is_some() {
+        let group: Vec<R> = refs.by_ref().take(32).collect();
+        let opened: Vec<Result<T>> = std::thread::scope(|s| {
+            let open = &open;
+            let handles: Vec<_> = group
+                .into_iter()
+                .map(|r| s.spawn(move || open(r)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("loading a manifest panicked"))
+                .collect()
+        });
+        for t in opened {
+            out.push(t?);
+        }
+    }
+    Ok(out)
 }
 
 /// Attaches the merged layers of `req.job`'s upstream jobs at `req.at`.

@@ -4,6 +4,7 @@
 //! tree's files (`stat_cache`). It reads chunks through `read`, and knows
 //! nothing about runs, jobs or retention.
 
+pub mod merge_stream;
 pub mod plan;
 pub(crate) mod reserved;
 pub mod scan;

@@ -83,7 +83,7 @@ pub struct Plan {
 
 /// What an entry holds, for deciding whether two writes are identical.
 #[derive(PartialEq)]
-enum Content<'a> {
+pub(crate) enum Content<'a> {
     Dir,
     File(u32, &'a [ChunkRef]),
     Symlink(&'a [u8]),
@@ -318,58 +318,81 @@ fn take_chosen(
     }
 }
 
+/// Who wrote a layer, as conflicts judge and name writers.
+#[derive(Clone, Copy)]
+pub(crate) struct Writer<'a> {
+    pub job: &'a JobName,
+    pub leg: Option<&'a str>,
+    pub job_index: usize,
+}
+
+impl<'a> Writer<'a> {
+    fn of(l: &'a Layer) -> Self {
+        Writer {
+            job: &l.job,
+            leg: l.leg.as_deref(),
+            job_index: l.job_index,
+        }
+    }
+}
+
 /// Checks every pair of writes of one path (in apply order) by
 /// different, unrelated writers: jobs neither of which is the other's
 /// ancestor, or two legs of one job. Paths come in order, so the conflict
 /// reported is always the same one.
 fn check_conflicts(graph: &Graph, layers: &[Layer], w: &[(usize, &Entry)]) -> Result<()> {
-    let writer = |li: usize| (layers[li].job_index, layers[li].leg.as_deref());
-    if w.iter().all(|(li, _)| writer(*li) == writer(w[0].0)) {
+    let writes: Vec<(Writer, Content)> = w
+        .iter()
+        .map(|&(li, e)| (Writer::of(&layers[li]), content(&layers[li].manifest, e)))
+        .collect();
+    check_writes(graph, &w[0].1.path, &writes)
+}
+
+/// `check_conflicts` over each write's writer and content (a hardlink's
+/// being its file's).
+pub(crate) fn check_writes(
+    graph: &Graph,
+    path: &RelPath,
+    w: &[(Writer<'_>, Content<'_>)],
+) -> Result<()> {
+    fn writer<'a>(x: &Writer<'a>) -> (usize, Option<&'a str>) {
+        (x.job_index, x.leg)
+    }
+    if w.iter().all(|(x, _)| writer(x) == writer(&w[0].0)) {
         return Ok(());
     }
-    let path = &w[0].1.path;
-    {
-        for (i, &(la, ea)) in w.iter().enumerate() {
-            for &(lb, eb) in &w[i + 1..] {
-                let (ja, jb) = (layers[la].job_index, layers[lb].job_index);
-                let same_writer = writer(la) == writer(lb);
-                let related = ja != jb && (graph.is_ancestor(ja, jb) || graph.is_ancestor(jb, ja));
-                if same_writer || related {
-                    continue;
-                }
-                let ca = content(&layers[la].manifest, ea);
-                let cb = content(&layers[lb].manifest, eb);
-                if ca != cb {
-                    let who = |l: &Layer| match &l.leg {
-                        Some(leg) if ja == jb => format!("{} (leg {leg:?})", l.job),
-                        _ => l.job.to_string(),
-                    };
-                    let mut detail = if ca.describe() == cb.describe() {
-                        format!("{} with different content", ca.describe())
-                    } else {
-                        format!(
-                            "{} in {}, {} in {}",
-                            ca.describe(),
-                            who(&layers[la]),
-                            cb.describe(),
-                            who(&layers[lb])
-                        )
-                    };
-                    if ja == jb {
-                        detail = format!(
-                            "two legs of one job, {} and {}: {detail}",
-                            who(&layers[la]),
-                            who(&layers[lb])
-                        );
-                    }
-                    return Err(Error::Conflict {
-                        path: path.to_string(),
-                        first: layers[la].job.clone(),
-                        second: layers[lb].job.clone(),
-                        detail,
-                    });
-                }
+    for (i, (wa, ca)) in w.iter().enumerate() {
+        for (wb, cb) in &w[i + 1..] {
+            let (ja, jb) = (wa.job_index, wb.job_index);
+            let same_writer = writer(wa) == writer(wb);
+            let related = ja != jb && (graph.is_ancestor(ja, jb) || graph.is_ancestor(jb, ja));
+            if same_writer || related || ca == cb {
+                continue;
             }
+            let who = |x: &Writer| match x.leg {
+                Some(leg) if ja == jb => format!("{} (leg {leg:?})", x.job),
+                _ => x.job.to_string(),
+            };
+            let mut detail = if ca.describe() == cb.describe() {
+                format!("{} with different content", ca.describe())
+            } else {
+                format!(
+                    "{} in {}, {} in {}",
+                    ca.describe(),
+                    who(wa),
+                    cb.describe(),
+                    who(wb)
+                )
+            };
+            if ja == jb {
+                detail = format!("two legs of one job, {} and {}: {detail}", who(wa), who(wb));
+            }
+            return Err(Error::Conflict {
+                path: path.to_string(),
+                first: wa.job.clone(),
+                second: wb.job.clone(),
+                detail,
+            });
         }
     }
     Ok(())
@@ -424,6 +447,48 @@ mod tests {
         }
     }
 
+    /// `merge`, and `merge_streams` over the layers' encodings when no
+    /// `--only` is given: both must plan the same entries, count the same
+    /// totals, or fail alike.
+    fn merge_both(g: &Graph, layers: Vec<Layer>, only: Option<&Selection>) -> Result<Plan> {
+        use crate::format::manifest_stream::EntryStream;
+        use crate::tree::merge_stream::{merge_streams, StreamLayer};
+        let streams: Vec<_> = layers
+            .iter()
+            .map(|l| {
+                let (id, bytes) = l.manifest.encode();
+                StreamLayer {
+                    job: l.job.clone(),
+                    leg: l.leg.clone(),
+                    job_index: l.job_index,
+                    key: l.key.clone(),
+                    manifest_id: id,
+                    entries: EntryStream::new(id, std::iter::once(Ok(bytes))),
+                }
+            })
+            .collect();
+        let whole = merge(g, layers, only);
+        if only.is_some() {
+            return whole;
+        }
+        let streamed = merge_streams(g, streams);
+        let view = |p: &Plan| {
+            let entries: Vec<_> = p
+                .entries
+                .iter()
+                .map(|e| (e.path.clone(), e.mode, e.mtime, e.target.clone(), e.layer))
+                .collect();
+            let totals: Vec<_> = p.layers.iter().map(|l| l.totals).collect();
+            (entries, totals)
+        };
+        match (&whole, &streamed) {
+            (Ok(w), Ok(s)) => assert_eq!(view(w), view(s)),
+            (Err(w), Err(s)) => assert_eq!(w.to_string(), s.to_string()),
+            (w, s) => panic!("merge {w:?}, merge_streams {s:?}"),
+        }
+        whole
+    }
+
     fn files(plan: &Plan) -> Vec<String> {
         plan.entries
             .iter()
@@ -434,7 +499,7 @@ mod tests {
     #[test]
     fn descendant_overrides_and_files_replace_directories() {
         let g = Graph::from_specs(&["a", "b:a", "c:b"]).unwrap();
-        let plan = merge(
+        let plan = merge_both(
             &g,
             vec![
                 layer(&g, "a", vec![dir("x"), file("x/y", "1"), file("k", "a")]),
@@ -467,7 +532,7 @@ mod tests {
             ],
         );
         let b = layer(&g, "b", vec![file("f", "replaced")]);
-        let plan = merge(&g, vec![a, b], None).unwrap();
+        let plan = merge_both(&g, vec![a, b], None).unwrap();
         let kind = |name: &str| {
             plan.entries
                 .iter()
@@ -502,14 +567,14 @@ mod tests {
             ),
         ];
         assert_eq!(
-            files(&merge(&g, same, None).unwrap()),
+            files(&merge_both(&g, same, None).unwrap()),
             ["out@rspec", "out/a@rspec", "out/b@rspec", "out/same@rspec"]
         );
         let clash = vec![
             leg("rspec 1/2", vec![dir("out"), file("out/report", "1")]),
             leg("rspec 2/2", vec![dir("out"), file("out/report", "2")]),
         ];
-        let e = merge(&g, clash, None).unwrap_err().to_string();
+        let e = merge_both(&g, clash, None).unwrap_err().to_string();
         assert!(
             e.contains("out/report") && e.contains("rspec 1/2") && e.contains("rspec 2/2"),
             "{e}"
@@ -519,13 +584,13 @@ mod tests {
             leg("rspec 1/2", vec![dir("out"), file("out/report", "1")]),
             leg("rspec 1/2", vec![dir("out"), file("out/report", "1b")]),
         ];
-        assert!(merge(&g, again, None).is_ok());
+        assert!(merge_both(&g, again, None).is_ok());
     }
 
     #[test]
     fn unrelated_jobs_conflict_unless_identical() {
         let g = Graph::from_specs(&["a", "b", "c:a,b"]).unwrap();
-        let same = merge(
+        let same = merge_both(
             &g,
             vec![
                 layer(&g, "a", vec![dir("d"), file("d/f", "same")]),
@@ -534,7 +599,7 @@ mod tests {
             None,
         );
         assert!(same.is_ok());
-        let e = merge(
+        let e = merge_both(
             &g,
             vec![
                 layer(&g, "a", vec![dir("d"), file("d/f", "one")]),
@@ -549,7 +614,7 @@ mod tests {
         );
         let msg = e.to_string();
         assert!(msg.contains("jobs a and b"), "{msg}");
-        let e = merge(
+        let e = merge_both(
             &g,
             vec![
                 layer(&g, "a", vec![file("x", "file")]),
@@ -644,7 +709,7 @@ mod tests {
                 .map(|(job, picks)| random_layer(&g, ["a", "b", "c"][*job], picks))
                 .collect();
             let want = reference(&g, &layers, &|_| true);
-            let got = merge(&g, layers, None).map(|plan| {
+            let got = merge_both(&g, layers, None).map(|plan| {
                 plan.entries
                     .into_iter()
                     .map(|e| (e.path.to_string(), e.layer, e.target))
@@ -681,7 +746,7 @@ mod tests {
                 return Ok(());
             };
             let want = reference(&g, &layers, &|p| selection.keeps(p));
-            let got = merge(&g, layers, Some(&selection)).map(|plan| {
+            let got = merge_both(&g, layers, Some(&selection)).map(|plan| {
                 plan.entries
                     .into_iter()
                     .map(|e| (e.path.to_string(), e.layer, e.target))
