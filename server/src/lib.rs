@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod config;
+mod layers;
 mod limits;
 mod listen;
 mod log;

@@ -58,6 +58,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/ns/{ns}/footprints", get(footprints))
         .route("/v1/ns/{ns}/remove", post(remove))
         .route("/v1/ns/{ns}/urls", post(crate::presign::urls))
+        .route("/v1/ns/{ns}/layers", post(crate::layers::layers))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate))
         .route_layer(observe.clone());
     Router::new()
@@ -166,7 +167,10 @@ fn hello_body(s: &State, ns: Option<&str>) -> Response {
         urls: s
             .presign_ttl
             .map(|_| strata_store::protocol::urls::URLS_VERSION),
-        features: vec![strata_store::protocol::objects::FEATURE.to_string()],
+        features: vec![
+            strata_store::protocol::objects::FEATURE.to_string(),
+            strata_store::protocol::layers::FEATURE.to_string(),
+        ],
     })
     .into_response()
 }

@@ -23,7 +23,6 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::format::manifest::Totals;
 use crate::id::{JobName, ManifestId, RunName};
-use crate::read::load_manifest;
 use crate::repo::Store;
 use crate::tree::plan::{merge, Layer, Plan};
 use crate::tree::subset::Only;
@@ -113,16 +112,16 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName, only: Option<&Only>) ->
         .iter()
         .map(|&j| graph.jobs()[j].name.clone())
         .collect();
-    let listed = store
-        .catalog()
-        .layers_among(store.backend(), run, &names, &keys)?;
+    // The refs and their manifests in one round trip where the server
+    // answers `layers` (`ops::layers`).
+    let listed = crate::ops::layers::upstream(store, run, &names, &keys)?;
     let mut refs = Vec::new();
     for (&j, layers) in ancestors.iter().zip(listed) {
-        refs.extend(layers.into_iter().map(|l| (j, l)));
+        refs.extend(layers.into_iter().map(|(l, body)| (j, l, body)));
     }
-    // Every layer's manifest at once (up to 32 in flight), each fetch a
-    // few requests in sequence: the round trips do not grow with the
-    // number of layers.
+    // Every layer's manifest not carried by `layers` at once (up to 32 in
+    // flight), each fetch a few requests in sequence: the round trips do
+    // not grow with the number of layers.
     let manifest_bytes = AtomicU64::new(0);
     let mut layers = Vec::with_capacity(refs.len());
     let mut refs = refs.into_iter().peekable();
@@ -131,10 +130,11 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName, only: Option<&Only>) ->
         let loaded: Vec<Result<Layer>> = std::thread::scope(|s| {
             let handles: Vec<_> = group
                 .into_iter()
-                .map(|(j, l)| {
+                .map(|(j, l, body)| {
                     let manifest_bytes = &manifest_bytes;
                     s.spawn(move || {
-                        let (manifest, read) = load_manifest(store, &l.record.manifest)?;
+                        let (manifest, read) =
+                            crate::ops::layers::manifest_of(store, &l.record.manifest, body)?;
                         manifest_bytes.fetch_add(read, Relaxed);
                         Ok(Layer {
                             manifest: Arc::new(manifest),
