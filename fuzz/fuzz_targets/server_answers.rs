@@ -31,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
         }
         5 => {
             let asked = usize::from(body.first().copied().unwrap_or(0) % 4);
-            if let Ok(layers) = strata_store::protocol::layers::decode_answer(asked, body.get(1..).unwrap_or_default()) {
+            if let Ok(layers) = strata_store::protocol::layers::decode_answer(
+                asked,
+                body.get(1..).unwrap_or_default(),
+            ) {
                 assert_eq!(layers.len(), asked);
             }
         }
