@@ -273,48 +273,101 @@ fn attach_round_trips_do_not_grow_with_the_upstream_jobs() {
     );
 }
 
-/// Round trips of a persist of a 1%-changed next run, and of the warm
-/// attach of it (the last run's tree in place), for a tree of `files`
-/// files of 256 KiB, through a link with 50 ms of round trip.
+/// Creates run `run` with `upstream` jobs (`build`, then `b1`, `b2`, ...)
+/// and `test`, which requires them all.
+fn create_upstream_test(c: &Client, run: &str, upstream: usize) {
+    let jobs = upstream_jobs(upstream);
+    let test = format!("test:{}", jobs.join(","));
+    let mut args = vec!["run", "create", "--run", run];
+    for j in &jobs {
+        args.extend(["--job", j.as_str()]);
+    }
+    args.extend(["--job", test.as_str()]);
+    c.ok(&args);
+}
+
+/// The upstream jobs' names, and the directory each persists.
+fn upstream_jobs(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|k| match k {
+            0 => "build".to_string(),
+            k => format!("b{k}"),
+        })
+        .collect()
+}
+
+fn out_of(k: usize) -> String {
+    match k {
+        0 => "out".into(),
+        k => format!("out{k}"),
+    }
+}
+
+/// The sequential round trips (counted by `proxy`) of the next run's
+/// first persist and of the warm attach of `test` on top of the base run,
+/// with `upstream` jobs each persisting a tree (`build` one of `files`
+/// 256 KiB files, the others 8 files), about 1% of each tree changed.
 fn next_run_round_trips(
     d: &Path,
     server: &Server,
     (proxy, url): (&Proxy, &str),
     files: usize,
+    upstream: usize,
 ) -> (u64, u64) {
-    let name = format!("t{files}");
+    let name = format!("t{files}-{upstream}");
     let direct = Client::new(&server.ns(&name), &d.join(format!("cache-{name}")));
     let src = d.join(&name);
-    random_files(&src.join("out"), files, 256 << 10, files as u64);
-    create_build_test(&direct, "r1");
-    direct.persist("r1", "build", &src, "out");
+    let sizes: Vec<usize> = (0..upstream)
+        .map(|k| if k == 0 { files } else { 8 })
+        .collect();
+    for (k, &n) in sizes.iter().enumerate() {
+        random_files(&src.join(out_of(k)), n, 256 << 10, (files * 10 + k) as u64);
+    }
+    create_upstream_test(&direct, "r1", upstream);
+    for (k, job) in upstream_jobs(upstream).iter().enumerate() {
+        direct.persist("r1", job, &src, &out_of(k));
+    }
     let at = d.join(format!("at-{name}"));
     direct.attach("r1", "test", &at);
-    for i in 0..files.div_ceil(100) {
-        random_files(&d.join("change"), 1, 256 << 10, 10_000 + i as u64);
-        std::fs::rename(
-            d.join("change/blob000.bin"),
-            src.join(format!("out/blob{:03}.bin", i * 7)),
-        )
-        .unwrap();
+    for (k, &n) in sizes.iter().enumerate() {
+        for i in 0..n.div_ceil(100) {
+            random_files(
+                &d.join("change"),
+                1,
+                256 << 10,
+                10_000 + (k * 100 + i) as u64,
+            );
+            std::fs::rename(
+                d.join("change/blob000.bin"),
+                src.join(format!("{}/blob{:03}.bin", out_of(k), i * 7)),
+            )
+            .unwrap();
+        }
     }
     let mut client = through(url, d, &format!("cache-{name}-far"));
     client.store = format!("{url}/{name}");
-    create_build_test(&client, "r2");
+    create_upstream_test(&client, "r2", upstream);
     proxy.take_round_trips();
     client.persist("r2", "build", &src, "out");
     let persisted = proxy.take_round_trips().0;
+    for (k, job) in upstream_jobs(upstream).iter().enumerate().skip(1) {
+        client.persist("r2", job, &src, &out_of(k));
+    }
+    proxy.take_round_trips();
     client.attach("r2", "test", &at);
     let attached = proxy.take_round_trips().0;
-    same_tree(&src.join("out"), &at.join("out"));
+    for k in 0..upstream {
+        same_tree(&src.join(out_of(k)), &at.join(out_of(k)));
+    }
     (persisted, attached)
 }
 
 // The issue's test: at 50 ms of round trip, the next run's persist and
 // warm attach make a small constant number of sequential round trips
-// (counted by the proxy, not the client),
-// the same for a tree four times larger (queries pipelined with the
-// chunking, uploads on their own pool, a two-round-trip commit).
+// (counted by the proxy, not the client), the same for a tree four times
+// larger and for three upstream jobs' layers instead of one (queries
+// pipelined with the chunking, uploads on their own pool, a one-request
+// commit; the layers and their manifests in one request).
 #[test]
 fn next_run_round_trips_do_not_grow_with_the_tree() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,20 +380,28 @@ fn next_run_round_trips_do_not_grow_with_the_tree() {
             ..Faults::default()
         },
     );
-    let small = next_run_round_trips(d, &server, (&proxy, &url), 32);
-    let large = next_run_round_trips(d, &server, (&proxy, &url), 128);
-    eprintln!("round trips (persist, attach): 8 MiB {small:?}, 32 MiB {large:?}");
+    let small = next_run_round_trips(d, &server, (&proxy, &url), 32, 1);
+    let large = next_run_round_trips(d, &server, (&proxy, &url), 128, 1);
+    let three = next_run_round_trips(d, &server, (&proxy, &url), 32, 3);
+    eprintln!(
+        "round trips (persist, attach): 8 MiB {small:?}, 32 MiB {large:?}, \
+         8 MiB and 3 upstream layers {three:?}"
+    );
     // Persist: the store's opening (handshake and config, with the run
     // record and its listing), the queries and uploads (one more when an
     // upload started only after another ended), and the commit: index
     // object, root and ref in one request. Attach: the opening (with the
-    // run record and listing), the layer ref, the manifest (root, locate,
-    // frames), the files (locate, frames), with the use record written
-    // alongside. (Measured 4 and 5, and 7; before the opening carried the
-    // run and the commit was one request, 6 and 8.)
-    assert!(small.0 <= 5 && large.0 <= 5, "persist: {small:?} {large:?}");
-    assert!(small.1 <= 7 && large.1 <= 7, "attach: {small:?} {large:?}");
-    assert!(large.0 <= small.0 + 1 && large.1 <= small.1 + 1);
+    // run record and listing), the layer refs with their manifests (one
+    // `layers` request), the files (locate, frames), with the use record
+    // written alongside. (Measured 4 and 5, and 4; before `layers` the
+    // attach was 7: the ref, then the manifest's root, locate and frames;
+    // before the opening carried the run and the commit was one request,
+    // 6 and 8.)
+    for (what, n) in [("small", small), ("large", large), ("three layers", three)] {
+        assert!(n.0 <= 5, "persist, {what}: {small:?} {large:?} {three:?}");
+        assert!(n.1 <= 4, "attach, {what}: {small:?} {large:?} {three:?}");
+    }
+    assert!(large.0 <= small.0 + 1);
 }
 
 /// Garage with run `r` (build -> test) whose `build` persisted 2 MiB of

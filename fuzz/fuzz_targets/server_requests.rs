@@ -7,12 +7,14 @@
 //! overflow), a prefix that cannot leave the namespace, no grace below the
 //! store's, a read grant that writes nothing but uses, and a `urls`
 //! request whose keys stay in the namespace and whose only grantable URLs
-//! are GETs of packs.
+//! are GETs of packs, and a `layers` request of at most 64 keys that stay
+//! in the namespace.
 //! (Byte 0 picks the request; the rest is its body.)
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use strata_store::access::{self, Grant, Role};
 use strata_store::format::keys::{classify, ObjectKind};
+use strata_store::protocol::layers::{LayersRequest, MAX_LAYER_KEYS};
 use strata_store::protocol::urls::{UrlsRequest, MAX_URL_KEYS};
 use strata_store::protocol::objects::{decode_query, split_body, MAX_OBJECTS};
 use strata_store::protocol::{decode_ids, ListQuery, RangesRequest, MAX_RANGES_BYTES};
@@ -22,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(body);
-    match kind % 7 {
+    match kind % 8 {
         0 => {
             if let Ok((req, total)) = RangesRequest::decode(body) {
                 let sum: u128 = req.ranges.iter().map(|&(a, b)| u128::from(b - a)).sum();
@@ -83,6 +85,15 @@ fuzz_target!(|data: &[u8]| {
                 assert!(total <= 1 << 20);
                 if let Ok(cut) = split_body(&parts, rest) {
                     assert_eq!(cut.iter().map(|c| c.len()).sum::<usize>(), rest.len());
+                }
+            }
+        }
+        7 => {
+            if let Ok(req) = LayersRequest::decode(body) {
+                assert!(!req.keys.is_empty() && req.keys.len() <= MAX_LAYER_KEYS);
+                for key in &req.keys {
+                    assert!(!key.starts_with('/'), "{key:?}");
+                    assert!(key.split('/').all(|c| !c.starts_with('.')), "{key:?}");
                 }
             }
         }

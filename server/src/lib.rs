@@ -22,6 +22,7 @@
 
 pub mod auth;
 pub mod config;
+mod layers;
 mod limits;
 mod listen;
 mod log;

@@ -58,6 +58,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/ns/{ns}/footprints", get(footprints))
         .route("/v1/ns/{ns}/remove", post(remove))
         .route("/v1/ns/{ns}/urls", post(crate::presign::urls))
+        .route("/v1/ns/{ns}/layers", post(crate::layers::layers))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate))
         .route_layer(observe.clone());
     Router::new()
@@ -172,7 +173,10 @@ fn hello_body(s: &State, ns: Option<&str>) -> Response {
         urls: s
             .presign_ttl
             .map(|_| strata_store::protocol::urls::URLS_VERSION),
-        features: vec![strata_store::protocol::objects::FEATURE.to_string()],
+        features: vec![
+            strata_store::protocol::objects::FEATURE.to_string(),
+            strata_store::protocol::layers::FEATURE.to_string(),
+        ],
     })
     .into_response()
 }
@@ -262,7 +266,13 @@ async fn ranges(
         format_args!("POST {ns}/ranges {key}: {} ranges, {total} B", ranges.len()),
     );
     let bytes = with_store(&s, &ns, move |store| {
-        Ok(store.backend().get_ranges(&key, &ranges)?.concat())
+        let mut parts = store.backend().get_ranges(&key, &ranges)?;
+        // One range (a client coalesces a pack's frames into one): the
+        // answer is it, without a copy.
+        Ok(match parts.len() {
+            1 => parts.pop().unwrap_or_default(),
+            _ => parts.concat(),
+        })
     })
     .await?;
     Ok(bytes.into_response())

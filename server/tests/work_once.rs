@@ -188,4 +188,36 @@ fn the_server_decompresses_and_hashes_each_chunk_once_per_request() {
         (frames.len() as u64, wanted.len() as u64),
         "the commit"
     );
+
+    // `layers` asked for the same ref twice: its manifest's chunks are
+    // read once, in the frames that hold them, and the answer carries
+    // the ref and the manifest's encoding for each key asked.
+    let keys = vec![layer_key.clone(), layer_key.clone()];
+    let body = strata_store::protocol::layers::LayersRequest { keys }.encode();
+    work::take();
+    let (status, answer) = post(&format!("{ns}layers"), &body);
+    let done = work::take();
+    assert_eq!(status, 200);
+    assert_eq!(
+        (done.frames, done.chunks),
+        (frames.len() as u64, wanted.len() as u64),
+        "layers"
+    );
+    let layers = strata_store::protocol::layers::decode_answer(2, &answer).unwrap();
+    for l in &layers {
+        assert_eq!(l.layer_ref, layer);
+        assert_eq!(ManifestId::of(&l.manifest), manifest_id);
+        assert_eq!(l.manifest.len() as u64, root.len);
+    }
+}
+
+/// POSTs `body`; the status and the answer's bytes.
+fn post(url: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.post(url).send(body).unwrap();
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_to_vec().unwrap())
 }

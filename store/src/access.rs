@@ -97,7 +97,8 @@ pub enum Request<'a> {
     Metrics,
     /// `GET /v1/ns/N/`.
     Hello,
-    /// Reading: an object, ranges, a listing, chunk queries, stats.
+    /// Reading: an object, ranges, a listing, chunk queries, layer refs
+    /// with their manifests (`layers`), stats.
     Read,
     /// `POST gc`, a dry run or not.
     Gc {

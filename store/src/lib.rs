@@ -55,8 +55,8 @@ pub use lookup::ChunkLookup;
 pub use ops::attach::{attach, AttachReport, AttachRequest};
 pub use ops::persist::{persist, PersistReport, PersistRequest};
 pub use ops::{
-    attach, browse, cache_key, caches, ci_run, footprint, gc, ingest, lifecycle, persist, remove,
-    rerun, stats, verify,
+    attach, browse, cache_key, caches, ci_run, footprint, gc, ingest, layers, lifecycle, persist,
+    remove, rerun, stats, verify,
 };
 pub use repo::remote::RemoteLookup;
 pub use repo::{

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, RunName};
 
+pub mod layers;
 pub mod objects;
 pub mod urls;
 pub mod web;
@@ -57,6 +58,9 @@ pub mod route {
     /// `POST objects?put=KEY:SIZE&...` (feature `objects`): several
     /// objects stored in order (`objects`).
     pub const OBJECTS: &str = "objects";
+    /// `POST layers` (feature `layers`) with a `layers::LayersRequest`:
+    /// layer refs and their manifests (`layers`).
+    pub const LAYERS: &str = "layers";
     /// `GET stats`: the namespace's stats, as JSON.
     pub const STATS: &str = "stats";
     /// `POST gc?dry_run=B&grace_secs=N&max_size=S` (a `GcQuery`): gc's

@@ -229,54 +229,100 @@ pub fn load_manifest_located(
     locate: &Locate<'_>,
     id: &ManifestId,
 ) -> Result<(Manifest, u64)> {
-    let key = manifest_key(id);
-    let root_bytes = store.backend().get(&key)?;
-    let root = ManifestRoot::decode(id, &root_bytes)?;
-    let (manifest, bytes) = load_encoding(store, locate, id, &root)?;
-    Ok((manifest, root_bytes.len() as u64 + bytes))
+    let (mut bodies, read) = manifest_bodies(store, locate, std::slice::from_ref(id), u64::MAX)?;
+    let body = bodies.pop().expect("one body per id");
+    Ok((Manifest::decode(id, &body)?, read))
+}
+
+/// The encodings of the manifests `ids`, in order: each root object,
+/// then the chunks of all of them in one fetch (a chunk several of them
+/// hold is read and checked once). Returns them with the bytes read;
+/// `TooLarge` before any chunk is read if the roots declare more than
+/// `most` bytes in all.
+pub fn manifest_bodies(
+    store: &Store,
+    locate: &Locate<'_>,
+    ids: &[ManifestId],
+    most: u64,
+) -> Result<(Vec<Vec<u8>>, u64)> {
+    let (bodies, _, read) = bodies_and_roots(store, locate, ids, most)?;
+    Ok((bodies, read))
 }
 
 /// A manifest and its root object (whose chunks store its encoding).
 pub fn load_manifest_and_root(store: &Store, id: &ManifestId) -> Result<(Manifest, ManifestRoot)> {
-    let root = ManifestRoot::decode(id, &store.backend().get(&manifest_key(id))?)?;
     let locate = |ids: &[ChunkId]| store.chunk_lookup().locate(ids);
-    let (manifest, _) = load_encoding(store, &locate, id, &root)?;
-    Ok((manifest, root))
+    let (mut bodies, mut roots, _) =
+        bodies_and_roots(store, &locate, std::slice::from_ref(id), u64::MAX)?;
+    let body = bodies.pop().expect("one body per id");
+    Ok((
+        Manifest::decode(id, &body)?,
+        roots.pop().expect("one root per id"),
+    ))
 }
 
-/// Fetches the chunks of a manifest's encoding that `root` lists, and
-/// decodes it; with the bytes read.
-fn load_encoding(
+/// `manifest_bodies`, with the manifests' root objects.
+fn bodies_and_roots(
     store: &Store,
     locate: &Locate<'_>,
-    id: &ManifestId,
-    root: &ManifestRoot,
-) -> Result<(Manifest, u64)> {
-    let mut offsets: HashMap<ChunkId, Vec<usize>> = HashMap::new();
-    let mut at = 0usize;
-    for c in &root.chunks {
-        offsets.entry(c.id).or_default().push(at);
-        at += c.len as usize;
+    ids: &[ManifestId],
+    most: u64,
+) -> Result<(Vec<Vec<u8>>, Vec<ManifestRoot>, u64)> {
+    let roots: Vec<Vec<u8>> = ids
+        .par_iter()
+        .map(|id| store.backend().get(&manifest_key(id)))
+        .collect::<Result<_>>()?;
+    let mut read: u64 = roots.iter().map(|r| r.len() as u64).sum();
+    // Where each chunk goes: (manifest, offset) for every place it fills.
+    let mut places: HashMap<ChunkId, Vec<(usize, usize)>> = HashMap::new();
+    let mut bodies = Vec::with_capacity(ids.len());
+    let mut decoded = Vec::with_capacity(ids.len());
+    for (m, (id, bytes)) in ids.iter().zip(&roots).enumerate() {
+        let root = ManifestRoot::decode(id, bytes)?;
+        let mut at = 0usize;
+        for c in &root.chunks {
+            places.entry(c.id).or_default().push((m, at));
+            at += c.len as usize;
+        }
+        bodies.push(root.len);
+        decoded.push(root);
     }
-    let body = Mutex::new(vec![0u8; root.len as usize]);
+    let total: u64 = bodies.iter().sum();
+    if total > most {
+        return Err(Error::TooLarge {
+            detail: format!("manifests of {total} bytes, more than {most} at once"),
+        });
+    }
+    let bodies: Vec<Mutex<Vec<u8>>> = bodies
+        .into_iter()
+        .map(|len| Mutex::new(vec![0u8; len as usize]))
+        .collect();
+    // A chunk is named in the error by the first manifest that holds it.
     let fetched = fetch_located(
         store,
         locate,
-        root.chunks.iter().map(|c| c.id),
+        places.keys().copied(),
         &|chunk| Error::MissingChunk {
             chunk,
-            path: format!("manifest {id}"),
+            path: format!("manifest {}", ids[places[&chunk][0].0]),
         },
         &|chunk, bytes| {
-            let mut body = body.lock().expect("poisoned");
-            for &o in &offsets[&chunk] {
-                body[o..o + bytes.len()].copy_from_slice(bytes);
+            for &(m, o) in &places[&chunk] {
+                let mut body = bodies[m].lock().expect("poisoned");
+                let place = body.get_mut(o..o + bytes.len()).ok_or_else(|| {
+                    Error::corrupt(manifest_key(&ids[m]), "chunk lengths do not add up")
+                })?;
+                place.copy_from_slice(bytes);
             }
             Ok(())
         },
     )?;
-    let manifest = Manifest::decode(id, &body.into_inner().expect("poisoned"))?;
-    Ok((manifest, fetched.bytes))
+    read += fetched.bytes;
+    let bodies = bodies
+        .into_iter()
+        .map(|b| b.into_inner().expect("poisoned"))
+        .collect();
+    Ok((bodies, decoded, read))
 }
 
 /// Groups offset-sorted frames into read ranges: (range, frame indices).

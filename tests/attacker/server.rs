@@ -255,6 +255,51 @@ fn huge_ranges_are_refused_and_the_server_serves_on() {
     still_serves(&s);
 }
 
+// `layers` (refs and their manifests in one request) is a read like
+// `GET o/KEY` of the same objects: a token of another namespace is refused
+// before the body is read, keys name only the namespace's own objects, a
+// key that is not a layer ref (a run record, a pack, a path climbing out)
+// is refused, and so is more than 64 keys.
+#[test]
+fn layers_reads_only_layer_refs_of_its_own_namespace() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server(d.path(), false, &[]);
+    persisted(d.path(), &s, "a", A_WRITE, "ours");
+    persisted(d.path(), &s, "b", B_WRITE, "theirs");
+    let ours = keys(&s, "a", "runs/ours/layers/", A_READ).remove(0);
+    let theirs = keys(&s, "b", "runs/theirs/layers/", B_WRITE).remove(0);
+    let ask = |ns: &str, token: Option<&str>, keys: &[&str]| {
+        let body = serde_json::json!({ "keys": keys }).to_string();
+        raw(
+            &s,
+            "POST",
+            &format!("/v1/ns/{ns}/layers"),
+            token,
+            body.as_bytes(),
+        )
+    };
+    let a = ask("a", Some(A_READ), &[&ours]);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(ask("b", Some(A_READ), &[&theirs]).status, 403);
+    assert_eq!(ask("a", None, &[&ours]).status, 401);
+    // b's ref asked in a: a's store does not hold it.
+    assert_eq!(ask("a", Some(A_READ), &[&theirs]).status, 404);
+    let pack = keys(&s, "a", "packs/", A_READ).remove(0);
+    let climbing = format!("../b/{theirs}");
+    for bad in [
+        "runs/ours/run",
+        pack.as_str(),
+        climbing.as_str(),
+        "/etc/passwd",
+    ] {
+        let a = ask("a", Some(A_READ), &[bad]);
+        assert_eq!(a.status, 400, "{bad}: {}", a.text());
+    }
+    let many: Vec<&str> = vec![ours.as_str(); 65];
+    assert_eq!(ask("a", Some(A_READ), &many).status, 413);
+    still_serves(&s);
+}
+
 // Hole 2: `list`'s prefix and cursor were joined to the store's directory:
 // a's read token listed b's runs and the host's files, and `/etc/` made
 // the handler panic.

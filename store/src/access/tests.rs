@@ -179,7 +179,7 @@ fn decide(grant: Option<&Grant>, row: &str, git_ref: &str) -> Vec<bool> {
         "`GET /v1/ns/N/`" => vec![one(Request::Hello)],
         "`GET /metrics`" => vec![one(Request::Metrics)],
         "`GET o/KEY`, `HEAD o/KEY` (any object)"
-        | "`POST ranges`, `GET list`, `POST chunks/missing`, `POST chunks/locate`, `GET stats`"
+        | "`POST ranges`, `GET list`, `POST chunks/missing`, `POST chunks/locate`, `POST layers` (layer refs and their manifests), `GET stats`"
         | "`GET /ui/N/…` (the web page of namespace N, its downloads)" => {
             vec![one(Request::Read)]
         }

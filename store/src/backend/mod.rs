@@ -123,6 +123,16 @@ pub trait Backend: Send + Sync + Debug {
         Ok(None)
     }
 
+    /// Layer refs `keys` and the encodings of the manifests they name, in
+    /// one request, where the store answers it (`strata serve`'s
+    /// `layers`: docs/protocol.md); `None` where it does not, and the
+    /// caller reads them object by object. The manifests are not checked
+    /// here: the caller checks each against the id its ref names.
+    fn layers(&self, keys: &[String]) -> Result<Option<Vec<crate::protocol::layers::LayerAnswer>>> {
+        let _ = keys;
+        Ok(None)
+    }
+
     /// Says which objects ranges are about to be read from (all the packs
     /// of an attach, before the reads), so a backend that must ask for
     /// something per object first (`strata serve`'s URLs) asks once for

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Backend, Ready, Traffic};
 use crate::error::Result;
+use crate::protocol::layers::LayerAnswer;
 
 /// A backend with some `get` and `list` answers fetched ahead.
 #[derive(Debug)]
@@ -82,6 +83,16 @@ impl Prefetched {
         (prefetched, done)
     }
 
+    /// Answers `gets` (key to bytes) once each, as if fetched ahead
+    /// through `inner`: answers another request carried.
+    pub fn holding(inner: Arc<dyn Backend>, gets: HashMap<String, Vec<u8>>) -> Self {
+        Self {
+            inner,
+            gets: Mutex::new(gets),
+            lists: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn take<V>(held: &Mutex<HashMap<String, V>>, key: &str) -> Option<V> {
         held.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
     }
@@ -135,6 +146,14 @@ impl Backend for Prefetched {
     fn delete(&self, key: &str) -> Result<()> {
         Self::take(&self.gets, key);
         self.inner.delete(key)
+    }
+
+    fn layers(&self, keys: &[String]) -> Result<Option<Vec<LayerAnswer>>> {
+        self.inner.layers(keys)
+    }
+
+    fn will_read(&self, keys: &[String]) -> Result<()> {
+        self.inner.will_read(keys)
     }
 
     fn location(&self) -> String {

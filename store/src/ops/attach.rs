@@ -24,7 +24,6 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::format::manifest::Totals;
 use crate::id::{JobName, ManifestId, RunName};
-use crate::read::load_manifest;
 use crate::read::manifests::open_manifest;
 use crate::repo::Store;
 use crate::tree::merge_stream::{merge_streams, StreamLayer};
@@ -116,20 +115,20 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName, only: Option<&Only>) ->
         .iter()
         .map(|&j| graph.jobs()[j].name.clone())
         .collect();
-    let listed = store
-        .catalog()
-        .layers_among(store.backend(), run, &names, &keys)?;
+    // The refs and their manifests in one round trip where the server
+    // answers `layers` (`ops::layers`).
+    let listed = crate::ops::layers::upstream(store, run, &names, &keys)?;
     let mut refs = Vec::new();
     for (&j, layers) in ancestors.iter().zip(listed) {
-        refs.extend(layers.into_iter().map(|l| (j, l)));
+        refs.extend(layers.into_iter().map(|(l, body)| (j, l, body)));
     }
     let manifest_bytes = AtomicU64::new(0);
     // Without `--only`, the layers are merged as their manifests stream
     // in (issue 29): the merged tree is held, not every manifest beside it.
     if only.is_none() {
-        let opened = in_groups(refs, |(j, l)| {
+        let opened = in_groups(refs, |(j, l, body)| {
             Ok(StreamLayer {
-                entries: open_manifest(store, &l.record.manifest, &manifest_bytes)?,
+                entries: open_manifest(store, &l.record.manifest, body, &manifest_bytes)?,
                 manifest_id: l.record.manifest,
                 job: l.job,
                 leg: l.record.writer.map(|w| w.leg),
@@ -141,8 +140,8 @@ pub fn plan(store: &Store, run: &RunName, job: &JobName, only: Option<&Only>) ->
         plan.manifest_bytes = manifest_bytes.into_inner();
         return Ok(plan);
     }
-    let layers = in_groups(refs, |(j, l)| {
-        let (manifest, read) = load_manifest(store, &l.record.manifest)?;
+    let layers = in_groups(refs, |(j, l, body)| {
+        let (manifest, read) = crate::ops::layers::manifest_of(store, &l.record.manifest, body)?;
         manifest_bytes.fetch_add(read, Relaxed);
         Ok(Layer {
             manifest: Arc::new(manifest),

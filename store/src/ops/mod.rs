@@ -10,6 +10,7 @@ pub mod ci_run;
 pub mod footprint;
 pub mod gc;
 pub mod ingest;
+pub mod layers;
 pub mod lease;
 pub mod lifecycle;
 pub mod persist;

@@ -30,12 +30,27 @@ pub(crate) const BATCH_BYTES: u64 = 4 << 20;
 pub(crate) type ManifestStream<'s> = EntryStream<Batches<'s>, Vec<u8>>;
 
 /// Opens manifest `id` as a stream: its root and first batch are read
-/// now; `read` counts the bytes read from the store, now and later.
+/// now; `read` counts the bytes read from the store, now and later. A
+/// `body` already fetched (the whole encoding, from a `layers` answer) is
+/// read from instead; it is checked against `id` all the same.
 pub(crate) fn open_manifest<'s>(
     store: &'s Store,
     id: &ManifestId,
+    body: Option<Vec<u8>>,
     read: &'s AtomicU64,
 ) -> Result<ManifestStream<'s>> {
+    if let Some(body) = body {
+        read.fetch_add(body.len() as u64, Relaxed);
+        let whole = Batches {
+            store,
+            id: *id,
+            chunks: Vec::new(),
+            next: 0,
+            first: Some(body),
+            read,
+        };
+        return Ok(EntryStream::new(*id, whole));
+    }
     let root_bytes = store.backend().get(&manifest_key(id))?;
     read.fetch_add(root_bytes.len() as u64, Relaxed);
     let root = ManifestRoot::decode(id, &root_bytes)?;

@@ -10,6 +10,7 @@ use super::direct::DirectReads;
 use super::{HttpOptions, HttpTransport, DEFAULT_STALL_TIMEOUT};
 use crate::backend::{validate_key, Backend, Ready, Traffic};
 use crate::error::{Error, Result};
+use crate::protocol::layers::{self, LayerAnswer};
 use crate::protocol::{decode_answer, objects, route, ErrorBody, KeyList, RangesRequest};
 
 /// The object API of a `strata serve` namespace, as a `Backend`. The
@@ -44,6 +45,30 @@ impl HttpStore {
     /// The transport under the object API (for the other routes).
     pub fn transport(&self) -> &HttpTransport {
         &self.transport
+    }
+}
+
+impl HttpStore {
+    /// One `layers` request for `keys` (at most `MAX_LAYER_KEYS`).
+    fn layers_of(&self, keys: &[String]) -> Result<Option<Vec<LayerAnswer>>> {
+        let body = layers::LayersRequest {
+            keys: keys.to_vec(),
+        }
+        .encode();
+        let (status, answer) = self.transport.call("POST", route::LAYERS, Some(&body))?;
+        let kind = decode_answer::<ErrorBody>(&answer)
+            .ok()
+            .and_then(|b| b.kind);
+        if (status == 404 && kind.is_none()) || status == 413 {
+            return Ok(None);
+        }
+        let answer = self.transport.expect_ok((status, answer), route::LAYERS)?;
+        layers::decode_answer(keys.len(), &answer)
+            .map(Some)
+            .map_err(|e| Error::Remote {
+                server: self.transport.location_string(),
+                detail: format!("{}: {e}", route::LAYERS),
+            })
     }
 }
 
@@ -192,6 +217,38 @@ impl Backend for HttpStore {
 
     fn traffic(&self) -> Traffic {
         self.transport.inner.traffic.snapshot()
+    }
+
+    /// One `layers` request per 64 keys, all at once, when the server has
+    /// the feature; `None` (read them object by object) without it, from
+    /// a replica that does not know the route (`404` with no kind), or
+    /// when the manifests are too large for one answer (`413`).
+    fn layers(&self, keys: &[String]) -> Result<Option<Vec<LayerAnswer>>> {
+        if !self.transport.has_feature(layers::FEATURE) {
+            return Ok(None);
+        }
+        let parts: Vec<Result<Option<Vec<LayerAnswer>>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = keys
+                .chunks(layers::MAX_LAYER_KEYS)
+                .map(|group| s.spawn(move || self.layers_of(group)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    // A thread that panicked answers as a server without
+                    // the feature: the layers are read object by object.
+                    h.join().unwrap_or(Ok(None))
+                })
+                .collect()
+        });
+        let mut all = Vec::with_capacity(keys.len());
+        for part in parts {
+            match part? {
+                Some(answers) => all.extend(answers),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(all))
     }
 
     fn will_read(&self, keys: &[String]) -> Result<()> {
