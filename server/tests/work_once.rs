@@ -13,6 +13,7 @@ use strata_store::backend::{Backend, LocalDir};
 use strata_store::format::index::IndexObject;
 use strata_store::format::manifest::ManifestRoot;
 use strata_store::format::pack::read_trailer;
+use strata_store::format::records::{LayerRecord, Record};
 use strata_store::format::work;
 use strata_store::id::{IndexId, ManifestId};
 use strata_store::persist::{persist, PersistRequest};
@@ -204,8 +205,15 @@ fn the_server_decompresses_and_hashes_each_chunk_once_per_request() {
         "layers"
     );
     let layers = strata_store::protocol::layers::decode_answer(2, &answer).unwrap();
+    // The ref as stored: the client's, with the server's own time as
+    // `created` (the server stamps every ref it takes).
+    let sent = LayerRecord::decode(&layer_key, &layer).unwrap();
     for l in &layers {
-        assert_eq!(l.layer_ref, layer);
+        let stored = LayerRecord::decode(&layer_key, &l.layer_ref).unwrap();
+        assert_eq!(
+            (stored.manifest, stored.totals, &stored.writer),
+            (sent.manifest, sent.totals, &sent.writer)
+        );
         assert_eq!(ManifestId::of(&l.manifest), manifest_id);
         assert_eq!(l.manifest.len() as u64, root.len);
     }
