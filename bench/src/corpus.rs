@@ -200,3 +200,32 @@ pub fn synthetic(files: u64, max_size: Option<u64>, cache: &Path) -> Result<Corp
     }
     Ok(Corpus { name, base, next })
 }
+
+/// A generated base tree of `files` files at `dir/base/tree`, and `n`
+/// next-run trees (`dir/<name><i>/tree`), each a copy of the base with 1%
+/// of its files changed, each its own change: the trees' bytes too.
+pub fn next_run_trees(
+    dir: &Path,
+    name: &str,
+    n: usize,
+    files: u64,
+) -> Result<(PathBuf, Vec<PathBuf>, u64)> {
+    let base = dir.join("base/tree");
+    let summary = strata_store::synth::generate(&base, files, 1)?;
+    let mut trees = Vec::new();
+    for i in 0..n {
+        let tree = dir.join(format!("{name}{i}/tree"));
+        fs::create_dir_all(tree.parent().context("has a parent")?)?;
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&base)
+            .arg(&tree)
+            .status()?;
+        if !status.success() {
+            bail!("copying {} failed", base.display());
+        }
+        strata_store::synth::mutate(&tree, 0.01, 100 + i as u64)?;
+        trees.push(tree);
+    }
+    Ok((base, trees, summary.bytes))
+}

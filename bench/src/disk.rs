@@ -43,7 +43,7 @@ pub fn tools_sides(tools: &[&str]) -> f64 {
 /// Free bytes on the file system holding `path` (or its nearest existing
 /// parent), and that file system's device.
 #[allow(unsafe_code)]
-fn free(path: &Path) -> Result<(u64, u64)> {
+pub(crate) fn free(path: &Path) -> Result<(u64, u64)> {
     let mut p = path;
     while !p.exists() {
         p = p.parent().unwrap_or(Path::new("/"));

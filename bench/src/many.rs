@@ -77,7 +77,7 @@ pub fn run(m: &Many, bin: &Path, work: &Path) -> Result<ManyResults> {
     // sharing the disk.
     let need = tree_est * most as u64 * 4 + (1 << 30);
     std::fs::create_dir_all(work)?;
-    let free = free_bytes(work)?;
+    let (free, _) = crate::disk::free(work)?;
     if need > free {
         bail!(
             "refusing scenario 10: {most} runners of {} MB need about {} GB in {}, which has {} GB free \
@@ -91,7 +91,8 @@ pub fn run(m: &Many, bin: &Path, work: &Path) -> Result<ManyResults> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cores >= 2 && crate::tools::available("taskset");
     let load_before = loadavg();
-    let (base, trees, tree_bytes) = runner_trees(work, most, m.files)?;
+    let (base, trees, tree_bytes) =
+        crate::corpus::next_run_trees(&work.join("many"), "runner", most, m.files)?;
     let mut phases = Vec::new();
     for &workers in &m.workers {
         for &runners in &m.runners {
@@ -118,46 +119,9 @@ pub fn run(m: &Many, bin: &Path, work: &Path) -> Result<ManyResults> {
     })
 }
 
-/// Bytes free for an unprivileged user on the file system of `dir`.
-#[allow(unsafe_code)]
-fn free_bytes(dir: &Path) -> Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
-    // SAFETY: `statvfs` is plain old data the call fills in; the path is a
-    // valid C string for the duration of the call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("statvfs");
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
 fn loadavg() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     text.split(' ').take(3).collect::<Vec<_>>().join(" ")
-}
-
-/// The base tree, and one next-run tree per runner (1% of the base's
-/// files changed, each runner its own change); the trees' bytes.
-fn runner_trees(work: &Path, runners: usize, files: u64) -> Result<(PathBuf, Vec<PathBuf>, u64)> {
-    let base = work.join("many/base/tree");
-    let summary = strata_store::synth::generate(&base, files, 1)?;
-    let mut trees = Vec::new();
-    for i in 0..runners {
-        let tree = work.join(format!("many/runner{i}/tree"));
-        std::fs::create_dir_all(tree.parent().context("has a parent")?)?;
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(&base)
-            .arg(&tree)
-            .status()?;
-        if !status.success() {
-            bail!("copying {} failed", base.display());
-        }
-        strata_store::synth::mutate(&tree, 0.01, 100 + i as u64)?;
-        trees.push(tree);
-    }
-    Ok((base, trees, summary.bytes))
 }
 
 /// One measurement's server and places.

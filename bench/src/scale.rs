@@ -78,7 +78,8 @@ pub fn run(scale: &Scale, bin: &Path, work: &Path) -> Result<ScaleResults> {
         throughput: Vec::new(),
         open: Vec::new(),
     };
-    let trees = client_trees(scale, work)?;
+    let trees =
+        crate::corpus::next_run_trees(&work.join("scale"), "client", scale.clients, scale.files)?;
     let mut counts = vec![1, scale.replicas];
     counts.dedup();
     for replicas in counts {
@@ -102,29 +103,6 @@ pub fn run(scale: &Scale, bin: &Path, work: &Path) -> Result<ScaleResults> {
         }
     }
     Ok(results)
-}
-
-/// The base tree, and one next-run tree per client (1% of the base's
-/// files changed, each client its own change).
-fn client_trees(scale: &Scale, work: &Path) -> Result<(PathBuf, Vec<PathBuf>, u64)> {
-    let base = work.join("scale/base/tree");
-    let summary = strata_store::synth::generate(&base, scale.files, 1)?;
-    let mut trees = Vec::new();
-    for i in 0..scale.clients {
-        let tree = work.join(format!("scale/client{i}/tree"));
-        std::fs::create_dir_all(tree.parent().expect("has parent"))?;
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(&base)
-            .arg(&tree)
-            .status()?;
-        if !status.success() {
-            bail!("copying {} failed", base.display());
-        }
-        strata_store::synth::mutate(&tree, 0.01, 100 + i as u64)?;
-        trees.push(tree);
-    }
-    Ok((base, trees, summary.bytes))
 }
 
 /// A `strata serve` over `store`, and its URL.
