@@ -22,6 +22,7 @@ mod oidc;
 mod only;
 mod presign;
 mod reliability;
+mod round_trips;
 mod warm;
 mod web;
 mod wrappers;
