@@ -2,6 +2,8 @@
 //! that can write to a server, must not reach outside what it owns. Each
 //! scenario is a hole found by hand and closed (issue 10).
 
+#[path = "attacker/connections.rs"]
+mod connections;
 #[path = "attacker/server.rs"]
 mod server;
 use crate::support;
