@@ -125,55 +125,60 @@ pub enum Request<'a> {
 /// its body is read. `Err` is `Error::NotAllowed`, naming the grant and
 /// what it lacks.
 pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
-    match (grant.role, request) {
-        (Role::Metrics, Request::Metrics | Request::ServerHello) => return Ok(()),
-        (Role::Metrics, _) => {
-            return Err(denied(
-                grant,
-                "may read the server's metrics only (scope metrics)".into(),
-            ))
-        }
-        (_, Request::Metrics) => {
-            return Err(denied(
-                grant,
-                "may not read the server's metrics: they count every namespace, so they \
-                 take a token of scope metrics"
-                    .into(),
-            ))
-        }
-        _ => {}
+    if let Some(decided) = metrics_rule(grant, request) {
+        return decided;
     }
     if grant.namespace != namespace {
         return Err(denied(grant, format!("is not for namespace {namespace}")));
     }
-    let needs = match request {
-        Request::ServerHello => return Ok(()),
-        // Decided above, before the namespace.
-        Request::Metrics => return Ok(()),
+    let Some(needs) = role_needed(grant, request)? else {
+        return Ok(());
+    };
+    if grant.role < needs {
+        let what = match needs {
+            Role::Metrics => "read the server's metrics",
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "administer (delete, remove, gc)",
+        };
+        return Err(denied(
+            grant,
+            format!("may not {what} in namespace {namespace}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The metrics rows, decided before the namespace (the metrics count every
+/// namespace): a metrics grant may read the metrics and the server's hello
+/// and nothing else, and no other grant may read the metrics. `None` when
+/// neither the grant nor the request is about metrics.
+fn metrics_rule(grant: &Grant, request: &Request) -> Option<Result<()>> {
+    match (grant.role, request) {
+        (Role::Metrics, Request::Metrics | Request::ServerHello) => Some(Ok(())),
+        (Role::Metrics, _) => Some(Err(denied(
+            grant,
+            "may read the server's metrics only (scope metrics)".into(),
+        ))),
+        (_, Request::Metrics) => Some(Err(denied(
+            grant,
+            "may not read the server's metrics: they count every namespace, so they \
+             take a token of scope metrics"
+                .into(),
+        ))),
+        _ => None,
+    }
+}
+
+/// The least role of the namespace that may make `request`: `None` when
+/// any grant of it may, `Err` when no grant may.
+fn role_needed(grant: &Grant, request: &Request) -> Result<Option<Role>> {
+    Ok(Some(match request {
+        // The metrics request is decided before the namespace.
+        Request::ServerHello | Request::Metrics => return Ok(None),
         Request::Hello | Request::Read | Request::Gc { dry_run: true } => Role::Read,
         Request::Gc { dry_run: false } | Request::Remove => Role::Admin,
-        Request::Put(kind) => match kind {
-            ObjectKind::Used(_) | ObjectKind::CacheUsed => Role::Read,
-            ObjectKind::Pack(_)
-            | ObjectKind::Index(_)
-            | ObjectKind::Manifest(_)
-            | ObjectKind::Run(_)
-            | ObjectKind::Layer(..)
-            | ObjectKind::Result(..)
-            | ObjectKind::Rerun(_)
-            | ObjectKind::Cache => Role::Write,
-            ObjectKind::Config
-            | ObjectKind::Expired(_)
-            | ObjectKind::Snapshot(_)
-            | ObjectKind::Condemned
-            | ObjectKind::Deleted
-            | ObjectKind::Lease => {
-                return Err(denied(
-                    grant,
-                    "may not write it: the server writes its config and gc's records".into(),
-                ))
-            }
-        },
+        Request::Put(kind) => return role_to_put(grant, kind).map(Some),
         Request::Delete(kind) if deletable(kind) => Role::Admin,
         Request::Delete(_) => {
             return Err(denied(
@@ -203,20 +208,34 @@ pub fn allow(grant: &Grant, namespace: &str, request: &Request) -> Result<()> {
                     .into(),
             ))
         }
-    };
-    if grant.role < needs {
-        let what = match needs {
-            Role::Metrics => "read the server's metrics",
-            Role::Read => "read",
-            Role::Write => "write",
-            Role::Admin => "administer (delete, remove, gc)",
-        };
-        return Err(denied(
-            grant,
-            format!("may not {what} in namespace {namespace}"),
-        ));
-    }
-    Ok(())
+    }))
+}
+
+/// The least role that may write an object of `kind`; `Err` for the
+/// objects only the server writes.
+fn role_to_put(grant: &Grant, kind: &ObjectKind) -> Result<Role> {
+    Ok(match kind {
+        ObjectKind::Used(_) | ObjectKind::CacheUsed => Role::Read,
+        ObjectKind::Pack(_)
+        | ObjectKind::Index(_)
+        | ObjectKind::Manifest(_)
+        | ObjectKind::Run(_)
+        | ObjectKind::Layer(..)
+        | ObjectKind::Result(..)
+        | ObjectKind::Rerun(_)
+        | ObjectKind::Cache => Role::Write,
+        ObjectKind::Config
+        | ObjectKind::Expired(_)
+        | ObjectKind::Snapshot(_)
+        | ObjectKind::Condemned
+        | ObjectKind::Deleted
+        | ObjectKind::Lease => {
+            return Err(denied(
+                grant,
+                "may not write it: the server writes its config and gc's records".into(),
+            ))
+        }
+    })
 }
 
 /// Whether a client (an admin's) may delete an object of `kind`: a run's
