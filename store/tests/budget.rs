@@ -270,28 +270,36 @@ fn a_budget_never_evicts_what_was_used_within_the_grace_period() {
     w.attaches_whole("r3");
 }
 
-// A budgeted gc reads each live manifest once: its mark and its measure of
-// who holds what are one pass (they were two, so it read every manifest
-// twice). Five live manifests: the four runs' layers and the cache entry.
+// A gc reads each live manifest once, with a budget or without: a
+// budgeted gc's mark and its measure of who holds what are one pass (they
+// were two, so it read every manifest twice), and reading a manifest's
+// chunks fetches its root once. Five live manifests: the four runs'
+// layers and the cache entry.
 #[test]
-fn a_budgeted_gc_reads_each_live_manifest_once() {
-    let World { dir, now, store } = four_runs_and_a_cache();
-    let gets = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = gets.clone();
-    let store = store.wrap_backend(|inner| {
-        Arc::new(crate::common::OnPut {
-            inner,
-            hook: Box::new(|inner, key, data| inner.put(key, data)),
-            on_get: Some(Box::new(move |key| seen.lock().unwrap().push(key.into()))),
-        })
-    });
-    let w = World { dir, now, store };
-    let report = w.gc(Some(1 << 40));
-    assert!(report.evicted.is_empty(), "{report:?}");
-    let gets = gets.lock().unwrap();
-    let roots: Vec<&String> = gets
-        .iter()
-        .filter(|k| k.starts_with("manifests/"))
-        .collect();
-    assert_eq!(roots.len(), 5, "manifest roots read: {roots:?}");
+fn a_gc_reads_each_live_manifest_once() {
+    for budget in [Some(1 << 40), None] {
+        let World { dir, now, store } = four_runs_and_a_cache();
+        let gets = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = gets.clone();
+        let store = store.wrap_backend(|inner| {
+            Arc::new(crate::common::OnPut {
+                inner,
+                hook: Box::new(|inner, key, data| inner.put(key, data)),
+                on_get: Some(Box::new(move |key| seen.lock().unwrap().push(key.into()))),
+            })
+        });
+        let w = World { dir, now, store };
+        let report = w.gc(budget);
+        assert!(report.evicted.is_empty(), "{report:?}");
+        let gets = gets.lock().unwrap();
+        let roots: Vec<&String> = gets
+            .iter()
+            .filter(|k| k.starts_with("manifests/"))
+            .collect();
+        assert_eq!(
+            roots.len(),
+            5,
+            "budget {budget:?}: manifest roots read: {roots:?}"
+        );
+    }
 }
