@@ -2,8 +2,9 @@
 //! groups them by pack and frame, takes the frames the runner's cache holds
 //! from it, reads each pack's other frames in one request (nearby frames
 //! coalesced), decodes each frame once, and checks every chunk against its
-//! id before handing it on. Packs are read in parallel, with more requests
-//! in flight than cores for a network backend.
+//! id before handing it on. Packs are read in parallel; from a network
+//! backend with more requests in flight than cores, but decoded, checked
+//! and handed on by as many threads as cores (`two_stage`).
 //!
 //! Attach uses it for file contents and manifests alike. Knows nothing
 //! about where the bytes go.
@@ -24,6 +25,7 @@ use crate::id::{ChunkId, ManifestId, PackId};
 use crate::repo::Store;
 
 pub(crate) mod manifests;
+mod two_stage;
 
 /// What a fetch read.
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,26 +88,26 @@ pub fn fetch_located(
     let keys: Vec<String> = packs.keys().map(pack_key).collect();
     store.backend().will_read(&keys)?;
     let counts = Counts::default();
-    let read_all = || {
-        packs
-            .par_iter()
-            .try_for_each(|(pack, frames)| read_pack(store, pack, frames, &counts, each))
+    let read = |(pack, frames): (&PackId, &BTreeMap<FrameRef, Vec<FrameChunk>>)| {
+        read_pack(store, pack, frames, &counts, each)
     };
     // Network backends wait on round trips, not on the CPU: keep more
-    // requests in flight than there are cores.
-    let threads = store.backend().parallelism().min(packs.len()).max(1);
-    if threads > rayon::current_num_threads() {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("strata-fetch-{i}"))
-            .build()
-            .map_err(|e| Error::Remote {
-                server: store.backend().location(),
-                detail: format!("starting fetch threads: {e}"),
-            })?
-            .install(read_all)?;
+    // requests in flight than there are cores, but decode, verify and
+    // write on as many threads as a local read (creating files on eight
+    // threads at once contends in the kernel).
+    let fetchers = store.backend().parallelism().min(packs.len()).max(1);
+    let workers = rayon::current_num_threads();
+    if fetchers > workers {
+        let packs: Vec<_> = packs.iter().collect();
+        two_stage::fetch_then_work(
+            &packs,
+            fetchers,
+            workers,
+            |&(pack, frames)| gather(store, pack, frames),
+            |gathered| deliver_pack(store, gathered, &counts, each),
+        )?;
     } else {
-        read_all()?;
+        packs.par_iter().try_for_each(read)?;
     }
     Ok(Fetched {
         chunks: counts.chunks.load(Relaxed),
@@ -128,45 +130,129 @@ fn read_pack(
     pack: &PackId,
     frames: &BTreeMap<FrameRef, Vec<FrameChunk>>,
     counts: &Counts,
-    each: &(dyn Fn(ChunkId, &[u8]) -> Result<()> + Sync),
+    each: &Each<'_>,
 ) -> Result<()> {
+    deliver_pack(store, gather(store, pack, frames)?, counts, each)
+}
+
+/// What `deliver`s a chunk's verified bytes to.
+type Each<'a> = dyn Fn(ChunkId, &[u8]) -> Result<()> + Sync + 'a;
+
+/// A frame and the chunks wanted from it.
+type Wanted<'a> = (&'a FrameRef, &'a Vec<FrameChunk>);
+
+/// One pack's wanted frames as read, not yet decoded: the frames the
+/// runner's cache held, with their stored bytes, and the others fetched
+/// from the store in coalesced ranges.
+struct Gathered<'a> {
+    pack: &'a PackId,
+    key: String,
+    cached: Vec<(Wanted<'a>, Vec<u8>)>,
+    fetched: FetchedFrames<'a>,
+}
+
+/// Frames read from the store: the frames, the coalesced spans (range,
+/// frame indices) and each span's bytes.
+struct FetchedFrames<'a> {
+    frames: Vec<Wanted<'a>>,
+    spans: Vec<(Range<u64>, Range<usize>)>,
+    data: Vec<Vec<u8>>,
+}
+
+/// Reads the wanted frames of one pack (the I/O, no decoding): from the
+/// runner's cache where it has them, the rest in one request.
+fn gather<'a>(
+    store: &Store,
+    pack: &'a PackId,
+    frames: &'a BTreeMap<FrameRef, Vec<FrameChunk>>,
+) -> Result<Gathered<'a>> {
     let key = pack_key(pack);
-    let mut remote: Vec<(&FrameRef, &Vec<FrameChunk>)> = Vec::new();
-    for (frame, wanted) in frames {
-        let cached = store
+    let mut cached = Vec::new();
+    let mut remote = Vec::new();
+    for wanted in frames {
+        let stored = store
             .frame_cache()
             .as_ref()
-            .and_then(|c| c.get(pack, frame));
-        match cached {
-            Some(stored) => match deliver(frame, &stored, wanted, &key, counts, each) {
-                Ok(()) => {
-                    counts.cached.fetch_add(stored.len() as u64, Relaxed);
-                }
-                // A bad cached frame is dropped and fetched from the store;
-                // an error from `each` is the caller's and stands.
-                Err(Delivery::Bad(_)) => {
-                    if let Some(c) = &store.frame_cache() {
-                        c.remove(pack, frame);
-                    }
-                    remote.push((frame, wanted));
-                }
-                Err(Delivery::Each(e)) => return Err(e),
-            },
-            None => remote.push((frame, wanted)),
+            .and_then(|c| c.get(pack, wanted.0));
+        match stored {
+            Some(stored) => cached.push((wanted, stored)),
+            None => remote.push(wanted),
         }
     }
-    if remote.is_empty() {
-        return Ok(());
-    }
-    let spans = coalesce(&remote, store.backend().coalesce_gap());
+    let fetched = fetch_frames(store, &key, remote)?;
+    Ok(Gathered {
+        pack,
+        key,
+        cached,
+        fetched,
+    })
+}
+
+/// Reads `frames` (offset-sorted) of the pack at `key`, nearby frames
+/// coalesced, in one request (none if there is none to read).
+fn fetch_frames<'a>(
+    store: &Store,
+    key: &str,
+    frames: Vec<Wanted<'a>>,
+) -> Result<FetchedFrames<'a>> {
+    let spans = coalesce(&frames, store.backend().coalesce_gap());
     let ranges: Vec<Range<u64>> = spans.iter().map(|(r, _)| r.clone()).collect();
-    let data = store.backend().get_ranges(&key, &ranges)?;
-    for ((range, members), bytes) in spans.iter().zip(&data) {
+    let data = match ranges.is_empty() {
+        true => Vec::new(),
+        false => store.backend().get_ranges(key, &ranges)?,
+    };
+    Ok(FetchedFrames {
+        frames,
+        spans,
+        data,
+    })
+}
+
+/// Decodes, checks and hands on a gathered pack's chunks. A bad cached
+/// frame is dropped from the cache and read again from the store.
+fn deliver_pack(store: &Store, g: Gathered<'_>, counts: &Counts, each: &Each<'_>) -> Result<()> {
+    let mut bad = Vec::new();
+    for ((frame, wanted), stored) in &g.cached {
+        match deliver(frame, stored, wanted, &g.key, counts, each) {
+            Ok(()) => {
+                counts.cached.fetch_add(stored.len() as u64, Relaxed);
+            }
+            // An error from `each` is the caller's and stands.
+            Err(Delivery::Bad(_)) => {
+                if let Some(c) = &store.frame_cache() {
+                    c.remove(g.pack, frame);
+                }
+                bad.push((*frame, *wanted));
+            }
+            Err(Delivery::Each(e)) => return Err(e),
+        }
+    }
+    deliver_fetched(store, g.pack, &g.key, &g.fetched, counts, each)?;
+    if !bad.is_empty() {
+        let again = fetch_frames(store, &g.key, bad)?;
+        deliver_fetched(store, g.pack, &g.key, &again, counts, each)?;
+    }
+    Ok(())
+}
+
+/// Decodes, checks and hands on the chunks of frames read from the store,
+/// keeping each good frame in the runner's cache.
+fn deliver_fetched(
+    store: &Store,
+    pack: &PackId,
+    key: &str,
+    fetched: &FetchedFrames<'_>,
+    counts: &Counts,
+    each: &Each<'_>,
+) -> Result<()> {
+    for ((range, members), bytes) in fetched.spans.iter().zip(&fetched.data) {
         counts.bytes.fetch_add(bytes.len() as u64, Relaxed);
-        for (frame, wanted) in &remote[members.clone()] {
+        for (frame, wanted) in &fetched.frames[members.clone()] {
             let start = (frame.offset as u64 - range.start) as usize;
-            let stored = &bytes[start..start + frame.stored_len as usize];
-            match deliver(frame, stored, wanted, &key, counts, each) {
+            let stored = bytes
+                .get(start..start + frame.stored_len as usize)
+                .ok_or_else(|| Error::corrupt(key.to_string(), "a range came back short"))?;
+            match deliver(frame, stored, wanted, key, counts, each) {
                 Ok(()) => {
                     if let Some(c) = &store.frame_cache() {
                         c.put(pack, frame, stored);
@@ -340,6 +426,9 @@ fn coalesce<T>(frames: &[(&FrameRef, T)], gap: u64) -> Vec<(Range<u64>, Range<us
     }
     spans
 }
+
+#[cfg(test)]
+mod threads_tests;
 
 #[cfg(test)]
 mod tests {
