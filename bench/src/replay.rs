@@ -189,6 +189,16 @@ fn prepare(bin: &Path, dir: &Path, i: usize, files: u64) -> Result<Script> {
         bail!("{} is not an index object", index.0);
     };
     let listed = IndexObject::decode(&id, &std::fs::read(&index.1)?)?;
+    (script.ids, script.frames) = reads_of(&listed);
+    script.commit = vec![index, manifest, layer];
+    Ok(script)
+}
+
+/// The chunk ids an index object lists, 32 bytes each, and each pack's
+/// frames as `ranges` asks for them.
+#[allow(clippy::type_complexity)]
+fn reads_of(listed: &IndexObject) -> (Vec<u8>, Vec<(String, Vec<(u64, u64)>)>) {
+    let (mut ids, mut frames) = (Vec::new(), Vec::new());
     for pack in &listed.packs {
         let key = strata_store::format::keys::pack_key(&pack.pack);
         let mut ranges = Vec::new();
@@ -198,13 +208,12 @@ fn prepare(bin: &Path, dir: &Path, i: usize, files: u64) -> Result<Script> {
                 (frame.offset + frame.stored_len) as u64,
             ));
             for chunk in &frame.chunks {
-                script.ids.extend_from_slice(&chunk.id.0);
+                ids.extend_from_slice(&chunk.id.0);
             }
         }
-        script.frames.push((key, ranges));
+        frames.push((key, ranges));
     }
-    script.commit = vec![index, manifest, layer];
-    Ok(script)
+    (ids, frames)
 }
 
 /// Starts every file of runner `i`'s tree with the runner's number: the
