@@ -13,6 +13,7 @@ mod ci;
 mod cluster;
 mod docs;
 mod e2e;
+mod fairness;
 mod faults;
 mod lifecycle;
 mod many;

@@ -234,6 +234,13 @@ fn counters_follow_a_known_sequence() {
     let runs_evicted = [("namespace", "a"), ("kind", "run")];
     assert!(s4.contains("strata_gc_evictions_total{"), "{s4}");
     assert_eq!(sample(&s4, "strata_gc_evictions_total", &runs_evicted), 0.0);
+    // Between requests nothing waits for or runs on the store-work
+    // threads: the queue's gauges are exported, at 0.
+    for state in ["waiting", "running"] {
+        let line = format!("strata_queue_calls{{state=\"{state}\"}} 0\n");
+        assert!(s4.contains(&line), "{s4}");
+    }
+    assert!(s4.contains("strata_queue_waiting_clients 0\n"), "{s4}");
     every_dashboard_query_is_exported(&s4);
 }
 

@@ -8,7 +8,8 @@
 //! over several runs; `report` summarises and draws; `tools` are what is
 //! compared, `measure` how a step is timed, `corpus` where the trees come
 //! from, `wire` the tarball baseline's network path. `busy`, `cold`,
-//! `scale`, `direct` and `many` are scenarios 7, 8, 6, 9 and 10; `scale`
+//! `scale`, `direct` and `many` are scenarios 7, 8, 6, 9 and 10 (`replay`
+//! scenario 10's light load generator); `scale`
 //! and `direct` (presigned URLs) are the harness's, with the `harness`
 //! feature, since they start Garage.
 
@@ -21,6 +22,7 @@ pub mod direct;
 pub mod disk;
 pub mod many;
 pub mod measure;
+pub mod replay;
 pub mod report;
 #[cfg(feature = "harness")]
 pub mod scale;

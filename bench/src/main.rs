@@ -124,6 +124,12 @@ struct Args {
     /// the server pinned away from the runners (docs/benchmarks.md).
     #[arg(long, value_name = "N,...", value_delimiter = ',', conflicts_with_all = ["base", "corpus", "render", "replicas", "busy", "cold", "direct"])]
     many: Vec<usize>,
+    /// Scenario 10 with a light load generator instead of strata runners:
+    /// each runner's persist and fresh attach, built beforehand from a
+    /// directory store, replayed as requests from one process, so the
+    /// server's CPU per MB is its own (docs/benchmarks.md).
+    #[arg(long, requires = "many")]
+    many_replay: bool,
     /// The server's --workers in scenario 10, one measurement each.
     #[arg(
         long,
@@ -383,6 +389,18 @@ fn many_main(args: &Args) -> Result<()> {
         Some(w) => w.clone(),
         None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
     };
+    if args.many_replay {
+        let replay = strata_bench::replay::Replay {
+            runners: args.many.clone(),
+            workers: args.server_workers.clone(),
+            files: args.synthetic.unwrap_or(2600),
+        };
+        let result = strata_bench::replay::run(&replay, &bin, &work);
+        if !args.keep_work {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        return save_and_print(args, &result?, strata_bench::replay::markdown);
+    }
     let many = strata_bench::many::Many {
         runners: args.many.clone(),
         workers: args.server_workers.clone(),

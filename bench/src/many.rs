@@ -119,7 +119,7 @@ pub fn run(m: &Many, bin: &Path, work: &Path) -> Result<ManyResults> {
     })
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     text.split(' ').take(3).collect::<Vec<_>>().join(" ")
 }
@@ -291,7 +291,7 @@ fn wire(json: &str, step: &str) -> u64 {
 /// CPU seconds (user + system) process `pid` used so far, all its threads
 /// (`/proc/PID/stat`, fields 14 and 15, in clock ticks).
 #[allow(unsafe_code)]
-fn process_cpu(pid: u32) -> Result<f64> {
+pub(crate) fn process_cpu(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The fields after the command's name, which is in parentheses.

@@ -30,6 +30,7 @@ mod metrics;
 mod objects;
 pub mod oidc;
 mod presign;
+mod queue_metrics;
 mod routes;
 mod sched;
 mod state;

@@ -101,6 +101,7 @@ pub(crate) struct Metrics {
     store_objects: Family<KindLabels, Gauge>,
     store_gc_time: Family<Labels1, Gauge>,
     syncs: Family<Labels1, Counter>,
+    queue: crate::queue_metrics::QueueGauges,
 }
 
 impl Metrics {
@@ -123,10 +124,12 @@ impl Metrics {
             store_objects: Family::default(),
             store_gc_time: Family::default(),
             syncs: Family::default(),
+            queue: Default::default(),
             registry: Registry::default(),
         };
         m.register_http(&mut registry);
         m.register_store(&mut registry);
+        m.queue.register(&mut registry);
         // Known label values from the start, at 0, so a rate over them
         // is 0 rather than no data.
         for reason in REJECTED {
@@ -322,6 +325,11 @@ impl Metrics {
             namespace: ns.to_string(),
         });
         c.inc_by(syncs.saturating_sub(c.get()));
+    }
+
+    /// The store-work queue as it is now (read at a scrape).
+    pub(crate) fn queue_depth(&self, depth: crate::sched::Depth) {
+        self.queue.set(depth);
     }
 
     /// A connection closed before any route saw its request: its head

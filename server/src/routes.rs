@@ -434,5 +434,6 @@ pub(crate) async fn scrape(AxState(s): St, headers: axum::http::HeaderMap) -> Re
     if counted.is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
+    s.metrics.queue_depth(s.pool.depth());
     s.metrics.encode()
 }

@@ -50,6 +50,17 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// A look at the queues (`/metrics` shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Depth {
+    /// Calls queued, not yet running, all clients together.
+    pub(crate) waiting: usize,
+    /// Calls running on the threads.
+    pub(crate) running: usize,
+    /// Clients with at least one call queued.
+    pub(crate) clients_waiting: usize,
+}
+
 /// The name of a thread that runs store work (`strata-store-3`).
 pub const THREAD_PREFIX: &str = "strata-store-";
 
@@ -99,6 +110,16 @@ impl Pool {
             }),
         );
         rx.await.ok()
+    }
+
+    /// How deep the queues are now.
+    pub(crate) fn depth(&self) -> Depth {
+        let q = self.inner.lock();
+        Depth {
+            waiting: q.jobs.values().map(VecDeque::len).sum(),
+            running: q.running.values().sum(),
+            clients_waiting: q.waiting.len(),
+        }
     }
 
     /// The most calls that ran at once since the pool started.
@@ -289,6 +310,28 @@ mod tests {
             let _ = go.send(());
         }
         assert_eq!(starts.recv().unwrap(), "a2");
+    }
+
+    // One thread held by a's call; a has two more queued, b one: three
+    // calls wait, from two clients, and one runs.
+    #[test]
+    fn depth_counts_queued_and_running_calls() {
+        let pool = Pool::new(1).unwrap();
+        let (started, starts) = mpsc::channel();
+        let (a0, go_a0) = held(&started, "a0");
+        pool.submit("a", Box::new(a0));
+        assert_eq!(starts.recv().unwrap(), "a0");
+        for (client, name) in [("a", "a1"), ("a", "a2"), ("b", "b0")] {
+            let (job, _) = held(&started, name);
+            pool.submit(client, Box::new(job));
+        }
+        let want = Depth {
+            waiting: 3,
+            running: 1,
+            clients_waiting: 2,
+        };
+        assert_eq!(pool.depth(), want);
+        drop(go_a0);
     }
 
     #[test]
