@@ -111,6 +111,27 @@ pub struct Known {
     pub chunks: Vec<ChunkRef>,
 }
 
+/// A file to remember, borrowed from what holds it (`StatCache::save_with`).
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Its path under the root.
+    pub rel: &'a [u8],
+    /// The stat it had when its content was `chunks`.
+    pub stat: FileStat,
+    /// Its content.
+    pub chunks: &'a [ChunkRef],
+}
+
+impl<'a> Record<'a> {
+    fn known((rel, k): (&'a Vec<u8>, &'a Known)) -> Self {
+        Record {
+            rel,
+            stat: k.stat,
+            chunks: &k.chunks,
+        }
+    }
+}
+
 /// The remembered files of one tree root.
 #[derive(Debug, Default)]
 pub struct StatCache {
@@ -187,20 +208,45 @@ impl StatCache {
         }
     }
 
-    /// Makes room for `files` files in all at once, rather than growing
-    /// by doubling (which holds the old and the new table together).
-    pub fn reserve_for(&mut self, files: usize) {
-        self.known.reserve(files.saturating_sub(self.known.len()));
-    }
-
     /// Writes the cache (to a temporary name, renamed into place).
     pub fn save(&self) -> Result<()> {
+        self.write(std::iter::empty())
+    }
+
+    /// Writes the cache with `records` in it too, each unless its stat is
+    /// racy (`record`'s rule, against `taken_at`): a record's path replaces
+    /// what the cache knew there, a racy record forgets it. The records are
+    /// written from where they are (a manifest, a plan), not gathered into
+    /// the cache's table first: at 10^6 files that table alone takes about
+    /// 240 MB (issue 29, benchmarks.md "Where the memory goes at 10^6").
+    pub fn save_with<'a, I>(mut self, records: I, taken_at: i128) -> Result<()>
+    where
+        I: Iterator<Item = Record<'a>> + Clone,
+    {
+        if !self.known.is_empty() {
+            for r in records.clone() {
+                self.known.remove(r.rel);
+            }
+        }
+        self.write(records.filter(move |r| !r.stat.is_racy(taken_at)))
+    }
+
+    fn write<'s, 'a: 's>(
+        &'s self,
+        records: impl Iterator<Item = Record<'a>> + Clone,
+    ) -> Result<()> {
         let dir = self.file.parent().expect("the cache file has a directory");
         crate::util::private_dir(dir).ctx("create directory", dir)?;
         let tmp = dir.join(unique_tmp_name(TMP_PREFIX));
+        let known = self.known.iter().map(Record::known);
+        let count = self.known.len() + records.clone().count();
         let written = crate::util::private_file(&tmp).and_then(|f| {
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            encode_into(&self.known, &mut w)?;
+            // Not the identity for the types: it shortens the records'
+            // lifetime to the cache's borrow, so both halves chain.
+            #[allow(clippy::map_identity)]
+            let records = records.clone().map(|r| -> Record<'s> { r });
+            encode_into(count, known.clone().chain(records), &mut w)?;
             w.flush()
         });
         if let Err(err) = written {
@@ -250,14 +296,19 @@ const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// body (the entry count, then each entry).
 pub fn encode(known: &HashMap<Vec<u8>, Known>) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::with_capacity(HEADER_LEN + known.len() * 120));
-    encode_into(known, &mut out).expect("writing to memory cannot fail");
+    let records = known.iter().map(Record::known);
+    encode_into(known.len(), records, &mut out).expect("writing to memory cannot fail");
     out.into_inner()
 }
 
 /// Writes `encode`'s bytes to `w` as they are made (a large cache is
 /// never held twice): the body first, behind a header that is filled in
 /// once the body's length and hash are known.
-fn encode_into(known: &HashMap<Vec<u8>, Known>, w: &mut (impl Write + Seek)) -> io::Result<()> {
+fn encode_into<'a>(
+    count: usize,
+    records: impl Iterator<Item = Record<'a>>,
+    w: &mut (impl Write + Seek),
+) -> io::Result<()> {
     let start = w.stream_position()?;
     w.write_all(&[0; HEADER_LEN])?;
     // Fields are a few bytes each: gathered into blocks before they are
@@ -269,10 +320,12 @@ fn encode_into(known: &HashMap<Vec<u8>, Known>, w: &mut (impl Write + Seek)) -> 
         len: 0,
     };
     let mut body = io::BufWriter::with_capacity(HASHED_BLOCK, hashing);
-    body.write_all(&(known.len() as u64).to_le_bytes())?;
-    for (rel, k) in known {
-        body.write_all(&(rel.len() as u16).to_le_bytes())?;
-        body.write_all(rel)?;
+    body.write_all(&(count as u64).to_le_bytes())?;
+    let mut written = 0;
+    for k in records {
+        written += 1;
+        body.write_all(&(k.rel.len() as u16).to_le_bytes())?;
+        body.write_all(k.rel)?;
         let s = &k.stat;
         for v in [s.dev, s.ino, s.size, s.mtime.0 as u64, s.ctime.0 as u64] {
             body.write_all(&v.to_le_bytes())?;
@@ -280,11 +333,17 @@ fn encode_into(known: &HashMap<Vec<u8>, Known>, w: &mut (impl Write + Seek)) -> 
         for v in [s.mtime.1, s.ctime.1, s.mode, k.chunks.len() as u32] {
             body.write_all(&v.to_le_bytes())?;
         }
-        for c in &k.chunks {
+        for c in k.chunks {
             body.write_all(&c.id.0)?;
             body.write_all(&c.len.to_le_bytes())?;
         }
     }
+    // The count went first: a writer whose records changed between the
+    // count and the writing would write a cache no reader accepts.
+    assert_eq!(
+        written, count,
+        "the records counted are the records written"
+    );
     let hashing = body.into_inner().map_err(|e| e.into_error())?;
     let (len, sum) = (hashing.len, hashing.hasher.finalize());
     let end = w.stream_position()?;
@@ -493,6 +552,75 @@ mod tests {
     }
 
     const T: i128 = 1_800_000_000 * 1_000_000_000;
+
+    /// Issue 29: saving a cache with 10^5 borrowed records holds the
+    /// writer's buffers, not a table of the records (at 10^6 files that
+    /// table was about 240 MB of a persist's or an attach's peak). The
+    /// old way, recording each file into the cache and then saving it,
+    /// fails the bound (asserted too, so the bound tells them apart). A
+    /// record replaces what the cache knew at its path, and a racy one
+    /// forgets it, as `record` does.
+    #[test]
+    fn saving_100000_records_holds_the_writer_not_a_table_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new("/w");
+        let chunk = |i: u32| ChunkRef {
+            id: ChunkId::of(&i.to_le_bytes()),
+            len: 10,
+        };
+        let files: Vec<(Vec<u8>, FileStat, Vec<ChunkRef>)> = (0..100_000u32)
+            .map(|i| {
+                (
+                    format!("d/{i:06}").into_bytes(),
+                    stat(10, 1),
+                    vec![chunk(i)],
+                )
+            })
+            .collect();
+        // What the cache knew before: a file the records replace (with a
+        // racy stat: forgotten), one they keep, one they leave alone.
+        let mut before = StatCache::open(dir.path(), "s", root);
+        for rel in ["d/000000", "d/000001", "other"] {
+            before.record(rel.into(), stat(0, 1), vec![], T);
+        }
+        before.save().unwrap();
+        let mut racy = files[0].clone();
+        racy.1 = stat(10, (T / 1_000_000_000) as i64);
+        let records = std::iter::once(&racy).chain(&files[1..]).map(|f| Record {
+            rel: &f.0,
+            stat: f.1,
+            chunks: &f.2,
+        });
+        let cache = StatCache::open(dir.path(), "s", root);
+        let (saved, peak, _) = crate::testing::heap::measure(|| cache.save_with(records, T));
+        saved.unwrap();
+        let back = StatCache::open(dir.path(), "s", root);
+        assert_eq!(
+            back.known.len(),
+            100_000,
+            "99,999 records (not the racy one) and `other`"
+        );
+        assert_eq!(
+            back.get(b"d/000000", &stat(0, 1)),
+            None,
+            "the racy one forgot it"
+        );
+        assert_eq!(back.get(b"other", &stat(0, 1)), Some(&[][..]));
+        for (rel, st, chunks) in &files[1..] {
+            assert_eq!(back.get(rel, st), Some(&chunks[..]));
+        }
+        let (_, table_peak, _) = crate::testing::heap::measure(|| {
+            let mut c = StatCache::open_except(dir.path(), "s", root, |_| true);
+            for (rel, st, chunks) in files {
+                c.record(rel, st, chunks, T);
+            }
+            c.save().unwrap();
+        });
+        eprintln!("save_with held {peak} bytes at most; recording first {table_peak}");
+        let bound = 2 << 20;
+        assert!(peak < bound, "save_with held {peak} bytes, over {bound}");
+        assert!(table_peak > bound, "recording first held {table_peak}");
+    }
 
     #[test]
     fn racy_stats_are_not_recorded() {

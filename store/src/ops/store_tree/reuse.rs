@@ -12,7 +12,7 @@ use crate::format::manifest::{ChunkRef, EntryKind, Manifest};
 use crate::id::ChunkId;
 use crate::repo::Store;
 use crate::tree::scan::{ScanKind, Tree, Walked};
-use crate::tree::stat_cache::{FileStat, StatCache};
+use crate::tree::stat_cache::{FileStat, Record, StatCache};
 
 /// For each scanned entry, the chunks of a file the stat cache knows
 /// unchanged and whose every chunk the store holds (asked in batches, in
@@ -96,25 +96,23 @@ fn file_paths(manifest: &Manifest) -> HashSet<&[u8]> {
         .collect()
 }
 
-/// Records every file of the tree in `cache` (opened without what the
-/// tree covers) with the stat the scan took (`file_stats`, one per file
-/// in manifest order, taken at `scanned_at`) and the chunks the manifest
-/// gives it. Takes the manifest's paths and chunk lists rather than
-/// copying them: at a million files, a copy is hundreds of MiB.
-fn remember(
-    cache: &mut StatCache,
-    manifest: Manifest,
-    file_stats: Vec<FileStat>,
-    scanned_at: i128,
-) {
-    cache.reserve_for(file_stats.len());
-    let mut stats = file_stats.into_iter();
-    for e in manifest.entries {
-        if let EntryKind::File { chunks, .. } = e.kind {
-            let stat = stats.next().expect("one stat per file");
-            cache.record(e.path.into(), stat, chunks, scanned_at);
-        }
-    }
+/// Every file of the manifest as the stat cache records it: the stat
+/// the scan took (`file_stats`, one per file in manifest order) and the
+/// chunks the manifest gives it, both borrowed: at a million files a copy,
+/// or a table of them, is hundreds of MiB.
+fn records<'a>(
+    manifest: &'a Manifest,
+    file_stats: &'a [FileStat],
+) -> impl Iterator<Item = Record<'a>> + Clone {
+    let files = manifest.entries.iter().filter_map(|e| match &e.kind {
+        EntryKind::File { chunks, .. } => Some((e.path.as_bytes(), &chunks[..])),
+        _ => None,
+    });
+    files.zip(file_stats).map(|((rel, chunks), stat)| Record {
+        rel,
+        stat: *stat,
+        chunks,
+    })
 }
 
 /// What the scan saw of a tree: where it is rooted, which directories it
@@ -134,9 +132,10 @@ impl Seen<'_> {
         let store_id = &store.config().store_id;
         let files = file_paths(&manifest);
         let skip = |rel: &[u8]| covered(&files, self.walked, rel);
-        let mut cache = StatCache::open_except(dir, store_id, self.root, skip);
+        let cache = StatCache::open_except(dir, store_id, self.root, skip);
         drop(files);
-        remember(&mut cache, manifest, stats, self.scanned_at);
-        let _ = cache.save();
+        let files = manifest.entries.iter().filter(|e| e.is_file()).count();
+        debug_assert_eq!(files, stats.len(), "one stat per file");
+        let _ = cache.save_with(records(&manifest, &stats), self.scanned_at);
     }
 }

@@ -16,7 +16,7 @@ use super::Stats;
 use crate::format::manifest::EntryKind;
 use crate::repo::Store;
 use crate::tree::plan::Planned;
-use crate::tree::stat_cache::{now_nanos, FileStat, StatCache};
+use crate::tree::stat_cache::{now_nanos, FileStat, Record, StatCache};
 
 /// The stat cache at `dir` for the target `at`, if it knows anything.
 pub(super) fn open_trusted(store: &Store, dir: &Path, at: &Path) -> Option<StatCache> {
@@ -49,23 +49,26 @@ pub(super) fn after_attach(
         found.is_ok_and(|i| matches!(entries[i].target, EntryKind::File { .. }))
     };
     let store_id = &store.config().store_id;
-    let mut cache = StatCache::open_except(dir, store_id, at, planned);
-    remember(&mut cache, entries, at, seen);
+    let cache = StatCache::open_except(dir, store_id, at, planned);
+    let (still, taken_at) = still_as_seen(&entries, at, seen);
     // A cache that cannot be written costs the next run its reads, not
     // this attach its result.
-    let _ = cache.save();
+    let _ = cache.save_with(records(&entries, &still), taken_at);
 }
 
-/// Records every planned file in `cache` with the stat this attach saw
-/// when it wrote the file or found it in place (`seen`, from the file's
-/// descriptor), and its planned chunks, which it takes from the plan
-/// rather than copying them; only if the file has that stat still, taken
-/// after the clock is read (so a file written in the last moments is racy
-/// and not recorded). A file changed since this attach wrote it has
-/// other content than the plan's, and is read again next time.
-fn remember(cache: &mut StatCache, entries: Vec<Planned>, at: &Path, seen: &[OnceLock<FileStat>]) {
+/// The stat of each planned file this attach saw when it wrote the file
+/// or found it in place (`seen`, from the file's descriptor), if the file
+/// has that stat still, taken after the clock is read (returned: so a file
+/// written in the last moments is racy and not recorded); `None` for the
+/// rest. A file changed since this attach wrote it has other content than
+/// the plan's, and is read again next time.
+fn still_as_seen(
+    entries: &[Planned],
+    at: &Path,
+    seen: &[OnceLock<FileStat>],
+) -> (Vec<Option<FileStat>>, i128) {
     let taken_at = now_nanos();
-    let stats: Vec<Option<FileStat>> = entries
+    let stats = entries
         .par_iter()
         .enumerate()
         .map(|(i, e)| match e.target {
@@ -79,12 +82,27 @@ fn remember(cache: &mut StatCache, entries: Vec<Planned>, at: &Path, seen: &[Onc
             _ => None,
         })
         .collect();
-    cache.reserve_for(stats.iter().flatten().count());
-    for (e, stat) in entries.into_iter().zip(stats) {
-        if let (Some(stat), EntryKind::File { chunks, .. }) = (stat, e.target) {
-            cache.record(e.path.into(), stat, chunks, taken_at);
-        }
-    }
+    (stats, taken_at)
+}
+
+/// The planned files to record (those `stats` gives a stat) with their
+/// planned chunks, borrowed from the plan rather than copied into the
+/// cache's table (issue 29: at 10^6 files that table is ~240 MB).
+fn records<'a>(
+    entries: &'a [Planned],
+    stats: &'a [Option<FileStat>],
+) -> impl Iterator<Item = Record<'a>> + Clone {
+    entries
+        .iter()
+        .zip(stats)
+        .filter_map(|(e, stat)| match (stat, &e.target) {
+            (Some(stat), EntryKind::File { chunks, .. }) => Some(Record {
+                rel: e.path.as_bytes(),
+                stat: *stat,
+                chunks,
+            }),
+            _ => None,
+        })
 }
 
 #[cfg(test)]
@@ -123,8 +141,13 @@ mod tests {
         fs::write(at.join("changed"), "xy").unwrap();
         // Past the racy window of the files' ctimes.
         std::thread::sleep(std::time::Duration::from_millis(150));
-        let mut cache = StatCache::open(&dir, "store", &at);
-        remember(&mut cache, vec![file("changed"), file("kept")], &at, &seen);
+        let entries = vec![file("changed"), file("kept")];
+        let (stats, taken_at) = still_as_seen(&entries, &at, &seen);
+        let cache = StatCache::open(&dir, "store", &at);
+        cache
+            .save_with(records(&entries, &stats), taken_at)
+            .unwrap();
+        let cache = StatCache::open(&dir, "store", &at);
         let now = |p: &str| FileStat::of(&fs::metadata(at.join(p)).unwrap());
         assert_eq!(cache.get(b"kept", &now("kept")), Some(&chunks[..]));
         assert_eq!(cache.get(b"changed", &now("changed")), None);
