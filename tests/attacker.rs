@@ -4,6 +4,8 @@
 
 #[path = "attacker/connections.rs"]
 mod connections;
+#[path = "attacker/pull_requests.rs"]
+mod pull_requests;
 #[path = "attacker/server.rs"]
 mod server;
 use crate::support;
