@@ -94,6 +94,19 @@ fn attach_round_trips(d: &Path, server: &Server, (proxy, url): (&Proxy, &str), u
 fn attach_round_trips_do_not_grow_with_the_upstream_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let (server, proxy, url) = delayed_server(d);
+    let two = attach_round_trips(d, &server, (&proxy, &url), 2);
+    let eight = attach_round_trips(d, &server, (&proxy, &url), 8);
+    eprintln!("attach round trips: {two} with 2 upstream jobs, {eight} with 8");
+    assert!(
+        eight <= two,
+        "2 upstream jobs: {two} round trips; 8: {eight}"
+    );
+}
+
+/// A fresh server in `d/srv` behind a proxy adding 25 ms each way (a
+/// 50 ms round trip), and the proxy's URL.
+fn delayed_server(d: &Path) -> (Server, Proxy, String) {
     let server = Server::start(d.join("srv").to_str().unwrap(), &[], &[]);
     let (proxy, url) = Proxy::in_front_of(
         &server.url,
@@ -102,13 +115,7 @@ fn attach_round_trips_do_not_grow_with_the_upstream_jobs() {
             ..Faults::default()
         },
     );
-    let two = attach_round_trips(d, &server, (&proxy, &url), 2);
-    let eight = attach_round_trips(d, &server, (&proxy, &url), 8);
-    eprintln!("attach round trips: {two} with 2 upstream jobs, {eight} with 8");
-    assert!(
-        eight <= two,
-        "2 upstream jobs: {two} round trips; 8: {eight}"
-    );
+    (server, proxy, url)
 }
 
 /// Creates run `run` with `upstream` jobs (`build`, then `b1`, `b2`, ...)
@@ -210,14 +217,7 @@ fn next_run_round_trips(
 fn next_run_round_trips_do_not_grow_with_the_tree() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let server = Server::start(d.join("srv").to_str().unwrap(), &[], &[]);
-    let (proxy, url) = Proxy::in_front_of(
-        &server.url,
-        Faults {
-            one_way: Duration::from_millis(25),
-            ..Faults::default()
-        },
-    );
+    let (server, proxy, url) = delayed_server(d);
     let small = next_run_round_trips(d, &server, (&proxy, &url), 32, 1);
     let large = next_run_round_trips(d, &server, (&proxy, &url), 128, 1);
     let three = next_run_round_trips(d, &server, (&proxy, &url), 32, 3);

@@ -389,23 +389,18 @@ fn many_main(args: &Args) -> Result<()> {
         Some(w) => w.clone(),
         None => std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())),
     };
-    if args.many_replay {
-        let replay = strata_bench::replay::Replay {
-            runners: args.many.clone(),
-            workers: args.server_workers.clone(),
-            files: args.synthetic.unwrap_or(2600),
-        };
-        let result = strata_bench::replay::run(&replay, &bin, &work);
-        if !args.keep_work {
-            let _ = std::fs::remove_dir_all(&work);
-        }
-        return save_and_print(args, &result?, strata_bench::replay::markdown);
-    }
     let many = strata_bench::many::Many {
         runners: args.many.clone(),
         workers: args.server_workers.clone(),
         files: args.synthetic.unwrap_or(2600),
     };
+    if args.many_replay {
+        let result = strata_bench::replay::run(&many, &bin, &work);
+        if !args.keep_work {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        return save_and_print(args, &result?, strata_bench::replay::markdown);
+    }
     let result = strata_bench::many::run(&many, &bin, &work);
     if !args.keep_work {
         let _ = std::fs::remove_dir_all(&work);

@@ -26,19 +26,8 @@ use serde::{Deserialize, Serialize};
 use strata_store::format::index::IndexObject;
 use strata_store::format::keys::{classify, ObjectKind};
 
-use crate::many::{process_cpu, Phase};
+use crate::many::{process_cpu, Many, Phase};
 use crate::measure;
-
-/// What to measure.
-#[derive(Debug, Clone)]
-pub struct Replay {
-    /// Runners at once, one measurement each (16, 64).
-    pub runners: Vec<usize>,
-    /// The server's `--workers`, one measurement each (1, 2).
-    pub workers: Vec<usize>,
-    /// Files of each runner's synthetic tree (about 8 kB each).
-    pub files: u64,
-}
 
 /// Everything the replay measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,7 +59,7 @@ struct Script {
 }
 
 /// Runs the replay with the strata binary `bin`, scratch space in `work`.
-pub fn run(r: &Replay, bin: &Path, work: &Path) -> Result<ReplayResults> {
+pub fn run(r: &Many, bin: &Path, work: &Path) -> Result<ReplayResults> {
     let bin = &bin
         .canonicalize()
         .with_context(|| format!("the strata binary {}", bin.display()))?;
@@ -503,8 +492,17 @@ pub fn markdown(r: &ReplayResults) -> String {
     }
     out.push('\n');
     for p in r.phases.iter().filter(|p| p.workers == 1) {
+        // /proc counts CPU in clock ticks (10 ms): a phase the server
+        // spent less than a few ticks on gives no rate worth printing.
+        if p.server_cpu_s < 0.05 {
+            out.push_str(&format!(
+                "- {} with {} runners: the server's CPU ({:.2} s) is too small to give a rate.\n",
+                p.step, p.runners, p.server_cpu_s
+            ));
+            continue;
+        }
         let raw = mib(p.raw_bytes);
-        let per_core = raw / p.server_cpu_s.max(1e-9);
+        let per_core = raw / p.server_cpu_s;
         out.push_str(&format!(
             "- {} with {} runners: one core of server CPU handles {per_core:.0} raw MiB/s; \
              16 cores at that rate, if nothing else limits, {:.0} MiB/s.\n",
