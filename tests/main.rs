@@ -11,6 +11,7 @@ mod bench_cli;
 mod budget;
 mod ci;
 mod cluster;
+mod commit_pack;
 mod docs;
 mod e2e;
 mod fairness;

@@ -16,6 +16,7 @@
 //! HTTP or strata: it moves bytes.
 
 mod exchanges;
+mod timeline;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use exchanges::{Exchanges, Turns};
+use timeline::Timeline;
 
 /// What the proxy does to traffic.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +69,8 @@ pub struct Proxy {
     resets: Arc<AtomicU64>,
     /// The request-answer exchanges forwarded (`exchanges`).
     exchanges: Arc<Exchanges>,
+    /// Where each exchange is written down, once `log_to` is called.
+    timeline: Arc<Mutex<Option<Arc<Timeline>>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -86,11 +90,13 @@ impl Proxy {
         let accepted = Arc::new(AtomicU64::new(0));
         let resets = Arc::new(AtomicU64::new(0));
         let exchanges = Arc::new(Exchanges::default());
-        let (f, a, r, x) = (
+        let timeline = Arc::new(Mutex::new(None::<Arc<Timeline>>));
+        let (f, a, r, x, t) = (
             faults.clone(),
             accepted.clone(),
             resets.clone(),
             exchanges.clone(),
+            timeline.clone(),
         );
         let links = (Arc::new(Link::default()), Arc::new(Link::default()));
         runtime.spawn(async move {
@@ -104,7 +110,8 @@ impl Proxy {
                     now.reset_on_sending = None;
                     now.black_hole = false;
                 }
-                let turns = Arc::new(Turns::new(x.clone()));
+                let log = t.lock().unwrap().clone().map(|t| (t, n));
+                let turns = Arc::new(Turns::new(x.clone(), log));
                 tokio::spawn(connection(
                     client,
                     upstream,
@@ -120,6 +127,7 @@ impl Proxy {
             accepted,
             resets,
             exchanges,
+            timeline,
             runtime: Some(runtime),
         }
     }
@@ -158,6 +166,17 @@ impl Proxy {
     /// overlapped in time. Also how many exchanges there were in all.
     pub fn take_round_trips(&self) -> (u64, u64) {
         self.exchanges.take()
+    }
+
+    /// From now on, writes each exchange of the connections accepted
+    /// after this call to `path` (appended, one JSON object a line, as the
+    /// exchange ends: `connection`, `start_us`, `sent_us`,
+    /// `first_answer_us`, `end_us` on the wall clock in microseconds,
+    /// `up_bytes`, `down_bytes`, `request`: the first line of the
+    /// request). A connection's last exchange is written when it closes.
+    pub fn log_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        *self.timeline.lock().unwrap() = Some(Arc::new(Timeline::open(path)?));
+        Ok(())
     }
 }
 
@@ -303,8 +322,8 @@ async fn pump(
             }
         }
         match &side {
-            Side::Up(turns) => turns.up(due - faults.one_way),
-            Side::Down(turns) => turns.down(),
+            Side::Up(turns) => turns.up(due - faults.one_way, &bytes),
+            Side::Down(turns) => turns.down(bytes.len()),
         }
         if to.write_all(&bytes).await.is_err() {
             return;

@@ -2,6 +2,8 @@
 //! proxy in front of a loopback `UPSTREAM` (`127.0.0.1:PORT`), prints the
 //! address it listens on, and runs until killed. For scripts such as
 //! bench/round_trips.sh; the tests and the benchmark use the library.
+//! With `STRATA_PROXY_LOG=FILE` in its environment, it writes each
+//! exchange it forwards to FILE (`Proxy::log_to`; bench/timeline.sh).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,6 +44,11 @@ fn run() -> Result<(), String> {
         }
     }
     let proxy = Proxy::start(upstream, faults);
+    if let Some(path) = std::env::var_os("STRATA_PROXY_LOG") {
+        proxy
+            .log_to(std::path::Path::new(&path))
+            .map_err(|e| format!("STRATA_PROXY_LOG {path:?}: {e}"))?;
+    }
     println!("{}", proxy.addr);
     loop {
         std::thread::park();

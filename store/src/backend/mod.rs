@@ -54,6 +54,15 @@ pub trait Backend: Send + Sync + Debug {
         put_at_once_then(self, first, last, ready)
     }
 
+    /// Whether `put_then` stores `first` in the order given, each before
+    /// the next, in one round trip (`strata serve`'s `objects`): a persist
+    /// then sends its last pack in its commit, ahead of the index object
+    /// that names it, rather than in a round trip of its own. By default
+    /// `first` is stored at once, in no order, so no.
+    fn stores_in_order(&self) -> bool {
+        false
+    }
+
     /// The whole object. A missing key is `Error::NotFound`.
     fn get(&self, key: &str) -> Result<Vec<u8>>;
 

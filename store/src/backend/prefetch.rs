@@ -117,6 +117,10 @@ impl Backend for Prefetched {
         self.inner.put_then(first, last, ready)
     }
 
+    fn stores_in_order(&self) -> bool {
+        self.inner.stores_in_order()
+    }
+
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         match Self::take(&self.gets, key) {
             Some(bytes) => Ok(bytes),

@@ -83,7 +83,9 @@ impl Backend for HttpStore {
 
     /// One `objects` request when the server has the feature (one round
     /// trip: it stores them in order); else, or when the replica that
-    /// answers does not know the route (`404` with no kind), the default.
+    /// answers does not know the route (`404` with no kind) or finds the
+    /// body too large (`413`: a pack rode along), the same puts one after
+    /// another.
     fn put_then(
         &self,
         first: &[(&str, &[u8])],
@@ -103,12 +105,24 @@ impl Backend for HttpStore {
         let tail = format!("{}?{}", route::OBJECTS, objects::encode_query(&all));
         let body: Vec<u8> = all.iter().flat_map(|(_, b)| b.iter().copied()).collect();
         let (status, answer) = self.transport.call("POST", &tail, Some(&body))?;
-        if status == 404 && decode_answer::<ErrorBody>(&answer).map_or(true, |b| b.kind.is_none()) {
-            return crate::backend::put_at_once_then(self, first, last, ready);
+        let unknown =
+            status == 404 && decode_answer::<ErrorBody>(&answer).map_or(true, |b| b.kind.is_none());
+        if unknown || status == 413 {
+            // In order as promised (`stores_in_order`): a pack before the
+            // index object that names it.
+            for (k, b) in first {
+                self.put(k, b)?;
+            }
+            ready()?;
+            return self.put(last.0, last.1);
         }
         self.transport
             .expect_ok((status, answer), last.0)
             .map(|_| ())
+    }
+
+    fn stores_in_order(&self) -> bool {
+        self.transport.has_feature(objects::FEATURE)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {

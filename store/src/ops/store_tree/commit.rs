@@ -2,8 +2,9 @@
 //! listing them and the manifest's root, then the ref that names the
 //! manifest (a layer ref, a cache entry), within the commit guard. The
 //! backend sends them in one round trip where it can (`put_then`: a
-//! `strata serve` with the `objects` feature), else the index and the
-//! root at once and then the ref. Knows no runs, jobs or caches: the ref
+//! `strata serve` with the `objects` feature), and then the last pack
+//! rides ahead of them (`LastPack`); else the index and the root at once
+//! and then the ref. Knows no runs, jobs or caches: the ref
 //! comes as a key and its bytes.
 
 use std::time::Instant;
@@ -15,11 +16,16 @@ use crate::format::manifest::ManifestRoot;
 use crate::id::{IndexId, ManifestId};
 use crate::repo::Store;
 
+use super::pipeline::LastPack;
+
 /// What a stored tree still has to write: the index object (if any pack
 /// is new) and the manifest's root, and when the work started, by the
 /// store's clock and this process's (the commit guard's).
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
+    /// The last pack, when the pipeline left it for the commit to store
+    /// ahead of the index object (`pipeline::LastPack`).
+    last_pack: Option<LastPack>,
     index: Option<(IndexId, Vec<u8>, IndexObject)>,
     root_key: String,
     root_bytes: Vec<u8>,
@@ -39,6 +45,7 @@ impl Pending {
             (id, bytes, object)
         });
         Pending {
+            last_pack: None,
             index,
             root_key: manifest_key(manifest),
             root_bytes: root.encode(),
@@ -50,6 +57,12 @@ impl Pending {
     /// The bytes the index object and the root take.
     pub(super) fn bytes(&self) -> u64 {
         self.root_bytes.len() as u64 + self.index.as_ref().map_or(0, |(_, b, _)| b.len() as u64)
+    }
+
+    /// The commit stores `pack` first (already listed by the index object,
+    /// and counted as written by the pipeline).
+    pub(super) fn carrying(self, last_pack: Option<LastPack>) -> Self {
+        Pending { last_pack, ..self }
     }
 
     /// Refuses to go on once the work has taken half the gc grace period
@@ -74,7 +87,12 @@ pub(crate) fn commit(store: &Store, pending: Pending, (key, bytes): (&str, &[u8]
             true => index_log_key(id, store.now()),
             false => index_key(id),
         });
-    let mut first: Vec<(&str, &[u8])> = Vec::with_capacity(2);
+    let mut first: Vec<(&str, &[u8])> = Vec::with_capacity(3);
+    // Only where the backend stores these in order: the pack before the
+    // index object that names it.
+    if let Some(p) = &pending.last_pack {
+        first.push((&p.key, &p.bytes));
+    }
     if let (Some(k), Some((_, b, _))) = (&index_key, &pending.index) {
         first.push((k, b));
     }
@@ -86,6 +104,11 @@ pub(crate) fn commit(store: &Store, pending: Pending, (key, bytes): (&str, &[u8]
     store
         .backend()
         .put_then(&first, (key, bytes), &|| pending.guard(store))?;
+    if let Some(p) = &pending.last_pack {
+        store
+            .chunk_lookup()
+            .add_pack(&p.pack.pack, &p.pack.frames)?;
+    }
     if let Some((id, _, object)) = &pending.index {
         store.chunk_lookup().add(id, object)?;
     }

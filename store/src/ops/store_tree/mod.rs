@@ -82,7 +82,8 @@ pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<
         packs,
         (&stored.manifest_id, &stored.root),
         (clock_start, started),
-    );
+    )
+    .carrying(sink.take_last_pack());
     let bytes_written = sink.pack_bytes() + pending.bytes();
     let (chunks_new, bytes_new) = sink.new_content();
     // What the stat cache is built in: the set of chunks added is not

@@ -104,7 +104,30 @@ pub(super) struct ChunkSink<'a> {
     pub(super) stopped: AtomicBool,
     /// The batches' buffers, at most `BATCHES_HELD`.
     pub(super) held: Arc<Buffers>,
+    /// The last pack, kept for the commit to send (`hold_back`).
+    last_pack: Mutex<Option<LastPack>>,
 }
+
+/// The last pack of a persist, finished but not uploaded: where the
+/// backend stores a commit's objects in order in one round trip, it goes
+/// ahead of the index object in the commit, not in a round trip of its own.
+#[derive(Clone)]
+pub(crate) struct LastPack {
+    pub(crate) key: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) pack: IndexedPack,
+}
+
+impl std::fmt::Debug for LastPack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LastPack({}, {} bytes)", self.key, self.bytes.len())
+    }
+}
+
+/// A last pack larger than this is uploaded on its own all the same: the
+/// commit's request must stay well under a server's body limit (64 MiB by
+/// default; a pack is about 4 MiB).
+const LAST_PACK_MAX: usize = 16 << 20;
 
 /// A batch the store has answered about: which of its chunks it lacks.
 struct Answered {
@@ -130,6 +153,7 @@ impl<'a> ChunkSink<'a> {
             failed: Mutex::new(None),
             stopped: AtomicBool::new(false),
             held: Buffers::new(batches),
+            last_pack: Mutex::new(None),
         }
     }
 
@@ -182,8 +206,12 @@ impl<'a> ChunkSink<'a> {
             }
             let last = std::mem::take(&mut *self.open.lock().expect("poisoned"));
             if !last.is_empty() && !self.stopped.load(Relaxed) {
-                // The pool is still draining: it sends the last pack too.
-                pack_tx.send(last).expect("the upload threads live");
+                if self.store.backend().stores_in_order() && last.len() <= LAST_PACK_MAX {
+                    self.hold_back(last);
+                } else {
+                    // The pool is still draining: it sends the last pack too.
+                    pack_tx.send(last).expect("the upload threads live");
+                }
             }
             drop(pack_tx);
             for u in uploaders {
@@ -328,6 +356,25 @@ impl<'a> ChunkSink<'a> {
         if let Some(pack) = full {
             packs.send(pack).expect("the upload threads live");
         }
+    }
+
+    /// Keeps the last pack for the commit (`take_last_pack`), counted as
+    /// written: the index object lists it, and the commit stores it first.
+    fn hold_back(&self, pack: PackBuilder) {
+        let (id, bytes, frames) = pack.finish();
+        self.pack_bytes.fetch_add(bytes.len() as u64, Relaxed);
+        let pack = IndexedPack { pack: id, frames };
+        self.written.lock().expect("poisoned").push(pack.clone());
+        *self.last_pack.lock().expect("poisoned") = Some(LastPack {
+            key: pack_key(&id),
+            bytes,
+            pack,
+        });
+    }
+
+    /// The last pack, if `run` kept it for the commit to store.
+    pub(super) fn take_last_pack(&self) -> Option<LastPack> {
+        self.last_pack.lock().expect("poisoned").take()
     }
 
     fn write_pack(&self, pack: PackBuilder) -> Result<()> {
