@@ -228,10 +228,14 @@ fn next_run_round_trips_do_not_grow_with_the_tree() {
     // Persist: the store's opening (handshake and config, with the run
     // record and its listing), the queries and uploads (one more when an
     // upload started only after another ended), and the commit: index
-    // object, root and ref in one request. Attach: the opening (with the
+    // object, root and ref in one request, with the last pack ahead of
+    // them (tests/commit_pack.rs). The bound is a constant, not the small
+    // tree's count plus one: whether an upload starts only after another
+    // ended depends on the machine's load (the 32 MiB tree counted 5 at a
+    // load of 9 where the 8 MiB one counted 3). Attach: the opening (with the
     // run record and listing), the layer refs with their manifests (one
     // `layers` request), the files (locate, frames), with the use record
-    // written alongside. (Measured 4 and 5, and 4; before `layers` the
+    // written alongside. (Measured 3 to 5, and 4; before `layers` the
     // attach was 7: the ref, then the manifest's root, locate and frames;
     // before the opening carried the run and the commit was one request,
     // 6 and 8.)
@@ -239,5 +243,4 @@ fn next_run_round_trips_do_not_grow_with_the_tree() {
         assert!(n.0 <= 5, "persist, {what}: {small:?} {large:?} {three:?}");
         assert!(n.1 <= 4, "attach, {what}: {small:?} {large:?} {three:?}");
     }
-    assert!(large.0 <= small.0 + 1);
 }

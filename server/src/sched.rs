@@ -16,7 +16,12 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A call: its work, run on a store-work thread, gives back how to hand
+/// its answer over, which runs once the call no longer counts as running
+/// (so a client that has its answer never sees its call in the queue's
+/// depth).
+type Job = Box<dyn FnOnce() -> Deliver + Send>;
+type Deliver = Box<dyn FnOnce() + Send>;
 
 /// The store-work threads and their queues. Dropping it stops the threads
 /// once each has finished its call; calls still queued are dropped, and
@@ -106,10 +111,25 @@ impl Pool {
         self.submit(
             client,
             Box::new(move || {
-                let _ = tx.send(f());
+                let answer = f();
+                Box::new(move || {
+                    let _ = tx.send(answer);
+                })
             }),
         );
         rx.await.ok()
+    }
+
+    /// Queues `f`, which answers nobody, as a call of `client`'s.
+    #[cfg(test)]
+    fn submit_plain(&self, client: &str, f: impl FnOnce() + Send + 'static) {
+        self.submit(
+            client,
+            Box::new(move || {
+                f();
+                Box::new(|| {}) as Deliver
+            }),
+        );
     }
 
     /// How deep the queues are now.
@@ -161,13 +181,18 @@ impl Inner {
             drop(q);
             // A panicking call drops its answer's sender: its caller gets
             // `None`, and this thread serves on.
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+            let deliver = std::panic::catch_unwind(AssertUnwindSafe(job));
             q = self.lock();
             match q.running.get_mut(&client) {
                 Some(n) if *n > 1 => *n -= 1,
                 _ => {
                     q.running.remove(&client);
                 }
+            }
+            if let Ok(deliver) = deliver {
+                drop(q);
+                deliver();
+                q = self.lock();
             }
         }
     }
@@ -244,7 +269,7 @@ mod tests {
         let mut gos = Vec::new();
         for i in 0..10 {
             let (job, go) = held(&started, &format!("c{i}"));
-            pool.submit(&format!("c{}", i % 3), Box::new(job));
+            pool.submit_plain(&format!("c{}", i % 3), job);
             gos.push(go);
         }
         // Two start; the third only once one of them is let go.
@@ -269,16 +294,16 @@ mod tests {
         let pool = Pool::new(1).unwrap();
         let (started, starts) = mpsc::channel();
         let (first, go_first) = held(&started, "flood0");
-        pool.submit("flood", Box::new(first));
+        pool.submit_plain("flood", first);
         assert_eq!(starts.recv().unwrap(), "flood0");
         let call = |name: String| {
             let started = started.clone();
-            Box::new(move || started.send(name).unwrap())
+            move || started.send(name).unwrap()
         };
         for i in 1..50 {
-            pool.submit("flood", call(format!("flood{i}")));
+            pool.submit_plain("flood", call(format!("flood{i}")));
         }
-        pool.submit("other", call("other".to_string()));
+        pool.submit_plain("other", call("other".to_string()));
         go_first.send(()).unwrap();
         let order: Vec<String> = (1..51).map(|_| starts.recv().unwrap()).collect();
         // Its turn comes after at most one more of the flood's calls (the
@@ -297,13 +322,13 @@ mod tests {
         let (a1, go_a1) = held(&started, "a1");
         let (a2, go_a2) = held(&started, "a2");
         let (b0, go_b0) = held(&started, "b0");
-        pool.submit("a", Box::new(a0));
-        pool.submit("a", Box::new(a1));
+        pool.submit_plain("a", a0);
+        pool.submit_plain("a", a1);
         let mut first = [starts.recv().unwrap(), starts.recv().unwrap()];
         first.sort();
         assert_eq!(first, ["a0", "a1"]);
-        pool.submit("a", Box::new(a2));
-        pool.submit("b", Box::new(b0));
+        pool.submit_plain("a", a2);
+        pool.submit_plain("b", b0);
         go_a0.send(()).unwrap();
         assert_eq!(starts.recv().unwrap(), "b0");
         for go in [go_a1, go_b0, go_a2] {
@@ -314,16 +339,30 @@ mod tests {
 
     // One thread held by a's call; a has two more queued, b one: three
     // calls wait, from two clients, and one runs.
+    // A client that has its answer sees its call running no more: the
+    // metrics test, scraping right after an answer, once saw it running.
+    #[test]
+    fn an_answer_arrives_once_its_call_stops_counting() {
+        let pool = Pool::new(1).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for i in 0..2000 {
+            rt.block_on(pool.run("a", || ())).unwrap();
+            assert_eq!(pool.depth().running, 0, "after answer {i}");
+        }
+    }
+
     #[test]
     fn depth_counts_queued_and_running_calls() {
         let pool = Pool::new(1).unwrap();
         let (started, starts) = mpsc::channel();
         let (a0, go_a0) = held(&started, "a0");
-        pool.submit("a", Box::new(a0));
+        pool.submit_plain("a", a0);
         assert_eq!(starts.recv().unwrap(), "a0");
         for (client, name) in [("a", "a1"), ("a", "a2"), ("b", "b0")] {
             let (job, _) = held(&started, name);
-            pool.submit(client, Box::new(job));
+            pool.submit_plain(client, job);
         }
         let want = Depth {
             waiting: 3,
