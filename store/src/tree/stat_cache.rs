@@ -235,18 +235,30 @@ impl StatCache {
         &'s self,
         records: impl Iterator<Item = Record<'a>> + Clone,
     ) -> Result<()> {
+        let count = records.clone().count();
+        self.write_fed(count, |put| records.clone().try_for_each(put))
+    }
+
+    /// Writes the cache's file: what it knows, then the `count` records
+    /// `feed` hands to the function it is given.
+    fn write_fed(
+        &self,
+        count: usize,
+        feed: impl FnOnce(&mut dyn FnMut(Record<'_>) -> io::Result<()>) -> io::Result<()>,
+    ) -> Result<()> {
         let dir = self.file.parent().expect("the cache file has a directory");
         crate::util::private_dir(dir).ctx("create directory", dir)?;
         let tmp = dir.join(unique_tmp_name(TMP_PREFIX));
-        let known = self.known.iter().map(Record::known);
-        let count = self.known.len() + records.clone().count();
+        let count = self.known.len() + count;
         let written = crate::util::private_file(&tmp).and_then(|f| {
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            // Not the identity for the types: it shortens the records'
-            // lifetime to the cache's borrow, so both halves chain.
-            #[allow(clippy::map_identity)]
-            let records = records.clone().map(|r| -> Record<'s> { r });
-            encode_into(count, known.clone().chain(records), &mut w)?;
+            encode_fed(count, &mut w, |put| {
+                self.known
+                    .iter()
+                    .map(Record::known)
+                    .try_for_each(&mut *put)?;
+                feed(put)
+            })?;
             w.flush()
         });
         if let Err(err) = written {
@@ -257,6 +269,118 @@ impl StatCache {
         prune(dir);
         Ok(())
     }
+
+    /// `save_with` for records a command spilled to disk as it went
+    /// (`Spill`), so that neither they nor a table of them are held: a
+    /// persist of a million files writes them as its manifest is encoded
+    /// (issue 29). The cache is written with them in it, each unless its
+    /// stat is racy against `taken_at`; a record's path replaces what the
+    /// cache knew there, a racy record forgets it.
+    pub fn save_spilled(mut self, mut spill: Spill, taken_at: i128) -> Result<()> {
+        let spilled = &spill.file;
+        spill.w.flush().ctx("write", spilled)?;
+        let mut count = 0;
+        spill
+            .each(|r| {
+                self.known.remove(r.rel);
+                count += usize::from(!r.stat.is_racy(taken_at));
+                Ok(())
+            })
+            .ctx("read", spilled)?;
+        self.write_fed(count, |put| {
+            spill.each(|r| match r.stat.is_racy(taken_at) {
+                true => Ok(()),
+                false => put(r),
+            })
+        })
+    }
+}
+
+/// Records written to a temporary file in the cache's directory as they
+/// come, in the cache's own layout, for `StatCache::save_spilled`; the
+/// file is removed when the spill is dropped (or, if the process dies,
+/// by a later save's clean-up of old temporary files).
+#[derive(Debug)]
+pub struct Spill {
+    file: PathBuf,
+    w: BufWriter<fs::File>,
+}
+
+impl Spill {
+    /// An empty spill in the cache directory `dir`.
+    pub fn create(dir: &Path) -> Result<Spill> {
+        crate::util::private_dir(dir).ctx("create directory", dir)?;
+        let file = dir.join(unique_tmp_name(TMP_PREFIX));
+        let f = crate::util::private_file(&file).ctx("create", &file)?;
+        Ok(Spill {
+            w: BufWriter::with_capacity(256 << 10, f),
+            file,
+        })
+    }
+
+    /// Appends a record.
+    pub fn push(&mut self, r: Record<'_>) -> Result<()> {
+        write_record(&mut self.w, &r).ctx("write", &self.file)
+    }
+
+    /// Reads the records back in order, each handed to `f` (its path
+    /// and chunks in buffers reused from one record to the next).
+    fn each(&self, mut f: impl FnMut(Record<'_>) -> io::Result<()>) -> io::Result<()> {
+        let mut r = BufReader::with_capacity(256 << 10, fs::File::open(&self.file)?);
+        let (mut rel, mut chunks) = (Vec::new(), Vec::new());
+        while let Some(stat) = read_record(&mut r, &mut rel, &mut chunks)? {
+            f(Record {
+                rel: &rel,
+                stat,
+                chunks: &chunks,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.file);
+    }
+}
+
+/// Reads one record as `write_record` wrote it into `rel` and `chunks`;
+/// `None` at the end of the input.
+fn read_record(
+    r: &mut impl Read,
+    rel: &mut Vec<u8>,
+    chunks: &mut Vec<ChunkRef>,
+) -> io::Result<Option<FileStat>> {
+    let mut len = [0u8; 2];
+    match r.read_exact(&mut len) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        other => other?,
+    }
+    rel.resize(u16::from_le_bytes(len) as usize, 0);
+    r.read_exact(rel)?;
+    let mut fixed = [0u8; 5 * 8 + 4 * 4];
+    r.read_exact(&mut fixed)?;
+    let u64_at = |i: usize| u64::from_le_bytes(fixed[i * 8..i * 8 + 8].try_into().unwrap());
+    let u32_at = |i: usize| u32::from_le_bytes(fixed[40 + i * 4..44 + i * 4].try_into().unwrap());
+    let stat = FileStat {
+        dev: u64_at(0),
+        ino: u64_at(1),
+        size: u64_at(2),
+        mtime: (u64_at(3) as i64, u32_at(0)),
+        ctime: (u64_at(4) as i64, u32_at(1)),
+        mode: u32_at(2),
+    };
+    chunks.clear();
+    for _ in 0..u32_at(3) {
+        let mut c = [0u8; 36];
+        r.read_exact(&mut c)?;
+        chunks.push(ChunkRef {
+            id: ChunkId(c[..32].try_into().unwrap()),
+            len: u32::from_le_bytes(c[32..].try_into().unwrap()),
+        });
+    }
+    Ok(Some(stat))
 }
 
 /// Removes, best effort, the cache files of `dir` not written for
@@ -309,6 +433,17 @@ fn encode_into<'a>(
     records: impl Iterator<Item = Record<'a>>,
     w: &mut (impl Write + Seek),
 ) -> io::Result<()> {
+    let mut records = records;
+    encode_fed(count, w, |put| records.try_for_each(put))
+}
+
+/// `encode_into`, the records handed one at a time by `feed` to the
+/// function it is given (records that borrow from a reader's buffers).
+fn encode_fed(
+    count: usize,
+    w: &mut (impl Write + Seek),
+    feed: impl FnOnce(&mut dyn FnMut(Record<'_>) -> io::Result<()>) -> io::Result<()>,
+) -> io::Result<()> {
     let start = w.stream_position()?;
     w.write_all(&[0; HEADER_LEN])?;
     // Fields are a few bytes each: gathered into blocks before they are
@@ -322,22 +457,10 @@ fn encode_into<'a>(
     let mut body = io::BufWriter::with_capacity(HASHED_BLOCK, hashing);
     body.write_all(&(count as u64).to_le_bytes())?;
     let mut written = 0;
-    for k in records {
+    feed(&mut |k| {
         written += 1;
-        body.write_all(&(k.rel.len() as u16).to_le_bytes())?;
-        body.write_all(k.rel)?;
-        let s = &k.stat;
-        for v in [s.dev, s.ino, s.size, s.mtime.0 as u64, s.ctime.0 as u64] {
-            body.write_all(&v.to_le_bytes())?;
-        }
-        for v in [s.mtime.1, s.ctime.1, s.mode, k.chunks.len() as u32] {
-            body.write_all(&v.to_le_bytes())?;
-        }
-        for c in k.chunks {
-            body.write_all(&c.id.0)?;
-            body.write_all(&c.len.to_le_bytes())?;
-        }
-    }
+        write_record(&mut body, &k)
+    })?;
     // The count went first: a writer whose records changed between the
     // count and the writing would write a cache no reader accepts.
     assert_eq!(
@@ -353,6 +476,25 @@ fn encode_into<'a>(
     w.write_all(&len.to_le_bytes())?;
     w.write_all(sum.as_bytes())?;
     w.seek(SeekFrom::Start(end))?;
+    Ok(())
+}
+
+/// Writes one record of the body: its path's length and path, its stat,
+/// its chunk count and chunks.
+fn write_record(body: &mut impl Write, k: &Record<'_>) -> io::Result<()> {
+    body.write_all(&(k.rel.len() as u16).to_le_bytes())?;
+    body.write_all(k.rel)?;
+    let s = &k.stat;
+    for v in [s.dev, s.ino, s.size, s.mtime.0 as u64, s.ctime.0 as u64] {
+        body.write_all(&v.to_le_bytes())?;
+    }
+    for v in [s.mtime.1, s.ctime.1, s.mode, k.chunks.len() as u32] {
+        body.write_all(&v.to_le_bytes())?;
+    }
+    for c in k.chunks {
+        body.write_all(&c.id.0)?;
+        body.write_all(&c.len.to_le_bytes())?;
+    }
     Ok(())
 }
 
