@@ -37,6 +37,9 @@ use crate::format::manifest::{ChunkRef, MAX_PATH_LEN};
 use crate::id::ChunkId;
 use crate::util::unique_tmp_name;
 
+mod spill;
+pub use spill::Spill;
+
 const MAGIC: &[u8; 8] = b"STRASTAT";
 /// A cache file not written for this long is removed by the next save in
 /// its directory: its store or tree root is not in use on this runner.
@@ -297,118 +300,6 @@ impl StatCache {
         prune(dir);
         Ok(())
     }
-
-    /// `save_with` for records a command spilled to disk as it went
-    /// (`Spill`), so that neither they nor a table of them are held: a
-    /// persist of a million files writes them as its manifest is encoded
-    /// (issue 29). The cache is written with them in it, each unless its
-    /// stat is racy against `taken_at`; a record's path replaces what the
-    /// cache knew there, a racy record forgets it.
-    pub fn save_spilled(mut self, mut spill: Spill, taken_at: i128) -> Result<()> {
-        let spilled = &spill.file;
-        spill.w.flush().ctx("write", spilled)?;
-        let mut count = 0;
-        spill
-            .each(|r| {
-                self.known.remove(r.rel);
-                count += usize::from(!r.stat.is_racy(taken_at));
-                Ok(())
-            })
-            .ctx("read", spilled)?;
-        self.write_fed(count, |put| {
-            spill.each(|r| match r.stat.is_racy(taken_at) {
-                true => Ok(()),
-                false => put(r),
-            })
-        })
-    }
-}
-
-/// Records written to a temporary file in the cache's directory as they
-/// come, in the cache's own layout, for `StatCache::save_spilled`; the
-/// file is removed when the spill is dropped (or, if the process dies,
-/// by a later save's clean-up of old temporary files).
-#[derive(Debug)]
-pub struct Spill {
-    file: PathBuf,
-    w: BufWriter<fs::File>,
-}
-
-impl Spill {
-    /// An empty spill in the cache directory `dir`.
-    pub fn create(dir: &Path) -> Result<Spill> {
-        crate::util::private_dir(dir).ctx("create directory", dir)?;
-        let file = dir.join(unique_tmp_name(TMP_PREFIX));
-        let f = crate::util::private_file(&file).ctx("create", &file)?;
-        Ok(Spill {
-            w: BufWriter::with_capacity(256 << 10, f),
-            file,
-        })
-    }
-
-    /// Appends a record.
-    pub fn push(&mut self, r: Record<'_>) -> Result<()> {
-        write_record(&mut self.w, &r).ctx("write", &self.file)
-    }
-
-    /// Reads the records back in order, each handed to `f` (its path
-    /// and chunks in buffers reused from one record to the next).
-    fn each(&self, mut f: impl FnMut(Record<'_>) -> io::Result<()>) -> io::Result<()> {
-        let mut r = BufReader::with_capacity(256 << 10, fs::File::open(&self.file)?);
-        let (mut rel, mut chunks) = (Vec::new(), Vec::new());
-        while let Some(stat) = read_record(&mut r, &mut rel, &mut chunks)? {
-            f(Record {
-                rel: &rel,
-                stat,
-                chunks: &chunks,
-            })?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Spill {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.file);
-    }
-}
-
-/// Reads one record as `write_record` wrote it into `rel` and `chunks`;
-/// `None` at the end of the input.
-fn read_record(
-    r: &mut impl Read,
-    rel: &mut Vec<u8>,
-    chunks: &mut Vec<ChunkRef>,
-) -> io::Result<Option<FileStat>> {
-    let mut len = [0u8; 2];
-    match r.read_exact(&mut len) {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        other => other?,
-    }
-    rel.resize(u16::from_le_bytes(len) as usize, 0);
-    r.read_exact(rel)?;
-    let mut fixed = [0u8; 5 * 8 + 4 * 4];
-    r.read_exact(&mut fixed)?;
-    let u64_at = |i: usize| u64::from_le_bytes(fixed[i * 8..i * 8 + 8].try_into().unwrap());
-    let u32_at = |i: usize| u32::from_le_bytes(fixed[40 + i * 4..44 + i * 4].try_into().unwrap());
-    let stat = FileStat {
-        dev: u64_at(0),
-        ino: u64_at(1),
-        size: u64_at(2),
-        mtime: (u64_at(3) as i64, u32_at(0)),
-        ctime: (u64_at(4) as i64, u32_at(1)),
-        mode: u32_at(2),
-    };
-    chunks.clear();
-    for _ in 0..u32_at(3) {
-        let mut c = [0u8; 36];
-        r.read_exact(&mut c)?;
-        chunks.push(ChunkRef {
-            id: ChunkId(c[..32].try_into().unwrap()),
-            len: u32::from_le_bytes(c[32..].try_into().unwrap()),
-        });
-    }
-    Ok(Some(stat))
 }
 
 /// Removes, best effort, the cache files of `dir` not written for

@@ -62,6 +62,17 @@ fn upload_threads(store: &Store) -> usize {
     store.backend().parallelism().clamp(1, 4)
 }
 
+/// What a pool thread runs first: in a test that counts what a persist's
+/// threads hold together (`testing::heap`), it joins its caller's group.
+fn joiner() -> impl Fn() + Copy {
+    #[cfg(test)]
+    let group = crate::testing::heap::in_group();
+    move || {
+        #[cfg(test)]
+        crate::testing::heap::join_group(group);
+    }
+}
+
 /// A frame being gathered from a batch: its chunks, and where their bytes
 /// lie in the batch (runs of neighbours merged).
 #[derive(Default)]
@@ -154,14 +165,7 @@ impl<'a> ChunkSink<'a> {
             &Mutex::new(answer_rx),
             &Mutex::new(pack_rx),
         );
-        // A test counting what a persist's threads hold together counts
-        // the pools' threads with the caller's (`testing::heap`).
-        #[cfg(test)]
-        let group = crate::testing::heap::in_group();
-        let joined = || {
-            #[cfg(test)]
-            crate::testing::heap::join_group(group);
-        };
+        let joined = joiner();
         let chunked = std::thread::scope(|s| {
             let uploaders: Vec<_> = (0..upload_threads(self.store))
                 .map(|_| {
