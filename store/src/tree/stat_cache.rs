@@ -37,6 +37,9 @@ use crate::format::manifest::{ChunkRef, MAX_PATH_LEN};
 use crate::id::ChunkId;
 use crate::util::unique_tmp_name;
 
+mod spill;
+pub use spill::Spill;
+
 const MAGIC: &[u8; 8] = b"STRASTAT";
 /// A cache file not written for this long is removed by the next save in
 /// its directory: its store or tree root is not in use on this runner.
@@ -160,12 +163,7 @@ impl StatCache {
     }
 
     fn load(dir: &Path, store_id: &str, root: &Path, skip: Option<Skip<'_>>) -> StatCache {
-        use std::os::unix::ffi::OsStrExt;
-        let mut h = blake3::Hasher::new();
-        h.update(store_id.as_bytes());
-        h.update(&[0]);
-        h.update(root.as_os_str().as_bytes());
-        let file = dir.join(&h.finalize().to_hex()[..32]);
+        let file = Self::file_of(dir, store_id, root);
         let known = fs::File::open(&file)
             .ok()
             .and_then(|f| {
@@ -191,6 +189,39 @@ impl StatCache {
             .remove(rel)
             .filter(|k| k.stat == *stat)
             .map(|k| k.chunks)
+    }
+
+    /// Every file the cache of the tree at `root` knows, handed to `each`
+    /// as the cache's file is read (its path, stat and chunks), with no
+    /// table of them held: a persist of a million files looks its files up
+    /// this way rather than loading about 240 MB of table (issue 29). The
+    /// file is checked only at its end: `false` (unreadable, corrupt, of
+    /// another version, or none) means whatever `each` was handed is not
+    /// the cache's and must be forgotten.
+    pub fn read_each(
+        dir: &Path,
+        store_id: &str,
+        root: &Path,
+        each: &mut dyn FnMut(Vec<u8>, Known),
+    ) -> bool {
+        let file = Self::file_of(dir, store_id, root);
+        let Ok(f) = fs::File::open(&file) else {
+            return false;
+        };
+        let Ok(size) = f.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        decode_each(f, size, &mut |_| {}, each).is_ok()
+    }
+
+    /// The cache file of the tree at `root` for the store `store_id`.
+    fn file_of(dir: &Path, store_id: &str, root: &Path) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let mut h = blake3::Hasher::new();
+        h.update(store_id.as_bytes());
+        h.update(&[0]);
+        h.update(root.as_os_str().as_bytes());
+        dir.join(&h.finalize().to_hex()[..32])
     }
 
     /// Whether it knows no file.
@@ -235,18 +266,30 @@ impl StatCache {
         &'s self,
         records: impl Iterator<Item = Record<'a>> + Clone,
     ) -> Result<()> {
+        let count = records.clone().count();
+        self.write_fed(count, |put| records.clone().try_for_each(put))
+    }
+
+    /// Writes the cache's file: what it knows, then the `count` records
+    /// `feed` hands to the function it is given.
+    fn write_fed(
+        &self,
+        count: usize,
+        feed: impl FnOnce(&mut dyn FnMut(Record<'_>) -> io::Result<()>) -> io::Result<()>,
+    ) -> Result<()> {
         let dir = self.file.parent().expect("the cache file has a directory");
         crate::util::private_dir(dir).ctx("create directory", dir)?;
         let tmp = dir.join(unique_tmp_name(TMP_PREFIX));
-        let known = self.known.iter().map(Record::known);
-        let count = self.known.len() + records.clone().count();
+        let count = self.known.len() + count;
         let written = crate::util::private_file(&tmp).and_then(|f| {
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            // Not the identity for the types: it shortens the records'
-            // lifetime to the cache's borrow, so both halves chain.
-            #[allow(clippy::map_identity)]
-            let records = records.clone().map(|r| -> Record<'s> { r });
-            encode_into(count, known.clone().chain(records), &mut w)?;
+            encode_fed(count, &mut w, |put| {
+                self.known
+                    .iter()
+                    .map(Record::known)
+                    .try_for_each(&mut *put)?;
+                feed(put)
+            })?;
             w.flush()
         });
         if let Err(err) = written {
@@ -309,6 +352,17 @@ fn encode_into<'a>(
     records: impl Iterator<Item = Record<'a>>,
     w: &mut (impl Write + Seek),
 ) -> io::Result<()> {
+    let mut records = records;
+    encode_fed(count, w, |put| records.try_for_each(put))
+}
+
+/// `encode_into`, the records handed one at a time by `feed` to the
+/// function it is given (records that borrow from a reader's buffers).
+fn encode_fed(
+    count: usize,
+    w: &mut (impl Write + Seek),
+    feed: impl FnOnce(&mut dyn FnMut(Record<'_>) -> io::Result<()>) -> io::Result<()>,
+) -> io::Result<()> {
     let start = w.stream_position()?;
     w.write_all(&[0; HEADER_LEN])?;
     // Fields are a few bytes each: gathered into blocks before they are
@@ -322,22 +376,10 @@ fn encode_into<'a>(
     let mut body = io::BufWriter::with_capacity(HASHED_BLOCK, hashing);
     body.write_all(&(count as u64).to_le_bytes())?;
     let mut written = 0;
-    for k in records {
+    feed(&mut |k| {
         written += 1;
-        body.write_all(&(k.rel.len() as u16).to_le_bytes())?;
-        body.write_all(k.rel)?;
-        let s = &k.stat;
-        for v in [s.dev, s.ino, s.size, s.mtime.0 as u64, s.ctime.0 as u64] {
-            body.write_all(&v.to_le_bytes())?;
-        }
-        for v in [s.mtime.1, s.ctime.1, s.mode, k.chunks.len() as u32] {
-            body.write_all(&v.to_le_bytes())?;
-        }
-        for c in k.chunks {
-            body.write_all(&c.id.0)?;
-            body.write_all(&c.len.to_le_bytes())?;
-        }
-    }
+        write_record(&mut body, &k)
+    })?;
     // The count went first: a writer whose records changed between the
     // count and the writing would write a cache no reader accepts.
     assert_eq!(
@@ -353,6 +395,25 @@ fn encode_into<'a>(
     w.write_all(&len.to_le_bytes())?;
     w.write_all(sum.as_bytes())?;
     w.seek(SeekFrom::Start(end))?;
+    Ok(())
+}
+
+/// Writes one record of the body: its path's length and path, its stat,
+/// its chunk count and chunks.
+fn write_record(body: &mut impl Write, k: &Record<'_>) -> io::Result<()> {
+    body.write_all(&(k.rel.len() as u16).to_le_bytes())?;
+    body.write_all(k.rel)?;
+    let s = &k.stat;
+    for v in [s.dev, s.ino, s.size, s.mtime.0 as u64, s.ctime.0 as u64] {
+        body.write_all(&v.to_le_bytes())?;
+    }
+    for v in [s.mtime.1, s.ctime.1, s.mode, k.chunks.len() as u32] {
+        body.write_all(&v.to_le_bytes())?;
+    }
+    for c in k.chunks {
+        body.write_all(&c.id.0)?;
+        body.write_all(&c.len.to_le_bytes())?;
+    }
     Ok(())
 }
 
@@ -393,6 +454,30 @@ pub fn decode(bytes: &[u8]) -> Result<HashMap<Vec<u8>, Known>> {
 /// `size` is the input's length: the header's claimed body length must
 /// match it before any count read from the body is believed.
 fn decode_from(r: impl Read, size: u64, skip: Option<Skip<'_>>) -> Result<HashMap<Vec<u8>, Known>> {
+    let known = std::cell::RefCell::new(HashMap::new());
+    let mut counted = |count: u64| {
+        if skip.is_none() {
+            known.borrow_mut().reserve(count as usize);
+        }
+    };
+    let mut each = |rel: Vec<u8>, k: Known| {
+        if !skip.is_some_and(|skip| skip(&rel)) {
+            known.borrow_mut().insert(rel, k);
+        }
+    };
+    decode_each(r, size, &mut counted, &mut each)?;
+    Ok(known.into_inner())
+}
+
+/// `decode_from`, each entry handed to `each` as it is read (after
+/// `counted` is told how many there are); an error, even at the end,
+/// means the entries handed out are not the cache's.
+fn decode_each(
+    r: impl Read,
+    size: u64,
+    counted: &mut dyn FnMut(u64),
+    each: &mut dyn FnMut(Vec<u8>, Known),
+) -> Result<()> {
     let bad = |detail: &str| Error::corrupt("stat cache", detail);
     // The body is hashed as it is read, a block at a time (not field by
     // field, which is several times slower).
@@ -423,17 +508,26 @@ fn decode_from(r: impl Read, size: u64, skip: Option<Skip<'_>>) -> Result<HashMa
     if count > r.left / MIN_ENTRY {
         return Err(bad("entry count larger than the file"));
     }
-    let mut known = match skip {
-        Some(_) => HashMap::new(),
-        None => HashMap::with_capacity(count as usize),
-    };
+    counted(count);
+    read_body(r, count, &sum, each)
+}
+
+/// The rest of `decode_from` once the header and count are read: each
+/// entry handed to `each` as it is read, then the end and the hash
+/// checked (an error there means the entries handed out are not the
+/// cache's).
+fn read_body<R: Read>(
+    mut r: Reader<BufReader<HashingReader<R>>>,
+    count: u64,
+    sum: &[u8; 32],
+    each: &mut dyn FnMut(Vec<u8>, Known),
+) -> Result<()> {
+    let bad = |detail: &str| Error::corrupt("stat cache", detail);
     for _ in 0..count {
         let entry = read_entry(&mut r)
             // A short file reads as a bad entry: its hash is wrong too.
             .ok_or_else(|| bad("bad entry"))?;
-        if !skip.is_some_and(|skip| skip(&entry.0)) {
-            known.insert(entry.0, entry.1);
-        }
+        each(entry.0, entry.1);
     }
     if r.left != 0 {
         return Err(bad("trailing bytes"));
@@ -442,10 +536,10 @@ fn decode_from(r: impl Read, size: u64, skip: Option<Skip<'_>>) -> Result<HashMa
     if r.inner.read(&mut more).map_err(|_| bad("unreadable"))? != 0 {
         return Err(bad("checksum mismatch"));
     }
-    if r.inner.into_inner().hasher.finalize().as_bytes() != &sum {
+    if r.inner.into_inner().hasher.finalize().as_bytes() != sum {
         return Err(bad("checksum mismatch"));
     }
-    Ok(known)
+    Ok(())
 }
 
 /// One entry of a stat cache's body: a path, its stat and chunk list;

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::SyncSender;
 
 use crate::error::{Error, Result};
-use crate::format::chunking::{chunk_slice, cut_window};
-use crate::format::manifest::{ChunkRef, ManifestRoot};
+use crate::format::chunking::cut_window;
+use crate::format::manifest::ChunkRef;
 use crate::id::ChunkId;
 use crate::tree::scan::{ScanKind, Scanned, Tree};
 use crate::util::Buffer;
@@ -251,29 +251,6 @@ impl Pipe<'_, '_> {
                 });
             }
         }
-    }
-
-    /// Stores a manifest's encoding as chunks in frames of their own (so
-    /// reading a manifest reads no file content); returns its root.
-    pub(super) fn add_manifest(&self, body: &[u8]) -> Result<ManifestRoot> {
-        let mut pending = Pending::new(false);
-        let mut chunks = Vec::new();
-        chunk_slice(
-            body,
-            self.sink.store.config().manifest_chunker,
-            &mut |id, bytes| {
-                chunks.push(ChunkRef {
-                    id,
-                    len: bytes.len() as u32,
-                });
-                self.push(&mut pending, id, bytes)
-            },
-        )?;
-        self.submit(&mut pending)?;
-        Ok(ManifestRoot {
-            len: body.len() as u64,
-            chunks,
-        })
     }
 }
 

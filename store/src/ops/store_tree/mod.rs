@@ -9,6 +9,10 @@
 
 mod commit;
 mod feed;
+#[cfg(test)]
+mod held;
+mod manifest_out;
+mod ordered;
 mod pipeline;
 mod reuse;
 
@@ -17,17 +21,16 @@ pub(crate) use commit::{commit, Pending};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use rayon::prelude::*;
-
 use crate::error::Result;
 use crate::format::index::IndexedPack;
-use crate::format::manifest::{ChunkRef, Entry, EntryKind, Manifest, ManifestRoot, Totals};
+use crate::format::manifest::{ChunkRef, Totals};
 use crate::id::ManifestId;
 use crate::repo::{Progress, Store};
 use crate::tree::scan::{ScanKind, Scanned, Tree};
-use crate::tree::stat_cache::FileStat;
+use crate::tree::stat_cache::Spill;
 
-use feed::{batches, FileContent};
+use feed::batches;
+use manifest_out::{ManifestOut, Written};
 use pipeline::ChunkSink;
 
 /// A tree stored: its manifest and what storing it cost.
@@ -52,6 +55,11 @@ pub(crate) struct WrittenTree {
 /// finish once the work has taken half the gc grace period, since gc may
 /// then collect chunks it chose to reuse before the ref lands
 /// (docs/lifecycle.md).
+///
+/// Memory (issue 29): the scanned entries are handed to the chunking
+/// threads batch by batch and freed once their manifest entries are
+/// encoded (`manifest_out`); no manifest is ever held whole, and the stat
+/// cache is written from the records spilled as the manifest was.
 pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<WrittenTree> {
     let clock_start = store.now();
     // After the clock starts: reusing a cached file's chunks is a reuse
@@ -64,26 +72,25 @@ pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<
     let walked = tree.walked.clone();
     let unchanged = match &cache_at {
         Some((dir, true)) => reuse::unchanged_files(store, &tree, dir)?,
-        _ => vec![None; tree.entries.len()],
+        _ => None,
     };
-    let files_unchanged = unchanged.iter().filter(|u| u.is_some()).count() as u64;
+    let files_unchanged = unchanged.iter().flatten().filter(|u| u.is_some()).count() as u64;
     let files = tree
         .entries
         .iter()
         .filter(|s| matches!(s.kind, ScanKind::File { .. }))
         .count() as u64;
+    // The stat cache's records, spilled as the manifest is written (none
+    // if the spill cannot be made: the next run reads its files again).
+    let spill = cache_at
+        .as_ref()
+        .and_then(|(dir, _)| Spill::create(dir).ok());
 
     let sink = ChunkSink::new(store);
-    let (stored, packs) = chunk_tree(store, &sink, tree, unchanged)?;
-    let chunks = chunk_count(&stored.manifest);
-    let totals = stored.manifest.totals();
+    let (stored, packs) = chunk_tree(store, &sink, tree, unchanged, spill)?;
     let packs_written = packs.len() as u64;
-    let pending = Pending::new(
-        packs,
-        (&stored.manifest_id, &stored.root),
-        (clock_start, started),
-    )
-    .carrying(sink.take_last_pack());
+    let pending = Pending::new(packs, (&stored.id, &stored.root), (clock_start, started))
+        .carrying(sink.take_last_pack());
     let bytes_written = sink.pack_bytes() + pending.bytes();
     let (chunks_new, bytes_new) = sink.new_content();
     // What the stat cache is built in: the set of chunks added is not
@@ -91,18 +98,18 @@ pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<
     drop(sink);
 
     pending.guard(store)?;
-    if let Some((dir, _)) = &cache_at {
+    if let (Some((dir, _)), Some(records)) = (&cache_at, stored.records) {
         let cache = reuse::Seen {
             root: &root,
             walked: &walked,
             scanned_at,
         };
-        cache.save(store, dir, stored.manifest, stored.file_stats);
+        cache.save(store, dir, records);
     }
     Ok(WrittenTree {
-        manifest: stored.manifest_id,
-        totals,
-        chunks,
+        manifest: stored.id,
+        totals: stored.totals,
+        chunks: stored.chunk_refs,
         chunks_new,
         bytes_new,
         bytes_written,
@@ -113,130 +120,75 @@ pub(crate) fn write_tree(store: &Store, tree: Tree, started: Instant) -> Result<
     })
 }
 
-/// A tree chunked and stored: its manifest (the scan's paths moved in),
-/// the manifest's id and root object, and each file's stat as the scan
-/// took it, in manifest order.
-struct Stored {
-    manifest: Manifest,
-    manifest_id: ManifestId,
-    root: ManifestRoot,
-    file_stats: Vec<FileStat>,
-}
+/// How many batches may be chunked past the oldest one whose entries are
+/// not yet in the manifest, per chunking thread.
+const AHEAD_PER_THREAD: usize = 4;
 
 /// Reads and chunks the tree's files in batches on rayon's threads (a file
-/// `unchanged` gives chunks for is not read), feeding `sink`'s pools, then
-/// stores the manifest's encoding as chunks too; returns it and the packs
-/// written.
+/// `unchanged` gives chunks for is not read), feeding `sink`'s pools, and
+/// writes the manifest from the batches in order as they finish, its
+/// encoding stored as chunks too; returns it and the packs written.
 fn chunk_tree(
     store: &Store,
     sink: &ChunkSink<'_>,
-    tree: Tree,
-    unchanged: Vec<Option<Vec<ChunkRef>>>,
-) -> Result<(Stored, Vec<IndexedPack>)> {
+    mut tree: Tree,
+    unchanged: Option<Vec<Option<Vec<ChunkRef>>>>,
+    spill: Option<Spill>,
+) -> Result<(Written, Vec<IndexedPack>)> {
     let size = |s: &Scanned| match s.kind {
         ScanKind::File { size, .. } => size,
         _ => 0,
     };
     let total_bytes: u64 = tree.entries.iter().map(size).sum();
     // Bytes to read: a large persist yields the CPU to small jobs.
-    let to_read: u64 = tree
-        .entries
-        .iter()
-        .zip(&unchanged)
-        .filter(|(_, u)| u.is_none())
-        .map(|(s, _)| size(s))
-        .sum();
+    let to_read: u64 = match &unchanged {
+        Some(known) => (tree.entries.iter().zip(known))
+            .filter(|(_, u)| u.is_none())
+            .map(|(s, _)| size(s))
+            .sum(),
+        None => total_bytes,
+    };
     crate::util::yield_to_small_jobs(to_read);
     let done_bytes = AtomicU64::new(0);
     let observer = store.observer();
+    // Each batch takes its entries and its files' known chunk lists
+    // (moved, not copied): the whole scan is not held past this point.
+    let entries = std::mem::take(&mut tree.entries);
+    let ranges = batches(&entries);
+    let mut out = ManifestOut::new(&entries, &tree.walked, spill);
+    let known = match unchanged {
+        Some(known) => ordered::split(known, &ranges),
+        None => ranges.iter().map(|_| Vec::new()).collect(),
+    };
+    let work: Vec<_> = ordered::split(entries, &ranges)
+        .into_iter()
+        .zip(known)
+        .collect();
+    drop(ranges);
+    let tree = &tree;
     sink.run(|pipe| {
-        // Each batch takes its files' known chunk lists (moved, not copied).
-        let ranges = batches(&tree.entries);
-        let mut known = unchanged.into_iter();
-        let known: Vec<Vec<Option<Vec<ChunkRef>>>> = ranges
-            .iter()
-            .map(|r| known.by_ref().take(r.len()).collect())
-            .collect();
-        let contents: Vec<Vec<Option<FileContent>>> = ranges
-            .into_par_iter()
-            .zip(known)
-            .map(|(range, known)| {
-                let batch = &tree.entries[range];
-                let content = pipe.add_batch(&tree, batch, known)?;
-                let read: u64 = batch.iter().map(size).sum();
-                observer.progress(&Progress {
-                    command: "persist",
-                    done_bytes: done_bytes.fetch_add(read, Relaxed) + read,
-                    total_bytes,
-                });
-                Ok(content)
-            })
-            .collect::<Result<_>>()?;
-        let (manifest, file_stats) = manifest_of(tree, contents);
-        let (manifest_id, body) = manifest.encode();
+        let ahead = AHEAD_PER_THREAD * rayon::current_num_threads();
+        let chunk = |(batch, known): (Vec<Scanned>, Vec<Option<Vec<ChunkRef>>>)| {
+            let known = match known.is_empty() {
+                true => vec![None; batch.len()],
+                false => known,
+            };
+            let content = pipe.add_batch(tree, &batch, known)?;
+            let read: u64 = batch.iter().map(size).sum();
+            observer.progress(&Progress {
+                command: "persist",
+                done_bytes: done_bytes.fetch_add(read, Relaxed) + read,
+                total_bytes,
+            });
+            Ok((batch, content))
+        };
+        ordered::in_order(work, ahead, chunk, |(batch, content)| {
+            out.add(pipe, batch, content)
+        })?;
         // The manifest's encoding is stored as chunks, like file content,
         // so what it shares with earlier manifests is not stored again.
-        let root = pipe.add_manifest(&body)?;
-        Ok(Stored {
-            manifest,
-            manifest_id,
-            root,
-            file_stats,
-        })
+        out.finish(pipe)
     })
-}
-
-/// The scanned entries become the manifest's (their paths moved, not
-/// copied); each file's stat is kept apart, for the stat cache.
-fn manifest_of(tree: Tree, contents: Vec<Vec<Option<FileContent>>>) -> (Manifest, Vec<FileStat>) {
-    // Both sized once: grown by doubling, a million entries could hold up
-    // to twice their room at the moment the manifest is encoded.
-    let files = tree
-        .entries
-        .iter()
-        .filter(|s| matches!(s.kind, ScanKind::File { .. }))
-        .count();
-    let mut file_stats = Vec::with_capacity(files);
-    let mut entries: Vec<Entry> = Vec::with_capacity(tree.entries.len());
-    for (s, content) in tree.entries.into_iter().zip(contents.into_iter().flatten()) {
-        if let ScanKind::File { stat, .. } = s.kind {
-            file_stats.push(stat);
-        }
-        entries.push(entry_of(s, content));
-    }
-    (Manifest { entries }, file_stats)
-}
-
-/// Chunks the manifest's files reference (with repeats).
-fn chunk_count(manifest: &Manifest) -> u64 {
-    manifest
-        .entries
-        .iter()
-        .map(|e| match &e.kind {
-            EntryKind::File { chunks, .. } => chunks.len() as u64,
-            _ => 0,
-        })
-        .sum()
-}
-
-/// A manifest entry from a scanned one and, for a file, its content.
-fn entry_of(s: Scanned, content: Option<FileContent>) -> Entry {
-    let kind = match (s.kind, content) {
-        (ScanKind::Dir, _) => EntryKind::Dir,
-        (ScanKind::File { .. }, Some(c)) => EntryKind::File {
-            size: c.size,
-            chunks: c.chunks,
-        },
-        (ScanKind::Symlink { target }, _) => EntryKind::Symlink { target },
-        (ScanKind::Hardlink { target }, _) => EntryKind::Hardlink { target },
-        (ScanKind::File { .. }, None) => unreachable!("files always have content"),
-    };
-    Entry {
-        path: s.rel,
-        mode: s.mode,
-        mtime: s.mtime,
-        kind,
-    }
 }
 
 #[cfg(test)]

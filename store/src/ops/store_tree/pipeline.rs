@@ -62,6 +62,17 @@ fn upload_threads(store: &Store) -> usize {
     store.backend().parallelism().clamp(1, 4)
 }
 
+/// What a pool thread runs first: in a test that counts what a persist's
+/// threads hold together (`testing::heap`), it joins its caller's group.
+fn joiner() -> impl Fn() + Copy {
+    #[cfg(test)]
+    let group = crate::testing::heap::in_group();
+    move || {
+        #[cfg(test)]
+        crate::testing::heap::join_group(group);
+    }
+}
+
 /// A frame being gathered from a batch: its chunks, and where their bytes
 /// lie in the batch (runs of neighbours merged).
 #[derive(Default)]
@@ -178,20 +189,32 @@ impl<'a> ChunkSink<'a> {
             &Mutex::new(answer_rx),
             &Mutex::new(pack_rx),
         );
+        let joined = joiner();
         let chunked = std::thread::scope(|s| {
             let uploaders: Vec<_> = (0..upload_threads(self.store))
-                .map(|_| s.spawn(move || self.work(pack_rx, |pack| self.write_pack(pack))))
+                .map(|_| {
+                    s.spawn(move || {
+                        joined();
+                        self.work(pack_rx, |pack| self.write_pack(pack))
+                    })
+                })
                 .collect();
             let compressors: Vec<_> = (0..rayon::current_num_threads())
                 .map(|_| {
                     let packs = pack_tx.clone();
-                    s.spawn(move || self.work(answer_rx, |a| self.store_new(a, &packs)))
+                    s.spawn(move || {
+                        joined();
+                        self.work(answer_rx, |a| self.store_new(a, &packs))
+                    })
                 })
                 .collect();
             let queriers: Vec<_> = (0..query_threads(self.store))
                 .map(|_| {
                     let answers = answer_tx.clone();
-                    s.spawn(move || self.work(batch_rx, |b| self.ask(b, &answers)))
+                    s.spawn(move || {
+                        joined();
+                        self.work(batch_rx, |b| self.ask(b, &answers))
+                    })
                 })
                 .collect();
             drop(answer_tx);

@@ -4,38 +4,56 @@
 //! remembered as afterwards. When a stat is trusted is
 //! `tree::stat_cache`'s; this module knows no packs or pipeline.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::manifest::{ChunkRef, EntryKind, Manifest};
+use crate::format::manifest::ChunkRef;
 use crate::id::ChunkId;
 use crate::repo::Store;
 use crate::tree::scan::{ScanKind, Tree, Walked};
-use crate::tree::stat_cache::{FileStat, Record, StatCache};
+use crate::tree::stat_cache::StatCache;
+
+use super::manifest_out::Records;
 
 /// For each scanned entry, the chunks of a file the stat cache knows
 /// unchanged and whose every chunk the store holds (asked in batches, in
-/// parallel): those files are not read. `None` for the rest. The chunk
-/// lists are taken out of the cache, not copied.
+/// parallel): those files are not read. `None` for the rest; no list at
+/// all if the cache knows nothing. The chunk lists are taken out of the
+/// cache, not copied.
 pub(super) fn unchanged_files(
     store: &Store,
     tree: &Tree,
     dir: &Path,
-) -> Result<Vec<Option<Vec<ChunkRef>>>> {
-    let mut cache = StatCache::open(dir, &store.config().store_id, &tree.root);
-    if cache.is_empty() {
-        return Ok(vec![None; tree.entries.len()]);
+) -> Result<Option<Vec<Option<Vec<ChunkRef>>>>> {
+    // The scanned files by path, for each of the cache's entries to find
+    // its own as the cache's file is read: no table of the cache is held
+    // (at 10^6 files about 240 MB; this index, about 50 MB, built at the
+    // cache's first entry: none without a cache).
+    let index = || -> HashMap<&[u8], u32> {
+        (tree.entries.iter().enumerate())
+            .filter(|(_, s)| matches!(s.kind, ScanKind::File { .. }))
+            .map(|(i, s)| (s.rel.as_bytes(), i as u32))
+            .collect()
+    };
+    let mut by_path = None;
+    let mut known: Vec<Option<Vec<ChunkRef>>> = Vec::new();
+    let read = StatCache::read_each(dir, &store.config().store_id, &tree.root, &mut |rel, k| {
+        let Some(&i) = by_path.get_or_insert_with(index).get(&rel[..]) else {
+            return;
+        };
+        let ScanKind::File { stat, .. } = &tree.entries[i as usize].kind else {
+            return;
+        };
+        if known.is_empty() {
+            known = vec![None; tree.entries.len()];
+        }
+        known[i as usize] = (k.stat == *stat).then_some(k.chunks);
+    });
+    drop(by_path);
+    if !read || known.is_empty() {
+        return Ok(None);
     }
-    let mut known: Vec<Option<Vec<ChunkRef>>> = tree
-        .entries
-        .iter()
-        .map(|s| match &s.kind {
-            ScanKind::File { stat, .. } => cache.take(s.rel.as_bytes(), stat),
-            _ => None,
-        })
-        .collect();
-    drop(cache);
     let mut ids: Vec<ChunkId> = known.iter().flatten().flatten().map(|c| c.id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -70,49 +88,7 @@ pub(super) fn unchanged_files(
             }
         }
     }
-    Ok(known)
-}
-
-/// Whether the stat cache's entry at `rel` is one this persist replaces:
-/// a file of the manifest (`files`, its files' paths), or anything in a
-/// directory the scan walked whole (found again, or deleted since). The
-/// directories between the root and a given path are in the manifest but
-/// were not walked: what else they hold is kept.
-///
-/// A set of paths, not a binary search of the manifest: the cache's
-/// entries come in no order, and each step of a search of 10^5 entries
-/// is a cache miss (20% of a persist whose every file the cache knew).
-fn covered(files: &HashSet<&[u8]>, walked: &Walked, rel: &[u8]) -> bool {
-    files.contains(rel) || walked.holds(rel)
-}
-
-/// The paths of the manifest's entries that are not directories.
-fn file_paths(manifest: &Manifest) -> HashSet<&[u8]> {
-    manifest
-        .entries
-        .iter()
-        .filter(|e| !e.is_dir())
-        .map(|e| e.path.as_bytes())
-        .collect()
-}
-
-/// Every file of the manifest as the stat cache records it: the stat
-/// the scan took (`file_stats`, one per file in manifest order) and the
-/// chunks the manifest gives it, both borrowed: at a million files a copy,
-/// or a table of them, is hundreds of MiB.
-fn records<'a>(
-    manifest: &'a Manifest,
-    file_stats: &'a [FileStat],
-) -> impl Iterator<Item = Record<'a>> + Clone {
-    let files = manifest.entries.iter().filter_map(|e| match &e.kind {
-        EntryKind::File { chunks, .. } => Some((e.path.as_bytes(), &chunks[..])),
-        _ => None,
-    });
-    files.zip(file_stats).map(|((rel, chunks), stat)| Record {
-        rel,
-        stat: *stat,
-        chunks,
-    })
+    Ok(Some(known))
 }
 
 /// What the scan saw of a tree: where it is rooted, which directories it
@@ -124,18 +100,21 @@ pub(super) struct Seen<'t> {
 }
 
 impl Seen<'_> {
-    /// Records the stored tree's files in the stat cache at `dir`, in place
-    /// of what the tree covers. A cache that cannot be written costs the
-    /// next run its reads, not this command its result.
-    pub(super) fn save(&self, store: &Store, dir: &Path, manifest: Manifest, stats: Vec<FileStat>) {
+    /// Records the stored tree's files (spilled as its manifest was
+    /// written) in the stat cache at `dir`, in place of what the tree
+    /// covers: the files of the manifest (those no walked directory holds
+    /// are named in `records.outside`) and anything in a directory the
+    /// scan walked whole (found again, or deleted since). The directories
+    /// between the root and a given path are in the manifest but were not
+    /// walked: what else they hold is kept. A cache that cannot be written
+    /// costs the next run its reads, not this command its result.
+    pub(super) fn save(&self, store: &Store, dir: &Path, records: Records) {
         // What the tree covers is recorded again: only the rest is loaded.
         let store_id = &store.config().store_id;
-        let files = file_paths(&manifest);
-        let skip = |rel: &[u8]| covered(&files, self.walked, rel);
+        let Records { spill, outside } = records;
+        let skip = |rel: &[u8]| outside.contains(rel) || self.walked.holds(rel);
         let cache = StatCache::open_except(dir, store_id, self.root, skip);
-        drop(files);
-        let files = manifest.entries.iter().filter(|e| e.is_file()).count();
-        debug_assert_eq!(files, stats.len(), "one stat per file");
-        let _ = cache.save_with(records(&manifest, &stats), self.scanned_at);
+        drop(outside);
+        let _ = cache.save_spilled(spill, self.scanned_at);
     }
 }
