@@ -37,6 +37,9 @@ use crate::format::manifest::{ChunkRef, MAX_PATH_LEN};
 use crate::id::ChunkId;
 use crate::util::unique_tmp_name;
 
+mod lookup;
+pub use lookup::StatLookup;
+
 const MAGIC: &[u8; 8] = b"STRASTAT";
 /// A cache file not written for this long is removed by the next save in
 /// its directory: its store or tree root is not in use on this runner.
@@ -160,12 +163,7 @@ impl StatCache {
     }
 
     fn load(dir: &Path, store_id: &str, root: &Path, skip: Option<Skip<'_>>) -> StatCache {
-        use std::os::unix::ffi::OsStrExt;
-        let mut h = blake3::Hasher::new();
-        h.update(store_id.as_bytes());
-        h.update(&[0]);
-        h.update(root.as_os_str().as_bytes());
-        let file = dir.join(&h.finalize().to_hex()[..32]);
+        let file = cache_file(dir, store_id, root);
         let known = fs::File::open(&file)
             .ok()
             .and_then(|f| {
@@ -257,6 +255,16 @@ impl StatCache {
         prune(dir);
         Ok(())
     }
+}
+
+/// The cache file of the tree at `root` for the store `store_id` in `dir`.
+fn cache_file(dir: &Path, store_id: &str, root: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut h = blake3::Hasher::new();
+    h.update(store_id.as_bytes());
+    h.update(&[0]);
+    h.update(root.as_os_str().as_bytes());
+    dir.join(&h.finalize().to_hex()[..32])
 }
 
 /// Removes, best effort, the cache files of `dir` not written for

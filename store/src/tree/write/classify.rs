@@ -23,7 +23,7 @@ use crate::format::chunking::{chunk_stream, ChunkerParams};
 use crate::format::manifest::{ChunkRef, EntryKind};
 use crate::id::ChunkId;
 use crate::tree::plan::Planned;
-use crate::tree::stat_cache::{FileStat, StatCache};
+use crate::tree::stat_cache::{FileStat, StatLookup};
 
 /// What step 6 decides of one file.
 pub(super) enum Classified {
@@ -58,7 +58,7 @@ pub(super) struct Classify<'t, 'a> {
     pub opts: WriteOptions,
     pub chunker: ChunkerParams,
     /// The runner's stat cache, if it is trusted and not empty.
-    pub trusted: Option<&'a StatCache>,
+    pub trusted: Option<&'a StatLookup>,
     pub stats: &'a Stats,
 }
 
@@ -139,8 +139,7 @@ impl Classify<'_, '_> {
         let (_, chunks) = planned(e);
         let unchanged = self
             .trusted
-            .and_then(|c| c.get(e.path.as_bytes(), &FileStat::of(m)))
-            .is_some_and(|known| known == chunks);
+            .is_some_and(|c| c.knows(e.path.as_bytes(), &FileStat::of(m), chunks));
         if !unchanged {
             return Ok(None);
         }

@@ -16,11 +16,12 @@ use super::Stats;
 use crate::format::manifest::EntryKind;
 use crate::repo::Store;
 use crate::tree::plan::Planned;
-use crate::tree::stat_cache::{now_nanos, FileStat, Record, StatCache};
+use crate::tree::stat_cache::{now_nanos, FileStat, Record, StatCache, StatLookup};
 
-/// The stat cache at `dir` for the target `at`, if it knows anything.
-pub(super) fn open_trusted(store: &Store, dir: &Path, at: &Path) -> Option<StatCache> {
-    Some(StatCache::open(dir, &store.config().store_id, at)).filter(|c| !c.is_empty())
+/// The stat cache at `dir` for the target `at`, read for lookups (its
+/// file's bytes, not a table of them), if it knows anything.
+pub(super) fn open_trusted(store: &Store, dir: &Path, at: &Path) -> Option<StatLookup> {
+    Some(StatLookup::open(dir, &store.config().store_id, at)).filter(|c| !c.is_empty())
 }
 
 /// Records the planned `entries` in the stat cache at `dir`, unless
