@@ -232,7 +232,7 @@ pub fn execute_with(
     links::set_dir_modes(&entries, &at, opts)?;
     if let Some((dir, _)) = &cache_at {
         let seen = target.into_seen();
-        remember::after_attach(store, dir, entries, &at, &seen, wrote_nothing, &stats);
+        remember::after_attach(store, dir, entries, &at, seen, wrote_nothing, &stats);
     }
     Ok(stats.snapshot())
 }
