@@ -37,7 +37,9 @@ use crate::format::manifest::{ChunkRef, MAX_PATH_LEN};
 use crate::id::ChunkId;
 use crate::util::unique_tmp_name;
 
+mod lookup;
 mod spill;
+pub use lookup::StatLookup;
 pub use spill::Spill;
 
 const MAGIC: &[u8; 8] = b"STRASTAT";
@@ -163,7 +165,7 @@ impl StatCache {
     }
 
     fn load(dir: &Path, store_id: &str, root: &Path, skip: Option<Skip<'_>>) -> StatCache {
-        let file = Self::file_of(dir, store_id, root);
+        let file = cache_file(dir, store_id, root);
         let known = fs::File::open(&file)
             .ok()
             .and_then(|f| {
@@ -204,7 +206,7 @@ impl StatCache {
         root: &Path,
         each: &mut dyn FnMut(Vec<u8>, Known),
     ) -> bool {
-        let file = Self::file_of(dir, store_id, root);
+        let file = cache_file(dir, store_id, root);
         let Ok(f) = fs::File::open(&file) else {
             return false;
         };
@@ -212,16 +214,6 @@ impl StatCache {
             return false;
         };
         decode_each(f, size, &mut |_| {}, each).is_ok()
-    }
-
-    /// The cache file of the tree at `root` for the store `store_id`.
-    fn file_of(dir: &Path, store_id: &str, root: &Path) -> PathBuf {
-        use std::os::unix::ffi::OsStrExt;
-        let mut h = blake3::Hasher::new();
-        h.update(store_id.as_bytes());
-        h.update(&[0]);
-        h.update(root.as_os_str().as_bytes());
-        dir.join(&h.finalize().to_hex()[..32])
     }
 
     /// Whether it knows no file.
@@ -300,6 +292,16 @@ impl StatCache {
         prune(dir);
         Ok(())
     }
+}
+
+/// The cache file of the tree at `root` for the store `store_id` in `dir`.
+fn cache_file(dir: &Path, store_id: &str, root: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut h = blake3::Hasher::new();
+    h.update(store_id.as_bytes());
+    h.update(&[0]);
+    h.update(root.as_os_str().as_bytes());
+    dir.join(&h.finalize().to_hex()[..32])
 }
 
 /// Removes, best effort, the cache files of `dir` not written for

@@ -3,8 +3,10 @@
 //! is kept unread (its mode and mtime fixed if they differ, through a
 //! descriptor, only while no other path shares its inode); another is read
 //! and hashed, kept if it has the planned chunks, else its chunks seed the
-//! new version. Knows nothing of the store: what is not in place becomes a
-//! file job (`files`).
+//! new version. What it decides is held compactly (`Decided`: a flag per
+//! entry, and the seeds of the few files with other content), not as a
+//! job per file. Knows nothing of the store: what is not in place is
+//! written by `files`, a batch at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -14,7 +16,6 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use rayon::prelude::*;
 
-use super::files::FileJob;
 use super::prepare::on;
 use super::{open_no_follow, set_mode_and_mtime, Stats, Target, WriteOptions};
 use crate::error::{Error, IoContext, Result};
@@ -22,15 +23,34 @@ use crate::format::chunking::{chunk_stream, ChunkerParams};
 use crate::format::manifest::{ChunkRef, EntryKind};
 use crate::id::ChunkId;
 use crate::tree::plan::Planned;
-use crate::tree::stat_cache::{FileStat, StatCache};
+use crate::tree::stat_cache::{FileStat, StatLookup};
 
 /// What step 6 decides of one file.
-pub(super) enum Classified<'p> {
+pub(super) enum Classified {
     /// The file at the target already has the planned content (its mode
     /// and mtime were fixed).
-    InPlace(&'p Planned),
-    Write(FileJob<'p>),
+    InPlace,
+    /// To be written, from these chunks of its old version at its path
+    /// (sorted by id: (id, offset)) and the rest.
+    Write(Vec<(ChunkId, u64)>),
 }
+
+/// What step 6 decided of every planned file, in a form that does not
+/// grow with the files beyond a byte each (issue 29: the file jobs are
+/// made later, a batch at a time, `files::write_all`).
+pub(super) struct Decided {
+    /// By plan index: whether the entry is a file to write.
+    pub to_write: Vec<bool>,
+    /// How many files are to be written.
+    pub writes: usize,
+    /// The seeds of files whose old version had other content, by plan
+    /// index (only those: a fresh target has none).
+    pub seeds: HashMap<usize, Vec<(ChunkId, u64)>>,
+}
+
+/// Files classified at once: the decisions of a group are held together
+/// before they are folded into `Decided`.
+const CLASSIFY_GROUP: usize = 1 << 16;
 
 /// What classifying looks with.
 pub(super) struct Classify<'t, 'a> {
@@ -38,61 +58,57 @@ pub(super) struct Classify<'t, 'a> {
     pub opts: WriteOptions,
     pub chunker: ChunkerParams,
     /// The runner's stat cache, if it is trusted and not empty.
-    pub trusted: Option<&'a StatCache>,
+    pub trusted: Option<&'a StatLookup>,
     pub stats: &'a Stats,
 }
 
-impl<'t> Classify<'t, '_> {
-    /// Classifies every planned file (on `look`, in parallel): the files
-    /// in place, and a job for each of the others. Into an empty target,
-    /// every file is to be written, and nothing is looked at.
-    pub(super) fn all<'p>(
+impl Classify<'_, '_> {
+    /// Classifies every planned file (on `look`, in parallel, a group at a
+    /// time): which are in place, and the seeds of the others. Into an
+    /// empty target, every file is to be written, and nothing is looked at.
+    pub(super) fn all(
         &self,
-        entries: &'p [Planned],
+        entries: &[Planned],
         look: Option<&rayon::ThreadPool>,
-    ) -> Result<(Vec<&'p Planned>, Vec<FileJob<'p>>)>
-    where
-        't: 'p,
-    {
-        let candidates: Vec<Classified> = on(look, || {
-            entries
-                .par_iter()
-                .enumerate()
-                .filter(|(_, e)| matches!(e.target, EntryKind::File { .. }))
-                .map(|(index, e)| match self.target.direct {
-                    true => Ok(self.job(e, index, Vec::new())),
-                    false => self.one(e, index),
-                })
-                .collect::<Result<_>>()
-        })?;
-        let (mut in_place, mut jobs) = (Vec::new(), Vec::new());
-        for c in candidates {
-            match c {
-                Classified::InPlace(e) => in_place.push(e),
-                Classified::Write(job) => jobs.push(job),
+    ) -> Result<Decided> {
+        let is_file = |e: &Planned| matches!(e.target, EntryKind::File { .. });
+        let mut decided = Decided {
+            to_write: entries.iter().map(is_file).collect(),
+            writes: 0,
+            seeds: HashMap::new(),
+        };
+        if !self.target.direct {
+            for (g, group) in entries.chunks(CLASSIFY_GROUP).enumerate() {
+                let base = g * CLASSIFY_GROUP;
+                let classified: Vec<(usize, Classified)> = on(look, || {
+                    group
+                        .par_iter()
+                        .enumerate()
+                        .filter(|(_, e)| is_file(e))
+                        .map(|(i, e)| Ok((base + i, self.one(e, base + i)?)))
+                        .collect::<Result<_>>()
+                })?;
+                for (index, c) in classified {
+                    match c {
+                        Classified::InPlace => decided.to_write[index] = false,
+                        Classified::Write(seeds) if seeds.is_empty() => {}
+                        Classified::Write(seeds) => {
+                            decided.seeds.insert(index, seeds);
+                        }
+                    }
+                }
             }
         }
-        let stats = &self.stats.files_in_place;
-        stats.fetch_add(in_place.len() as u64, Relaxed);
-        Ok((in_place, jobs))
-    }
-
-    /// A job writing `e` (plan entry `index`), with the seeds its old
-    /// version offers.
-    fn job<'p>(&self, e: &'p Planned, index: usize, seeds: Vec<(ChunkId, u64)>) -> Classified<'p>
-    where
-        't: 'p,
-    {
-        let mode = self.opts.mode(e.mode);
-        Classified::Write(FileJob::new(e, self.target, index, mode, seeds))
+        decided.writes = decided.to_write.iter().filter(|&&w| w).count();
+        let files = entries.iter().filter(|e| is_file(e)).count();
+        let in_place = (files - decided.writes) as u64;
+        self.stats.files_in_place.fetch_add(in_place, Relaxed);
+        Ok(decided)
     }
 
     /// Classifies the file of plan entry `index` over what the target
     /// holds at its path.
-    pub(super) fn one<'p>(&self, e: &'p Planned, index: usize) -> Result<Classified<'p>>
-    where
-        't: 'p,
-    {
+    pub(super) fn one(&self, e: &Planned, index: usize) -> Result<Classified> {
         let dest = self.target.at.join(e.path.to_path());
         match fs::symlink_metadata(&dest) {
             Ok(m) if m.is_file() => {
@@ -103,9 +119,9 @@ impl<'t> Classify<'t, '_> {
             }
             Ok(m) if m.is_dir() => {
                 fs::remove_dir_all(&dest).ctx("replace directory", &dest)?;
-                Ok(self.job(e, index, Vec::new()))
+                Ok(Classified::Write(Vec::new()))
             }
-            _ => Ok(self.job(e, index, Vec::new())),
+            _ => Ok(Classified::Write(Vec::new())),
         }
     }
 
@@ -113,21 +129,17 @@ impl<'t> Classify<'t, '_> {
     /// place unread, its mode and mtime fixed if they differ (when the
     /// file opened is still the one trusted and no other path shares its
     /// inode). `None` if the cache cannot tell.
-    fn known<'p>(
+    fn known(
         &self,
-        e: &'p Planned,
+        e: &Planned,
         index: usize,
         dest: &Path,
         m: &fs::Metadata,
-    ) -> Result<Option<Classified<'p>>>
-    where
-        't: 'p,
-    {
+    ) -> Result<Option<Classified>> {
         let (_, chunks) = planned(e);
         let unchanged = self
             .trusted
-            .and_then(|c| c.get(e.path.as_bytes(), &FileStat::of(m)))
-            .is_some_and(|known| known == chunks);
+            .is_some_and(|c| c.knows(e.path.as_bytes(), &FileStat::of(m), chunks));
         if !unchanged {
             return Ok(None);
         }
@@ -136,7 +148,7 @@ impl<'t> Classify<'t, '_> {
             self.stats.files_unchanged.fetch_add(1, Relaxed);
             self.stats.files_untouched.fetch_add(1, Relaxed);
             self.target.saw(index, FileStat::of(m));
-            return Ok(Some(Classified::InPlace(e)));
+            return Ok(Some(Classified::InPlace));
         }
         // Known to hold the planned content, with another mode or mtime (a
         // next run's tree, extracted anew): fix those without reading it.
@@ -149,7 +161,7 @@ impl<'t> Classify<'t, '_> {
                     set_mode_and_mtime(&f, dest, mode, e.mtime)?;
                     self.stats.files_unchanged.fetch_add(1, Relaxed);
                     see_through(self.target, index, &f);
-                    return Ok(Some(Classified::InPlace(e)));
+                    return Ok(Some(Classified::InPlace));
                 }
             }
         }
@@ -158,22 +170,14 @@ impl<'t> Classify<'t, '_> {
 
     /// Reads and hashes the file at `dest`: in place if it has the planned
     /// chunks and did not change while it was read (its mode and mtime
-    /// fixed, unless another path shares its inode); else a job whose
-    /// seeds are its chunks.
-    fn read_and_compare<'p>(
-        &self,
-        e: &'p Planned,
-        index: usize,
-        dest: &Path,
-    ) -> Result<Classified<'p>>
-    where
-        't: 'p,
-    {
+    /// fixed, unless another path shares its inode); else to be written,
+    /// its chunks the seeds.
+    fn read_and_compare(&self, e: &Planned, index: usize, dest: &Path) -> Result<Classified> {
         let file = match open_no_follow(dest, false) {
             Ok(f) => f,
             // Replaced by a symlink since the stat: write it anew.
             Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-                return Ok(self.job(e, index, Vec::new()))
+                return Ok(Classified::Write(Vec::new()))
             }
             Err(err) => return Err(Error::io("read", dest, err)),
         };
@@ -193,7 +197,7 @@ impl<'t> Classify<'t, '_> {
             let mode = self.opts.mode(e.mode);
             if has_mode_and_mtime(&m, mode, e) {
                 self.target.saw(index, FileStat::of(&m));
-                return Ok(Classified::InPlace(e));
+                return Ok(Classified::InPlace);
             }
             // Another path shares this inode (perhaps outside the target):
             // changing its mode or mtime would change that path too, so the
@@ -201,10 +205,10 @@ impl<'t> Classify<'t, '_> {
             if m.nlink() == 1 {
                 set_mode_and_mtime(&file, dest, mode, e.mtime)?;
                 see_through(self.target, index, &file);
-                return Ok(Classified::InPlace(e));
+                return Ok(Classified::InPlace);
             }
         }
-        Ok(self.job(e, index, seeds))
+        Ok(Classified::Write(seeds))
     }
 }
 
@@ -257,20 +261,23 @@ fn see_through(target: &Target, index: usize, f: &File) {
 /// chunks those files need lie in them (a warm runner with little to
 /// write does not index every chunk it already has).
 pub(super) fn seeds_in_place(
-    jobs: &[FileJob],
-    in_place: Vec<&Planned>,
+    entries: &[Planned],
+    decided: &Decided,
     at: &Path,
 ) -> HashMap<ChunkId, (PathBuf, u64)> {
     let mut seeds = HashMap::new();
-    if jobs.is_empty() || in_place.is_empty() {
+    let is_file = |e: &Planned| matches!(e.target, EntryKind::File { .. });
+    let files = entries.iter().enumerate().filter(|(_, e)| is_file(e));
+    let (write, in_place): (Vec<_>, Vec<_>) = files.partition(|(i, _)| decided.to_write[*i]);
+    if write.is_empty() || in_place.is_empty() {
         return seeds;
     }
-    let wanted: HashSet<ChunkId> = jobs
+    let wanted: HashSet<ChunkId> = write
         .iter()
-        .flat_map(|j| j.entry.target.chunks())
+        .flat_map(|(_, e)| e.target.chunks())
         .map(|c| c.id)
         .collect();
-    for e in in_place {
+    for (_, e) in in_place {
         let mut offset = 0;
         for c in e.target.chunks() {
             if wanted.contains(&c.id) {
@@ -319,7 +326,7 @@ mod tests {
         }
     }
 
-    fn classify<'p>(target: &'p Target, stats: &'p Stats, e: &'p Planned) -> Classified<'p> {
+    fn classify(target: &Target, stats: &Stats, e: &Planned) -> Classified {
         let c = Classify {
             target,
             opts: WriteOptions::default(),
@@ -338,10 +345,7 @@ mod tests {
         fs::write(t.path().join("f"), b"hello").unwrap();
         let e = planned("f", b"hello", 0o4750);
         let (target, stats) = (Target::new(t.path(), false, 1, true), Stats::default());
-        assert!(matches!(
-            classify(&target, &stats, &e),
-            Classified::InPlace(_)
-        ));
+        assert!(matches!(classify(&target, &stats, &e), Classified::InPlace));
         let m = fs::metadata(t.path().join("f")).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o750);
         assert_eq!((m.mtime(), m.mtime_nsec()), (MTIME.secs, 5));
@@ -355,10 +359,10 @@ mod tests {
         fs::write(t.path().join("f"), b"old").unwrap();
         let e = planned("f", b"new", 0o644);
         let (target, stats) = (Target::new(t.path(), false, 1, false), Stats::default());
-        let Classified::Write(job) = classify(&target, &stats, &e) else {
+        let Classified::Write(seeds) = classify(&target, &stats, &e) else {
             panic!("other content is not in place");
         };
-        assert_eq!(job.seeds, vec![(ChunkId::of(b"old"), 0)]);
+        assert_eq!(seeds, vec![(ChunkId::of(b"old"), 0)]);
     }
 
     // A symlink at a file's path is never read through, nor its target
@@ -374,10 +378,10 @@ mod tests {
         symlink(&outside, at.join("f")).unwrap();
         let e = planned("f", b"hello", 0o755);
         let (target, stats) = (Target::new(&at, false, 1, false), Stats::default());
-        let Classified::Write(job) = classify(&target, &stats, &e) else {
+        let Classified::Write(seeds) = classify(&target, &stats, &e) else {
             panic!("a symlink is not the planned file");
         };
-        assert!(job.seeds.is_empty());
+        assert!(seeds.is_empty());
         let m = fs::metadata(&outside).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o600);
     }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{
@@ -18,7 +19,8 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::{set_mode_and_mtime, Stats, Target};
+use super::classify::Decided;
+use super::{set_mode_and_mtime, Stats, Target, WriteOptions};
 use crate::error::{Error, IoContext, Result};
 use crate::format::manifest::EntryKind;
 use crate::id::ChunkId;
@@ -57,26 +59,118 @@ struct SeedCopy<'a> {
     len: u32,
 }
 
+/// A batch of file jobs holds at most this many files, or this many
+/// chunks (a file with more is a batch of its own): the jobs, their chunk
+/// placements and the chunks' locations are held for a batch, not for
+/// every file of the tree (issue 29: at 10^6 files they took ~280 MB).
+const BATCH_FILES: usize = 1 << 14;
+const BATCH_CHUNKS: usize = 1 << 16;
+
+/// The files to write, as step 6 decided, and how.
+pub(super) struct ToWrite<'p> {
+    /// The plan's entries (sorted by path).
+    pub entries: &'p [Planned],
+    /// Which of them to write, with seeds.
+    pub decided: Decided,
+    /// Where.
+    pub target: &'p Target,
+    pub opts: WriteOptions,
+}
+
 /// Steps 7 and 8: refuses the attach if the files do not fit, then writes
-/// (at `at`) every job's file, running `alongside` on its own thread meanwhile (its
-/// error is the result if the writing succeeded). A failed write removes
-/// the temporary files it made.
+/// (at `at`) every file to write, a batch at a time in plan order, running
+/// `alongside` on its own thread meanwhile (its error is the result if the
+/// writing succeeded). A failed write removes the temporary files of its
+/// batch (every file of an earlier batch is complete).
 pub(super) fn write_all(
     store: &Store,
-    jobs: &[FileJob],
+    mut files: ToWrite<'_>,
     in_place: &HashMap<ChunkId, (PathBuf, u64)>,
     stats: &Stats,
     at: &Path,
     alongside: impl FnOnce() -> Result<()> + Send,
 ) -> Result<()> {
-    check_space(at, jobs)?;
+    let needed = files
+        .to_write()
+        .map(|i| match files.entries[i].target {
+            EntryKind::File { size, .. } => size,
+            _ => 0,
+        })
+        .fold(0u64, u64::saturating_add);
+    check_space(at, needed)?;
     // A large attach yields the CPU to small jobs.
-    crate::util::yield_to_small_jobs(jobs.iter().map(|j| j.size).sum());
+    crate::util::yield_to_small_jobs(needed);
     let (result, beside) = std::thread::scope(|s| {
         let beside = s.spawn(alongside);
-        let result = write_files(store, jobs, in_place, stats);
+        let result = files.each_batch(|jobs| write_batch(store, jobs, in_place, stats));
         (result, beside.join().expect("the work alongside panicked"))
     });
+    result?;
+    beside
+}
+
+impl<'p> ToWrite<'p> {
+    /// The plan indices of the files to write.
+    fn to_write(&self) -> impl Iterator<Item = usize> + '_ {
+        let flags = self.decided.to_write.iter().enumerate();
+        flags.filter(|(_, &w)| w).map(|(i, _)| i)
+    }
+
+    /// Runs `f` on the jobs of each batch in turn, in plan order (each
+    /// batch's jobs dropped before the next's are made); stops at an error.
+    fn each_batch(&mut self, mut f: impl FnMut(&[FileJob<'p>]) -> Result<()>) -> Result<()> {
+        let mut from = 0;
+        while from < self.entries.len() {
+            let end = batch_end(self.entries, &self.decided.to_write, from);
+            f(&self.jobs(from..end))?;
+            from = end;
+        }
+        Ok(())
+    }
+
+    /// The jobs of the files to write among plan entries `range` (their
+    /// seeds taken).
+    fn jobs(&mut self, range: Range<usize>) -> Vec<FileJob<'p>> {
+        let (entries, target) = (self.entries, self.target);
+        range
+            .filter(|&i| self.decided.to_write[i])
+            .map(|i| {
+                let e = &entries[i];
+                let seeds = self.decided.seeds.remove(&i).unwrap_or_default();
+                FileJob::new(e, target, i, self.opts.mode(e.mode), seeds)
+            })
+            .collect()
+    }
+}
+
+/// Where the batch of plan entries starting at `from` ends: after
+/// `BATCH_FILES` files to write or `BATCH_CHUNKS` of their chunks
+/// (at least one file), or at the end of the plan.
+fn batch_end(entries: &[Planned], to_write: &[bool], from: usize) -> usize {
+    let (mut files, mut chunks) = (0, 0);
+    for (i, e) in entries.iter().enumerate().skip(from) {
+        if !to_write[i] {
+            continue;
+        }
+        let n = e.target.chunks().len();
+        if files > 0 && (files == BATCH_FILES || chunks + n > BATCH_CHUNKS) {
+            return i;
+        }
+        files += 1;
+        chunks += n;
+    }
+    entries.len()
+}
+
+/// Writes one batch's files; on failure, removes the temporary files it
+/// made and did not complete.
+fn write_batch(
+    store: &Store,
+    jobs: &[FileJob],
+    in_place: &HashMap<ChunkId, (PathBuf, u64)>,
+    stats: &Stats,
+) -> Result<()> {
+    let result = write_files(store, jobs, in_place, stats);
     if result.is_err() {
         for job in jobs {
             if *job.created.lock().expect("poisoned") && job.remaining.load(Relaxed) > 0 {
@@ -84,15 +178,14 @@ pub(super) fn write_all(
             }
         }
     }
-    result?;
-    beside
+    result
 }
 
-/// Refuses, before writing anything, an attach whose files cannot fit on
-/// the target's file system: a full disk would fail it halfway anyway, and
-/// a hostile manifest can claim any size (one chunk listed a million times).
-fn check_space(at: &Path, jobs: &[FileJob]) -> Result<()> {
-    let needed: u64 = jobs.iter().map(|j| j.size).fold(0u64, u64::saturating_add);
+/// Refuses, before writing anything, an attach whose files (`needed`
+/// bytes) cannot fit on the target's file system: a full disk would fail
+/// it halfway anyway, and a hostile manifest can claim any size (one chunk
+/// listed a million times).
+fn check_space(at: &Path, needed: u64) -> Result<()> {
     let stat =
         rustix::fs::statvfs(at).map_err(|e| Error::io("check free space on", at, e.into()))?;
     let free = stat.f_bavail.saturating_mul(stat.f_frsize);
@@ -393,6 +486,54 @@ mod tests {
         assert_eq!(copies, expected);
     }
 
+    // Issue 29: the file jobs and chunk placements of an attach are held a
+    // batch at a time, not for every file of the plan: over 100,000 files
+    // (one chunk each), making each batch's jobs and placements in turn
+    // holds well under what making them for all the files at once (as
+    // the attach did before) holds.
+    #[test]
+    fn writing_100000_files_holds_a_batch_of_jobs_not_every_files() {
+        let n = 100_000u32;
+        let entries: Vec<Planned> = (0..n)
+            .map(|i| file(&format!("d/{i:06}"), &[ChunkId::of(&i.to_le_bytes())]))
+            .collect();
+        let t = tempfile::tempdir().unwrap();
+        let target = Target::new(t.path(), true, 0, false);
+        let to_write = |entries| ToWrite {
+            entries,
+            decided: Decided {
+                to_write: vec![true; n as usize],
+                writes: n as usize,
+                seeds: HashMap::new(),
+            },
+            target: &target,
+            opts: WriteOptions::default(),
+        };
+        let in_place = HashMap::new();
+        let (mut files, mut whole) = (to_write(&entries), to_write(&entries));
+        let ((placed, batches), peak, _) = crate::testing::heap::measure(|| {
+            let (mut placed, mut batches) = (0, 0);
+            files
+                .each_batch(|jobs| {
+                    placed += placements(jobs, &in_place).0.len();
+                    batches += 1;
+                    Ok(())
+                })
+                .unwrap();
+            (placed, batches)
+        });
+        assert_eq!(placed, n as usize, "every file's chunk is placed once");
+        assert_eq!(batches, (n as usize).div_ceil(BATCH_FILES));
+        let (_, whole_peak, _) = crate::testing::heap::measure(|| {
+            let jobs = whole.jobs(0..n as usize);
+            placements(&jobs, &in_place).0.len()
+        });
+        eprintln!("batches held {peak} bytes at most; every file's jobs at once {whole_peak}");
+        let bound = 6 << 20;
+        assert!(peak < bound, "the batches held {peak} bytes, over {bound}");
+        assert!(whole_peak > bound, "all the jobs at once held {whole_peak}");
+    }
+
     // A manifest claiming more than the disk holds is refused before any
     // file is written.
     #[test]
@@ -400,10 +541,9 @@ mod tests {
         let e = file("f", &[ChunkId::of(b"x")]);
         let t = tempfile::tempdir().unwrap();
         let target = Target::new(t.path(), false, 1, false);
-        let mut job = FileJob::new(&e, &target, 0, 0o644, Vec::new());
-        check_space(t.path(), std::slice::from_ref(&job)).unwrap();
-        job.size = u64::MAX;
-        let err = check_space(t.path(), &[job]).unwrap_err();
+        let job = FileJob::new(&e, &target, 0, 0o644, Vec::new());
+        check_space(t.path(), job.size).unwrap();
+        let err = check_space(t.path(), u64::MAX).unwrap_err();
         assert!(matches!(err, Error::NoRoom { .. }), "{err}");
     }
 }

@@ -212,12 +212,17 @@ pub fn execute_with(
         trusted: trusted.as_ref(),
         stats: &stats,
     };
-    let (in_place, jobs) = classify.all(&entries, look.as_ref())?;
+    let decided = classify.all(&entries, look.as_ref())?;
     drop(trusted);
-    let seeds = classify::seeds_in_place(&jobs, in_place, &at);
-    files::write_all(store, &jobs, &seeds, &stats, &at, alongside)?;
-    let wrote_nothing = jobs.is_empty();
-    drop(jobs);
+    let seeds = classify::seeds_in_place(&entries, &decided, &at);
+    let wrote_nothing = decided.writes == 0;
+    let files = files::ToWrite {
+        entries: &entries,
+        decided,
+        target: &target,
+        opts,
+    };
+    files::write_all(store, files, &seeds, &stats, &at, alongside)?;
 
     links::place_links(&entries, root, fresh)?;
     store.observer().reached(Step::AttachWritten, &at);
@@ -227,7 +232,7 @@ pub fn execute_with(
     links::set_dir_modes(&entries, &at, opts)?;
     if let Some((dir, _)) = &cache_at {
         let seen = target.into_seen();
-        remember::after_attach(store, dir, entries, &at, &seen, wrote_nothing, &stats);
+        remember::after_attach(store, dir, entries, &at, seen, wrote_nothing, &stats);
     }
     Ok(stats.snapshot())
 }

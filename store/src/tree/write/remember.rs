@@ -16,11 +16,12 @@ use super::Stats;
 use crate::format::manifest::EntryKind;
 use crate::repo::Store;
 use crate::tree::plan::Planned;
-use crate::tree::stat_cache::{now_nanos, FileStat, Record, StatCache};
+use crate::tree::stat_cache::{now_nanos, FileStat, Record, StatCache, StatLookup};
 
-/// The stat cache at `dir` for the target `at`, if it knows anything.
-pub(super) fn open_trusted(store: &Store, dir: &Path, at: &Path) -> Option<StatCache> {
-    Some(StatCache::open(dir, &store.config().store_id, at)).filter(|c| !c.is_empty())
+/// The stat cache at `dir` for the target `at`, read for lookups (its
+/// file's bytes, not a table of them), if it knows anything.
+pub(super) fn open_trusted(store: &Store, dir: &Path, at: &Path) -> Option<StatLookup> {
+    Some(StatLookup::open(dir, &store.config().store_id, at)).filter(|c| !c.is_empty())
 }
 
 /// Records the planned `entries` in the stat cache at `dir`, unless
@@ -32,7 +33,7 @@ pub(super) fn after_attach(
     dir: &Path,
     entries: Vec<Planned>,
     at: &Path,
-    seen: &[OnceLock<FileStat>],
+    mut seen: Vec<OnceLock<FileStat>>,
     wrote_nothing: bool,
     stats: &Stats,
 ) {
@@ -50,52 +51,50 @@ pub(super) fn after_attach(
     };
     let store_id = &store.config().store_id;
     let cache = StatCache::open_except(dir, store_id, at, planned);
-    let (still, taken_at) = still_as_seen(&entries, at, seen);
+    let taken_at = still_as_seen(&entries, at, &mut seen);
     // A cache that cannot be written costs the next run its reads, not
     // this attach its result.
-    let _ = cache.save_with(records(&entries, &still), taken_at);
+    let _ = cache.save_with(records(&entries, &seen), taken_at);
 }
 
-/// The stat of each planned file this attach saw when it wrote the file
-/// or found it in place (`seen`, from the file's descriptor), if the file
-/// has that stat still, taken after the clock is read (returned: so a file
-/// written in the last moments is racy and not recorded); `None` for the
-/// rest. A file changed since this attach wrote it has other content than
-/// the plan's, and is read again next time.
-fn still_as_seen(
-    entries: &[Planned],
-    at: &Path,
-    seen: &[OnceLock<FileStat>],
-) -> (Vec<Option<FileStat>>, i128) {
+/// Keeps in `seen` the stat of each planned file this attach saw when it
+/// wrote the file or found it in place (from the file's descriptor) only
+/// if the file has that stat still, taken after the clock is read
+/// (returned: so a file written in the last moments is racy and not
+/// recorded); empties the other slots. A file changed since this attach
+/// wrote it has other content than the plan's, and is read again next
+/// time. In place: a second vector of a stat per entry would cost as much
+/// as `seen` (issue 29: ~70 MB at 10^6 files).
+fn still_as_seen(entries: &[Planned], at: &Path, seen: &mut [OnceLock<FileStat>]) -> i128 {
     let taken_at = now_nanos();
-    let stats = entries
-        .par_iter()
-        .enumerate()
-        .map(|(i, e)| match e.target {
-            EntryKind::File { .. } => {
-                let seen = *seen.get(i)?.get()?;
+    seen.par_iter_mut().enumerate().for_each(|(i, slot)| {
+        let still = match (slot.get(), entries.get(i).map(|e| (e, &e.target))) {
+            (Some(seen), Some((e, EntryKind::File { .. }))) => {
                 // Gone, replaced or changed already (the job is running):
                 // not remembered.
-                let m = fs::symlink_metadata(at.join(e.path.to_path())).ok()?;
-                (m.is_file() && FileStat::of(&m) == seen).then_some(seen)
+                fs::symlink_metadata(at.join(e.path.to_path()))
+                    .is_ok_and(|m| m.is_file() && FileStat::of(&m) == *seen)
             }
-            _ => None,
-        })
-        .collect();
-    (stats, taken_at)
+            _ => false,
+        };
+        if !still {
+            slot.take();
+        }
+    });
+    taken_at
 }
 
-/// The planned files to record (those `stats` gives a stat) with their
-/// planned chunks, borrowed from the plan rather than copied into the
-/// cache's table (issue 29: at 10^6 files that table is ~240 MB).
+/// The planned files to record (those `seen` still gives a stat) with
+/// their planned chunks, borrowed from the plan rather than copied into
+/// the cache's table (issue 29: at 10^6 files that table is ~240 MB).
 fn records<'a>(
     entries: &'a [Planned],
-    stats: &'a [Option<FileStat>],
+    seen: &'a [OnceLock<FileStat>],
 ) -> impl Iterator<Item = Record<'a>> + Clone {
     entries
         .iter()
-        .zip(stats)
-        .filter_map(|(e, stat)| match (stat, &e.target) {
+        .zip(seen)
+        .filter_map(|(e, stat)| match (stat.get(), &e.target) {
             (Some(stat), EntryKind::File { chunks, .. }) => Some(Record {
                 rel: e.path.as_bytes(),
                 stat: *stat,
@@ -134,7 +133,7 @@ mod tests {
         };
         fs::write(at.join("kept"), "x").unwrap();
         fs::write(at.join("changed"), "x").unwrap();
-        let seen: Vec<OnceLock<FileStat>> = ["changed", "kept"]
+        let mut seen: Vec<OnceLock<FileStat>> = ["changed", "kept"]
             .iter()
             .map(|p| OnceLock::from(FileStat::of(&fs::metadata(at.join(p)).unwrap())))
             .collect();
@@ -142,15 +141,15 @@ mod tests {
         // Past the racy window of the files' ctimes.
         std::thread::sleep(std::time::Duration::from_millis(150));
         let entries = vec![file("changed"), file("kept")];
-        let (stats, taken_at) = still_as_seen(&entries, &at, &seen);
+        let changed_as_seen = *seen[0].get().unwrap();
+        let taken_at = still_as_seen(&entries, &at, &mut seen);
+        assert!(seen[0].get().is_none() && seen[1].get().is_some());
         let cache = StatCache::open(&dir, "store", &at);
-        cache
-            .save_with(records(&entries, &stats), taken_at)
-            .unwrap();
+        cache.save_with(records(&entries, &seen), taken_at).unwrap();
         let cache = StatCache::open(&dir, "store", &at);
         let now = |p: &str| FileStat::of(&fs::metadata(at.join(p)).unwrap());
         assert_eq!(cache.get(b"kept", &now("kept")), Some(&chunks[..]));
         assert_eq!(cache.get(b"changed", &now("changed")), None);
-        assert_eq!(cache.get(b"changed", seen[0].get().unwrap()), None);
+        assert_eq!(cache.get(b"changed", &changed_as_seen), None);
     }
 }
